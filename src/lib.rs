@@ -1,1 +1,30 @@
-pub fn placeholder() {}
+//! supersim-bulk registers Twilio Super SIMs in bulk: it streams a CSV of ICCIDs and
+//! registration codes through a rate- and concurrency-limited pool of workers that call
+//! the Super SIM API with retries, and writes a results CSV that a later run resumes from.
+//!
+//! # Layout
+//! - [`app`]: logging, signals and exit codes around the jobs.
+//! - [`cli`]: the command line (clap types); [`config`]: flags and environment resolved
+//!   into checked values before any I/O.
+//! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks.
+//! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
+//!   and the pool-wide pause after a 429.
+//! - [`pool`]: drives one SIM to its final outcome within the run's limits.
+//! - [`results`]: the results CSV, its writer and the resume loader.
+//! - [`register`]: the `register` job, wiring reader, pool and writer together.
+//! - [`progress`]: the progress display and the summary; [`exit`]: the exit codes.
+//! - [`emulator`]: a local Super SIM API for rehearsals and tests.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod emulator;
+pub mod exit;
+pub mod input;
+pub mod pool;
+pub mod progress;
+pub mod register;
+pub mod results;
+pub mod retry;
+pub mod validate;

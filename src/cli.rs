@@ -1,0 +1,166 @@
+//! The command line: every flag, its default and its help text (clap derive types only).
+//!
+//! Flags are turned into checked, plain values by `config`; nothing here does I/O. No flag
+//! takes a secret: credentials come from the environment only, so they never sit in shell
+//! history or in `ps` output.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const CREDENTIALS_HELP: &str = "\
+Credentials (environment only, never flags):
+  TWILIO_API_KEY + TWILIO_API_SECRET      an API key pair (wins when both pairs are set)
+  TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN  the account's own pair
+  TWILIO_REGION / TWILIO_EDGE             use https://supersim.{edge}.{region}.twilio.com";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "supersim-bulk",
+    version,
+    about = "Register Twilio Super SIMs in bulk from a CSV, resumably, within the API's limits",
+    after_help = crate::exit::HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register every SIM in a CSV of ICCIDs and registration codes; resumes from its results file
+    #[command(after_help = format!("{CREDENTIALS_HELP}\n\n{}", crate::exit::HELP))]
+    Register(RegisterArgs),
+    /// Serve the local Super SIM API emulator, for rehearsals and other tools
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// CSV with a header naming an ICCID column and a registration code column; `-` reads stdin
+    pub input: PathBuf,
+
+    /// Results CSV [default: the input's name with .results.csv, beside it]
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Run against a built-in emulator on a free loopback port (no credentials, no network)
+    #[arg(long, conflicts_with = "base_url")]
+    pub emulator: bool,
+
+    /// API base URL; plain http:// only for loopback hosts
+    #[arg(
+        long,
+        env = "SUPERSIM_BASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub base_url: Option<String>,
+
+    /// Most requests in flight at once
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    pub concurrency: u32,
+
+    /// Most requests per second, every attempt and lookup included
+    #[arg(long, default_value_t = 25.0, value_parser = positive_rate, help_heading = "Limits")]
+    pub rate: f64,
+
+    /// Attempts per SIM before it is recorded as gave_up
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Limits")]
+    pub max_attempts: u32,
+
+    /// Time limit of one request, e.g. 30s or 1500ms
+    #[arg(long, default_value = "30s", value_parser = duration, help_heading = "Limits")]
+    pub timeout: Duration,
+
+    /// First retry waits up to this long; each further retry doubles it
+    #[arg(long, default_value = "500ms", value_parser = duration, help_heading = "Limits")]
+    pub backoff_base: Duration,
+
+    /// Longest wait between two attempts (a server's Retry-After can ask for more)
+    #[arg(long, default_value = "30s", value_parser = duration, help_heading = "Limits")]
+    pub backoff_cap: Duration,
+
+    /// Send again the SIMs an earlier run recorded as rejected
+    #[arg(long)]
+    pub retry_rejected: bool,
+
+    /// How often a plain progress line is logged when stderr is not a terminal
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub progress_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// TCP port to listen on (0 picks a free one)
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+
+    /// Delay added to every response, e.g. 100ms
+    #[arg(long, default_value = "0ms", value_parser = duration)]
+    pub latency: Duration,
+
+    /// Answer 429 (Twilio error 20429) when more requests than this are in flight
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+
+    /// Share of registrations (0 to 1) that meet an injected fault: 5xx, an HTML 502, a slow or lost response
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub fail_rate: f64,
+
+    /// Seed for fault injection and SIDs, so a rehearsal can be repeated exactly
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 1500ms, 2m)"))
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("must be a number of requests per second above 0".to_string()),
+    }
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err("must be a number from 0 to 1".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,287 @@
+//! The worker side of a run: takes one SIM at a time and drives it to a final outcome,
+//! within the run's rate and concurrency limits, retrying what can be retried.
+//!
+//! Every request (a create, a retry or a lookup) first waits for the pool-wide pause after a
+//! 429 and then for a token of the shared rate limiter, so `--rate` holds across all
+//! workers. The caller caps how many SIMs are in progress at once, which caps requests in
+//! flight. A create whose answer was lost may have registered the SIM, so a retry that
+//! answers 83003 ("already on your account") is taken as success, and a SIM whose attempts
+//! all ended in doubt is looked up before it is reported as `gave_up`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, Client, ErrorClass, RegistrationCode, Sim, sid_in_message};
+use crate::results::{Outcome, ResultRow};
+use crate::retry::{Backoff, PoolPause, jitter_for_row};
+
+/// A row that passed the local checks and is to be registered.
+#[derive(Debug)]
+pub struct SendRow {
+    pub line: u64,
+    /// The normalised ICCID, as sent.
+    pub iccid: String,
+    pub code: RegistrationCode,
+}
+
+/// Counters for the summary, shared by all workers.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+impl RequestStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The limits a pool works within.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Requests per second, across all workers.
+    pub rate: f64,
+    /// Create attempts per SIM before it is `gave_up`.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// What every worker shares.
+pub struct Pool {
+    client: Client,
+    limiter: DefaultDirectRateLimiter,
+    pause: PoolPause,
+    limits: PoolLimits,
+    /// Cancelled on interrupt: no new attempts start, answers in flight are still recorded.
+    stop: CancellationToken,
+    /// Cancelled when the API refuses the credentials: every further request would fail too.
+    credentials_refused: CancellationToken,
+    pub stats: Arc<RequestStats>,
+}
+
+impl Pool {
+    pub fn new(client: Client, limits: PoolLimits, stop: CancellationToken) -> Self {
+        let period = Duration::from_secs_f64(1.0 / limits.rate.max(0.001));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(NonZeroU32::MIN);
+        Pool {
+            client,
+            limiter: RateLimiter::direct(quota),
+            pause: PoolPause::default(),
+            limits,
+            stop,
+            credentials_refused: CancellationToken::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Cancelled once the API has refused the credentials.
+    pub fn credentials_refused(&self) -> &CancellationToken {
+        &self.credentials_refused
+    }
+
+    fn halted(&self) -> bool {
+        self.stop.is_cancelled() || self.credentials_refused.is_cancelled()
+    }
+
+    /// Waits until this worker may send: after any pool pause, then for a rate token.
+    /// Returns false when the run is stopping instead.
+    async fn clear_to_send(&self) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = self.credentials_refused.cancelled() => false,
+            _ = async {
+                self.pause.wait().await;
+                self.limiter.until_ready().await;
+            } => {
+                RequestStats::bump(&self.stats.requests);
+                true
+            }
+        }
+    }
+
+    /// Sleeps before a retry; false when the run stopped meanwhile.
+    async fn back_off(&self, wait: Duration) -> bool {
+        RequestStats::bump(&self.stats.retries);
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = self.credentials_refused.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// Drives one SIM to its final row. `None` means the run stopped before the SIM reached
+    /// a final outcome; it gets no row, so the next run tries it again.
+    pub async fn register(&self, row: SendRow) -> Option<ResultRow> {
+        let mut jitter = jitter_for_row(row.line);
+        let mut attempts = 0;
+        // Set once an attempt may have reached the server: an 83003 after that is most likely
+        // our own earlier attempt, so the SIM counts as registered by this run.
+        let mut maybe_committed = false;
+        loop {
+            if self.halted() || !self.clear_to_send().await {
+                return None;
+            }
+            attempts += 1;
+            let error = match self.client.create_sim(&row.iccid, &row.code).await {
+                Ok(sim) => return Some(success_row(&row, Outcome::Registered, &sim, attempts)),
+                Err(error) => error,
+            };
+            tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, error = %error, "create failed");
+            match error.classify() {
+                ErrorClass::AlreadyOnAccount => {
+                    let outcome = if maybe_committed {
+                        Outcome::Registered
+                    } else {
+                        Outcome::AlreadyRegistered
+                    };
+                    return self
+                        .already_on_account(&row, outcome, &error, attempts)
+                        .await;
+                }
+                ErrorClass::Rejected => {
+                    return Some(error_row(&row, Outcome::Rejected, &error, attempts));
+                }
+                ErrorClass::CredentialsRefused => {
+                    tracing::error!(http_status = ?error.http_status, error_code = ?error.code, "the API refused the credentials; stopping the run");
+                    self.credentials_refused.cancel();
+                    return None;
+                }
+                ErrorClass::Retry { throttled } => {
+                    maybe_committed |= error.maybe_processed;
+                    if attempts >= self.limits.max_attempts {
+                        return self.give_up(&row, &error, attempts, maybe_committed).await;
+                    }
+                    let wait = self
+                        .limits
+                        .backoff
+                        .delay(attempts, error.retry_after, &mut jitter);
+                    if throttled {
+                        RequestStats::bump(&self.stats.throttled);
+                        self.pause.pause_for(wait);
+                    }
+                    if !self.back_off(wait).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// 83003: the SIM is on the account. Its SID comes from the message, else from a lookup.
+    async fn already_on_account(
+        &self,
+        row: &SendRow,
+        outcome: Outcome,
+        error: &ApiError,
+        attempts: u32,
+    ) -> Option<ResultRow> {
+        if let Some(sid) = sid_in_message(&error.message) {
+            let mut result = ResultRow::new(row.line, &row.iccid, outcome);
+            result.sid = Some(sid);
+            result.attempts = attempts;
+            return Some(result);
+        }
+        match self.lookup(row).await {
+            Ok(Some(sim)) => Some(success_row(row, outcome, &sim, attempts)),
+            Ok(None) => {
+                let mut result = error_row(row, outcome, error, attempts);
+                result.error_message = Some(
+                    "the API says the SIM is on this account, but a lookup by ICCID found none"
+                        .to_string(),
+                );
+                Some(result)
+            }
+            Err(Some(lookup_error)) => {
+                Some(error_row(row, Outcome::GaveUp, &lookup_error, attempts))
+            }
+            Err(None) => None,
+        }
+    }
+
+    /// Attempts ran out on transient errors. If any attempt may have registered the SIM,
+    /// a lookup settles it before the SIM is reported as not registered.
+    async fn give_up(
+        &self,
+        row: &SendRow,
+        error: &ApiError,
+        attempts: u32,
+        maybe_committed: bool,
+    ) -> Option<ResultRow> {
+        if maybe_committed {
+            match self.lookup(row).await {
+                Ok(Some(sim)) => {
+                    return Some(success_row(row, Outcome::Registered, &sim, attempts));
+                }
+                Ok(None) | Err(Some(_)) => {}
+                Err(None) => return None,
+            }
+        }
+        Some(error_row(row, Outcome::GaveUp, error, attempts))
+    }
+
+    /// `GET /v1/Sims?Iccid=` with the same retry policy. `Err(None)` means the run stopped.
+    async fn lookup(&self, row: &SendRow) -> Result<Option<Sim>, Option<ApiError>> {
+        let mut jitter = jitter_for_row(row.line ^ 0x5eed);
+        let mut tries = 0;
+        loop {
+            if !self.clear_to_send().await {
+                return Err(None);
+            }
+            tries += 1;
+            let error = match self.client.find_sim(&row.iccid).await {
+                Ok(found) => return Ok(found),
+                Err(error) => error,
+            };
+            match error.classify() {
+                ErrorClass::Retry { throttled } if tries < self.limits.max_attempts => {
+                    let wait = self
+                        .limits
+                        .backoff
+                        .delay(tries, error.retry_after, &mut jitter);
+                    if throttled {
+                        RequestStats::bump(&self.stats.throttled);
+                        self.pause.pause_for(wait);
+                    }
+                    if !self.back_off(wait).await {
+                        return Err(None);
+                    }
+                }
+                ErrorClass::CredentialsRefused => {
+                    self.credentials_refused.cancel();
+                    return Err(None);
+                }
+                _ => return Err(Some(error)),
+            }
+        }
+    }
+}
+
+fn success_row(row: &SendRow, outcome: Outcome, sim: &Sim, attempts: u32) -> ResultRow {
+    let mut result = ResultRow::new(row.line, &row.iccid, outcome);
+    result.sid = sim.sid.clone();
+    result.status = sim.status.clone();
+    result.fleet_sid = sim.fleet_sid.clone();
+    result.attempts = attempts;
+    result
+}
+
+fn error_row(row: &SendRow, outcome: Outcome, error: &ApiError, attempts: u32) -> ResultRow {
+    let mut result = ResultRow::new(row.line, &row.iccid, outcome);
+    result.error_code = error.code;
+    result.error_message = Some(error.message.clone());
+    result.http_status = error.http_status;
+    result.attempts = attempts;
+    result
+}

@@ -1,0 +1,360 @@
+//! The `register` job: wires the input reader, the worker pool and the results writer
+//! together, and decides how the run ends.
+//!
+//! ```text
+//! reader thread ──bounded──▶ dispatcher ──spawns, at most N at once──▶ workers
+//!   (read, check,               │                                        │
+//!    dedupe, resume)            └────────────bounded────────▶ writer ◀───┘
+//!                                                           (results file, progress)
+//! ```
+//! The reader runs on a blocking thread because the csv crate reads synchronously; the
+//! bounded channels keep memory flat whatever the size of the input.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Client, Credentials};
+use crate::config::{RegisterConfig, Target};
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::input::{InputError, InputRow, InputSource, SimReader};
+use crate::pool::{Pool, RequestStats, SendRow};
+use crate::progress::{Progress, RunSummary};
+use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
+use crate::validate::{check_code, check_iccid, iccid_key, normalize_iccid};
+
+/// Why a run ended without a summary worth an exit code of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0:#}")]
+    Setup(anyhow::Error),
+}
+
+/// What the reader hands to the dispatcher for each input row.
+enum Work {
+    /// Checked and new: register it.
+    Send(SendRow),
+    /// Settled without a request (`invalid`, `duplicate`): write this row.
+    Report(ResultRow),
+    /// Finished by an earlier run: count it, write nothing.
+    Skip(Outcome),
+}
+
+/// What the writer receives.
+enum Written {
+    Row(ResultRow),
+    Skipped(Outcome),
+}
+
+/// How often the results file is synced to disk while rows arrive.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs a whole `register` job. `stop` is cancelled on the first interrupt: reading stops,
+/// SIMs in progress finish their current request and are written, and the run ends.
+pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
+    let reader = SimReader::open(&config.input)?;
+    let (writer, prior) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
+    if prior.rows > 0 {
+        tracing::info!(rows = prior.rows, results = %config.output.display(), "resuming from an earlier run's results");
+    }
+    let (client, _emulator) = connect(&config).await.map_err(RunError::Setup)?;
+    let pool = Arc::new(Pool::new(client, config.limits, stop.clone()));
+
+    let expected_rows = Arc::new(AtomicU64::new(0));
+    if let InputSource::File(path) = &config.input {
+        count_rows_in_background(path.clone(), expected_rows.clone());
+    }
+    let progress = Progress::new(expected_rows, config.progress_interval);
+
+    let channel_size = config.concurrency * 2;
+    let (work_tx, work_rx) = mpsc::channel(channel_size);
+    let (written_tx, written_rx) = mpsc::channel(channel_size);
+    let retry_rejected = config.retry_rejected;
+    let reader_stop = stop.clone();
+    let reader_thread = tokio::task::spawn_blocking(move || {
+        read_input(reader, &prior, retry_rejected, &work_tx, &reader_stop)
+    });
+    let writer_stop = stop.clone();
+    let writer_task = tokio::spawn(write_results(writer, written_rx, progress, writer_stop));
+
+    dispatch(work_rx, &pool, config.concurrency, written_tx, &stop).await;
+
+    let progress = writer_task
+        .await
+        .context("the results writer failed")
+        .and_then(|result| result)
+        .map_err(RunError::Setup)?;
+    let elapsed = progress.finish();
+    match reader_thread.await {
+        Ok(Ok(())) => {}
+        Ok(Err(input_error)) => return Err(input_error.into()),
+        Err(panic) => {
+            return Err(RunError::Setup(anyhow::anyhow!(
+                "the input reader failed: {panic}"
+            )));
+        }
+    }
+    let stats = &pool.stats;
+    Ok(RunSummary {
+        this_run: progress.this_run,
+        skipped: progress.skipped,
+        elapsed,
+        results_path: config.output.clone(),
+        requests: RequestStats::get(&stats.requests),
+        retries: RequestStats::get(&stats.retries),
+        throttled: RequestStats::get(&stats.throttled),
+        interrupted: stop.is_cancelled(),
+        credentials_refused: pool.credentials_refused().is_cancelled(),
+    })
+}
+
+/// Starts the in-process emulator when asked to, and builds the API client.
+async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emulator>)> {
+    let (base_url, credentials, emulator): (String, Credentials, _) = match &config.target {
+        Target::Api {
+            base_url,
+            credentials,
+            ..
+        } => (base_url.clone(), credentials.clone(), None),
+        Target::Emulator { credentials } => {
+            let emulator_config = EmulatorConfig {
+                credentials: vec![(credentials.username.clone(), credentials.password.clone())],
+                ..EmulatorConfig::default()
+            };
+            let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
+                .await
+                .context("cannot start the built-in emulator")?;
+            tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
+            (emulator.base_url(), credentials.clone(), Some(emulator))
+        }
+    };
+    let client = Client::new(&base_url, credentials, config.timeout)?;
+    Ok((client, emulator))
+}
+
+/// Reads, checks and dedupes the input, deciding for each row whether it is sent.
+fn read_input(
+    mut reader: SimReader,
+    prior: &PriorResults,
+    retry_rejected: bool,
+    work: &mpsc::Sender<Work>,
+    stop: &CancellationToken,
+) -> Result<(), InputError> {
+    let mut seen = HashSet::new();
+    while let Some(row) = reader.next_row() {
+        if stop.is_cancelled() {
+            break;
+        }
+        let next = triage(row?, prior, retry_rejected, &mut seen);
+        if work.blocking_send(next).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Decides what happens to one input row, without any I/O.
+fn triage(
+    row: InputRow,
+    prior: &PriorResults,
+    retry_rejected: bool,
+    seen: &mut HashSet<u128>,
+) -> Work {
+    let iccid = normalize_iccid(&row.iccid);
+    let problem = match row.unreadable {
+        Some(reason) => Some(reason),
+        None => check_iccid(&iccid)
+            .and_then(|()| check_code(row.code.expose()))
+            .err()
+            .map(|invalid| invalid.to_string()),
+    };
+    let settled = |outcome: Outcome, iccid: &str, message: Option<String>| {
+        if prior.already_reported(row.line) {
+            Work::Skip(outcome)
+        } else {
+            let mut result = ResultRow::new(row.line, iccid, outcome);
+            result.error_message = message;
+            Work::Report(result)
+        }
+    };
+    if let Some(reason) = problem {
+        return settled(Outcome::Invalid, row.iccid.trim(), Some(reason));
+    }
+    let key = iccid_key(&iccid).expect("a checked ICCID has a key");
+    if !seen.insert(key) {
+        return settled(
+            Outcome::Duplicate,
+            &iccid,
+            Some("this ICCID appears on an earlier line".to_string()),
+        );
+    }
+    match prior.outcome(&iccid) {
+        Some(done) if done.is_done() => Work::Skip(done),
+        Some(Outcome::Rejected) if !retry_rejected => Work::Skip(Outcome::Rejected),
+        _ => Work::Send(SendRow {
+            line: row.line,
+            iccid,
+            code: row.code,
+        }),
+    }
+}
+
+/// Hands rows to workers, never more than `concurrency` at once, until the input ends or
+/// the run stops.
+async fn dispatch(
+    mut work: mpsc::Receiver<Work>,
+    pool: &Arc<Pool>,
+    concurrency: usize,
+    written: mpsc::Sender<Written>,
+    stop: &CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let refused = pool.credentials_refused().clone();
+    let mut workers = JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            _ = refused.cancelled() => None,
+            next = work.recv() => next,
+        };
+        let Some(next) = next else { break };
+        match next {
+            Work::Send(row) => {
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    _ = refused.cancelled() => break,
+                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                };
+                let pool = pool.clone();
+                let written = written.clone();
+                workers.spawn(async move {
+                    if let Some(result) = pool.register(row).await {
+                        let _ = written.send(Written::Row(result)).await;
+                    }
+                    drop(permit);
+                });
+                while workers.try_join_next().is_some() {}
+            }
+            Work::Report(row) => {
+                let _ = written.send(Written::Row(row)).await;
+            }
+            Work::Skip(outcome) => {
+                let _ = written.send(Written::Skipped(outcome)).await;
+            }
+        }
+    }
+    // Closing the work channel makes the reader's next send fail, so it stops reading.
+    drop(work);
+    while workers.join_next().await.is_some() {}
+}
+
+/// Owns the results file: writes and flushes each row, syncs it every second and at the
+/// end, and keeps the progress display.
+async fn write_results(
+    mut writer: ResultsWriter,
+    mut rows: mpsc::Receiver<Written>,
+    mut progress: Progress,
+    stop: CancellationToken,
+) -> anyhow::Result<Progress> {
+    let mut tick = tokio::time::interval(SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            next = rows.recv() => match next {
+                Some(Written::Row(row)) => {
+                    if let Err(error) = writer.write(&row) {
+                        // Without a results file nothing more can be recorded: stop the run.
+                        stop.cancel();
+                        bail!("cannot write the results file: {error}");
+                    }
+                    tracing::debug!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid = row.sid.as_deref().unwrap_or(""), attempts = row.attempts, "row finished");
+                    progress.row_done(row.outcome);
+                }
+                Some(Written::Skipped(outcome)) => progress.row_skipped(outcome),
+                None => break,
+            },
+            _ = tick.tick() => {
+                writer.sync().context("cannot sync the results file")?;
+                progress.tick();
+            }
+        }
+    }
+    writer.sync().context("cannot sync the results file")?;
+    Ok(progress)
+}
+
+/// Counts data lines for the progress total without holding up the run.
+fn count_rows_in_background(path: std::path::PathBuf, expected: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return;
+        };
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut lines = 0u64;
+        let mut last = b'\n';
+        while let Ok(n @ 1..) = file.read(&mut buffer) {
+            lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            last = buffer[n - 1];
+        }
+        if last != b'\n' {
+            lines += 1;
+        }
+        expected.store(lines.saturating_sub(1), Ordering::Relaxed);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RegistrationCode;
+
+    fn input(line: u64, iccid: &str, code: &str) -> InputRow {
+        InputRow {
+            line,
+            iccid: iccid.to_string(),
+            code: RegistrationCode::new(code.to_string()),
+            unreadable: None,
+        }
+    }
+
+    fn kind(work: &Work) -> String {
+        match work {
+            Work::Send(row) => format!("send {}", row.iccid),
+            Work::Report(row) => format!("{} {}", row.outcome, row.iccid),
+            Work::Skip(outcome) => format!("skip {outcome}"),
+        }
+    }
+
+    #[test]
+    fn triage_checks_then_dedupes_then_resumes() {
+        let prior = PriorResults::default();
+        let mut seen = HashSet::new();
+        let mut decide =
+            |line, iccid, code| kind(&triage(input(line, iccid, code), &prior, false, &mut seen));
+        assert_eq!(
+            decide(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
+            "send 89883070000123456789"
+        );
+        assert_eq!(
+            decide(3, "89883070000123456789", "H3LL0W0RLD"),
+            "duplicate 89883070000123456789"
+        );
+        assert_eq!(decide(4, "12345", "H3LL0W0RLD"), "invalid 12345");
+        assert_eq!(
+            decide(5, "89883070000123456789", "short"),
+            "invalid 89883070000123456789",
+            "invalid wins over duplicate"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The results CSV: its columns and outcome words (a contract scripts rely on), the writer
+//! that appends one whole, flushed row per SIM, and the loader that lets a second run resume
+//! from what the first one wrote.
+//!
+//! The file is append-only. A run never rewrites earlier rows; for each ICCID the last row
+//! wins. If the previous run died in the middle of a row, the torn tail is cut off before
+//! anything is appended, so the file stays a valid CSV.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::validate::iccid_key;
+
+/// The results columns, in order.
+pub const COLUMNS: [&str; 11] = [
+    "line",
+    "iccid",
+    "outcome",
+    "sid",
+    "status",
+    "fleet_sid",
+    "error_code",
+    "error_message",
+    "http_status",
+    "attempts",
+    "finished_at",
+];
+
+/// How a row ended. The words are part of the results-file contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Registered,
+    AlreadyRegistered,
+    Rejected,
+    Invalid,
+    Duplicate,
+    GaveUp,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Registered,
+        Outcome::AlreadyRegistered,
+        Outcome::Rejected,
+        Outcome::Invalid,
+        Outcome::Duplicate,
+        Outcome::GaveUp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Registered => "registered",
+            Outcome::AlreadyRegistered => "already_registered",
+            Outcome::Rejected => "rejected",
+            Outcome::Invalid => "invalid",
+            Outcome::Duplicate => "duplicate",
+            Outcome::GaveUp => "gave_up",
+        }
+    }
+
+    /// True when the SIM is on the account: nothing more to do for it.
+    pub fn is_done(self) -> bool {
+        matches!(self, Outcome::Registered | Outcome::AlreadyRegistered)
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == word)
+            .ok_or_else(|| format!("unknown outcome {word:?}"))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One results row. Field order is [`COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResultRow {
+    pub line: u64,
+    pub iccid: String,
+    pub outcome: Outcome,
+    pub sid: Option<String>,
+    pub status: Option<String>,
+    pub fleet_sid: Option<String>,
+    pub error_code: Option<u32>,
+    pub error_message: Option<String>,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub finished_at: String,
+}
+
+impl ResultRow {
+    /// A row with only its identity and outcome filled in; the caller sets the rest.
+    pub fn new(line: u64, iccid: impl Into<String>, outcome: Outcome) -> Self {
+        ResultRow {
+            line,
+            iccid: iccid.into(),
+            outcome,
+            sid: None,
+            status: None,
+            fleet_sid: None,
+            error_code: None,
+            error_message: None,
+            http_status: None,
+            attempts: 0,
+            finished_at: now_rfc3339(),
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// What earlier runs recorded, as far as resuming needs it.
+#[derive(Debug, Default)]
+pub struct PriorResults {
+    /// The last outcome of each ICCID that was sent (or found invalid/duplicate by number).
+    last_outcome: HashMap<u128, Outcome>,
+    /// Input lines already reported `invalid` or `duplicate`, so a re-run does not repeat them.
+    reported_lines: HashSet<u64>,
+    /// Rows in the file, for the summary.
+    pub rows: u64,
+}
+
+impl PriorResults {
+    /// The outcome a previous run left for this ICCID, ignoring rows that say nothing
+    /// about the SIM itself (`invalid`, `duplicate`).
+    pub fn outcome(&self, iccid: &str) -> Option<Outcome> {
+        iccid_key(iccid).and_then(|key| self.last_outcome.get(&key).copied())
+    }
+
+    /// True when this input line was already written as `invalid` or `duplicate`.
+    pub fn already_reported(&self, line: u64) -> bool {
+        self.reported_lines.contains(&line)
+    }
+
+    fn record(&mut self, line: u64, iccid: &str, outcome: Outcome) {
+        self.rows += 1;
+        match outcome {
+            Outcome::Invalid | Outcome::Duplicate => {
+                self.reported_lines.insert(line);
+            }
+            _ => {
+                if let Some(key) = iccid_key(iccid) {
+                    self.last_outcome.insert(key, outcome);
+                }
+            }
+        }
+    }
+}
+
+/// Appends rows to the results file, one whole row per write, flushed at once.
+pub struct ResultsWriter {
+    csv: csv::Writer<BufWriter<File>>,
+}
+
+impl ResultsWriter {
+    /// Opens (or creates) the results file, repairs a torn last row, loads what it holds,
+    /// and positions the writer at its end.
+    pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, PriorResults)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("cannot open results file {}", path.display()))?;
+        let kept = repair_torn_tail(&mut file)
+            .with_context(|| format!("cannot repair results file {}", path.display()))?;
+        let prior = if kept == 0 {
+            PriorResults::default()
+        } else {
+            file.seek(SeekFrom::Start(0))?;
+            load(&mut file).with_context(|| format!("cannot resume from {}", path.display()))?
+        };
+        let mut csv = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(BufWriter::new(file));
+        if kept == 0 {
+            csv.write_record(COLUMNS)?;
+            csv.flush()?;
+        }
+        Ok((ResultsWriter { csv }, prior))
+    }
+
+    /// Writes one row and flushes it to the operating system.
+    pub fn write(&mut self, row: &ResultRow) -> std::io::Result<()> {
+        self.csv.serialize(row).map_err(std::io::Error::other)?;
+        self.csv.flush()
+    }
+
+    /// Flushes and asks the OS to put the rows on disk.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.csv.flush()?;
+        self.csv.get_ref().get_ref().sync_data()
+    }
+}
+
+/// Cuts the file back to its last complete line. Returns the length kept.
+fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    // Read backwards in blocks until a newline shows where the last whole row ends.
+    let mut end = len;
+    let mut block = vec![0u8; 8192];
+    loop {
+        let start = end.saturating_sub(block.len() as u64);
+        let size = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..size])?;
+        if let Some(pos) = block[..size].iter().rposition(|&b| b == b'\n') {
+            let keep = start + pos as u64 + 1;
+            if keep != len {
+                tracing::warn!(
+                    dropped_bytes = len - keep,
+                    "the results file ended in a partly written row; dropped it before resuming"
+                );
+                file.set_len(keep)?;
+            }
+            return Ok(keep);
+        }
+        if start == 0 {
+            tracing::warn!("the results file held no complete row; starting it afresh");
+            file.set_len(0)?;
+            return Ok(0);
+        }
+        end = start;
+    }
+}
+
+fn load(file: &mut File) -> anyhow::Result<PriorResults> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(std::io::BufReader::new(file));
+    let headers = reader.byte_headers()?.clone();
+    if headers.iter().ne(COLUMNS.iter().map(|c| c.as_bytes())) {
+        bail!(
+            "it is not a supersim-bulk results file (its header is not {}); \
+             pass --output to write results elsewhere",
+            COLUMNS.join(",")
+        );
+    }
+    let mut prior = PriorResults::default();
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record)? {
+        let line_no = record.position().map_or(0, |p| p.line());
+        let line: u64 = record[0]
+            .parse()
+            .with_context(|| format!("row at line {line_no} has no input line number"))?;
+        let outcome: Outcome = record[2]
+            .parse()
+            .map_err(|e| anyhow::anyhow!("row at line {line_no}: {e}"))?;
+        prior.record(line, &record[1], outcome);
+    }
+    Ok(prior)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_row(line: u64, iccid: &str, outcome: Outcome) -> ResultRow {
+        ResultRow::new(line, iccid, outcome)
+    }
+
+    #[test]
+    fn new_file_gets_header_then_rows_and_resume_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        {
+            let (mut writer, prior) = ResultsWriter::open(&path).unwrap();
+            assert_eq!(prior.rows, 0);
+            writer
+                .write(&sample_row(2, "89883070000000000011", Outcome::GaveUp))
+                .unwrap();
+            writer
+                .write(&sample_row(3, "89883070000000000029", Outcome::Rejected))
+                .unwrap();
+            writer
+                .write(&sample_row(4, "bad", Outcome::Invalid))
+                .unwrap();
+            writer
+                .write(&sample_row(2, "89883070000000000011", Outcome::Registered))
+                .unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&COLUMNS.join(",")));
+        assert_eq!(text.lines().count(), 5);
+
+        let (_writer, prior) = ResultsWriter::open(&path).unwrap();
+        assert_eq!(
+            prior.outcome("89883070000000000011"),
+            Some(Outcome::Registered)
+        );
+        assert_eq!(
+            prior.outcome("89883070000000000029"),
+            Some(Outcome::Rejected)
+        );
+        assert!(prior.already_reported(4));
+        assert!(!prior.already_reported(2));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "reopening adds no header"
+        );
+    }
+
+    #[test]
+    fn torn_last_row_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        {
+            let (mut writer, _) = ResultsWriter::open(&path).unwrap();
+            writer
+                .write(&sample_row(2, "89883070000000000011", Outcome::Registered))
+                .unwrap();
+        }
+        let whole = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{whole}3,8988307000000000002")).unwrap();
+        let (mut writer, prior) = ResultsWriter::open(&path).unwrap();
+        assert_eq!(prior.rows, 1);
+        writer
+            .write(&sample_row(3, "89883070000000000029", Outcome::Registered))
+            .unwrap();
+        drop(writer);
+        let mut reader = csv::Reader::from_path(&path).unwrap();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[1][1], "89883070000000000029");
+    }
+
+    #[test]
+    fn foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, "iccid,code\n1,2\n").unwrap();
+        let err = ResultsWriter::open(&path).err().unwrap();
+        assert!(format!("{err:#}").contains("not a supersim-bulk results file"));
+    }
+
+    #[test]
+    fn outcome_words_round_trip() {
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
+        }
+    }
+}
