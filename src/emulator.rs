@@ -881,6 +881,28 @@ mod tests {
     }
 
     #[test]
+    fn fault_rolls_depend_only_on_seed_iccid_and_attempt() {
+        let rolls = |seed, fail_rate| {
+            let shared = Shared::new(
+                EmulatorConfig {
+                    seed,
+                    fail_rate,
+                    ..EmulatorConfig::default()
+                },
+                "127.0.0.1:0".parse().unwrap(),
+            );
+            (0..40)
+                .map(|_| shared.next_fault(Some("89883070000123456789")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rolls(1, 0.5), rolls(1, 0.5));
+        assert_ne!(rolls(1, 0.5), rolls(2, 0.5));
+        assert!(rolls(1, 0.5).iter().any(Option::is_none));
+        assert!(rolls(1, 1.0).iter().all(Option::is_some));
+        assert!(rolls(1, 0.0).iter().all(Option::is_none));
+    }
+
+    #[test]
     fn base64_matches_rfc4648_vectors() {
         for (input, expected) in [
             ("", ""),

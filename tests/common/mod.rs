@@ -1,0 +1,133 @@
+//! A small test environment: an emulator on a free loopback port, a temporary folder for
+//! input and results, and a way to run the real `supersim-bulk` binary against them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use supersim_bulk::emulator::{
+    Emulator, EmulatorConfig, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, registration_code_for,
+};
+
+pub struct TestEnv {
+    pub emulator: Emulator,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_config(EmulatorConfig::default()).await
+    }
+
+    pub async fn with_config(config: EmulatorConfig) -> Self {
+        let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("emulator starts");
+        TestEnv {
+            emulator,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn input_path(&self) -> PathBuf {
+        self.dir.path().join("sims.csv")
+    }
+
+    pub fn results_path(&self) -> PathBuf {
+        self.dir.path().join("sims.results.csv")
+    }
+
+    /// Writes `sims.csv` with the given (ICCID, code) rows under a standard header.
+    pub fn write_input(&self, rows: &[(String, String)]) {
+        let mut text = String::from("Iccid,RegistrationCode\n");
+        for (iccid, code) in rows {
+            text.push_str(&format!("{iccid},{code}\n"));
+        }
+        std::fs::write(self.input_path(), text).unwrap();
+    }
+
+    /// Runs `supersim-bulk register sims.csv --base-url <emulator>` with fast backoff and
+    /// the emulator's test credentials, plus `extra` flags.
+    pub async fn register(&self, extra: &[&str]) -> Output {
+        self.register_with_env(
+            extra,
+            &[
+                ("TWILIO_ACCOUNT_SID", TEST_ACCOUNT_SID),
+                ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
+            ],
+        )
+        .await
+    }
+
+    pub async fn register_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+        command
+            .arg("register")
+            .arg(self.input_path())
+            .args(["--base-url", &self.emulator.base_url()])
+            .args([
+                "--rate",
+                "1000",
+                "--backoff-base",
+                "5ms",
+                "--backoff-cap",
+                "50ms",
+            ])
+            .args(extra);
+        for var in [
+            "TWILIO_API_KEY",
+            "TWILIO_API_SECRET",
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "TWILIO_REGION",
+            "TWILIO_EDGE",
+            "SUPERSIM_BASE_URL",
+            "RUST_LOG",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        command.output().await.expect("the binary runs")
+    }
+
+    /// The results file as rows of (column name -> value).
+    pub fn results(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let mut reader = csv::Reader::from_path(self.results_path()).unwrap();
+        let headers = reader.headers().unwrap().clone();
+        reader
+            .records()
+            .map(|record| {
+                let record = record.unwrap();
+                headers
+                    .iter()
+                    .map(String::from)
+                    .zip(record.iter().map(String::from))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A valid Super SIM ICCID, distinct per `n`.
+pub fn iccid(n: u32) -> String {
+    format!("898830700000{n:08}")
+}
+
+/// (ICCID, the code the emulator accepts) for SIM number `n`.
+pub fn good_sim(n: u32) -> (String, String) {
+    let iccid = iccid(n);
+    let code = registration_code_for(&iccid);
+    (iccid, code)
+}
+
+pub fn exit_code(output: &Output) -> i32 {
+    output.status.code().expect("exited normally")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
