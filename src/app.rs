@@ -14,6 +14,7 @@ use crate::config::{RegisterConfig, Target};
 use crate::emulator::{EmulatorConfig, credentials_from_env};
 use crate::exit;
 use crate::register::{self, RunError};
+use crate::summary::{EndReason, write_json_atomically};
 
 /// Logs go to stderr. Colour only on a terminal. HTTP internals are capped at `debug`
 /// whatever RUST_LOG says, because at `trace` they dump request headers, and the
@@ -81,26 +82,47 @@ async fn register(args: RegisterArgs) -> u8 {
     };
     let stop = CancellationToken::new();
     watch_signals(stop.clone());
-    match register::run(config, stop).await {
+    let summary_json = config.summary_json.clone();
+    let (code, json) = match register::run(config, stop).await {
         Ok(summary) => {
             print!("{}", summary.render());
-            if summary.credentials_refused {
+            if summary.end == EndReason::CredentialsRefused {
                 eprintln!(
                     "error: the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {credentials_source}. Rows not yet registered were left for the next run."
+                     check {credentials_source}"
                 );
             }
-            summary.exit_code()
+            (
+                summary.exit_code(),
+                Some(serde_json::to_value(summary.to_json())),
+            )
         }
-        Err(RunError::Input(error)) => {
+        Err(RunError::Locked(error)) => {
+            // The other run owns the results and the summary: touch neither.
             eprintln!("error: {error}");
-            exit::USAGE_OR_CONFIG
+            return exit::TEMPORARY_FAILURE;
         }
-        Err(RunError::Setup(error)) => {
-            eprintln!("error: {error:#}");
-            exit::USAGE_OR_CONFIG
+        Err(error) => {
+            eprintln!("error: {error}");
+            let json = serde_json::json!({
+                "tool": "supersim-bulk",
+                "version": env!("CARGO_PKG_VERSION"),
+                "end": "error",
+                "reason": error.to_string(),
+                "exit_code": exit::USAGE_OR_CONFIG,
+            });
+            (exit::USAGE_OR_CONFIG, Some(Ok(json)))
         }
+    };
+    if let (Some(path), Some(Ok(json))) = (summary_json, json)
+        && let Err(error) = write_json_atomically(&path, &json)
+    {
+        eprintln!(
+            "error: cannot write the summary to {}: {error}",
+            path.display()
+        );
     }
+    code
 }
 
 async fn emulator(args: EmulatorArgs) -> u8 {

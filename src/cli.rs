@@ -111,8 +111,66 @@ pub struct RegisterArgs {
     pub retry_rejected: bool,
 
     /// How often a plain progress line is logged when stderr is not a terminal
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = duration, help_heading = "Unattended runs")]
     pub progress_interval: Duration,
+
+    /// After an interrupt, how long requests in flight may take to finish [default: --timeout]
+    #[arg(long, value_parser = duration, value_name = "DURATION", help_heading = "Unattended runs")]
+    pub grace: Option<Duration>,
+
+    /// Write a JSON summary of the run here at the end (atomically), also on interrupt
+    #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Stop taking new rows once more than N rows (or N% of rows, judged after 100) were rejected
+    #[arg(long, value_name = "N|N%", value_parser = max_failures, help_heading = "Unattended runs")]
+    pub max_failures: Option<MaxFailures>,
+}
+
+/// The `--max-failures` limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFailures {
+    /// More than this many rejected rows stops the run.
+    Count(u64),
+    /// More than this share (percent) of finished rows rejected stops the run, once at least
+    /// [`MaxFailures::MIN_ROWS_FOR_PERCENT`] rows are finished.
+    Percent(f64),
+}
+
+impl MaxFailures {
+    pub const MIN_ROWS_FOR_PERCENT: u64 = 100;
+
+    /// A sentence saying the limit was passed, or `None` while it holds.
+    pub fn exceeded(&self, failed: u64, finished: u64) -> Option<String> {
+        match *self {
+            MaxFailures::Count(limit) => (failed > limit)
+                .then(|| format!("{failed} rows were rejected, more than --max-failures {limit}")),
+            MaxFailures::Percent(limit) => {
+                let share = 100.0 * failed as f64 / finished.max(1) as f64;
+                (finished >= Self::MIN_ROWS_FOR_PERCENT && share > limit).then(|| {
+                    format!(
+                        "{failed} of {finished} rows ({share:.1}%) were rejected, \
+                         more than --max-failures {limit}%"
+                    )
+                })
+            }
+        }
+    }
+}
+
+fn max_failures(text: &str) -> Result<MaxFailures, String> {
+    let invalid = || "must be a number of rows (50) or a percentage (5%)".to_string();
+    match text.trim().strip_suffix('%') {
+        Some(percent) => match percent.trim().parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxFailures::Percent(p)),
+            _ => Err(invalid()),
+        },
+        None => text
+            .trim()
+            .parse()
+            .map(MaxFailures::Count)
+            .map_err(|_| invalid()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,5 +226,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn max_failures_forms_and_thresholds() {
+        assert_eq!(max_failures("50"), Ok(MaxFailures::Count(50)));
+        assert_eq!(max_failures("5%"), Ok(MaxFailures::Percent(5.0)));
+        assert!(max_failures("-1").is_err());
+        assert!(max_failures("150%").is_err());
+        assert!(max_failures("lots").is_err());
+
+        assert!(MaxFailures::Count(2).exceeded(2, 10).is_none());
+        assert!(MaxFailures::Count(2).exceeded(3, 10).is_some());
+        assert!(
+            MaxFailures::Percent(10.0).exceeded(50, 99).is_none(),
+            "judged after 100 rows"
+        );
+        assert!(MaxFailures::Percent(10.0).exceeded(10, 100).is_none());
+        assert!(MaxFailures::Percent(10.0).exceeded(11, 100).is_some());
     }
 }

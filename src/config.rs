@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::api::Credentials;
-use crate::cli::RegisterArgs;
+use crate::cli::{MaxFailures, RegisterArgs};
 use crate::input::InputSource;
 use crate::pool::PoolLimits;
 use crate::retry::Backoff;
@@ -42,6 +42,10 @@ pub struct RegisterConfig {
     pub timeout: Duration,
     pub retry_rejected: bool,
     pub progress_interval: Duration,
+    /// After an interrupt, how long the requests in flight may take to finish.
+    pub grace: Duration,
+    pub summary_json: Option<PathBuf>,
+    pub max_failures: Option<MaxFailures>,
 }
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
@@ -102,6 +106,9 @@ impl RegisterConfig {
             timeout: args.timeout,
             retry_rejected: args.retry_rejected,
             progress_interval: args.progress_interval,
+            grace: args.grace.unwrap_or(args.timeout),
+            summary_json: args.summary_json.clone(),
+            max_failures: args.max_failures,
         })
     }
 }

@@ -10,9 +10,11 @@
 //! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
 //!   and the pool-wide pause after a 429.
 //! - [`pool`]: drives one SIM to its final outcome within the run's limits.
-//! - [`results`]: the results CSV, its writer and the resume loader.
+//! - [`results`]: the results CSV, its writer and the resume loader; [`lock`]: one run at
+//!   a time per results file.
 //! - [`register`]: the `register` job, wiring reader, pool and writer together.
-//! - [`progress`]: the progress display and the summary; [`exit`]: the exit codes.
+//! - [`progress`]: the live progress display; [`summary`]: how a run ended, its summary
+//!   and exit code; [`exit`]: the exit codes.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests.
 
 pub mod api;
@@ -22,9 +24,11 @@ pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod input;
+pub mod lock;
 pub mod pool;
 pub mod progress;
 pub mod register;
 pub mod results;
 pub mod retry;
+pub mod summary;
 pub mod validate;

@@ -5,7 +5,6 @@
 //! Only the results writer calls into this module, so one task owns the display.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -107,9 +106,11 @@ impl Progress {
             bar.set_position(self.done());
             bar.set_message(self.this_run.describe());
         }
+        self.tick();
     }
 
-    /// Called on a timer: logs the plain progress line when there is no bar.
+    /// Logs the plain progress line when there is no bar and the interval has passed.
+    /// Called on every row and on a timer, so a stalled run still reports.
     pub fn tick(&mut self) {
         if self.bar.is_some() || self.last_plain.elapsed() < self.plain_interval {
             return;
@@ -135,126 +136,5 @@ impl Progress {
             bar.finish_and_clear();
         }
         self.started.elapsed()
-    }
-}
-
-/// Everything the end-of-run summary says.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub this_run: Counts,
-    pub skipped: Counts,
-    pub elapsed: Duration,
-    pub results_path: PathBuf,
-    pub requests: u64,
-    pub retries: u64,
-    pub throttled: u64,
-    pub interrupted: bool,
-    pub credentials_refused: bool,
-}
-
-impl RunSummary {
-    /// Every input row's latest outcome: this run's rows plus those finished earlier.
-    pub fn all_rows(&self) -> Counts {
-        self.this_run.plus(&self.skipped)
-    }
-
-    pub fn exit_code(&self) -> u8 {
-        let all = self.all_rows();
-        if self.credentials_refused {
-            crate::exit::USAGE_OR_CONFIG
-        } else if self.interrupted {
-            crate::exit::INTERRUPTED
-        } else if all.get(Outcome::Rejected) + all.get(Outcome::Invalid) > 0 {
-            crate::exit::ROWS_FAILED
-        } else if all.get(Outcome::GaveUp) > 0 {
-            crate::exit::TEMPORARY_FAILURE
-        } else {
-            crate::exit::SUCCESS
-        }
-    }
-
-    /// The human summary printed on stdout at the end of a run.
-    pub fn render(&self) -> String {
-        let seconds = self.elapsed.as_secs_f64();
-        let mut text = format!(
-            "{} rows in {seconds:.1}s ({:.1} rows/s)\n",
-            self.this_run.total(),
-            self.this_run.total() as f64 / seconds.max(0.001)
-        );
-        for outcome in Outcome::ALL {
-            text.push_str(&format!(
-                "  {:<20}{}\n",
-                outcome.as_str(),
-                self.this_run.get(outcome)
-            ));
-        }
-        if self.skipped.total() > 0 {
-            text.push_str(&format!(
-                "  skipped, finished by an earlier run: {} ({})\n",
-                self.skipped.total(),
-                self.skipped.describe()
-            ));
-        }
-        text.push_str(&format!(
-            "requests {}, retries {}, throttled (429) {}\nresults: {}\n",
-            self.requests,
-            self.retries,
-            self.throttled,
-            self.results_path.display()
-        ));
-        if self.interrupted {
-            text.push_str(
-                "interrupted: run the same command again to resume where this run stopped\n",
-            );
-        } else if self.all_rows().get(Outcome::GaveUp) > 0 && !self.credentials_refused {
-            text.push_str("some rows gave up on transient errors: run the same command again later to retry them\n");
-        }
-        text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(this_run: &[Outcome], skipped: &[Outcome]) -> RunSummary {
-        let mut counts = Counts::default();
-        this_run.iter().for_each(|o| counts.add(*o));
-        let mut earlier = Counts::default();
-        skipped.iter().for_each(|o| earlier.add(*o));
-        RunSummary {
-            this_run: counts,
-            skipped: earlier,
-            elapsed: Duration::from_secs(1),
-            results_path: PathBuf::from("r.csv"),
-            requests: 0,
-            retries: 0,
-            throttled: 0,
-            interrupted: false,
-            credentials_refused: false,
-        }
-    }
-
-    #[test]
-    fn exit_codes_follow_the_contract() {
-        use Outcome::*;
-        assert_eq!(
-            summary(&[Registered, AlreadyRegistered, Duplicate], &[]).exit_code(),
-            0
-        );
-        assert_eq!(summary(&[Registered, Invalid], &[]).exit_code(), 1);
-        assert_eq!(summary(&[GaveUp, Rejected], &[]).exit_code(), 1);
-        assert_eq!(summary(&[GaveUp, Registered], &[]).exit_code(), 75);
-        assert_eq!(
-            summary(&[], &[Rejected]).exit_code(),
-            1,
-            "earlier refusals still count"
-        );
-        assert_eq!(summary(&[], &[Registered]).exit_code(), 0);
-        let mut interrupted = summary(&[Rejected], &[]);
-        interrupted.interrupted = true;
-        assert_eq!(interrupted.exit_code(), 130);
-        interrupted.credentials_refused = true;
-        assert_eq!(interrupted.exit_code(), 2);
     }
 }

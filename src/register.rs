@@ -22,12 +22,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Client, Credentials};
+use crate::cli::MaxFailures;
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputError, InputRow, InputSource, SimReader};
+use crate::lock::{LockError, RunLock};
 use crate::pool::{Pool, RequestStats, SendRow};
-use crate::progress::{Progress, RunSummary};
+use crate::progress::Progress;
 use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
+use crate::summary::{EndReason, RunSummary};
 use crate::validate::{check_code, check_iccid, iccid_key, normalize_iccid};
 
 /// Why a run ended without a summary worth an exit code of its own.
@@ -35,6 +38,9 @@ use crate::validate::{check_code, check_iccid, iccid_key, normalize_iccid};
 pub enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
+    /// Another run holds the results file.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error("{0:#}")]
     Setup(anyhow::Error),
 }
@@ -59,9 +65,12 @@ enum Written {
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs a whole `register` job. `stop` is cancelled on the first interrupt: reading stops,
-/// SIMs in progress finish their current request and are written, and the run ends.
+/// SIMs in progress get `grace` to finish their current request and are written, and the
+/// run ends.
 pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
+    let started_at = std::time::SystemTime::now();
     let reader = SimReader::open(&config.input)?;
+    let _lock = RunLock::acquire(&config.output)?;
     let (writer, prior) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
     if prior.rows > 0 {
         tracing::info!(rows = prior.rows, results = %config.output.display(), "resuming from an earlier run's results");
@@ -79,21 +88,37 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let (work_tx, work_rx) = mpsc::channel(channel_size);
     let (written_tx, written_rx) = mpsc::channel(channel_size);
     let retry_rejected = config.retry_rejected;
-    let reader_stop = stop.clone();
+    // Cancelled when no new rows should start: an interrupt, or too many failures.
+    let no_new_rows = stop.child_token();
+    let reader_stop = no_new_rows.clone();
     let reader_thread = tokio::task::spawn_blocking(move || {
         read_input(reader, &prior, retry_rejected, &work_tx, &reader_stop)
     });
-    let writer_stop = stop.clone();
-    let writer_task = tokio::spawn(write_results(writer, written_rx, progress, writer_stop));
+    let writer_task = tokio::spawn(write_results(
+        writer,
+        written_rx,
+        progress,
+        config.max_failures,
+        no_new_rows.clone(),
+    ));
 
-    dispatch(work_rx, &pool, config.concurrency, written_tx, &stop).await;
+    dispatch(
+        work_rx,
+        &pool,
+        config.concurrency,
+        written_tx,
+        &no_new_rows,
+        &stop,
+        config.grace,
+    )
+    .await;
 
-    let progress = writer_task
+    let written = writer_task
         .await
         .context("the results writer failed")
         .and_then(|result| result)
         .map_err(RunError::Setup)?;
-    let elapsed = progress.finish();
+    let elapsed = written.progress.finish();
     match reader_thread.await {
         Ok(Ok(())) => {}
         Ok(Err(input_error)) => return Err(input_error.into()),
@@ -103,17 +128,28 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
             )));
         }
     }
+    let end = if pool.credentials_refused().is_cancelled() {
+        EndReason::CredentialsRefused
+    } else if stop.is_cancelled() {
+        EndReason::Interrupted
+    } else if let Some(why) = written.max_failures_exceeded {
+        EndReason::MaxFailures(why)
+    } else {
+        EndReason::Finished
+    };
     let stats = &pool.stats;
     Ok(RunSummary {
-        this_run: progress.this_run,
-        skipped: progress.skipped,
-        elapsed,
+        started_at,
+        finished_at: std::time::SystemTime::now(),
+        input: config.input.display_name(),
         results_path: config.output.clone(),
+        this_run: written.progress.this_run,
+        skipped: written.progress.skipped,
+        elapsed,
         requests: RequestStats::get(&stats.requests),
         retries: RequestStats::get(&stats.retries),
         throttled: RequestStats::get(&stats.throttled),
-        interrupted: stop.is_cancelled(),
-        credentials_refused: pool.credentials_refused().is_cancelled(),
+        end,
     })
 }
 
@@ -209,13 +245,17 @@ fn triage(
 }
 
 /// Hands rows to workers, never more than `concurrency` at once, until the input ends or
-/// the run stops.
+/// `no_new_rows` is cancelled. Then waits for the workers; after an interrupt (`stop`) it
+/// waits at most `grace`, and abandons what is still in flight (those SIMs get no row, so
+/// the next run sends them again).
 async fn dispatch(
     mut work: mpsc::Receiver<Work>,
     pool: &Arc<Pool>,
     concurrency: usize,
     written: mpsc::Sender<Written>,
+    no_new_rows: &CancellationToken,
     stop: &CancellationToken,
+    grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency));
     let refused = pool.credentials_refused().clone();
@@ -223,7 +263,7 @@ async fn dispatch(
     loop {
         let next = tokio::select! {
             biased;
-            _ = stop.cancelled() => None,
+            _ = no_new_rows.cancelled() => None,
             _ = refused.cancelled() => None,
             next = work.recv() => next,
         };
@@ -232,7 +272,7 @@ async fn dispatch(
             Work::Send(row) => {
                 let permit = tokio::select! {
                     biased;
-                    _ = stop.cancelled() => break,
+                    _ = no_new_rows.cancelled() => break,
                     _ = refused.cancelled() => break,
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 };
@@ -256,30 +296,63 @@ async fn dispatch(
     }
     // Closing the work channel makes the reader's next send fail, so it stops reading.
     drop(work);
-    while workers.join_next().await.is_some() {}
+    let drain = async { while workers.join_next().await.is_some() {} };
+    let grace_over = async {
+        stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let drained = tokio::select! {
+        () = drain => true,
+        () = grace_over => false,
+    };
+    if !drained {
+        tracing::warn!(
+            grace = %humantime::format_duration(grace),
+            "requests still in flight after the grace period were abandoned; the next run sends them again"
+        );
+        workers.shutdown().await;
+    }
+}
+
+/// What the writer hands back at the end of a run.
+struct WriterEnd {
+    progress: Progress,
+    /// Set when `--max-failures` stopped the run, saying why.
+    max_failures_exceeded: Option<String>,
 }
 
 /// Owns the results file: writes and flushes each row, syncs it every second and at the
-/// end, and keeps the progress display.
+/// end, keeps the progress display, and stops new rows once `--max-failures` is passed.
 async fn write_results(
     mut writer: ResultsWriter,
     mut rows: mpsc::Receiver<Written>,
     mut progress: Progress,
-    stop: CancellationToken,
-) -> anyhow::Result<Progress> {
+    max_failures: Option<MaxFailures>,
+    no_new_rows: CancellationToken,
+) -> anyhow::Result<WriterEnd> {
     let mut tick = tokio::time::interval(SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut max_failures_exceeded = None;
     loop {
         tokio::select! {
             next = rows.recv() => match next {
                 Some(Written::Row(row)) => {
                     if let Err(error) = writer.write(&row) {
                         // Without a results file nothing more can be recorded: stop the run.
-                        stop.cancel();
+                        no_new_rows.cancel();
                         bail!("cannot write the results file: {error}");
                     }
-                    tracing::debug!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid = row.sid.as_deref().unwrap_or(""), attempts = row.attempts, "row finished");
+                    log_row(&row);
                     progress.row_done(row.outcome);
+                    if max_failures_exceeded.is_none() {
+                        let failed = progress.this_run.get(Outcome::Rejected);
+                        let finished = progress.this_run.total();
+                        if let Some(why) = max_failures.and_then(|limit| limit.exceeded(failed, finished)) {
+                            tracing::error!("{why}: taking no new rows; finishing those in flight");
+                            no_new_rows.cancel();
+                            max_failures_exceeded = Some(why);
+                        }
+                    }
                 }
                 Some(Written::Skipped(outcome)) => progress.row_skipped(outcome),
                 None => break,
@@ -291,7 +364,31 @@ async fn write_results(
         }
     }
     writer.sync().context("cannot sync the results file")?;
-    Ok(progress)
+    Ok(WriterEnd {
+        progress,
+        max_failures_exceeded,
+    })
+}
+
+/// One log event per finished row, with stable field names for `--log-format json`.
+/// Rows that need a person's attention are logged at `info`, the rest at `debug`.
+fn log_row(row: &ResultRow) {
+    let sid = row.sid.as_deref().unwrap_or("");
+    let message = row.error_message.as_deref().unwrap_or("");
+    if row.outcome.is_done() {
+        tracing::debug!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid, attempts = row.attempts, "row finished");
+    } else {
+        tracing::info!(
+            line = row.line,
+            iccid = %row.iccid,
+            outcome = %row.outcome,
+            error_code = row.error_code,
+            http_status = row.http_status,
+            error_message = message,
+            attempts = row.attempts,
+            "row finished"
+        );
+    }
 }
 
 /// Counts data lines for the progress total without holding up the run.

@@ -131,3 +131,58 @@ pub fn stderr(output: &Output) -> String {
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+impl TestEnv {
+    /// Starts `supersim-bulk register` in the background with the same arguments as
+    /// [`TestEnv::register`], for tests that signal or kill it.
+    pub fn spawn_register(&self, extra: &[&str]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+        command
+            .arg("register")
+            .arg(self.input_path())
+            .args(["--base-url", &self.emulator.base_url()])
+            .args([
+                "--rate",
+                "1000",
+                "--backoff-base",
+                "5ms",
+                "--backoff-cap",
+                "50ms",
+            ])
+            .args(extra)
+            .env("TWILIO_ACCOUNT_SID", TEST_ACCOUNT_SID)
+            .env("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN)
+            .env_remove("TWILIO_API_KEY")
+            .env_remove("TWILIO_API_SECRET")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().expect("the binary starts")
+    }
+
+    /// Complete data rows in the results file so far (0 if it does not exist yet).
+    pub fn results_rows_so_far(&self) -> usize {
+        std::fs::read(self.results_path())
+            .map(|bytes| {
+                bytes
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    .saturating_sub(1)
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Polls `condition` until it holds; panics after a generous limit so a broken build fails
+/// instead of hanging. This waits for an event, it does not time anything.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("gave up waiting for: {what}");
+}

@@ -1,0 +1,100 @@
+//! One run at a time per results file: an advisory lock on `<results>.lock`, held for the
+//! whole run.
+//!
+//! The operating system releases the lock when the process ends, however it ends, so a lock
+//! left by a killed run never blocks the next one. The file itself stays behind and holds
+//! the PID of the last run that took it, which the refusal message quotes.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Held while it lives; dropping it releases the lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another run{} is using {results} (lock {lock}); this run left it untouched. \
+         Wait for it to finish, then run again",
+        pid.as_ref().map(|p| format!(" (PID {p})")).unwrap_or_default()
+    )]
+    Busy {
+        results: String,
+        lock: String,
+        pid: Option<String>,
+    },
+    #[error("cannot lock {lock}: {source}")]
+    Io {
+        lock: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `sims.results.csv` -> `sims.results.csv.lock`.
+pub fn lock_path(results: &Path) -> PathBuf {
+    let mut name = results.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+impl RunLock {
+    /// Takes the lock for `results` without waiting.
+    pub fn acquire(results: &Path) -> Result<RunLock, LockError> {
+        let path = lock_path(results);
+        let io_error = |source| LockError::Io {
+            lock: path.display().to_string(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = Some(holder.trim().to_string()).filter(|p| !p.is_empty());
+                return Err(LockError::Busy {
+                    results: results.display().to_string(),
+                    lock: path.display().to_string(),
+                    pid,
+                });
+            }
+            Err(TryLockError::Error(source)) => return Err(io_error(source)),
+        }
+        file.set_len(0).map_err(io_error)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_error)?;
+        Ok(RunLock { _file: file, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_with_the_pid_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let first = RunLock::acquire(&results).unwrap();
+        let refused = RunLock::acquire(&results).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("PID {}", std::process::id())),
+            "{refused}"
+        );
+        assert!(refused.contains("r.csv.lock"), "{refused}");
+        drop(first);
+        RunLock::acquire(&results).expect("free again once released");
+    }
+}

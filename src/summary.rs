@@ -1,0 +1,301 @@
+//! The end of a run as people and scripts read it: why it ended, the counts, the exit code,
+//! the human summary on stdout and the `--summary-json` file.
+//!
+//! The exit code describes every input row's latest outcome, this run's and those finished
+//! by earlier runs, so a resumed run over a file with old refusals still exits 1.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::exit;
+use crate::progress::Counts;
+use crate::results::Outcome;
+
+/// Why a run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// Every input row was read and every row sent was finished.
+    Finished,
+    /// SIGINT or SIGTERM.
+    Interrupted,
+    /// `--max-failures` was exceeded; the text says by what.
+    MaxFailures(String),
+    /// The API answered 401: the credentials are wrong.
+    CredentialsRefused,
+}
+
+impl EndReason {
+    fn word(&self) -> &'static str {
+        match self {
+            EndReason::Finished => "finished",
+            EndReason::Interrupted => "interrupted",
+            EndReason::MaxFailures(_) => "max_failures",
+            EndReason::CredentialsRefused => "credentials_refused",
+        }
+    }
+}
+
+/// Everything the end-of-run summary says.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
+    pub input: String,
+    pub results_path: PathBuf,
+    pub this_run: Counts,
+    /// Rows skipped because an earlier run finished them, by that earlier outcome.
+    pub skipped: Counts,
+    pub elapsed: Duration,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub end: EndReason,
+}
+
+impl RunSummary {
+    /// Every input row's latest outcome: this run's rows plus those finished earlier.
+    pub fn all_rows(&self) -> Counts {
+        self.this_run.plus(&self.skipped)
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        let all = self.all_rows();
+        match self.end {
+            EndReason::CredentialsRefused => return exit::USAGE_OR_CONFIG,
+            EndReason::Interrupted => return exit::INTERRUPTED,
+            EndReason::MaxFailures(_) => return exit::ROWS_FAILED,
+            EndReason::Finished => {}
+        }
+        if all.get(Outcome::Rejected) + all.get(Outcome::Invalid) > 0 {
+            exit::ROWS_FAILED
+        } else if all.get(Outcome::GaveUp) > 0 {
+            exit::TEMPORARY_FAILURE
+        } else {
+            exit::SUCCESS
+        }
+    }
+
+    /// The human summary printed on stdout at the end of a run.
+    pub fn render(&self) -> String {
+        let seconds = self.elapsed.as_secs_f64();
+        let mut text = format!(
+            "{} rows in {seconds:.1}s ({:.1} rows/s)\n",
+            self.this_run.total(),
+            self.this_run.total() as f64 / seconds.max(0.001)
+        );
+        for outcome in Outcome::ALL {
+            text.push_str(&format!(
+                "  {:<20}{}\n",
+                outcome.as_str(),
+                self.this_run.get(outcome)
+            ));
+        }
+        if self.skipped.total() > 0 {
+            text.push_str(&format!(
+                "  skipped, finished by an earlier run: {} ({})\n",
+                self.skipped.total(),
+                self.skipped.describe()
+            ));
+        }
+        text.push_str(&format!(
+            "requests {}, retries {}, throttled (429) {}\nresults: {}\n",
+            self.requests,
+            self.retries,
+            self.throttled,
+            self.results_path.display()
+        ));
+        match &self.end {
+            EndReason::Interrupted => text.push_str(
+                "interrupted: run the same command again to resume where this run stopped\n",
+            ),
+            EndReason::MaxFailures(why) => text.push_str(&format!(
+                "stopped early: {why}; fix the input, then run the same command again to resume\n"
+            )),
+            EndReason::CredentialsRefused => text.push_str(
+                "stopped: the API refused the credentials; rows not yet finished are left for the next run\n",
+            ),
+            EndReason::Finished if self.all_rows().get(Outcome::GaveUp) > 0 => text.push_str(
+                "some rows gave up on transient errors: run the same command again later to retry them\n",
+            ),
+            EndReason::Finished => {}
+        }
+        text
+    }
+
+    /// The `--summary-json` document.
+    pub fn to_json(&self) -> SummaryJson {
+        SummaryJson {
+            tool: "supersim-bulk",
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: rfc3339(self.started_at),
+            finished_at: rfc3339(self.finished_at),
+            elapsed_seconds: (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            input: self.input.clone(),
+            results: self.results_path.display().to_string(),
+            end: self.end.word(),
+            reason: match &self.end {
+                EndReason::MaxFailures(why) => Some(why.clone()),
+                _ => None,
+            },
+            exit_code: self.exit_code(),
+            this_run: OutcomeCounts::from(&self.this_run),
+            skipped_as_finished: self.skipped.total(),
+            whole_file: OutcomeCounts::from(&self.all_rows()),
+            requests: self.requests,
+            retries: self.retries,
+            throttled: self.throttled,
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The stable shape of `--summary-json`.
+#[derive(Debug, Serialize)]
+pub struct SummaryJson {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub started_at: String,
+    pub finished_at: String,
+    pub elapsed_seconds: f64,
+    pub input: String,
+    pub results: String,
+    /// `finished`, `interrupted`, `max_failures` or `credentials_refused`.
+    pub end: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub exit_code: u8,
+    /// Rows finished by this run.
+    pub this_run: OutcomeCounts,
+    /// Input rows skipped because an earlier run had finished them.
+    pub skipped_as_finished: u64,
+    /// The latest outcome of every input row: this run's plus those finished earlier.
+    pub whole_file: OutcomeCounts,
+    /// HTTP requests sent: creates, retries and lookups.
+    pub requests: u64,
+    pub retries: u64,
+    /// Answers of 429 (too many requests).
+    pub throttled: u64,
+}
+
+/// Counts keyed by outcome word.
+#[derive(Debug, Serialize)]
+pub struct OutcomeCounts(std::collections::BTreeMap<&'static str, u64>);
+
+impl From<&Counts> for OutcomeCounts {
+    fn from(counts: &Counts) -> Self {
+        OutcomeCounts(
+            Outcome::ALL
+                .into_iter()
+                .map(|o| (o.as_str(), counts.get(o)))
+                .collect(),
+        )
+    }
+}
+
+/// Writes `value` as JSON to `path` atomically: a reader sees the old file or the whole new
+/// one, never half of it.
+pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "summary.json".to_string());
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        serde_json::to_writer_pretty(&mut file, value)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(this_run: &[Outcome], skipped: &[Outcome]) -> RunSummary {
+        let mut counts = Counts::default();
+        this_run.iter().for_each(|o| counts.add(*o));
+        let mut earlier = Counts::default();
+        skipped.iter().for_each(|o| earlier.add(*o));
+        RunSummary {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            input: "in.csv".into(),
+            results_path: PathBuf::from("r.csv"),
+            this_run: counts,
+            skipped: earlier,
+            elapsed: Duration::from_secs(1),
+            requests: 0,
+            retries: 0,
+            throttled: 0,
+            end: EndReason::Finished,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        use Outcome::*;
+        assert_eq!(
+            summary(&[Registered, AlreadyRegistered, Duplicate], &[]).exit_code(),
+            0
+        );
+        assert_eq!(summary(&[Registered, Invalid], &[]).exit_code(), 1);
+        assert_eq!(summary(&[GaveUp, Rejected], &[]).exit_code(), 1);
+        assert_eq!(summary(&[GaveUp, Registered], &[]).exit_code(), 75);
+        assert_eq!(
+            summary(&[], &[Rejected]).exit_code(),
+            1,
+            "earlier refusals still count"
+        );
+        assert_eq!(summary(&[], &[Registered]).exit_code(), 0);
+        let mut ended = summary(&[Rejected], &[]);
+        ended.end = EndReason::Interrupted;
+        assert_eq!(ended.exit_code(), 130);
+        ended.end = EndReason::CredentialsRefused;
+        assert_eq!(ended.exit_code(), 2);
+        ended.end = EndReason::MaxFailures("x".into());
+        assert_eq!(ended.exit_code(), 1);
+    }
+
+    #[test]
+    fn json_counts_this_run_and_the_whole_file() {
+        use Outcome::*;
+        let json =
+            serde_json::to_value(summary(&[Registered, GaveUp], &[Registered]).to_json()).unwrap();
+        assert_eq!(json["this_run"]["registered"], 1);
+        assert_eq!(json["whole_file"]["registered"], 2);
+        assert_eq!(json["whole_file"]["gave_up"], 1);
+        assert_eq!(json["skipped_as_finished"], 1);
+        assert_eq!(json["exit_code"], 75);
+        assert_eq!(json["end"], "finished");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, "old").unwrap();
+        write_json_atomically(&path, &serde_json::json!({"a": 1})).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["a"],
+            1
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
