@@ -8,7 +8,8 @@ pub const SUCCESS: u8 = 0;
 pub const ROWS_FAILED: u8 = 1;
 /// Usage, configuration or input-file error, or the API refused the credentials.
 pub const USAGE_OR_CONFIG: u8 = 2;
-/// Nothing was refused for good, but some rows `gave_up` on transient errors: run again later.
+/// Nothing was refused for good, but some rows `gave_up` on transient errors, or another run
+/// holds the results file: run again later.
 pub const TEMPORARY_FAILURE: u8 = 75;
 /// Interrupted (Ctrl-C or SIGTERM) after the rows in flight were written; run again to resume.
 pub const INTERRUPTED: u8 = 130;
@@ -17,7 +18,9 @@ pub const INTERRUPTED: u8 = 130;
 pub const HELP: &str = "\
 Exit codes:
   0    every input row ended registered or already_registered
-  1    the run finished; some rows are rejected or invalid (see the results file)
+  1    the run finished; some rows are rejected or invalid (see the results file),
+       or --max-failures stopped it
   2    usage, configuration or input-file error, or credentials refused
-  75   nothing was refused for good, but some rows gave_up: run again later to resume
+  75   nothing was refused for good, but some rows gave_up: run again later to resume;
+       or another run holds the results file's lock
   130  interrupted; rows in flight were written: run again to resume";
