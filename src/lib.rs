@@ -17,6 +17,7 @@
 //!   and exit code; [`exit`]: the exit codes.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests.
 
+pub mod adaptive;
 pub mod api;
 pub mod app;
 pub mod cli;
