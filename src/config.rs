@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use crate::api::Credentials;
 use crate::cli::RegisterArgs;
 use crate::input::InputSource;
+use crate::onboard::OnboardConfig;
 use crate::pool::PoolLimits;
 use crate::retry::Backoff;
 
@@ -42,6 +43,8 @@ pub struct RegisterConfig {
     pub timeout: Duration,
     pub retry_rejected: bool,
     pub progress_interval: Duration,
+    /// What happens after registration: Fleet, status, waiting.
+    pub onboard: OnboardConfig,
 }
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
@@ -102,6 +105,16 @@ impl RegisterConfig {
             timeout: args.timeout,
             retry_rejected: args.retry_rejected,
             progress_interval: args.progress_interval,
+            onboard: OnboardConfig {
+                fleet: args.fleet.clone(),
+                status: if args.activate {
+                    Some(crate::cli::TargetStatus::Active)
+                } else {
+                    args.status
+                },
+                wait: args.wait,
+                wait_timeout: args.wait_timeout,
+            },
         })
     }
 }

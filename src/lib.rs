@@ -9,7 +9,8 @@
 //! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks.
 //! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
 //!   and the pool-wide pause after a 429.
-//! - [`pool`]: drives one SIM to its final outcome within the run's limits.
+//! - [`pool`]: registers one SIM within the run's limits; [`onboard`]: the steps after
+//!   registration (Fleet, status, UniqueName, waiting) and resuming per step.
 //! - [`results`]: the results CSV, its writer and the resume loader.
 //! - [`register`]: the `register` job, wiring reader, pool and writer together.
 //! - [`progress`]: the progress display and the summary; [`exit`]: the exit codes.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod input;
+pub mod onboard;
 pub mod pool;
 pub mod progress;
 pub mod register;

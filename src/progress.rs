@@ -164,7 +164,11 @@ impl RunSummary {
             crate::exit::USAGE_OR_CONFIG
         } else if self.interrupted {
             crate::exit::INTERRUPTED
-        } else if all.get(Outcome::Rejected) + all.get(Outcome::Invalid) > 0 {
+        } else if all.get(Outcome::Rejected)
+            + all.get(Outcome::Invalid)
+            + all.get(Outcome::UpdateFailed)
+            > 0
+        {
             crate::exit::ROWS_FAILED
         } else if all.get(Outcome::GaveUp) > 0 {
             crate::exit::TEMPORARY_FAILURE
@@ -245,6 +249,8 @@ mod tests {
         assert_eq!(summary(&[Registered, Invalid], &[]).exit_code(), 1);
         assert_eq!(summary(&[GaveUp, Rejected], &[]).exit_code(), 1);
         assert_eq!(summary(&[GaveUp, Registered], &[]).exit_code(), 75);
+        assert_eq!(summary(&[GaveUp, UpdateFailed], &[]).exit_code(), 1);
+        assert_eq!(summary(&[], &[UpdateFailed]).exit_code(), 1);
         assert_eq!(
             summary(&[], &[Rejected]).exit_code(),
             1,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,7 @@ use crate::api::{Client, Credentials};
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputError, InputRow, InputSource, SimReader};
+use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
 use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::{Progress, RunSummary};
 use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
@@ -41,8 +42,8 @@ pub enum RunError {
 
 /// What the reader hands to the dispatcher for each input row.
 enum Work {
-    /// Checked and new: register it.
-    Send(SendRow),
+    /// Checked, and a step is still missing: register it, or update it, or both.
+    Send(Job),
     /// Settled without a request (`invalid`, `duplicate`): write this row.
     Report(ResultRow),
     /// Finished by an earlier run: count it, write nothing.
@@ -53,6 +54,18 @@ enum Work {
 enum Written {
     Row(ResultRow),
     Skipped(Outcome),
+    /// Registered, update to follow: written at once (not counted), then acknowledged.
+    Checkpoint(ResultRow, oneshot::Sender<()>),
+}
+
+impl Checkpoint for mpsc::Sender<Written> {
+    async fn record(&self, row: ResultRow) {
+        let (done, written) = oneshot::channel();
+        if self.send(Written::Checkpoint(row, done)).await.is_ok() {
+            // An error means the writer stopped; the run is ending and the next step sees it.
+            let _ = written.await;
+        }
+    }
 }
 
 /// How often the results file is synced to disk while rows arrive.
@@ -62,6 +75,10 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// SIMs in progress finish their current request and are written, and the run ends.
 pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
     let reader = SimReader::open(&config.input)?;
+    config
+        .onboard
+        .check_fleet_source(reader.has_fleet_column(), reader.display_name())
+        .map_err(RunError::Setup)?;
     let (writer, prior) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
     if prior.rows > 0 {
         tracing::info!(rows = prior.rows, results = %config.output.display(), "resuming from an earlier run's results");
@@ -80,13 +97,22 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let (written_tx, written_rx) = mpsc::channel(channel_size);
     let retry_rejected = config.retry_rejected;
     let reader_stop = stop.clone();
+    let onboard = config.onboard.clone();
     let reader_thread = tokio::task::spawn_blocking(move || {
-        read_input(reader, &prior, retry_rejected, &work_tx, &reader_stop)
+        read_input(
+            reader,
+            &prior,
+            retry_rejected,
+            &onboard,
+            &work_tx,
+            &reader_stop,
+        )
     });
     let writer_stop = stop.clone();
     let writer_task = tokio::spawn(write_results(writer, written_rx, progress, writer_stop));
 
-    dispatch(work_rx, &pool, config.concurrency, written_tx, &stop).await;
+    let wait = config.onboard.wait_limit();
+    dispatch(work_rx, &pool, config.concurrency, wait, written_tx, &stop).await;
 
     let progress = writer_task
         .await
@@ -146,6 +172,7 @@ fn read_input(
     mut reader: SimReader,
     prior: &PriorResults,
     retry_rejected: bool,
+    onboard: &OnboardConfig,
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), InputError> {
@@ -154,7 +181,7 @@ fn read_input(
         if stop.is_cancelled() {
             break;
         }
-        let next = triage(row?, prior, retry_rejected, &mut seen);
+        let next = triage(row?, prior, retry_rejected, onboard, &mut seen);
         if work.blocking_send(next).is_err() {
             break;
         }
@@ -167,15 +194,18 @@ fn triage(
     row: InputRow,
     prior: &PriorResults,
     retry_rejected: bool,
+    onboard: &OnboardConfig,
     seen: &mut HashSet<u128>,
 ) -> Work {
     let iccid = normalize_iccid(&row.iccid);
+    let plan = onboard.plan_for(row.fleet, row.unique_name);
     let problem = match row.unreadable {
         Some(reason) => Some(reason),
         None => check_iccid(&iccid)
             .and_then(|()| check_code(row.code.expose()))
-            .err()
-            .map(|invalid| invalid.to_string()),
+            .map_err(|invalid| invalid.to_string())
+            .and_then(|()| plan.as_ref().map(|_| ()).map_err(Clone::clone))
+            .err(),
     };
     let settled = |outcome: Outcome, iccid: &str, message: Option<String>| {
         if prior.already_reported(row.line) {
@@ -197,15 +227,21 @@ fn triage(
             Some("this ICCID appears on an earlier line".to_string()),
         );
     }
-    match prior.outcome(&iccid) {
-        Some(done) if done.is_done() => Work::Skip(done),
-        Some(Outcome::Rejected) if !retry_rejected => Work::Skip(Outcome::Rejected),
-        _ => Work::Send(SendRow {
+    let plan = plan.unwrap_or_default();
+    let resume = match onboard::resume(prior.sim(&iccid), &plan, retry_rejected) {
+        Resume::Skip(outcome) => return Work::Skip(outcome),
+        Resume::Update(prior) => Some(prior),
+        Resume::Register => None,
+    };
+    Work::Send(Job {
+        row: SendRow {
             line: row.line,
             iccid,
             code: row.code,
-        }),
-    }
+        },
+        plan,
+        resume,
+    })
 }
 
 /// Hands rows to workers, never more than `concurrency` at once, until the input ends or
@@ -214,6 +250,7 @@ async fn dispatch(
     mut work: mpsc::Receiver<Work>,
     pool: &Arc<Pool>,
     concurrency: usize,
+    wait: Option<Duration>,
     written: mpsc::Sender<Written>,
     stop: &CancellationToken,
 ) {
@@ -229,7 +266,7 @@ async fn dispatch(
         };
         let Some(next) = next else { break };
         match next {
-            Work::Send(row) => {
+            Work::Send(job) => {
                 let permit = tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
@@ -239,7 +276,7 @@ async fn dispatch(
                 let pool = pool.clone();
                 let written = written.clone();
                 workers.spawn(async move {
-                    if let Some(result) = pool.register(row).await {
+                    if let Some(result) = onboard::onboard(&pool, job, wait, &written).await {
                         let _ = written.send(Written::Row(result)).await;
                     }
                     drop(permit);
@@ -282,6 +319,14 @@ async fn write_results(
                     progress.row_done(row.outcome);
                 }
                 Some(Written::Skipped(outcome)) => progress.row_skipped(outcome),
+                Some(Written::Checkpoint(row, done)) => {
+                    if let Err(error) = writer.write(&row) {
+                        stop.cancel();
+                        bail!("cannot write the results file: {error}");
+                    }
+                    tracing::debug!(line = row.line, iccid = %row.iccid, sid = row.sid.as_deref().unwrap_or(""), "registered; update next");
+                    let _ = done.send(());
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -325,12 +370,14 @@ mod tests {
             iccid: iccid.to_string(),
             code: RegistrationCode::new(code.to_string()),
             unreadable: None,
+            fleet: None,
+            unique_name: None,
         }
     }
 
     fn kind(work: &Work) -> String {
         match work {
-            Work::Send(row) => format!("send {}", row.iccid),
+            Work::Send(job) => format!("send {}", job.row.iccid),
             Work::Report(row) => format!("{} {}", row.outcome, row.iccid),
             Work::Skip(outcome) => format!("skip {outcome}"),
         }
@@ -340,8 +387,16 @@ mod tests {
     fn triage_checks_then_dedupes_then_resumes() {
         let prior = PriorResults::default();
         let mut seen = HashSet::new();
-        let mut decide =
-            |line, iccid, code| kind(&triage(input(line, iccid, code), &prior, false, &mut seen));
+        let onboard = OnboardConfig::default();
+        let mut decide = |line, iccid, code| {
+            kind(&triage(
+                input(line, iccid, code),
+                &prior,
+                false,
+                &onboard,
+                &mut seen,
+            ))
+        };
         assert_eq!(
             decide(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
             "send 89883070000123456789"
