@@ -154,6 +154,8 @@ async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emul
         Target::Emulator { credentials } => {
             let emulator_config = EmulatorConfig {
                 credentials: vec![(credentials.username.clone(), credentials.password.clone())],
+                // Long enough that a rehearsal shows `scheduled` and what --wait does.
+                update_delay: Duration::from_secs(1),
                 ..EmulatorConfig::default()
             };
             let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
