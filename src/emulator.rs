@@ -156,6 +156,11 @@ pub enum Fault {
     DropAfterCommit,
     /// The request is processed, then the answer is held back this long (client timeouts).
     SlowAfterCommit(Duration),
+    /// The request is held this long without being processed, then answered 503; lets a
+    /// test stop a client while its request is in flight.
+    StallBeforeCommit(Duration),
+    /// A Twilio error body with this HTTP status and code (e.g. 409 / 83009), unprocessed.
+    TwilioError { status: u16, code: u32 },
 }
 
 impl Fault {
@@ -216,7 +221,14 @@ impl Fault {
                 "Registration of the Super SIM failed due to an internal error. Please retry",
             ),
             Fault::DropBeforeCommit => lost_response(),
-            Fault::DropAfterCommit | Fault::SlowAfterCommit(_) => return None,
+            Fault::TwilioError { status, code } => twilio_error(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                *code,
+                &format!("Injected Twilio error {code}"),
+            ),
+            Fault::DropAfterCommit | Fault::SlowAfterCommit(_) | Fault::StallBeforeCommit(_) => {
+                return None;
+            }
         })
     }
 }
@@ -352,6 +364,8 @@ struct Shared {
     /// Used for resource URLs when a request carries no `Host` header.
     fallback_base_url: String,
     store: Mutex<Store>,
+    /// Update requests seen, for tests that act once a client reached its update step.
+    updates_seen: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -380,6 +394,7 @@ impl Shared {
                 fleets,
                 ..Store::default()
             }),
+            updates_seen: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -681,6 +696,34 @@ impl Emulator {
         Some(store.sims[index].clone())
     }
 
+    /// Returns once `POST /v1/Sims/{Sid}` has been requested `count` times in all.
+    pub async fn wait_for_updates(&self, count: u64) {
+        let mut seen = self.shared.updates_seen.subscribe();
+        let _ = seen.wait_for(|seen| *seen >= count).await;
+    }
+
+    /// Makes every scheduled status change take effect now, whatever `update_delay` says.
+    pub fn finish_scheduled(&self) {
+        let mut store = self.shared.store();
+        for sim in &mut store.sims {
+            if let Some((_, due)) = sim.scheduled.as_mut() {
+                *due = Instant::now();
+            }
+            sim.settle(Instant::now());
+        }
+    }
+
+    /// Sets a SIM's status directly (as if changed in the Console); for tests.
+    pub fn set_status(&self, iccid: &str, status: &str, fleet: Option<&str>) {
+        let mut store = self.shared.store();
+        if let Some(&index) = store.by_iccid.get(iccid) {
+            let sim = &mut store.sims[index];
+            sim.status = status.to_string();
+            sim.scheduled = None;
+            sim.fleet_sid = fleet.map(fleet_sid_for);
+        }
+    }
+
     /// The Fleets on the account, in creation order.
     pub fn fleets(&self) -> Vec<FleetRecord> {
         self.shared.store().fleets.clone()
@@ -898,6 +941,12 @@ async fn create_sim(
     // An unreadable body is answered like a missing parameter, as Twilio does.
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = shared.next_fault(params.iccid.as_deref());
+    if let Some(Fault::StallBeforeCommit(stall)) = fault {
+        tokio::time::sleep(stall).await;
+        return Fault::Unavailable { retry_after: None }
+            .response_before_commit()
+            .unwrap_or_else(lost_response);
+    }
     if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
         return response;
     }
@@ -937,8 +986,15 @@ async fn update_sim(
             .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
             .map(|sim| sim.iccid.clone())
     };
+    shared.updates_seen.send_modify(|seen| *seen += 1);
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = iccid.and_then(|iccid| shared.next_update_fault(&iccid));
+    if let Some(Fault::StallBeforeCommit(stall)) = fault {
+        tokio::time::sleep(stall).await;
+        return Fault::Unavailable { retry_after: None }
+            .response_before_commit()
+            .unwrap_or_else(lost_response);
+    }
     if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
         return response;
     }
