@@ -72,6 +72,12 @@ impl SimUpdate {
     }
 }
 
+/// The part of a Fleet resource this tool needs: its SID, to compare with a SIM's.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Fleet {
+    pub sid: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct SimList {
     sims: Vec<Sim>,
@@ -282,6 +288,16 @@ impl Client {
         self.send(request).await
     }
 
+    /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
+    pub async fn fetch_fleet(&self, sid_or_name: &str) -> Result<Fleet, ApiError> {
+        let request = self.http.get(format!(
+            "{}/v1/Fleets/{}",
+            self.base_url,
+            encode_path_segment(sid_or_name)
+        ));
+        self.send(request).await
+    }
+
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
     /// reads `scheduled` until the change is done.
     pub async fn update_sim(&self, sid: &str, update: &SimUpdate) -> Result<Sim, ApiError> {
@@ -342,6 +358,18 @@ impl Client {
             maybe_processed: status.is_server_error(),
         })
     }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a name in a path.
+fn encode_path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {

@@ -10,7 +10,9 @@
 //! second time. The checkpoint row written between the steps serves the same purpose when
 //! the process dies between them. Every request passes the pool's rate gate, polls included.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -81,6 +83,24 @@ pub fn is_fleet_sid(fleet: &str) -> bool {
     fleet.len() == 34
         && fleet.starts_with("HF")
         && fleet[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Fleet unique names resolved to SIDs (`GET /v1/Fleets/{name}`), once per name per run,
+/// so the update step can tell whether a SIM is already in the named Fleet. `None` records
+/// a name that could not be resolved; the update then sends it and the API decides.
+#[derive(Debug, Default)]
+pub struct FleetNames(Mutex<HashMap<String, Option<String>>>);
+
+impl FleetNames {
+    fn get(&self, name: &str) -> Option<Option<String>> {
+        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.get(name).cloned()
+    }
+
+    fn insert(&self, name: &str, sid: Option<String>) {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.insert(name.to_string(), sid);
+    }
 }
 
 /// Where a row starts, given what an earlier run recorded for its ICCID.
@@ -275,7 +295,16 @@ impl Steps<'_> {
                     Err(end) => return self.wait_failed(end, limit),
                 }
             }
-            let missing = missing_fields(plan, &current);
+            let fleet_sid = match plan.fleet.as_deref() {
+                Some(name) if !is_fleet_sid(name) && current.fleet_sid.is_some() => {
+                    match self.resolve_fleet(name).await {
+                        Ok(sid) => sid,
+                        Err(()) => return None,
+                    }
+                }
+                _ => None,
+            };
+            let missing = missing_fields(plan, &current, fleet_sid.as_deref());
             if missing.is_empty() {
                 return Some(self.row(self.outcome, &current));
             }
@@ -376,6 +405,34 @@ impl Steps<'_> {
         }
     }
 
+    /// The SID of the Fleet with this unique name, looked up once per run. `Ok(None)` when
+    /// it cannot be found out; `Err` when the run stopped.
+    async fn resolve_fleet(&self, name: &str) -> Result<Option<String>, ()> {
+        if let Some(known) = self.pool.fleet_names.get(name) {
+            return Ok(known);
+        }
+        if !self.pool.clear_to_send().await {
+            return Err(());
+        }
+        let sid = match self.pool.client().fetch_fleet(name).await {
+            Ok(fleet) => fleet.sid,
+            Err(error) => {
+                if error.classify() == ErrorClass::CredentialsRefused {
+                    self.pool.refuse_credentials(&error);
+                    return Err(());
+                }
+                tracing::debug!(fleet = name, error = %error, "cannot resolve the Fleet name");
+                // A transient failure is not remembered, so a later SIM asks again.
+                if matches!(error.classify(), ErrorClass::Retry { .. }) {
+                    return Ok(None);
+                }
+                None
+            }
+        };
+        self.pool.fleet_names.insert(name, sid.clone());
+        Ok(sid)
+    }
+
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
     async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
         let mut jitter = jitter_for_row(self.line ^ 0xfe7c);
@@ -441,10 +498,10 @@ impl Steps<'_> {
     }
 }
 
-/// The fields of `plan` the SIM does not show yet. A Fleet given by unique name cannot be
-/// compared with the SIM's Fleet SID, so it is sent again (assigning the same Fleet twice
-/// changes nothing).
-fn missing_fields(plan: &SimUpdate, sim: &Sim) -> SimUpdate {
+/// The fields of `plan` the SIM does not show yet. A Fleet given by unique name is
+/// compared through `named_fleet_sid`, its resolved SID; when that is unknown the name is
+/// sent (assigning the same Fleet twice changes nothing).
+fn missing_fields(plan: &SimUpdate, sim: &Sim, named_fleet_sid: Option<&str>) -> SimUpdate {
     let differs = |wanted: &Option<String>, have: &Option<String>| {
         wanted
             .clone()
@@ -452,11 +509,16 @@ fn missing_fields(plan: &SimUpdate, sim: &Sim) -> SimUpdate {
     };
     SimUpdate {
         fleet: plan.fleet.clone().filter(|wanted| {
-            !is_fleet_sid(wanted)
-                || !sim
-                    .fleet_sid
+            let wanted_sid = if is_fleet_sid(wanted) {
+                Some(wanted.as_str())
+            } else {
+                named_fleet_sid
+            };
+            !wanted_sid.is_some_and(|wanted| {
+                sim.fleet_sid
                     .as_deref()
                     .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+            })
         }),
         status: differs(&plan.status, &sim.status),
         unique_name: differs(&plan.unique_name, &sim.unique_name),
@@ -618,8 +680,20 @@ mod tests {
             status: Some("active".into()),
             unique_name: Some("pump-7".into()),
         };
-        assert_eq!(missing_fields(&wanted, &sim), plan(None, Some("active")));
+        assert_eq!(
+            missing_fields(&wanted, &sim, None),
+            plan(None, Some("active"))
+        );
         let by_name = plan(Some("lab"), Some("ready"));
-        assert_eq!(missing_fields(&by_name, &sim), plan(Some("lab"), None));
+        assert_eq!(
+            missing_fields(&by_name, &sim, None),
+            plan(Some("lab"), None),
+            "an unresolved name is sent"
+        );
+        assert_eq!(
+            missing_fields(&by_name, &sim, Some(FLEET)),
+            SimUpdate::default(),
+            "a name resolved to the SIM's Fleet is not"
+        );
     }
 }

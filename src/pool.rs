@@ -71,6 +71,8 @@ pub struct Pool {
     /// Cancelled when the API refuses the credentials: every further request would fail too.
     credentials_refused: CancellationToken,
     pub stats: Arc<RequestStats>,
+    /// Fleet unique names resolved to SIDs during this run, for the update step.
+    pub(crate) fleet_names: crate::onboard::FleetNames,
 }
 
 impl Pool {
@@ -87,6 +89,7 @@ impl Pool {
             stop,
             credentials_refused: CancellationToken::new(),
             stats: Arc::default(),
+            fleet_names: crate::onboard::FleetNames::default(),
         }
     }
 
