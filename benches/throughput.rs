@@ -39,7 +39,8 @@ impl Measured {
 }
 
 /// Runs the binary to its end and reads its resource use.
-#[allow(unsafe_code)]
+// The child is reaped by wait4 below, which std's lint cannot see.
+#[allow(unsafe_code, clippy::zombie_processes)]
 fn run_child(args: &[&str]) -> (Duration, Duration, f64, i32) {
     let started = Instant::now();
     let child = Command::new(BINARY)
@@ -60,9 +61,15 @@ fn run_child(args: &[&str]) -> (Duration, Duration, f64, i32) {
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4 failed");
     let wall = started.elapsed();
-    let time = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     let cpu = time(usage.ru_utime) + time(usage.ru_stime);
-    let exit = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let exit = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
     (wall, cpu, usage.ru_maxrss as f64 / 1024.0, exit)
 }
 
@@ -87,12 +94,24 @@ fn write_finished_results(path: &Path, count: u64) {
     let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
     writeln!(out, "line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at").unwrap();
     for (n, (iccid, _)) in sims(count).enumerate() {
-        writeln!(out, "{},{iccid},registered,HS{n:032x},new,,,,,1,2026-11-26T00:00:00Z", n + 2).unwrap();
+        writeln!(
+            out,
+            "{},{iccid},registered,HS{n:032x},new,,,,,1,2026-11-26T00:00:00Z",
+            n + 2
+        )
+        .unwrap();
     }
 }
 
-async fn register(dir: &Path, emulator_config: EmulatorConfig, rows: u64, flags: &[&str]) -> Measured {
-    let emulator = Emulator::start(emulator_config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+async fn register(
+    dir: &Path,
+    emulator_config: EmulatorConfig,
+    rows: u64,
+    flags: &[&str],
+) -> Measured {
+    let emulator = Emulator::start(emulator_config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let input = dir.join(format!("in-{rows}.csv"));
     if !input.exists() {
         write_input(&input, rows);
@@ -100,15 +119,22 @@ async fn register(dir: &Path, emulator_config: EmulatorConfig, rows: u64, flags:
     let output = dir.join("out.results.csv");
     let _ = std::fs::remove_file(&output);
     let base_url = emulator.base_url();
-    let mut args = vec!["register", input.to_str().unwrap(), "-q", "--base-url", &base_url];
+    let mut args = vec![
+        "register",
+        input.to_str().unwrap(),
+        "-q",
+        "--base-url",
+        &base_url,
+    ];
     let output_arg = output.to_str().unwrap().to_string();
     args.extend(["--output", &output_arg]);
     args.extend_from_slice(flags);
     let args_owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (wall, cpu, peak_rss_mb, exit) =
-        tokio::task::spawn_blocking(move || run_child(&args_owned.iter().map(String::as_str).collect::<Vec<_>>()))
-            .await
-            .unwrap();
+    let (wall, cpu, peak_rss_mb, exit) = tokio::task::spawn_blocking(move || {
+        run_child(&args_owned.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
     let stats = emulator.stats();
     emulator.shutdown().await;
     Measured {
@@ -131,18 +157,24 @@ struct Row {
 
 fn print_table(rows: &[Row]) {
     println!();
-    println!("| scenario | rows | throughput (rows/s) | limit | ratio to limit | 429 share | client CPU | CPU per 10k rows | peak RSS | vs naive baseline | exit |");
+    println!(
+        "| scenario | rows | throughput (rows/s) | limit | ratio to limit | 429 share | client CPU | CPU per 10k rows | peak RSS | vs naive baseline | exit |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let m = &row.measured;
         let limit = row.limit.map_or("n/a".to_string(), |l| format!("{l:.0}/s"));
-        let ratio = row.limit.map_or("n/a".to_string(), |l| format!("{:.0}%", 100.0 * m.throughput() / l));
+        let ratio = row.limit.map_or("n/a".to_string(), |l| {
+            format!("{:.0}%", 100.0 * m.throughput() / l)
+        });
         let share = if m.requests > 0 {
             format!("{:.1}%", 100.0 * m.throttled as f64 / m.requests as f64)
         } else {
             "n/a".to_string()
         };
-        let baseline = row.baseline.map_or("n/a".to_string(), |b| format!("{:.1}x", m.throughput() / b));
+        let baseline = row
+            .baseline
+            .map_or("n/a".to_string(), |b| format!("{:.1}x", m.throughput() / b));
         println!(
             "| {} | {} | {:.0} | {limit} | {ratio} | {share} | {:.2}s | {:.2}s | {:.1} MB | {baseline} | {} |",
             row.scenario,
@@ -217,7 +249,8 @@ fn main() {
         });
         if !quick {
             eprintln!("instant server (1000000 rows)...");
-            let measured = register(&dir_path, EmulatorConfig::default(), 1_000_000, &unlimited).await;
+            let measured =
+                register(&dir_path, EmulatorConfig::default(), 1_000_000, &unlimited).await;
             table.push(Row {
                 scenario: "instant server: register 1M".into(),
                 measured,
@@ -234,23 +267,47 @@ fn main() {
         }
         let results = dir_path.join("resume.results.csv");
         write_finished_results(&results, 1_000_000);
-        let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let args: Vec<String> = ["register", input.to_str().unwrap(), "-q", "--base-url", &emulator.base_url(), "--output", results.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let (wall, cpu, peak_rss_mb, exit) =
-            tokio::task::spawn_blocking(move || run_child(&args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap();
+        let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let args: Vec<String> = [
+            "register",
+            input.to_str().unwrap(),
+            "-q",
+            "--base-url",
+            &emulator.base_url(),
+            "--output",
+            results.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (wall, cpu, peak_rss_mb, exit) = tokio::task::spawn_blocking(move || {
+            run_child(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
         let stats = emulator.stats();
         table.push(Row {
             scenario: format!("resume 1M finished rows ({} requests sent)", stats.requests),
-            measured: Measured { rows: 1_000_000, wall, cpu, peak_rss_mb, requests: stats.requests, throttled: 0, exit },
+            measured: Measured {
+                rows: 1_000_000,
+                wall,
+                cpu,
+                peak_rss_mb,
+                requests: stats.requests,
+                throttled: 0,
+                exit,
+            },
             limit: None,
             baseline: None,
         });
 
         // Validate 1M rows, when this build has the command.
-        let has_validate = Command::new(BINARY).args(["validate", "--help"]).output().is_ok_and(|o| o.status.success());
+        let has_validate = Command::new(BINARY)
+            .args(["validate", "--help"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if has_validate {
             for rows in [10_000u64, 1_000_000] {
                 eprintln!("validate ({rows} rows)...");
@@ -260,10 +317,20 @@ fn main() {
                 }
                 let input = input.to_str().unwrap().to_string();
                 let (wall, cpu, peak_rss_mb, exit) =
-                    tokio::task::spawn_blocking(move || run_child(&["validate", &input])).await.unwrap();
+                    tokio::task::spawn_blocking(move || run_child(&["validate", &input]))
+                        .await
+                        .unwrap();
                 table.push(Row {
                     scenario: format!("validate {}", if rows == 10_000 { "10k" } else { "1M" }),
-                    measured: Measured { rows, wall, cpu, peak_rss_mb, requests: 0, throttled: 0, exit },
+                    measured: Measured {
+                        rows,
+                        wall,
+                        cpu,
+                        peak_rss_mb,
+                        requests: 0,
+                        throttled: 0,
+                        exit,
+                    },
                     limit: None,
                     baseline: None,
                 });

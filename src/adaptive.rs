@@ -82,7 +82,9 @@ impl ConcurrencyLimit {
                 let mut state = self.lock();
                 if state.in_flight < (state.limit.floor() as usize).max(1) {
                     state.in_flight += 1;
-                    return RequestSlot { limit: self.clone() };
+                    return RequestSlot {
+                        limit: self.clone(),
+                    };
                 }
             }
             freed.await;
@@ -140,7 +142,11 @@ impl ConcurrencyLimit {
         state.limit = cut.max(1.0);
         state.lowest = state.lowest.min(state.limit);
         state.cut_cooldown = state.in_flight.max(1);
-        tracing::debug!(limit = state.limit.floor(), learned = allowed, "429: concurrency cut");
+        tracing::debug!(
+            limit = state.limit.floor(),
+            learned = allowed,
+            "429: concurrency cut"
+        );
     }
 }
 
@@ -177,8 +183,14 @@ mod tests {
             let (requests, throttled, levels) = simulate(20, header, 400);
             let settled = &levels[100..];
             let mean = settled.iter().sum::<usize>() as f64 / settled.len() as f64;
-            assert!(mean >= 18.0, "header {header}: mean {mean}, levels {levels:?}");
-            assert!(settled.iter().all(|&l| l <= 21), "header {header}: {settled:?}");
+            assert!(
+                mean >= 18.0,
+                "header {header}: mean {mean}, levels {levels:?}"
+            );
+            assert!(
+                settled.iter().all(|&l| l <= 21),
+                "header {header}: {settled:?}"
+            );
             let share = throttled as f64 / requests as f64;
             assert!(share < 0.03, "header {header}: 429 share {share}");
         }

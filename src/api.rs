@@ -45,13 +45,37 @@ impl std::fmt::Debug for RegistrationCode {
     }
 }
 
-/// The parts of a Sim resource this tool records.
+/// The parts of a Sim resource this tool records or compares.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Sim {
     pub sid: Option<String>,
     pub iccid: Option<String>,
     pub status: Option<String>,
     pub fleet_sid: Option<String>,
+    #[serde(default)]
+    pub unique_name: Option<String>,
+}
+
+/// The fields of one `POST /v1/Sims/{Sid}` (UpdateSim); `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimUpdate {
+    /// A Fleet SID (`HF...`) or unique name.
+    pub fleet: Option<String>,
+    /// `ready` or `active`.
+    pub status: Option<String>,
+    pub unique_name: Option<String>,
+}
+
+impl SimUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.fleet.is_none() && self.status.is_none() && self.unique_name.is_none()
+    }
+}
+
+/// The part of a Fleet resource this tool needs: its SID, to compare with a SIM's.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Fleet {
+    pub sid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +125,18 @@ pub const CODE_INTERNAL: u32 = 20500;
 pub const CODE_UNAVAILABLE: u32 = 20503;
 pub const CODE_REGISTRATION_INTERNAL: u32 = 83000;
 pub const CODE_ALREADY_ON_ACCOUNT: u32 = 83003;
+/// UpdateSim/FetchSim: the Super SIM is not on the account.
+pub const CODE_SIM_NOT_FOUND: u32 = 83005;
+/// UpdateSim: the target Fleet does not exist.
+pub const CODE_FLEET_NOT_FOUND: u32 = 83006;
+/// UpdateSim: `active` asked for a SIM that belongs to no Fleet.
+pub const CODE_NO_FLEET: u32 = 83007;
+/// UpdateSim: refused while an earlier change is still `scheduled`; Twilio says retry later.
+pub const CODE_UPDATE_SCHEDULED: u32 = 83009;
+/// UpdateSim: the status change is not allowed (`ready` is only reachable from `new`).
+pub const CODE_FORBIDDEN_TRANSITION: u32 = 83010;
+/// UpdateSim: another Super SIM already has that UniqueName.
+pub const CODE_DUPLICATE_UNIQUE_NAME: u32 = 83011;
 
 impl ApiError {
     /// Decides by Twilio code first (the 830xx statuses are not published), HTTP status second.
@@ -108,10 +144,23 @@ impl ApiError {
         match self.code {
             Some(CODE_AUTHENTICATE) => return ErrorClass::CredentialsRefused,
             Some(CODE_TOO_MANY_REQUESTS) => return ErrorClass::Retry { throttled: true },
-            Some(CODE_INTERNAL | CODE_UNAVAILABLE | CODE_REGISTRATION_INTERNAL) => {
+            Some(
+                CODE_INTERNAL
+                | CODE_UNAVAILABLE
+                | CODE_REGISTRATION_INTERNAL
+                | CODE_UPDATE_SCHEDULED,
+            ) => {
                 return ErrorClass::Retry { throttled: false };
             }
             Some(CODE_ALREADY_ON_ACCOUNT) => return ErrorClass::AlreadyOnAccount,
+            // Final whatever HTTP status carries them (their statuses are not published).
+            Some(
+                CODE_SIM_NOT_FOUND
+                | CODE_FLEET_NOT_FOUND
+                | CODE_NO_FLEET
+                | CODE_FORBIDDEN_TRANSITION
+                | CODE_DUPLICATE_UNIQUE_NAME,
+            ) => return ErrorClass::Rejected,
             _ => {}
         }
         match self.http_status {
@@ -233,6 +282,40 @@ impl Client {
             .find(|sim| sim.iccid.as_deref() == Some(iccid)))
     }
 
+    /// `GET /v1/Sims/{Sid}` (FetchSim): the SIM as it is now.
+    pub async fn fetch_sim(&self, sid: &str) -> Result<Sim, ApiError> {
+        let request = self.http.get(format!("{}/v1/Sims/{sid}", self.base_url));
+        self.send(request).await
+    }
+
+    /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
+    pub async fn fetch_fleet(&self, sid_or_name: &str) -> Result<Fleet, ApiError> {
+        let request = self.http.get(format!(
+            "{}/v1/Fleets/{}",
+            self.base_url,
+            encode_path_segment(sid_or_name)
+        ));
+        self.send(request).await
+    }
+
+    /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
+    /// reads `scheduled` until the change is done.
+    pub async fn update_sim(&self, sid: &str, update: &SimUpdate) -> Result<Sim, ApiError> {
+        let fields: Vec<(&str, &str)> = [
+            ("Fleet", &update.fleet),
+            ("Status", &update.status),
+            ("UniqueName", &update.unique_name),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_deref()?)))
+        .collect();
+        let request = self
+            .http
+            .post(format!("{}/v1/Sims/{sid}", self.base_url))
+            .form(&fields);
+        self.send(request).await
+    }
+
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
@@ -275,6 +358,18 @@ impl Client {
             maybe_processed: status.is_server_error(),
         })
     }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a name in a path.
+fn encode_path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
@@ -326,6 +421,12 @@ mod tests {
             (Some(400), Some(83000), Retry { throttled: false }),
             (None, None, Retry { throttled: false }),
             (Some(409), Some(83003), AlreadyOnAccount),
+            (Some(409), Some(83009), Retry { throttled: false }),
+            (Some(400), Some(83006), Rejected),
+            (Some(500), Some(83007), Rejected),
+            (Some(400), Some(83010), Rejected),
+            (Some(409), Some(83011), Rejected),
+            (Some(404), Some(83005), Rejected),
             (Some(400), Some(83003), AlreadyOnAccount),
             (Some(400), Some(83001), Rejected),
             (Some(400), Some(83002), Rejected),

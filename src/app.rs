@@ -126,14 +126,16 @@ async fn register(args: RegisterArgs) -> u8 {
 }
 
 async fn emulator(args: EmulatorArgs) -> u8 {
-    let config = EmulatorConfig {
+    let mut config = EmulatorConfig {
         latency: args.latency,
         max_concurrent: args.max_concurrent,
         fail_rate: args.fail_rate,
         seed: args.seed,
         credentials: credentials_from_env(),
+        update_delay: args.update_delay,
         ..EmulatorConfig::default()
     };
+    config.fleets.extend(args.fleets);
     let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -145,7 +147,16 @@ async fn emulator(args: EmulatorArgs) -> u8 {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => println!("Super SIM API emulator listening on http://{addr}"),
+        Ok(addr) => {
+            println!("Super SIM API emulator listening on http://{addr}");
+            let mut listed = Vec::new();
+            for name in &config.fleets {
+                if !listed.contains(&name) {
+                    println!("  fleet {} {name}", crate::emulator::fleet_sid_for(name));
+                    listed.push(name);
+                }
+            }
+        }
         Err(error) => tracing::warn!(%error, "cannot read the listening address"),
     }
     let shutdown = async {

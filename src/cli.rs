@@ -122,9 +122,29 @@ pub struct RegisterArgs {
     #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
     pub summary_json: Option<PathBuf>,
 
-    /// Stop taking new rows once more than N rows (or N% of rows, judged after 100) were rejected
+    /// Stop taking new rows once more than N rows (or N% of rows, judged after 100) were refused for good
     #[arg(long, value_name = "N|N%", value_parser = max_failures, help_heading = "Unattended runs")]
     pub max_failures: Option<MaxFailures>,
+
+    /// Assign every SIM to this Fleet (SID or unique name); a `fleet` input column overrides it per row
+    #[arg(long, value_name = "HF...|NAME", value_parser = non_empty, help_heading = "Onboarding")]
+    pub fleet: Option<String>,
+
+    /// Set every SIM's status to active after registration (same as --status active; needs a Fleet)
+    #[arg(long, conflicts_with = "status", help_heading = "Onboarding")]
+    pub activate: bool,
+
+    /// Set every SIM's status after registration (active needs a Fleet)
+    #[arg(long, value_enum, help_heading = "Onboarding")]
+    pub status: Option<TargetStatus>,
+
+    /// Poll each updated SIM until it is no longer `scheduled`, and record its final status
+    #[arg(long, help_heading = "Onboarding")]
+    pub wait: bool,
+
+    /// Longest time --wait polls one SIM before it is recorded as gave_up
+    #[arg(long, default_value = "5m", value_parser = duration, help_heading = "Onboarding")]
+    pub wait_timeout: Duration,
 }
 
 /// The `--max-failures` limit.
@@ -143,13 +163,14 @@ impl MaxFailures {
     /// A sentence saying the limit was passed, or `None` while it holds.
     pub fn exceeded(&self, failed: u64, finished: u64) -> Option<String> {
         match *self {
-            MaxFailures::Count(limit) => (failed > limit)
-                .then(|| format!("{failed} rows were rejected, more than --max-failures {limit}")),
+            MaxFailures::Count(limit) => (failed > limit).then(|| {
+                format!("{failed} rows were refused for good, more than --max-failures {limit}")
+            }),
             MaxFailures::Percent(limit) => {
                 let share = 100.0 * failed as f64 / finished.max(1) as f64;
                 (finished >= Self::MIN_ROWS_FOR_PERCENT && share > limit).then(|| {
                     format!(
-                        "{failed} of {finished} rows ({share:.1}%) were rejected, \
+                        "{failed} of {finished} rows ({share:.1}%) were refused for good, \
                          more than --max-failures {limit}%"
                     )
                 })
@@ -170,6 +191,22 @@ fn max_failures(text: &str) -> Result<MaxFailures, String> {
             .parse()
             .map(MaxFailures::Count)
             .map_err(|_| invalid()),
+    }
+}
+
+/// The statuses `register` can move a SIM to (UpdateSim's `Status`, less `inactive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetStatus {
+    Ready,
+    Active,
+}
+
+impl TargetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Ready => "ready",
+            TargetStatus::Active => "active",
+        }
     }
 }
 
@@ -198,10 +235,27 @@ pub struct EmulatorArgs {
     /// Seed for fault injection and SIDs, so a rehearsal can be repeated exactly
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// Also create a Fleet with this unique name (repeatable); its SID is listed at start-up
+    #[arg(long = "fleet", value_name = "NAME", value_parser = non_empty)]
+    pub fleets: Vec<String>,
+
+    /// How long an accepted status change stays `scheduled` before it takes effect
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub update_delay: Duration,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 1500ms, 2m)"))
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(text.to_string())
+    }
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {

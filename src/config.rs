@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use crate::api::Credentials;
 use crate::cli::{MaxFailures, RegisterArgs};
 use crate::input::InputSource;
+use crate::onboard::OnboardConfig;
 use crate::pool::PoolLimits;
 use crate::retry::Backoff;
 
@@ -46,6 +47,8 @@ pub struct RegisterConfig {
     pub grace: Duration,
     pub summary_json: Option<PathBuf>,
     pub max_failures: Option<MaxFailures>,
+    /// What happens after registration: Fleet, status, waiting.
+    pub onboard: OnboardConfig,
 }
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
@@ -109,6 +112,16 @@ impl RegisterConfig {
             grace: args.grace.unwrap_or(args.timeout),
             summary_json: args.summary_json.clone(),
             max_failures: args.max_failures,
+            onboard: OnboardConfig {
+                fleet: args.fleet.clone(),
+                status: if args.activate {
+                    Some(crate::cli::TargetStatus::Active)
+                } else {
+                    args.status
+                },
+                wait: args.wait,
+                wait_timeout: args.wait_timeout,
+            },
         })
     }
 }

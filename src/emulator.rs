@@ -1,6 +1,8 @@
 //! A local emulator of the Twilio Super SIM API (`POST /v1/Sims`, `GET /v1/Sims`,
-//! `GET /v1/Sims/{Sid}`), with HTTP Basic auth, Twilio's error bodies, a concurrent-request
-//! limit, added latency, and injectable faults, including lost responses after a commit. It
+//! `GET /v1/Sims/{Sid}`, `POST /v1/Sims/{Sid}`, `GET /v1/Fleets`), with HTTP Basic auth,
+//! Twilio's error bodies, a concurrent-request limit, added latency, Fleets created at
+//! start-up, asynchronous status changes (202 and `scheduled`, then the target status after
+//! `update_delay`), and injectable faults, including lost responses after a commit. It
 //! exists so registrations can be rehearsed (`supersim-bulk emulator`, `register --emulator`)
 //! and so integration tests can exercise the client's retry and resume logic over real HTTP
 //! without touching a real account. It owns the emulated account's SIM store and the counters
@@ -10,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, Query, Request, State};
@@ -39,6 +41,9 @@ pub const TEST_AUTH_TOKEN: &str = "emulator-test-token";
 pub const STATS_PATH: &str = "/_emulator/stats";
 
 const CONCURRENT_REQUESTS_HEADER: &str = "twilio-concurrent-requests";
+/// The Fleets every emulator has, besides those it is configured with.
+pub const DEFAULT_FLEETS: [&str; 2] = ["field-devices", "bench"];
+
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 
@@ -77,6 +82,14 @@ pub fn registration_code_for(iccid: &str) -> String {
     code.iter().map(|&b| b as char).collect()
 }
 
+/// The SID the emulator gives the Fleet with this unique name: `HF` and 32 hex digits from
+/// two FNV-1a hashes of the name, so it is the same in every run.
+pub fn fleet_sid_for(unique_name: &str) -> String {
+    let high = fnv1a(&[b"supersim-emulator/fleet/", unique_name.as_bytes()]);
+    let low = fnv1a(&[b"supersim-emulator/fleet-low/", unique_name.as_bytes()]);
+    format!("HF{high:016x}{low:016x}")
+}
+
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in parts.iter().flat_map(|part| part.iter()) {
@@ -101,6 +114,11 @@ pub struct EmulatorConfig {
     pub credentials: Vec<(String, String)>,
     /// The account that owns registered SIMs (`AC` + 32 hex).
     pub account_sid: String,
+    /// Unique names of the Fleets on the account (SIDs from [`fleet_sid_for`]).
+    pub fleets: Vec<String>,
+    /// How long an accepted status change reads `scheduled` before it takes effect. Zero
+    /// still answers 202 and `scheduled`; the next read shows the new status.
+    pub update_delay: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -112,6 +130,8 @@ impl Default for EmulatorConfig {
             seed: 0,
             credentials: vec![(TEST_ACCOUNT_SID.to_string(), TEST_AUTH_TOKEN.to_string())],
             account_sid: TEST_ACCOUNT_SID.to_string(),
+            fleets: DEFAULT_FLEETS.iter().map(|name| name.to_string()).collect(),
+            update_delay: Duration::ZERO,
         }
     }
 }
@@ -136,6 +156,11 @@ pub enum Fault {
     DropAfterCommit,
     /// The request is processed, then the answer is held back this long (client timeouts).
     SlowAfterCommit(Duration),
+    /// The request is held this long without being processed, then answered 503; lets a
+    /// test stop a client while its request is in flight.
+    StallBeforeCommit(Duration),
+    /// A Twilio error body with this HTTP status and code (e.g. 409 / 83009), unprocessed.
+    TwilioError { status: u16, code: u32 },
 }
 
 impl Fault {
@@ -196,7 +221,14 @@ impl Fault {
                 "Registration of the Super SIM failed due to an internal error. Please retry",
             ),
             Fault::DropBeforeCommit => lost_response(),
-            Fault::DropAfterCommit | Fault::SlowAfterCommit(_) => return None,
+            Fault::TwilioError { status, code } => twilio_error(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                *code,
+                &format!("Injected Twilio error {code}"),
+            ),
+            Fault::DropAfterCommit | Fault::SlowAfterCommit(_) | Fault::StallBeforeCommit(_) => {
+                return None;
+            }
         })
     }
 }
@@ -217,6 +249,9 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Registrations committed over HTTP (not counting [`Emulator::preregister`]).
     pub commits: u64,
+    /// `POST /v1/Sims/{Sid}` requests that got past auth and the limit.
+    #[serde(default)]
+    pub update_requests: u64,
 }
 
 /// A SIM registered on the emulated account.
@@ -230,9 +265,24 @@ pub struct SimRecord {
     pub account_sid: String,
     pub date_created: SystemTime,
     pub date_updated: SystemTime,
+    /// While `status` is `scheduled`: the status it becomes, and when.
+    pub scheduled: Option<(String, Instant)>,
 }
 
 impl SimRecord {
+    /// Applies a scheduled status change whose time has come. Called before every read, so
+    /// no background task is needed and a zero delay is visible at the next request.
+    fn settle(&mut self, now: Instant) {
+        if let Some((status, due)) = self.scheduled.take() {
+            if now >= due {
+                self.status = status;
+                self.date_updated = SystemTime::now();
+            } else {
+                self.scheduled = Some((status, due));
+            }
+        }
+    }
+
     fn to_json(&self, base_url: &str) -> serde_json::Value {
         let url = format!("{base_url}/v1/Sims/{}", self.sid);
         json!({
@@ -253,11 +303,51 @@ impl SimRecord {
     }
 }
 
+/// A Fleet on the emulated account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetRecord {
+    pub sid: String,
+    pub unique_name: String,
+    pub date_created: SystemTime,
+}
+
+impl FleetRecord {
+    /// `components.schemas["supersim.v1.fleet"]`, with Twilio's documented defaults.
+    fn to_json(&self, base_url: &str, account_sid: &str) -> serde_json::Value {
+        let date = humantime::format_rfc3339_seconds(self.date_created).to_string();
+        let profile = format!(
+            "HA{:016x}{:016x}",
+            fnv1a(&[b"nap/", self.unique_name.as_bytes()]),
+            fnv1a(&[b"nap-low/", self.unique_name.as_bytes()])
+        );
+        json!({
+            "account_sid": account_sid,
+            "sid": self.sid,
+            "unique_name": self.unique_name,
+            "date_created": date,
+            "date_updated": date,
+            "url": format!("{base_url}/v1/Fleets/{}", self.sid),
+            "data_enabled": true,
+            "data_limit": 250,
+            "data_metering": "payg",
+            "sms_commands_enabled": false,
+            "sms_commands_url": null,
+            "sms_commands_method": "POST",
+            "network_access_profile_sid": profile,
+            "ip_commands_url": null,
+            "ip_commands_method": "POST",
+        })
+    }
+}
+
 /// What the emulator remembers. One lock, never held across an await.
 #[derive(Default)]
 struct Store {
     /// In registration order, which is the listing order.
     sims: Vec<SimRecord>,
+    fleets: Vec<FleetRecord>,
+    /// Faults for `POST /v1/Sims/{Sid}`, by the SIM's ICCID.
+    injected_updates: HashMap<String, VecDeque<Fault>>,
     by_iccid: HashMap<String, usize>,
     commits: HashMap<String, u32>,
     injected: HashMap<String, VecDeque<Fault>>,
@@ -274,6 +364,8 @@ struct Shared {
     /// Used for resource URLs when a request carries no `Host` header.
     fallback_base_url: String,
     store: Mutex<Store>,
+    /// Update requests seen, for tests that act once a client reached its update step.
+    updates_seen: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -283,11 +375,26 @@ impl Shared {
             .iter()
             .map(|(user, password)| format!("Basic {}", base64(&format!("{user}:{password}"))))
             .collect();
+        let now = SystemTime::now();
+        let mut fleets: Vec<FleetRecord> = Vec::new();
+        for name in &config.fleets {
+            if fleets.iter().all(|fleet| &fleet.unique_name != name) {
+                fleets.push(FleetRecord {
+                    sid: fleet_sid_for(name),
+                    unique_name: name.clone(),
+                    date_created: now,
+                });
+            }
+        }
         Shared {
             config,
             authorizations,
             fallback_base_url: format!("http://{addr}"),
-            store: Mutex::default(),
+            store: Mutex::new(Store {
+                fleets,
+                ..Store::default()
+            }),
+            updates_seen: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -355,6 +462,7 @@ impl Shared {
             account_sid: self.config.account_sid.clone(),
             date_created: now,
             date_updated: now,
+            scheduled: None,
         };
         store.by_iccid.insert(iccid.to_string(), store.sims.len());
         store.sims.push(record.clone());
@@ -397,6 +505,128 @@ impl Shared {
         *store.commits.entry(iccid).or_default() += 1;
         store.stats.commits += 1;
         (StatusCode::CREATED, Json(record.to_json(base_url))).into_response()
+    }
+}
+
+impl Shared {
+    /// `POST /v1/Sims/{Sid}` without faults: every check first, then all changes at once.
+    fn update(&self, sid: &str, params: UpdateParams, base_url: &str) -> Response {
+        let delay = self.config.update_delay;
+        let mut store = self.store();
+        let now = Instant::now();
+        let Some(index) = store
+            .sims
+            .iter()
+            .position(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+        else {
+            return twilio_error(
+                StatusCode::NOT_FOUND,
+                83005,
+                &format!("The Super SIM {sid} was not found on this account"),
+            );
+        };
+        store.sims[index].settle(now);
+        let sim = &store.sims[index];
+        if sim.status == "scheduled" {
+            return twilio_error(
+                StatusCode::CONFLICT,
+                83009,
+                "The Super SIM cannot be updated while a status change is scheduled. Please retry later",
+            );
+        }
+        let status = match params.status.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(status) if ["ready", "active", "inactive"].contains(&status.as_str()) => {
+                Some(status)
+            }
+            Some(_) => {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    20001,
+                    "Invalid Status: must be one of ready, active, inactive",
+                );
+            }
+        };
+        let fleet_sid = match params.fleet.filter(|f| !f.is_empty()) {
+            None => sim.fleet_sid.clone(),
+            Some(wanted) => match store
+                .fleets
+                .iter()
+                .find(|fleet| fleet.sid == wanted || fleet.unique_name == wanted)
+            {
+                Some(fleet) => Some(fleet.sid.clone()),
+                None => {
+                    return twilio_error(
+                        StatusCode::BAD_REQUEST,
+                        83006,
+                        "The Fleet was not found: check the Fleet SID or unique name",
+                    );
+                }
+            },
+        };
+        let unique_name = params.unique_name.filter(|n| !n.is_empty());
+        if let Some(name) = &unique_name {
+            let taken = store
+                .sims
+                .iter()
+                .enumerate()
+                .any(|(i, other)| i != index && other.unique_name.as_ref() == Some(name));
+            if taken {
+                return twilio_error(
+                    StatusCode::CONFLICT,
+                    83011,
+                    "A Super SIM with this UniqueName already exists on this account",
+                );
+            }
+        }
+        let change = status.filter(|target| *target != sim.status);
+        if let Some(target) = &change {
+            if target == "active" && fleet_sid.is_none() {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    83007,
+                    "The Super SIM cannot be activated because it is not assigned to a Fleet",
+                );
+            }
+            let allowed = match target.as_str() {
+                "ready" => sim.status == "new",
+                "inactive" => sim.status != "new",
+                _ => true,
+            };
+            if !allowed {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    83010,
+                    &format!(
+                        "The Super SIM status cannot change from {} to {target}",
+                        sim.status
+                    ),
+                );
+            }
+        }
+        let sim = &mut store.sims[index];
+        sim.fleet_sid = fleet_sid;
+        if unique_name.is_some() {
+            sim.unique_name = unique_name;
+        }
+        sim.date_updated = SystemTime::now();
+        let answer = match change {
+            Some(target) => {
+                sim.status = "scheduled".to_string();
+                sim.scheduled = Some((target, now + delay));
+                StatusCode::ACCEPTED
+            }
+            None => StatusCode::OK,
+        };
+        (answer, Json(sim.to_json(base_url))).into_response()
+    }
+
+    /// The injected fault for this update, if any (updates get no random faults).
+    fn next_update_fault(&self, iccid: &str) -> Option<Fault> {
+        self.store()
+            .injected_updates
+            .get_mut(iccid)
+            .and_then(VecDeque::pop_front)
     }
 }
 
@@ -458,10 +688,56 @@ impl Emulator {
         self.shared.store().commits.get(iccid).copied().unwrap_or(0)
     }
 
-    /// The registered SIM, if any.
+    /// The registered SIM, if any, with any scheduled change that is due applied.
     pub fn sim(&self, iccid: &str) -> Option<SimRecord> {
-        let store = self.shared.store();
-        store.by_iccid.get(iccid).map(|&i| store.sims[i].clone())
+        let mut store = self.shared.store();
+        let index = *store.by_iccid.get(iccid)?;
+        store.sims[index].settle(Instant::now());
+        Some(store.sims[index].clone())
+    }
+
+    /// Returns once `POST /v1/Sims/{Sid}` has been requested `count` times in all.
+    pub async fn wait_for_updates(&self, count: u64) {
+        let mut seen = self.shared.updates_seen.subscribe();
+        let _ = seen.wait_for(|seen| *seen >= count).await;
+    }
+
+    /// Makes every scheduled status change take effect now, whatever `update_delay` says.
+    pub fn finish_scheduled(&self) {
+        let mut store = self.shared.store();
+        for sim in &mut store.sims {
+            if let Some((_, due)) = sim.scheduled.as_mut() {
+                *due = Instant::now();
+            }
+            sim.settle(Instant::now());
+        }
+    }
+
+    /// Sets a SIM's status directly (as if changed in the Console); for tests.
+    pub fn set_status(&self, iccid: &str, status: &str, fleet: Option<&str>) {
+        let mut store = self.shared.store();
+        if let Some(&index) = store.by_iccid.get(iccid) {
+            let sim = &mut store.sims[index];
+            sim.status = status.to_string();
+            sim.scheduled = None;
+            sim.fleet_sid = fleet.map(fleet_sid_for);
+        }
+    }
+
+    /// The Fleets on the account, in creation order.
+    pub fn fleets(&self) -> Vec<FleetRecord> {
+        self.shared.store().fleets.clone()
+    }
+
+    /// The next `POST /v1/Sims/{Sid}` requests for the SIM with this ICCID get these faults,
+    /// one per request, in order.
+    pub fn inject_update(&self, iccid: &str, faults: Vec<Fault>) {
+        self.shared
+            .store()
+            .injected_updates
+            .entry(iccid.to_string())
+            .or_default()
+            .extend(faults);
     }
 
     /// Registers the ICCID on the account out of band (as if done earlier, in the Console)
@@ -585,7 +861,9 @@ async fn serve_shared(
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/Sims", get(list_sims).post(create_sim))
-        .route("/v1/Sims/{sid}", get(fetch_sim))
+        .route("/v1/Sims/{sid}", get(fetch_sim).post(update_sim))
+        .route("/v1/Fleets", get(list_fleets))
+        .route("/v1/Fleets/{sid}", get(fetch_fleet))
         .route(STATS_PATH, get(stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -663,6 +941,12 @@ async fn create_sim(
     // An unreadable body is answered like a missing parameter, as Twilio does.
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = shared.next_fault(params.iccid.as_deref());
+    if let Some(Fault::StallBeforeCommit(stall)) = fault {
+        tokio::time::sleep(stall).await;
+        return Fault::Unavailable { retry_after: None }
+            .response_before_commit()
+            .unwrap_or_else(lost_response);
+    }
     if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
         return response;
     }
@@ -674,6 +958,122 @@ async fn create_sim(
             response
         }
         _ => response,
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct UpdateParams {
+    #[serde(rename = "Fleet")]
+    fleet: Option<String>,
+    #[serde(rename = "Status")]
+    status: Option<String>,
+    #[serde(rename = "UniqueName")]
+    unique_name: Option<String>,
+}
+
+async fn update_sim(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+    form: Result<Form<UpdateParams>, FormRejection>,
+) -> Response {
+    let iccid = {
+        let mut store = shared.store();
+        store.stats.update_requests += 1;
+        store
+            .sims
+            .iter()
+            .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
+            .map(|sim| sim.iccid.clone())
+    };
+    shared.updates_seen.send_modify(|seen| *seen += 1);
+    let params = form.map(|Form(params)| params).unwrap_or_default();
+    let fault = iccid.and_then(|iccid| shared.next_update_fault(&iccid));
+    if let Some(Fault::StallBeforeCommit(stall)) = fault {
+        tokio::time::sleep(stall).await;
+        return Fault::Unavailable { retry_after: None }
+            .response_before_commit()
+            .unwrap_or_else(lost_response);
+    }
+    if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
+        return response;
+    }
+    let response = shared.update(&sid, params, &base_url(&shared, &headers));
+    match fault {
+        Some(Fault::DropAfterCommit) => lost_response(),
+        Some(Fault::SlowAfterCommit(delay)) => {
+            tokio::time::sleep(delay).await;
+            response
+        }
+        _ => response,
+    }
+}
+
+#[derive(Deserialize)]
+struct PageParams {
+    #[serde(rename = "PageSize")]
+    page_size: Option<String>,
+    #[serde(rename = "Page")]
+    page: Option<String>,
+}
+
+async fn list_fleets(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<PageParams>,
+) -> Response {
+    let page_size = match params.page_size.as_deref().map(str::parse::<usize>) {
+        None => DEFAULT_PAGE_SIZE,
+        Some(Ok(size)) => size.clamp(1, MAX_PAGE_SIZE),
+        Some(Err(_)) => return invalid_parameter("PageSize"),
+    };
+    let page = match params.page.as_deref().map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(page)) => page,
+        Some(Err(_)) => return invalid_parameter("Page"),
+    };
+    let base = base_url(&shared, &headers);
+    let store = shared.store();
+    let fleets: Vec<serde_json::Value> = store
+        .fleets
+        .iter()
+        .skip(page.saturating_mul(page_size))
+        .take(page_size)
+        .map(|fleet| fleet.to_json(&base, &shared.config.account_sid))
+        .collect();
+    let has_next = page.saturating_add(1).saturating_mul(page_size) < store.fleets.len();
+    let page_url = |page: usize| format!("{base}/v1/Fleets?PageSize={page_size}&Page={page}");
+    Json(json!({
+        "fleets": fleets,
+        "meta": {
+            "first_page_url": page_url(0),
+            "key": "fleets",
+            "next_page_url": has_next.then(|| page_url(page + 1)),
+            "page": page,
+            "page_size": page_size,
+            "previous_page_url": (page > 0).then(|| page_url(page - 1)),
+            "url": page_url(page),
+        },
+    }))
+    .into_response()
+}
+
+async fn fetch_fleet(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+) -> Response {
+    let store = shared.store();
+    match store
+        .fleets
+        .iter()
+        .find(|fleet| fleet.sid == sid || fleet.unique_name == sid)
+    {
+        Some(fleet) => {
+            Json(fleet.to_json(&base_url(&shared, &headers), &shared.config.account_sid))
+                .into_response()
+        }
+        None => not_found_error(&format!("/v1/Fleets/{sid}")),
     }
 }
 
@@ -698,6 +1098,8 @@ async fn list_sims(
 ) -> Response {
     let mut store = shared.store();
     store.stats.lookup_requests += 1;
+    let now = Instant::now();
+    store.sims.iter_mut().for_each(|sim| sim.settle(now));
     let page_size = match params.page_size.as_deref().map(str::parse::<usize>) {
         None => DEFAULT_PAGE_SIZE,
         Some(Ok(size)) => size.clamp(1, MAX_PAGE_SIZE),
@@ -764,8 +1166,12 @@ async fn fetch_sim(
     // Twilio lets a SIM be addressed by its unique name in place of its SID.
     let found = store
         .sims
-        .iter()
-        .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()));
+        .iter_mut()
+        .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
+        .map(|sim| {
+            sim.settle(Instant::now());
+            &*sim
+        });
     match found {
         Some(sim) => Json(sim.to_json(&base_url(&shared, &headers))).into_response(),
         None => not_found_error(&format!("/v1/Sims/{sid}")),

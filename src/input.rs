@@ -23,6 +23,11 @@ const CODE_NAMES: [&str; 6] = [
     "registration",
 ];
 
+/// Header names (after [`header_key`]) of the optional per-row Fleet (SID or unique name).
+const FLEET_NAMES: [&str; 3] = ["fleet", "fleetsid", "fleetname"];
+/// Header names (after [`header_key`]) of the optional per-row UniqueName.
+const UNIQUE_NAME_NAMES: [&str; 3] = ["uniquename", "simuniquename", "simname"];
+
 /// A problem with the input file as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -65,6 +70,10 @@ pub struct InputRow {
     pub code: RegistrationCode,
     /// Set when the record cannot be read as an ICCID and a code at all.
     pub unreadable: Option<String>,
+    /// The `fleet` cell, when the file has that column and the cell is not empty.
+    pub fleet: Option<String>,
+    /// The `unique_name` cell, when the file has that column and the cell is not empty.
+    pub unique_name: Option<String>,
 }
 
 /// Streams [`InputRow`]s out of a CSV file or standard input.
@@ -73,6 +82,8 @@ pub struct SimReader {
     display_name: String,
     iccid_column: usize,
     code_column: usize,
+    fleet_column: Option<usize>,
+    unique_name_column: Option<usize>,
     record: csv::ByteRecord,
 }
 
@@ -169,13 +180,27 @@ impl SimReader {
             suggest: "RegistrationCode",
             found: found(),
         })?;
+        let fleet_column = find(&FLEET_NAMES);
+        let unique_name_column = find(&UNIQUE_NAME_NAMES);
         Ok(SimReader {
             reader,
             display_name,
             iccid_column,
             code_column,
+            fleet_column,
+            unique_name_column,
             record: csv::ByteRecord::new(),
         })
+    }
+
+    /// True when the header names a per-row Fleet column.
+    pub fn has_fleet_column(&self) -> bool {
+        self.fleet_column.is_some()
+    }
+
+    /// The file's name as messages show it.
+    pub fn display_name(&self) -> &str {
+        &self.display_name
     }
 
     /// The next data record, skipping blank lines; `None` at the end of the input.
@@ -222,11 +247,20 @@ impl SimReader {
                 Some("row is not valid UTF-8 text".to_string()),
             ),
         };
+        let optional = |column: Option<usize>| {
+            column
+                .and_then(|index| self.record.get(index))
+                .and_then(|cell| std::str::from_utf8(cell).ok())
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_string)
+        };
         InputRow {
             line,
             iccid,
             code: RegistrationCode::new(code),
             unreadable,
+            fleet: optional(self.fleet_column),
+            unique_name: optional(self.unique_name_column),
         }
     }
 }
@@ -270,6 +304,25 @@ mod tests {
             let reader = reader(&text).unwrap_or_else(|e| panic!("{header}: {e}"));
             assert_ne!(reader.iccid_column, reader.code_column, "{header}");
         }
+    }
+
+    #[test]
+    fn optional_fleet_and_unique_name_columns() {
+        let text = "Iccid,Fleet,Unique Name,Code\n\
+                    89883070000123456789,HF0123456789abcdef0123456789abcdef,pump-7,H3LL0W0RLD\n\
+                    89883070000123456788,,,ABCDEFGHIJ\n";
+        let mut sims = reader(text).unwrap();
+        assert!(sims.has_fleet_column());
+        let first = sims.next_row().unwrap().unwrap();
+        assert_eq!(
+            first.fleet.as_deref(),
+            Some("HF0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(first.unique_name.as_deref(), Some("pump-7"));
+        assert_eq!(first.code.expose(), "H3LL0W0RLD");
+        let second = sims.next_row().unwrap().unwrap();
+        assert_eq!((second.fleet, second.unique_name), (None, None));
+        assert!(!reader("iccid,code\n").unwrap().has_fleet_column());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks.
 //! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
 //!   and the pool-wide pause after a 429.
-//! - [`pool`]: drives one SIM to its final outcome within the run's limits.
+//! - [`pool`]: registers one SIM within the run's limits; [`onboard`]: the steps after
+//!   registration (Fleet, status, UniqueName, waiting) and resuming per step.
 //! - [`results`]: the results CSV, its writer and the resume loader; [`lock`]: one run at
 //!   a time per results file.
 //! - [`register`]: the `register` job, wiring reader, pool and writer together.
@@ -26,6 +27,7 @@ pub mod emulator;
 pub mod exit;
 pub mod input;
 pub mod lock;
+pub mod onboard;
 pub mod pool;
 pub mod progress;
 pub mod register;

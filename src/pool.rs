@@ -7,6 +7,9 @@
 //! flight. A create whose answer was lost may have registered the SIM, so a retry that
 //! answers 83003 ("already on your account") is taken as success, and a SIM whose attempts
 //! all ended in doubt is looked up before it is reported as `gave_up`.
+//!
+//! The steps after registration (Fleet, status, waiting) live in `onboard`, which sends its
+//! requests through the same gate ([`Pool::clear_to_send`]) and retry wait.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiError, Client, ErrorClass, RegistrationCode, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
 use crate::retry::{Backoff, PoolPause, jitter_for_row};
+use rand::rngs::StdRng;
 
 /// A row that passed the local checks and is to be registered.
 #[derive(Debug)]
@@ -67,6 +71,8 @@ pub struct Pool {
     /// Cancelled when the API refuses the credentials: every further request would fail too.
     credentials_refused: CancellationToken,
     pub stats: Arc<RequestStats>,
+    /// Fleet unique names resolved to SIDs during this run, for the update step.
+    pub(crate) fleet_names: crate::onboard::FleetNames,
 }
 
 impl Pool {
@@ -83,6 +89,7 @@ impl Pool {
             stop,
             credentials_refused: CancellationToken::new(),
             stats: Arc::default(),
+            fleet_names: crate::onboard::FleetNames::default(),
         }
     }
 
@@ -95,9 +102,23 @@ impl Pool {
         self.stop.is_cancelled() || self.credentials_refused.is_cancelled()
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn limits(&self) -> &PoolLimits {
+        &self.limits
+    }
+
+    /// Stops the run: the API refused the credentials, so every further request would too.
+    pub(crate) fn refuse_credentials(&self, error: &ApiError) {
+        tracing::error!(http_status = ?error.http_status, error_code = ?error.code, "the API refused the credentials; stopping the run");
+        self.credentials_refused.cancel();
+    }
+
     /// Waits until this worker may send: after any pool pause, then for a rate token.
     /// Returns false when the run is stopping instead.
-    async fn clear_to_send(&self) -> bool {
+    pub(crate) async fn clear_to_send(&self) -> bool {
         tokio::select! {
             _ = self.stop.cancelled() => false,
             _ = self.credentials_refused.cancelled() => false,
@@ -108,6 +129,32 @@ impl Pool {
                 RequestStats::bump(&self.stats.requests);
                 true
             }
+        }
+    }
+
+    /// Sleeps before retry number `tries` after a retryable `error`; a 429 also pauses the
+    /// whole pool, because the limit is the account's. False when the run stopped meanwhile.
+    pub(crate) async fn retry_wait(
+        &self,
+        tries: u32,
+        error: &ApiError,
+        throttled: bool,
+        jitter: &mut StdRng,
+    ) -> bool {
+        let wait = self.limits.backoff.delay(tries, error.retry_after, jitter);
+        if throttled {
+            RequestStats::bump(&self.stats.throttled);
+            self.pause.pause_for(wait);
+        }
+        self.back_off(wait).await
+    }
+
+    /// Sleeps between two polls of a scheduled SIM (not a retry); false when the run stopped.
+    pub(crate) async fn idle(&self, wait: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = self.credentials_refused.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
         }
     }
 
@@ -154,8 +201,7 @@ impl Pool {
                     return Some(error_row(&row, Outcome::Rejected, &error, attempts));
                 }
                 ErrorClass::CredentialsRefused => {
-                    tracing::error!(http_status = ?error.http_status, error_code = ?error.code, "the API refused the credentials; stopping the run");
-                    self.credentials_refused.cancel();
+                    self.refuse_credentials(&error);
                     return None;
                 }
                 ErrorClass::Retry { throttled } => {
@@ -163,15 +209,10 @@ impl Pool {
                     if attempts >= self.limits.max_attempts {
                         return self.give_up(&row, &error, attempts, maybe_committed).await;
                     }
-                    let wait = self
-                        .limits
-                        .backoff
-                        .delay(attempts, error.retry_after, &mut jitter);
-                    if throttled {
-                        RequestStats::bump(&self.stats.throttled);
-                        self.pause.pause_for(wait);
-                    }
-                    if !self.back_off(wait).await {
+                    if !self
+                        .retry_wait(attempts, &error, throttled, &mut jitter)
+                        .await
+                    {
                         return None;
                     }
                 }
@@ -246,20 +287,12 @@ impl Pool {
             };
             match error.classify() {
                 ErrorClass::Retry { throttled } if tries < self.limits.max_attempts => {
-                    let wait = self
-                        .limits
-                        .backoff
-                        .delay(tries, error.retry_after, &mut jitter);
-                    if throttled {
-                        RequestStats::bump(&self.stats.throttled);
-                        self.pause.pause_for(wait);
-                    }
-                    if !self.back_off(wait).await {
+                    if !self.retry_wait(tries, &error, throttled, &mut jitter).await {
                         return Err(None);
                     }
                 }
                 ErrorClass::CredentialsRefused => {
-                    self.credentials_refused.cancel();
+                    self.refuse_credentials(&error);
                     return Err(None);
                 }
                 _ => return Err(Some(error)),

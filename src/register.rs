@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use tokio::sync::{Semaphore, mpsc};
+use anyhow::Context;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,7 @@ use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputError, InputRow, InputSource, SimReader};
 use crate::lock::{LockError, RunLock};
+use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
 use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::Progress;
 use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
@@ -47,8 +48,8 @@ pub enum RunError {
 
 /// What the reader hands to the dispatcher for each input row.
 enum Work {
-    /// Checked and new: register it.
-    Send(SendRow),
+    /// Checked, and a step is still missing: register it, or update it, or both.
+    Send(Job),
     /// Settled without a request (`invalid`, `duplicate`): write this row.
     Report(ResultRow),
     /// Finished by an earlier run: count it, write nothing.
@@ -59,6 +60,18 @@ enum Work {
 enum Written {
     Row(ResultRow),
     Skipped(Outcome),
+    /// Registered, update to follow: written at once (not counted), then acknowledged.
+    Checkpoint(ResultRow, oneshot::Sender<()>),
+}
+
+impl Checkpoint for mpsc::Sender<Written> {
+    async fn record(&self, row: ResultRow) {
+        let (done, written) = oneshot::channel();
+        if self.send(Written::Checkpoint(row, done)).await.is_ok() {
+            // An error means the writer stopped; the run is ending and the next step sees it.
+            let _ = written.await;
+        }
+    }
 }
 
 /// How often the results file is synced to disk while rows arrive.
@@ -70,6 +83,10 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
     let started_at = std::time::SystemTime::now();
     let reader = SimReader::open(&config.input)?;
+    config
+        .onboard
+        .check_fleet_source(reader.has_fleet_column(), reader.display_name())
+        .map_err(RunError::Setup)?;
     let _lock = RunLock::acquire(&config.output)?;
     let (writer, prior) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
     if prior.rows > 0 {
@@ -91,8 +108,16 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     // Cancelled when no new rows should start: an interrupt, or too many failures.
     let no_new_rows = stop.child_token();
     let reader_stop = no_new_rows.clone();
+    let onboard = config.onboard.clone();
     let reader_thread = tokio::task::spawn_blocking(move || {
-        read_input(reader, &prior, retry_rejected, &work_tx, &reader_stop)
+        read_input(
+            reader,
+            &prior,
+            retry_rejected,
+            &onboard,
+            &work_tx,
+            &reader_stop,
+        )
     });
     let writer_task = tokio::spawn(write_results(
         writer,
@@ -102,16 +127,12 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
         no_new_rows.clone(),
     ));
 
-    dispatch(
-        work_rx,
-        &pool,
-        config.concurrency,
-        written_tx,
-        &no_new_rows,
-        &stop,
-        config.grace,
-    )
-    .await;
+    let plan = DispatchPlan {
+        concurrency: config.concurrency,
+        wait: config.onboard.wait_limit(),
+        grace: config.grace,
+    };
+    dispatch(work_rx, &pool, &plan, written_tx, &no_new_rows, &stop).await;
 
     let written = writer_task
         .await
@@ -164,6 +185,8 @@ async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emul
         Target::Emulator { credentials } => {
             let emulator_config = EmulatorConfig {
                 credentials: vec![(credentials.username.clone(), credentials.password.clone())],
+                // Long enough that a rehearsal shows `scheduled` and what --wait does.
+                update_delay: Duration::from_secs(1),
                 ..EmulatorConfig::default()
             };
             let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
@@ -182,6 +205,7 @@ fn read_input(
     mut reader: SimReader,
     prior: &PriorResults,
     retry_rejected: bool,
+    onboard: &OnboardConfig,
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), InputError> {
@@ -190,7 +214,7 @@ fn read_input(
         if stop.is_cancelled() {
             break;
         }
-        let next = triage(row?, prior, retry_rejected, &mut seen);
+        let next = triage(row?, prior, retry_rejected, onboard, &mut seen);
         if work.blocking_send(next).is_err() {
             break;
         }
@@ -203,15 +227,18 @@ fn triage(
     row: InputRow,
     prior: &PriorResults,
     retry_rejected: bool,
+    onboard: &OnboardConfig,
     seen: &mut HashSet<u128>,
 ) -> Work {
     let iccid = normalize_iccid(&row.iccid);
+    let plan = onboard.plan_for(row.fleet, row.unique_name);
     let problem = match row.unreadable {
         Some(reason) => Some(reason),
         None => check_iccid(&iccid)
             .and_then(|()| check_code(row.code.expose()))
-            .err()
-            .map(|invalid| invalid.to_string()),
+            .map_err(|invalid| invalid.to_string())
+            .and_then(|()| plan.as_ref().map(|_| ()).map_err(Clone::clone))
+            .err(),
     };
     let settled = |outcome: Outcome, iccid: &str, message: Option<String>| {
         if prior.already_reported(row.line) {
@@ -233,15 +260,32 @@ fn triage(
             Some("this ICCID appears on an earlier line".to_string()),
         );
     }
-    match prior.outcome(&iccid) {
-        Some(done) if done.is_done() => Work::Skip(done),
-        Some(Outcome::Rejected) if !retry_rejected => Work::Skip(Outcome::Rejected),
-        _ => Work::Send(SendRow {
+    let plan = plan.unwrap_or_default();
+    let resume = match onboard::resume(prior.sim(&iccid), &plan, retry_rejected) {
+        Resume::Skip(outcome) => return Work::Skip(outcome),
+        Resume::Update(prior) => Some(prior),
+        Resume::Register => None,
+    };
+    Work::Send(Job {
+        row: SendRow {
             line: row.line,
             iccid,
             code: row.code,
-        }),
-    }
+        },
+        plan,
+        resume,
+    })
+}
+
+/// The dispatcher's limits.
+#[derive(Debug, Clone, Copy)]
+struct DispatchPlan {
+    /// SIMs in progress at once.
+    concurrency: usize,
+    /// With `--wait`, how long one SIM may be polled.
+    wait: Option<Duration>,
+    /// After an interrupt, how long SIMs in progress may take to finish.
+    grace: Duration,
 }
 
 /// Hands rows to workers, never more than `concurrency` at once, until the input ends or
@@ -251,12 +295,16 @@ fn triage(
 async fn dispatch(
     mut work: mpsc::Receiver<Work>,
     pool: &Arc<Pool>,
-    concurrency: usize,
+    plan: &DispatchPlan,
     written: mpsc::Sender<Written>,
     no_new_rows: &CancellationToken,
     stop: &CancellationToken,
-    grace: Duration,
 ) {
+    let DispatchPlan {
+        concurrency,
+        wait,
+        grace,
+    } = *plan;
     let permits = Arc::new(Semaphore::new(concurrency));
     let refused = pool.credentials_refused().clone();
     let mut workers = JoinSet::new();
@@ -269,7 +317,7 @@ async fn dispatch(
         };
         let Some(next) = next else { break };
         match next {
-            Work::Send(row) => {
+            Work::Send(job) => {
                 let permit = tokio::select! {
                     biased;
                     _ = no_new_rows.cancelled() => break,
@@ -279,7 +327,7 @@ async fn dispatch(
                 let pool = pool.clone();
                 let written = written.clone();
                 workers.spawn(async move {
-                    if let Some(result) = pool.register(row).await {
+                    if let Some(result) = onboard::onboard(&pool, job, wait, &written).await {
                         let _ = written.send(Written::Row(result)).await;
                     }
                     drop(permit);
@@ -337,15 +385,12 @@ async fn write_results(
         tokio::select! {
             next = rows.recv() => match next {
                 Some(Written::Row(row)) => {
-                    if let Err(error) = writer.write(&row) {
-                        // Without a results file nothing more can be recorded: stop the run.
-                        no_new_rows.cancel();
-                        bail!("cannot write the results file: {error}");
-                    }
+                    write_or_stop(&mut writer, &row, &no_new_rows)?;
                     log_row(&row);
                     progress.row_done(row.outcome);
                     if max_failures_exceeded.is_none() {
-                        let failed = progress.this_run.get(Outcome::Rejected);
+                        let failed = progress.this_run.get(Outcome::Rejected)
+                            + progress.this_run.get(Outcome::UpdateFailed);
                         let finished = progress.this_run.total();
                         if let Some(why) = max_failures.and_then(|limit| limit.exceeded(failed, finished)) {
                             tracing::error!("{why}: taking no new rows; finishing those in flight");
@@ -355,6 +400,11 @@ async fn write_results(
                     }
                 }
                 Some(Written::Skipped(outcome)) => progress.row_skipped(outcome),
+                Some(Written::Checkpoint(row, done)) => {
+                    write_or_stop(&mut writer, &row, &no_new_rows)?;
+                    tracing::debug!(line = row.line, iccid = %row.iccid, sid = row.sid.as_deref().unwrap_or(""), "registered; update next");
+                    let _ = done.send(());
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -367,6 +417,19 @@ async fn write_results(
     Ok(WriterEnd {
         progress,
         max_failures_exceeded,
+    })
+}
+
+/// Writes one row; without a results file nothing more can be recorded, so a failure
+/// stops the run from taking new rows.
+fn write_or_stop(
+    writer: &mut ResultsWriter,
+    row: &ResultRow,
+    no_new_rows: &CancellationToken,
+) -> anyhow::Result<()> {
+    writer.write(row).map_err(|error| {
+        no_new_rows.cancel();
+        anyhow::anyhow!("cannot write the results file: {error}")
     })
 }
 
@@ -422,12 +485,14 @@ mod tests {
             iccid: iccid.to_string(),
             code: RegistrationCode::new(code.to_string()),
             unreadable: None,
+            fleet: None,
+            unique_name: None,
         }
     }
 
     fn kind(work: &Work) -> String {
         match work {
-            Work::Send(row) => format!("send {}", row.iccid),
+            Work::Send(job) => format!("send {}", job.row.iccid),
             Work::Report(row) => format!("{} {}", row.outcome, row.iccid),
             Work::Skip(outcome) => format!("skip {outcome}"),
         }
@@ -437,8 +502,16 @@ mod tests {
     fn triage_checks_then_dedupes_then_resumes() {
         let prior = PriorResults::default();
         let mut seen = HashSet::new();
-        let mut decide =
-            |line, iccid, code| kind(&triage(input(line, iccid, code), &prior, false, &mut seen));
+        let onboard = OnboardConfig::default();
+        let mut decide = |line, iccid, code| {
+            kind(&triage(
+                input(line, iccid, code),
+                &prior,
+                false,
+                &onboard,
+                &mut seen,
+            ))
+        };
         assert_eq!(
             decide(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
             "send 89883070000123456789"

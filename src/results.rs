@@ -42,16 +42,19 @@ pub enum Outcome {
     Invalid,
     Duplicate,
     GaveUp,
+    UpdateFailed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    /// In contract order; new outcomes go at the end so counts indexed by outcome stay put.
+    pub const ALL: [Outcome; 7] = [
         Outcome::Registered,
         Outcome::AlreadyRegistered,
         Outcome::Rejected,
         Outcome::Invalid,
         Outcome::Duplicate,
         Outcome::GaveUp,
+        Outcome::UpdateFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Duplicate => "duplicate",
             Outcome::GaveUp => "gave_up",
+            Outcome::UpdateFailed => "update_failed",
         }
     }
 
@@ -126,11 +130,95 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// What the `error_message` of a checkpoint row says: the SIM is registered and an update
+/// step follows. A run writes it before the update request, so a crash between the two
+/// steps leaves a row that lets the next run skip straight to the update.
+pub const PENDING_MESSAGE: &str = "registered; the update step has not finished yet";
+
+/// A SIM status as the results record it, in one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimStatus {
+    /// Not recorded (the row carries no status).
+    #[default]
+    Unknown,
+    New,
+    Ready,
+    Active,
+    Inactive,
+    Scheduled,
+    /// A word this version does not know; never equal to a status it asks for.
+    Other,
+}
+
+impl SimStatus {
+    pub fn parse(word: &str) -> SimStatus {
+        match word {
+            "" => SimStatus::Unknown,
+            "new" => SimStatus::New,
+            "ready" => SimStatus::Ready,
+            "active" => SimStatus::Active,
+            "inactive" => SimStatus::Inactive,
+            "scheduled" => SimStatus::Scheduled,
+            _ => SimStatus::Other,
+        }
+    }
+}
+
+/// What the last row of an ICCID says about the SIM, as resuming needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorSim {
+    pub outcome: Outcome,
+    pub sid: Option<String>,
+    pub status: SimStatus,
+    pub fleet_sid: Option<String>,
+    /// The row is a checkpoint ([`PENDING_MESSAGE`]): the update step had not finished.
+    pub pending: bool,
+}
+
+/// [`PriorSim`] packed into 24 bytes: a results file of a million SIMs must load in a few
+/// tens of megabytes, so no `String` is kept per row.
+#[derive(Debug, Clone, Copy)]
+struct PackedSim {
+    /// The SID's 32 hex digits as bytes; meaningful only with [`HAS_SID`].
+    sid: [u8; 16],
+    /// 1 + index into `PriorResults::fleets`; 0 for no Fleet.
+    fleet: u32,
+    outcome: Outcome,
+    status: SimStatus,
+    flags: u8,
+}
+
+const HAS_SID: u8 = 1;
+const PENDING: u8 = 2;
+
+/// `HS` + 32 hex digits as 16 bytes; `None` for anything else.
+fn pack_sid(sid: &str) -> Option<[u8; 16]> {
+    let hex = sid.strip_prefix("HS").filter(|h| h.len() == 32)?;
+    let mut bytes = [0u8; 16];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(bytes)
+}
+
+fn unpack_sid(bytes: &[u8; 16]) -> String {
+    let mut sid = String::with_capacity(34);
+    sid.push_str("HS");
+    for byte in bytes {
+        sid.push_str(&format!("{byte:02x}"));
+    }
+    sid
+}
+
 /// What earlier runs recorded, as far as resuming needs it.
 #[derive(Debug, Default)]
 pub struct PriorResults {
-    /// The last outcome of each ICCID that was sent (or found invalid/duplicate by number).
-    last_outcome: HashMap<u128, Outcome>,
+    /// The last row of each ICCID that was sent (keyed by its digits as a little-endian
+    /// u128, stored as bytes so entries need no 16-byte alignment).
+    last: HashMap<[u8; 16], PackedSim>,
+    /// Every Fleet SID seen, once: a run uses a handful, so rows keep a small index.
+    fleets: Vec<String>,
+    fleet_index: HashMap<String, u32>,
     /// Input lines already reported `invalid` or `duplicate`, so a re-run does not repeat them.
     reported_lines: HashSet<u64>,
     /// Rows in the file, for the summary.
@@ -141,7 +229,26 @@ impl PriorResults {
     /// The outcome a previous run left for this ICCID, ignoring rows that say nothing
     /// about the SIM itself (`invalid`, `duplicate`).
     pub fn outcome(&self, iccid: &str) -> Option<Outcome> {
-        iccid_key(iccid).and_then(|key| self.last_outcome.get(&key).copied())
+        self.packed(iccid).map(|p| p.outcome)
+    }
+
+    /// Everything the last row of this ICCID recorded about the SIM.
+    pub fn sim(&self, iccid: &str) -> Option<PriorSim> {
+        let packed = self.packed(iccid)?;
+        Some(PriorSim {
+            outcome: packed.outcome,
+            sid: (packed.flags & HAS_SID != 0).then(|| unpack_sid(&packed.sid)),
+            status: packed.status,
+            fleet_sid: packed
+                .fleet
+                .checked_sub(1)
+                .map(|i| self.fleets[i as usize].clone()),
+            pending: packed.flags & PENDING != 0,
+        })
+    }
+
+    fn packed(&self, iccid: &str) -> Option<&PackedSim> {
+        iccid_key(iccid).and_then(|key| self.last.get(&key.to_le_bytes()))
     }
 
     /// True when this input line was already written as `invalid` or `duplicate`.
@@ -149,19 +256,57 @@ impl PriorResults {
         self.reported_lines.contains(&line)
     }
 
-    fn record(&mut self, line: u64, iccid: &str, outcome: Outcome) {
+    fn record(&mut self, line: u64, iccid: &str, outcome: Outcome, sim: RowSim<'_>) {
         self.rows += 1;
         match outcome {
             Outcome::Invalid | Outcome::Duplicate => {
                 self.reported_lines.insert(line);
             }
             _ => {
-                if let Some(key) = iccid_key(iccid) {
-                    self.last_outcome.insert(key, outcome);
+                let Some(key) = iccid_key(iccid) else { return };
+                let sid = pack_sid(sim.sid);
+                let fleet = if sim.fleet_sid.is_empty() {
+                    0
+                } else {
+                    self.intern_fleet(sim.fleet_sid)
+                };
+                let mut flags = 0;
+                if sid.is_some() {
+                    flags |= HAS_SID;
                 }
+                if sim.message == PENDING_MESSAGE {
+                    flags |= PENDING;
+                }
+                let packed = PackedSim {
+                    sid: sid.unwrap_or_default(),
+                    fleet,
+                    outcome,
+                    status: SimStatus::parse(sim.status),
+                    flags,
+                };
+                self.last.insert(key.to_le_bytes(), packed);
             }
         }
     }
+
+    fn intern_fleet(&mut self, fleet_sid: &str) -> u32 {
+        if let Some(&index) = self.fleet_index.get(fleet_sid) {
+            return index;
+        }
+        self.fleets.push(fleet_sid.to_string());
+        let index = self.fleets.len() as u32;
+        self.fleet_index.insert(fleet_sid.to_string(), index);
+        index
+    }
+}
+
+/// The columns of a results row that describe the SIM, borrowed from the CSV record.
+#[derive(Default)]
+struct RowSim<'a> {
+    sid: &'a str,
+    status: &'a str,
+    fleet_sid: &'a str,
+    message: &'a str,
 }
 
 /// Appends rows to the results file, one whole row per write, flushed at once.
@@ -267,7 +412,13 @@ fn load(file: &mut File) -> anyhow::Result<PriorResults> {
         let outcome: Outcome = record[2]
             .parse()
             .map_err(|e| anyhow::anyhow!("row at line {line_no}: {e}"))?;
-        prior.record(line, &record[1], outcome);
+        let sim = RowSim {
+            sid: &record[3],
+            status: &record[4],
+            fleet_sid: &record[5],
+            message: &record[7],
+        };
+        prior.record(line, &record[1], outcome, sim);
     }
     Ok(prior)
 }
@@ -353,6 +504,73 @@ mod tests {
         std::fs::write(&path, "iccid,code\n1,2\n").unwrap();
         let err = ResultsWriter::open(&path).err().unwrap();
         assert!(format!("{err:#}").contains("not a supersim-bulk results file"));
+    }
+
+    #[test]
+    fn resume_remembers_sid_status_and_fleet_of_the_last_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let sid = "HS0123456789abcdef0123456789abcdef";
+        let fleet = "HF0123456789abcdef0123456789abcdef";
+        {
+            let (mut writer, _) = ResultsWriter::open(&path).unwrap();
+            let mut checkpoint = sample_row(2, "89883070000000000011", Outcome::Registered);
+            checkpoint.sid = Some(sid.into());
+            checkpoint.status = Some("new".into());
+            checkpoint.error_message = Some(PENDING_MESSAGE.into());
+            writer.write(&checkpoint).unwrap();
+            let mut failed = sample_row(3, "89883070000000000029", Outcome::UpdateFailed);
+            failed.sid = Some(sid.replace('0', "1"));
+            failed.status = Some("new".into());
+            writer.write(&failed).unwrap();
+            let mut done = sample_row(2, "89883070000000000011", Outcome::Registered);
+            done.sid = Some(sid.into());
+            done.status = Some("active".into());
+            done.fleet_sid = Some(fleet.into());
+            writer.write(&done).unwrap();
+        }
+        let (_writer, prior) = ResultsWriter::open(&path).unwrap();
+        assert_eq!(
+            prior.sim("89883070000000000011"),
+            Some(PriorSim {
+                outcome: Outcome::Registered,
+                sid: Some(sid.into()),
+                status: SimStatus::Active,
+                fleet_sid: Some(fleet.into()),
+                pending: false,
+            })
+        );
+        let failed = prior.sim("89883070000000000029").unwrap();
+        assert_eq!(failed.outcome, Outcome::UpdateFailed);
+        assert_eq!(failed.sid.as_deref(), Some(&*sid.replace('0', "1")));
+        assert_eq!(failed.fleet_sid, None);
+        assert_eq!(prior.fleets.len(), 1);
+    }
+
+    #[test]
+    fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
+        let mut prior = PriorResults::default();
+        let sim = RowSim {
+            sid: "HS0123456789ABCDEF0123456789ABCDEF",
+            status: "new",
+            fleet_sid: "",
+            message: PENDING_MESSAGE,
+        };
+        prior.record(2, "89883070000000000011", Outcome::Registered, sim);
+        let got = prior.sim("89883070000000000011").unwrap();
+        assert!(got.pending);
+        assert_eq!(
+            got.sid.as_deref(),
+            Some("HS0123456789abcdef0123456789abcdef"),
+            "hex is kept as lowercase, as Twilio writes it"
+        );
+        let odd = RowSim {
+            sid: "HSnothex",
+            ..RowSim::default()
+        };
+        prior.record(3, "89883070000000000029", Outcome::GaveUp, odd);
+        assert_eq!(prior.sim("89883070000000000029").unwrap().sid, None);
+        assert_eq!(std::mem::size_of::<PackedSim>(), 24);
     }
 
     #[test]

@@ -69,7 +69,9 @@ impl RunSummary {
             EndReason::MaxFailures(_) => return exit::ROWS_FAILED,
             EndReason::Finished => {}
         }
-        if all.get(Outcome::Rejected) + all.get(Outcome::Invalid) > 0 {
+        if all.get(Outcome::Rejected) + all.get(Outcome::Invalid) + all.get(Outcome::UpdateFailed)
+            > 0
+        {
             exit::ROWS_FAILED
         } else if all.get(Outcome::GaveUp) > 0 {
             exit::TEMPORARY_FAILURE

@@ -8,8 +8,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use supersim_bulk::emulator::{
-    Emulator, EmulatorConfig, Fault, Stats, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN,
-    registration_code_for,
+    DEFAULT_FLEETS, Emulator, EmulatorConfig, Fault, Stats, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN,
+    fleet_sid_for, registration_code_for,
 };
 
 const ICCID: &str = "89883070000123456789";
@@ -403,7 +403,7 @@ async fn fetch_by_sid_and_unknown_resources() -> TestResult {
         20404,
     );
     assert_twilio_error(
-        &get(&client, &format!("{base}/v1/Fleets")).await,
+        &get(&client, &format!("{base}/v1/Networks")).await,
         404,
         20404,
     );
@@ -675,6 +675,7 @@ async fn stats_are_served_without_auth_and_without_being_counted() -> TestResult
         throttled: 0,
         unauthorized: 1,
         commits: 1,
+        update_requests: 0,
     };
     assert_eq!(first, expected);
     assert_eq!(second, expected);
@@ -692,5 +693,238 @@ async fn shutdown_stops_serving() -> TestResult {
     emulator.shutdown().await;
 
     assert!(Client::new().get(&url).send().await.is_err());
+    Ok(())
+}
+
+async fn update(client: &Client, emulator: &Emulator, sid: &str, form: &[(&str, &str)]) -> Answer {
+    exchange(
+        client
+            .post(format!("{}/v1/Sims/{sid}", emulator.base_url()))
+            .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN))
+            .form(form),
+    )
+    .await
+    .expect("POST answers")
+}
+
+/// `components.schemas["supersim.v1.fleet"]` of twilio_supersim_v1.json.
+fn assert_fleet_resource(fleet: &Value, unique_name: &str, base_url: &str) {
+    let mut keys: Vec<&str> = fleet
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "account_sid",
+            "data_enabled",
+            "data_limit",
+            "data_metering",
+            "date_created",
+            "date_updated",
+            "ip_commands_method",
+            "ip_commands_url",
+            "network_access_profile_sid",
+            "sid",
+            "sms_commands_enabled",
+            "sms_commands_method",
+            "sms_commands_url",
+            "unique_name",
+            "url"
+        ]
+    );
+    assert!(is_sid(&fleet["sid"], "HF"), "{fleet}");
+    assert!(is_sid(&fleet["account_sid"], "AC"), "{fleet}");
+    assert!(
+        is_sid(&fleet["network_access_profile_sid"], "HA"),
+        "{fleet}"
+    );
+    assert_eq!(fleet["unique_name"], unique_name);
+    assert_eq!(fleet["data_metering"], "payg");
+    assert!(fleet["data_limit"].is_i64());
+    assert_eq!(
+        fleet["url"],
+        format!("{base_url}/v1/Fleets/{}", fleet["sid"].as_str().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn fleets_are_listed_and_fetched_by_sid_or_name() -> TestResult {
+    let emulator = start(EmulatorConfig {
+        fleets: vec!["pumps".into(), "bench".into(), "pumps".into()],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = Client::new();
+    let base = emulator.base_url();
+    let list = get(&client, &format!("{base}/v1/Fleets")).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let list = list.json();
+    let fleets = list["fleets"].as_array().unwrap();
+    assert_eq!(fleets.len(), 2, "a repeated name is one Fleet");
+    assert_fleet_resource(&fleets[0], "pumps", &base);
+    assert_eq!(fleets[0]["sid"], fleet_sid_for("pumps"));
+    assert_eq!(list["meta"]["key"], "fleets");
+    assert!(list["meta"]["next_page_url"].is_null());
+
+    let by_name = get(&client, &format!("{base}/v1/Fleets/bench")).await;
+    assert_fleet_resource(&by_name.json(), "bench", &base);
+    let by_sid = get(
+        &client,
+        &format!("{base}/v1/Fleets/{}", fleet_sid_for("bench")),
+    )
+    .await;
+    assert_eq!(by_sid.json(), by_name.json());
+    assert_twilio_error(
+        &get(&client, &format!("{base}/v1/Fleets/nope")).await,
+        404,
+        20404,
+    );
+    assert_eq!(
+        EmulatorConfig::default().fleets,
+        DEFAULT_FLEETS.map(String::from).to_vec()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_status_change_answers_202_scheduled_then_takes_effect() -> TestResult {
+    let emulator = start(EmulatorConfig {
+        update_delay: Duration::from_secs(3600),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = Client::new();
+    let base = emulator.base_url();
+    let sid = emulator.preregister(ICCID);
+    let fleet = fleet_sid_for("bench");
+
+    let answer = update(
+        &client,
+        &emulator,
+        &sid,
+        &[
+            ("Fleet", "bench"),
+            ("Status", "active"),
+            ("UniqueName", "pump-1"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    let sim = answer.json();
+    assert_eq!(sim["status"], "scheduled");
+    assert_eq!(sim["fleet_sid"], fleet.as_str());
+    assert_eq!(sim["unique_name"], "pump-1");
+
+    let refused = update(&client, &emulator, &sid, &[("UniqueName", "pump-2")]).await;
+    assert_twilio_error(&refused, 409, 83009);
+    let fetched = get(&client, &format!("{base}/v1/Sims/{sid}")).await.json();
+    assert_eq!(fetched["status"], "scheduled");
+
+    emulator.finish_scheduled();
+    let fetched = get(&client, &format!("{base}/v1/Sims/pump-1")).await.json();
+    assert_eq!(fetched["status"], "active", "addressed by its unique name");
+    assert_eq!(emulator.sim(ICCID).unwrap().status, "active");
+
+    let same = update(&client, &emulator, &sid, &[("Fleet", fleet.as_str())]).await;
+    assert_eq!(same.status, StatusCode::OK, "no status change answers 200");
+    assert_eq!(emulator.stats().update_requests, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_refusals_carry_their_codes() -> TestResult {
+    let emulator = start(EmulatorConfig::default()).await;
+    let client = Client::new();
+    let sid = emulator.preregister(ICCID);
+    let other = emulator.preregister(OTHER_ICCID);
+
+    assert_twilio_error(
+        &update(&client, &emulator, &sid, &[("Fleet", "no-such-fleet")]).await,
+        400,
+        83006,
+    );
+    assert_twilio_error(
+        &update(&client, &emulator, &sid, &[("Status", "active")]).await,
+        400,
+        83007,
+    );
+    assert_twilio_error(
+        &update(
+            &client,
+            &emulator,
+            &format!("HS{}", "0".repeat(32)),
+            &[("Status", "ready")],
+        )
+        .await,
+        404,
+        83005,
+    );
+    assert_twilio_error(
+        &update(&client, &emulator, &sid, &[("Status", "sleeping")]).await,
+        400,
+        20001,
+    );
+    let named = update(&client, &emulator, &other, &[("UniqueName", "taken")]).await;
+    assert_eq!(named.status, StatusCode::OK);
+    assert_twilio_error(
+        &update(&client, &emulator, &sid, &[("UniqueName", "taken")]).await,
+        409,
+        83011,
+    );
+    let sim = emulator.sim(ICCID).unwrap();
+    assert_eq!(
+        (sim.status.as_str(), sim.fleet_sid),
+        ("new", None),
+        "refusals change nothing"
+    );
+
+    // Fleet and Status in one request; then `ready` is no longer reachable.
+    let accepted = update(
+        &client,
+        &emulator,
+        &sid,
+        &[("Fleet", "bench"), ("Status", "active")],
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        emulator.sim(ICCID).unwrap().status,
+        "active",
+        "zero delay: due at once"
+    );
+    assert_twilio_error(
+        &update(&client, &emulator, &sid, &[("Status", "ready")]).await,
+        400,
+        83010,
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn injected_update_faults_come_in_order() -> TestResult {
+    let emulator = start(EmulatorConfig::default()).await;
+    let client = Client::new();
+    let sid = emulator.preregister(ICCID);
+    emulator.inject_update(
+        ICCID,
+        vec![
+            Fault::TwilioError {
+                status: 409,
+                code: 83009,
+            },
+            Fault::ServerError,
+        ],
+    );
+    let form = [("Fleet", "bench")];
+    assert_twilio_error(&update(&client, &emulator, &sid, &form).await, 409, 83009);
+    assert_twilio_error(&update(&client, &emulator, &sid, &form).await, 500, 20500);
+    assert_eq!(
+        update(&client, &emulator, &sid, &form).await.status,
+        StatusCode::OK
+    );
     Ok(())
 }

@@ -60,6 +60,16 @@ impl TestEnv {
     }
 
     pub async fn register_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.register_command(extra, env);
+        command.output().await.expect("the binary runs")
+    }
+
+    /// The `register` command line of [`TestEnv::register_with_env`], not yet started.
+    pub fn register_command(
+        &self,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
         command
             .arg("register")
@@ -87,7 +97,20 @@ impl TestEnv {
             command.env_remove(var);
         }
         command.envs(env.iter().copied());
-        command.output().await.expect("the binary runs")
+        command
+    }
+
+    /// The emulator's test credentials, as [`TestEnv::register`] passes them.
+    pub fn test_credentials() -> [(&'static str, &'static str); 2] {
+        [
+            ("TWILIO_ACCOUNT_SID", TEST_ACCOUNT_SID),
+            ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
+        ]
+    }
+
+    /// Writes `sims.csv` exactly as given (for extra columns such as `fleet`).
+    pub fn write_csv(&self, text: &str) {
+        std::fs::write(self.input_path(), text).unwrap();
     }
 
     /// The results file as rows of (column name -> value).

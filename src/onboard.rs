@@ -1,0 +1,699 @@
+//! Onboarding after registration: assigning a Fleet, setting the status and the UniqueName
+//! with `POST /v1/Sims/{Sid}`, and (with `--wait`) polling `GET /v1/Sims/{Sid}` until an
+//! asynchronous change is no longer `scheduled`.
+//!
+//! One SIM's work is a short sequence of steps: register (in `pool`), write a checkpoint
+//! row, fetch the SIM when its state is not known, send only the fields that differ, then
+//! wait if asked. Each step's failure maps to an outcome: a refusal for good is
+//! `update_failed`, transient failures that outlast the attempts are `gave_up`, and both rows
+//! carry the SID, so the next run resumes at the update step and never registers the SIM a
+//! second time. The checkpoint row written between the steps serves the same purpose when
+//! the process dies between them. Every request passes the pool's rate gate, polls included.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio::time::Instant;
+
+use crate::api::{ApiError, ErrorClass, Sim, SimUpdate};
+use crate::cli::TargetStatus;
+use crate::pool::{Pool, SendRow};
+use crate::results::{Outcome, PENDING_MESSAGE, PriorSim, ResultRow, SimStatus};
+use crate::retry::jitter_for_row;
+
+/// What the run does after registering each SIM.
+#[derive(Debug, Clone, Default)]
+pub struct OnboardConfig {
+    /// `--fleet`: a Fleet SID or unique name, for rows whose `fleet` cell is empty.
+    pub fleet: Option<String>,
+    /// `--status` / `--activate`.
+    pub status: Option<TargetStatus>,
+    /// `--wait`: poll a `scheduled` SIM until its change is done.
+    pub wait: bool,
+    /// `--wait-timeout`: the longest wait for one SIM.
+    pub wait_timeout: Duration,
+}
+
+impl OnboardConfig {
+    /// Refuses activation that no row could satisfy, before any request is sent: `active`
+    /// needs a Fleet, from `--fleet` or from a `fleet` column of the input.
+    pub fn check_fleet_source(&self, has_fleet_column: bool, input: &str) -> anyhow::Result<()> {
+        if self.status == Some(TargetStatus::Active) && self.fleet.is_none() && !has_fleet_column {
+            bail!(
+                "cannot activate SIMs without a Fleet: Twilio refuses `active` for a SIM in no \
+                 Fleet (error 83007); pass --fleet HF...|unique-name, or add a `fleet` column \
+                 to {input}"
+            );
+        }
+        Ok(())
+    }
+
+    /// `--wait-timeout` when `--wait` is on.
+    pub fn wait_limit(&self) -> Option<Duration> {
+        self.wait.then_some(self.wait_timeout)
+    }
+
+    /// The update one input row asks for: its `fleet` cell wins over `--fleet`. `Err` is the
+    /// reason the row is invalid (activation without any Fleet).
+    pub fn plan_for(
+        &self,
+        fleet_cell: Option<String>,
+        unique_name: Option<String>,
+    ) -> Result<SimUpdate, String> {
+        let fleet = fleet_cell.or_else(|| self.fleet.clone());
+        if self.status == Some(TargetStatus::Active) && fleet.is_none() {
+            return Err(
+                "activation needs a Fleet: fill in this row's fleet cell or pass --fleet"
+                    .to_string(),
+            );
+        }
+        Ok(SimUpdate {
+            fleet,
+            status: self.status.map(|s| s.as_str().to_string()),
+            unique_name,
+        })
+    }
+}
+
+/// A Fleet SID (`HF` + 32 hex digits), as opposed to a Fleet's unique name.
+pub fn is_fleet_sid(fleet: &str) -> bool {
+    fleet.len() == 34
+        && fleet.starts_with("HF")
+        && fleet[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Fleet unique names resolved to SIDs (`GET /v1/Fleets/{name}`), once per name per run,
+/// so the update step can tell whether a SIM is already in the named Fleet. `None` records
+/// a name that could not be resolved; the update then sends it and the API decides.
+#[derive(Debug, Default)]
+pub struct FleetNames(Mutex<HashMap<String, Option<String>>>);
+
+impl FleetNames {
+    fn get(&self, name: &str) -> Option<Option<String>> {
+        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.get(name).cloned()
+    }
+
+    fn insert(&self, name: &str, sid: Option<String>) {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.insert(name.to_string(), sid);
+    }
+}
+
+/// Where a row starts, given what an earlier run recorded for its ICCID.
+#[derive(Debug, PartialEq)]
+pub enum Resume {
+    /// Nothing left to do: count the earlier outcome, send nothing.
+    Skip(Outcome),
+    /// Registered earlier: go straight to the update step with this SID.
+    Update(PriorSim),
+    /// Not registered (or not known to be): start with registration.
+    Register,
+}
+
+/// Decides per step, without I/O, what a row still needs.
+pub fn resume(prior: Option<PriorSim>, plan: &SimUpdate, retry_rejected: bool) -> Resume {
+    let Some(prior) = prior else {
+        return Resume::Register;
+    };
+    let registered = prior.outcome.is_done()
+        || (prior.sid.is_some()
+            && matches!(prior.outcome, Outcome::GaveUp | Outcome::UpdateFailed));
+    if !registered {
+        return match prior.outcome {
+            Outcome::Rejected if !retry_rejected => Resume::Skip(Outcome::Rejected),
+            _ => Resume::Register,
+        };
+    }
+    if prior.outcome.is_done() && recorded_state_satisfies(&prior, plan) {
+        return Resume::Skip(prior.outcome);
+    }
+    if prior.outcome == Outcome::UpdateFailed && plan.is_empty() {
+        // The update is no longer asked for; the refusal stays on record.
+        return Resume::Skip(Outcome::UpdateFailed);
+    }
+    Resume::Update(prior)
+}
+
+/// True when the last row already shows what `plan` asks for. A UniqueName is not in the
+/// results, so it counts as applied once a final (not checkpoint) row was written; a Fleet
+/// given by unique name counts as applied once the row shows any Fleet.
+fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate) -> bool {
+    if plan.is_empty() {
+        return true;
+    }
+    if prior.pending {
+        return false;
+    }
+    let status_ok = plan
+        .status
+        .as_deref()
+        .is_none_or(|wanted| SimStatus::parse(wanted) == prior.status);
+    let fleet_ok = match plan.fleet.as_deref() {
+        None => true,
+        Some(wanted) if is_fleet_sid(wanted) => prior
+            .fleet_sid
+            .as_deref()
+            .is_some_and(|have| have.eq_ignore_ascii_case(wanted)),
+        Some(_) => prior.fleet_sid.is_some(),
+    };
+    status_ok && fleet_ok
+}
+
+/// One SIM's work, as the reader hands it to a worker.
+#[derive(Debug)]
+pub struct Job {
+    pub row: SendRow,
+    /// What to change after registration; empty for a plain registration.
+    pub plan: SimUpdate,
+    /// Set when an earlier run registered the SIM: registration is skipped.
+    pub resume: Option<PriorSim>,
+}
+
+/// Records a checkpoint row and returns once it is in the results file, so a crash after
+/// that point cannot lose the fact that the SIM is registered.
+pub trait Checkpoint: Sync {
+    fn record(&self, row: ResultRow) -> impl Future<Output = ()> + Send;
+}
+
+/// Drives one SIM through every step it still needs. `None` means the run stopped first;
+/// the SIM gets no final row, and the next run resumes from its last written row.
+pub async fn onboard(
+    pool: &Pool,
+    job: Job,
+    wait: Option<Duration>,
+    checkpoint: &impl Checkpoint,
+) -> Option<ResultRow> {
+    let Job { row, plan, resume } = job;
+    let line = row.line;
+    let iccid = row.iccid.clone();
+    let (outcome, sid, attempts, known) = match resume {
+        Some(prior) => {
+            // Only SIMs with a recorded SID are resumed at this step (see `resume`).
+            let sid = prior.sid?;
+            // The recorded state may be stale (a lost answer, a change in the Console), so
+            // the SIM is fetched before anything is sent.
+            let outcome = if prior.outcome.is_done() {
+                prior.outcome
+            } else {
+                Outcome::Registered
+            };
+            (outcome, sid, 0, None)
+        }
+        None => {
+            let registered = pool.register(row).await?;
+            if !registered.outcome.is_done() || plan.is_empty() {
+                return Some(registered);
+            }
+            let Some(sid) = registered.sid.clone() else {
+                // 83003 without a SID anywhere: the row already says so; nothing to update.
+                return Some(registered);
+            };
+            let mut pending = registered.clone();
+            pending.error_message = Some(PENDING_MESSAGE.to_string());
+            checkpoint.record(pending).await;
+            // A SIM this run created is known exactly (201: `new`, no Fleet, no name); one
+            // that was on the account already is fetched.
+            let known = (registered.outcome == Outcome::Registered && registered.status.is_some())
+                .then(|| Sim {
+                    sid: Some(sid.clone()),
+                    iccid: Some(iccid.clone()),
+                    status: registered.status.clone(),
+                    fleet_sid: registered.fleet_sid.clone(),
+                    unique_name: None,
+                });
+            (registered.outcome, sid, registered.attempts, known)
+        }
+    };
+    let step = Steps {
+        pool,
+        line,
+        iccid,
+        sid,
+        outcome,
+        attempts,
+    };
+    step.update(&plan, known, wait).await
+}
+
+/// The update and wait steps of one registered SIM.
+struct Steps<'a> {
+    pool: &'a Pool,
+    line: u64,
+    iccid: String,
+    sid: String,
+    /// The registration outcome the final row carries when every step succeeds.
+    outcome: Outcome,
+    /// Create attempts of this run, for the `attempts` column.
+    attempts: u32,
+}
+
+/// How a wait for a `scheduled` SIM ended, when it did not end with the change done.
+enum WaitEnd {
+    /// The run stopped.
+    Stopped,
+    /// Polling failed for good or ran out of attempts.
+    Failed(ApiError, Sim),
+    /// `--wait-timeout` passed; the last poll still said `scheduled`.
+    TimedOut(Sim),
+}
+
+const SCHEDULED: &str = "scheduled";
+
+impl Steps<'_> {
+    /// Fetches the SIM when needed, sends the fields that differ, retries, and waits.
+    async fn update(
+        &self,
+        plan: &SimUpdate,
+        mut known: Option<Sim>,
+        wait: Option<Duration>,
+    ) -> Option<ResultRow> {
+        let mut jitter = jitter_for_row(self.line ^ 0x0b0a_4d00);
+        let mut tries = 0;
+        loop {
+            let current = match known.take() {
+                Some(sim) => sim,
+                None => match self.fetch().await {
+                    Ok(sim) => sim,
+                    Err(Some(error)) => return Some(self.failed(&error, None)),
+                    Err(None) => return None,
+                },
+            };
+            if current.status.as_deref() == Some(SCHEDULED) {
+                // An earlier change is still in progress; a new update would get 83009.
+                let Some(limit) = wait else {
+                    return Some(self.row(self.outcome, &current));
+                };
+                match self.wait_until_settled(limit, current).await {
+                    Ok(settled) => {
+                        known = Some(settled);
+                        continue;
+                    }
+                    Err(end) => return self.wait_failed(end, limit),
+                }
+            }
+            let fleet_sid = match plan.fleet.as_deref() {
+                Some(name) if !is_fleet_sid(name) && current.fleet_sid.is_some() => {
+                    match self.resolve_fleet(name).await {
+                        Ok(sid) => sid,
+                        Err(()) => return None,
+                    }
+                }
+                _ => None,
+            };
+            let missing = missing_fields(plan, &current, fleet_sid.as_deref());
+            if missing.is_empty() {
+                return Some(self.row(self.outcome, &current));
+            }
+            if !self.pool.clear_to_send().await {
+                return None;
+            }
+            tries += 1;
+            let error = match self.pool.client().update_sim(&self.sid, &missing).await {
+                Ok(updated) => return self.after_update(updated, wait).await,
+                Err(error) => error,
+            };
+            tracing::debug!(line = self.line, iccid = %self.iccid, attempt = tries, error = %error, "update failed");
+            match error.classify() {
+                ErrorClass::Retry { throttled } => {
+                    if tries >= self.pool.limits().max_attempts {
+                        return Some(self.failed(&error, Some(&current)));
+                    }
+                    if !self
+                        .pool
+                        .retry_wait(tries, &error, throttled, &mut jitter)
+                        .await
+                    {
+                        return None;
+                    }
+                    // After a lost answer or an 83009 the SIM may have changed: fetch it again
+                    // so the retry sends only what is still missing.
+                    let changed = error.maybe_processed
+                        || error.code == Some(crate::api::CODE_UPDATE_SCHEDULED);
+                    if !changed {
+                        known = Some(current);
+                    }
+                }
+                ErrorClass::CredentialsRefused => {
+                    self.pool.refuse_credentials(&error);
+                    return None;
+                }
+                ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
+                    return Some(self.failed(&error, Some(&current)));
+                }
+            }
+        }
+    }
+
+    /// The update was accepted: 200 with the new state, or 202 with `scheduled`.
+    async fn after_update(&self, updated: Sim, wait: Option<Duration>) -> Option<ResultRow> {
+        let scheduled = updated.status.as_deref() == Some(SCHEDULED);
+        match wait {
+            Some(limit) if scheduled => match self.wait_until_settled(limit, updated).await {
+                Ok(settled) => Some(self.row(self.outcome, &settled)),
+                Err(end) => self.wait_failed(end, limit),
+            },
+            _ => Some(self.row(self.outcome, &updated)),
+        }
+    }
+
+    /// Polls `GET /v1/Sims/{Sid}` with growing pauses until the SIM is not `scheduled` or
+    /// `limit` has passed.
+    async fn wait_until_settled(&self, limit: Duration, mut last: Sim) -> Result<Sim, WaitEnd> {
+        let deadline = Instant::now() + limit;
+        let backoff = self.pool.limits().backoff;
+        let mut polls: u32 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitEnd::TimedOut(last));
+            }
+            // Doubling pauses from the backoff base up to its cap, never past the deadline.
+            let pause = backoff
+                .base
+                .saturating_mul(1u32 << polls.min(16))
+                .min(backoff.cap)
+                .min(deadline - now);
+            polls += 1;
+            if !self.pool.idle(pause).await {
+                return Err(WaitEnd::Stopped);
+            }
+            match self.fetch().await {
+                Ok(sim) if sim.status.as_deref() == Some(SCHEDULED) => last = sim,
+                Ok(sim) => return Ok(sim),
+                Err(Some(error)) => return Err(WaitEnd::Failed(error, last)),
+                Err(None) => return Err(WaitEnd::Stopped),
+            }
+        }
+    }
+
+    fn wait_failed(&self, end: WaitEnd, limit: Duration) -> Option<ResultRow> {
+        match end {
+            WaitEnd::Stopped => None,
+            WaitEnd::Failed(error, last) => Some(self.failed(&error, Some(&last))),
+            WaitEnd::TimedOut(last) => {
+                let mut row = self.row(Outcome::GaveUp, &last);
+                row.error_message = Some(format!(
+                    "the update was still scheduled after --wait-timeout {}; run again to check it",
+                    humantime::format_duration(limit)
+                ));
+                Some(row)
+            }
+        }
+    }
+
+    /// The SID of the Fleet with this unique name, looked up once per run. `Ok(None)` when
+    /// it cannot be found out; `Err` when the run stopped.
+    async fn resolve_fleet(&self, name: &str) -> Result<Option<String>, ()> {
+        if let Some(known) = self.pool.fleet_names.get(name) {
+            return Ok(known);
+        }
+        if !self.pool.clear_to_send().await {
+            return Err(());
+        }
+        let sid = match self.pool.client().fetch_fleet(name).await {
+            Ok(fleet) => fleet.sid,
+            Err(error) => {
+                if error.classify() == ErrorClass::CredentialsRefused {
+                    self.pool.refuse_credentials(&error);
+                    return Err(());
+                }
+                tracing::debug!(fleet = name, error = %error, "cannot resolve the Fleet name");
+                // A transient failure is not remembered, so a later SIM asks again.
+                if matches!(error.classify(), ErrorClass::Retry { .. }) {
+                    return Ok(None);
+                }
+                None
+            }
+        };
+        self.pool.fleet_names.insert(name, sid.clone());
+        Ok(sid)
+    }
+
+    /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
+    async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
+        let mut jitter = jitter_for_row(self.line ^ 0xfe7c);
+        let mut tries = 0;
+        loop {
+            if !self.pool.clear_to_send().await {
+                return Err(None);
+            }
+            tries += 1;
+            let error = match self.pool.client().fetch_sim(&self.sid).await {
+                Ok(sim) => return Ok(sim),
+                Err(error) => error,
+            };
+            match error.classify() {
+                ErrorClass::Retry { throttled } if tries < self.pool.limits().max_attempts => {
+                    if !self
+                        .pool
+                        .retry_wait(tries, &error, throttled, &mut jitter)
+                        .await
+                    {
+                        return Err(None);
+                    }
+                }
+                ErrorClass::CredentialsRefused => {
+                    self.pool.refuse_credentials(&error);
+                    return Err(None);
+                }
+                _ => return Err(Some(error)),
+            }
+        }
+    }
+
+    /// A final row showing the SIM as `sim` describes it.
+    fn row(&self, outcome: Outcome, sim: &Sim) -> ResultRow {
+        let mut row = ResultRow::new(self.line, &self.iccid, outcome);
+        row.sid = Some(sim.sid.clone().unwrap_or_else(|| self.sid.clone()));
+        row.status = sim.status.clone();
+        row.fleet_sid = sim.fleet_sid.clone();
+        row.attempts = self.attempts;
+        row
+    }
+
+    /// `update_failed` for a refusal for good, `gave_up` for a transient failure; either
+    /// way with the SID, so the next run resumes at this step.
+    fn failed(&self, error: &ApiError, last: Option<&Sim>) -> ResultRow {
+        let outcome = match error.classify() {
+            ErrorClass::Retry { .. } => Outcome::GaveUp,
+            _ => Outcome::UpdateFailed,
+        };
+        let mut row = match last {
+            Some(sim) => self.row(outcome, sim),
+            None => {
+                let mut row = ResultRow::new(self.line, &self.iccid, outcome);
+                row.sid = Some(self.sid.clone());
+                row.attempts = self.attempts;
+                row
+            }
+        };
+        row.error_code = error.code;
+        row.error_message = Some(error.message.clone());
+        row.http_status = error.http_status;
+        row
+    }
+}
+
+/// The fields of `plan` the SIM does not show yet. A Fleet given by unique name is
+/// compared through `named_fleet_sid`, its resolved SID; when that is unknown the name is
+/// sent (assigning the same Fleet twice changes nothing).
+fn missing_fields(plan: &SimUpdate, sim: &Sim, named_fleet_sid: Option<&str>) -> SimUpdate {
+    let differs = |wanted: &Option<String>, have: &Option<String>| {
+        wanted
+            .clone()
+            .filter(|w| have.as_deref() != Some(w.as_str()))
+    };
+    SimUpdate {
+        fleet: plan.fleet.clone().filter(|wanted| {
+            let wanted_sid = if is_fleet_sid(wanted) {
+                Some(wanted.as_str())
+            } else {
+                named_fleet_sid
+            };
+            !wanted_sid.is_some_and(|wanted| {
+                sim.fleet_sid
+                    .as_deref()
+                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+            })
+        }),
+        status: differs(&plan.status, &sim.status),
+        unique_name: differs(&plan.unique_name, &sim.unique_name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "HS0123456789abcdef0123456789abcdef";
+    const FLEET: &str = "HF0123456789abcdef0123456789abcdef";
+
+    fn config(fleet: Option<&str>, status: Option<TargetStatus>) -> OnboardConfig {
+        OnboardConfig {
+            fleet: fleet.map(String::from),
+            status,
+            ..OnboardConfig::default()
+        }
+    }
+
+    fn prior(outcome: Outcome, status: SimStatus, fleet: Option<&str>) -> PriorSim {
+        PriorSim {
+            outcome,
+            sid: Some(SID.into()),
+            status,
+            fleet_sid: fleet.map(String::from),
+            pending: false,
+        }
+    }
+
+    fn plan(fleet: Option<&str>, status: Option<&str>) -> SimUpdate {
+        SimUpdate {
+            fleet: fleet.map(String::from),
+            status: status.map(String::from),
+            unique_name: None,
+        }
+    }
+
+    #[test]
+    fn activation_without_any_fleet_is_refused_before_any_request() {
+        let activate = config(None, Some(TargetStatus::Active));
+        let err = activate
+            .check_fleet_source(false, "box.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--fleet") && err.contains("box.csv"), "{err}");
+        assert!(activate.check_fleet_source(true, "box.csv").is_ok());
+        assert!(
+            config(None, Some(TargetStatus::Ready))
+                .check_fleet_source(false, "box.csv")
+                .is_ok()
+        );
+        let err = activate.plan_for(None, None).unwrap_err();
+        assert!(err.contains("fleet"), "{err}");
+        assert_eq!(
+            activate.plan_for(Some("lab".into()), None).unwrap(),
+            plan(Some("lab"), Some("active"))
+        );
+    }
+
+    #[test]
+    fn the_fleet_cell_wins_over_the_flag() {
+        let with_flag = config(Some("default"), None);
+        assert_eq!(
+            with_flag.plan_for(Some("lab".into()), None).unwrap().fleet,
+            Some("lab".into())
+        );
+        assert_eq!(
+            with_flag.plan_for(None, None).unwrap().fleet,
+            Some("default".into())
+        );
+    }
+
+    #[test]
+    fn resume_per_step() {
+        use Outcome::*;
+        let active = plan(Some(FLEET), Some("active"));
+        assert_eq!(resume(None, &active, false), Resume::Register);
+        let done = prior(Registered, SimStatus::Active, Some(FLEET));
+        assert_eq!(
+            resume(Some(done.clone()), &active, false),
+            Resume::Skip(Registered)
+        );
+        let registered_only = prior(Registered, SimStatus::New, None);
+        assert_eq!(
+            resume(Some(registered_only.clone()), &active, false),
+            Resume::Update(registered_only.clone()),
+            "a SIM registered without the update gets only the update"
+        );
+        assert_eq!(
+            resume(Some(registered_only), &SimUpdate::default(), false),
+            Resume::Skip(Registered)
+        );
+        let scheduled = prior(Registered, SimStatus::Scheduled, Some(FLEET));
+        assert!(matches!(
+            resume(Some(scheduled), &active, false),
+            Resume::Update(_)
+        ));
+        let failed = prior(UpdateFailed, SimStatus::New, None);
+        assert!(matches!(
+            resume(Some(failed.clone()), &active, false),
+            Resume::Update(_)
+        ));
+        assert_eq!(
+            resume(Some(failed), &SimUpdate::default(), false),
+            Resume::Skip(UpdateFailed)
+        );
+        let gave_up_updating = prior(GaveUp, SimStatus::New, None);
+        assert!(matches!(
+            resume(Some(gave_up_updating), &active, false),
+            Resume::Update(_)
+        ));
+        let mut gave_up_registering = prior(GaveUp, SimStatus::Unknown, None);
+        gave_up_registering.sid = None;
+        assert_eq!(
+            resume(Some(gave_up_registering), &active, false),
+            Resume::Register
+        );
+        let mut rejected = prior(Rejected, SimStatus::Unknown, None);
+        rejected.sid = None;
+        assert_eq!(
+            resume(Some(rejected.clone()), &active, false),
+            Resume::Skip(Rejected)
+        );
+        assert_eq!(resume(Some(rejected), &active, true), Resume::Register);
+        let mut checkpoint = prior(Registered, SimStatus::New, None);
+        checkpoint.pending = true;
+        let named = SimUpdate {
+            unique_name: Some("pump-7".into()),
+            ..SimUpdate::default()
+        };
+        assert!(matches!(
+            resume(Some(checkpoint), &named, false),
+            Resume::Update(_)
+        ));
+        let other_fleet = prior(
+            Registered,
+            SimStatus::Active,
+            Some(&FLEET.replace('0', "1")),
+        );
+        assert!(matches!(
+            resume(Some(other_fleet), &active, false),
+            Resume::Update(_)
+        ));
+    }
+
+    #[test]
+    fn only_differing_fields_are_sent() {
+        let sim = Sim {
+            sid: Some(SID.into()),
+            iccid: None,
+            status: Some("ready".into()),
+            fleet_sid: Some(FLEET.into()),
+            unique_name: Some("pump-7".into()),
+        };
+        let wanted = SimUpdate {
+            fleet: Some(FLEET.to_uppercase()),
+            status: Some("active".into()),
+            unique_name: Some("pump-7".into()),
+        };
+        assert_eq!(
+            missing_fields(&wanted, &sim, None),
+            plan(None, Some("active"))
+        );
+        let by_name = plan(Some("lab"), Some("ready"));
+        assert_eq!(
+            missing_fields(&by_name, &sim, None),
+            plan(Some("lab"), None),
+            "an unresolved name is sent"
+        );
+        assert_eq!(
+            missing_fields(&by_name, &sim, Some(FLEET)),
+            SimUpdate::default(),
+            "a name resolved to the SIM's Fleet is not"
+        );
+    }
+}
