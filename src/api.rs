@@ -102,6 +102,9 @@ pub struct ApiError {
     pub message: String,
     /// How long the server asked us to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// `Twilio-Concurrent-Requests`: the account's requests in flight when this one was
+    /// answered, when the server says.
+    pub concurrent_requests: Option<u32>,
     /// False only when the request certainly never reached the server (connection refused).
     pub maybe_processed: bool,
 }
@@ -200,6 +203,7 @@ impl ApiError {
                 None => message,
             },
             retry_after: None,
+            concurrent_requests: None,
             maybe_processed: !err.is_connect(),
         }
     }
@@ -237,6 +241,9 @@ pub struct Client {
     base_url: String,
     credentials: Credentials,
 }
+
+/// The header in which Twilio reports the account's requests in flight.
+pub const CONCURRENT_REQUESTS_HEADER: &str = "twilio-concurrent-requests";
 
 /// Error bodies larger than this are not read further: a gateway page is not worth memory.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -331,6 +338,11 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let concurrent_requests = response
+            .headers()
+            .get(CONCURRENT_REQUESTS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = read_capped(response).await?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|_| ApiError {
@@ -338,6 +350,7 @@ impl Client {
                 code: None,
                 message: "the response body was not the expected JSON".to_string(),
                 retry_after: None,
+                concurrent_requests: None,
                 maybe_processed: true,
             });
         }
@@ -354,6 +367,7 @@ impl Client {
             code,
             message,
             retry_after,
+            concurrent_requests,
             // A 5xx may come after the server committed; a 4xx answer means it did not act.
             maybe_processed: status.is_server_error(),
         })
@@ -405,6 +419,7 @@ mod tests {
             code,
             message: String::new(),
             retry_after: None,
+            concurrent_requests: None,
             maybe_processed: false,
         }
     }

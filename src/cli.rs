@@ -82,9 +82,13 @@ pub struct RegisterArgs {
     )]
     pub base_url: Option<String>,
 
-    /// Most requests in flight at once
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    /// Most requests in flight at once; the pool adapts below this to the account's limit
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
     pub concurrency: u32,
+
+    /// Keep --concurrency fixed instead of adapting it to 429s
+    #[arg(long, help_heading = "Limits")]
+    pub no_adaptive: bool,
 
     /// Most requests per second, every attempt and lookup included
     #[arg(long, default_value_t = 25.0, value_parser = positive_rate, help_heading = "Limits")]

@@ -100,6 +100,8 @@ impl RegisterConfig {
             concurrency: args.concurrency as usize,
             limits: PoolLimits {
                 rate: args.rate,
+                concurrency: args.concurrency as usize,
+                adaptive: !args.no_adaptive,
                 max_attempts: args.max_attempts,
                 backoff: Backoff {
                     base: args.backoff_base,

@@ -308,11 +308,12 @@ impl Steps<'_> {
             if missing.is_empty() {
                 return Some(self.row(self.outcome, &current));
             }
-            if !self.pool.clear_to_send().await {
-                return None;
-            }
+            let answer = self
+                .pool
+                .send(self.pool.client().update_sim(&self.sid, &missing))
+                .await?;
             tries += 1;
-            let error = match self.pool.client().update_sim(&self.sid, &missing).await {
+            let error = match answer {
                 Ok(updated) => return self.after_update(updated, wait).await,
                 Err(error) => error,
             };
@@ -411,10 +412,10 @@ impl Steps<'_> {
         if let Some(known) = self.pool.fleet_names.get(name) {
             return Ok(known);
         }
-        if !self.pool.clear_to_send().await {
+        let Some(answer) = self.pool.send(self.pool.client().fetch_fleet(name)).await else {
             return Err(());
-        }
-        let sid = match self.pool.client().fetch_fleet(name).await {
+        };
+        let sid = match answer {
             Ok(fleet) => fleet.sid,
             Err(error) => {
                 if error.classify() == ErrorClass::CredentialsRefused {
@@ -438,11 +439,15 @@ impl Steps<'_> {
         let mut jitter = jitter_for_row(self.line ^ 0xfe7c);
         let mut tries = 0;
         loop {
-            if !self.pool.clear_to_send().await {
+            let Some(answer) = self
+                .pool
+                .send(self.pool.client().fetch_sim(&self.sid))
+                .await
+            else {
                 return Err(None);
-            }
+            };
             tries += 1;
-            let error = match self.pool.client().fetch_sim(&self.sid).await {
+            let error = match answer {
                 Ok(sim) => return Ok(sim),
                 Err(error) => error,
             };

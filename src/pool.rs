@@ -1,15 +1,16 @@
 //! The worker side of a run: takes one SIM at a time and drives it to a final outcome,
 //! within the run's rate and concurrency limits, retrying what can be retried.
 //!
-//! Every request (a create, a retry or a lookup) first waits for the pool-wide pause after a
-//! 429 and then for a token of the shared rate limiter, so `--rate` holds across all
-//! workers. The caller caps how many SIMs are in progress at once, which caps requests in
-//! flight. A create whose answer was lost may have registered the SIM, so a retry that
+//! Every request (a create, a retry, a lookup, an update or a poll) goes through
+//! [`Pool::send`]: it waits out any pool-wide pause, takes a slot of the adaptive
+//! concurrency limit (see `adaptive`), then a token of the shared rate limiter, so both
+//! `--rate` and the in-flight limit hold across all workers; the answer tells the
+//! concurrency limit whether to grow or shrink. A create whose answer was lost may have registered the SIM, so a retry that
 //! answers 83003 ("already on your account") is taken as success, and a SIM whose attempts
 //! all ended in doubt is looked up before it is reported as `gave_up`.
 //!
 //! The steps after registration (Fleet, status, waiting) live in `onboard`, which sends its
-//! requests through the same gate ([`Pool::clear_to_send`]) and retry wait.
+//! requests through the same gate ([`Pool::send`]) and retry wait.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
+
+use crate::adaptive::ConcurrencyLimit;
 
 use crate::api::{ApiError, Client, ErrorClass, RegistrationCode, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
@@ -58,12 +61,19 @@ pub struct PoolLimits {
     /// Create attempts per SIM before it is `gave_up`.
     pub max_attempts: u32,
     pub backoff: Backoff,
+    /// Requests in flight at most (`--concurrency`): the ceiling of the adaptive limit.
+    pub concurrency: usize,
+    /// Whether the in-flight limit adapts to 429s (`--no-adaptive` turns it off).
+    pub adaptive: bool,
 }
 
 /// What every worker shares.
 pub struct Pool {
     client: Client,
     limiter: DefaultDirectRateLimiter,
+    /// Requests allowed in flight right now; adapts to the account's limit.
+    pub concurrency: Arc<ConcurrencyLimit>,
+    /// Without adaptation, a 429 pauses every worker; with it, a `Retry-After` still does.
     pause: PoolPause,
     limits: PoolLimits,
     /// Cancelled on interrupt: no new attempts start, answers in flight are still recorded.
@@ -84,6 +94,7 @@ impl Pool {
         Pool {
             client,
             limiter: RateLimiter::direct(quota),
+            concurrency: ConcurrencyLimit::new(limits.concurrency, limits.adaptive),
             pause: PoolPause::default(),
             limits,
             stop,
@@ -116,24 +127,43 @@ impl Pool {
         self.credentials_refused.cancel();
     }
 
-    /// Waits until this worker may send: after any pool pause, then for a rate token.
-    /// Returns false when the run is stopping instead.
-    pub(crate) async fn clear_to_send(&self) -> bool {
-        tokio::select! {
-            _ = self.stop.cancelled() => false,
-            _ = self.credentials_refused.cancelled() => false,
-            _ = async {
+    /// Sends one request through the run's gates (any pool pause, a slot of the concurrency
+    /// limit, a rate token) and tells the concurrency limit how it went. `None` when the run
+    /// stopped before the request could be sent. `request` is not polled before that, so
+    /// nothing reaches the server without passing the gates.
+    pub(crate) async fn send<T>(
+        &self,
+        request: impl Future<Output = Result<T, ApiError>>,
+    ) -> Option<Result<T, ApiError>> {
+        let slot = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            _ = self.credentials_refused.cancelled() => return None,
+            slot = async {
                 self.pause.wait().await;
+                let slot = self.concurrency.acquire().await;
                 self.limiter.until_ready().await;
-            } => {
-                RequestStats::bump(&self.stats.requests);
-                true
-            }
+                slot
+            } => slot,
+        };
+        RequestStats::bump(&self.stats.requests);
+        let answer = request.await;
+        match &answer {
+            Err(error) => match error.classify() {
+                ErrorClass::Retry { throttled: true } => {
+                    self.concurrency.on_throttled(error.concurrent_requests);
+                }
+                // A server error or a timeout says nothing about the account's limit.
+                ErrorClass::Retry { throttled: false } => {}
+                _ => self.concurrency.on_success(),
+            },
+            Ok(_) => self.concurrency.on_success(),
         }
+        drop(slot);
+        Some(answer)
     }
 
-    /// Sleeps before retry number `tries` after a retryable `error`; a 429 also pauses the
-    /// whole pool, because the limit is the account's. False when the run stopped meanwhile.
+    /// Sleeps before retry number `tries` after a retryable `error`. A 429 slows the whole
+    /// pool, because the limit is the account's. False when the run stopped meanwhile.
     pub(crate) async fn retry_wait(
         &self,
         tries: u32,
@@ -144,7 +174,11 @@ impl Pool {
         let wait = self.limits.backoff.delay(tries, error.retry_after, jitter);
         if throttled {
             RequestStats::bump(&self.stats.throttled);
-            self.pause.pause_for(wait);
+            // The adaptive limit already slows the whole pool; a fixed one can only pause it.
+            // A server that names a wait is obeyed either way.
+            if !self.limits.adaptive || error.retry_after.is_some() {
+                self.pause.pause_for(wait);
+            }
         }
         self.back_off(wait).await
     }
@@ -177,11 +211,14 @@ impl Pool {
         // our own earlier attempt, so the SIM counts as registered by this run.
         let mut maybe_committed = false;
         loop {
-            if self.halted() || !self.clear_to_send().await {
+            if self.halted() {
                 return None;
             }
+            let answer = self
+                .send(self.client.create_sim(&row.iccid, &row.code))
+                .await?;
             attempts += 1;
-            let error = match self.client.create_sim(&row.iccid, &row.code).await {
+            let error = match answer {
                 Ok(sim) => return Some(success_row(&row, Outcome::Registered, &sim, attempts)),
                 Err(error) => error,
             };
@@ -277,11 +314,11 @@ impl Pool {
         let mut jitter = jitter_for_row(row.line ^ 0x5eed);
         let mut tries = 0;
         loop {
-            if !self.clear_to_send().await {
+            let Some(answer) = self.send(self.client.find_sim(&row.iccid)).await else {
                 return Err(None);
-            }
+            };
             tries += 1;
-            let error = match self.client.find_sim(&row.iccid).await {
+            let error = match answer {
                 Ok(found) => return Ok(found),
                 Err(error) => error,
             };

@@ -31,7 +31,7 @@ use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
 use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::Progress;
 use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
-use crate::summary::{EndReason, RunSummary};
+use crate::summary::{ConcurrencyReport, EndReason, RunSummary};
 use crate::validate::{check_code, check_iccid, iccid_key, normalize_iccid};
 
 /// Why a run ended without a summary worth an exit code of its own.
@@ -170,6 +170,12 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
         requests: RequestStats::get(&stats.requests),
         retries: RequestStats::get(&stats.retries),
         throttled: RequestStats::get(&stats.throttled),
+        concurrency: ConcurrencyReport {
+            ceiling: config.limits.concurrency,
+            adaptive: config.limits.adaptive,
+            settled: pool.concurrency.current(),
+            lowest: pool.concurrency.lowest(),
+        },
         end,
     })
 }

@@ -52,7 +52,20 @@ pub struct RunSummary {
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    pub concurrency: ConcurrencyReport,
     pub end: EndReason,
+}
+
+/// Where the in-flight limit ended up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConcurrencyReport {
+    /// `--concurrency`.
+    pub ceiling: usize,
+    pub adaptive: bool,
+    /// The limit at the end of the run.
+    pub settled: usize,
+    /// The lowest the limit was cut to.
+    pub lowest: usize,
 }
 
 impl RunSummary {
@@ -103,12 +116,17 @@ impl RunSummary {
             ));
         }
         text.push_str(&format!(
-            "requests {}, retries {}, throttled (429) {}\nresults: {}\n",
-            self.requests,
-            self.retries,
-            self.throttled,
-            self.results_path.display()
+            "requests {}, retries {}, throttled (429) {}\n",
+            self.requests, self.retries, self.throttled
         ));
+        let c = self.concurrency;
+        if c.adaptive && c.lowest < c.ceiling {
+            text.push_str(&format!(
+                "concurrency: settled at {} in flight (ceiling {}, lowest {})\n",
+                c.settled, c.ceiling, c.lowest
+            ));
+        }
+        text.push_str(&format!("results: {}\n", self.results_path.display()));
         match &self.end {
             EndReason::Interrupted => text.push_str(
                 "interrupted: run the same command again to resume where this run stopped\n",
@@ -149,6 +167,7 @@ impl RunSummary {
             requests: self.requests,
             retries: self.retries,
             throttled: self.throttled,
+            concurrency: self.concurrency,
         }
     }
 }
@@ -183,6 +202,7 @@ pub struct SummaryJson {
     pub retries: u64,
     /// Answers of 429 (too many requests).
     pub throttled: u64,
+    pub concurrency: ConcurrencyReport,
 }
 
 /// Counts keyed by outcome word.
@@ -245,6 +265,7 @@ mod tests {
             requests: 0,
             retries: 0,
             throttled: 0,
+            concurrency: ConcurrencyReport::default(),
             end: EndReason::Finished,
         }
     }
