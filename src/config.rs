@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::api::Credentials;
+use crate::cli::InputArgs;
 use crate::cli::RegisterArgs;
-use crate::input::InputSource;
+use crate::input::{InputSource, ReadOptions};
 use crate::pool::PoolLimits;
 use crate::retry::Backoff;
 
@@ -42,6 +43,11 @@ pub struct RegisterConfig {
     pub timeout: Duration,
     pub retry_rejected: bool,
     pub progress_interval: Duration,
+    pub read: ReadOptions,
+    /// Warnings count as invalid.
+    pub strict: bool,
+    /// Where the rows that failed are copied for fixing, if anywhere.
+    pub failed_out: Option<PathBuf>,
 }
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
@@ -86,6 +92,7 @@ impl RegisterConfig {
                 credentials_source,
             }
         };
+        let failed_out = failed_out_path(&args.input_options, &output)?;
         Ok(RegisterConfig {
             input,
             output,
@@ -102,7 +109,30 @@ impl RegisterConfig {
             timeout: args.timeout,
             retry_rejected: args.retry_rejected,
             progress_interval: args.progress_interval,
+            read: read_options(&args.input_options),
+            strict: args.input_options.strict,
+            failed_out,
         })
+    }
+}
+
+pub fn read_options(args: &InputArgs) -> ReadOptions {
+    ReadOptions {
+        delimiter: args.delimiter,
+        no_header: args.no_header,
+    }
+}
+
+/// The failed-out path, refused when it would overwrite the results file.
+fn failed_out_path(args: &InputArgs, results: &Path) -> anyhow::Result<Option<PathBuf>> {
+    match &args.failed_out {
+        Some(path) if path == results => {
+            bail!(
+                "--failed-out {} is the results file; give it another name",
+                path.display()
+            )
+        }
+        other => Ok(other.clone()),
     }
 }
 
@@ -184,7 +214,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match crate::cli::Cli::parse_from(argv).command {
             crate::cli::Command::Register(args) => args,
-            crate::cli::Command::Emulator(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

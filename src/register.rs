@@ -8,9 +8,11 @@
 //!                                                           (results file, progress)
 //! ```
 //! The reader runs on a blocking thread because the csv crate reads synchronously; the
-//! bounded channels keep memory flat whatever the size of the input.
+//! bounded channels keep memory flat whatever the size of the input. Checks and dedupe are
+//! [`Screen`]'s, the same ones `validate` runs; this module adds only what resuming needs.
+//! Each row carries its input fields to the writer, which copies failed rows to the
+//! `--failed-out` file.
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Client, Credentials};
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
+use crate::failed_out::FailedOut;
 use crate::input::{InputError, InputRow, InputSource, SimReader};
 use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::{Progress, RunSummary};
+use crate::report::locate;
 use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
-use crate::validate::{check_code, check_iccid, iccid_key, normalize_iccid};
+use crate::screen::{Screen, Verdict, join_reasons};
 
 /// Why a run ended without a summary worth an exit code of its own.
 #[derive(Debug, thiserror::Error)]
@@ -39,20 +43,23 @@ pub enum RunError {
     Setup(anyhow::Error),
 }
 
-/// What the reader hands to the dispatcher for each input row.
+/// What the reader hands to the dispatcher for each input row, with the row's input fields
+/// for the failed-out file.
 enum Work {
-    /// Checked and new: register it.
-    Send(SendRow),
-    /// Settled without a request (`invalid`, `duplicate`): write this row.
-    Report(ResultRow),
-    /// Finished by an earlier run: count it, write nothing.
-    Skip(Outcome),
+    /// Checked and new: register it, then record these warnings with its result.
+    Send(SendRow, Option<String>, csv::ByteRecord),
+    /// Settled without a request (`invalid`, `duplicate`): write this row, and copy it to
+    /// the failed-out file with this reason if it has one.
+    Report(ResultRow, csv::ByteRecord, Option<String>),
+    /// Finished by an earlier run: count it, write nothing (but copy it to the failed-out
+    /// file, with this reason, when it ended `invalid` or `rejected`).
+    Skip(Outcome, Option<(csv::ByteRecord, String)>),
 }
 
 /// What the writer receives.
 enum Written {
-    Row(ResultRow),
-    Skipped(Outcome),
+    Row(ResultRow, csv::ByteRecord, Option<String>),
+    Skipped(Outcome, Option<(csv::ByteRecord, String)>),
 }
 
 /// How often the results file is synced to disk while rows arrive.
@@ -61,11 +68,18 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs a whole `register` job. `stop` is cancelled on the first interrupt: reading stops,
 /// SIMs in progress finish their current request and are written, and the run ends.
 pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
-    let reader = SimReader::open(&config.input)?;
+    let reader = SimReader::open(&config.input, config.read)?;
     let (writer, prior) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
     if prior.rows > 0 {
         tracing::info!(rows = prior.rows, results = %config.output.display(), "resuming from an earlier run's results");
     }
+    let failed_out = match &config.failed_out {
+        Some(path) => Some(
+            FailedOut::create(path, reader.header(), reader.delimiter())
+                .map_err(RunError::Setup)?,
+        ),
+        None => None,
+    };
     let (client, _emulator) = connect(&config).await.map_err(RunError::Setup)?;
     let pool = Arc::new(Pool::new(client, config.limits, stop.clone()));
 
@@ -79,12 +93,26 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let (work_tx, work_rx) = mpsc::channel(channel_size);
     let (written_tx, written_rx) = mpsc::channel(channel_size);
     let retry_rejected = config.retry_rejected;
+    let screen = Screen::new(config.strict);
     let reader_stop = stop.clone();
     let reader_thread = tokio::task::spawn_blocking(move || {
-        read_input(reader, &prior, retry_rejected, &work_tx, &reader_stop)
+        read_input(
+            reader,
+            screen,
+            &prior,
+            retry_rejected,
+            &work_tx,
+            &reader_stop,
+        )
     });
     let writer_stop = stop.clone();
-    let writer_task = tokio::spawn(write_results(writer, written_rx, progress, writer_stop));
+    let writer_task = tokio::spawn(write_results(
+        writer,
+        failed_out,
+        written_rx,
+        progress,
+        writer_stop,
+    ));
 
     dispatch(work_rx, &pool, config.concurrency, written_tx, &stop).await;
 
@@ -144,17 +172,17 @@ async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emul
 /// Reads, checks and dedupes the input, deciding for each row whether it is sent.
 fn read_input(
     mut reader: SimReader,
+    mut screen: Screen,
     prior: &PriorResults,
     retry_rejected: bool,
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), InputError> {
-    let mut seen = HashSet::new();
     while let Some(row) = reader.next_row() {
         if stop.is_cancelled() {
             break;
         }
-        let next = triage(row?, prior, retry_rejected, &mut seen);
+        let next = triage(row?, prior, retry_rejected, &mut screen);
         if work.blocking_send(next).is_err() {
             break;
         }
@@ -162,49 +190,56 @@ fn read_input(
     Ok(())
 }
 
-/// Decides what happens to one input row, without any I/O.
-fn triage(
-    row: InputRow,
-    prior: &PriorResults,
-    retry_rejected: bool,
-    seen: &mut HashSet<u128>,
-) -> Work {
-    let iccid = normalize_iccid(&row.iccid);
-    let problem = match row.unreadable {
-        Some(reason) => Some(reason),
-        None => check_iccid(&iccid)
-            .and_then(|()| check_code(row.code.expose()))
-            .err()
-            .map(|invalid| invalid.to_string()),
-    };
-    let settled = |outcome: Outcome, iccid: &str, message: Option<String>| {
+/// Decides what happens to one input row: the shared checks and dedupe, then resuming.
+fn triage(row: InputRow, prior: &PriorResults, retry_rejected: bool, screen: &mut Screen) -> Work {
+    let verdict = screen.judge(&row);
+    let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
         if prior.already_reported(row.line) {
-            Work::Skip(outcome)
+            Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
-            result.error_message = message;
-            Work::Report(result)
+            result.error_message = Some(message);
+            Work::Report(result, row.fields.clone(), failed)
         }
     };
-    if let Some(reason) = problem {
-        return settled(Outcome::Invalid, row.iccid.trim(), Some(reason));
-    }
-    let key = iccid_key(&iccid).expect("a checked ICCID has a key");
-    if !seen.insert(key) {
-        return settled(
-            Outcome::Duplicate,
-            &iccid,
-            Some("this ICCID appears on an earlier line".to_string()),
-        );
+    let (iccid, warnings) = match verdict {
+        Verdict::Invalid { iccid, problems } => {
+            let failed = locate(row.line, &problems);
+            return settled(
+                Outcome::Invalid,
+                iccid,
+                join_reasons(&problems),
+                Some(failed),
+            );
+        }
+        Verdict::Duplicate { iccid, first_line } => {
+            let message = Verdict::duplicate_problem(first_line).reason;
+            return settled(Outcome::Duplicate, iccid, message, None);
+        }
+        Verdict::Send { iccid, warnings } => (iccid, warnings),
+    };
+    let warning = (!warnings.is_empty()).then(|| join_reasons(&warnings));
+    if let Some(warning) = &warning {
+        tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
     match prior.outcome(&iccid) {
-        Some(done) if done.is_done() => Work::Skip(done),
-        Some(Outcome::Rejected) if !retry_rejected => Work::Skip(Outcome::Rejected),
-        _ => Work::Send(SendRow {
-            line: row.line,
-            iccid,
-            code: row.code,
-        }),
+        Some(done) if done.is_done() => Work::Skip(done, None),
+        Some(Outcome::Rejected) if !retry_rejected => {
+            let reason = format!(
+                "line {}: rejected by the API in an earlier run (see the results file)",
+                row.line
+            );
+            Work::Skip(Outcome::Rejected, Some((row.fields, reason)))
+        }
+        _ => Work::Send(
+            SendRow {
+                line: row.line,
+                iccid,
+                code: row.code,
+            },
+            warning,
+            row.fields,
+        ),
     }
 }
 
@@ -229,7 +264,7 @@ async fn dispatch(
         };
         let Some(next) = next else { break };
         match next {
-            Work::Send(row) => {
+            Work::Send(row, warning, fields) => {
                 let permit = tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
@@ -239,18 +274,19 @@ async fn dispatch(
                 let pool = pool.clone();
                 let written = written.clone();
                 workers.spawn(async move {
-                    if let Some(result) = pool.register(row).await {
-                        let _ = written.send(Written::Row(result)).await;
+                    if let Some(mut result) = pool.register(row).await {
+                        result.warning = warning;
+                        let _ = written.send(Written::Row(result, fields, None)).await;
                     }
                     drop(permit);
                 });
                 while workers.try_join_next().is_some() {}
             }
-            Work::Report(row) => {
-                let _ = written.send(Written::Row(row)).await;
+            Work::Report(row, fields, failed) => {
+                let _ = written.send(Written::Row(row, fields, failed)).await;
             }
-            Work::Skip(outcome) => {
-                let _ = written.send(Written::Skipped(outcome)).await;
+            Work::Skip(outcome, failed) => {
+                let _ = written.send(Written::Skipped(outcome, failed)).await;
             }
         }
     }
@@ -260,9 +296,10 @@ async fn dispatch(
 }
 
 /// Owns the results file: writes and flushes each row, syncs it every second and at the
-/// end, and keeps the progress display.
+/// end, and keeps the progress display. Also owns the failed-out file, if asked for one.
 async fn write_results(
     mut writer: ResultsWriter,
+    mut failed_out: Option<FailedOut>,
     mut rows: mpsc::Receiver<Written>,
     mut progress: Progress,
     stop: CancellationToken,
@@ -272,16 +309,24 @@ async fn write_results(
     loop {
         tokio::select! {
             next = rows.recv() => match next {
-                Some(Written::Row(row)) => {
+                Some(Written::Row(row, fields, failed)) => {
                     if let Err(error) = writer.write(&row) {
                         // Without a results file nothing more can be recorded: stop the run.
                         stop.cancel();
                         bail!("cannot write the results file: {error}");
                     }
+                    if let (Some(out), Some(reason)) = (&mut failed_out, failed.or_else(|| failed_out_reason(&row))) {
+                        out.write(&fields, &reason).context("cannot write the failed-out file")?;
+                    }
                     tracing::debug!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid = row.sid.as_deref().unwrap_or(""), attempts = row.attempts, "row finished");
                     progress.row_done(row.outcome);
                 }
-                Some(Written::Skipped(outcome)) => progress.row_skipped(outcome),
+                Some(Written::Skipped(outcome, failed)) => {
+                    if let (Some(out), Some((fields, reason))) = (&mut failed_out, failed) {
+                        out.write(&fields, &reason).context("cannot write the failed-out file")?;
+                    }
+                    progress.row_skipped(outcome);
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -291,7 +336,30 @@ async fn write_results(
         }
     }
     writer.sync().context("cannot sync the results file")?;
+    if let Some(out) = failed_out {
+        let path_rows = out.finish()?;
+        tracing::info!(
+            rows = path_rows,
+            "wrote the failed-out file (owner-only: it holds registration codes)"
+        );
+    }
     Ok(progress)
+}
+
+/// The reason a row the API answered goes to the failed-out file, or `None` if it does not.
+fn failed_out_reason(row: &ResultRow) -> Option<String> {
+    let message = row.error_message.as_deref().unwrap_or("");
+    let code = row
+        .error_code
+        .map_or_else(String::new, |code| format!(" (Twilio error {code})"));
+    match row.outcome {
+        Outcome::Rejected => Some(format!("line {}: rejected{code}: {message}", row.line)),
+        Outcome::GaveUp => Some(format!(
+            "line {}: gave up after {} attempts{code}: {message}",
+            row.line, row.attempts
+        )),
+        _ => None,
+    }
 }
 
 /// Counts data lines for the progress total without holding up the run.
@@ -322,26 +390,34 @@ mod tests {
     fn input(line: u64, iccid: &str, code: &str) -> InputRow {
         InputRow {
             line,
+            end_line: line,
             iccid: iccid.to_string(),
             code: RegistrationCode::new(code.to_string()),
             unreadable: None,
+            fields: csv::ByteRecord::from(vec![iccid, code]),
         }
     }
 
     fn kind(work: &Work) -> String {
         match work {
-            Work::Send(row) => format!("send {}", row.iccid),
-            Work::Report(row) => format!("{} {}", row.outcome, row.iccid),
-            Work::Skip(outcome) => format!("skip {outcome}"),
+            Work::Send(row, _, _) => format!("send {}", row.iccid),
+            Work::Report(row, _, _) => format!("{} {}", row.outcome, row.iccid),
+            Work::Skip(outcome, _) => format!("skip {outcome}"),
         }
     }
 
     #[test]
     fn triage_checks_then_dedupes_then_resumes() {
         let prior = PriorResults::default();
-        let mut seen = HashSet::new();
-        let mut decide =
-            |line, iccid, code| kind(&triage(input(line, iccid, code), &prior, false, &mut seen));
+        let mut screen = Screen::new(false);
+        let mut decide = |line, iccid, code| {
+            kind(&triage(
+                input(line, iccid, code),
+                &prior,
+                false,
+                &mut screen,
+            ))
+        };
         assert_eq!(
             decide(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
             "send 89883070000123456789"
