@@ -385,6 +385,8 @@ pub struct SimReader {
     header: csv::ByteRecord,
     /// The line of the header row, if the file has one.
     header_line: Option<u64>,
+    /// Fields a record is expected to have: the header's, or the first row's if there is none.
+    expected_fields: usize,
     iccid_column: usize,
     code_column: usize,
     /// The first data record, read ahead to tell a header-only file.
@@ -455,6 +457,7 @@ impl SimReader {
         let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&bytes));
         let mut parser = Parser::new(delimiter);
         let first_record = parser.parse_line(&bytes);
+        let first_record_fields = first_record.len();
         let names: Vec<String> = first_record
             .iter()
             .map(|h| String::from_utf8_lossy(h).into_owned())
@@ -468,7 +471,7 @@ impl SimReader {
         let (header, header_line, iccid_column, code_column) =
             if options.no_header || (find(&ICCID_NAMES).is_none() && looks_like_data(&names)) {
                 replay.push_back(Physical::Text { line, bytes });
-                (headerless_names(first_record.len()), None, 0, 1)
+                (headerless_names(first_record.len().max(3)), None, 0, 1)
             } else {
                 let missing = |wanted, suggest, accepted, hint| InputError::MissingColumn {
                     path: display_name.clone(),
@@ -496,7 +499,13 @@ impl SimReader {
                 })?;
                 (first_record, Some(line), iccid_column, code_column)
             };
+        let expected_fields = if header_line.is_some() {
+            header.len()
+        } else {
+            first_record_fields
+        };
         let mut reader = SimReader {
+            expected_fields,
             lines,
             replay,
             parser,
@@ -528,7 +537,8 @@ impl SimReader {
         self.delimiter
     }
 
-    /// The header row as written, or `iccid,registration_code,...` for a headerless file.
+    /// The header row as written, or `iccid,registration_code,unique_name,...` for a
+    /// headerless file.
     pub fn header(&self) -> &csv::ByteRecord {
         &self.header
     }
@@ -628,7 +638,7 @@ impl SimReader {
             }
             if let Some(end_line) = closed_at {
                 self.parser.take(filled, &mut record);
-                if record.len() == self.header.len() {
+                if record.len() == self.expected_fields {
                     return Ok(Some(Framed::Fields {
                         line,
                         end_line,
@@ -978,7 +988,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(forced.header().len(), 2);
+        assert_eq!(forced.header().len(), 3);
         assert_eq!(rows_of(forced)[0].1, "123");
         assert_eq!(
             reader("8988307000012345678,CODE,name\n").unwrap().header(),
