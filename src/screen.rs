@@ -3,15 +3,16 @@
 //!
 //! It applies the reader's record problems, the hard and soft checks of [`crate::validate`],
 //! `--strict`, and the dedupe of repeated ICCIDs. It knows nothing of earlier runs (that is
-//! `register`'s resume) and does no I/O. Memory grows only with the dedupe map: one 16-byte
-//! key and the line it was first seen on per distinct ICCID.
+//! `register`'s resume) and does no I/O. Memory grows only with the dedupe map: an 8-byte
+//! key and the line it was first seen on (16 bytes) per distinct ICCID.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use crate::input::InputRow;
 use crate::validate::{
-    Column, check_code, check_iccid, code_warnings, iccid_key, iccid_warnings, normalize_iccid,
+    Column, check_code, check_iccid, checked_iccid_key, code_warnings, iccid_warnings,
+    normalize_iccid,
 };
 
 /// Longest ICCID-as-written kept for an invalid row; anything longer is not an ICCID anyway.
@@ -76,7 +77,7 @@ pub struct Screen {
     /// Soft checks count as invalid.
     strict: bool,
     /// Each sendable ICCID's key and the line where it first appeared.
-    first_seen: HashMap<u128, u64>,
+    first_seen: HashMap<u64, u64>,
 }
 
 impl Screen {
@@ -116,7 +117,7 @@ impl Screen {
         if !problems.is_empty() {
             return invalid(problems);
         }
-        let Some(key) = iccid_key(&iccid) else {
+        let Some(key) = checked_iccid_key(&iccid) else {
             // check_iccid passed, so this cannot happen; refuse rather than send unchecked.
             return invalid(vec![Problem::new(
                 Column::Iccid,

@@ -245,6 +245,17 @@ pub fn iccid_key(iccid: &str) -> Option<u128> {
     Some(value * 100 + iccid.len() as u128)
 }
 
+/// A 64-bit key for an ICCID that passed [`check_iccid`], for the input dedupe map. Such an
+/// ICCID starts `89`, so what follows is under 10^18 (20 digits) or 10^17 (19 digits); one
+/// more bit keeps the two lengths apart. Exact, so no two ICCIDs share a key, and half the
+/// size of [`iccid_key`], which matters with a million rows.
+pub fn checked_iccid_key(iccid: &str) -> Option<u64> {
+    check_iccid(iccid).ok()?;
+    let rest: u64 = iccid[2..].parse().ok()?;
+    let twenty_digits = u64::from(iccid.len() == 20) << 63;
+    Some(rest | twenty_digits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +384,16 @@ mod tests {
             iccid_key("89883070000123456789")
         );
         assert_eq!(iccid_key("123"), None);
+    }
+
+    #[test]
+    fn checked_keys_are_exact_and_only_for_checked_iccids() {
+        let key = |s| checked_iccid_key(s);
+        assert_ne!(key("8900000000000000001"), key("89000000000000000001"));
+        assert_ne!(key("89999999999999999999"), key("8999999999999999999"));
+        assert_ne!(key("89883070000123456780"), key("89883070000123456781"));
+        assert_eq!(key("89883070000123456780"), key("89883070000123456780"));
+        assert_eq!(key("12345678901234567890"), None);
+        assert_eq!(key("8988"), None);
     }
 }
