@@ -65,7 +65,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// CSV with a header naming an ICCID column and a registration code column; `-` reads stdin
+    /// CSV of ICCIDs and registration codes (header row optional); `-` reads stdin
     pub input: PathBuf,
 
     /// Results CSV [default: the input's name with .results.csv, beside it]
