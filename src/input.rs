@@ -104,6 +104,11 @@ pub enum InputError {
          check that the file is the SIM list saved as CSV"
     )]
     HeaderTooLong { path: String, bytes: usize },
+    #[error(
+        "cannot read {path}: its header row is not UTF-8 text (found: {found}); save the file \
+         as \"CSV UTF-8\", and check that it is the SIM list"
+    )]
+    HeaderNotUtf8 { path: String, found: String },
 }
 
 /// What is wrong with one record, and in which column.
@@ -481,7 +486,16 @@ impl SimReader {
                     found: names.join(", "),
                     hint,
                 };
-                let iccid_column = find(&ICCID_NAMES).ok_or_else(|| {
+                let header_is_text = first_record.iter().all(|f| std::str::from_utf8(f).is_ok());
+                let (has_iccid, has_code) = (find(&ICCID_NAMES), find(&CODE_NAMES));
+                if !header_is_text && (has_iccid.is_none() || has_code.is_none()) {
+                    // Names that did not match because of their encoding: say so, not "rename it".
+                    return Err(InputError::HeaderNotUtf8 {
+                        path: display_name,
+                        found: names.join(", "),
+                    });
+                }
+                let iccid_column = has_iccid.ok_or_else(|| {
                     missing(
                         "ICCID",
                         "Iccid",
@@ -489,7 +503,7 @@ impl SimReader {
                         ", or pass --no-header if the file has no header row",
                     )
                 })?;
-                let code_column = find(&CODE_NAMES).ok_or_else(|| {
+                let code_column = has_code.ok_or_else(|| {
                     missing(
                         "a registration code",
                         "RegistrationCode",
@@ -1021,6 +1035,7 @@ mod tests {
             (b"\xff\xfei\x00c\x00", "UTF-16"),
             (b"abc\x00def\n", "binary file"),
             (b"\xd0\xcf\x11\xe0", ".xls"),
+            (b"ICCID;Num\xe9ro\n1;2\n", "header row is not UTF-8 text"),
         ];
         for (bytes, expected) in cases {
             let got = message(bytes);
