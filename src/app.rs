@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, RegisterArgs};
+use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, RegisterArgs, ValidateArgs};
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{EmulatorConfig, credentials_from_env};
 use crate::exit;
@@ -62,6 +62,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Register(args) => register(args).await,
         Command::Emulator(args) => emulator(args).await,
+        Command::Validate(args) => validate(args),
     };
     ExitCode::from(code)
 }
@@ -123,6 +124,24 @@ async fn register(args: RegisterArgs) -> u8 {
         );
     }
     code
+}
+
+/// `validate`: the report goes to stdout, a file-level error to stderr (exit 2).
+fn validate(args: ValidateArgs) -> u8 {
+    let config = crate::report::ValidateConfig {
+        input: crate::input::InputSource::from_arg(&args.input),
+        read: crate::config::read_options(&args.input_options),
+        strict: args.input_options.strict,
+        all: args.all,
+        failed_out: args.input_options.failed_out,
+    };
+    match crate::report::run(&config, &mut std::io::stdout().lock()) {
+        Ok(counts) => counts.exit_code(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            exit::USAGE_OR_CONFIG
+        }
+    }
 }
 
 async fn emulator(args: EmulatorArgs) -> u8 {

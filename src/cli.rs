@@ -58,11 +58,14 @@ pub enum Command {
     Register(RegisterArgs),
     /// Serve the local Super SIM API emulator, for rehearsals and other tools
     Emulator(EmulatorArgs),
+    /// Check a SIM CSV as register would, sending nothing: no network, no credentials
+    #[command(after_help = VALIDATE_EXIT_HELP)]
+    Validate(ValidateArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// CSV with a header naming an ICCID column and a registration code column; `-` reads stdin
+    /// CSV of ICCIDs and registration codes (header row optional); `-` reads stdin
     pub input: PathBuf,
 
     /// Results CSV [default: the input's name with .results.csv, beside it]
@@ -149,6 +152,9 @@ pub struct RegisterArgs {
     /// Longest time --wait polls one SIM before it is recorded as gave_up
     #[arg(long, default_value = "5m", value_parser = duration, help_heading = "Onboarding")]
     pub wait_timeout: Duration,
+
+    #[command(flatten)]
+    pub input_options: InputArgs,
 }
 
 /// The `--max-failures` limit.
@@ -247,6 +253,60 @@ pub struct EmulatorArgs {
     /// How long an accepted status change stays `scheduled` before it takes effect
     #[arg(long, default_value = "2s", value_parser = duration)]
     pub update_delay: Duration,
+}
+
+const VALIDATE_EXIT_HELP: &str = "\
+Exit codes:
+  0  every row would be sent (repeated ICCIDs aside)
+  1  some rows are invalid (listed as `line N: column: reason`)
+  2  the file cannot be read as a SIM list (the message names the fix)";
+
+/// How the input is read and checked; the same for `register` and `validate`.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Field delimiter: `,` `;` `|` `tab`, or another single character [default: detected from the header line]
+    #[arg(long, value_name = "CHAR", value_parser = delimiter, help_heading = "Input")]
+    pub delimiter: Option<u8>,
+
+    /// The file has no header row: columns are ICCID, registration code, then anything
+    #[arg(long, help_heading = "Input")]
+    pub no_header: bool,
+
+    /// Count warnings (Luhn check digit, unknown ICCID prefix, lowercase code) as invalid
+    #[arg(long, help_heading = "Input")]
+    pub strict: bool,
+
+    /// Write the input rows that failed (invalid, rejected, gave_up) to PATH, in the input's columns plus `reason`; created owner-only (0600) as it holds registration codes
+    #[arg(long, value_name = "PATH", help_heading = "Input")]
+    pub failed_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// CSV of ICCIDs and registration codes; `-` reads stdin
+    pub input: PathBuf,
+
+    /// List every problem, not only the first 50
+    #[arg(long)]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub input_options: InputArgs,
+}
+
+fn delimiter(text: &str) -> Result<u8, String> {
+    match text {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        "comma" => Ok(b','),
+        "semicolon" => Ok(b';'),
+        "pipe" => Ok(b'|'),
+        _ => match text.as_bytes() {
+            [byte] if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(*byte),
+            _ => {
+                Err("must be one ASCII character other than a quote or a line end, or `tab`".into())
+            }
+        },
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

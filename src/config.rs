@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::api::Credentials;
-use crate::cli::{MaxFailures, RegisterArgs};
-use crate::input::InputSource;
+use crate::cli::{InputArgs, MaxFailures, RegisterArgs};
+use crate::input::{InputSource, ReadOptions};
 use crate::onboard::OnboardConfig;
 use crate::pool::PoolLimits;
 use crate::retry::Backoff;
@@ -49,6 +49,11 @@ pub struct RegisterConfig {
     pub max_failures: Option<MaxFailures>,
     /// What happens after registration: Fleet, status, waiting.
     pub onboard: OnboardConfig,
+    pub read: ReadOptions,
+    /// Warnings count as invalid.
+    pub strict: bool,
+    /// Where the rows that failed are copied for fixing, if anywhere.
+    pub failed_out: Option<PathBuf>,
 }
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
@@ -93,6 +98,7 @@ impl RegisterConfig {
                 credentials_source,
             }
         };
+        let failed_out = failed_out_path(&args.input_options, &output)?;
         Ok(RegisterConfig {
             input,
             output,
@@ -124,7 +130,30 @@ impl RegisterConfig {
                 wait: args.wait,
                 wait_timeout: args.wait_timeout,
             },
+            read: read_options(&args.input_options),
+            strict: args.input_options.strict,
+            failed_out,
         })
+    }
+}
+
+pub fn read_options(args: &InputArgs) -> ReadOptions {
+    ReadOptions {
+        delimiter: args.delimiter,
+        no_header: args.no_header,
+    }
+}
+
+/// The failed-out path, refused when it would overwrite the results file.
+fn failed_out_path(args: &InputArgs, results: &Path) -> anyhow::Result<Option<PathBuf>> {
+    match &args.failed_out {
+        Some(path) if path == results => {
+            bail!(
+                "--failed-out {} is the results file; give it another name",
+                path.display()
+            )
+        }
+        other => Ok(other.clone()),
     }
 }
 
@@ -206,7 +235,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match crate::cli::Cli::parse_from(argv).command {
             crate::cli::Command::Register(args) => args,
-            crate::cli::Command::Emulator(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

@@ -6,7 +6,9 @@
 //! - [`app`]: logging, signals and exit codes around the jobs.
 //! - [`cli`]: the command line (clap types); [`config`]: flags and environment resolved
 //!   into checked values before any I/O.
-//! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks.
+//! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks;
+//!   [`screen`]: checks and dedupe per row, shared by `register` and `validate`;
+//!   [`report`]: the `validate` command; [`failed_out`]: the fix-and-refeed file.
 //! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
 //!   and the pool-wide pause after a 429.
 //! - [`pool`]: registers one SIM within the run's limits; [`onboard`]: the steps after
@@ -25,13 +27,16 @@ pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod exit;
+pub mod failed_out;
 pub mod input;
 pub mod lock;
 pub mod onboard;
 pub mod pool;
 pub mod progress;
 pub mod register;
+pub mod report;
 pub mod results;
 pub mod retry;
+pub mod screen;
 pub mod summary;
 pub mod validate;

@@ -7,10 +7,12 @@
 //!    dedupe, resume)            └────────────bounded────────▶ writer ◀───┘
 //!                                                           (results file, progress)
 //! ```
-//! The reader runs on a blocking thread because the csv crate reads synchronously; the
-//! bounded channels keep memory flat whatever the size of the input.
+//! The reader runs on a blocking thread because it reads synchronously; the bounded
+//! channels keep memory flat whatever the size of the input. Checks and dedupe are
+//! [`Screen`]'s, the same ones `validate` runs; this module adds only what resuming needs.
+//! Each row carries its input fields to the writer, which copies failed rows to the
+//! `--failed-out` file.
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,14 +27,17 @@ use crate::api::{Client, Credentials};
 use crate::cli::MaxFailures;
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
+use crate::failed_out::FailedOut;
 use crate::input::{InputError, InputRow, InputSource, SimReader};
 use crate::lock::{LockError, RunLock};
 use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
 use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::Progress;
+use crate::report::locate;
 use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
+use crate::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::summary::{ConcurrencyReport, EndReason, RunSummary};
-use crate::validate::{check_code, check_iccid, iccid_key, normalize_iccid};
+use crate::validate::Column;
 
 /// Why a run ended without a summary worth an exit code of its own.
 #[derive(Debug, thiserror::Error)]
@@ -46,20 +51,24 @@ pub enum RunError {
     Setup(anyhow::Error),
 }
 
-/// What the reader hands to the dispatcher for each input row.
+/// What the reader hands to the dispatcher for each input row, with the row's input fields
+/// for the failed-out file.
 enum Work {
-    /// Checked, and a step is still missing: register it, or update it, or both.
-    Send(Job),
-    /// Settled without a request (`invalid`, `duplicate`): write this row.
-    Report(ResultRow),
-    /// Finished by an earlier run: count it, write nothing.
-    Skip(Outcome),
+    /// Checked, and a step is still missing: register it, or update it, or both; then
+    /// record these warnings with its result.
+    Send(Job, Option<String>, csv::ByteRecord),
+    /// Settled without a request (`invalid`, `duplicate`): write this row, and copy it to
+    /// the failed-out file with this reason if it has one.
+    Report(ResultRow, csv::ByteRecord, Option<String>),
+    /// Finished by an earlier run: count it, write nothing (but copy it to the failed-out
+    /// file, with this reason, when it ended `invalid` or `rejected`).
+    Skip(Outcome, Option<(csv::ByteRecord, String)>),
 }
 
 /// What the writer receives.
 enum Written {
-    Row(ResultRow),
-    Skipped(Outcome),
+    Row(ResultRow, csv::ByteRecord, Option<String>),
+    Skipped(Outcome, Option<(csv::ByteRecord, String)>),
     /// Registered, update to follow: written at once (not counted), then acknowledged.
     Checkpoint(ResultRow, oneshot::Sender<()>),
 }
@@ -82,7 +91,7 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// run ends.
 pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
     let started_at = std::time::SystemTime::now();
-    let reader = SimReader::open(&config.input)?;
+    let reader = SimReader::open(&config.input, config.read)?;
     config
         .onboard
         .check_fleet_source(reader.has_fleet_column(), reader.display_name())
@@ -92,6 +101,13 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     if prior.rows > 0 {
         tracing::info!(rows = prior.rows, results = %config.output.display(), "resuming from an earlier run's results");
     }
+    let failed_out = match &config.failed_out {
+        Some(path) => Some(
+            FailedOut::create(path, reader.header(), reader.delimiter())
+                .map_err(RunError::Setup)?,
+        ),
+        None => None,
+    };
     let (client, _emulator) = connect(&config).await.map_err(RunError::Setup)?;
     let pool = Arc::new(Pool::new(client, config.limits, stop.clone()));
 
@@ -109,9 +125,11 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let no_new_rows = stop.child_token();
     let reader_stop = no_new_rows.clone();
     let onboard = config.onboard.clone();
+    let screen = Screen::new(config.strict);
     let reader_thread = tokio::task::spawn_blocking(move || {
         read_input(
             reader,
+            screen,
             &prior,
             retry_rejected,
             &onboard,
@@ -121,6 +139,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     });
     let writer_task = tokio::spawn(write_results(
         writer,
+        failed_out,
         written_rx,
         progress,
         config.max_failures,
@@ -209,18 +228,18 @@ async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emul
 /// Reads, checks and dedupes the input, deciding for each row whether it is sent.
 fn read_input(
     mut reader: SimReader,
+    mut screen: Screen,
     prior: &PriorResults,
     retry_rejected: bool,
     onboard: &OnboardConfig,
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), InputError> {
-    let mut seen = HashSet::new();
     while let Some(row) = reader.next_row() {
         if stop.is_cancelled() {
             break;
         }
-        let next = triage(row?, prior, retry_rejected, onboard, &mut seen);
+        let next = triage(row?, prior, retry_rejected, onboard, &mut screen);
         if work.blocking_send(next).is_err() {
             break;
         }
@@ -228,51 +247,68 @@ fn read_input(
     Ok(())
 }
 
-/// Decides what happens to one input row, without any I/O.
+/// Decides what happens to one input row: the shared checks and dedupe, the onboarding
+/// plan, then resuming. No I/O.
 fn triage(
     row: InputRow,
     prior: &PriorResults,
     retry_rejected: bool,
     onboard: &OnboardConfig,
-    seen: &mut HashSet<u128>,
+    screen: &mut Screen,
 ) -> Work {
-    let iccid = normalize_iccid(&row.iccid);
-    let plan = onboard.plan_for(row.fleet, row.unique_name);
-    let problem = match row.unreadable {
-        Some(reason) => Some(reason),
-        None => check_iccid(&iccid)
-            .and_then(|()| check_code(row.code.expose()))
-            .map_err(|invalid| invalid.to_string())
-            .and_then(|()| plan.as_ref().map(|_| ()).map_err(Clone::clone))
-            .err(),
-    };
-    let settled = |outcome: Outcome, iccid: &str, message: Option<String>| {
+    let verdict = screen.judge(&row);
+    let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
         if prior.already_reported(row.line) {
-            Work::Skip(outcome)
+            Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
-            result.error_message = message;
-            Work::Report(result)
+            result.error_message = Some(message);
+            Work::Report(result, row.fields.clone(), failed)
         }
     };
-    if let Some(reason) = problem {
-        return settled(Outcome::Invalid, row.iccid.trim(), Some(reason));
+    let invalid = |iccid: String, problems: &[Problem]| {
+        settled(
+            Outcome::Invalid,
+            iccid,
+            join_reasons(problems),
+            Some(locate(row.line, problems)),
+        )
+    };
+    let (iccid, warnings) = match verdict {
+        Verdict::Invalid { iccid, problems } => return invalid(iccid, &problems),
+        Verdict::Duplicate { iccid, first_line } => {
+            let message = Verdict::duplicate_problem(first_line).reason;
+            return settled(Outcome::Duplicate, iccid, message, None);
+        }
+        Verdict::Send { iccid, warnings } => (iccid, warnings),
+    };
+    let plan = match onboard.plan_for(row.fleet.clone(), row.unique_name.clone()) {
+        Ok(plan) => plan,
+        Err(reason) => {
+            let problem = Problem {
+                column: Column::Row,
+                reason,
+            };
+            return invalid(iccid, &[problem]);
+        }
+    };
+    let warning = (!warnings.is_empty()).then(|| join_reasons(&warnings));
+    if let Some(warning) = &warning {
+        tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
-    let key = iccid_key(&iccid).expect("a checked ICCID has a key");
-    if !seen.insert(key) {
-        return settled(
-            Outcome::Duplicate,
-            &iccid,
-            Some("this ICCID appears on an earlier line".to_string()),
-        );
-    }
-    let plan = plan.unwrap_or_default();
     let resume = match onboard::resume(prior.sim(&iccid), &plan, retry_rejected) {
-        Resume::Skip(outcome) => return Work::Skip(outcome),
+        Resume::Skip(Outcome::Rejected) => {
+            let reason = format!(
+                "line {}: rejected by the API in an earlier run (see the results file)",
+                row.line
+            );
+            return Work::Skip(Outcome::Rejected, Some((row.fields, reason)));
+        }
+        Resume::Skip(outcome) => return Work::Skip(outcome, None),
         Resume::Update(prior) => Some(prior),
         Resume::Register => None,
     };
-    Work::Send(Job {
+    let job = Job {
         row: SendRow {
             line: row.line,
             iccid,
@@ -280,7 +316,8 @@ fn triage(
         },
         plan,
         resume,
-    })
+    };
+    Work::Send(job, warning, row.fields)
 }
 
 /// The dispatcher's limits.
@@ -323,7 +360,7 @@ async fn dispatch(
         };
         let Some(next) = next else { break };
         match next {
-            Work::Send(job) => {
+            Work::Send(job, warning, fields) => {
                 let permit = tokio::select! {
                     biased;
                     _ = no_new_rows.cancelled() => break,
@@ -333,18 +370,19 @@ async fn dispatch(
                 let pool = pool.clone();
                 let written = written.clone();
                 workers.spawn(async move {
-                    if let Some(result) = onboard::onboard(&pool, job, wait, &written).await {
-                        let _ = written.send(Written::Row(result)).await;
+                    if let Some(mut result) = onboard::onboard(&pool, job, wait, &written).await {
+                        result.warning = warning;
+                        let _ = written.send(Written::Row(result, fields, None)).await;
                     }
                     drop(permit);
                 });
                 while workers.try_join_next().is_some() {}
             }
-            Work::Report(row) => {
-                let _ = written.send(Written::Row(row)).await;
+            Work::Report(row, fields, failed) => {
+                let _ = written.send(Written::Row(row, fields, failed)).await;
             }
-            Work::Skip(outcome) => {
-                let _ = written.send(Written::Skipped(outcome)).await;
+            Work::Skip(outcome, failed) => {
+                let _ = written.send(Written::Skipped(outcome, failed)).await;
             }
         }
     }
@@ -377,8 +415,10 @@ struct WriterEnd {
 
 /// Owns the results file: writes and flushes each row, syncs it every second and at the
 /// end, keeps the progress display, and stops new rows once `--max-failures` is passed.
+/// Also owns the failed-out file, if asked for one.
 async fn write_results(
     mut writer: ResultsWriter,
+    mut failed_out: Option<FailedOut>,
     mut rows: mpsc::Receiver<Written>,
     mut progress: Progress,
     max_failures: Option<MaxFailures>,
@@ -390,8 +430,11 @@ async fn write_results(
     loop {
         tokio::select! {
             next = rows.recv() => match next {
-                Some(Written::Row(row)) => {
+                Some(Written::Row(row, fields, failed)) => {
                     write_or_stop(&mut writer, &row, &no_new_rows)?;
+                    if let (Some(out), Some(reason)) = (&mut failed_out, failed.or_else(|| failed_out_reason(&row))) {
+                        out.write(&fields, &reason).context("cannot write the failed-out file")?;
+                    }
                     log_row(&row);
                     progress.row_done(row.outcome);
                     if max_failures_exceeded.is_none() {
@@ -405,7 +448,12 @@ async fn write_results(
                         }
                     }
                 }
-                Some(Written::Skipped(outcome)) => progress.row_skipped(outcome),
+                Some(Written::Skipped(outcome, failed)) => {
+                    if let (Some(out), Some((fields, reason))) = (&mut failed_out, failed) {
+                        out.write(&fields, &reason).context("cannot write the failed-out file")?;
+                    }
+                    progress.row_skipped(outcome);
+                }
                 Some(Written::Checkpoint(row, done)) => {
                     write_or_stop(&mut writer, &row, &no_new_rows)?;
                     tracing::debug!(line = row.line, iccid = %row.iccid, sid = row.sid.as_deref().unwrap_or(""), "registered; update next");
@@ -420,10 +468,38 @@ async fn write_results(
         }
     }
     writer.sync().context("cannot sync the results file")?;
+    if let Some(out) = failed_out {
+        let rows = out.finish()?;
+        tracing::info!(
+            rows,
+            "wrote the failed-out file (owner-only: it holds registration codes)"
+        );
+    }
     Ok(WriterEnd {
         progress,
         max_failures_exceeded,
     })
+}
+
+/// The reason a row the API answered goes to the failed-out file, or `None` if it does not.
+fn failed_out_reason(row: &ResultRow) -> Option<String> {
+    let message = row.error_message.as_deref().unwrap_or("");
+    let code = row
+        .error_code
+        .map_or_else(String::new, |code| format!(" (Twilio error {code})"));
+    match row.outcome {
+        Outcome::Rejected => Some(format!("line {}: rejected{code}: {message}", row.line)),
+        Outcome::UpdateFailed => Some(format!(
+            "line {}: registered as {}, but the update was refused{code}: {message}",
+            row.line,
+            row.sid.as_deref().unwrap_or("?")
+        )),
+        Outcome::GaveUp => Some(format!(
+            "line {}: gave up after {} attempts{code}: {message}",
+            row.line, row.attempts
+        )),
+        _ => None,
+    }
 }
 
 /// Writes one row; without a results file nothing more can be recorded, so a failure
@@ -490,7 +566,9 @@ mod tests {
             line,
             iccid: iccid.to_string(),
             code: RegistrationCode::new(code.to_string()),
+            end_line: line,
             unreadable: None,
+            fields: csv::ByteRecord::from(vec![iccid, code]),
             fleet: None,
             unique_name: None,
         }
@@ -498,16 +576,16 @@ mod tests {
 
     fn kind(work: &Work) -> String {
         match work {
-            Work::Send(job) => format!("send {}", job.row.iccid),
-            Work::Report(row) => format!("{} {}", row.outcome, row.iccid),
-            Work::Skip(outcome) => format!("skip {outcome}"),
+            Work::Send(job, _, _) => format!("send {}", job.row.iccid),
+            Work::Report(row, _, _) => format!("{} {}", row.outcome, row.iccid),
+            Work::Skip(outcome, _) => format!("skip {outcome}"),
         }
     }
 
     #[test]
     fn triage_checks_then_dedupes_then_resumes() {
         let prior = PriorResults::default();
-        let mut seen = HashSet::new();
+        let mut screen = Screen::new(false);
         let onboard = OnboardConfig::default();
         let mut decide = |line, iccid, code| {
             kind(&triage(
@@ -515,7 +593,7 @@ mod tests {
                 &prior,
                 false,
                 &onboard,
-                &mut seen,
+                &mut screen,
             ))
         };
         assert_eq!(

@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use crate::validate::iccid_key;
 
-/// The results columns, in order.
-pub const COLUMNS: [&str; 11] = [
+/// The results columns, in order. New columns are only ever added at the end.
+pub const COLUMNS: [&str; 12] = [
     "line",
     "iccid",
     "outcome",
@@ -30,7 +30,12 @@ pub const COLUMNS: [&str; 11] = [
     "http_status",
     "attempts",
     "finished_at",
+    "warning",
 ];
+
+/// Columns of a results file written before `warning` was added. Resuming such a file keeps
+/// writing its 11 columns, so it stays a valid CSV (the warnings still reach the log).
+const COLUMNS_BEFORE_WARNING: usize = 11;
 
 /// How a row ended. The words are part of the results-file contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -105,6 +110,8 @@ pub struct ResultRow {
     pub http_status: Option<u16>,
     pub attempts: u32,
     pub finished_at: String,
+    /// Soft check warnings (Luhn, ICCID prefix, lowercase code); the row was still sent.
+    pub warning: Option<String>,
 }
 
 impl ResultRow {
@@ -122,6 +129,7 @@ impl ResultRow {
             http_status: None,
             attempts: 0,
             finished_at: now_rfc3339(),
+            warning: None,
         }
     }
 }
@@ -312,6 +320,8 @@ struct RowSim<'a> {
 /// Appends rows to the results file, one whole row per write, flushed at once.
 pub struct ResultsWriter {
     csv: csv::Writer<BufWriter<File>>,
+    /// How many of [`COLUMNS`] the file has: all of them, or the older 11.
+    columns: usize,
 }
 
 impl ResultsWriter {
@@ -326,8 +336,8 @@ impl ResultsWriter {
             .with_context(|| format!("cannot open results file {}", path.display()))?;
         let kept = repair_torn_tail(&mut file)
             .with_context(|| format!("cannot repair results file {}", path.display()))?;
-        let prior = if kept == 0 {
-            PriorResults::default()
+        let (prior, columns) = if kept == 0 {
+            (PriorResults::default(), COLUMNS.len())
         } else {
             file.seek(SeekFrom::Start(0))?;
             load(&mut file).with_context(|| format!("cannot resume from {}", path.display()))?
@@ -339,12 +349,29 @@ impl ResultsWriter {
             csv.write_record(COLUMNS)?;
             csv.flush()?;
         }
-        Ok((ResultsWriter { csv }, prior))
+        Ok((ResultsWriter { csv, columns }, prior))
     }
 
     /// Writes one row and flushes it to the operating system.
     pub fn write(&mut self, row: &ResultRow) -> std::io::Result<()> {
-        self.csv.serialize(row).map_err(std::io::Error::other)?;
+        let written = if self.columns == COLUMNS_BEFORE_WARNING {
+            self.csv.serialize((
+                row.line,
+                &row.iccid,
+                row.outcome,
+                &row.sid,
+                &row.status,
+                &row.fleet_sid,
+                row.error_code,
+                &row.error_message,
+                row.http_status,
+                row.attempts,
+                &row.finished_at,
+            ))
+        } else {
+            self.csv.serialize(row)
+        };
+        written.map_err(std::io::Error::other)?;
         self.csv.flush()
     }
 
@@ -389,13 +416,19 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
     }
 }
 
-fn load(file: &mut File) -> anyhow::Result<PriorResults> {
+/// Loads what an earlier run wrote; returns it and the file's number of columns.
+fn load(file: &mut File) -> anyhow::Result<(PriorResults, usize)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
         .from_reader(std::io::BufReader::new(file));
     let headers = reader.byte_headers()?.clone();
-    if headers.iter().ne(COLUMNS.iter().map(|c| c.as_bytes())) {
+    let known = [COLUMNS_BEFORE_WARNING, COLUMNS.len()].contains(&headers.len())
+        && headers
+            .iter()
+            .zip(COLUMNS.iter().map(|c| c.as_bytes()))
+            .all(|(found, expected)| found == expected);
+    if !known {
         bail!(
             "it is not a supersim-bulk results file (its header is not {}); \
              pass --output to write results elsewhere",
@@ -420,7 +453,7 @@ fn load(file: &mut File) -> anyhow::Result<PriorResults> {
         };
         prior.record(line, &record[1], outcome, sim);
     }
-    Ok(prior)
+    Ok((prior, headers.len()))
 }
 
 #[cfg(test)]
@@ -571,6 +604,48 @@ mod tests {
         prior.record(3, "89883070000000000029", Outcome::GaveUp, odd);
         assert_eq!(prior.sim("89883070000000000029").unwrap().sid, None);
         assert_eq!(std::mem::size_of::<PackedSim>(), 24);
+    }
+
+    #[test]
+    fn a_file_from_before_the_warning_column_is_resumed_in_its_own_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let old_header = COLUMNS[..COLUMNS_BEFORE_WARNING].join(",");
+        std::fs::write(
+            &path,
+            format!("{old_header}\n2,89883070000000000011,registered,HS1,new,,,,,1,2025-01-01T00:00:00Z\n"),
+        )
+        .unwrap();
+        let (mut writer, prior) = ResultsWriter::open(&path).unwrap();
+        assert_eq!(
+            prior.outcome("89883070000000000011"),
+            Some(Outcome::Registered)
+        );
+        let mut row = sample_row(3, "89883070000000000029", Outcome::Registered);
+        row.warning = Some("ICCID check digit does not match".into());
+        writer.write(&row).unwrap();
+        drop(writer);
+        let mut reader = csv::Reader::from_path(&path).unwrap();
+        assert_eq!(reader.headers().unwrap().len(), COLUMNS_BEFORE_WARNING);
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2, "every row has the header's 11 fields");
+        assert_eq!(&rows[1][1], "89883070000000000029");
+    }
+
+    #[test]
+    fn the_warning_column_comes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let (mut writer, _) = ResultsWriter::open(&path).unwrap();
+        let mut row = sample_row(2, "89883070000000000011", Outcome::Registered);
+        row.warning = Some("lowercase".into());
+        writer.write(&row).unwrap();
+        drop(writer);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning\n"));
+        assert!(text.trim_end().ends_with(",lowercase"), "{text}");
+        let (_, prior) = ResultsWriter::open(&path).unwrap();
+        assert_eq!(prior.rows, 1);
     }
 
     #[test]

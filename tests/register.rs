@@ -343,18 +343,29 @@ async fn concurrency_adapts_down_to_an_unannounced_limit() {
     let summary_path = env.dir.path().join("summary.json");
 
     let output = env
-        .register(&["--concurrency", "16", "--summary-json", summary_path.to_str().unwrap()])
+        .register(&[
+            "--concurrency",
+            "16",
+            "--summary-json",
+            summary_path.to_str().unwrap(),
+        ])
         .await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
     let stats = env.emulator.stats();
-    assert!(stats.throttled > 0, "the ceiling was above the limit, so some 429s came");
+    assert!(
+        stats.throttled > 0,
+        "the ceiling was above the limit, so some 429s came"
+    );
     assert!(
         (stats.throttled as f64) < 0.10 * stats.requests as f64,
         "after the first cut the pool stays under the limit: {stats:?}"
     );
-    assert!(summary["concurrency"]["settled"].as_u64().unwrap() <= 5, "{summary}");
+    assert!(
+        summary["concurrency"]["settled"].as_u64().unwrap() <= 5,
+        "{summary}"
+    );
     assert_eq!(summary["concurrency"]["ceiling"], 16);
     for (iccid, _) in &sims {
         assert_eq!(env.emulator.commits(iccid), 1);

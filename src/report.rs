@@ -1,0 +1,338 @@
+//! The `validate` command: every read and check that `register` does, with no network and no
+//! credentials, ending in a report a person can act on.
+//!
+//! It drives the same [`SimReader`] and [`Screen`] as `register`, so a file that validates is
+//! a file that registers. The report starts with counts and then lists each problem as
+//! `line N: column: reason`: the first [`SHOWN_PROBLEMS`], then a count of the rest (or all of
+//! them with `--all`, spooled to an unlinked temporary file so memory stays flat).
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::failed_out::FailedOut;
+use crate::input::{InputSource, ReadOptions, SimReader};
+use crate::register::RunError;
+use crate::screen::{Problem, Screen, Verdict};
+
+/// Problem lines printed before the rest are only counted.
+pub const SHOWN_PROBLEMS: usize = 50;
+
+/// The `validate` job, resolved from its flags.
+#[derive(Debug, Clone)]
+pub struct ValidateConfig {
+    pub input: InputSource,
+    pub read: ReadOptions,
+    pub strict: bool,
+    /// List every problem, not only the first [`SHOWN_PROBLEMS`].
+    pub all: bool,
+    pub failed_out: Option<PathBuf>,
+}
+
+/// Rows by what would happen to them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub rows: u64,
+    pub would_send: u64,
+    pub invalid: u64,
+    pub duplicate: u64,
+    /// Rows that would be sent with a warning.
+    pub warned: u64,
+}
+
+impl Counts {
+    /// 0 when every row would be sent (repeats aside), 1 when some are invalid.
+    pub fn exit_code(&self) -> u8 {
+        if self.invalid > 0 {
+            crate::exit::ROWS_FAILED
+        } else {
+            crate::exit::SUCCESS
+        }
+    }
+}
+
+/// `line N: column: reason; column: reason`, the locator used in failed-out reasons.
+pub fn locate(line: u64, problems: &[Problem]) -> String {
+    let parts: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.column, p.reason))
+        .collect();
+    format!("line {line}: {}", parts.join("; "))
+}
+
+/// Problem lines: the first few kept, the rest counted or spooled.
+struct ProblemLines {
+    shown: Vec<String>,
+    all: bool,
+    spool: Option<BufWriter<File>>,
+    not_shown: u64,
+}
+
+impl ProblemLines {
+    fn push(&mut self, text: String) -> anyhow::Result<()> {
+        if self.shown.len() < SHOWN_PROBLEMS {
+            self.shown.push(text);
+        } else if self.all {
+            if self.spool.is_none() {
+                self.spool = Some(BufWriter::new(spool_file()?));
+            }
+            if let Some(spool) = &mut self.spool {
+                writeln!(spool, "{text}").context("cannot write the report's spool file")?;
+            }
+        } else {
+            self.not_shown += 1;
+        }
+        Ok(())
+    }
+}
+
+/// An anonymous temporary file: created, then unlinked at once, so nothing is left behind.
+fn spool_file() -> anyhow::Result<File> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let path = std::env::temp_dir().join(format!(
+        "supersim-bulk-report-{}-{nanos}",
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create a spool file in {}", path.display()))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
+/// Reads and checks the whole input, writes the report to `out`, and returns the counts.
+pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
+    let mut reader = SimReader::open(&config.input, config.read)?;
+    let setup = RunError::Setup;
+    let mut failed_out = match &config.failed_out {
+        Some(path) => {
+            Some(FailedOut::create(path, reader.header(), reader.delimiter()).map_err(setup)?)
+        }
+        None => None,
+    };
+    let mut screen = Screen::new(config.strict);
+    let mut counts = Counts::default();
+    let mut lines = ProblemLines {
+        shown: Vec::new(),
+        all: config.all,
+        spool: None,
+        not_shown: 0,
+    };
+    while let Some(row) = reader.next_row() {
+        let row = row?;
+        counts.rows += 1;
+        match screen.judge(&row) {
+            Verdict::Send { warnings, .. } => {
+                counts.would_send += 1;
+                if !warnings.is_empty() {
+                    counts.warned += 1;
+                }
+                for warning in &warnings {
+                    lines
+                        .push(format!(
+                            "line {}: {}: warning: {}",
+                            row.line, warning.column, warning.reason
+                        ))
+                        .map_err(setup)?;
+                }
+            }
+            Verdict::Invalid { problems, .. } => {
+                counts.invalid += 1;
+                for problem in &problems {
+                    lines
+                        .push(format!(
+                            "line {}: {}: {}",
+                            row.line, problem.column, problem.reason
+                        ))
+                        .map_err(setup)?;
+                }
+                if let Some(failed_out) = &mut failed_out {
+                    failed_out
+                        .write(&row.fields, &locate(row.line, &problems))
+                        .context("cannot write the failed-out file")
+                        .map_err(setup)?;
+                }
+            }
+            Verdict::Duplicate { first_line, .. } => {
+                counts.duplicate += 1;
+                let problem = Verdict::duplicate_problem(first_line);
+                lines
+                    .push(format!(
+                        "line {}: {}: {}",
+                        row.line, problem.column, problem.reason
+                    ))
+                    .map_err(setup)?;
+            }
+        }
+    }
+    let failed_out_rows = match failed_out {
+        Some(failed_out) => Some(failed_out.finish().map_err(setup)?),
+        None => None,
+    };
+    write_report(
+        config,
+        reader.display_name(),
+        &counts,
+        lines,
+        failed_out_rows,
+        out,
+    )
+    .context("cannot write the report")
+    .map_err(setup)?;
+    Ok(counts)
+}
+
+fn write_report(
+    config: &ValidateConfig,
+    name: &str,
+    counts: &Counts,
+    lines: ProblemLines,
+    failed_out_rows: Option<u64>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    writeln!(out, "{name}: {} row{}", counts.rows, plural(counts.rows))?;
+    writeln!(out, "  would be sent  {}", counts.would_send)?;
+    writeln!(out, "  invalid        {}", counts.invalid)?;
+    writeln!(out, "  duplicate      {}", counts.duplicate)?;
+    writeln!(out, "  warnings       {}", counts.warned)?;
+    for line in &lines.shown {
+        writeln!(out, "{line}")?;
+    }
+    if let Some(spool) = lines.spool {
+        let mut file = spool.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        std::io::copy(&mut file, out)?;
+    }
+    if lines.not_shown > 0 {
+        writeln!(
+            out,
+            "... and {} more problem line{}; pass --all to list every one",
+            lines.not_shown,
+            plural(lines.not_shown)
+        )?;
+    }
+    if let (Some(path), Some(rows)) = (&config.failed_out, failed_out_rows) {
+        writeln!(
+            out,
+            "failed-out: {} ({rows} row{}, holds registration codes, owner-only)",
+            path.display(),
+            plural(rows)
+        )?;
+    }
+    if counts.invalid == 0 {
+        writeln!(out, "every row would be sent")?;
+    } else {
+        writeln!(
+            out,
+            "{} row{} would not be sent; fix {} and validate again",
+            counts.invalid,
+            plural(counts.invalid),
+            if counts.invalid == 1 { "it" } else { "them" }
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(text: &str, all: bool, strict: bool) -> (String, Counts) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sims.csv");
+        std::fs::write(&path, text).unwrap();
+        let config = ValidateConfig {
+            input: InputSource::File(path),
+            read: ReadOptions::default(),
+            strict,
+            all,
+            failed_out: None,
+        };
+        let mut out = Vec::new();
+        let counts = run(&config, &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), counts)
+    }
+
+    #[test]
+    fn counts_then_located_problems() {
+        let (text, counts) = report(
+            "Iccid,RegistrationCode\n\
+             89883070000123456780,H3LL0W0RLD\n\
+             12345,H3LL0W0RLD\n\
+             89883070000123456780,H3LL0W0RLD\n\
+             89883070000123456789,h3ll0w0rld\n",
+            false,
+            false,
+        );
+        assert_eq!(
+            counts,
+            Counts {
+                rows: 4,
+                would_send: 2,
+                invalid: 1,
+                duplicate: 1,
+                warned: 1
+            }
+        );
+        assert_eq!(counts.exit_code(), 1);
+        assert!(
+            text.contains("line 3: iccid: ICCID must be 19 or 20 digits, found 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("line 4: iccid: same ICCID as line 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("line 5: iccid: warning: ICCID check digit"),
+            "{text}"
+        );
+        assert!(
+            text.contains("line 5: registration_code: warning: registration code has lowercase"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("h3ll0w0rld") && !text.contains("H3LL0W0RLD"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn at_most_fifty_problem_lines_unless_all() {
+        let mut input = String::from("Iccid,RegistrationCode\n");
+        for n in 0..120 {
+            input.push_str(&format!("{n},H3LL0W0RLD\n"));
+        }
+        let (text, counts) = report(&input, false, false);
+        assert_eq!(counts.invalid, 120);
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("line ")).count(),
+            SHOWN_PROBLEMS
+        );
+        assert!(
+            text.contains("... and 70 more problem lines; pass --all"),
+            "{text}"
+        );
+        let (text, _) = report(&input, true, false);
+        assert_eq!(text.lines().filter(|l| l.starts_with("line ")).count(), 120);
+        assert!(text.contains("line 121: iccid"), "{text}");
+        assert!(!text.contains("more problem"));
+    }
+
+    #[test]
+    fn strict_turns_warnings_into_invalid_rows() {
+        let input = "Iccid,RegistrationCode\n89883070000123456789,H3LL0W0RLD\n";
+        assert_eq!(report(input, false, false).1.exit_code(), 0);
+        let (text, counts) = report(input, false, true);
+        assert_eq!(counts.invalid, 1);
+        assert!(text.contains("line 2: iccid: ICCID check digit"), "{text}");
+    }
+}
