@@ -1022,40 +1022,20 @@ async fn list_fleets(
     headers: HeaderMap,
     Query(params): Query<PageParams>,
 ) -> Response {
-    let page_size = match params.page_size.as_deref().map(str::parse::<usize>) {
-        None => DEFAULT_PAGE_SIZE,
-        Some(Ok(size)) => size.clamp(1, MAX_PAGE_SIZE),
-        Some(Err(_)) => return invalid_parameter("PageSize"),
-    };
-    let page = match params.page.as_deref().map(str::parse::<usize>) {
-        None => 0,
-        Some(Ok(page)) => page,
-        Some(Err(_)) => return invalid_parameter("Page"),
+    let (page, page_size) = match paging(params.page.as_deref(), params.page_size.as_deref()) {
+        Ok(paging) => paging,
+        Err(parameter) => return invalid_parameter(parameter),
     };
     let base = base_url(&shared, &headers);
     let store = shared.store();
-    let fleets: Vec<serde_json::Value> = store
-        .fleets
-        .iter()
-        .skip(page.saturating_mul(page_size))
-        .take(page_size)
-        .map(|fleet| fleet.to_json(&base, &shared.config.account_sid))
-        .collect();
-    let has_next = page.saturating_add(1).saturating_mul(page_size) < store.fleets.len();
     let page_url = |page: usize| format!("{base}/v1/Fleets?PageSize={page_size}&Page={page}");
-    Json(json!({
-        "fleets": fleets,
-        "meta": {
-            "first_page_url": page_url(0),
-            "key": "fleets",
-            "next_page_url": has_next.then(|| page_url(page + 1)),
-            "page": page,
-            "page_size": page_size,
-            "previous_page_url": (page > 0).then(|| page_url(page - 1)),
-            "url": page_url(page),
-        },
-    }))
-    .into_response()
+    list_page(
+        "fleets",
+        &store.fleets,
+        (page, page_size),
+        |fleet| fleet.to_json(&base, &shared.config.account_sid),
+        page_url,
+    )
 }
 
 async fn fetch_fleet(
@@ -1100,15 +1080,9 @@ async fn list_sims(
     store.stats.lookup_requests += 1;
     let now = Instant::now();
     store.sims.iter_mut().for_each(|sim| sim.settle(now));
-    let page_size = match params.page_size.as_deref().map(str::parse::<usize>) {
-        None => DEFAULT_PAGE_SIZE,
-        Some(Ok(size)) => size.clamp(1, MAX_PAGE_SIZE),
-        Some(Err(_)) => return invalid_parameter("PageSize"),
-    };
-    let page = match params.page.as_deref().map(str::parse::<usize>) {
-        None => 0,
-        Some(Ok(page)) => page,
-        Some(Err(_)) => return invalid_parameter("Page"),
+    let (page, page_size) = match paging(params.page.as_deref(), params.page_size.as_deref()) {
+        Ok(paging) => paging,
+        Err(parameter) => return invalid_parameter(parameter),
     };
     let wanted = |filter: &Option<String>, value: Option<&str>| {
         filter.is_none() || filter.as_deref() == value
@@ -1123,14 +1097,6 @@ async fn list_sims(
                 && wanted(&params.fleet, sim.fleet_sid.as_deref())
         })
         .collect();
-    let sims: Vec<serde_json::Value> = selected
-        .iter()
-        .skip(page.saturating_mul(page_size))
-        .take(page_size)
-        .map(|sim| sim.to_json(&base))
-        .collect();
-    let has_next = page.saturating_add(1).saturating_mul(page_size) < selected.len();
-
     let filters: String = [
         ("Status", &params.status),
         ("Fleet", &params.fleet),
@@ -1141,11 +1107,47 @@ async fn list_sims(
     .collect();
     let page_url =
         |page: usize| format!("{base}/v1/Sims?{filters}PageSize={page_size}&Page={page}");
+    list_page(
+        "sims",
+        &selected,
+        (page, page_size),
+        |sim| sim.to_json(&base),
+        page_url,
+    )
+}
+
+/// `Page` and `PageSize` as Twilio reads them: a size above the maximum is capped, a value
+/// that is not a number is refused: the error names the parameter.
+fn paging(page: Option<&str>, page_size: Option<&str>) -> Result<(usize, usize), &'static str> {
+    let number = |value: Option<&str>, name, default| match value.map(str::parse::<usize>) {
+        None => Ok(default),
+        Some(Ok(n)) => Ok(n),
+        Some(Err(_)) => Err(name),
+    };
+    number(page_size, "PageSize", DEFAULT_PAGE_SIZE)
+        .and_then(|size| Ok((number(page, "Page", 0)?, size.clamp(1, MAX_PAGE_SIZE))))
+}
+
+/// One page of a list answer under `key`, with the `meta` block every Twilio list has.
+fn list_page<T>(
+    key: &str,
+    all: &[T],
+    (page, page_size): (usize, usize),
+    to_json: impl Fn(&T) -> serde_json::Value,
+    page_url: impl Fn(usize) -> String,
+) -> Response {
+    let items: Vec<serde_json::Value> = all
+        .iter()
+        .skip(page.saturating_mul(page_size))
+        .take(page_size)
+        .map(to_json)
+        .collect();
+    let has_next = page.saturating_add(1).saturating_mul(page_size) < all.len();
     Json(json!({
-        "sims": sims,
+        key: items,
         "meta": {
             "first_page_url": page_url(0),
-            "key": "sims",
+            "key": key,
             "next_page_url": has_next.then(|| page_url(page + 1)),
             "page": page,
             "page_size": page_size,

@@ -159,25 +159,14 @@ impl TestEnv {
     /// Starts `supersim-bulk register` in the background with the same arguments as
     /// [`TestEnv::register`], for tests that signal or kill it.
     pub fn spawn_register(&self, extra: &[&str]) -> tokio::process::Child {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+        let mut command = self.register_command(
+            extra,
+            &[
+                ("TWILIO_ACCOUNT_SID", TEST_ACCOUNT_SID),
+                ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
+            ],
+        );
         command
-            .arg("register")
-            .arg(self.input_path())
-            .args(["--base-url", &self.emulator.base_url()])
-            .args([
-                "--rate",
-                "1000",
-                "--backoff-base",
-                "5ms",
-                "--backoff-cap",
-                "50ms",
-            ])
-            .args(extra)
-            .env("TWILIO_ACCOUNT_SID", TEST_ACCOUNT_SID)
-            .env("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN)
-            .env_remove("TWILIO_API_KEY")
-            .env_remove("TWILIO_API_SECRET")
-            .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
