@@ -7,7 +7,7 @@
 //! (deleted by the operating system when it is closed, even after a crash). [`Sorter::finish`]
 //! hands back the records in order: straight from memory when they fitted in one chunk,
 //! otherwise through a k-way merge of the runs with a [`BinaryHeap`], reading each run
-//! through a small buffer. More runs than [`MAX_FAN_IN`] are first merged in groups, so the
+//! through a small buffer. More runs than `MAX_FAN_IN` (64) are first merged in groups, so the
 //! merge's buffers stay bounded whatever the input size.
 
 use std::cmp::Reverse;

@@ -8,8 +8,10 @@
 //!                                                           (results file, progress)
 //! ```
 //! The reader runs on a blocking thread because it reads synchronously; the bounded
-//! channels keep memory flat whatever the size of the input. Checks and dedupe are
-//! [`Screen`]'s, the same ones `validate` runs; this module adds only what resuming needs.
+//! channels keep memory flat whatever the size of the input. Before it starts, a [`Plan`]
+//! works out on disk which rows repeat an earlier one and what earlier runs recorded for
+//! each line, so nothing per ICCID is held in memory. Checks and dedupe are [`Screen`]'s,
+//! the same ones `validate` runs; this module adds only what resuming needs.
 //! Each row carries its input fields to the writer, which copies failed rows to the
 //! `--failed-out` file.
 
