@@ -123,6 +123,7 @@ pub struct Unreadable {
 }
 
 /// One data record of the input.
+#[derive(Clone)]
 pub struct InputRow {
     /// The line of the input file where the record starts (the first line is 1).
     pub line: u64,

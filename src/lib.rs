@@ -9,11 +9,13 @@
 //! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks;
 //!   [`screen`]: checks and dedupe per row, shared by `register` and `validate`;
 //!   [`report`]: the `validate` command; [`failed_out`]: the fix-and-refeed file.
+//! - [`plan`]: which rows repeat an earlier one and what earlier runs recorded, worked out
+//!   on disk before the main pass so memory stays flat; [`extsort`]: its external sort.
 //! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
 //!   and the pool-wide pause after a 429.
 //! - [`pool`]: registers one SIM within the run's limits; [`onboard`]: the steps after
 //!   registration (Fleet, status, UniqueName, waiting) and resuming per step.
-//! - [`results`]: the results CSV, its writer and the resume loader; [`lock`]: one run at
+//! - [`results`]: the results CSV, its writer and the stream of earlier rows; [`lock`]: one run at
 //!   a time per results file.
 //! - [`register`]: the `register` job, wiring reader, pool and writer together.
 //! - [`progress`]: the live progress display; [`summary`]: how a run ended, its summary
@@ -27,10 +29,12 @@ pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod exit;
+pub mod extsort;
 pub mod failed_out;
 pub mod input;
 pub mod lock;
 pub mod onboard;
+pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod register;

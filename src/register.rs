@@ -8,8 +8,10 @@
 //!                                                           (results file, progress)
 //! ```
 //! The reader runs on a blocking thread because it reads synchronously; the bounded
-//! channels keep memory flat whatever the size of the input. Checks and dedupe are
-//! [`Screen`]'s, the same ones `validate` runs; this module adds only what resuming needs.
+//! channels keep memory flat whatever the size of the input. Before it starts, a [`Plan`]
+//! works out on disk which rows repeat an earlier one and what earlier runs recorded for
+//! each line, so nothing per ICCID is held in memory. Checks and dedupe are [`Screen`]'s,
+//! the same ones `validate` runs; this module adds only what resuming needs.
 //! Each row carries its input fields to the writer, which copies failed rows to the
 //! `--failed-out` file.
 
@@ -31,10 +33,11 @@ use crate::failed_out::FailedOut;
 use crate::input::{InputError, InputRow, InputSource, SimReader};
 use crate::lock::{LockError, RunLock};
 use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
+use crate::plan::{LineFacts, Plan, PlanError, Replayable, temp_dir_beside};
 use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::Progress;
 use crate::report::locate;
-use crate::results::{Outcome, PriorResults, ResultRow, ResultsWriter};
+use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::summary::{ConcurrencyReport, EndReason, RunSummary};
 use crate::validate::Column;
@@ -49,6 +52,15 @@ pub enum RunError {
     Locked(#[from] LockError),
     #[error("{0:#}")]
     Setup(anyhow::Error),
+}
+
+impl From<PlanError> for RunError {
+    fn from(error: PlanError) -> Self {
+        match error {
+            PlanError::Input(error) => RunError::Input(error),
+            PlanError::Other(error) => RunError::Setup(error),
+        }
+    }
 }
 
 /// What the reader hands to the dispatcher for each input row, with the row's input fields
@@ -91,15 +103,27 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// run ends.
 pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
     let started_at = std::time::SystemTime::now();
-    let reader = SimReader::open(&config.input, config.read)?;
+    // Temporary files (the plan's sorts, a spool of standard input) go beside the results.
+    let temp_dir = temp_dir_beside(&config.output);
+    let input = Replayable::new(&config.input, &temp_dir)?;
+    let reader = input.open(config.read)?;
     config
         .onboard
         .check_fleet_source(reader.has_fleet_column(), reader.display_name())
         .map_err(RunError::Setup)?;
     let _lock = RunLock::acquire(&config.output)?;
-    let (writer, prior) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
-    if prior.rows > 0 {
-        tracing::info!(rows = prior.rows, results = %config.output.display(), "resuming from an earlier run's results");
+    let (writer, earlier) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
+    let screen = Screen::new(config.strict);
+    let plan = {
+        let first_pass = input.open(config.read)?;
+        tokio::task::spawn_blocking(move || Plan::build(first_pass, screen, earlier, &temp_dir))
+            .await
+            .map_err(|panic| {
+                RunError::Setup(anyhow::anyhow!("planning the run failed: {panic}"))
+            })??
+    };
+    if plan.earlier_rows > 0 {
+        tracing::info!(rows = plan.earlier_rows, results = %config.output.display(), "resuming from an earlier run's results");
     }
     let failed_out = match &config.failed_out {
         Some(path) => Some(
@@ -112,8 +136,9 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let pool = Arc::new(Pool::new(client, config.limits, stop.clone()));
 
     let expected_rows = Arc::new(AtomicU64::new(0));
-    if let InputSource::File(path) = &config.input {
-        count_rows_in_background(path.clone(), expected_rows.clone());
+    match &config.input {
+        InputSource::File(path) => count_rows_in_background(path.clone(), expected_rows.clone()),
+        InputSource::Stdin => expected_rows.store(plan.rows, Ordering::Relaxed),
     }
     let progress = Progress::new(expected_rows, config.progress_interval);
 
@@ -125,12 +150,11 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let no_new_rows = stop.child_token();
     let reader_stop = no_new_rows.clone();
     let onboard = config.onboard.clone();
-    let screen = Screen::new(config.strict);
     let reader_thread = tokio::task::spawn_blocking(move || {
         read_input(
             reader,
             screen,
-            &prior,
+            plan,
             retry_rejected,
             &onboard,
             &work_tx,
@@ -161,7 +185,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let elapsed = written.progress.finish();
     match reader_thread.await {
         Ok(Ok(())) => {}
-        Ok(Err(input_error)) => return Err(input_error.into()),
+        Ok(Err(error)) => return Err(error),
         Err(panic) => {
             return Err(RunError::Setup(anyhow::anyhow!(
                 "the input reader failed: {panic}"
@@ -225,21 +249,35 @@ async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emul
     Ok((client, emulator))
 }
 
-/// Reads, checks and dedupes the input, deciding for each row whether it is sent.
+/// Reads and checks the input, with the plan's facts for each line (repeats, earlier runs),
+/// deciding for each row whether it is sent.
+#[allow(clippy::too_many_arguments)]
 fn read_input(
     mut reader: SimReader,
-    mut screen: Screen,
-    prior: &PriorResults,
+    screen: Screen,
+    mut plan: Plan,
     retry_rejected: bool,
     onboard: &OnboardConfig,
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
-) -> Result<(), InputError> {
+) -> Result<(), RunError> {
     while let Some(row) = reader.next_row() {
         if stop.is_cancelled() {
             break;
         }
-        let next = triage(row?, prior, retry_rejected, onboard, &mut screen);
+        let row = row?;
+        if !plan.covers(row.line) {
+            tracing::info!(
+                line = row.line,
+                "rows were added to the input after this run planned it; the next run takes them"
+            );
+            break;
+        }
+        let facts = plan
+            .at(row.line)
+            .context("cannot read the run's plan back from its temporary file")
+            .map_err(RunError::Setup)?;
+        let next = triage(row, &facts, retry_rejected, onboard, &screen);
         if work.blocking_send(next).is_err() {
             break;
         }
@@ -248,17 +286,17 @@ fn read_input(
 }
 
 /// Decides what happens to one input row: the shared checks and dedupe, the onboarding
-/// plan, then resuming. No I/O.
+/// plan, then resuming, from the plan's `facts` about the row's line. No I/O.
 fn triage(
     row: InputRow,
-    prior: &PriorResults,
+    facts: &LineFacts,
     retry_rejected: bool,
     onboard: &OnboardConfig,
-    screen: &mut Screen,
+    screen: &Screen,
 ) -> Work {
-    let verdict = screen.judge(&row);
+    let verdict = screen.judge(&row, facts.duplicate_of);
     let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
-        if prior.already_reported(row.line) {
+        if facts.already_reported() {
             Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
@@ -296,7 +334,7 @@ fn triage(
     if let Some(warning) = &warning {
         tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
-    let resume = match onboard::resume(prior.sim(&iccid), &plan, retry_rejected) {
+    let resume = match onboard::resume(facts.sim(), &plan, retry_rejected) {
         Resume::Skip(Outcome::Rejected) => {
             let reason = format!(
                 "line {}: rejected by the API in an earlier run (see the results file)",
@@ -584,16 +622,31 @@ mod tests {
 
     #[test]
     fn triage_checks_then_dedupes_then_resumes() {
-        let prior = PriorResults::default();
-        let mut screen = Screen::new(false);
+        let screen = Screen::new(false);
         let onboard = OnboardConfig::default();
-        let mut decide = |line, iccid, code| {
+        let rows = [
+            input(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
+            input(3, "89883070000123456789", "H3LL0W0RLD"),
+            input(4, "12345", "H3LL0W0RLD"),
+            input(5, "89883070000123456789", "short"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = Plan::build_from_rows(
+            rows.iter().cloned().map(Ok),
+            screen,
+            crate::results::EarlierRows::none(),
+            dir.path(),
+            None,
+        )
+        .unwrap();
+        let mut decide = |line: u64, iccid, code| {
+            let facts = plan.at(line).unwrap();
             kind(&triage(
                 input(line, iccid, code),
-                &prior,
+                &facts,
                 false,
                 &onboard,
-                &mut screen,
+                &screen,
             ))
         };
         assert_eq!(

@@ -1,8 +1,8 @@
 //! The `validate` command: every read and check that `register` does, with no network and no
 //! credentials, ending in a report a person can act on.
 //!
-//! It drives the same [`SimReader`] and [`Screen`] as `register`, so a file that validates is
-//! a file that registers. The report starts with counts and then lists each problem as
+//! It drives the same [`crate::input::SimReader`], [`Screen`] and [`Plan`] (for repeated ICCIDs) as
+//! `register`, so a file that validates is a file that registers. The report starts with counts and then lists each problem as
 //! `line N: column: reason`: the first [`SHOWN_PROBLEMS`], then a count of the rest (or all of
 //! them with `--all`, spooled to an unlinked temporary file so memory stays flat).
 
@@ -13,8 +13,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::failed_out::FailedOut;
-use crate::input::{InputSource, ReadOptions, SimReader};
+use crate::input::{InputSource, ReadOptions};
+use crate::plan::{Plan, Replayable};
 use crate::register::RunError;
+use crate::results::EarlierRows;
 use crate::screen::{Problem, Screen, Verdict};
 
 /// Problem lines printed before the rest are only counted.
@@ -109,7 +111,10 @@ fn spool_file() -> anyhow::Result<File> {
 
 /// Reads and checks the whole input, writes the report to `out`, and returns the counts.
 pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
-    let mut reader = SimReader::open(&config.input, config.read)?;
+    // Temporary files (the plan's sort, a spool of standard input) go to the system's.
+    let temp_dir = std::env::temp_dir();
+    let input = Replayable::new(&config.input, &temp_dir)?;
+    let mut reader = input.open(config.read)?;
     let setup = RunError::Setup;
     let mut failed_out = match &config.failed_out {
         Some(path) => {
@@ -117,7 +122,13 @@ pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunEr
         }
         None => None,
     };
-    let mut screen = Screen::new(config.strict);
+    let screen = Screen::new(config.strict);
+    let mut plan = Plan::build(
+        input.open(config.read)?,
+        screen,
+        EarlierRows::none(),
+        &temp_dir,
+    )?;
     let mut counts = Counts::default();
     let mut lines = ProblemLines {
         shown: Vec::new(),
@@ -127,8 +138,16 @@ pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunEr
     };
     while let Some(row) = reader.next_row() {
         let row = row?;
+        if !plan.covers(row.line) {
+            // Added to the file since the plan was made: not counted, as if read a moment earlier.
+            break;
+        }
+        let facts = plan
+            .at(row.line)
+            .context("cannot read the plan back from its temporary file")
+            .map_err(setup)?;
         counts.rows += 1;
-        match screen.judge(&row) {
+        match screen.judge(&row, facts.duplicate_of) {
             Verdict::Send { warnings, .. } => {
                 counts.would_send += 1;
                 if !warnings.is_empty() {

@@ -1,21 +1,22 @@
 //! The results CSV: its columns and outcome words (a contract scripts rely on), the writer
-//! that appends one whole, flushed row per SIM, and the loader that lets a second run resume
-//! from what the first one wrote.
+//! that appends one whole, flushed row per SIM, and the stream of earlier rows that lets a
+//! second run resume from what the first one wrote (matched to input lines by
+//! [`crate::plan`], on disk, so a million earlier rows are never held in memory).
 //!
 //! The file is append-only. A run never rewrites earlier rows; for each ICCID the last row
 //! wins. If the previous run died in the middle of a row, the torn tail is cut off before
 //! anything is appended, so the file stays a valid CSV.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::validate::iccid_key;
+use crate::validate::checked_iccid_key;
 
 /// The results columns, in order. New columns are only ever added at the end.
 pub const COLUMNS: [&str; 12] = [
@@ -145,6 +146,7 @@ pub const PENDING_MESSAGE: &str = "registered; the update step has not finished 
 
 /// A SIM status as the results record it, in one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
 pub enum SimStatus {
     /// Not recorded (the row carries no status).
     #[default]
@@ -185,11 +187,11 @@ pub struct PriorSim {
 
 /// [`PriorSim`] packed into 24 bytes: a results file of a million SIMs must load in a few
 /// tens of megabytes, so no `String` is kept per row.
-#[derive(Debug, Clone, Copy)]
-struct PackedSim {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedSim {
     /// The SID's 32 hex digits as bytes; meaningful only with [`HAS_SID`].
     sid: [u8; 16],
-    /// 1 + index into `PriorResults::fleets`; 0 for no Fleet.
+    /// 1 + index into the results file's table of Fleet SIDs; 0 for no Fleet.
     fleet: u32,
     outcome: Outcome,
     status: SimStatus,
@@ -218,93 +220,181 @@ fn unpack_sid(bytes: &[u8; 16]) -> String {
     sid
 }
 
-/// What earlier runs recorded, as far as resuming needs it.
+impl PackedSim {
+    /// Bytes in [`PackedSim::to_bytes`], for the resume plan's sort records.
+    pub const BYTES: usize = 24;
+
+    /// Packs what a results row says about its SIM, interning its Fleet SID in `fleets`.
+    fn from_row(outcome: Outcome, sim: &RowSim<'_>, fleets: &mut Fleets) -> PackedSim {
+        let sid = pack_sid(sim.sid);
+        let fleet = if sim.fleet_sid.is_empty() {
+            0
+        } else {
+            fleets.intern(sim.fleet_sid)
+        };
+        let mut flags = 0;
+        if sid.is_some() {
+            flags |= HAS_SID;
+        }
+        if sim.message == PENDING_MESSAGE {
+            flags |= PENDING;
+        }
+        PackedSim {
+            sid: sid.unwrap_or_default(),
+            fleet,
+            outcome,
+            status: SimStatus::parse(sim.status),
+            flags,
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::BYTES] {
+        let mut bytes = [0u8; Self::BYTES];
+        bytes[..16].copy_from_slice(&self.sid);
+        bytes[16..20].copy_from_slice(&self.fleet.to_be_bytes());
+        bytes[20] = Outcome::ALL
+            .iter()
+            .position(|&o| o == self.outcome)
+            .unwrap_or_default() as u8;
+        bytes[21] = self.status as u8;
+        bytes[22] = self.flags;
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8; Self::BYTES]) -> PackedSim {
+        const STATUSES: [SimStatus; 7] = [
+            SimStatus::Unknown,
+            SimStatus::New,
+            SimStatus::Ready,
+            SimStatus::Active,
+            SimStatus::Inactive,
+            SimStatus::Scheduled,
+            SimStatus::Other,
+        ];
+        let mut sid = [0u8; 16];
+        sid.copy_from_slice(&bytes[..16]);
+        let mut fleet = [0u8; 4];
+        fleet.copy_from_slice(&bytes[16..20]);
+        PackedSim {
+            sid,
+            fleet: u32::from_be_bytes(fleet),
+            outcome: Outcome::ALL[usize::from(bytes[20]) % Outcome::ALL.len()],
+            status: STATUSES[usize::from(bytes[21]) % STATUSES.len()],
+            flags: bytes[22],
+        }
+    }
+
+    /// The [`PriorSim`] this packs; `fleets` is the table it was packed with.
+    pub fn unpack(&self, fleets: &[String]) -> PriorSim {
+        PriorSim {
+            outcome: self.outcome,
+            sid: (self.flags & HAS_SID != 0).then(|| unpack_sid(&self.sid)),
+            status: self.status,
+            fleet_sid: self
+                .fleet
+                .checked_sub(1)
+                .and_then(|i| fleets.get(i as usize).cloned()),
+            pending: self.flags & PENDING != 0,
+        }
+    }
+}
+
+/// Every Fleet SID seen in a results file, once: a run uses a handful, so packed rows keep a
+/// small index instead of the SID.
 #[derive(Debug, Default)]
-pub struct PriorResults {
-    /// The last row of each ICCID that was sent (keyed by its digits as a little-endian
-    /// u128, stored as bytes so entries need no 16-byte alignment).
-    last: HashMap<[u8; 16], PackedSim>,
-    /// Every Fleet SID seen, once: a run uses a handful, so rows keep a small index.
-    fleets: Vec<String>,
-    fleet_index: HashMap<String, u32>,
-    /// Input lines already reported `invalid` or `duplicate`, so a re-run does not repeat them.
-    reported_lines: HashSet<u64>,
-    /// Rows in the file, for the summary.
+struct Fleets {
+    sids: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Fleets {
+    /// 1 + the SID's index in the table.
+    fn intern(&mut self, fleet_sid: &str) -> u32 {
+        if let Some(&index) = self.index.get(fleet_sid) {
+            return index;
+        }
+        self.sids.push(fleet_sid.to_string());
+        let index = self.sids.len() as u32;
+        self.index.insert(fleet_sid.to_string(), index);
+        index
+    }
+}
+
+/// One row an earlier run wrote, as resuming needs it.
+#[derive(Debug, Clone, Copy)]
+pub enum EarlierRow {
+    /// The input line was written `invalid` or `duplicate`: a re-run does not repeat it.
+    Reported { line: u64 },
+    /// The latest news of a SIM (when it is the last row with this ICCID key).
+    Sim { key: u64, sim: PackedSim },
+    /// A row about an ICCID that no input row could send (it fails the hard checks).
+    Unmatched,
+}
+
+/// The rows an earlier run wrote, read once, in file order, by the resume plan; nothing of
+/// them is kept in memory but the table of Fleet SIDs.
+pub struct EarlierRows {
+    reader: Option<csv::Reader<BufReader<File>>>,
+    record: csv::StringRecord,
+    fleets: Fleets,
+    /// For error messages.
+    path: String,
+    /// Rows read so far.
     pub rows: u64,
 }
 
-impl PriorResults {
-    /// The outcome a previous run left for this ICCID, ignoring rows that say nothing
-    /// about the SIM itself (`invalid`, `duplicate`).
-    pub fn outcome(&self, iccid: &str) -> Option<Outcome> {
-        self.packed(iccid).map(|p| p.outcome)
+impl EarlierRows {
+    /// No earlier rows: a new results file.
+    pub fn none() -> Self {
+        EarlierRows {
+            reader: None,
+            record: csv::StringRecord::new(),
+            fleets: Fleets::default(),
+            path: String::new(),
+            rows: 0,
+        }
     }
 
-    /// Everything the last row of this ICCID recorded about the SIM.
-    pub fn sim(&self, iccid: &str) -> Option<PriorSim> {
-        let packed = self.packed(iccid)?;
-        Some(PriorSim {
-            outcome: packed.outcome,
-            sid: (packed.flags & HAS_SID != 0).then(|| unpack_sid(&packed.sid)),
-            status: packed.status,
-            fleet_sid: packed
-                .fleet
-                .checked_sub(1)
-                .map(|i| self.fleets[i as usize].clone()),
-            pending: packed.flags & PENDING != 0,
-        })
-    }
-
-    fn packed(&self, iccid: &str) -> Option<&PackedSim> {
-        iccid_key(iccid).and_then(|key| self.last.get(&key.to_le_bytes()))
-    }
-
-    /// True when this input line was already written as `invalid` or `duplicate`.
-    pub fn already_reported(&self, line: u64) -> bool {
-        self.reported_lines.contains(&line)
-    }
-
-    fn record(&mut self, line: u64, iccid: &str, outcome: Outcome, sim: RowSim<'_>) {
+    /// The next row, in file order.
+    pub fn next_row(&mut self) -> anyhow::Result<Option<EarlierRow>> {
+        let Some(reader) = &mut self.reader else {
+            return Ok(None);
+        };
+        let read = reader
+            .read_record(&mut self.record)
+            .with_context(|| format!("cannot resume from {}", self.path))?;
+        if !read {
+            return Ok(None);
+        }
         self.rows += 1;
-        match outcome {
-            Outcome::Invalid | Outcome::Duplicate => {
-                self.reported_lines.insert(line);
-            }
-            _ => {
-                let Some(key) = iccid_key(iccid) else { return };
-                let sid = pack_sid(sim.sid);
-                let fleet = if sim.fleet_sid.is_empty() {
-                    0
-                } else {
-                    self.intern_fleet(sim.fleet_sid)
-                };
-                let mut flags = 0;
-                if sid.is_some() {
-                    flags |= HAS_SID;
-                }
-                if sim.message == PENDING_MESSAGE {
-                    flags |= PENDING;
-                }
-                let packed = PackedSim {
-                    sid: sid.unwrap_or_default(),
-                    fleet,
-                    outcome,
-                    status: SimStatus::parse(sim.status),
-                    flags,
-                };
-                self.last.insert(key.to_le_bytes(), packed);
-            }
+        let record = &self.record;
+        let line_no = record.position().map_or(0, |p| p.line());
+        let context = || format!("cannot resume from {}: row at line {line_no}", self.path);
+        let line: u64 = record[0]
+            .parse()
+            .with_context(|| format!("{}: it has no input line number", context()))?;
+        let outcome: Outcome = record[2]
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", context()))?;
+        if matches!(outcome, Outcome::Invalid | Outcome::Duplicate) {
+            return Ok(Some(EarlierRow::Reported { line }));
         }
+        let Some(key) = checked_iccid_key(&record[1]) else {
+            return Ok(Some(EarlierRow::Unmatched));
+        };
+        let sim = RowSim {
+            sid: &record[3],
+            status: &record[4],
+            fleet_sid: &record[5],
+            message: &record[7],
+        };
+        let sim = PackedSim::from_row(outcome, &sim, &mut self.fleets);
+        Ok(Some(EarlierRow::Sim { key, sim }))
     }
 
-    fn intern_fleet(&mut self, fleet_sid: &str) -> u32 {
-        if let Some(&index) = self.fleet_index.get(fleet_sid) {
-            return index;
-        }
-        self.fleets.push(fleet_sid.to_string());
-        let index = self.fleets.len() as u32;
-        self.fleet_index.insert(fleet_sid.to_string(), index);
-        index
+    /// The Fleet SIDs the packed rows index into.
+    pub fn into_fleets(self) -> Vec<String> {
+        self.fleets.sids
     }
 }
 
@@ -325,9 +415,10 @@ pub struct ResultsWriter {
 }
 
 impl ResultsWriter {
-    /// Opens (or creates) the results file, repairs a torn last row, loads what it holds,
-    /// and positions the writer at its end.
-    pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, PriorResults)> {
+    /// Opens (or creates) the results file, repairs a torn last row, checks its header, and
+    /// positions the writer at its end. The rows already in it are handed back as a stream
+    /// (read once by the resume plan), not loaded.
+    pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, EarlierRows)> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -336,11 +427,13 @@ impl ResultsWriter {
             .with_context(|| format!("cannot open results file {}", path.display()))?;
         let kept = repair_torn_tail(&mut file)
             .with_context(|| format!("cannot repair results file {}", path.display()))?;
-        let (prior, columns) = if kept == 0 {
-            (PriorResults::default(), COLUMNS.len())
+        let (earlier, columns) = if kept == 0 {
+            (EarlierRows::none(), COLUMNS.len())
         } else {
-            file.seek(SeekFrom::Start(0))?;
-            load(&mut file).with_context(|| format!("cannot resume from {}", path.display()))?
+            let reading = File::open(path)
+                .with_context(|| format!("cannot open results file {}", path.display()))?;
+            earlier_rows(reading, path)
+                .with_context(|| format!("cannot resume from {}", path.display()))?
         };
         let mut csv = csv::WriterBuilder::new()
             .has_headers(false)
@@ -349,7 +442,7 @@ impl ResultsWriter {
             csv.write_record(COLUMNS)?;
             csv.flush()?;
         }
-        Ok((ResultsWriter { csv, columns }, prior))
+        Ok((ResultsWriter { csv, columns }, earlier))
     }
 
     /// Writes one row and flushes it to the operating system.
@@ -416,12 +509,13 @@ fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
     }
 }
 
-/// Loads what an earlier run wrote; returns it and the file's number of columns.
-fn load(file: &mut File) -> anyhow::Result<(PriorResults, usize)> {
+/// Checks the header of what an earlier run wrote; returns its rows, unread, and the file's
+/// number of columns.
+fn earlier_rows(file: File, path: &Path) -> anyhow::Result<(EarlierRows, usize)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(BufReader::new(file));
     let headers = reader.byte_headers()?.clone();
     let known = [COLUMNS_BEFORE_WARNING, COLUMNS.len()].contains(&headers.len())
         && headers
@@ -435,25 +529,12 @@ fn load(file: &mut File) -> anyhow::Result<(PriorResults, usize)> {
             COLUMNS.join(",")
         );
     }
-    let mut prior = PriorResults::default();
-    let mut record = csv::StringRecord::new();
-    while reader.read_record(&mut record)? {
-        let line_no = record.position().map_or(0, |p| p.line());
-        let line: u64 = record[0]
-            .parse()
-            .with_context(|| format!("row at line {line_no} has no input line number"))?;
-        let outcome: Outcome = record[2]
-            .parse()
-            .map_err(|e| anyhow::anyhow!("row at line {line_no}: {e}"))?;
-        let sim = RowSim {
-            sid: &record[3],
-            status: &record[4],
-            fleet_sid: &record[5],
-            message: &record[7],
-        };
-        prior.record(line, &record[1], outcome, sim);
-    }
-    Ok((prior, headers.len()))
+    let earlier = EarlierRows {
+        reader: Some(reader),
+        path: path.display().to_string(),
+        ..EarlierRows::none()
+    };
+    Ok((earlier, headers.len()))
 }
 
 #[cfg(test)]
@@ -464,12 +545,54 @@ mod tests {
         ResultRow::new(line, iccid, outcome)
     }
 
+    /// The earlier rows loaded into memory the simple way (the last row per ICCID wins), to
+    /// check what the stream hands the resume plan.
+    #[derive(Default)]
+    struct Loaded {
+        last: HashMap<u64, PackedSim>,
+        reported: std::collections::HashSet<u64>,
+        fleets: Vec<String>,
+        rows: u64,
+    }
+
+    impl Loaded {
+        fn outcome(&self, iccid: &str) -> Option<Outcome> {
+            self.sim(iccid).map(|sim| sim.outcome)
+        }
+        fn sim(&self, iccid: &str) -> Option<PriorSim> {
+            let packed = self.last.get(&checked_iccid_key(iccid)?)?;
+            Some(PackedSim::from_bytes(&packed.to_bytes()).unpack(&self.fleets))
+        }
+        fn already_reported(&self, line: u64) -> bool {
+            self.reported.contains(&line)
+        }
+    }
+
+    fn open(path: &Path) -> (ResultsWriter, Loaded) {
+        let (writer, mut earlier) = ResultsWriter::open(path).unwrap();
+        let mut loaded = Loaded::default();
+        while let Some(row) = earlier.next_row().unwrap() {
+            match row {
+                EarlierRow::Reported { line } => {
+                    loaded.reported.insert(line);
+                }
+                EarlierRow::Sim { key, sim } => {
+                    loaded.last.insert(key, sim);
+                }
+                EarlierRow::Unmatched => {}
+            }
+        }
+        loaded.rows = earlier.rows;
+        loaded.fleets = earlier.into_fleets();
+        (writer, loaded)
+    }
+
     #[test]
     fn new_file_gets_header_then_rows_and_resume_sees_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         {
-            let (mut writer, prior) = ResultsWriter::open(&path).unwrap();
+            let (mut writer, prior) = open(&path);
             assert_eq!(prior.rows, 0);
             writer
                 .write(&sample_row(2, "89883070000000000011", Outcome::GaveUp))
@@ -488,7 +611,7 @@ mod tests {
         assert!(text.starts_with(&COLUMNS.join(",")));
         assert_eq!(text.lines().count(), 5);
 
-        let (_writer, prior) = ResultsWriter::open(&path).unwrap();
+        let (_writer, prior) = open(&path);
         assert_eq!(
             prior.outcome("89883070000000000011"),
             Some(Outcome::Registered)
@@ -511,14 +634,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         {
-            let (mut writer, _) = ResultsWriter::open(&path).unwrap();
+            let (mut writer, _) = open(&path);
             writer
                 .write(&sample_row(2, "89883070000000000011", Outcome::Registered))
                 .unwrap();
         }
         let whole = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("{whole}3,8988307000000000002")).unwrap();
-        let (mut writer, prior) = ResultsWriter::open(&path).unwrap();
+        let (mut writer, prior) = open(&path);
         assert_eq!(prior.rows, 1);
         writer
             .write(&sample_row(3, "89883070000000000029", Outcome::Registered))
@@ -546,7 +669,7 @@ mod tests {
         let sid = "HS0123456789abcdef0123456789abcdef";
         let fleet = "HF0123456789abcdef0123456789abcdef";
         {
-            let (mut writer, _) = ResultsWriter::open(&path).unwrap();
+            let (mut writer, _) = open(&path);
             let mut checkpoint = sample_row(2, "89883070000000000011", Outcome::Registered);
             checkpoint.sid = Some(sid.into());
             checkpoint.status = Some("new".into());
@@ -562,7 +685,7 @@ mod tests {
             done.fleet_sid = Some(fleet.into());
             writer.write(&done).unwrap();
         }
-        let (_writer, prior) = ResultsWriter::open(&path).unwrap();
+        let (_writer, prior) = open(&path);
         assert_eq!(
             prior.sim("89883070000000000011"),
             Some(PriorSim {
@@ -582,15 +705,15 @@ mod tests {
 
     #[test]
     fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
-        let mut prior = PriorResults::default();
+        let mut fleets = Fleets::default();
         let sim = RowSim {
             sid: "HS0123456789ABCDEF0123456789ABCDEF",
             status: "new",
             fleet_sid: "",
             message: PENDING_MESSAGE,
         };
-        prior.record(2, "89883070000000000011", Outcome::Registered, sim);
-        let got = prior.sim("89883070000000000011").unwrap();
+        let packed = PackedSim::from_row(Outcome::Registered, &sim, &mut fleets);
+        let got = PackedSim::from_bytes(&packed.to_bytes()).unpack(&fleets.sids);
         assert!(got.pending);
         assert_eq!(
             got.sid.as_deref(),
@@ -601,8 +724,8 @@ mod tests {
             sid: "HSnothex",
             ..RowSim::default()
         };
-        prior.record(3, "89883070000000000029", Outcome::GaveUp, odd);
-        assert_eq!(prior.sim("89883070000000000029").unwrap().sid, None);
+        let packed = PackedSim::from_row(Outcome::GaveUp, &odd, &mut fleets);
+        assert_eq!(packed.unpack(&fleets.sids).sid, None);
         assert_eq!(std::mem::size_of::<PackedSim>(), 24);
     }
 
@@ -616,7 +739,7 @@ mod tests {
             format!("{old_header}\n2,89883070000000000011,registered,HS1,new,,,,,1,2025-01-01T00:00:00Z\n"),
         )
         .unwrap();
-        let (mut writer, prior) = ResultsWriter::open(&path).unwrap();
+        let (mut writer, prior) = open(&path);
         assert_eq!(
             prior.outcome("89883070000000000011"),
             Some(Outcome::Registered)
@@ -636,7 +759,7 @@ mod tests {
     fn the_warning_column_comes_last() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
-        let (mut writer, _) = ResultsWriter::open(&path).unwrap();
+        let (mut writer, _) = open(&path);
         let mut row = sample_row(2, "89883070000000000011", Outcome::Registered);
         row.warning = Some("lowercase".into());
         writer.write(&row).unwrap();
@@ -644,7 +767,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning\n"));
         assert!(text.trim_end().ends_with(",lowercase"), "{text}");
-        let (_, prior) = ResultsWriter::open(&path).unwrap();
+        let (_, prior) = open(&path);
         assert_eq!(prior.rows, 1);
     }
 

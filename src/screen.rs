@@ -2,12 +2,10 @@
 //! that `register` and `validate` share, so what `validate` promises is what `register` does.
 //!
 //! It applies the reader's record problems, the hard and soft checks of [`crate::validate`],
-//! `--strict`, and the dedupe of repeated ICCIDs. It knows nothing of earlier runs (that is
-//! `register`'s resume) and does no I/O. Memory grows only with the dedupe map: an 8-byte
-//! key and the line it was first seen on (16 bytes) per distinct ICCID.
-
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+//! `--strict`, and the dedupe of repeated ICCIDs. It keeps no state and does no I/O: whether
+//! a row's ICCID was on an earlier line is worked out on disk beforehand by
+//! [`crate::plan`], from [`Screen::sendable_key`], and handed to [`Screen::judge`]. It
+//! knows nothing of earlier runs (that is `register`'s resume).
 
 use crate::input::InputRow;
 use crate::validate::{
@@ -71,24 +69,41 @@ impl Verdict {
     }
 }
 
-/// Checks and dedupes rows in input order.
-#[derive(Debug, Default)]
+/// Checks rows, and turns the plan's answer about repeats into a verdict.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Screen {
     /// Soft checks count as invalid.
     strict: bool,
-    /// Each sendable ICCID's key and the line where it first appeared.
-    first_seen: HashMap<u64, u64>,
 }
 
 impl Screen {
     pub fn new(strict: bool) -> Self {
-        Screen {
-            strict,
-            first_seen: HashMap::new(),
-        }
+        Screen { strict }
     }
 
-    pub fn judge(&mut self, row: &InputRow) -> Verdict {
+    /// The dedupe key of a row that passes every check [`Screen::judge`] applies, or `None`
+    /// if the row is invalid. Only such rows count as the first occurrence of an ICCID: an
+    /// invalid row is never a duplicate, nor the original of a later row. This is what the
+    /// plan's first pass records; it builds no messages, so that pass stays cheap.
+    pub fn sendable_key(&self, row: &InputRow) -> Option<u64> {
+        if row.unreadable.is_some() {
+            return None;
+        }
+        let iccid = normalize_iccid(&row.iccid);
+        check_iccid(&iccid).ok()?;
+        check_code(row.code.expose()).ok()?;
+        if self.strict
+            && (!iccid_warnings(&iccid).is_empty() || !code_warnings(row.code.expose()).is_empty())
+        {
+            return None;
+        }
+        checked_iccid_key(&iccid)
+    }
+
+    /// Judges one row. `duplicate_of` is the earlier line where the row's ICCID first
+    /// appeared among rows that would be sent ([`crate::plan::LineFacts::duplicate_of`]); it
+    /// only matters for a row that passes the checks.
+    pub fn judge(&self, row: &InputRow, duplicate_of: Option<u64>) -> Verdict {
         let invalid = |problems| Verdict::Invalid {
             iccid: row.iccid.chars().take(SHOWN_ICCID_CHARS).collect(),
             problems,
@@ -117,22 +132,16 @@ impl Screen {
         if !problems.is_empty() {
             return invalid(problems);
         }
-        let Some(key) = checked_iccid_key(&iccid) else {
+        if checked_iccid_key(&iccid).is_none() {
             // check_iccid passed, so this cannot happen; refuse rather than send unchecked.
             return invalid(vec![Problem::new(
                 Column::Iccid,
                 "ICCID cannot be read as a number",
             )]);
-        };
-        match self.first_seen.entry(key) {
-            Entry::Occupied(first) => Verdict::Duplicate {
-                iccid,
-                first_line: *first.get(),
-            },
-            Entry::Vacant(slot) => {
-                slot.insert(row.line);
-                Verdict::Send { iccid, warnings }
-            }
+        }
+        match duplicate_of {
+            Some(first_line) => Verdict::Duplicate { iccid, first_line },
+            None => Verdict::Send { iccid, warnings },
         }
     }
 }
@@ -142,6 +151,26 @@ mod tests {
     use super::*;
     use crate::api::RegistrationCode;
     use crate::input::Unreadable;
+    use crate::plan::Plan;
+    use crate::results::EarlierRows;
+
+    /// Judges rows in order as `register` and `validate` do: the plan first (with a tiny sort
+    /// chunk, so the merge is used), then each row with the plan's answer.
+    fn judge_all(strict: bool, rows: &[InputRow]) -> Vec<Verdict> {
+        let dir = tempfile::tempdir().unwrap();
+        let screen = Screen::new(strict);
+        let mut plan = Plan::build_from_rows(
+            rows.iter().cloned().map(Ok),
+            screen,
+            EarlierRows::none(),
+            dir.path(),
+            Some(2),
+        )
+        .unwrap();
+        rows.iter()
+            .map(|row| screen.judge(row, plan.at(row.line).unwrap().duplicate_of))
+            .collect()
+    }
 
     fn row(line: u64, iccid: &str, code: &str) -> InputRow {
         InputRow {
@@ -212,33 +241,44 @@ mod tests {
                 "send 8901234567890123456 ICCID check digit does not match (Luhn); check the digits for a typo; ICCID starts 8901234",
             ),
         ];
-        let mut screens = [Screen::new(false), Screen::new(true)];
-        for (line, (strict, iccid, code, expected)) in cases.iter().enumerate() {
-            let verdict = screens[usize::from(*strict)].judge(&row(line as u64 + 2, iccid, code));
-            let got = summary(&verdict);
-            assert!(got.starts_with(expected), "{iccid} {code}: {got}");
+        for strict in [false, true] {
+            let picked: Vec<_> = cases
+                .iter()
+                .enumerate()
+                .filter(|(_, case)| case.0 == strict)
+                .collect();
+            let rows: Vec<InputRow> = picked
+                .iter()
+                .map(|(line, (_, iccid, code, _))| row(*line as u64 + 2, iccid, code))
+                .collect();
+            for ((_, (_, iccid, code, expected)), verdict) in
+                picked.iter().zip(judge_all(strict, &rows))
+            {
+                let got = summary(&verdict);
+                assert!(got.starts_with(expected), "{iccid} {code}: {got}");
+            }
         }
     }
 
     #[test]
     fn record_problems_are_invalid_and_invalid_rows_are_not_remembered() {
-        let mut screen = Screen::new(false);
         let mut broken = row(2, "89883070000123456780", "H3LL0W0RLD");
         broken.unreadable = Some(Unreadable {
             column: Column::Row,
             reason: "broken".into(),
         });
-        assert!(matches!(screen.judge(&broken), Verdict::Invalid { .. }));
-        assert!(matches!(
-            screen.judge(&row(3, "89883070000123456780", "H3LL0W0RLD")),
-            Verdict::Send { .. }
-        ));
+        let verdicts = judge_all(
+            false,
+            &[broken, row(3, "89883070000123456780", "H3LL0W0RLD")],
+        );
+        assert!(matches!(verdicts[0], Verdict::Invalid { .. }));
+        assert!(matches!(verdicts[1], Verdict::Send { .. }));
     }
 
     #[test]
     fn long_iccids_are_shortened_for_the_results() {
         let Verdict::Invalid { iccid, .. } =
-            Screen::new(false).judge(&row(2, &"9".repeat(5000), "H3LL0W0RLD"))
+            Screen::new(false).judge(&row(2, &"9".repeat(5000), "H3LL0W0RLD"), None)
         else {
             panic!("expected invalid")
         };

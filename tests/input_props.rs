@@ -4,6 +4,8 @@
 
 use proptest::prelude::*;
 use supersim_bulk::input::{ReadOptions, SimReader};
+use supersim_bulk::plan::Plan;
+use supersim_bulk::results::EarlierRows;
 use supersim_bulk::screen::{Screen, Verdict};
 use supersim_bulk::validate::{check_code, check_iccid};
 
@@ -15,18 +17,24 @@ struct Pass {
 }
 
 fn read_all(bytes: &[u8], options: ReadOptions) -> Option<Pass> {
-    let mut reader = SimReader::from_reader(
-        Box::new(std::io::Cursor::new(bytes.to_vec())),
-        "prop.csv".into(),
-        options,
-    )
-    .ok()?;
+    let open = || {
+        SimReader::from_reader(
+            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            "prop.csv".into(),
+            options,
+        )
+    };
+    let mut reader = open().ok()?;
     let header_line = reader.header_line();
-    let mut screen = Screen::new(false);
+    let screen = Screen::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = Plan::build(open().ok()?, screen, EarlierRows::none(), dir.path())
+        .expect("reading from memory cannot fail");
     let mut spans = Vec::new();
     while let Some(row) = reader.next_row() {
         let row = row.expect("reading from memory cannot fail");
-        match screen.judge(&row) {
+        let facts = plan.at(row.line).unwrap();
+        match screen.judge(&row, facts.duplicate_of) {
             Verdict::Send { iccid, .. } => {
                 assert!(row.unreadable.is_none());
                 assert_eq!(

@@ -371,3 +371,111 @@ async fn concurrency_adapts_down_to_an_unannounced_limit() {
         assert_eq!(env.emulator.commits(iccid), 1);
     }
 }
+
+/// Runs `register - --output sims.results.csv` with `input` on standard input.
+async fn register_stdin(env: &TestEnv, input: &str, extra: &[&str]) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+    command
+        .args(["register", "-", "--output"])
+        .arg(env.results_path())
+        .args(["--base-url", &env.emulator.base_url()])
+        .args([
+            "--rate",
+            "1000",
+            "--backoff-base",
+            "5ms",
+            "--backoff-cap",
+            "50ms",
+        ])
+        .args(extra)
+        .env_remove("TWILIO_API_KEY")
+        .env_remove("TWILIO_API_SECRET")
+        .env_remove("RUST_LOG")
+        .envs(TestEnv::test_credentials())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("the binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_input_is_deduped_and_resumed_like_a_file() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (30..36).map(good_sim).collect();
+    let flaky = sims[2].0.clone();
+    env.emulator
+        .inject(&flaky, vec![Fault::Unavailable { retry_after: None }; 3]);
+    let mut input = String::from("Iccid,RegistrationCode\n");
+    for (iccid, code) in &sims {
+        input.push_str(&format!("{iccid},{code}\n"));
+    }
+    input.push_str(&format!("{},{}\n", sims[0].0, sims[0].1)); // line 8: repeats line 2
+    input.push_str(&format!("{},short\n", sims[1].0)); // line 9: invalid, never an original
+    input.push_str(&format!("{},{}\n", sims[1].0, sims[1].1)); // line 10: repeats line 3
+
+    let first = register_stdin(&env, &input, &["--max-attempts", "2"]).await;
+    assert_eq!(exit_code(&first), 1, "an invalid row: {}", stderr(&first));
+    let rows = env.results();
+    assert_eq!(rows.len(), 9, "one row per input row");
+    let at = |line: &str| rows.iter().find(|row| row["line"] == line).unwrap();
+    assert_eq!(at("8")["outcome"], "duplicate");
+    assert!(at("8")["error_message"].contains("same ICCID as line 2"));
+    assert_eq!(at("9")["outcome"], "invalid");
+    assert_eq!(at("10")["outcome"], "duplicate");
+    assert!(at("10")["error_message"].contains("same ICCID as line 3"));
+    assert_eq!(by_iccid(&rows, &flaky)[0]["outcome"], "gave_up");
+    for (iccid, _) in &sims {
+        assert_eq!(
+            env.emulator.commits(iccid),
+            u32::from(*iccid != flaky),
+            "{iccid}"
+        );
+    }
+    let requests_before = env.emulator.stats().create_requests;
+
+    let second = register_stdin(&env, &input, &["--max-attempts", "2"]).await;
+    assert_eq!(
+        exit_code(&second),
+        1,
+        "the invalid row remains: {}",
+        stderr(&second)
+    );
+    let rows = env.results();
+    assert_eq!(rows.len(), 10, "only the gave_up SIM gets a new row");
+    assert_eq!(rows[9]["outcome"], "registered");
+    assert_eq!(rows[9]["iccid"], flaky);
+    assert_eq!(
+        env.emulator.stats().create_requests - requests_before,
+        2,
+        "only the gave_up SIM is sent again (one 503 left, then success)"
+    );
+    assert!(
+        stdout(&second).contains("skipped, finished by an earlier run: 8"),
+        "{}",
+        stdout(&second)
+    );
+
+    let third = register_stdin(&env, &input, &[]).await;
+    assert_eq!(exit_code(&third), 1, "{}", stderr(&third));
+    assert_eq!(env.results().len(), 10, "a finished input writes nothing");
+    assert_eq!(
+        env.emulator.stats().create_requests - requests_before,
+        2,
+        "and sends nothing"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["sims.results.csv", "sims.results.csv.lock"],
+        "no spool or sort file is left behind"
+    );
+}

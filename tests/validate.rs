@@ -369,3 +369,37 @@ async fn register_stops_at_a_file_level_problem_before_any_request() {
         "no results file for a file that cannot be read"
     );
 }
+
+#[test]
+fn validate_reads_standard_input_once_and_dedupes_it_like_a_file() {
+    use std::io::Write;
+    let (a, a_code) = luhn_sim(1);
+    let (b, b_code) = luhn_sim(2);
+    let input =
+        format!("Iccid,RegistrationCode\n{a},{a_code}\n{b},x\n{b},{b_code}\n{a},{a_code}\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"))
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1, "{text}{}", stderr(&output));
+    assert!(text.contains("standard input: 4 rows"), "{text}");
+    assert!(text.contains("  would be sent  2\n"), "{text}");
+    assert!(text.contains("  duplicate      1\n"), "{text}");
+    assert!(text.contains("line 3: registration_code"), "{text}");
+    assert!(
+        text.contains("line 5: iccid: same ICCID as line 2"),
+        "the invalid line 3 is not the original of line 4: {text}"
+    );
+    assert!(!text.contains("line 4: iccid: same"), "{text}");
+}

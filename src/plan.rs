@@ -1,0 +1,603 @@
+//! The per-line plan: before the main pass over the input, everything that needs to remember
+//! ICCIDs across rows (which rows repeat an earlier one, and what earlier runs recorded for
+//! each SIM) is worked out on disk, so memory stays flat whatever the size of the input or
+//! of the results file.
+//!
+//! Keeping an in-memory map of the ICCIDs seen and of the results file's rows cost 58 MB for
+//! a million SIMs in `validate` and 159 MB to resume a million-row results file. Instead, a
+//! sort-merge with fixed-size chunks ([`crate::extsort`]) turns them into facts about input
+//! lines, which the main pass reads back in line order with a forward-only cursor:
+//!
+//! 1. Pass 1 reads the input with the same reader and the same checks as the main pass
+//!    ([`Screen::sendable_key`]) and records `(ICCID key, line)` for every row that would be
+//!    sent. Sorted, each key's first line is the original and every later line is a
+//!    duplicate of it. Invalid rows are never recorded, so they are never a duplicate nor
+//!    the original of a later row.
+//! 2. The results file's rows are streamed in file order: rows written `invalid` or
+//!    `duplicate` become "line already reported" facts; the others are sorted by (key, row
+//!    order), so the last row of each ICCID wins, and merge-joined with pass 1's sorted keys
+//!    to give the first input line of that ICCID its prior record.
+//! 3. The facts are sorted by line and read back by [`Plan::at`] as the rows come.
+//!
+//! Temporary files are anonymous (removed by the operating system when closed, even after a
+//! crash) and made in the folder given to [`Plan::build`]: the results file's folder for
+//! `register`, the system's temporary folder for `validate`. Standard input cannot be read
+//! twice, so [`Replayable`] first spools it to such a file (owner-only: it holds
+//! registration codes).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::iter::Peekable;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::extsort::{Sorted, Sorter};
+use crate::input::{InputError, InputRow, InputSource, ReadOptions, SimReader};
+use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim};
+use crate::screen::Screen;
+
+/// What the plan knows about one input line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineFacts {
+    /// The row's ICCID was first on this earlier line (among rows that would be sent).
+    pub duplicate_of: Option<u64>,
+    /// An earlier run already wrote this line as `invalid` or `duplicate`.
+    pub reported: bool,
+    /// What the last results row of this row's ICCID recorded (set on the first line of
+    /// the ICCID only: a duplicate line is never sent).
+    pub prior: Option<PriorSim>,
+}
+
+impl LineFacts {
+    /// Everything the last results row of this line's ICCID recorded about the SIM.
+    pub fn sim(&self) -> Option<PriorSim> {
+        self.prior.clone()
+    }
+
+    /// The outcome an earlier run left for this line's ICCID.
+    pub fn outcome(&self) -> Option<crate::results::Outcome> {
+        self.prior.as_ref().map(|p| p.outcome)
+    }
+
+    /// True when an earlier run already wrote this line as `invalid` or `duplicate`.
+    pub fn already_reported(&self) -> bool {
+        self.reported
+    }
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The input could not be read (the main pass would fail the same way).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The results file or a temporary file could not be read or written.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// A fact record: line (8 bytes, big-endian), kind (1), payload (up to 24).
+const FACT: usize = 9 + PackedSim::BYTES;
+const DUPLICATE: u8 = 0;
+const REPORTED: u8 = 1;
+const PRIOR: u8 = 2;
+
+/// A pass-1 record: ICCID key, then line, both big-endian.
+const FIRST: usize = 16;
+/// A results record: ICCID key, row number in the file, then the packed SIM.
+const SIM: usize = 16 + PackedSim::BYTES;
+
+fn fact(line: u64, kind: u8, payload: &[u8]) -> [u8; FACT] {
+    let mut record = [0u8; FACT];
+    record[..8].copy_from_slice(&line.to_be_bytes());
+    record[8] = kind;
+    record[9..9 + payload.len()].copy_from_slice(payload);
+    record
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(word)
+}
+
+/// The facts of every input line that has any, read in line order.
+pub struct Plan {
+    facts: Peekable<Sorted<FACT>>,
+    /// The Fleet SIDs that packed prior records index into.
+    fleets: Vec<String>,
+    /// Rows in the results file.
+    pub earlier_rows: u64,
+    /// Input rows seen by pass 1.
+    pub rows: u64,
+    /// The line of the last input row pass 1 saw. Rows after it (appended to the file since)
+    /// are not planned, so the main pass leaves them to the next run.
+    pub last_line: Option<u64>,
+}
+
+impl Plan {
+    /// Reads the input once (pass 1) and the results file's earlier rows, and sorts their
+    /// facts by line, with temporary files in `dir`.
+    pub fn build(
+        mut reader: SimReader,
+        screen: Screen,
+        earlier: EarlierRows,
+        dir: &Path,
+    ) -> Result<Plan, PlanError> {
+        Self::build_from_rows(
+            std::iter::from_fn(|| reader.next_row()),
+            screen,
+            earlier,
+            dir,
+            None,
+        )
+    }
+
+    /// [`Plan::build`] over any rows in line order; `chunk_records` overrides the sort's chunk
+    /// size (tests use tiny chunks to exercise the merge).
+    pub(crate) fn build_from_rows(
+        rows: impl Iterator<Item = Result<InputRow, InputError>>,
+        screen: Screen,
+        mut earlier: EarlierRows,
+        dir: &Path,
+        chunk_records: Option<usize>,
+    ) -> Result<Plan, PlanError> {
+        fn sorter<const N: usize>(dir: &Path, chunk: Option<usize>) -> Sorter<N> {
+            match chunk {
+                Some(records) => Sorter::with_chunk_records(dir, records),
+                None => Sorter::new(dir),
+            }
+        }
+        let temp = |e: io::Error| {
+            PlanError::Other(anyhow::Error::new(e).context(format!(
+                "cannot use temporary files in {} to plan the run",
+                dir.display()
+            )))
+        };
+
+        // Pass 1: the key and line of every row that would be sent.
+        let mut firsts = sorter::<FIRST>(dir, chunk_records);
+        let mut rows_seen = 0;
+        let mut last_line = None;
+        for row in rows {
+            let row = row?;
+            rows_seen += 1;
+            last_line = Some(row.line);
+            if let Some(key) = screen.sendable_key(&row) {
+                let mut record = [0u8; FIRST];
+                record[..8].copy_from_slice(&key.to_be_bytes());
+                record[8..].copy_from_slice(&row.line.to_be_bytes());
+                firsts.push(record).map_err(temp)?;
+            }
+        }
+
+        // The results file, in file order.
+        let mut facts = sorter::<FACT>(dir, chunk_records);
+        let mut sims = sorter::<SIM>(dir, chunk_records);
+        let mut order = 0u64;
+        while let Some(row) = earlier.next_row()? {
+            match row {
+                EarlierRow::Reported { line } => {
+                    facts.push(fact(line, REPORTED, &[])).map_err(temp)?
+                }
+                EarlierRow::Sim { key, sim } => {
+                    let mut record = [0u8; SIM];
+                    record[..8].copy_from_slice(&key.to_be_bytes());
+                    record[8..16].copy_from_slice(&order.to_be_bytes());
+                    record[16..].copy_from_slice(&sim.to_bytes());
+                    sims.push(record).map_err(temp)?;
+                    order += 1;
+                }
+                EarlierRow::Unmatched => {}
+            }
+        }
+        let earlier_rows = earlier.rows;
+        let fleets = earlier.into_fleets();
+
+        // Merge-join by key: duplicates, and each ICCID's prior record on its first line.
+        let mut latest = LatestPerKey {
+            sorted: sims.finish().map_err(temp)?.peekable(),
+        };
+        let mut next_sim = latest.next().map_err(temp)?;
+        let mut group: Option<(u64, u64)> = None;
+        for record in firsts.finish().map_err(temp)? {
+            let record = record.map_err(temp)?;
+            let (key, line) = (u64_at(&record, 0), u64_at(&record, 8));
+            match group {
+                Some((group_key, first_line)) if group_key == key => {
+                    facts
+                        .push(fact(line, DUPLICATE, &first_line.to_be_bytes()))
+                        .map_err(temp)?;
+                }
+                _ => {
+                    group = Some((key, line));
+                    while next_sim.is_some_and(|(sim_key, _)| sim_key < key) {
+                        next_sim = latest.next().map_err(temp)?;
+                    }
+                    if let Some((sim_key, sim)) = next_sim
+                        && sim_key == key
+                    {
+                        facts.push(fact(line, PRIOR, &sim)).map_err(temp)?;
+                    }
+                }
+            }
+        }
+        drop(latest);
+
+        Ok(Plan {
+            facts: facts.finish().map_err(temp)?.peekable(),
+            fleets,
+            earlier_rows,
+            rows: rows_seen,
+            last_line,
+        })
+    }
+
+    /// The facts of input line `line`. Lines must be asked for in increasing order; facts of
+    /// lines skipped over are dropped.
+    pub fn at(&mut self, line: u64) -> io::Result<LineFacts> {
+        let mut facts = LineFacts::default();
+        loop {
+            let record = match self.facts.peek() {
+                None => break,
+                Some(Ok(record)) => *record,
+                Some(Err(_)) => match self.facts.next() {
+                    Some(Err(error)) => return Err(error),
+                    _ => unreachable!("peeked an error"),
+                },
+            };
+            let fact_line = u64_at(&record, 0);
+            if fact_line > line {
+                break;
+            }
+            self.facts.next();
+            if fact_line < line {
+                continue;
+            }
+            match record[8] {
+                DUPLICATE => facts.duplicate_of = Some(u64_at(&record, 9)),
+                REPORTED => facts.reported = true,
+                PRIOR => {
+                    let mut packed = [0u8; PackedSim::BYTES];
+                    packed.copy_from_slice(&record[9..]);
+                    facts.prior = Some(PackedSim::from_bytes(&packed).unpack(&self.fleets));
+                }
+                _ => {}
+            }
+        }
+        Ok(facts)
+    }
+
+    /// False for a row after the last one pass 1 saw.
+    pub fn covers(&self, line: u64) -> bool {
+        self.last_line.is_some_and(|last| line <= last)
+    }
+}
+
+/// The last (by row order) packed SIM of each key of a sorted stream of results records.
+struct LatestPerKey {
+    sorted: Peekable<Sorted<SIM>>,
+}
+
+impl LatestPerKey {
+    fn next(&mut self) -> io::Result<Option<(u64, [u8; PackedSim::BYTES])>> {
+        let Some(first) = self.sorted.next().transpose()? else {
+            return Ok(None);
+        };
+        let key = u64_at(&first, 0);
+        let mut last = first;
+        while let Some(Ok(record)) = self.sorted.peek() {
+            if u64_at(record, 0) != key {
+                break;
+            }
+            last = *record;
+            self.sorted.next();
+        }
+        if let Some(Err(_)) = self.sorted.peek()
+            && let Some(Err(error)) = self.sorted.next()
+        {
+            return Err(error);
+        }
+        let mut sim = [0u8; PackedSim::BYTES];
+        sim.copy_from_slice(&last[16..]);
+        Ok(Some((key, sim)))
+    }
+}
+
+/// The input, readable twice: a file by its path, standard input through a spool file.
+pub enum Replayable {
+    File(InputSource),
+    /// Standard input, copied to an anonymous owner-only temporary file.
+    Spool(File),
+}
+
+impl Replayable {
+    /// Spools standard input into `dir`; a file needs nothing.
+    pub fn new(source: &InputSource, dir: &Path) -> Result<Replayable, PlanError> {
+        match source {
+            InputSource::File(_) => Ok(Replayable::File(source.clone())),
+            InputSource::Stdin => {
+                let mut spool = tempfile::tempfile_in(dir).with_context(|| {
+                    format!(
+                        "cannot make a temporary file in {} for standard input",
+                        dir.display()
+                    )
+                })?;
+                io::copy(&mut io::stdin().lock(), &mut spool).map_err(|source| InputError::Io {
+                    path: InputSource::Stdin.display_name(),
+                    source,
+                })?;
+                Ok(Replayable::Spool(spool))
+            }
+        }
+    }
+
+    /// A reader from the start of the input. Readers of a spool keep their own position,
+    /// so two may be open at once (used one after the other, not from two threads at once).
+    pub fn open(&self, options: ReadOptions) -> Result<SimReader, InputError> {
+        match self {
+            Replayable::File(source) => SimReader::open(source, options),
+            Replayable::Spool(file) => {
+                let name = InputSource::Stdin.display_name();
+                let file = file.try_clone().map_err(|source| InputError::Io {
+                    path: name.clone(),
+                    source,
+                })?;
+                SimReader::from_reader(Box::new(SpoolReader { file, at: 0 }), name, options)
+            }
+        }
+    }
+}
+
+/// Reads a spool file from its own position, whatever other handles of it did meanwhile.
+struct SpoolReader {
+    file: File,
+    at: u64,
+}
+
+impl Read for SpoolReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.seek(SeekFrom::Start(self.at))?;
+        let read = self.file.read(buf)?;
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
+/// Where `register` makes its temporary files: beside the results file.
+pub fn temp_dir_beside(results: &Path) -> PathBuf {
+    match results.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::RegistrationCode;
+    use crate::input::Unreadable;
+    use crate::results::{Outcome, ResultRow, ResultsWriter, SimStatus};
+    use crate::screen::Verdict;
+    use crate::validate::{Column, checked_iccid_key};
+
+    fn row(line: u64, iccid: &str, code: &str) -> InputRow {
+        InputRow {
+            line,
+            end_line: line,
+            iccid: iccid.to_string(),
+            code: RegistrationCode::new(code.to_string()),
+            unreadable: None,
+            fields: csv::ByteRecord::new(),
+            fleet: None,
+            unique_name: None,
+        }
+    }
+
+    /// ICCID number `n`: valid, distinct per `n`.
+    fn iccid(n: u64) -> String {
+        format!("898830700000{n:08}")
+    }
+
+    fn plan(rows: &[InputRow], earlier: EarlierRows, dir: &Path, chunk: usize) -> Plan {
+        Plan::build_from_rows(
+            rows.iter().cloned().map(Ok),
+            Screen::new(false),
+            earlier,
+            dir,
+            Some(chunk),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicates_point_at_the_first_line_across_chunks_whatever_the_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // 200 rows over 37 ICCIDs in a scrambled order, planned 3 records per chunk.
+        let rows: Vec<InputRow> = (0..200u64)
+            .map(|i| row(i + 2, &iccid((i * 7919) % 37), "H3LL0W0RLD"))
+            .collect();
+        let mut plan = plan(&rows, EarlierRows::none(), dir.path(), 3);
+        let mut first: HashMap<String, u64> = HashMap::new();
+        for input in &rows {
+            let expected = match first.get(&input.iccid) {
+                Some(&line) => Some(line),
+                None => {
+                    first.insert(input.iccid.clone(), input.line);
+                    None
+                }
+            };
+            let facts = plan.at(input.line).unwrap();
+            assert_eq!(facts.duplicate_of, expected, "line {}", input.line);
+            assert_eq!(facts.prior, None);
+            assert!(!facts.reported);
+        }
+        assert_eq!(plan.rows, 200);
+        assert_eq!(plan.last_line, Some(201));
+        assert!(plan.covers(201) && !plan.covers(202));
+    }
+
+    #[test]
+    fn the_cursor_skips_lines_never_asked_for_and_answers_nothing_after_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            row(2, &iccid(1), "H3LL0W0RLD"),
+            row(3, &iccid(1), "H3LL0W0RLD"),
+            row(5, &iccid(1), "H3LL0W0RLD"),
+            row(9, &iccid(1), "H3LL0W0RLD"),
+        ];
+        let mut plan = plan(&rows, EarlierRows::none(), dir.path(), 1);
+        assert_eq!(plan.at(4).unwrap(), LineFacts::default(), "line 3 skipped");
+        assert_eq!(plan.at(5).unwrap().duplicate_of, Some(2));
+        assert_eq!(plan.at(9).unwrap().duplicate_of, Some(2));
+        assert_eq!(plan.at(10).unwrap(), LineFacts::default());
+    }
+
+    #[test]
+    fn resume_facts_come_from_the_last_row_of_each_iccid_and_the_lines_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let sid = |n: u8| format!("HS{}", format!("{n:02x}").repeat(16));
+        let fleet = "HF0123456789abcdef0123456789abcdef";
+        {
+            let (mut writer, _) = ResultsWriter::open(&results).unwrap();
+            let mut write = |line, iccid: &str, outcome, sid: Option<String>, status: &str| {
+                let mut row = ResultRow::new(line, iccid, outcome);
+                row.sid = sid;
+                row.status = Some(status.into());
+                if outcome == Outcome::Registered {
+                    row.fleet_sid = Some(fleet.into());
+                }
+                writer.write(&row).unwrap();
+            };
+            write(2, &iccid(1), Outcome::GaveUp, None, "");
+            write(3, &iccid(2), Outcome::Rejected, None, "");
+            write(4, "12345", Outcome::Invalid, None, "");
+            write(5, &iccid(2), Outcome::Duplicate, None, "");
+            write(6, &iccid(3), Outcome::UpdateFailed, Some(sid(3)), "new");
+            write(2, &iccid(1), Outcome::Registered, Some(sid(1)), "active");
+            write(7, "89012345678901234567", Outcome::Rejected, None, "");
+        }
+        // The input moved on: ICCID 1 is now on line 3 (after a new SIM on line 2), and
+        // repeated on line 8; ICCID 2 is on line 5 only.
+        let rows = [
+            row(2, &iccid(9), "H3LL0W0RLD"),
+            row(3, &iccid(1), "H3LL0W0RLD"),
+            row(4, "12345", "H3LL0W0RLD"),
+            row(5, &iccid(2), "H3LL0W0RLD"),
+            row(6, &iccid(3), "H3LL0W0RLD"),
+            row(8, &iccid(1), "H3LL0W0RLD"),
+        ];
+        let (_writer, earlier) = ResultsWriter::open(&results).unwrap();
+        let mut plan = plan(&rows, earlier, dir.path(), 2);
+        assert_eq!(plan.earlier_rows, 7);
+        assert_eq!(plan.at(2).unwrap(), LineFacts::default(), "a new SIM");
+        let one = plan.at(3).unwrap();
+        assert_eq!(
+            one.sim(),
+            Some(PriorSim {
+                outcome: Outcome::Registered,
+                sid: Some(sid(1)),
+                status: SimStatus::Active,
+                fleet_sid: Some(fleet.into()),
+                pending: false,
+            }),
+            "the last row of the ICCID wins, wherever the ICCID now is"
+        );
+        assert!(!one.already_reported());
+        let four = plan.at(4).unwrap();
+        assert!(four.already_reported());
+        assert_eq!(four.prior, None);
+        let five = plan.at(5).unwrap();
+        assert_eq!(five.outcome(), Some(Outcome::Rejected));
+        assert!(five.already_reported(), "line 5 was written as a duplicate");
+        let six = plan.at(6).unwrap();
+        assert_eq!(six.outcome(), Some(Outcome::UpdateFailed));
+        assert_eq!(six.sim().unwrap().sid, Some(sid(3)));
+        assert_eq!(six.sim().unwrap().fleet_sid, None);
+        let eight = plan.at(8).unwrap();
+        assert_eq!(eight.duplicate_of, Some(3));
+        assert_eq!(eight.prior, None, "a duplicate line is never sent");
+    }
+
+    /// A row for the property test: an ICCID from a small pool (so repeats are common),
+    /// sometimes broken, with a good, bad or lowercase code, sometimes unreadable.
+    fn arbitrary_row() -> impl Strategy<Value = (u64, u8, u8, bool)> {
+        (0u64..12, 0u8..4, 0u8..3, proptest::bool::weighted(0.05))
+    }
+
+    fn make_row(
+        line: u64,
+        (n, iccid_kind, code_kind, unreadable): (u64, u8, u8, bool),
+    ) -> InputRow {
+        let iccid = match iccid_kind {
+            0 => format!("8988 3070 0000 {:04} 0000", n),
+            1 => format!("898830700000{n:04}0000F"),
+            2 => format!("89012345678{n:04}00000"),
+            _ => format!("12{n}"),
+        };
+        let code = ["H3LL0W0RLD", "h3ll0w0rld", "short"][usize::from(code_kind)];
+        let mut input = row(line, &iccid, code);
+        if unreadable {
+            input.unreadable = Some(Unreadable {
+                column: Column::Row,
+                reason: "broken".into(),
+            });
+        }
+        input
+    }
+
+    proptest! {
+        /// The plan gives exactly the verdicts of the in-memory map it replaced.
+        #[test]
+        fn plan_dedupe_matches_an_in_memory_map(
+            specs in proptest::collection::vec(arbitrary_row(), 0..120),
+            gaps in proptest::collection::vec(1u64..4, 120),
+            strict in any::<bool>(),
+            chunk in 1usize..9,
+        ) {
+            let mut line = 1;
+            let rows: Vec<InputRow> = specs
+                .iter()
+                .zip(&gaps)
+                .map(|(spec, gap)| {
+                    line += gap;
+                    make_row(line, *spec)
+                })
+                .collect();
+            let screen = Screen::new(strict);
+            let dir = tempfile::tempdir().unwrap();
+            let mut plan = Plan::build_from_rows(
+                rows.iter().cloned().map(Ok),
+                screen,
+                EarlierRows::none(),
+                dir.path(),
+                Some(chunk),
+            )
+            .unwrap();
+            let mut first_seen: HashMap<u64, u64> = HashMap::new();
+            for input in &rows {
+                let reference = match screen.judge(input, None) {
+                    Verdict::Send { iccid, warnings } => {
+                        let key = checked_iccid_key(&iccid).unwrap();
+                        match first_seen.get(&key) {
+                            Some(&first_line) => Verdict::Duplicate { iccid, first_line },
+                            None => {
+                                first_seen.insert(key, input.line);
+                                Verdict::Send { iccid, warnings }
+                            }
+                        }
+                    }
+                    other => other,
+                };
+                let facts = plan.at(input.line).unwrap();
+                prop_assert_eq!(screen.judge(input, facts.duplicate_of), reference);
+            }
+        }
+    }
+}
