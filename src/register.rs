@@ -170,12 +170,12 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
         no_new_rows.clone(),
     ));
 
-    let plan = DispatchPlan {
+    let limits = DispatchLimits {
         concurrency: config.concurrency,
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
-    dispatch(work_rx, &pool, &plan, written_tx, &no_new_rows, &stop).await;
+    dispatch(work_rx, &pool, &limits, written_tx, &no_new_rows, &stop).await;
 
     let written = writer_task
         .await
@@ -360,7 +360,7 @@ fn triage(
 
 /// The dispatcher's limits.
 #[derive(Debug, Clone, Copy)]
-struct DispatchPlan {
+struct DispatchLimits {
     /// SIMs in progress at once.
     concurrency: usize,
     /// With `--wait`, how long one SIM may be polled.
@@ -376,16 +376,16 @@ struct DispatchPlan {
 async fn dispatch(
     mut work: mpsc::Receiver<Work>,
     pool: &Arc<Pool>,
-    plan: &DispatchPlan,
+    limits: &DispatchLimits,
     written: mpsc::Sender<Written>,
     no_new_rows: &CancellationToken,
     stop: &CancellationToken,
 ) {
-    let DispatchPlan {
+    let DispatchLimits {
         concurrency,
         wait,
         grace,
-    } = *plan;
+    } = *limits;
     let permits = Arc::new(Semaphore::new(concurrency));
     let refused = pool.credentials_refused().clone();
     let mut workers = JoinSet::new();
