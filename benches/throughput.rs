@@ -1,27 +1,29 @@
 //! `cargo bench --bench throughput`: how fast and how lean `supersim-bulk` is against the
 //! emulator, next to a naive baseline (one request at a time, nothing adaptive).
 //!
-//! It runs the release binary as a child process against an emulator served by this
-//! process, and reads the child's CPU time and peak RSS from `wait4`. Scenarios:
-//! latency-bound (100 ms, 20 in flight allowed: a 200 requests/s limit the client is not
-//! told), instant server (the client's own cost), 1,000,000-row `validate`, 1,000,000-row
-//! resume of a finished file, and register at 10,000 and 1,000,000 rows for memory
-//! flatness. `BENCH_QUICK=1` skips the 1,000,000-row registration, the slowest part.
+//! The release binary runs twice per scenario as child processes: once as the emulator
+//! (`supersim-bulk emulator --port 0`), once as the client. The client's CPU time and peak
+//! RSS come from `wait4`. This process stays small on purpose: Linux carries a parent's
+//! resident size into a child's `ru_maxrss` at spawn, so an emulator holding a million
+//! SIMs in here would inflate every figure. Scenarios: latency-bound (100 ms, 20 in flight
+//! allowed: a 200 requests/s limit the client is not told), instant server (the client's
+//! own cost) at 10,000 and 1,000,000 rows, resume of a finished 1,000,000-row file, and
+//! `validate` at 10,000 and 1,000,000 rows. `BENCH_QUICK=1` skips the 1,000,000-row
+//! registration, the slowest part.
 //!
 //! Nothing here is part of `cargo test`; it prints a Markdown table for the README.
 
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use supersim_bulk::emulator::{
-    Emulator, EmulatorConfig, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, registration_code_for,
-};
+use supersim_bulk::emulator::{TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, registration_code_for};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_supersim-bulk");
 
-/// What one run of the binary cost.
+/// What one client run cost.
 struct Measured {
     rows: u64,
     wall: Duration,
@@ -38,10 +40,63 @@ impl Measured {
     }
 }
 
-/// Runs the binary to its end and reads its resource use.
+/// An emulator in its own process, stopped on drop.
+struct EmulatorProcess {
+    child: Child,
+    base_url: String,
+}
+
+impl EmulatorProcess {
+    fn start(flags: &[&str]) -> Self {
+        let mut child = Command::new(BINARY)
+            .args(["emulator", "--port", "0", "-q"])
+            .args(flags)
+            .env_remove("TWILIO_API_KEY")
+            .env_remove("TWILIO_API_SECRET")
+            .env_remove("TWILIO_ACCOUNT_SID")
+            .env_remove("TWILIO_AUTH_TOKEN")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the emulator starts");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut first_line)
+            .expect("the emulator says where it listens");
+        let base_url = first_line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .expect("a URL on the first line")
+            .to_string();
+        EmulatorProcess { child, base_url }
+    }
+
+    /// `GET /_emulator/stats`, over a plain socket to keep this process small.
+    fn stats(&self) -> serde_json::Value {
+        let address = self.base_url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).expect("the emulator answers");
+        write!(
+            stream,
+            "GET /_emulator/stats HTTP/1.0\r\nHost: {address}\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("{}");
+        serde_json::from_str(body).expect("stats are JSON")
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the client to its end and reads its resource use.
 // The child is reaped by wait4 below, which std's lint cannot see.
 #[allow(unsafe_code, clippy::zombie_processes)]
-fn run_child(args: &[&str]) -> (Duration, Duration, f64, i32) {
+fn run_client(args: &[&str]) -> (Duration, Duration, f64, i32) {
     let started = Instant::now();
     let child = Command::new(BINARY)
         .args(args)
@@ -49,8 +104,8 @@ fn run_child(args: &[&str]) -> (Duration, Duration, f64, i32) {
         .env("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN)
         .env_remove("TWILIO_API_KEY")
         .env_remove("TWILIO_API_SECRET")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
     let pid = child.id() as libc::pid_t;
@@ -81,69 +136,52 @@ fn sims(count: u64) -> impl Iterator<Item = (String, String)> {
     })
 }
 
-fn write_input(path: &Path, count: u64) {
-    let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
-    writeln!(out, "Iccid,RegistrationCode").unwrap();
-    for (iccid, code) in sims(count) {
-        writeln!(out, "{iccid},{code}").unwrap();
+/// The input file for `count` SIMs, written once per benchmark run.
+fn input_file(dir: &Path, count: u64) -> String {
+    let path = dir.join(format!("in-{count}.csv"));
+    if !path.exists() {
+        let mut out = BufWriter::new(std::fs::File::create(&path).unwrap());
+        writeln!(out, "Iccid,RegistrationCode").unwrap();
+        for (iccid, code) in sims(count) {
+            writeln!(out, "{iccid},{code}").unwrap();
+        }
     }
+    path.to_str().unwrap().to_string()
 }
 
 /// A results file in which every SIM of the input is already registered.
 fn write_finished_results(path: &Path, count: u64) {
     let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
-    writeln!(out, "line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at").unwrap();
+    writeln!(out, "line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning").unwrap();
     for (n, (iccid, _)) in sims(count).enumerate() {
         writeln!(
             out,
-            "{},{iccid},registered,HS{n:032x},new,,,,,1,2026-11-26T00:00:00Z",
+            "{},{iccid},registered,HS{n:032x},new,,,,,1,2026-11-26T00:00:00Z,",
             n + 2
         )
         .unwrap();
     }
 }
 
-async fn register(
-    dir: &Path,
-    emulator_config: EmulatorConfig,
-    rows: u64,
-    flags: &[&str],
-) -> Measured {
-    let emulator = Emulator::start(emulator_config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let input = dir.join(format!("in-{rows}.csv"));
-    if !input.exists() {
-        write_input(&input, rows);
-    }
+/// A `register` run of `rows` SIMs against a fresh emulator started with `emulator_flags`.
+fn register(dir: &Path, emulator_flags: &[&str], rows: u64, flags: &[&str]) -> Measured {
+    let emulator = EmulatorProcess::start(emulator_flags);
+    let input = input_file(dir, rows);
     let output = dir.join("out.results.csv");
     let _ = std::fs::remove_file(&output);
-    let base_url = emulator.base_url();
-    let mut args = vec![
-        "register",
-        input.to_str().unwrap(),
-        "-q",
-        "--base-url",
-        &base_url,
-    ];
-    let output_arg = output.to_str().unwrap().to_string();
-    args.extend(["--output", &output_arg]);
+    let output = output.to_str().unwrap().to_string();
+    let mut args = vec!["register", &input, "-q", "--base-url", &emulator.base_url];
+    args.extend(["--output", &output]);
     args.extend_from_slice(flags);
-    let args_owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (wall, cpu, peak_rss_mb, exit) = tokio::task::spawn_blocking(move || {
-        run_child(&args_owned.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let (wall, cpu, peak_rss_mb, exit) = run_client(&args);
     let stats = emulator.stats();
-    emulator.shutdown().await;
     Measured {
         rows,
         wall,
         cpu,
         peak_rss_mb,
-        requests: stats.requests,
-        throttled: stats.throttled,
+        requests: stats["requests"].as_u64().unwrap_or(0),
+        throttled: stats["throttled"].as_u64().unwrap_or(0),
         exit,
     }
 }
@@ -163,18 +201,19 @@ fn print_table(rows: &[Row]) {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let m = &row.measured;
-        let limit = row.limit.map_or("n/a".to_string(), |l| format!("{l:.0}/s"));
-        let ratio = row.limit.map_or("n/a".to_string(), |l| {
-            format!("{:.0}%", 100.0 * m.throughput() / l)
-        });
+        let na = || "n/a".to_string();
+        let limit = row.limit.map_or_else(na, |l| format!("{l:.0}/s"));
+        let ratio = row
+            .limit
+            .map_or_else(na, |l| format!("{:.0}%", 100.0 * m.throughput() / l));
         let share = if m.requests > 0 {
             format!("{:.1}%", 100.0 * m.throttled as f64 / m.requests as f64)
         } else {
-            "n/a".to_string()
+            na()
         };
         let baseline = row
             .baseline
-            .map_or("n/a".to_string(), |b| format!("{:.1}x", m.throughput() / b));
+            .map_or_else(na, |b| format!("{:.1}x", m.throughput() / b));
         println!(
             "| {} | {} | {:.0} | {limit} | {ratio} | {share} | {:.2}s | {:.2}s | {:.1} MB | {baseline} | {} |",
             row.scenario,
@@ -204,140 +243,108 @@ fn machine() -> String {
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
-        // `cargo test --benches` style discovery: nothing to list.
+        // Test-harness discovery (`cargo test --benches`): nothing to list.
         return;
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let dir_path: PathBuf = dir.path().to_path_buf();
+    let dir = dir.path();
     let mut table = Vec::new();
     eprintln!("benchmarking {BINARY} on {}", machine());
 
-    runtime.block_on(async {
-        let unlimited = ["--rate", "1000000", "--concurrency", "32"];
-        let naive = ["--rate", "1000000", "--concurrency", "1"];
+    let unlimited = ["--rate", "1000000", "--concurrency", "32"];
+    let naive = ["--rate", "1000000", "--concurrency", "1", "--no-adaptive"];
 
-        // Latency-bound: 100 ms per request, 20 in flight allowed => 200 requests/s at best.
-        let latency_bound = || EmulatorConfig {
-            latency: Duration::from_millis(100),
-            max_concurrent: Some(20),
-            ..EmulatorConfig::default()
-        };
-        eprintln!("latency-bound, naive baseline (300 rows)...");
-        let naive_latency = register(&dir_path, latency_bound(), 300, &naive).await;
-        eprintln!("latency-bound (5000 rows)...");
-        let measured = register(&dir_path, latency_bound(), 5_000, &unlimited).await;
-        table.push(Row {
-            scenario: "latency-bound: 100 ms, limit 20 in flight".into(),
-            measured,
-            limit: Some(200.0),
-            baseline: Some(naive_latency.throughput()),
-        });
+    // Latency-bound: 100 ms per request, 20 in flight allowed => 200 requests/s at best.
+    let latency_bound = ["--latency", "100ms", "--max-concurrent", "20"];
+    eprintln!("latency-bound, naive baseline (300 rows)...");
+    let naive_latency = register(dir, &latency_bound, 300, &naive);
+    eprintln!("latency-bound (5000 rows)...");
+    table.push(Row {
+        scenario: "latency-bound: 100 ms, limit 20 in flight".into(),
+        measured: register(dir, &latency_bound, 5_000, &unlimited),
+        limit: Some(200.0),
+        baseline: Some(naive_latency.throughput()),
+    });
 
-        // Instant server: the client's own cost per registration.
-        eprintln!("instant server, naive baseline (2000 rows)...");
-        let naive_instant = register(&dir_path, EmulatorConfig::default(), 2_000, &naive).await;
-        eprintln!("instant server (10000 rows)...");
-        let measured = register(&dir_path, EmulatorConfig::default(), 10_000, &unlimited).await;
-        let baseline = Some(naive_instant.throughput());
+    // Instant server: the client's own cost per registration.
+    eprintln!("instant server, naive baseline (2000 rows)...");
+    let naive_instant = register(dir, &[], 2_000, &naive).throughput();
+    for rows in [10_000u64, 1_000_000] {
+        if quick && rows > 10_000 {
+            continue;
+        }
+        eprintln!("instant server ({rows} rows)...");
         table.push(Row {
-            scenario: "instant server: register 10k".into(),
-            measured,
+            scenario: format!("instant server: register {}", short(rows)),
+            measured: register(dir, &[], rows, &unlimited),
             limit: None,
-            baseline,
+            baseline: Some(naive_instant),
         });
-        if !quick {
-            eprintln!("instant server (1000000 rows)...");
-            let measured =
-                register(&dir_path, EmulatorConfig::default(), 1_000_000, &unlimited).await;
-            table.push(Row {
-                scenario: "instant server: register 1M".into(),
-                measured,
-                limit: None,
-                baseline,
-            });
-        }
+    }
 
-        // Resume over a finished 1M-row results file: nothing to send.
-        eprintln!("resume of a finished 1000000-row file...");
-        let input = dir_path.join("in-1000000.csv");
-        if !input.exists() {
-            write_input(&input, 1_000_000);
-        }
-        let results = dir_path.join("resume.results.csv");
-        write_finished_results(&results, 1_000_000);
-        let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let args: Vec<String> = [
-            "register",
-            input.to_str().unwrap(),
-            "-q",
-            "--base-url",
-            &emulator.base_url(),
-            "--output",
-            results.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (wall, cpu, peak_rss_mb, exit) = tokio::task::spawn_blocking(move || {
-            run_child(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap();
-        let stats = emulator.stats();
+    // Resume over a finished 1M-row results file: nothing to send.
+    eprintln!("resume of a finished 1000000-row file...");
+    let input = input_file(dir, 1_000_000);
+    let results = dir.join("resume.results.csv");
+    write_finished_results(&results, 1_000_000);
+    let emulator = EmulatorProcess::start(&[]);
+    let results = results.to_str().unwrap().to_string();
+    let args = [
+        "register",
+        &input,
+        "-q",
+        "--base-url",
+        &emulator.base_url,
+        "--output",
+        &results,
+    ];
+    let (wall, cpu, peak_rss_mb, exit) = run_client(&args);
+    let sent = emulator.stats()["requests"].as_u64().unwrap_or(0);
+    table.push(Row {
+        scenario: format!("resume 1M finished rows ({sent} requests sent)"),
+        measured: Measured {
+            rows: 1_000_000,
+            wall,
+            cpu,
+            peak_rss_mb,
+            requests: sent,
+            throttled: 0,
+            exit,
+        },
+        limit: None,
+        baseline: None,
+    });
+    drop(emulator);
+
+    for rows in [10_000u64, 1_000_000] {
+        eprintln!("validate ({rows} rows)...");
+        let input = input_file(dir, rows);
+        let (wall, cpu, peak_rss_mb, exit) = run_client(&["validate", &input]);
         table.push(Row {
-            scenario: format!("resume 1M finished rows ({} requests sent)", stats.requests),
+            scenario: format!("validate {}", short(rows)),
             measured: Measured {
-                rows: 1_000_000,
+                rows,
                 wall,
                 cpu,
                 peak_rss_mb,
-                requests: stats.requests,
+                requests: 0,
                 throttled: 0,
                 exit,
             },
             limit: None,
             baseline: None,
         });
-
-        // Validate 1M rows, when this build has the command.
-        let has_validate = Command::new(BINARY)
-            .args(["validate", "--help"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if has_validate {
-            for rows in [10_000u64, 1_000_000] {
-                eprintln!("validate ({rows} rows)...");
-                let input = dir_path.join(format!("in-{rows}.csv"));
-                if !input.exists() {
-                    write_input(&input, rows);
-                }
-                let input = input.to_str().unwrap().to_string();
-                let (wall, cpu, peak_rss_mb, exit) =
-                    tokio::task::spawn_blocking(move || run_child(&["validate", &input]))
-                        .await
-                        .unwrap();
-                table.push(Row {
-                    scenario: format!("validate {}", if rows == 10_000 { "10k" } else { "1M" }),
-                    measured: Measured {
-                        rows,
-                        wall,
-                        cpu,
-                        peak_rss_mb,
-                        requests: 0,
-                        throttled: 0,
-                        exit,
-                    },
-                    limit: None,
-                    baseline: None,
-                });
-            }
-        }
-    });
+    }
 
     println!("Machine: {}", machine());
     print_table(&table);
+}
+
+fn short(rows: u64) -> String {
+    if rows >= 1_000_000 {
+        format!("{}M", rows / 1_000_000)
+    } else {
+        format!("{}k", rows / 1_000)
+    }
 }
