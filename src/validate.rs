@@ -87,7 +87,8 @@ impl std::fmt::Display for Invalid {
             Invalid::CodeEmpty => write!(f, "registration code is empty"),
             Invalid::CodeLength(n) => write!(
                 f,
-                "registration code must be 10 letters or digits, found {n} characters"
+                "registration code must be 10 letters or digits, found {n} character{}",
+                if *n == 1 { "" } else { "s" }
             ),
             Invalid::CodeCharacters => write!(
                 f,
