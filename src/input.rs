@@ -154,6 +154,23 @@ impl std::fmt::Debug for InputRow {
     }
 }
 
+#[cfg(test)]
+impl InputRow {
+    /// A readable row with just an ICCID and a code, for unit tests.
+    pub(crate) fn for_test(line: u64, iccid: &str, code: &str) -> Self {
+        InputRow {
+            line,
+            end_line: line,
+            iccid: iccid.to_string(),
+            code: RegistrationCode::new(code.to_string()),
+            unreadable: None,
+            fields: csv::ByteRecord::from(vec![iccid, code]),
+            fleet: None,
+            unique_name: None,
+        }
+    }
+}
+
 /// A header cell reduced for matching: lowercase, without spaces, `_` and `-`.
 pub fn header_key(name: &str) -> String {
     name.chars()

@@ -380,23 +380,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::api::RegistrationCode;
     use crate::input::Unreadable;
     use crate::results::{Outcome, ResultRow, ResultsWriter, SimStatus};
     use crate::screen::Verdict;
     use crate::validate::{Column, checked_iccid_key};
 
     fn row(line: u64, iccid: &str, code: &str) -> InputRow {
-        InputRow {
-            line,
-            end_line: line,
-            iccid: iccid.to_string(),
-            code: RegistrationCode::new(code.to_string()),
-            unreadable: None,
-            fields: csv::ByteRecord::new(),
-            fleet: None,
-            unique_name: None,
-        }
+        InputRow::for_test(line, iccid, code)
     }
 
     /// ICCID number `n`: valid, distinct per `n`.

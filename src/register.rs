@@ -597,19 +597,9 @@ fn count_rows_in_background(path: std::path::PathBuf, expected: Arc<AtomicU64>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::RegistrationCode;
 
     fn input(line: u64, iccid: &str, code: &str) -> InputRow {
-        InputRow {
-            line,
-            iccid: iccid.to_string(),
-            code: RegistrationCode::new(code.to_string()),
-            end_line: line,
-            unreadable: None,
-            fields: csv::ByteRecord::from(vec![iccid, code]),
-            fleet: None,
-            unique_name: None,
-        }
+        InputRow::for_test(line, iccid, code)
     }
 
     fn kind(work: &Work) -> String {

@@ -149,7 +149,6 @@ impl Screen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::RegistrationCode;
     use crate::input::Unreadable;
     use crate::plan::Plan;
     use crate::results::EarlierRows;
@@ -173,16 +172,7 @@ mod tests {
     }
 
     fn row(line: u64, iccid: &str, code: &str) -> InputRow {
-        InputRow {
-            line,
-            end_line: line,
-            iccid: iccid.to_string(),
-            code: RegistrationCode::new(code.to_string()),
-            unreadable: None,
-            fields: csv::ByteRecord::new(),
-            fleet: None,
-            unique_name: None,
-        }
+        InputRow::for_test(line, iccid, code)
     }
 
     fn summary(verdict: &Verdict) -> String {

@@ -375,24 +375,11 @@ async fn concurrency_adapts_down_to_an_unannounced_limit() {
 /// Runs `register - --output sims.results.csv` with `input` on standard input.
 async fn register_stdin(env: &TestEnv, input: &str, extra: &[&str]) -> std::process::Output {
     use tokio::io::AsyncWriteExt;
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+    let results = env.results_path();
+    let mut args = vec!["--output", results.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut command = env.register_command_for("-".as_ref(), &args, &TestEnv::test_credentials());
     command
-        .args(["register", "-", "--output"])
-        .arg(env.results_path())
-        .args(["--base-url", &env.emulator.base_url()])
-        .args([
-            "--rate",
-            "1000",
-            "--backoff-base",
-            "5ms",
-            "--backoff-cap",
-            "50ms",
-        ])
-        .args(extra)
-        .env_remove("TWILIO_API_KEY")
-        .env_remove("TWILIO_API_SECRET")
-        .env_remove("RUST_LOG")
-        .envs(TestEnv::test_credentials())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

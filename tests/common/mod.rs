@@ -70,10 +70,20 @@ impl TestEnv {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> tokio::process::Command {
+        self.register_command_for(self.input_path().as_os_str(), extra, env)
+    }
+
+    /// [`TestEnv::register_command`] with another input argument (`-` for standard input).
+    pub fn register_command_for(
+        &self,
+        input: &std::ffi::OsStr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
         command
             .arg("register")
-            .arg(self.input_path())
+            .arg(input)
             .args(["--base-url", &self.emulator.base_url()])
             .args([
                 "--rate",
