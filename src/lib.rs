@@ -12,11 +12,12 @@
 //! - [`plan`]: which rows repeat an earlier one and what earlier runs recorded, worked out
 //!   on disk before the main pass so memory stays flat; [`extsort`]: its external sort.
 //! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
-//!   and the pool-wide pause after a 429.
+//!   and the pool-wide pause after a 429; [`adaptive`]: the in-flight limit that adapts to
+//!   the account's concurrency limit.
 //! - [`pool`]: registers one SIM within the run's limits; [`onboard`]: the steps after
 //!   registration (Fleet, status, UniqueName, waiting) and resuming per step.
-//! - [`results`]: the results CSV, its writer and the stream of earlier rows; [`lock`]: one run at
-//!   a time per results file.
+//! - [`results`]: the results CSV, its writer and the stream of earlier rows; [`lock`]: one
+//!   run at a time per results file.
 //! - [`register`]: the `register` job, wiring reader, pool and writer together.
 //! - [`progress`]: the live progress display; [`summary`]: how a run ended, its summary
 //!   and exit code; [`exit`]: the exit codes.

@@ -4,7 +4,9 @@
 //! Backoff is exponential with full jitter (a random wait between zero and `base * 2^n`,
 //! capped), so that many workers failing together do not retry together. A server's
 //! `Retry-After` overrides the computed wait. A 429 means the *account* is over its limit,
-//! so one worker's 429 pauses every worker, not only the one that got it.
+//! so it slows every worker, not only the one that got it: through the adaptive limit
+//! (`adaptive`), and through the pause here when the server names a wait or adaptation is
+//! off.
 
 use std::sync::Mutex;
 use std::time::Duration;
