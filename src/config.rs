@@ -38,7 +38,6 @@ pub struct RegisterConfig {
     pub input: InputSource,
     pub output: PathBuf,
     pub target: Target,
-    pub concurrency: usize,
     pub limits: PoolLimits,
     pub timeout: Duration,
     pub retry_rejected: bool,
@@ -103,7 +102,6 @@ impl RegisterConfig {
             input,
             output,
             target,
-            concurrency: args.concurrency as usize,
             limits: PoolLimits {
                 rate: args.rate,
                 concurrency: args.concurrency as usize,

@@ -1026,7 +1026,7 @@ async fn list_fleets(
     headers: HeaderMap,
     Query(params): Query<PageParams>,
 ) -> Response {
-    let (page, page_size) = match paging(params.page.as_deref(), params.page_size.as_deref()) {
+    let (page, page_size) = match params.resolve() {
         Ok(paging) => paging,
         Err(parameter) => return invalid_parameter(parameter),
     };
@@ -1069,10 +1069,8 @@ struct ListParams {
     status: Option<String>,
     #[serde(rename = "Fleet")]
     fleet: Option<String>,
-    #[serde(rename = "PageSize")]
-    page_size: Option<String>,
-    #[serde(rename = "Page")]
-    page: Option<String>,
+    #[serde(flatten)]
+    paging: PageParams,
 }
 
 async fn list_sims(
@@ -1084,7 +1082,7 @@ async fn list_sims(
     store.stats.lookup_requests += 1;
     let now = Instant::now();
     store.sims.iter_mut().for_each(|sim| sim.settle(now));
-    let (page, page_size) = match paging(params.page.as_deref(), params.page_size.as_deref()) {
+    let (page, page_size) = match params.paging.resolve() {
         Ok(paging) => paging,
         Err(parameter) => return invalid_parameter(parameter),
     };
@@ -1120,16 +1118,23 @@ async fn list_sims(
     )
 }
 
-/// `Page` and `PageSize` as Twilio reads them: a size above the maximum is capped, a value
-/// that is not a number is refused: the error names the parameter.
-fn paging(page: Option<&str>, page_size: Option<&str>) -> Result<(usize, usize), &'static str> {
-    let number = |value: Option<&str>, name, default| match value.map(str::parse::<usize>) {
-        None => Ok(default),
-        Some(Ok(n)) => Ok(n),
-        Some(Err(_)) => Err(name),
-    };
-    number(page_size, "PageSize", DEFAULT_PAGE_SIZE)
-        .and_then(|size| Ok((number(page, "Page", 0)?, size.clamp(1, MAX_PAGE_SIZE))))
+impl PageParams {
+    /// `(Page, PageSize)` as Twilio reads them: a size above the maximum is capped, a value
+    /// that is not a number is refused: the error names the parameter.
+    fn resolve(&self) -> Result<(usize, usize), &'static str> {
+        let number =
+            |value: &Option<String>, name, default| match value.as_deref().map(str::parse::<usize>)
+            {
+                None => Ok(default),
+                Some(Ok(n)) => Ok(n),
+                Some(Err(_)) => Err(name),
+            };
+        let page_size = number(&self.page_size, "PageSize", DEFAULT_PAGE_SIZE)?;
+        Ok((
+            number(&self.page, "Page", 0)?,
+            page_size.clamp(1, MAX_PAGE_SIZE),
+        ))
+    }
 }
 
 /// One page of a list answer under `key`, with the `meta` block every Twilio list has.

@@ -436,38 +436,10 @@ impl Steps<'_> {
 
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
     async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
-        let mut jitter = jitter_for_row(self.line ^ 0xfe7c);
-        let mut tries = 0;
-        loop {
-            let Some(answer) = self
-                .pool
-                .send(self.pool.client().fetch_sim(&self.sid))
-                .await
-            else {
-                return Err(None);
-            };
-            tries += 1;
-            let error = match answer {
-                Ok(sim) => return Ok(sim),
-                Err(error) => error,
-            };
-            match error.classify() {
-                ErrorClass::Retry { throttled } if tries < self.pool.limits().max_attempts => {
-                    if !self
-                        .pool
-                        .retry_wait(tries, &error, throttled, &mut jitter)
-                        .await
-                    {
-                        return Err(None);
-                    }
-                }
-                ErrorClass::CredentialsRefused => {
-                    self.pool.refuse_credentials(&error);
-                    return Err(None);
-                }
-                _ => return Err(Some(error)),
-            }
-        }
+        let client = self.pool.client();
+        self.pool
+            .read_with_retries(self.line ^ 0xfe7c, || client.fetch_sim(&self.sid))
+            .await
     }
 
     /// A final row showing the SIM as `sim` describes it.

@@ -311,10 +311,25 @@ impl Pool {
 
     /// `GET /v1/Sims?Iccid=` with the same retry policy. `Err(None)` means the run stopped.
     async fn lookup(&self, row: &SendRow) -> Result<Option<Sim>, Option<ApiError>> {
-        let mut jitter = jitter_for_row(row.line ^ 0x5eed);
+        self.read_with_retries(row.line ^ 0x5eed, || self.client.find_sim(&row.iccid))
+            .await
+    }
+
+    /// An idempotent read (a lookup or a fetch) through the gate, retrying transient
+    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or the credentials
+    /// were refused; `Err(Some(error))` is the error that ended it.
+    pub(crate) async fn read_with_retries<T, F>(
+        &self,
+        jitter_seed: u64,
+        mut request: impl FnMut() -> F,
+    ) -> Result<T, Option<ApiError>>
+    where
+        F: Future<Output = Result<T, ApiError>>,
+    {
+        let mut jitter = jitter_for_row(jitter_seed);
         let mut tries = 0;
         loop {
-            let Some(answer) = self.send(self.client.find_sim(&row.iccid)).await else {
+            let Some(answer) = self.send(request()).await else {
                 return Err(None);
             };
             tries += 1;

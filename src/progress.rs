@@ -5,8 +5,6 @@
 //! Only the results writer calls into this module, so one task owns the display.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -52,8 +50,8 @@ impl Counts {
 /// Live progress of a run.
 pub struct Progress {
     started: Instant,
-    /// Input rows expected, counted in the background; 0 until known.
-    expected_rows: Arc<AtomicU64>,
+    /// Input rows, as the plan counted them.
+    expected_rows: u64,
     /// Rows that reached an outcome in this run.
     pub this_run: Counts,
     /// Rows skipped because an earlier run finished them, by their earlier outcome.
@@ -64,7 +62,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(expected_rows: Arc<AtomicU64>, plain_interval: Duration) -> Self {
+    pub fn new(expected_rows: u64, plain_interval: Duration) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -102,7 +100,7 @@ impl Progress {
 
     fn advance(&mut self) {
         if let Some(bar) = &self.bar {
-            bar.set_length(self.expected_rows.load(Ordering::Relaxed).max(self.done()));
+            bar.set_length(self.expected_rows.max(self.done()));
             bar.set_position(self.done());
             bar.set_message(self.this_run.describe());
         }
@@ -117,7 +115,7 @@ impl Progress {
         }
         self.last_plain = Instant::now();
         let done = self.done();
-        let expected = self.expected_rows.load(Ordering::Relaxed).max(done);
+        let expected = self.expected_rows.max(done);
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = self.this_run.total() as f64 / elapsed.max(0.001);
         let eta = if rate > 0.0 && expected > done {

@@ -15,9 +15,7 @@
 //! Each row carries its input fields to the writer, which copies failed rows to the
 //! `--failed-out` file.
 
-use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,7 +28,7 @@ use crate::cli::MaxFailures;
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::failed_out::FailedOut;
-use crate::input::{InputError, InputRow, InputSource, SimReader};
+use crate::input::{InputError, InputRow, SimReader};
 use crate::lock::{LockError, RunLock};
 use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
 use crate::plan::{LineFacts, Plan, PlanError, Replayable, temp_dir_beside};
@@ -135,14 +133,9 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     let (client, _emulator) = connect(&config).await.map_err(RunError::Setup)?;
     let pool = Arc::new(Pool::new(client, config.limits, stop.clone()));
 
-    let expected_rows = Arc::new(AtomicU64::new(0));
-    match &config.input {
-        InputSource::File(path) => count_rows_in_background(path.clone(), expected_rows.clone()),
-        InputSource::Stdin => expected_rows.store(plan.rows, Ordering::Relaxed),
-    }
-    let progress = Progress::new(expected_rows, config.progress_interval);
+    let progress = Progress::new(plan.rows, config.progress_interval);
 
-    let channel_size = config.concurrency * 2;
+    let channel_size = config.limits.concurrency * 2;
     let (work_tx, work_rx) = mpsc::channel(channel_size);
     let (written_tx, written_rx) = mpsc::channel(channel_size);
     let retry_rejected = config.retry_rejected;
@@ -171,7 +164,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     ));
 
     let limits = DispatchLimits {
-        concurrency: config.concurrency,
+        concurrency: config.limits.concurrency,
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
@@ -572,26 +565,6 @@ fn log_row(row: &ResultRow) {
             "row finished"
         );
     }
-}
-
-/// Counts data lines for the progress total without holding up the run.
-fn count_rows_in_background(path: std::path::PathBuf, expected: Arc<AtomicU64>) {
-    std::thread::spawn(move || {
-        let Ok(mut file) = std::fs::File::open(path) else {
-            return;
-        };
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut lines = 0u64;
-        let mut last = b'\n';
-        while let Ok(n @ 1..) = file.read(&mut buffer) {
-            lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-            last = buffer[n - 1];
-        }
-        if last != b'\n' {
-            lines += 1;
-        }
-        expected.store(lines.saturating_sub(1), Ordering::Relaxed);
-    });
 }
 
 #[cfg(test)]

@@ -73,6 +73,14 @@ struct ProblemLines {
 }
 
 impl ProblemLines {
+    /// `line N: column: reason`, with `tag` (such as `warning: `) before the reason.
+    fn push_problem(&mut self, line: u64, problem: &Problem, tag: &str) -> anyhow::Result<()> {
+        self.push(format!(
+            "line {line}: {}: {tag}{}",
+            problem.column, problem.reason
+        ))
+    }
+
     fn push(&mut self, text: String) -> anyhow::Result<()> {
         if self.shown.len() < SHOWN_PROBLEMS {
             self.shown.push(text);
@@ -155,22 +163,14 @@ pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunEr
                 }
                 for warning in &warnings {
                     lines
-                        .push(format!(
-                            "line {}: {}: warning: {}",
-                            row.line, warning.column, warning.reason
-                        ))
+                        .push_problem(row.line, warning, "warning: ")
                         .map_err(setup)?;
                 }
             }
             Verdict::Invalid { problems, .. } => {
                 counts.invalid += 1;
                 for problem in &problems {
-                    lines
-                        .push(format!(
-                            "line {}: {}: {}",
-                            row.line, problem.column, problem.reason
-                        ))
-                        .map_err(setup)?;
+                    lines.push_problem(row.line, problem, "").map_err(setup)?;
                 }
                 if let Some(failed_out) = &mut failed_out {
                     failed_out
@@ -182,12 +182,7 @@ pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunEr
             Verdict::Duplicate { first_line, .. } => {
                 counts.duplicate += 1;
                 let problem = Verdict::duplicate_problem(first_line);
-                lines
-                    .push(format!(
-                        "line {}: {}: {}",
-                        row.line, problem.column, problem.reason
-                    ))
-                    .map_err(setup)?;
+                lines.push_problem(row.line, &problem, "").map_err(setup)?;
             }
         }
     }
