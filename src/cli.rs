@@ -20,7 +20,9 @@ Credentials (environment only, never flags):
     name = "supersim-bulk",
     version,
     about = "Register Twilio Super SIMs in bulk from a CSV, resumably, within the API's limits",
-    after_help = crate::exit::HELP
+    after_help = crate::exit::HELP,
+    // A flag given twice takes its last value, so a wrapper's defaults can be overridden.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]

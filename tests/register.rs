@@ -259,8 +259,8 @@ async fn the_concurrency_cap_holds_as_the_server_sees_it() {
     let output = env.register(&["--concurrency", "3"]).await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let stats = env.emulator.stats();
-    assert!(stats.max_in_flight <= 3, "{stats:?}");
-    assert!(stats.max_in_flight >= 1, "{stats:?}");
+    // Requests last 20 ms and start 1 ms apart, so the cap is reached, never passed.
+    assert_eq!(stats.max_in_flight, 3, "{stats:?}");
     assert_eq!(stats.create_requests, 40);
 }
 
@@ -464,5 +464,24 @@ async fn standard_input_is_deduped_and_resumed_like_a_file() {
         left,
         ["sims.results.csv", "sims.results.csv.lock"],
         "no spool or sort file is left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_cap_holds_as_the_server_sees_it() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..11).map(|n| good_sim(950 + n)).collect();
+    env.write_input(&sims);
+
+    let started = Instant::now();
+    let output = env.register(&["--rate", "20"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().create_requests, 11);
+    // 11 requests evenly paced at 20 per second span at least 10 gaps of 50 ms: a lower
+    // bound that holds however slow the machine is, and fails if the cap is not applied.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
     );
 }
