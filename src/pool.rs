@@ -109,10 +109,6 @@ impl Pool {
         &self.credentials_refused
     }
 
-    fn halted(&self) -> bool {
-        self.stop.is_cancelled() || self.credentials_refused.is_cancelled()
-    }
-
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }
@@ -135,7 +131,10 @@ impl Pool {
         &self,
         request: impl Future<Output = Result<T, ApiError>>,
     ) -> Option<Result<T, ApiError>> {
+        // `biased`: once the run is stopping, no new request starts, even when a slot and
+        // a rate token are free at that very moment.
         let slot = tokio::select! {
+            biased;
             _ = self.stop.cancelled() => return None,
             _ = self.credentials_refused.cancelled() => return None,
             slot = async {
@@ -211,9 +210,6 @@ impl Pool {
         // our own earlier attempt, so the SIM counts as registered by this run.
         let mut maybe_committed = false;
         loop {
-            if self.halted() {
-                return None;
-            }
             let answer = self
                 .send(self.client.create_sim(&row.iccid, &row.code))
                 .await?;
