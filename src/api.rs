@@ -9,41 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-/// An HTTP Basic credential pair. `Debug` never shows the secret half.
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"[redacted]")
-            .finish()
-    }
-}
-
-/// A registration code: a claim secret, so neither `Debug` nor `Display` show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistrationCode(String);
-
-impl RegistrationCode {
-    pub fn new(code: String) -> Self {
-        RegistrationCode(code)
-    }
-    /// The code itself, for the one place that needs it: the request body.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for RegistrationCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RegistrationCode([redacted])")
-    }
-}
+use crate::secret::{Credentials, RegistrationCode};
 
 /// The parts of a Sim resource this tool records or compares.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::api::Credentials;
 use crate::cli::{InputArgs, MaxFailures, RegisterArgs};
 use crate::input::{InputSource, ReadOptions};
 use crate::onboard::OnboardConfig;
 use crate::pool::PoolLimits;
 use crate::retry::Backoff;
+use crate::secret::Credentials;
 
 pub const DEFAULT_BASE_URL: &str = "https://supersim.twilio.com";
 

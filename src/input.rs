@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::api::RegistrationCode;
+use crate::secret::RegistrationCode;
 use crate::validate::{Column, normalize_iccid};
 
 /// Longest record kept, in bytes. SIM rows are under 100 bytes; anything near this is pasted

@@ -43,5 +43,6 @@ pub mod report;
 pub mod results;
 pub mod retry;
 pub mod screen;
+pub mod secret;
 pub mod summary;
 pub mod validate;

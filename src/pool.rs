@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adaptive::ConcurrencyLimit;
 
-use crate::api::{ApiError, Client, ErrorClass, RegistrationCode, Sim, sid_in_message};
+use crate::api::{ApiError, Client, ErrorClass, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
 use crate::retry::{Backoff, PoolPause, jitter_for_row};
+use crate::secret::RegistrationCode;
 use rand::rngs::StdRng;
 
 /// A row that passed the local checks and is to be registered.

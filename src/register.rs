@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Client, Credentials};
+use crate::api::Client;
 use crate::cli::MaxFailures;
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
@@ -37,6 +37,7 @@ use crate::progress::Progress;
 use crate::report::locate;
 use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::screen::{Problem, Screen, Verdict, join_reasons};
+use crate::secret::Credentials;
 use crate::summary::{ConcurrencyReport, EndReason, RunSummary};
 use crate::validate::Column;
 
