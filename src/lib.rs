@@ -31,7 +31,7 @@ pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod extsort;
-pub mod failed_out;
+
 pub mod input;
 pub mod lock;
 pub mod onboard;
@@ -42,7 +42,6 @@ pub mod register;
 pub mod report;
 pub mod results;
 pub mod retry;
-pub mod screen;
+
 pub mod secret;
 pub mod summary;
-pub mod validate;

@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::extsort::{Sorted, Sorter};
+use crate::input::screen::Screen;
 use crate::input::{InputError, InputRow, InputSource, ReadOptions, SimReader};
 use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim};
-use crate::screen::Screen;
 
 /// What the plan knows about one input line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -381,9 +381,9 @@ mod tests {
 
     use super::*;
     use crate::input::Unreadable;
+    use crate::input::checks::{Column, checked_iccid_key};
+    use crate::input::screen::Verdict;
     use crate::results::{Outcome, ResultRow, ResultsWriter, SimStatus};
-    use crate::screen::Verdict;
-    use crate::validate::{Column, checked_iccid_key};
 
     fn row(line: u64, iccid: &str, code: &str) -> InputRow {
         InputRow::for_test(line, iccid, code)

@@ -27,7 +27,9 @@ use crate::api::Client;
 use crate::cli::MaxFailures;
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
-use crate::failed_out::FailedOut;
+use crate::input::checks::Column;
+use crate::input::failed_out::FailedOut;
+use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::input::{InputError, InputRow, SimReader};
 use crate::lock::{LockError, RunLock};
 use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
@@ -36,10 +38,8 @@ use crate::pool::{Pool, RequestStats, SendRow};
 use crate::progress::Progress;
 use crate::report::locate;
 use crate::results::{Outcome, ResultRow, ResultsWriter};
-use crate::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::secret::Credentials;
 use crate::summary::{ConcurrencyReport, EndReason, RunSummary};
-use crate::validate::Column;
 
 /// Why a run ended without a summary worth an exit code of its own.
 #[derive(Debug, thiserror::Error)]

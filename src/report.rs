@@ -12,12 +12,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::failed_out::FailedOut;
+use crate::input::failed_out::FailedOut;
+use crate::input::screen::{Problem, Screen, Verdict};
 use crate::input::{InputSource, ReadOptions};
 use crate::plan::{Plan, Replayable};
 use crate::register::RunError;
 use crate::results::EarlierRows;
-use crate::screen::{Problem, Screen, Verdict};
 
 /// Problem lines printed before the rest are only counted.
 pub const SHOWN_PROBLEMS: usize = 50;

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::validate::checked_iccid_key;
+use crate::input::checks::checked_iccid_key;
 
 /// The results columns, in order. New columns are only ever added at the end.
 pub const COLUMNS: [&str; 12] = [

@@ -15,7 +15,7 @@ fn luhn_sim(n: u32) -> (String, String) {
     let body = format!("8988307000{n:09}");
     let check = (0..10)
         .map(|d| format!("{body}{d}"))
-        .find(|iccid| supersim_bulk::validate::luhn_ok(iccid))
+        .find(|iccid| supersim_bulk::input::checks::luhn_ok(iccid))
         .unwrap();
     let code = registration_code_for(&check);
     (check, code)

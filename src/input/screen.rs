@@ -1,14 +1,14 @@
 //! Decides, for each input row, whether it would be sent: the one reading-and-checking path
 //! that `register` and `validate` share, so what `validate` promises is what `register` does.
 //!
-//! It applies the reader's record problems, the hard and soft checks of [`crate::validate`],
+//! It applies the reader's record problems, the hard and soft checks of [`crate::input::checks`],
 //! `--strict`, and the dedupe of repeated ICCIDs. It keeps no state and does no I/O: whether
 //! a row's ICCID was on an earlier line is worked out on disk beforehand by
 //! [`crate::plan`], from [`Screen::sendable_key`], and handed to [`Screen::judge`]. It
 //! knows nothing of earlier runs (that is `register`'s resume).
 
 use crate::input::InputRow;
-use crate::validate::{
+use crate::input::checks::{
     Column, check_code, check_iccid, checked_iccid_key, code_warnings, iccid_warnings,
     normalize_iccid,
 };
