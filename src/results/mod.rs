@@ -1,0 +1,176 @@
+//! The results file: its columns and outcome words (a contract scripts rely on, defined
+//! here), the [`writer`] that appends one whole, flushed row per SIM, and reading back what
+//! [`earlier`] runs wrote so a second run can resume (matched to input lines by
+//! `run::plan`, on disk, so a million earlier rows are never held in memory).
+//!
+//! The file is append-only while a run goes on. A run never rewrites earlier rows; for each
+//! ICCID the last row wins. If the previous run died in the middle of a row, the torn tail is
+//! cut off before anything is appended, so the file stays a valid CSV.
+
+pub mod earlier;
+#[cfg(test)]
+mod tests;
+pub mod writer;
+
+pub use earlier::{EarlierRow, EarlierRows, PackedSim, PriorSim};
+pub use writer::ResultsWriter;
+
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// The results columns, in order. New columns are only ever added at the end.
+pub const COLUMNS: [&str; 12] = [
+    "line",
+    "iccid",
+    "outcome",
+    "sid",
+    "status",
+    "fleet_sid",
+    "error_code",
+    "error_message",
+    "http_status",
+    "attempts",
+    "finished_at",
+    "warning",
+];
+
+/// Columns of a results file written before `warning` was added. Resuming such a file keeps
+/// writing its 11 columns, so it stays a valid CSV (the warnings still reach the log).
+const COLUMNS_BEFORE_WARNING: usize = 11;
+
+/// How a row ended. The words are part of the results-file contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Registered,
+    AlreadyRegistered,
+    Rejected,
+    Invalid,
+    Duplicate,
+    GaveUp,
+    UpdateFailed,
+}
+
+impl Outcome {
+    /// In contract order; new outcomes go at the end so counts indexed by outcome stay put.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Registered,
+        Outcome::AlreadyRegistered,
+        Outcome::Rejected,
+        Outcome::Invalid,
+        Outcome::Duplicate,
+        Outcome::GaveUp,
+        Outcome::UpdateFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Registered => "registered",
+            Outcome::AlreadyRegistered => "already_registered",
+            Outcome::Rejected => "rejected",
+            Outcome::Invalid => "invalid",
+            Outcome::Duplicate => "duplicate",
+            Outcome::GaveUp => "gave_up",
+            Outcome::UpdateFailed => "update_failed",
+        }
+    }
+
+    /// True when the SIM is on the account: nothing more to do for it.
+    pub fn is_done(self) -> bool {
+        matches!(self, Outcome::Registered | Outcome::AlreadyRegistered)
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == word)
+            .ok_or_else(|| format!("unknown outcome {word:?}"))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One results row. Field order is [`COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResultRow {
+    pub line: u64,
+    pub iccid: String,
+    pub outcome: Outcome,
+    pub sid: Option<String>,
+    pub status: Option<String>,
+    pub fleet_sid: Option<String>,
+    pub error_code: Option<u32>,
+    pub error_message: Option<String>,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub finished_at: String,
+    /// Soft check warnings (Luhn, ICCID prefix, lowercase code); the row was still sent.
+    pub warning: Option<String>,
+}
+
+impl ResultRow {
+    /// A row with only its identity and outcome filled in; the caller sets the rest.
+    pub fn new(line: u64, iccid: impl Into<String>, outcome: Outcome) -> Self {
+        ResultRow {
+            line,
+            iccid: iccid.into(),
+            outcome,
+            sid: None,
+            status: None,
+            fleet_sid: None,
+            error_code: None,
+            error_message: None,
+            http_status: None,
+            attempts: 0,
+            finished_at: now_rfc3339(),
+            warning: None,
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// What the `error_message` of a checkpoint row says: the SIM is registered and an update
+/// step follows. A run writes it before the update request, so a crash between the two
+/// steps leaves a row that lets the next run skip straight to the update.
+pub const PENDING_MESSAGE: &str = "registered; the update step has not finished yet";
+
+/// A SIM status as the results record it, in one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum SimStatus {
+    /// Not recorded (the row carries no status).
+    #[default]
+    Unknown,
+    New,
+    Ready,
+    Active,
+    Inactive,
+    Scheduled,
+    /// A word this version does not know; never equal to a status it asks for.
+    Other,
+}
+
+impl SimStatus {
+    pub fn parse(word: &str) -> SimStatus {
+        match word {
+            "" => SimStatus::Unknown,
+            "new" => SimStatus::New,
+            "ready" => SimStatus::Ready,
+            "active" => SimStatus::Active,
+            "inactive" => SimStatus::Inactive,
+            "scheduled" => SimStatus::Scheduled,
+            _ => SimStatus::Other,
+        }
+    }
+}

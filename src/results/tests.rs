@@ -1,0 +1,248 @@
+//! Tests of the results file: the writer, torn tails, the header, packed SIMs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::input::checks::checked_iccid_key;
+
+use super::earlier::{Fleets, RowSim};
+use super::*;
+
+fn sample_row(line: u64, iccid: &str, outcome: Outcome) -> ResultRow {
+    ResultRow::new(line, iccid, outcome)
+}
+
+/// The earlier rows loaded into memory the simple way (the last row per ICCID wins), to
+/// check what the stream hands the resume plan.
+#[derive(Default)]
+struct Loaded {
+    last: HashMap<u64, PackedSim>,
+    reported: std::collections::HashSet<u64>,
+    fleets: Vec<String>,
+    rows: u64,
+}
+
+impl Loaded {
+    fn outcome(&self, iccid: &str) -> Option<Outcome> {
+        self.sim(iccid).map(|sim| sim.outcome)
+    }
+    fn sim(&self, iccid: &str) -> Option<PriorSim> {
+        let packed = self.last.get(&checked_iccid_key(iccid)?)?;
+        Some(PackedSim::from_bytes(&packed.to_bytes()).unpack(&self.fleets))
+    }
+    fn already_reported(&self, line: u64) -> bool {
+        self.reported.contains(&line)
+    }
+}
+
+fn open(path: &Path) -> (ResultsWriter, Loaded) {
+    let (writer, mut earlier) = ResultsWriter::open(path).unwrap();
+    let mut loaded = Loaded::default();
+    while let Some(row) = earlier.next_row().unwrap() {
+        match row {
+            EarlierRow::Reported { line } => {
+                loaded.reported.insert(line);
+            }
+            EarlierRow::Sim { key, sim } => {
+                loaded.last.insert(key, sim);
+            }
+            EarlierRow::Unmatched => {}
+        }
+    }
+    loaded.rows = earlier.rows;
+    loaded.fleets = earlier.into_fleets();
+    (writer, loaded)
+}
+
+#[test]
+fn new_file_gets_header_then_rows_and_resume_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    {
+        let (mut writer, prior) = open(&path);
+        assert_eq!(prior.rows, 0);
+        writer
+            .write(&sample_row(2, "89883070000000000011", Outcome::GaveUp))
+            .unwrap();
+        writer
+            .write(&sample_row(3, "89883070000000000029", Outcome::Rejected))
+            .unwrap();
+        writer
+            .write(&sample_row(4, "bad", Outcome::Invalid))
+            .unwrap();
+        writer
+            .write(&sample_row(2, "89883070000000000011", Outcome::Registered))
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(&COLUMNS.join(",")));
+    assert_eq!(text.lines().count(), 5);
+
+    let (_writer, prior) = open(&path);
+    assert_eq!(
+        prior.outcome("89883070000000000011"),
+        Some(Outcome::Registered)
+    );
+    assert_eq!(
+        prior.outcome("89883070000000000029"),
+        Some(Outcome::Rejected)
+    );
+    assert!(prior.already_reported(4));
+    assert!(!prior.already_reported(2));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "reopening adds no header"
+    );
+}
+
+#[test]
+fn torn_last_row_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    {
+        let (mut writer, _) = open(&path);
+        writer
+            .write(&sample_row(2, "89883070000000000011", Outcome::Registered))
+            .unwrap();
+    }
+    let whole = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{whole}3,8988307000000000002")).unwrap();
+    let (mut writer, prior) = open(&path);
+    assert_eq!(prior.rows, 1);
+    writer
+        .write(&sample_row(3, "89883070000000000029", Outcome::Registered))
+        .unwrap();
+    drop(writer);
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[1][1], "89883070000000000029");
+}
+
+#[test]
+fn foreign_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    std::fs::write(&path, "iccid,code\n1,2\n").unwrap();
+    let err = ResultsWriter::open(&path).err().unwrap();
+    assert!(format!("{err:#}").contains("not a supersim-bulk results file"));
+}
+
+#[test]
+fn resume_remembers_sid_status_and_fleet_of_the_last_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let sid = "HS0123456789abcdef0123456789abcdef";
+    let fleet = "HF0123456789abcdef0123456789abcdef";
+    {
+        let (mut writer, _) = open(&path);
+        let mut checkpoint = sample_row(2, "89883070000000000011", Outcome::Registered);
+        checkpoint.sid = Some(sid.into());
+        checkpoint.status = Some("new".into());
+        checkpoint.error_message = Some(PENDING_MESSAGE.into());
+        writer.write(&checkpoint).unwrap();
+        let mut failed = sample_row(3, "89883070000000000029", Outcome::UpdateFailed);
+        failed.sid = Some(sid.replace('0', "1"));
+        failed.status = Some("new".into());
+        writer.write(&failed).unwrap();
+        let mut done = sample_row(2, "89883070000000000011", Outcome::Registered);
+        done.sid = Some(sid.into());
+        done.status = Some("active".into());
+        done.fleet_sid = Some(fleet.into());
+        writer.write(&done).unwrap();
+    }
+    let (_writer, prior) = open(&path);
+    assert_eq!(
+        prior.sim("89883070000000000011"),
+        Some(PriorSim {
+            outcome: Outcome::Registered,
+            sid: Some(sid.into()),
+            status: SimStatus::Active,
+            fleet_sid: Some(fleet.into()),
+            pending: false,
+        })
+    );
+    let failed = prior.sim("89883070000000000029").unwrap();
+    assert_eq!(failed.outcome, Outcome::UpdateFailed);
+    assert_eq!(failed.sid.as_deref(), Some(&*sid.replace('0', "1")));
+    assert_eq!(failed.fleet_sid, None);
+    assert_eq!(prior.fleets.len(), 1);
+}
+
+#[test]
+fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
+    let mut fleets = Fleets::default();
+    let sim = RowSim {
+        sid: "HS0123456789ABCDEF0123456789ABCDEF",
+        status: "new",
+        fleet_sid: "",
+        message: PENDING_MESSAGE,
+    };
+    let packed = PackedSim::from_row(Outcome::Registered, &sim, &mut fleets);
+    let got = PackedSim::from_bytes(&packed.to_bytes()).unpack(&fleets.sids);
+    assert!(got.pending);
+    assert_eq!(
+        got.sid.as_deref(),
+        Some("HS0123456789abcdef0123456789abcdef"),
+        "hex is kept as lowercase, as Twilio writes it"
+    );
+    let odd = RowSim {
+        sid: "HSnothex",
+        ..RowSim::default()
+    };
+    let packed = PackedSim::from_row(Outcome::GaveUp, &odd, &mut fleets);
+    assert_eq!(packed.unpack(&fleets.sids).sid, None);
+    assert_eq!(std::mem::size_of::<PackedSim>(), 24);
+}
+
+#[test]
+fn a_file_from_before_the_warning_column_is_resumed_in_its_own_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let old_header = COLUMNS[..COLUMNS_BEFORE_WARNING].join(",");
+    std::fs::write(
+        &path,
+        format!(
+            "{old_header}\n2,89883070000000000011,registered,HS1,new,,,,,1,2025-01-01T00:00:00Z\n"
+        ),
+    )
+    .unwrap();
+    let (mut writer, prior) = open(&path);
+    assert_eq!(
+        prior.outcome("89883070000000000011"),
+        Some(Outcome::Registered)
+    );
+    let mut row = sample_row(3, "89883070000000000029", Outcome::Registered);
+    row.warning = Some("ICCID check digit does not match".into());
+    writer.write(&row).unwrap();
+    drop(writer);
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    assert_eq!(reader.headers().unwrap().len(), COLUMNS_BEFORE_WARNING);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "every row has the header's 11 fields");
+    assert_eq!(&rows[1][1], "89883070000000000029");
+}
+
+#[test]
+fn the_warning_column_comes_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let (mut writer, _) = open(&path);
+    let mut row = sample_row(2, "89883070000000000011", Outcome::Registered);
+    row.warning = Some("lowercase".into());
+    writer.write(&row).unwrap();
+    drop(writer);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning\n"));
+    assert!(text.trim_end().ends_with(",lowercase"), "{text}");
+    let (_, prior) = open(&path);
+    assert_eq!(prior.rows, 1);
+}
+
+#[test]
+fn outcome_words_round_trip() {
+    for outcome in Outcome::ALL {
+        assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
+    }
+}
