@@ -1,0 +1,108 @@
+//! Injected faults: what one `POST /v1/Sims` can be made to meet (a 5xx, an HTML 502, a
+//! slow or lost response), chosen per ICCID or rolled from the seed.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+use super::responses::*;
+
+/// A failure the emulator can impose on one `POST /v1/Sims`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// 500, code 20500.
+    ServerError,
+    /// 503, code 20503, with `Retry-After: <seconds>` when set.
+    Unavailable { retry_after: Option<u64> },
+    /// 429, code 20429, with `Retry-After: <seconds>` when set.
+    TooManyRequests { retry_after: Option<u64> },
+    /// 502 with an HTML body, as a gateway in front of the API would answer.
+    BadGatewayHtml,
+    /// 500, code 83000 ("registration failed, internal error").
+    InternalRegistrationError,
+    /// The connection is closed without a response; nothing is registered.
+    DropBeforeCommit,
+    /// The request is processed (the SIM is registered), then the connection is closed
+    /// without a response: the lost response a client must recover from.
+    DropAfterCommit,
+    /// The request is processed, then the answer is held back this long (client timeouts).
+    SlowAfterCommit(Duration),
+    /// The request is held this long without being processed, then answered 503; lets a
+    /// test stop a client while its request is in flight.
+    StallBeforeCommit(Duration),
+    /// A Twilio error body with this HTTP status and code (e.g. 409 / 83009), unprocessed.
+    TwilioError { status: u16, code: u32 },
+}
+
+impl Fault {
+    /// The kinds `fail_rate` draws from, with the parameters a rehearsal gets.
+    pub(super) fn random(rng: &mut StdRng) -> Fault {
+        match rng.random_range(0..8) {
+            0 => Fault::ServerError,
+            1 => Fault::Unavailable {
+                retry_after: Some(1),
+            },
+            2 => Fault::TooManyRequests { retry_after: None },
+            3 => Fault::BadGatewayHtml,
+            4 => Fault::InternalRegistrationError,
+            5 => Fault::DropBeforeCommit,
+            6 => Fault::DropAfterCommit,
+            _ => Fault::SlowAfterCommit(Duration::from_secs(2)),
+        }
+    }
+
+    /// The answer for faults that stop the request before it is processed; `None` for faults
+    /// that act after processing.
+    pub(super) fn response_before_commit(&self) -> Option<Response> {
+        let with_retry_after = |mut response: Response, retry_after: &Option<u64>| {
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            response
+        };
+        Some(match self {
+            Fault::ServerError => twilio_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                20500,
+                "An internal server error has occurred",
+            ),
+            Fault::Unavailable { retry_after } => with_retry_after(
+                twilio_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    20503,
+                    "Service is unavailable. Please try again",
+                ),
+                retry_after,
+            ),
+            Fault::TooManyRequests { retry_after } => {
+                with_retry_after(too_many_requests(), retry_after)
+            }
+            Fault::BadGatewayHtml => (
+                StatusCode::BAD_GATEWAY,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+                 <center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+            )
+                .into_response(),
+            Fault::InternalRegistrationError => twilio_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                83000,
+                "Registration of the Super SIM failed due to an internal error. Please retry",
+            ),
+            Fault::DropBeforeCommit => lost_response(),
+            Fault::TwilioError { status, code } => twilio_error(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                *code,
+                &format!("Injected Twilio error {code}"),
+            ),
+            Fault::DropAfterCommit | Fault::SlowAfterCommit(_) | Fault::StallBeforeCommit(_) => {
+                return None;
+            }
+        })
+    }
+}

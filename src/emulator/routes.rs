@@ -1,0 +1,348 @@
+//! The routes of the emulated API and Twilio's error bodies: authentication, the
+//! concurrency limit, and one handler per endpoint.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use super::{faults::*, responses::*, store::*};
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/Sims", get(list_sims).post(create_sim))
+        .route("/v1/Sims/{sid}", get(fetch_sim).post(update_sim))
+        .route("/v1/Fleets", get(list_fleets))
+        .route("/v1/Fleets/{sid}", get(fetch_fleet))
+        .route(STATS_PATH, get(stats))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            admit_request,
+        ))
+        .with_state(shared)
+}
+
+/// What every request goes through, in the order Twilio is assumed to apply it: counting,
+/// the concurrency limit, auth, then latency while in flight.
+pub(super) async fn admit_request(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == STATS_PATH {
+        return next.run(request).await;
+    }
+    let in_flight = {
+        let mut store = shared.store();
+        store.in_flight += 1;
+        store.stats.requests += 1;
+        store.stats.max_in_flight = store.stats.max_in_flight.max(store.in_flight);
+        store.in_flight
+    };
+    let _guard = InFlight {
+        shared: Arc::clone(&shared),
+    };
+    let over_limit = shared
+        .config
+        .max_concurrent
+        .is_some_and(|max| in_flight > max);
+    let mut response = if over_limit {
+        too_many_requests()
+    } else if request.uri().path().starts_with("/v1") && !shared.is_authorized(request.headers()) {
+        let mut response = twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Twilio API\""),
+        );
+        response
+    } else {
+        tokio::time::sleep(shared.config.latency).await;
+        next.run(request).await
+    };
+    let mut store = shared.store();
+    match response.status() {
+        StatusCode::TOO_MANY_REQUESTS => store.stats.throttled += 1,
+        StatusCode::UNAUTHORIZED => store.stats.unauthorized += 1,
+        _ => {}
+    }
+    response.headers_mut().insert(
+        CONCURRENT_REQUESTS_HEADER,
+        HeaderValue::from(store.in_flight),
+    );
+    response
+}
+
+pub(super) async fn create_sim(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    form: Result<Form<CreateParams>, FormRejection>,
+) -> Response {
+    shared.store().stats.create_requests += 1;
+    // An unreadable body is answered like a missing parameter, as Twilio does.
+    let params = form.map(|Form(params)| params).unwrap_or_default();
+    let fault = shared.next_fault(params.iccid.as_deref());
+    if let Some(Fault::StallBeforeCommit(stall)) = fault {
+        tokio::time::sleep(stall).await;
+        return Fault::Unavailable { retry_after: None }
+            .response_before_commit()
+            .unwrap_or_else(lost_response);
+    }
+    if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
+        return response;
+    }
+    let response = shared.register(params, &base_url(&shared, &headers));
+    match fault {
+        Some(Fault::DropAfterCommit) => lost_response(),
+        Some(Fault::SlowAfterCommit(delay)) => {
+            tokio::time::sleep(delay).await;
+            response
+        }
+        _ => response,
+    }
+}
+
+pub(super) async fn update_sim(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+    form: Result<Form<UpdateParams>, FormRejection>,
+) -> Response {
+    let iccid = {
+        let mut store = shared.store();
+        store.stats.update_requests += 1;
+        store
+            .sims
+            .iter()
+            .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
+            .map(|sim| sim.iccid.clone())
+    };
+    shared.updates_seen.send_modify(|seen| *seen += 1);
+    let params = form.map(|Form(params)| params).unwrap_or_default();
+    let fault = iccid.and_then(|iccid| shared.next_update_fault(&iccid));
+    if let Some(Fault::StallBeforeCommit(stall)) = fault {
+        tokio::time::sleep(stall).await;
+        return Fault::Unavailable { retry_after: None }
+            .response_before_commit()
+            .unwrap_or_else(lost_response);
+    }
+    if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
+        return response;
+    }
+    let response = shared.update(&sid, params, &base_url(&shared, &headers));
+    match fault {
+        Some(Fault::DropAfterCommit) => lost_response(),
+        Some(Fault::SlowAfterCommit(delay)) => {
+            tokio::time::sleep(delay).await;
+            response
+        }
+        _ => response,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct PageParams {
+    #[serde(rename = "PageSize")]
+    pub(super) page_size: Option<String>,
+    #[serde(rename = "Page")]
+    pub(super) page: Option<String>,
+}
+
+pub(super) async fn list_fleets(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<PageParams>,
+) -> Response {
+    let (page, page_size) = match params.resolve() {
+        Ok(paging) => paging,
+        Err(parameter) => return invalid_parameter(parameter),
+    };
+    let base = base_url(&shared, &headers);
+    let store = shared.store();
+    let page_url = |page: usize| format!("{base}/v1/Fleets?PageSize={page_size}&Page={page}");
+    list_page(
+        "fleets",
+        &store.fleets,
+        (page, page_size),
+        |fleet| fleet.to_json(&base, &shared.config.account_sid),
+        page_url,
+    )
+}
+
+pub(super) async fn fetch_fleet(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+) -> Response {
+    let store = shared.store();
+    match store
+        .fleets
+        .iter()
+        .find(|fleet| fleet.sid == sid || fleet.unique_name == sid)
+    {
+        Some(fleet) => {
+            Json(fleet.to_json(&base_url(&shared, &headers), &shared.config.account_sid))
+                .into_response()
+        }
+        None => not_found_error(&format!("/v1/Fleets/{sid}")),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListParams {
+    #[serde(rename = "Iccid")]
+    pub(super) iccid: Option<String>,
+    #[serde(rename = "Status")]
+    pub(super) status: Option<String>,
+    #[serde(rename = "Fleet")]
+    pub(super) fleet: Option<String>,
+    #[serde(flatten)]
+    pub(super) paging: PageParams,
+}
+
+pub(super) async fn list_sims(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Response {
+    let mut store = shared.store();
+    store.stats.lookup_requests += 1;
+    let now = Instant::now();
+    store.sims.iter_mut().for_each(|sim| sim.settle(now));
+    let (page, page_size) = match params.paging.resolve() {
+        Ok(paging) => paging,
+        Err(parameter) => return invalid_parameter(parameter),
+    };
+    let wanted = |filter: &Option<String>, value: Option<&str>| {
+        filter.is_none() || filter.as_deref() == value
+    };
+    let base = base_url(&shared, &headers);
+    let selected: Vec<&SimRecord> = store
+        .sims
+        .iter()
+        .filter(|sim| {
+            wanted(&params.iccid, Some(&sim.iccid))
+                && wanted(&params.status, Some(&sim.status))
+                && wanted(&params.fleet, sim.fleet_sid.as_deref())
+        })
+        .collect();
+    let filters: String = [
+        ("Status", &params.status),
+        ("Fleet", &params.fleet),
+        ("Iccid", &params.iccid),
+    ]
+    .iter()
+    .filter_map(|(name, value)| Some(format!("{name}={}&", percent_encode(value.as_deref()?))))
+    .collect();
+    let page_url =
+        |page: usize| format!("{base}/v1/Sims?{filters}PageSize={page_size}&Page={page}");
+    list_page(
+        "sims",
+        &selected,
+        (page, page_size),
+        |sim| sim.to_json(&base),
+        page_url,
+    )
+}
+
+impl PageParams {
+    /// `(Page, PageSize)` as Twilio reads them: a size above the maximum is capped, a value
+    /// that is not a number is refused: the error names the parameter.
+    pub(super) fn resolve(&self) -> Result<(usize, usize), &'static str> {
+        let number =
+            |value: &Option<String>, name, default| match value.as_deref().map(str::parse::<usize>)
+            {
+                None => Ok(default),
+                Some(Ok(n)) => Ok(n),
+                Some(Err(_)) => Err(name),
+            };
+        let page_size = number(&self.page_size, "PageSize", DEFAULT_PAGE_SIZE)?;
+        Ok((
+            number(&self.page, "Page", 0)?,
+            page_size.clamp(1, MAX_PAGE_SIZE),
+        ))
+    }
+}
+
+/// One page of a list answer under `key`, with the `meta` block every Twilio list has.
+pub(super) fn list_page<T>(
+    key: &str,
+    all: &[T],
+    (page, page_size): (usize, usize),
+    to_json: impl Fn(&T) -> serde_json::Value,
+    page_url: impl Fn(usize) -> String,
+) -> Response {
+    let items: Vec<serde_json::Value> = all
+        .iter()
+        .skip(page.saturating_mul(page_size))
+        .take(page_size)
+        .map(to_json)
+        .collect();
+    let has_next = page.saturating_add(1).saturating_mul(page_size) < all.len();
+    Json(json!({
+        key: items,
+        "meta": {
+            "first_page_url": page_url(0),
+            "key": key,
+            "next_page_url": has_next.then(|| page_url(page + 1)),
+            "page": page,
+            "page_size": page_size,
+            "previous_page_url": (page > 0).then(|| page_url(page - 1)),
+            "url": page_url(page),
+        },
+    }))
+    .into_response()
+}
+
+pub(super) async fn fetch_sim(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+) -> Response {
+    let mut store = shared.store();
+    store.stats.lookup_requests += 1;
+    // Twilio lets a SIM be addressed by its unique name in place of its SID.
+    let found = store
+        .sims
+        .iter_mut()
+        .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
+        .map(|sim| {
+            sim.settle(Instant::now());
+            &*sim
+        });
+    match found {
+        Some(sim) => Json(sim.to_json(&base_url(&shared, &headers))).into_response(),
+        None => not_found_error(&format!("/v1/Sims/{sid}")),
+    }
+}
+
+pub(super) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
+    Json(shared.store().stats.clone())
+}
+
+pub(super) async fn not_found(uri: Uri) -> Response {
+    not_found_error(uri.path())
+}
+
+pub(super) async fn method_not_allowed() -> Response {
+    twilio_error(StatusCode::METHOD_NOT_ALLOWED, 20004, "Method not allowed")
+}
+
+/// Resource URLs point back at the host the client used, so they work through any address.
+pub(super) fn base_url(shared: &Shared, headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(|host| format!("http://{host}"))
+        .unwrap_or_else(|| shared.fallback_base_url.clone())
+}

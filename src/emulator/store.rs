@@ -1,0 +1,451 @@
+//! The emulated account: its SIMs and Fleets, the counters tests read back, and the rules
+//! each request is checked against before anything changes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use std::sync::Arc;
+
+use super::*;
+use super::{faults::*, responses::*};
+
+/// Counters for tests and benchmarks; served as JSON at [`STATS_PATH`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Every request except those to [`STATS_PATH`].
+    pub requests: u64,
+    /// `POST /v1/Sims` requests that got past auth and the concurrency limit.
+    pub create_requests: u64,
+    /// `GET /v1/Sims` and `GET /v1/Sims/{Sid}` requests that got past auth and the limit.
+    pub lookup_requests: u64,
+    pub max_in_flight: usize,
+    /// 429 responses sent, whether from the limit or an injected fault.
+    pub throttled: u64,
+    /// 401 responses sent.
+    pub unauthorized: u64,
+    /// Registrations committed over HTTP (not counting [`Emulator::preregister`]).
+    pub commits: u64,
+    /// `POST /v1/Sims/{Sid}` requests that got past auth and the limit.
+    #[serde(default)]
+    pub update_requests: u64,
+}
+
+/// A SIM registered on the emulated account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimRecord {
+    pub sid: String,
+    pub iccid: String,
+    pub status: String,
+    pub fleet_sid: Option<String>,
+    pub unique_name: Option<String>,
+    pub account_sid: String,
+    pub date_created: SystemTime,
+    pub date_updated: SystemTime,
+    /// While `status` is `scheduled`: the status it becomes, and when.
+    pub scheduled: Option<(String, Instant)>,
+}
+
+impl SimRecord {
+    /// Applies a scheduled status change whose time has come. Called before every read, so
+    /// no background task is needed and a zero delay is visible at the next request.
+    pub(super) fn settle(&mut self, now: Instant) {
+        if let Some((status, due)) = self.scheduled.take() {
+            if now >= due {
+                self.status = status;
+                self.date_updated = SystemTime::now();
+            } else {
+                self.scheduled = Some((status, due));
+            }
+        }
+    }
+
+    pub(super) fn to_json(&self, base_url: &str) -> serde_json::Value {
+        let url = format!("{base_url}/v1/Sims/{}", self.sid);
+        json!({
+            "sid": self.sid,
+            "unique_name": self.unique_name,
+            "account_sid": self.account_sid,
+            "iccid": self.iccid,
+            "status": self.status,
+            "fleet_sid": self.fleet_sid,
+            "date_created": humantime::format_rfc3339_seconds(self.date_created).to_string(),
+            "date_updated": humantime::format_rfc3339_seconds(self.date_updated).to_string(),
+            "links": {
+                "billing_periods": format!("{url}/BillingPeriods"),
+                "sim_ip_addresses": format!("{url}/IpAddresses"),
+            },
+            "url": url,
+        })
+    }
+}
+
+/// A Fleet on the emulated account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetRecord {
+    pub sid: String,
+    pub unique_name: String,
+    pub date_created: SystemTime,
+}
+
+impl FleetRecord {
+    /// `components.schemas["supersim.v1.fleet"]`, with Twilio's documented defaults.
+    pub(super) fn to_json(&self, base_url: &str, account_sid: &str) -> serde_json::Value {
+        let date = humantime::format_rfc3339_seconds(self.date_created).to_string();
+        let profile = format!(
+            "HA{:016x}{:016x}",
+            fnv1a(&[b"nap/", self.unique_name.as_bytes()]),
+            fnv1a(&[b"nap-low/", self.unique_name.as_bytes()])
+        );
+        json!({
+            "account_sid": account_sid,
+            "sid": self.sid,
+            "unique_name": self.unique_name,
+            "date_created": date,
+            "date_updated": date,
+            "url": format!("{base_url}/v1/Fleets/{}", self.sid),
+            "data_enabled": true,
+            "data_limit": 250,
+            "data_metering": "payg",
+            "sms_commands_enabled": false,
+            "sms_commands_url": null,
+            "sms_commands_method": "POST",
+            "network_access_profile_sid": profile,
+            "ip_commands_url": null,
+            "ip_commands_method": "POST",
+        })
+    }
+}
+
+/// What the emulator remembers. One lock, never held across an await.
+#[derive(Default)]
+pub(super) struct Store {
+    /// In registration order, which is the listing order.
+    pub(super) sims: Vec<SimRecord>,
+    pub(super) fleets: Vec<FleetRecord>,
+    /// Faults for `POST /v1/Sims/{Sid}`, by the SIM's ICCID.
+    pub(super) injected_updates: HashMap<String, VecDeque<Fault>>,
+    pub(super) by_iccid: HashMap<String, usize>,
+    pub(super) commits: HashMap<String, u32>,
+    pub(super) injected: HashMap<String, VecDeque<Fault>>,
+    /// POSTs seen per ICCID, so each attempt gets its own fault roll whatever the interleaving.
+    pub(super) attempts: HashMap<String, u64>,
+    pub(super) in_flight: usize,
+    pub(super) stats: Stats,
+}
+
+pub(super) struct Shared {
+    pub(super) config: EmulatorConfig,
+    /// `Basic <base64>` values, precomputed so each request is one comparison per pair.
+    pub(super) authorizations: Vec<String>,
+    /// Used for resource URLs when a request carries no `Host` header.
+    pub(super) fallback_base_url: String,
+    pub(super) store: Mutex<Store>,
+    /// Update requests seen, for tests that act once a client reached its update step.
+    pub(super) updates_seen: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(super) fn new(config: EmulatorConfig, addr: SocketAddr) -> Shared {
+        let authorizations = config
+            .credentials
+            .iter()
+            .map(|(user, password)| {
+                format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+            })
+            .collect();
+        let now = SystemTime::now();
+        let mut fleets: Vec<FleetRecord> = Vec::new();
+        for name in &config.fleets {
+            if fleets.iter().all(|fleet| &fleet.unique_name != name) {
+                fleets.push(FleetRecord {
+                    sid: fleet_sid_for(name),
+                    unique_name: name.clone(),
+                    date_created: now,
+                });
+            }
+        }
+        Shared {
+            config,
+            authorizations,
+            fallback_base_url: format!("http://{addr}"),
+            store: Mutex::new(Store {
+                fleets,
+                ..Store::default()
+            }),
+            updates_seen: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the store half-updated in a way that
+        // matters to an emulator, so a poisoned lock is still used.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn is_authorized(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| self.authorizations.iter().any(|auth| auth == value))
+    }
+
+    /// Seeds derived from (seed, purpose, ICCID, ...) rather than one shared RNG, so what a
+    /// row experiences does not depend on how concurrent workers interleave.
+    pub(super) fn rng_for(&self, purpose: &str, iccid: &str, attempt: u64) -> StdRng {
+        let seed = fnv1a(&[
+            &self.config.seed.to_le_bytes(),
+            purpose.as_bytes(),
+            iccid.as_bytes(),
+            &attempt.to_le_bytes(),
+        ]);
+        StdRng::seed_from_u64(seed)
+    }
+
+    /// The fault for this POST: the ICCID's injected queue first, else a roll against
+    /// `fail_rate`.
+    pub(super) fn next_fault(&self, iccid: Option<&str>) -> Option<Fault> {
+        let iccid = iccid.unwrap_or_default();
+        let attempt = {
+            let mut store = self.store();
+            if let Some(fault) = store.injected.get_mut(iccid).and_then(VecDeque::pop_front) {
+                return Some(fault);
+            }
+            let attempt = store.attempts.entry(iccid.to_string()).or_default();
+            *attempt += 1;
+            *attempt
+        };
+        let fail_rate = self.config.fail_rate.clamp(0.0, 1.0);
+        if fail_rate == 0.0 {
+            return None;
+        }
+        let mut rng = self.rng_for("fault/", iccid, attempt);
+        rng.random_bool(fail_rate).then(|| Fault::random(&mut rng))
+    }
+
+    /// Adds the SIM to the account; the caller has checked it is not there yet.
+    pub(super) fn insert_sim(&self, store: &mut Store, iccid: &str) -> SimRecord {
+        let mut rng = self.rng_for("sid/", iccid, 0);
+        let sid: String = std::iter::once("HS".to_string())
+            .chain((0..16).map(|_| format!("{:02x}", rng.random::<u8>())))
+            .collect();
+        let now = SystemTime::now();
+        let record = SimRecord {
+            sid,
+            iccid: iccid.to_string(),
+            status: "new".to_string(),
+            fleet_sid: None,
+            unique_name: None,
+            account_sid: self.config.account_sid.clone(),
+            date_created: now,
+            date_updated: now,
+            scheduled: None,
+        };
+        store.by_iccid.insert(iccid.to_string(), store.sims.len());
+        store.sims.push(record.clone());
+        record
+    }
+
+    /// `POST /v1/Sims` without faults: validate, then commit or refuse.
+    pub(super) fn register(&self, params: CreateParams, base_url: &str) -> Response {
+        let (Some(iccid), Some(code)) = (
+            params.iccid.filter(|s| !s.is_empty()),
+            params.registration_code.filter(|s| !s.is_empty()),
+        ) else {
+            return twilio_error(
+                StatusCode::BAD_REQUEST,
+                83001,
+                "Missing required parameter: Iccid and RegistrationCode are both required",
+            );
+        };
+        let mut store = self.store();
+        if let Some(&index) = store.by_iccid.get(&iccid) {
+            let sid = &store.sims[index].sid;
+            return twilio_error(
+                StatusCode::CONFLICT,
+                83003,
+                &format!("The Super SIM {sid} is already registered to your account"),
+            );
+        }
+        let registrable = (19..=20).contains(&iccid.len())
+            && iccid.starts_with("89")
+            && iccid.bytes().all(|b| b.is_ascii_digit())
+            && code == registration_code_for(&iccid);
+        if !registrable {
+            return twilio_error(
+                StatusCode::BAD_REQUEST,
+                83002,
+                "The ICCID and registration code do not match a Super SIM that can be registered",
+            );
+        }
+        let record = self.insert_sim(&mut store, &iccid);
+        *store.commits.entry(iccid).or_default() += 1;
+        store.stats.commits += 1;
+        (StatusCode::CREATED, Json(record.to_json(base_url))).into_response()
+    }
+}
+
+impl Shared {
+    /// `POST /v1/Sims/{Sid}` without faults: every check first, then all changes at once.
+    pub(super) fn update(&self, sid: &str, params: UpdateParams, base_url: &str) -> Response {
+        let delay = self.config.update_delay;
+        let mut store = self.store();
+        let now = Instant::now();
+        let Some(index) = store
+            .sims
+            .iter()
+            .position(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+        else {
+            return twilio_error(
+                StatusCode::NOT_FOUND,
+                83005,
+                &format!("The Super SIM {sid} was not found on this account"),
+            );
+        };
+        store.sims[index].settle(now);
+        let sim = &store.sims[index];
+        if sim.status == "scheduled" {
+            return twilio_error(
+                StatusCode::CONFLICT,
+                83009,
+                "The Super SIM cannot be updated while a status change is scheduled. Please retry later",
+            );
+        }
+        let status = match params.status.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(status) if ["ready", "active", "inactive"].contains(&status.as_str()) => {
+                Some(status)
+            }
+            Some(_) => {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    20001,
+                    "Invalid Status: must be one of ready, active, inactive",
+                );
+            }
+        };
+        let fleet_sid = match params.fleet.filter(|f| !f.is_empty()) {
+            None => sim.fleet_sid.clone(),
+            Some(wanted) => match store
+                .fleets
+                .iter()
+                .find(|fleet| fleet.sid == wanted || fleet.unique_name == wanted)
+            {
+                Some(fleet) => Some(fleet.sid.clone()),
+                None => {
+                    return twilio_error(
+                        StatusCode::BAD_REQUEST,
+                        83006,
+                        "The Fleet was not found: check the Fleet SID or unique name",
+                    );
+                }
+            },
+        };
+        let unique_name = params.unique_name.filter(|n| !n.is_empty());
+        if let Some(name) = &unique_name {
+            let taken = store
+                .sims
+                .iter()
+                .enumerate()
+                .any(|(i, other)| i != index && other.unique_name.as_ref() == Some(name));
+            if taken {
+                return twilio_error(
+                    StatusCode::CONFLICT,
+                    83011,
+                    "A Super SIM with this UniqueName already exists on this account",
+                );
+            }
+        }
+        let change = status.filter(|target| *target != sim.status);
+        if let Some(target) = &change {
+            if target == "active" && fleet_sid.is_none() {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    83007,
+                    "The Super SIM cannot be activated because it is not assigned to a Fleet",
+                );
+            }
+            let allowed = match target.as_str() {
+                "ready" => sim.status == "new",
+                "inactive" => sim.status != "new",
+                _ => true,
+            };
+            if !allowed {
+                return twilio_error(
+                    StatusCode::BAD_REQUEST,
+                    83010,
+                    &format!(
+                        "The Super SIM status cannot change from {} to {target}",
+                        sim.status
+                    ),
+                );
+            }
+        }
+        let sim = &mut store.sims[index];
+        sim.fleet_sid = fleet_sid;
+        if unique_name.is_some() {
+            sim.unique_name = unique_name;
+        }
+        sim.date_updated = SystemTime::now();
+        let answer = match change {
+            Some(target) => {
+                sim.status = "scheduled".to_string();
+                sim.scheduled = Some((target, now + delay));
+                StatusCode::ACCEPTED
+            }
+            None => StatusCode::OK,
+        };
+        (answer, Json(sim.to_json(base_url))).into_response()
+    }
+
+    /// The injected fault for this update, if any (updates get no random faults).
+    pub(super) fn next_update_fault(&self, iccid: &str) -> Option<Fault> {
+        self.store()
+            .injected_updates
+            .get_mut(iccid)
+            .and_then(VecDeque::pop_front)
+    }
+}
+
+#[derive(Default, Deserialize)]
+pub(super) struct CreateParams {
+    #[serde(rename = "Iccid")]
+    pub(super) iccid: Option<String>,
+    #[serde(rename = "RegistrationCode")]
+    pub(super) registration_code: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+pub(super) struct UpdateParams {
+    #[serde(rename = "Fleet")]
+    pub(super) fleet: Option<String>,
+    #[serde(rename = "Status")]
+    pub(super) status: Option<String>,
+    #[serde(rename = "UniqueName")]
+    pub(super) unique_name: Option<String>,
+}
+
+/// Keeps a request counted as in flight until it is dropped, including when its future is
+/// cancelled.
+pub(super) struct InFlight {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.store().in_flight -= 1;
+    }
+}
