@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api::TargetStatus;
+use crate::run::summary::MaxFailures;
+
 const CREDENTIALS_HELP: &str = "\
 Credentials (environment only, never flags):
   TWILIO_API_KEY + TWILIO_API_SECRET      an API key pair (wins when both pairs are set)
@@ -159,38 +162,6 @@ pub struct RegisterArgs {
     pub input_options: InputArgs,
 }
 
-/// The `--max-failures` limit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxFailures {
-    /// More than this many rejected rows stops the run.
-    Count(u64),
-    /// More than this share (percent) of finished rows rejected stops the run, once at least
-    /// [`MaxFailures::MIN_ROWS_FOR_PERCENT`] rows are finished.
-    Percent(f64),
-}
-
-impl MaxFailures {
-    pub const MIN_ROWS_FOR_PERCENT: u64 = 100;
-
-    /// A sentence saying the limit was passed, or `None` while it holds.
-    pub fn exceeded(&self, failed: u64, finished: u64) -> Option<String> {
-        match *self {
-            MaxFailures::Count(limit) => (failed > limit).then(|| {
-                format!("{failed} rows were refused for good, more than --max-failures {limit}")
-            }),
-            MaxFailures::Percent(limit) => {
-                let share = 100.0 * failed as f64 / finished.max(1) as f64;
-                (finished >= Self::MIN_ROWS_FOR_PERCENT && share > limit).then(|| {
-                    format!(
-                        "{failed} of {finished} rows ({share:.1}%) were refused for good, \
-                         more than --max-failures {limit}%"
-                    )
-                })
-            }
-        }
-    }
-}
-
 fn max_failures(text: &str) -> Result<MaxFailures, String> {
     let invalid = || "must be a number of rows (50) or a percentage (5%)".to_string();
     match text.trim().strip_suffix('%') {
@@ -203,22 +174,6 @@ fn max_failures(text: &str) -> Result<MaxFailures, String> {
             .parse()
             .map(MaxFailures::Count)
             .map_err(|_| invalid()),
-    }
-}
-
-/// The statuses `register` can move a SIM to (UpdateSim's `Status`, less `inactive`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TargetStatus {
-    Ready,
-    Active,
-}
-
-impl TargetStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetStatus::Ready => "ready",
-            TargetStatus::Active => "active",
-        }
     }
 }
 

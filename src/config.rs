@@ -6,54 +6,18 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{InputArgs, MaxFailures, RegisterArgs};
+use crate::api::gate::GateLimits;
+use crate::api::retry::Backoff;
+use crate::cli::{InputArgs, RegisterArgs};
 use crate::input::{InputSource, ReadOptions};
-use crate::onboard::OnboardConfig;
-use crate::pool::PoolLimits;
-use crate::retry::Backoff;
+pub use crate::run::config::{RegisterConfig, Target};
+use crate::run::onboard::OnboardConfig;
 use crate::secret::Credentials;
 
 pub const DEFAULT_BASE_URL: &str = "https://supersim.twilio.com";
-
-/// Where requests go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A real (or external) API at this base URL.
-    Api {
-        base_url: String,
-        credentials: Credentials,
-        /// The environment variables the credentials came from, for error messages.
-        credentials_source: &'static str,
-    },
-    /// An emulator started in-process for this run.
-    Emulator { credentials: Credentials },
-}
-
-#[derive(Debug, Clone)]
-pub struct RegisterConfig {
-    pub input: InputSource,
-    pub output: PathBuf,
-    pub target: Target,
-    pub limits: PoolLimits,
-    pub timeout: Duration,
-    pub retry_rejected: bool,
-    pub progress_interval: Duration,
-    /// After an interrupt, how long the requests in flight may take to finish.
-    pub grace: Duration,
-    pub summary_json: Option<PathBuf>,
-    pub max_failures: Option<MaxFailures>,
-    /// What happens after registration: Fleet, status, waiting.
-    pub onboard: OnboardConfig,
-    pub read: ReadOptions,
-    /// Warnings count as invalid.
-    pub strict: bool,
-    /// Where the rows that failed are copied for fixing, if anywhere.
-    pub failed_out: Option<PathBuf>,
-}
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
 const AUTH_TOKEN_VARS: &str = "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN";
@@ -102,7 +66,7 @@ impl RegisterConfig {
             input,
             output,
             target,
-            limits: PoolLimits {
+            limits: GateLimits {
                 rate: args.rate,
                 concurrency: args.concurrency as usize,
                 adaptive: !args.no_adaptive,
@@ -121,7 +85,7 @@ impl RegisterConfig {
             onboard: OnboardConfig {
                 fleet: args.fleet.clone(),
                 status: if args.activate {
-                    Some(crate::cli::TargetStatus::Active)
+                    Some(crate::api::TargetStatus::Active)
                 } else {
                     args.status
                 },

@@ -23,25 +23,16 @@
 //!   and exit code; [`exit`]: the exit codes.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests.
 
-pub mod adaptive;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod emulator;
 pub mod exit;
-pub mod extsort;
 
 pub mod input;
-pub mod lock;
-pub mod onboard;
-pub mod plan;
-pub mod pool;
-pub mod progress;
-pub mod register;
-pub mod report;
 pub mod results;
-pub mod retry;
+pub mod run;
 
 pub mod secret;
-pub mod summary;

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use supersim_bulk::input::checks::{check_code, check_iccid};
 use supersim_bulk::input::screen::{Screen, Verdict};
 use supersim_bulk::input::{ReadOptions, SimReader};
-use supersim_bulk::plan::Plan;
 use supersim_bulk::results::EarlierRows;
+use supersim_bulk::run::plan::Plan;
 
 /// What one pass over the input gave: each row's line span, and whether every row that
 /// would be sent passed the hard checks.

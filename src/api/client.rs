@@ -1,15 +1,31 @@
-//! The Super SIM API client: the requests this tool makes, Twilio error decoding, and the
-//! classification of every failure into "retry", "already done", "refused for good" or
-//! "stop the run".
+//! The Super SIM API client: the requests this tool makes and the resources it reads back.
 //!
-//! Nothing here sleeps or retries: that is the pool's job. This module only turns one HTTP
+//! Nothing here sleeps or retries: that is the gate's job. This module only turns one HTTP
 //! exchange into a typed answer, so the retry policy can be read and tested on its own.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use super::error::TwilioErrorBody;
+use super::*;
 use crate::secret::{Credentials, RegistrationCode};
+
+/// The statuses `register` can move a SIM to (UpdateSim's `Status`, less `inactive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetStatus {
+    Ready,
+    Active,
+}
+
+impl TargetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Ready => "ready",
+            TargetStatus::Active => "active",
+        }
+    }
+}
 
 /// The parts of a Sim resource this tool records or compares.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -47,157 +63,6 @@ pub struct Fleet {
 #[derive(Deserialize)]
 struct SimList {
     sims: Vec<Sim>,
-}
-
-/// A Twilio error body: `{"code", "message", "more_info", "status"}`.
-#[derive(Deserialize)]
-struct TwilioErrorBody {
-    code: Option<u32>,
-    message: Option<String>,
-}
-
-/// Everything that can go wrong with one request, with what the retry policy needs to know.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", self.describe())]
-pub struct ApiError {
-    /// The HTTP status, when a response arrived.
-    pub http_status: Option<u16>,
-    /// The Twilio error code from the body, when the body was a Twilio error.
-    pub code: Option<u32>,
-    /// Twilio's message, or what happened on the wire.
-    pub message: String,
-    /// How long the server asked us to wait (`Retry-After`).
-    pub retry_after: Option<Duration>,
-    /// `Twilio-Concurrent-Requests`: the account's requests in flight when this one was
-    /// answered, when the server says.
-    pub concurrent_requests: Option<u32>,
-    /// False only when the request certainly never reached the server (connection refused).
-    pub maybe_processed: bool,
-}
-
-/// What to do about an [`ApiError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Try again after a backoff. `throttled` marks a 429, which slows the whole pool down.
-    Retry { throttled: bool },
-    /// 83003: the SIM is on this account already; success.
-    AlreadyOnAccount,
-    /// Refused for good: retrying the same request cannot help.
-    Rejected,
-    /// 401 / 20003: every request would fail the same way, so the run stops.
-    CredentialsRefused,
-}
-
-pub const CODE_AUTHENTICATE: u32 = 20003;
-pub const CODE_TOO_MANY_REQUESTS: u32 = 20429;
-pub const CODE_INTERNAL: u32 = 20500;
-pub const CODE_UNAVAILABLE: u32 = 20503;
-pub const CODE_REGISTRATION_INTERNAL: u32 = 83000;
-pub const CODE_ALREADY_ON_ACCOUNT: u32 = 83003;
-/// UpdateSim/FetchSim: the Super SIM is not on the account.
-pub const CODE_SIM_NOT_FOUND: u32 = 83005;
-/// UpdateSim: the target Fleet does not exist.
-pub const CODE_FLEET_NOT_FOUND: u32 = 83006;
-/// UpdateSim: `active` asked for a SIM that belongs to no Fleet.
-pub const CODE_NO_FLEET: u32 = 83007;
-/// UpdateSim: refused while an earlier change is still `scheduled`; Twilio says retry later.
-pub const CODE_UPDATE_SCHEDULED: u32 = 83009;
-/// UpdateSim: the status change is not allowed (`ready` is only reachable from `new`).
-pub const CODE_FORBIDDEN_TRANSITION: u32 = 83010;
-/// UpdateSim: another Super SIM already has that UniqueName.
-pub const CODE_DUPLICATE_UNIQUE_NAME: u32 = 83011;
-
-impl ApiError {
-    /// Decides by Twilio code first (the 830xx statuses are not published), HTTP status second.
-    pub fn classify(&self) -> ErrorClass {
-        match self.code {
-            Some(CODE_AUTHENTICATE) => return ErrorClass::CredentialsRefused,
-            Some(CODE_TOO_MANY_REQUESTS) => return ErrorClass::Retry { throttled: true },
-            Some(
-                CODE_INTERNAL
-                | CODE_UNAVAILABLE
-                | CODE_REGISTRATION_INTERNAL
-                | CODE_UPDATE_SCHEDULED,
-            ) => {
-                return ErrorClass::Retry { throttled: false };
-            }
-            Some(CODE_ALREADY_ON_ACCOUNT) => return ErrorClass::AlreadyOnAccount,
-            // Final whatever HTTP status carries them (their statuses are not published).
-            Some(
-                CODE_SIM_NOT_FOUND
-                | CODE_FLEET_NOT_FOUND
-                | CODE_NO_FLEET
-                | CODE_FORBIDDEN_TRANSITION
-                | CODE_DUPLICATE_UNIQUE_NAME,
-            ) => return ErrorClass::Rejected,
-            _ => {}
-        }
-        match self.http_status {
-            None => ErrorClass::Retry { throttled: false },
-            Some(401) => ErrorClass::CredentialsRefused,
-            Some(429) => ErrorClass::Retry { throttled: true },
-            Some(500..) => ErrorClass::Retry { throttled: false },
-            Some(_) => ErrorClass::Rejected,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match (self.http_status, self.code) {
-            (Some(status), Some(code)) => {
-                format!("HTTP {status}, Twilio error {code}: {}", self.message)
-            }
-            (Some(status), None) => format!("HTTP {status}: {}", self.message),
-            (None, _) => self.message.clone(),
-        }
-    }
-
-    fn transport(err: &reqwest::Error) -> Self {
-        let message = if err.is_timeout() {
-            "request timed out".to_string()
-        } else if err.is_connect() {
-            "could not connect".to_string()
-        } else {
-            "connection lost before the response was complete".to_string()
-        };
-        // reqwest's error chain names the URL, which holds no secret, and the OS reason.
-        let detail = std::error::Error::source(err).map(|s| s.to_string());
-        ApiError {
-            http_status: None,
-            code: None,
-            message: match detail {
-                Some(detail) => format!("{message} ({detail})"),
-                None => message,
-            },
-            retry_after: None,
-            concurrent_requests: None,
-            maybe_processed: !err.is_connect(),
-        }
-    }
-}
-
-/// Finds a Sim SID (`HS` + 32 hex digits) in a Twilio message, as 83003 messages carry one.
-pub fn sid_in_message(message: &str) -> Option<String> {
-    let bytes = message.as_bytes();
-    (0..bytes.len().saturating_sub(33)).find_map(|start| {
-        let candidate = &message.get(start..start + 34)?;
-        let is_sid = candidate.starts_with("HS")
-            && candidate[2..].bytes().all(|b| b.is_ascii_hexdigit())
-            && !bytes
-                .get(start + 34)
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && (start == 0 || !bytes[start - 1].is_ascii_alphanumeric());
-        is_sid.then(|| candidate.to_string())
-    })
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A client for one account on one Super SIM API host.
@@ -365,93 +230,9 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiErro
     Ok(body)
 }
 
-impl ApiError {
-    /// Removes the registration code from a server's message, in case a server ever echoes it.
-    fn redact(mut self, code: &RegistrationCode) -> Self {
-        if !code.expose().is_empty() && self.message.contains(code.expose()) {
-            self.message = self.message.replace(code.expose(), "[redacted]");
-        }
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn error(http_status: Option<u16>, code: Option<u32>) -> ApiError {
-        ApiError {
-            http_status,
-            code,
-            message: String::new(),
-            retry_after: None,
-            concurrent_requests: None,
-            maybe_processed: false,
-        }
-    }
-
-    #[test]
-    fn classification_table() {
-        use ErrorClass::*;
-        let cases = [
-            (Some(429), Some(20429), Retry { throttled: true }),
-            (Some(429), None, Retry { throttled: true }),
-            (Some(500), Some(20500), Retry { throttled: false }),
-            (Some(503), Some(20503), Retry { throttled: false }),
-            (Some(502), None, Retry { throttled: false }),
-            (Some(400), Some(83000), Retry { throttled: false }),
-            (None, None, Retry { throttled: false }),
-            (Some(409), Some(83003), AlreadyOnAccount),
-            (Some(409), Some(83009), Retry { throttled: false }),
-            (Some(400), Some(83006), Rejected),
-            (Some(500), Some(83007), Rejected),
-            (Some(400), Some(83010), Rejected),
-            (Some(409), Some(83011), Rejected),
-            (Some(404), Some(83005), Rejected),
-            (Some(400), Some(83003), AlreadyOnAccount),
-            (Some(400), Some(83001), Rejected),
-            (Some(400), Some(83002), Rejected),
-            (Some(404), Some(20404), Rejected),
-            (Some(401), Some(20003), CredentialsRefused),
-            (Some(401), None, CredentialsRefused),
-            (Some(403), Some(20003), CredentialsRefused),
-        ];
-        for (status, code, expected) in cases {
-            assert_eq!(
-                error(status, code).classify(),
-                expected,
-                "{status:?} {code:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn finds_sid_in_83003_message() {
-        let sid = "HS0123456789abcdef0123456789abcdef";
-        assert_eq!(
-            sid_in_message(&format!("The Super SIM {sid} is already registered.")),
-            Some(sid.to_string())
-        );
-        assert_eq!(sid_in_message(&format!("({sid})")), Some(sid.to_string()));
-        assert_eq!(sid_in_message(sid), Some(sid.to_string()));
-        assert_eq!(sid_in_message("no sid here"), None);
-        assert_eq!(sid_in_message(&format!("{sid}0")), None);
-        assert_eq!(sid_in_message("HS0123456789abcdef0123456789abcdeg"), None);
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
 
     #[test]
     fn debug_output_hides_secrets() {

@@ -12,12 +12,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::cli::ValidateArgs;
+use crate::exit;
 use crate::input::failed_out::FailedOut;
-use crate::input::screen::{Problem, Screen, Verdict};
+use crate::input::screen::{Problem, Screen, Verdict, locate};
 use crate::input::{InputSource, ReadOptions};
-use crate::plan::{Plan, Replayable};
-use crate::register::RunError;
 use crate::results::EarlierRows;
+use crate::run::job::RunError;
+use crate::run::plan::{Plan, Replayable};
 
 /// Problem lines printed before the rest are only counted.
 pub const SHOWN_PROBLEMS: usize = 50;
@@ -53,15 +55,6 @@ impl Counts {
             crate::exit::SUCCESS
         }
     }
-}
-
-/// `line N: column: reason; column: reason`, the locator used in failed-out reasons.
-pub fn locate(line: u64, problems: &[Problem]) -> String {
-    let parts: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.column, p.reason))
-        .collect();
-    format!("line {line}: {}", parts.join("; "))
 }
 
 /// Problem lines: the first few kept, the rest counted or spooled.
@@ -118,7 +111,7 @@ fn spool_file() -> anyhow::Result<File> {
 }
 
 /// Reads and checks the whole input, writes the report to `out`, and returns the counts.
-pub fn run(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
+pub fn check(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
     // Temporary files (the plan's sort, a spool of standard input) go to the system's.
     let temp_dir = std::env::temp_dir();
     let input = Replayable::new(&config.input, &temp_dir)?;
@@ -255,6 +248,24 @@ fn write_report(
     Ok(())
 }
 
+/// `validate`: the report goes to stdout, a file-level error to stderr (exit 2).
+pub fn run(args: ValidateArgs) -> u8 {
+    let config = ValidateConfig {
+        input: crate::input::InputSource::from_arg(&args.input),
+        read: crate::config::read_options(&args.input_options),
+        strict: args.input_options.strict,
+        all: args.all,
+        failed_out: args.input_options.failed_out,
+    };
+    match check(&config, &mut std::io::stdout().lock()) {
+        Ok(counts) => counts.exit_code(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            exit::USAGE_OR_CONFIG
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +282,7 @@ mod tests {
             failed_out: None,
         };
         let mut out = Vec::new();
-        let counts = run(&config, &mut out).unwrap();
+        let counts = check(&config, &mut out).unwrap();
         (String::from_utf8(out).unwrap(), counts)
     }
 

@@ -24,22 +24,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::cli::MaxFailures;
-use crate::config::{RegisterConfig, Target};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::api::gate::{Gate, RequestStats};
 use crate::input::checks::Column;
 use crate::input::failed_out::FailedOut;
+use crate::input::screen::locate;
 use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::input::{InputError, InputRow, SimReader};
-use crate::lock::{LockError, RunLock};
-use crate::onboard::{self, Checkpoint, Job, OnboardConfig, Resume};
-use crate::plan::{LineFacts, Plan, PlanError, Replayable, temp_dir_beside};
-use crate::pool::{Pool, RequestStats, SendRow};
-use crate::progress::Progress;
-use crate::report::locate;
 use crate::results::{Outcome, ResultRow, ResultsWriter};
-use crate::secret::Credentials;
-use crate::summary::{ConcurrencyReport, EndReason, RunSummary};
+use crate::run::config::RegisterConfig;
+use crate::run::lock::{LockError, RunLock};
+use crate::run::onboard::{self, Checkpoint, FleetNames, Job, OnboardConfig, Resume};
+use crate::run::plan::{LineFacts, Plan, PlanError, Replayable, temp_dir_beside};
+use crate::run::progress::Progress;
+use crate::run::registration::SendRow;
+use crate::run::summary::MaxFailures;
+use crate::run::summary::{ConcurrencyReport, EndReason, RunSummary};
 
 /// Why a run ended without a summary worth an exit code of its own.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +96,14 @@ impl Checkpoint for mpsc::Sender<Written> {
 /// How often the results file is synced to disk while rows arrive.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs a whole `register` job. `stop` is cancelled on the first interrupt: reading stops,
+/// Runs a whole `register` job against the API `client` talks to. `stop` is cancelled on the first interrupt: reading stops,
 /// SIMs in progress get `grace` to finish their current request and are written, and the
 /// run ends.
-pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunSummary, RunError> {
+pub async fn run(
+    config: RegisterConfig,
+    client: Client,
+    stop: CancellationToken,
+) -> Result<RunSummary, RunError> {
     let started_at = std::time::SystemTime::now();
     // Temporary files (the plan's sorts, a spool of standard input) go beside the results.
     let temp_dir = temp_dir_beside(&config.output);
@@ -131,8 +134,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
         ),
         None => None,
     };
-    let (client, _emulator) = connect(&config).await.map_err(RunError::Setup)?;
-    let pool = Arc::new(Pool::new(client, config.limits, stop.clone()));
+    let gate = Arc::new(Gate::new(client, config.limits, stop.clone()));
 
     let progress = Progress::new(plan.rows, config.progress_interval);
 
@@ -169,7 +171,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
-    dispatch(work_rx, &pool, &limits, written_tx, &no_new_rows, &stop).await;
+    dispatch(work_rx, &gate, &limits, written_tx, &no_new_rows, &stop).await;
 
     let written = writer_task
         .await
@@ -186,7 +188,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
             )));
         }
     }
-    let end = if pool.credentials_refused().is_cancelled() {
+    let end = if gate.credentials_refused().is_cancelled() {
         EndReason::CredentialsRefused
     } else if stop.is_cancelled() {
         EndReason::Interrupted
@@ -195,7 +197,7 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
     } else {
         EndReason::Finished
     };
-    let stats = &pool.stats;
+    let stats = &gate.stats;
     Ok(RunSummary {
         started_at,
         finished_at: std::time::SystemTime::now(),
@@ -210,37 +212,11 @@ pub async fn run(config: RegisterConfig, stop: CancellationToken) -> Result<RunS
         concurrency: ConcurrencyReport {
             ceiling: config.limits.concurrency,
             adaptive: config.limits.adaptive,
-            settled: pool.concurrency.current(),
-            lowest: pool.concurrency.lowest(),
+            settled: gate.concurrency.current(),
+            lowest: gate.concurrency.lowest(),
         },
         end,
     })
-}
-
-/// Starts the in-process emulator when asked to, and builds the API client.
-async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emulator>)> {
-    let (base_url, credentials, emulator): (String, Credentials, _) = match &config.target {
-        Target::Api {
-            base_url,
-            credentials,
-            ..
-        } => (base_url.clone(), credentials.clone(), None),
-        Target::Emulator { credentials } => {
-            let emulator_config = EmulatorConfig {
-                credentials: vec![(credentials.username.clone(), credentials.password.clone())],
-                // Long enough that a rehearsal shows `scheduled` and what --wait does.
-                update_delay: Duration::from_secs(1),
-                ..EmulatorConfig::default()
-            };
-            let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
-                .await
-                .context("cannot start the built-in emulator")?;
-            tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
-            (emulator.base_url(), credentials.clone(), Some(emulator))
-        }
-    };
-    let client = Client::new(&base_url, credentials, config.timeout)?;
-    Ok((client, emulator))
 }
 
 /// Reads and checks the input, with the plan's facts for each line (repeats, earlier runs),
@@ -369,7 +345,7 @@ struct DispatchLimits {
 /// the next run sends them again).
 async fn dispatch(
     mut work: mpsc::Receiver<Work>,
-    pool: &Arc<Pool>,
+    gate: &Arc<Gate>,
     limits: &DispatchLimits,
     written: mpsc::Sender<Written>,
     no_new_rows: &CancellationToken,
@@ -381,7 +357,8 @@ async fn dispatch(
         grace,
     } = *limits;
     let permits = Arc::new(Semaphore::new(concurrency));
-    let refused = pool.credentials_refused().clone();
+    let refused = gate.credentials_refused().clone();
+    let fleet_names = Arc::new(FleetNames::default());
     let mut workers = JoinSet::new();
     loop {
         let next = tokio::select! {
@@ -399,10 +376,13 @@ async fn dispatch(
                     _ = refused.cancelled() => break,
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 };
-                let pool = pool.clone();
+                let gate = gate.clone();
+                let fleet_names = fleet_names.clone();
                 let written = written.clone();
                 workers.spawn(async move {
-                    if let Some(mut result) = onboard::onboard(&pool, job, wait, &written).await {
+                    if let Some(mut result) =
+                        onboard::onboard(&gate, &fleet_names, job, wait, &written).await
+                    {
                         result.warning = warning;
                         let _ = written.send(Written::Row(result, fields, None)).await;
                     }

@@ -2,13 +2,13 @@
 //! with `POST /v1/Sims/{Sid}`, and (with `--wait`) polling `GET /v1/Sims/{Sid}` until an
 //! asynchronous change is no longer `scheduled`.
 //!
-//! One SIM's work is a short sequence of steps: register (in `pool`), write a checkpoint
+//! One SIM's work is a short sequence of steps: register (in `registration`), write a checkpoint
 //! row, fetch the SIM when its state is not known, send only the fields that differ, then
 //! wait if asked. Each step's failure maps to an outcome: a refusal for good is
 //! `update_failed`, transient failures that outlast the attempts are `gave_up`, and both rows
 //! carry the SID, so the next run resumes at the update step and never registers the SIM a
 //! second time. The checkpoint row written between the steps serves the same purpose when
-//! the process dies between them. Every request passes the pool's rate gate, polls included.
+//! the process dies between them. Every request passes the gate, polls included.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,11 +18,12 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::time::Instant;
 
+use crate::api::TargetStatus;
+use crate::api::gate::Gate;
+use crate::api::retry::jitter_for_row;
 use crate::api::{ApiError, ErrorClass, Sim, SimUpdate};
-use crate::cli::TargetStatus;
-use crate::pool::{Pool, SendRow};
 use crate::results::{Outcome, PENDING_MESSAGE, PriorSim, ResultRow, SimStatus};
-use crate::retry::jitter_for_row;
+use crate::run::registration::{self, SendRow};
 
 /// What the run does after registering each SIM.
 #[derive(Debug, Clone, Default)]
@@ -182,7 +183,8 @@ pub trait Checkpoint: Sync {
 /// Drives one SIM through every step it still needs. `None` means the run stopped first;
 /// the SIM gets no final row, and the next run resumes from its last written row.
 pub async fn onboard(
-    pool: &Pool,
+    gate: &Gate,
+    fleet_names: &FleetNames,
     job: Job,
     wait: Option<Duration>,
     checkpoint: &impl Checkpoint,
@@ -204,7 +206,7 @@ pub async fn onboard(
             (outcome, sid, 0, None)
         }
         None => {
-            let registered = pool.register(row).await?;
+            let registered = registration::register(gate, row).await?;
             if !registered.outcome.is_done() || plan.is_empty() {
                 return Some(registered);
             }
@@ -229,7 +231,8 @@ pub async fn onboard(
         }
     };
     let step = Steps {
-        pool,
+        gate,
+        fleet_names,
         line,
         iccid,
         sid,
@@ -241,7 +244,9 @@ pub async fn onboard(
 
 /// The update and wait steps of one registered SIM.
 struct Steps<'a> {
-    pool: &'a Pool,
+    gate: &'a Gate,
+    /// Fleet unique names resolved to SIDs during this run, shared by all workers.
+    fleet_names: &'a FleetNames,
     line: u64,
     iccid: String,
     sid: String,
@@ -309,8 +314,8 @@ impl Steps<'_> {
                 return Some(self.row(self.outcome, &current));
             }
             let answer = self
-                .pool
-                .send(self.pool.client().update_sim(&self.sid, &missing))
+                .gate
+                .send(self.gate.client().update_sim(&self.sid, &missing))
                 .await?;
             tries += 1;
             let error = match answer {
@@ -320,11 +325,11 @@ impl Steps<'_> {
             tracing::debug!(line = self.line, iccid = %self.iccid, attempt = tries, error = %error, "update failed");
             match error.classify() {
                 ErrorClass::Retry { throttled } => {
-                    if tries >= self.pool.limits().max_attempts {
+                    if tries >= self.gate.limits().max_attempts {
                         return Some(self.failed(&error, Some(&current)));
                     }
                     if !self
-                        .pool
+                        .gate
                         .retry_wait(tries, &error, throttled, &mut jitter)
                         .await
                     {
@@ -339,7 +344,7 @@ impl Steps<'_> {
                     }
                 }
                 ErrorClass::CredentialsRefused => {
-                    self.pool.refuse_credentials(&error);
+                    self.gate.refuse_credentials(&error);
                     return None;
                 }
                 ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
@@ -365,7 +370,7 @@ impl Steps<'_> {
     /// `limit` has passed.
     async fn wait_until_settled(&self, limit: Duration, mut last: Sim) -> Result<Sim, WaitEnd> {
         let deadline = Instant::now() + limit;
-        let backoff = self.pool.limits().backoff;
+        let backoff = self.gate.limits().backoff;
         let mut polls: u32 = 0;
         loop {
             let now = Instant::now();
@@ -379,7 +384,7 @@ impl Steps<'_> {
                 .min(backoff.cap)
                 .min(deadline - now);
             polls += 1;
-            if !self.pool.idle(pause).await {
+            if !self.gate.idle(pause).await {
                 return Err(WaitEnd::Stopped);
             }
             match self.fetch().await {
@@ -409,17 +414,17 @@ impl Steps<'_> {
     /// The SID of the Fleet with this unique name, looked up once per run. `Ok(None)` when
     /// it cannot be found out; `Err` when the run stopped.
     async fn resolve_fleet(&self, name: &str) -> Result<Option<String>, ()> {
-        if let Some(known) = self.pool.fleet_names.get(name) {
+        if let Some(known) = self.fleet_names.get(name) {
             return Ok(known);
         }
-        let Some(answer) = self.pool.send(self.pool.client().fetch_fleet(name)).await else {
+        let Some(answer) = self.gate.send(self.gate.client().fetch_fleet(name)).await else {
             return Err(());
         };
         let sid = match answer {
             Ok(fleet) => fleet.sid,
             Err(error) => {
                 if error.classify() == ErrorClass::CredentialsRefused {
-                    self.pool.refuse_credentials(&error);
+                    self.gate.refuse_credentials(&error);
                     return Err(());
                 }
                 tracing::debug!(fleet = name, error = %error, "cannot resolve the Fleet name");
@@ -430,14 +435,14 @@ impl Steps<'_> {
                 None
             }
         };
-        self.pool.fleet_names.insert(name, sid.clone());
+        self.fleet_names.insert(name, sid.clone());
         Ok(sid)
     }
 
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
     async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
-        let client = self.pool.client();
-        self.pool
+        let client = self.gate.client();
+        self.gate
             .read_with_retries(self.line ^ 0xfe7c, || client.fetch_sim(&self.sid))
             .await
     }

@@ -11,8 +11,40 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::exit;
-use crate::progress::Counts;
 use crate::results::Outcome;
+use crate::run::progress::Counts;
+
+/// The `--max-failures` limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFailures {
+    /// More than this many rejected rows stops the run.
+    Count(u64),
+    /// More than this share (percent) of finished rows rejected stops the run, once at least
+    /// [`MaxFailures::MIN_ROWS_FOR_PERCENT`] rows are finished.
+    Percent(f64),
+}
+
+impl MaxFailures {
+    pub const MIN_ROWS_FOR_PERCENT: u64 = 100;
+
+    /// A sentence saying the limit was passed, or `None` while it holds.
+    pub fn exceeded(&self, failed: u64, finished: u64) -> Option<String> {
+        match *self {
+            MaxFailures::Count(limit) => (failed > limit).then(|| {
+                format!("{failed} rows were refused for good, more than --max-failures {limit}")
+            }),
+            MaxFailures::Percent(limit) => {
+                let share = 100.0 * failed as f64 / finished.max(1) as f64;
+                (finished >= Self::MIN_ROWS_FOR_PERCENT && share > limit).then(|| {
+                    format!(
+                        "{failed} of {finished} rows ({share:.1}%) were refused for good, \
+                         more than --max-failures {limit}%"
+                    )
+                })
+            }
+        }
+    }
+}
 
 /// Why a run stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]

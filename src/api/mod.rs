@@ -1,0 +1,22 @@
+//! Talking to the Super SIM API: everything between a row that is fit to send and the
+//! answer that decides its outcome.
+//!
+//! - [`client`]: the HTTP client, the requests this tool makes and the resources it reads;
+//!   [`error`]: Twilio error decoding and the classification of every failure into "retry",
+//!   "already done", "refused for good" or "stop the run".
+//! - [`retry`]: backoff, `Retry-After`, and the pool-wide pause after a 429;
+//!   [`adaptive`]: the in-flight limit that adapts to the account's concurrency limit.
+//! - [`gate`]: the one gate every request passes, within the run's rate and concurrency
+//!   limits, and the retry waits.
+//!
+//! Nothing here knows about CSV files or results rows: this layer turns requests into typed
+//! answers, and the run decides what they mean for a SIM.
+
+pub mod adaptive;
+pub mod client;
+pub mod error;
+pub mod gate;
+pub mod retry;
+
+pub use client::{Client, Fleet, Sim, SimUpdate, TargetStatus};
+pub use error::*;

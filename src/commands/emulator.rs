@@ -1,0 +1,53 @@
+//! The `emulator` command: a local Super SIM API on a chosen port, for rehearsals and for
+//! other tools' tests.
+
+use crate::cli::EmulatorArgs;
+use crate::emulator::{EmulatorConfig, credentials_from_env};
+use crate::exit;
+
+/// `emulator`: serves the emulated API until Ctrl-C, listing its Fleets at start-up.
+pub async fn run(args: EmulatorArgs) -> u8 {
+    let mut config = EmulatorConfig {
+        latency: args.latency,
+        max_concurrent: args.max_concurrent,
+        fail_rate: args.fail_rate,
+        seed: args.seed,
+        credentials: credentials_from_env(),
+        update_delay: args.update_delay,
+        ..EmulatorConfig::default()
+    };
+    config.fleets.extend(args.fleets);
+    let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "error: cannot listen on {}:{}: {error}",
+                args.host, args.port
+            );
+            return exit::USAGE_OR_CONFIG;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => {
+            println!("Super SIM API emulator listening on http://{addr}");
+            let mut listed = Vec::new();
+            for name in &config.fleets {
+                if !listed.contains(&name) {
+                    println!("  fleet {} {name}", crate::emulator::fleet_sid_for(name));
+                    listed.push(name);
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the listening address"),
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match crate::emulator::serve(config, listener, shutdown).await {
+        Ok(()) => exit::SUCCESS,
+        Err(error) => {
+            eprintln!("error: the emulator stopped: {error}");
+            exit::USAGE_OR_CONFIG
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! What a `register` run needs, already checked: built from the flags and the environment
+//! by `crate::config` before any I/O, so the run itself never sees a flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::gate::GateLimits;
+use crate::input::{InputSource, ReadOptions};
+use crate::run::onboard::OnboardConfig;
+use crate::run::summary::MaxFailures;
+use crate::secret::Credentials;
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A real (or external) API at this base URL.
+    Api {
+        base_url: String,
+        credentials: Credentials,
+        /// The environment variables the credentials came from, for error messages.
+        credentials_source: &'static str,
+    },
+    /// An emulator started in-process for this run.
+    Emulator { credentials: Credentials },
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterConfig {
+    pub input: InputSource,
+    pub output: PathBuf,
+    pub target: Target,
+    pub limits: GateLimits,
+    pub timeout: Duration,
+    pub retry_rejected: bool,
+    pub progress_interval: Duration,
+    /// After an interrupt, how long the requests in flight may take to finish.
+    pub grace: Duration,
+    pub summary_json: Option<PathBuf>,
+    pub max_failures: Option<MaxFailures>,
+    /// What happens after registration: Fleet, status, waiting.
+    pub onboard: OnboardConfig,
+    pub read: ReadOptions,
+    /// Warnings count as invalid.
+    pub strict: bool,
+    /// Where the rows that failed are copied for fixing, if anywhere.
+    pub failed_out: Option<PathBuf>,
+}

@@ -1,0 +1,24 @@
+//! The `register` run: the [`job`] wires the reader, the workers and the one results writer
+//! together.
+//!
+//! - [`plan`] (with its external sort, [`extsort`]): which rows repeat an earlier one and
+//!   what earlier runs recorded, worked out on disk before the main pass so memory stays
+//!   flat.
+//! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
+//!   after registration (Fleet, status, UniqueName, waiting) and resuming per step.
+//! - [`lock`]: one run at a time per results file; [`progress`]: the live display;
+//!   [`summary`]: how a run ended, its summary and exit code.
+//!
+//! The run sits above the input, the results file and the API, and below the command line.
+
+pub mod config;
+pub mod extsort;
+pub mod job;
+pub mod lock;
+pub mod onboard;
+pub mod plan;
+pub mod progress;
+pub mod registration;
+pub mod summary;
+#[cfg(test)]
+mod verdicts_test;
