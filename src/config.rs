@@ -14,7 +14,7 @@ use crate::api::retry::Backoff;
 use crate::cli::{InputArgs, RegisterArgs};
 use crate::input::{InputSource, ReadOptions};
 pub use crate::run::config::{RegisterConfig, Target};
-use crate::run::onboard::OnboardConfig;
+use crate::run::resume::OnboardConfig;
 use crate::secret::Credentials;
 
 pub const DEFAULT_BASE_URL: &str = "https://supersim.twilio.com";

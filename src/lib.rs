@@ -3,25 +3,26 @@
 //! the Super SIM API with retries, and writes a results CSV that a later run resumes from.
 //!
 //! # Layout
-//! - [`app`]: logging, signals and exit codes around the jobs.
-//! - [`cli`]: the command line (clap types); [`config`]: flags and environment resolved
-//!   into checked values before any I/O.
-//! - [`input`]: the streaming CSV reader; [`validate`]: pure ICCID and code checks;
-//!   [`screen`]: checks and dedupe per row, shared by `register` and `validate`;
-//!   [`report`]: the `validate` command; [`failed_out`]: the fix-and-refeed file.
-//! - [`plan`]: which rows repeat an earlier one and what earlier runs recorded, worked out
-//!   on disk before the main pass so memory stays flat; [`extsort`]: its external sort.
-//! - [`api`]: the Super SIM HTTP client and Twilio error classification; [`retry`]: backoff
-//!   and the pool-wide pause after a 429; [`adaptive`]: the in-flight limit that adapts to
-//!   the account's concurrency limit.
-//! - [`pool`]: registers one SIM within the run's limits; [`onboard`]: the steps after
-//!   registration (Fleet, status, UniqueName, waiting) and resuming per step.
-//! - [`results`]: the results CSV, its writer and the stream of earlier rows; [`lock`]: one
-//!   run at a time per results file.
-//! - [`register`]: the `register` job, wiring reader, pool and writer together.
-//! - [`progress`]: the live progress display; [`summary`]: how a run ended, its summary
-//!   and exit code; [`exit`]: the exit codes.
-//! - [`emulator`]: a local Super SIM API for rehearsals and tests.
+//! Folders follow the architecture; each folder's `mod.rs` says what it owns. Doors open one
+//! way: a layer imports the ones below it, never the ones above, and no two files import
+//! each other.
+//!
+//! - [`secret`], [`exit`]: the secret types that never print, and the exit codes.
+//! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
+//!   the per-row screen, and the failed-out file. No network.
+//! - [`results`]: the results file: its columns and outcome words, the append-only writer,
+//!   and reading back what earlier runs wrote.
+//! - [`api`]: the HTTP client, Twilio error classification, retry and backoff, the adaptive
+//!   in-flight limit, and the gate every request passes.
+//! - [`run`]: the `register` job: the plan (dedupe and resume, on disk), per-SIM registration
+//!   and onboarding, the one writer, the lock, progress and the summary.
+//! - [`emulator`]: a local Super SIM API for rehearsals and tests; it imports nothing else.
+//! - [`commands`]: thin entry points for `register`, `validate` and `emulator`; [`cli`]: the
+//!   clap types; [`config`]: flags and environment resolved into a checked run
+//!   configuration before any I/O; [`app`]: logging, signals, and dispatch to the commands.
+//!
+//! Where a change belongs: retries and backoff in `api/retry.rs`, CSV reading in `input/`,
+//! the results file in `results/`, the emulator in `emulator/`.
 
 pub mod api;
 pub mod app;

@@ -1,5 +1,5 @@
 //! The one gate every request passes (a create, a retry, a lookup, an update or a poll):
-//! [`Gate::send`] waits out any pool-wide pause, takes a slot of the adaptive concurrency
+//! `Gate::send` waits out any pool-wide pause, takes a slot of the adaptive concurrency
 //! limit (see [`super::adaptive`]), then a token of the shared rate limiter, so both `--rate`
 //! and the in-flight limit hold across all workers; the answer tells the concurrency limit
 //! whether to grow or shrink. It also owns the retry waits and the stop signals (an

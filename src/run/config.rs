@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::api::gate::GateLimits;
 use crate::input::{InputSource, ReadOptions};
-use crate::run::onboard::OnboardConfig;
+use crate::run::resume::OnboardConfig;
 use crate::run::summary::MaxFailures;
 use crate::secret::Credentials;
 

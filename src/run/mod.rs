@@ -5,8 +5,10 @@
 //!   what earlier runs recorded, worked out on disk before the main pass so memory stays
 //!   flat.
 //! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
-//!   after registration (Fleet, status, UniqueName, waiting) and resuming per step.
-//! - [`lock`]: one run at a time per results file; [`progress`]: the live display;
+//!   after registration (Fleet, status, UniqueName, waiting); [`resume`]: what each row
+//!   still needs, given what onboarding asks and what earlier runs recorded.
+//! - [`writer`]: the one task that writes the results file during a run; [`lock`]: one run
+//!   at a time per results file; [`progress`]: the live display;
 //!   [`summary`]: how a run ended, its summary and exit code.
 //!
 //! The run sits above the input, the results file and the API, and below the command line.
@@ -19,6 +21,8 @@ pub mod onboard;
 pub mod plan;
 pub mod progress;
 pub mod registration;
+pub mod resume;
 pub mod summary;
 #[cfg(test)]
 mod verdicts_test;
+pub mod writer;

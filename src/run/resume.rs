@@ -1,0 +1,273 @@
+//! What onboarding asks of each SIM, decided without I/O: the Fleet, status and UniqueName
+//! wanted for a row ([`OnboardConfig`]), and where a row starts given what an earlier run
+//! recorded for its ICCID ([`resume`]): skip it, update it, or register it.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::api::{SimUpdate, TargetStatus};
+use crate::results::{Outcome, PriorSim, SimStatus};
+
+/// What the run does after registering each SIM.
+#[derive(Debug, Clone, Default)]
+pub struct OnboardConfig {
+    /// `--fleet`: a Fleet SID or unique name, for rows whose `fleet` cell is empty.
+    pub fleet: Option<String>,
+    /// `--status` / `--activate`.
+    pub status: Option<TargetStatus>,
+    /// `--wait`: poll a `scheduled` SIM until its change is done.
+    pub wait: bool,
+    /// `--wait-timeout`: the longest wait for one SIM.
+    pub wait_timeout: Duration,
+}
+
+impl OnboardConfig {
+    /// Refuses activation that no row could satisfy, before any request is sent: `active`
+    /// needs a Fleet, from `--fleet` or from a `fleet` column of the input.
+    pub fn check_fleet_source(&self, has_fleet_column: bool, input: &str) -> anyhow::Result<()> {
+        if self.status == Some(TargetStatus::Active) && self.fleet.is_none() && !has_fleet_column {
+            bail!(
+                "cannot activate SIMs without a Fleet: Twilio refuses `active` for a SIM in no \
+                 Fleet (error 83007); pass --fleet HF...|unique-name, or add a `fleet` column \
+                 to {input}"
+            );
+        }
+        Ok(())
+    }
+
+    /// `--wait-timeout` when `--wait` is on.
+    pub fn wait_limit(&self) -> Option<Duration> {
+        self.wait.then_some(self.wait_timeout)
+    }
+
+    /// The update one input row asks for: its `fleet` cell wins over `--fleet`. `Err` is the
+    /// reason the row is invalid (activation without any Fleet).
+    pub fn plan_for(
+        &self,
+        fleet_cell: Option<String>,
+        unique_name: Option<String>,
+    ) -> Result<SimUpdate, String> {
+        let fleet = fleet_cell.or_else(|| self.fleet.clone());
+        if self.status == Some(TargetStatus::Active) && fleet.is_none() {
+            return Err(
+                "activation needs a Fleet: fill in this row's fleet cell or pass --fleet"
+                    .to_string(),
+            );
+        }
+        Ok(SimUpdate {
+            fleet,
+            status: self.status.map(|s| s.as_str().to_string()),
+            unique_name,
+        })
+    }
+}
+
+/// A Fleet SID (`HF` + 32 hex digits), as opposed to a Fleet's unique name.
+pub fn is_fleet_sid(fleet: &str) -> bool {
+    fleet.len() == 34
+        && fleet.starts_with("HF")
+        && fleet[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Where a row starts, given what an earlier run recorded for its ICCID.
+#[derive(Debug, PartialEq)]
+pub enum Resume {
+    /// Nothing left to do: count the earlier outcome, send nothing.
+    Skip(Outcome),
+    /// Registered earlier: go straight to the update step with this SID.
+    Update(PriorSim),
+    /// Not registered (or not known to be): start with registration.
+    Register,
+}
+
+/// Decides per step, without I/O, what a row still needs.
+pub fn resume(prior: Option<PriorSim>, plan: &SimUpdate, retry_rejected: bool) -> Resume {
+    let Some(prior) = prior else {
+        return Resume::Register;
+    };
+    let registered = prior.outcome.is_done()
+        || (prior.sid.is_some()
+            && matches!(prior.outcome, Outcome::GaveUp | Outcome::UpdateFailed));
+    if !registered {
+        return match prior.outcome {
+            Outcome::Rejected if !retry_rejected => Resume::Skip(Outcome::Rejected),
+            _ => Resume::Register,
+        };
+    }
+    if prior.outcome.is_done() && recorded_state_satisfies(&prior, plan) {
+        return Resume::Skip(prior.outcome);
+    }
+    if prior.outcome == Outcome::UpdateFailed && plan.is_empty() {
+        // The update is no longer asked for; the refusal stays on record.
+        return Resume::Skip(Outcome::UpdateFailed);
+    }
+    Resume::Update(prior)
+}
+
+/// True when the last row already shows what `plan` asks for. A UniqueName is not in the
+/// results, so it counts as applied once a final (not checkpoint) row was written; a Fleet
+/// given by unique name counts as applied once the row shows any Fleet.
+fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate) -> bool {
+    if plan.is_empty() {
+        return true;
+    }
+    if prior.pending {
+        return false;
+    }
+    let status_ok = plan
+        .status
+        .as_deref()
+        .is_none_or(|wanted| SimStatus::parse(wanted) == prior.status);
+    let fleet_ok = match plan.fleet.as_deref() {
+        None => true,
+        Some(wanted) if is_fleet_sid(wanted) => prior
+            .fleet_sid
+            .as_deref()
+            .is_some_and(|have| have.eq_ignore_ascii_case(wanted)),
+        Some(_) => prior.fleet_sid.is_some(),
+    };
+    status_ok && fleet_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "HS0123456789abcdef0123456789abcdef";
+    const FLEET: &str = "HF0123456789abcdef0123456789abcdef";
+
+    fn config(fleet: Option<&str>, status: Option<TargetStatus>) -> OnboardConfig {
+        OnboardConfig {
+            fleet: fleet.map(String::from),
+            status,
+            ..OnboardConfig::default()
+        }
+    }
+
+    fn prior(outcome: Outcome, status: SimStatus, fleet: Option<&str>) -> PriorSim {
+        PriorSim {
+            outcome,
+            sid: Some(SID.into()),
+            status,
+            fleet_sid: fleet.map(String::from),
+            pending: false,
+        }
+    }
+
+    fn plan(fleet: Option<&str>, status: Option<&str>) -> SimUpdate {
+        SimUpdate {
+            fleet: fleet.map(String::from),
+            status: status.map(String::from),
+            unique_name: None,
+        }
+    }
+
+    #[test]
+    fn activation_without_any_fleet_is_refused_before_any_request() {
+        let activate = config(None, Some(TargetStatus::Active));
+        let err = activate
+            .check_fleet_source(false, "box.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--fleet") && err.contains("box.csv"), "{err}");
+        assert!(activate.check_fleet_source(true, "box.csv").is_ok());
+        assert!(
+            config(None, Some(TargetStatus::Ready))
+                .check_fleet_source(false, "box.csv")
+                .is_ok()
+        );
+        let err = activate.plan_for(None, None).unwrap_err();
+        assert!(err.contains("fleet"), "{err}");
+        assert_eq!(
+            activate.plan_for(Some("lab".into()), None).unwrap(),
+            plan(Some("lab"), Some("active"))
+        );
+    }
+
+    #[test]
+    fn the_fleet_cell_wins_over_the_flag() {
+        let with_flag = config(Some("default"), None);
+        assert_eq!(
+            with_flag.plan_for(Some("lab".into()), None).unwrap().fleet,
+            Some("lab".into())
+        );
+        assert_eq!(
+            with_flag.plan_for(None, None).unwrap().fleet,
+            Some("default".into())
+        );
+    }
+
+    #[test]
+    fn resume_per_step() {
+        use Outcome::*;
+        let active = plan(Some(FLEET), Some("active"));
+        assert_eq!(resume(None, &active, false), Resume::Register);
+        let done = prior(Registered, SimStatus::Active, Some(FLEET));
+        assert_eq!(
+            resume(Some(done.clone()), &active, false),
+            Resume::Skip(Registered)
+        );
+        let registered_only = prior(Registered, SimStatus::New, None);
+        assert_eq!(
+            resume(Some(registered_only.clone()), &active, false),
+            Resume::Update(registered_only.clone()),
+            "a SIM registered without the update gets only the update"
+        );
+        assert_eq!(
+            resume(Some(registered_only), &SimUpdate::default(), false),
+            Resume::Skip(Registered)
+        );
+        let scheduled = prior(Registered, SimStatus::Scheduled, Some(FLEET));
+        assert!(matches!(
+            resume(Some(scheduled), &active, false),
+            Resume::Update(_)
+        ));
+        let failed = prior(UpdateFailed, SimStatus::New, None);
+        assert!(matches!(
+            resume(Some(failed.clone()), &active, false),
+            Resume::Update(_)
+        ));
+        assert_eq!(
+            resume(Some(failed), &SimUpdate::default(), false),
+            Resume::Skip(UpdateFailed)
+        );
+        let gave_up_updating = prior(GaveUp, SimStatus::New, None);
+        assert!(matches!(
+            resume(Some(gave_up_updating), &active, false),
+            Resume::Update(_)
+        ));
+        let mut gave_up_registering = prior(GaveUp, SimStatus::Unknown, None);
+        gave_up_registering.sid = None;
+        assert_eq!(
+            resume(Some(gave_up_registering), &active, false),
+            Resume::Register
+        );
+        let mut rejected = prior(Rejected, SimStatus::Unknown, None);
+        rejected.sid = None;
+        assert_eq!(
+            resume(Some(rejected.clone()), &active, false),
+            Resume::Skip(Rejected)
+        );
+        assert_eq!(resume(Some(rejected), &active, true), Resume::Register);
+        let mut checkpoint = prior(Registered, SimStatus::New, None);
+        checkpoint.pending = true;
+        let named = SimUpdate {
+            unique_name: Some("pump-7".into()),
+            ..SimUpdate::default()
+        };
+        assert!(matches!(
+            resume(Some(checkpoint), &named, false),
+            Resume::Update(_)
+        ));
+        let other_fleet = prior(
+            Registered,
+            SimStatus::Active,
+            Some(&FLEET.replace('0', "1")),
+        );
+        assert!(matches!(
+            resume(Some(other_fleet), &active, false),
+            Resume::Update(_)
+        ));
+    }
+}
