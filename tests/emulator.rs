@@ -40,6 +40,12 @@ impl Answer {
     }
 }
 
+/// A client that never goes through a proxy, whatever the environment says: every request
+/// here is to the emulator on loopback.
+fn client() -> Client {
+    Client::builder().no_proxy().build().expect("a client")
+}
+
 async fn start(config: EmulatorConfig) -> Emulator {
     Emulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
@@ -152,7 +158,7 @@ fn assert_sim_resource(sim: &Value, iccid: &str, base_url: &str) {
 #[tokio::test]
 async fn create_answers_201_with_a_sim_resource() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
 
     let answer = create(&client, &emulator, ICCID, &registration_code_for(ICCID)).await?;
 
@@ -170,7 +176,7 @@ async fn create_answers_201_with_a_sim_resource() -> TestResult {
 
 #[tokio::test]
 async fn sids_follow_the_seed() -> TestResult {
-    let client = Client::new();
+    let client = client();
     let mut sids = Vec::new();
     for seed in [7, 7, 8] {
         let emulator = start(EmulatorConfig {
@@ -189,7 +195,7 @@ async fn sids_follow_the_seed() -> TestResult {
 #[tokio::test]
 async fn registering_again_answers_83003_with_the_sid_without_committing() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let code = registration_code_for(ICCID);
     create(&client, &emulator, ICCID, &code).await?;
     let sid = emulator.sim(ICCID).unwrap().sid;
@@ -206,7 +212,7 @@ async fn registering_again_answers_83003_with_the_sid_without_committing() -> Te
 #[tokio::test]
 async fn a_preregistered_sim_answers_83003_and_is_not_a_commit() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let sid = emulator.preregister(ICCID);
 
     let answer = create(&client, &emulator, ICCID, &registration_code_for(ICCID)).await?;
@@ -220,7 +226,7 @@ async fn a_preregistered_sim_answers_83003_and_is_not_a_commit() -> TestResult {
 #[tokio::test]
 async fn unregistrable_sims_answer_83002() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let not_a_super_sim = "12345678901234567890";
     let mut cases = vec![
         (ICCID, "WRONGCODE1".to_string()),
@@ -243,7 +249,7 @@ async fn unregistrable_sims_answer_83002() -> TestResult {
 #[tokio::test]
 async fn missing_parameters_answer_83001() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let url = format!("{}/v1/Sims", emulator.base_url());
     let bodies: [&[(&str, &str)]; 3] = [
         &[("Iccid", ICCID)],
@@ -266,7 +272,7 @@ async fn missing_parameters_answer_83001() -> TestResult {
 #[tokio::test]
 async fn bad_credentials_answer_401_20003() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let url = format!("{}/v1/Sims?Iccid={ICCID}", emulator.base_url());
     let requests = [
         client.get(&url),
@@ -306,7 +312,7 @@ async fn other_credential_pairs_are_accepted_when_configured() -> TestResult {
         ..EmulatorConfig::default()
     })
     .await;
-    let client = Client::new();
+    let client = client();
     let url = format!("{}/v1/Sims", emulator.base_url());
     for (user, password, status) in [
         ("SK0123", "secret", 200),
@@ -323,7 +329,7 @@ async fn other_credential_pairs_are_accepted_when_configured() -> TestResult {
 #[tokio::test]
 async fn lookup_by_iccid_finds_zero_or_one_sim() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let base = emulator.base_url();
     let sid = emulator.preregister(ICCID);
 
@@ -358,7 +364,7 @@ async fn lookup_by_iccid_finds_zero_or_one_sim() -> TestResult {
 #[tokio::test]
 async fn listing_pages_until_next_page_url_is_null() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let iccids: Vec<String> = (0..5)
         .map(|i| format!("898830700001234567{i:02}"))
         .collect();
@@ -388,7 +394,7 @@ async fn listing_pages_until_next_page_url_is_null() -> TestResult {
 #[tokio::test]
 async fn fetch_by_sid_and_unknown_resources() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let base = emulator.base_url();
     let sid = emulator.preregister(ICCID);
 
@@ -421,7 +427,7 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
         ..EmulatorConfig::default()
     })
     .await;
-    let client = Client::new();
+    let client = client();
     let url = format!("{}/v1/Sims", emulator.base_url());
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..REQUESTS {
@@ -460,7 +466,7 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
 #[tokio::test]
 async fn a_response_dropped_after_commit_is_a_connection_error_but_registers() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let code = registration_code_for(ICCID);
     emulator.inject(ICCID, vec![Fault::DropAfterCommit]);
 
@@ -483,7 +489,7 @@ async fn a_response_dropped_after_commit_is_a_connection_error_but_registers() -
 async fn a_response_dropped_before_commit_is_a_connection_error_and_registers_nothing() -> TestResult
 {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let code = registration_code_for(ICCID);
     emulator.inject(ICCID, vec![Fault::DropBeforeCommit]);
 
@@ -507,6 +513,7 @@ async fn a_slow_answer_after_commit_times_the_client_out_but_registers() -> Test
     let emulator = start(EmulatorConfig::default()).await;
     // The answer cannot arrive before the delay, so the client's timeout always fires first.
     let client = Client::builder()
+        .no_proxy()
         .timeout(Duration::from_millis(100))
         .build()?;
     emulator.inject(ICCID, vec![Fault::SlowAfterCommit(Duration::from_secs(30))]);
@@ -521,7 +528,7 @@ async fn a_slow_answer_after_commit_times_the_client_out_but_registers() -> Test
 #[tokio::test]
 async fn injected_http_faults_come_in_order_then_the_request_succeeds() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let code = registration_code_for(ICCID);
     emulator.inject(
         ICCID,
@@ -577,7 +584,7 @@ async fn injected_http_faults_come_in_order_then_the_request_succeeds() -> TestR
 #[tokio::test]
 async fn injected_faults_apply_only_to_their_iccid() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     emulator.inject(ICCID, vec![Fault::ServerError]);
 
     let other = create(
@@ -597,7 +604,7 @@ async fn injected_faults_apply_only_to_their_iccid() -> TestResult {
 #[tokio::test]
 async fn no_answer_contains_a_registration_code_or_a_secret() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let base = emulator.base_url();
     let code = registration_code_for(ICCID);
     let wrong_code = "ZZZZZZZZZZ";
@@ -653,7 +660,7 @@ async fn no_answer_contains_a_registration_code_or_a_secret() -> TestResult {
 #[tokio::test]
 async fn stats_are_served_without_auth_and_without_being_counted() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     create(&client, &emulator, ICCID, &registration_code_for(ICCID)).await?;
     exchange(client.get(format!("{}/v1/Sims", emulator.base_url()))).await?;
 
@@ -688,11 +695,11 @@ async fn shutdown_stops_serving() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
     let url = format!("{}/_emulator/stats", emulator.base_url());
     // A fresh client per request, so no pooled connection outlives the server.
-    Client::new().get(&url).send().await?.error_for_status()?;
+    client().get(&url).send().await?.error_for_status()?;
 
     emulator.shutdown().await;
 
-    assert!(Client::new().get(&url).send().await.is_err());
+    assert!(client().get(&url).send().await.is_err());
     Ok(())
 }
 
@@ -758,7 +765,7 @@ async fn fleets_are_listed_and_fetched_by_sid_or_name() -> TestResult {
         ..EmulatorConfig::default()
     })
     .await;
-    let client = Client::new();
+    let client = client();
     let base = emulator.base_url();
     let list = get(&client, &format!("{base}/v1/Fleets")).await;
     assert_eq!(list.status, StatusCode::OK);
@@ -797,7 +804,7 @@ async fn a_status_change_answers_202_scheduled_then_takes_effect() -> TestResult
         ..EmulatorConfig::default()
     })
     .await;
-    let client = Client::new();
+    let client = client();
     let base = emulator.base_url();
     let sid = emulator.preregister(ICCID);
     let fleet = fleet_sid_for("bench");
@@ -838,7 +845,7 @@ async fn a_status_change_answers_202_scheduled_then_takes_effect() -> TestResult
 #[tokio::test]
 async fn update_refusals_carry_their_codes() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let sid = emulator.preregister(ICCID);
     let other = emulator.preregister(OTHER_ICCID);
 
@@ -907,7 +914,7 @@ async fn update_refusals_carry_their_codes() -> TestResult {
 #[tokio::test]
 async fn injected_update_faults_come_in_order() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
-    let client = Client::new();
+    let client = client();
     let sid = emulator.preregister(ICCID);
     emulator.inject_update(
         ICCID,

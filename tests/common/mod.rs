@@ -80,7 +80,7 @@ impl TestEnv {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+        let mut command = binary_command();
         command
             .arg("register")
             .arg(input)
@@ -94,18 +94,6 @@ impl TestEnv {
                 "50ms",
             ])
             .args(extra);
-        for var in [
-            "TWILIO_API_KEY",
-            "TWILIO_API_SECRET",
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "TWILIO_REGION",
-            "TWILIO_EDGE",
-            "SUPERSIM_BASE_URL",
-            "RUST_LOG",
-        ] {
-            command.env_remove(var);
-        }
         command.envs(env.iter().copied());
         command
     }
@@ -139,6 +127,42 @@ impl TestEnv {
             })
             .collect()
     }
+}
+
+/// Every variable through which an HTTP client may pick up a proxy. The binary must not see
+/// them unless a test sets them, so the suite passes on a machine that exports a proxy.
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// The `supersim-bulk` binary with no arguments yet, and none of the variables that would
+/// change what it does from the test's environment: credentials, region and edge, the base
+/// URL, the log filter and every proxy variable. Tests add back what they mean to test.
+pub fn binary_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_supersim-bulk"));
+    for var in [
+        "TWILIO_API_KEY",
+        "TWILIO_API_SECRET",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_REGION",
+        "TWILIO_EDGE",
+        "SUPERSIM_BASE_URL",
+        "RUST_LOG",
+    ]
+    .into_iter()
+    .chain(PROXY_VARS)
+    {
+        command.env_remove(var);
+    }
+    command
 }
 
 /// A valid Super SIM ICCID, distinct per `n`.
