@@ -38,3 +38,32 @@ impl std::fmt::Debug for RegistrationCode {
         f.write_str("RegistrationCode([redacted])")
     }
 }
+
+/// A value shown in place of one that may be a secret: the first two and the last two
+/// characters, a star for each one between (`HC******UC`), enough to find the row in the
+/// file without printing a claim secret. Values of four characters or fewer are all stars.
+pub fn mask(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= 4 {
+        return "*".repeat(chars.len());
+    }
+    let (head, rest) = chars.split_at(2);
+    let (middle, tail) = rest.split_at(rest.len() - 2);
+    let mut masked: String = head.iter().collect();
+    masked.extend(std::iter::repeat_n('*', middle.len()));
+    masked.extend(tail);
+    masked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_keeps_two_characters_at_each_end() {
+        assert_eq!(mask("HC7QX2M9UC"), "HC******UC");
+        assert_eq!(mask("ABCDE"), "AB*DE");
+        assert_eq!(mask("ABCD"), "****");
+        assert_eq!(mask(""), "");
+    }
+}

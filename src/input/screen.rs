@@ -12,9 +12,34 @@ use crate::input::checks::{
     Column, check_code, check_iccid, checked_iccid_key, code_warnings, iccid_warnings,
     normalize_iccid,
 };
+use crate::secret::mask;
 
 /// Longest ICCID-as-written kept for an invalid row; anything longer is not an ICCID anyway.
 pub const SHOWN_ICCID_CHARS: usize = 64;
+
+/// Said of a row whose ICCID column holds a code and whose code column holds an ICCID.
+pub const SWAPPED_COLUMNS: &str = "the ICCID and registration code columns look swapped \
+                                   (the ICCID column holds a registration code); name the \
+                                   columns in the header row";
+
+/// The ICCID as written, for an invalid row: shortened if absurdly long, and masked when it
+/// could be a registration code (a file with its columns swapped must not print its codes).
+pub fn shown_iccid(raw: &str) -> String {
+    let shown: String = raw.chars().take(SHOWN_ICCID_CHARS).collect();
+    if could_be_a_code(raw) {
+        mask(shown.trim())
+    } else {
+        shown
+    }
+}
+
+/// Not an ICCID, and shaped like a registration code or holding letters, as codes do.
+/// An all-digit value of another length is a mistyped ICCID and is shown as written.
+fn could_be_a_code(raw: &str) -> bool {
+    let value = raw.trim();
+    check_iccid(&normalize_iccid(value)).is_err()
+        && (check_code(value).is_ok() || value.chars().any(|c| c.is_alphabetic()))
+}
 
 /// One problem or warning, located by column. The reason never quotes the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +130,7 @@ impl Screen {
     /// only matters for a row that passes the checks.
     pub fn judge(&self, row: &InputRow, duplicate_of: Option<u64>) -> Verdict {
         let invalid = |problems| Verdict::Invalid {
-            iccid: row.iccid.chars().take(SHOWN_ICCID_CHARS).collect(),
+            iccid: shown_iccid(&row.iccid),
             problems,
         };
         if let Some(unreadable) = &row.unreadable {
@@ -116,7 +141,14 @@ impl Screen {
         let mut warnings = Vec::new();
         match check_iccid(&iccid) {
             Ok(()) => warnings.extend(iccid_warnings(&iccid)),
-            Err(error) => problems.push(Problem::new(error.column(), error)),
+            Err(error) => {
+                problems.push(Problem::new(error.column(), error));
+                if could_be_a_code(&row.iccid)
+                    && check_iccid(&normalize_iccid(row.code.expose())).is_ok()
+                {
+                    problems.push(Problem::new(Column::Iccid, SWAPPED_COLUMNS));
+                }
+            }
         }
         match check_code(row.code.expose()) {
             Ok(()) => warnings.extend(code_warnings(row.code.expose())),

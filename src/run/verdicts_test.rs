@@ -130,3 +130,24 @@ fn long_iccids_are_shortened_for_the_results() {
     };
     assert_eq!(iccid.len(), SHOWN_ICCID_CHARS);
 }
+
+#[test]
+fn a_value_in_the_iccid_column_that_could_be_a_code_is_masked() {
+    let swapped = row(2, "HC7QX2M9UC", "89883070000042100006");
+    let Verdict::Invalid { iccid, problems } = &judge_all(false, &[swapped])[0] else {
+        panic!("a swapped row is invalid");
+    };
+    assert_eq!(iccid, "HC******UC");
+    assert!(
+        problems.iter().any(|p| p
+            .reason
+            .contains("the ICCID and registration code columns look swapped")),
+        "{problems:?}"
+    );
+    // A short, all-digit ICCID is a typo, not a secret: shown as written.
+    let short = row(3, "898830700004", "HC7QX2M9UC");
+    let Verdict::Invalid { iccid, .. } = &judge_all(false, &[short])[0] else {
+        panic!("a short ICCID is invalid");
+    };
+    assert_eq!(iccid, "898830700004");
+}
