@@ -11,6 +11,9 @@ pub const USAGE_OR_CONFIG: u8 = 2;
 /// Nothing was refused for good, but some rows `gave_up` on transient errors, or another run
 /// holds the results file: run again later.
 pub const TEMPORARY_FAILURE: u8 = 75;
+/// An internal error (a bug): a row's work failed unexpectedly. Its row is left unfinished,
+/// so the next run tries it again; please report it.
+pub const INTERNAL_ERROR: u8 = 70;
 /// Interrupted (Ctrl-C or SIGTERM) after the rows in flight were written; run again to resume.
 pub const INTERRUPTED: u8 = 130;
 
@@ -23,4 +26,5 @@ Exit codes:
   2    usage, configuration or input-file error, or credentials refused
   75   nothing was refused for good, but some rows gave_up: run again later to resume;
        or another run holds the results file's lock
+  70   internal error (a bug): some rows were left unfinished for the next run
   130  interrupted; rows in flight were written: run again to resume";

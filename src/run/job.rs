@@ -116,6 +116,7 @@ pub async fn run(
     };
     let gate = Arc::new(Gate::new(client, config.limits, stop.clone()));
 
+    let plan_rows = plan.rows;
     let progress = Progress::new(plan.rows, config.progress_interval);
 
     let channel_size = config.limits.concurrency * 2;
@@ -151,7 +152,7 @@ pub async fn run(
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
-    dispatch(work_rx, &gate, &limits, written_tx, &no_new_rows, &stop).await;
+    let failed_workers = dispatch(work_rx, &gate, &limits, written_tx, &no_new_rows, &stop).await;
 
     let written = writer_task
         .await
@@ -172,10 +173,22 @@ pub async fn run(
         EndReason::CredentialsRefused
     } else if stop.is_cancelled() {
         EndReason::Interrupted
+    } else if failed_workers > 0 {
+        EndReason::Internal(format!(
+            "{failed_workers} row(s) failed unexpectedly inside a worker"
+        ))
     } else if let Some(why) = written.max_failures_exceeded {
         EndReason::MaxFailures(why)
     } else {
-        EndReason::Finished
+        let accounted = written.progress.this_run.total() + written.progress.skipped.total();
+        if accounted == plan_rows {
+            EndReason::Finished
+        } else {
+            EndReason::Internal(format!(
+                "{} of {plan_rows} planned rows were neither written nor counted",
+                plan_rows.saturating_sub(accounted)
+            ))
+        }
     };
     let stats = &gate.stats;
     Ok(RunSummary {
@@ -322,7 +335,7 @@ struct DispatchLimits {
 /// Hands rows to workers, never more than `concurrency` at once, until the input ends or
 /// `no_new_rows` is cancelled. Then waits for the workers; after an interrupt (`stop`) it
 /// waits at most `grace`, and abandons what is still in flight (those SIMs get no row, so
-/// the next run sends them again).
+/// the next run sends them again). Returns how many workers failed unexpectedly.
 async fn dispatch(
     mut work: mpsc::Receiver<Work>,
     gate: &Arc<Gate>,
@@ -330,7 +343,7 @@ async fn dispatch(
     written: mpsc::Sender<Written>,
     no_new_rows: &CancellationToken,
     stop: &CancellationToken,
-) {
+) -> u64 {
     let DispatchLimits {
         concurrency,
         wait,
@@ -340,6 +353,7 @@ async fn dispatch(
     let refused = gate.credentials_refused().clone();
     let fleet_names = Arc::new(FleetNames::default());
     let mut workers = JoinSet::new();
+    let mut failed = 0;
     loop {
         let next = tokio::select! {
             biased;
@@ -368,7 +382,9 @@ async fn dispatch(
                     }
                     drop(permit);
                 });
-                while workers.try_join_next().is_some() {}
+                while let Some(joined) = workers.try_join_next() {
+                    failed += worker_failed(joined);
+                }
             }
             Work::Report(row, fields, failed) => {
                 let _ = written.send(Written::Row(row, fields, failed)).await;
@@ -380,7 +396,11 @@ async fn dispatch(
     }
     // Closing the work channel makes the reader's next send fail, so it stops reading.
     drop(work);
-    let drain = async { while workers.join_next().await.is_some() {} };
+    let drain = async {
+        while let Some(joined) = workers.join_next().await {
+            failed += worker_failed(joined);
+        }
+    };
     let grace_over = async {
         stop.cancelled().await;
         tokio::time::sleep(grace).await;
@@ -396,6 +416,19 @@ async fn dispatch(
         );
         workers.shutdown().await;
     }
+    failed
+}
+
+/// 1 when a worker's task panicked (a bug), logged with what the panic said; 0 otherwise.
+/// The row it held gets no result row, so the next run tries it again.
+fn worker_failed(joined: Result<(), tokio::task::JoinError>) -> u64 {
+    match joined {
+        Err(error) if error.is_panic() => {
+            tracing::error!(%error, "a worker failed unexpectedly; its row is left for the next run");
+            1
+        }
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +437,18 @@ mod tests {
 
     fn input(line: u64, iccid: &str, code: &str) -> InputRow {
         InputRow::for_test(line, iccid, code)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_is_counted_not_swallowed() {
+        let mut workers = JoinSet::new();
+        workers.spawn(async { panic!("a bug in a worker") });
+        workers.spawn(async {});
+        let mut failed = 0;
+        while let Some(joined) = workers.join_next().await {
+            failed += worker_failed(joined);
+        }
+        assert_eq!(failed, 1);
     }
 
     fn kind(work: &Work) -> String {

@@ -68,11 +68,27 @@ pub async fn onboard(
     checkpoint: &impl Checkpoint,
 ) -> Option<ResultRow> {
     let Job { row, plan, resume } = job;
+    let resume = match resume {
+        // An earlier row says the SIM is registered but recorded no SID (a hand-edited file,
+        // or an 83003 whose lookup failed): find it by ICCID rather than drop the row.
+        Some(prior) if prior.sid.is_none() => match registration::lookup(gate, &row).await {
+            Ok(Some(sim)) if sim.sid.is_some() => Some(PriorSim {
+                sid: sim.sid,
+                ..prior
+            }),
+            Ok(_) => None,
+            Err(Some(error)) => {
+                return Some(registration::error_row(&row, Outcome::GaveUp, &error, 0));
+            }
+            Err(None) => return None,
+        },
+        other => other,
+    };
     let line = row.line;
     let iccid = row.iccid.clone();
     let (outcome, sid, attempts, known) = match resume {
         Some(prior) => {
-            // Only SIMs with a recorded SID are resumed at this step (see `resume`).
+            // Only SIMs with a SID are resumed at this step: one without was looked up above.
             let sid = prior.sid?;
             // The recorded state may be stale (a lost answer, a change in the Console), so
             // the SIM is fetched before anything is sent.

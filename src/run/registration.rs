@@ -120,7 +120,7 @@ async fn give_up(
 }
 
 /// `GET /v1/Sims?Iccid=` with the same retry policy. `Err(None)` means the run stopped.
-async fn lookup(gate: &Gate, row: &SendRow) -> Result<Option<Sim>, Option<ApiError>> {
+pub(crate) async fn lookup(gate: &Gate, row: &SendRow) -> Result<Option<Sim>, Option<ApiError>> {
     gate.read_with_retries(row.line ^ 0x5eed, || gate.client().find_sim(&row.iccid))
         .await
 }
@@ -134,7 +134,12 @@ fn success_row(row: &SendRow, outcome: Outcome, sim: &Sim, attempts: u32) -> Res
     result
 }
 
-fn error_row(row: &SendRow, outcome: Outcome, error: &ApiError, attempts: u32) -> ResultRow {
+pub(crate) fn error_row(
+    row: &SendRow,
+    outcome: Outcome,
+    error: &ApiError,
+    attempts: u32,
+) -> ResultRow {
     let mut result = ResultRow::new(row.line, &row.iccid, outcome);
     result.error_code = error.code;
     result.error_message = Some(error.message.clone());

@@ -57,6 +57,9 @@ pub enum EndReason {
     MaxFailures(String),
     /// The API answered 401: the credentials are wrong.
     CredentialsRefused,
+    /// A bug: a worker failed, or a planned row was neither written nor counted. The text
+    /// says what; the rows concerned are left for the next run.
+    Internal(String),
 }
 
 impl EndReason {
@@ -66,6 +69,7 @@ impl EndReason {
             EndReason::Interrupted => "interrupted",
             EndReason::MaxFailures(_) => "max_failures",
             EndReason::CredentialsRefused => "credentials_refused",
+            EndReason::Internal(_) => "internal_error",
         }
     }
 }
@@ -110,6 +114,7 @@ impl RunSummary {
         let all = self.all_rows();
         match self.end {
             EndReason::CredentialsRefused => return exit::USAGE_OR_CONFIG,
+            EndReason::Internal(_) => return exit::INTERNAL_ERROR,
             EndReason::Interrupted => return exit::INTERRUPTED,
             EndReason::MaxFailures(_) => return exit::ROWS_FAILED,
             EndReason::Finished => {}
@@ -169,6 +174,9 @@ impl RunSummary {
             EndReason::CredentialsRefused => text.push_str(
                 "stopped: the API refused the credentials; rows not yet finished are left for the next run\n",
             ),
+            EndReason::Internal(why) => text.push_str(&format!(
+                "internal error: {why}; those rows are left for the next run (please report this)\n"
+            )),
             EndReason::Finished if self.all_rows().get(Outcome::GaveUp) > 0 => text.push_str(
                 "some rows gave up on transient errors: run the same command again later to retry them\n",
             ),
@@ -189,7 +197,7 @@ impl RunSummary {
             results: self.results_path.display().to_string(),
             end: self.end.word(),
             reason: match &self.end {
-                EndReason::MaxFailures(why) => Some(why.clone()),
+                EndReason::MaxFailures(why) | EndReason::Internal(why) => Some(why.clone()),
                 _ => None,
             },
             exit_code: self.exit_code(),
@@ -325,6 +333,11 @@ mod tests {
         assert_eq!(ended.exit_code(), 2);
         ended.end = EndReason::MaxFailures("x".into());
         assert_eq!(ended.exit_code(), 1);
+        ended.end =
+            EndReason::Internal("1 of 2 planned rows were neither written nor counted".into());
+        assert_eq!(ended.exit_code(), 70);
+        assert_eq!(ended.to_json().end, "internal_error");
+        assert!(ended.render().contains("left for the next run"));
     }
 
     #[test]
