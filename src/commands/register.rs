@@ -64,14 +64,19 @@ pub async fn run(args: RegisterArgs) -> u8 {
         }
         Err(error) => {
             eprintln!("error: {error}");
+            // An input that changed under the run is worth retrying later, as is a lock.
+            let code = match error {
+                RunError::InputChanged(_) => exit::TEMPORARY_FAILURE,
+                _ => exit::USAGE_OR_CONFIG,
+            };
             let json = serde_json::json!({
                 "tool": "supersim-bulk",
                 "version": env!("CARGO_PKG_VERSION"),
                 "end": "error",
                 "reason": error.to_string(),
-                "exit_code": exit::USAGE_OR_CONFIG,
+                "exit_code": code,
             });
-            (exit::USAGE_OR_CONFIG, Some(Ok(json)))
+            (code, Some(Ok(json)))
         }
     };
     if let (Some(path), Some(Ok(json))) = (summary_json, json)

@@ -51,6 +51,9 @@ pub enum RunError {
     Locked(#[from] LockError),
     #[error("{0:#}")]
     Setup(anyhow::Error),
+    /// The input changed between the plan and the main pass: try again later.
+    #[error("{0}")]
+    InputChanged(String),
 }
 
 impl From<PlanError> for RunError {
@@ -240,6 +243,15 @@ fn read_input(
             .at(row.line)
             .context("cannot read the run's plan back from its temporary file")
             .map_err(RunError::Setup)?;
+        if !facts.fit_row(screen.sendable_key(&row)) {
+            return Err(RunError::InputChanged(format!(
+                "line {} of {} is not the row this run planned from: the input changed while \
+                 the run was going; nothing was skipped for it. Run again once the file is \
+                 complete",
+                row.line,
+                reader.display_name()
+            )));
+        }
         let next = triage(row, &facts, retry_rejected, onboard, &screen);
         if work.blocking_send(next).is_err() {
             break;

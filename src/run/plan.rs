@@ -47,6 +47,9 @@ pub struct LineFacts {
     /// What the last results row of this row's ICCID recorded (set on the first line of
     /// the ICCID only: a duplicate line is never sent).
     pub prior: Option<PriorSim>,
+    /// The ICCID key pass 1 read on this line, carried with the facts that are about an
+    /// ICCID (`duplicate_of`, `prior`), so they are never applied to another row.
+    pub iccid_key: Option<u64>,
 }
 
 impl LineFacts {
@@ -64,6 +67,12 @@ impl LineFacts {
     pub fn already_reported(&self) -> bool {
         self.reported
     }
+
+    /// False when the row now on this line is not the one pass 1 read there (the input
+    /// changed while the run was going): its facts belong to another ICCID.
+    pub fn fit_row(&self, sendable_key: Option<u64>) -> bool {
+        self.iccid_key.is_none() || self.iccid_key == sendable_key
+    }
 }
 
 /// Why a plan could not be made.
@@ -77,8 +86,9 @@ pub enum PlanError {
     Other(#[from] anyhow::Error),
 }
 
-/// A fact record: line (8 bytes, big-endian), kind (1), payload (up to 24).
-const FACT: usize = 9 + PackedSim::BYTES;
+/// A fact record: line (8 bytes, big-endian), kind (1), the ICCID key the fact is about
+/// (8; zero for a fact about the line alone), payload (up to 24).
+const FACT: usize = 17 + PackedSim::BYTES;
 const DUPLICATE: u8 = 0;
 const REPORTED: u8 = 1;
 const PRIOR: u8 = 2;
@@ -88,11 +98,12 @@ const FIRST: usize = 16;
 /// A results record: ICCID key, row number in the file, then the packed SIM.
 const SIM: usize = 16 + PackedSim::BYTES;
 
-fn fact(line: u64, kind: u8, payload: &[u8]) -> [u8; FACT] {
+fn fact(line: u64, kind: u8, key: u64, payload: &[u8]) -> [u8; FACT] {
     let mut record = [0u8; FACT];
     record[..8].copy_from_slice(&line.to_be_bytes());
     record[8] = kind;
-    record[9..9 + payload.len()].copy_from_slice(payload);
+    record[9..17].copy_from_slice(&key.to_be_bytes());
+    record[17..17 + payload.len()].copy_from_slice(payload);
     record
 }
 
@@ -179,7 +190,7 @@ impl Plan {
         while let Some(row) = earlier.next_row()? {
             match row {
                 EarlierRow::Reported { line } => {
-                    facts.push(fact(line, REPORTED, &[])).map_err(temp)?
+                    facts.push(fact(line, REPORTED, 0, &[])).map_err(temp)?
                 }
                 EarlierRow::Sim { key, sim } => {
                     let mut record = [0u8; SIM];
@@ -207,7 +218,7 @@ impl Plan {
             match group {
                 Some((group_key, first_line)) if group_key == key => {
                     facts
-                        .push(fact(line, DUPLICATE, &first_line.to_be_bytes()))
+                        .push(fact(line, DUPLICATE, key, &first_line.to_be_bytes()))
                         .map_err(temp)?;
                 }
                 _ => {
@@ -218,7 +229,7 @@ impl Plan {
                     if let Some((sim_key, sim)) = next_sim
                         && sim_key == key
                     {
-                        facts.push(fact(line, PRIOR, &sim)).map_err(temp)?;
+                        facts.push(fact(line, PRIOR, key, &sim)).map_err(temp)?;
                     }
                 }
             }
@@ -256,12 +267,16 @@ impl Plan {
                 continue;
             }
             match record[8] {
-                DUPLICATE => facts.duplicate_of = Some(u64_at(&record, 9)),
+                DUPLICATE => {
+                    facts.duplicate_of = Some(u64_at(&record, 17));
+                    facts.iccid_key = Some(u64_at(&record, 9));
+                }
                 REPORTED => facts.reported = true,
                 PRIOR => {
                     let mut packed = [0u8; PackedSim::BYTES];
-                    packed.copy_from_slice(&record[9..]);
+                    packed.copy_from_slice(&record[17..]);
                     facts.prior = Some(PackedSim::from_bytes(&packed).unpack(&self.fleets));
+                    facts.iccid_key = Some(u64_at(&record, 9));
                 }
                 _ => {}
             }
@@ -430,6 +445,25 @@ mod tests {
         assert_eq!(plan.rows, 200);
         assert_eq!(plan.last_line, Some(201));
         assert!(plan.covers(201) && !plan.covers(202));
+    }
+
+    #[test]
+    fn facts_about_an_iccid_do_not_fit_another_row_on_the_same_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            row(2, &iccid(1), "H3LL0W0RLD"),
+            row(3, &iccid(1), "H3LL0W0RLD"),
+        ];
+        let mut plan = plan(&rows, EarlierRows::none(), dir.path(), 4);
+        let screen = Screen::new(false);
+        let facts = plan.at(3).unwrap();
+        assert_eq!(facts.duplicate_of, Some(2));
+        assert!(facts.fit_row(screen.sendable_key(&rows[1])));
+        // Line 3 now holds another SIM: its facts (a duplicate of line 2) do not apply.
+        let changed = row(3, &iccid(2), "H3LL0W0RLD");
+        assert!(!facts.fit_row(screen.sendable_key(&changed)));
+        // A line without facts about an ICCID fits any row.
+        assert!(LineFacts::default().fit_row(screen.sendable_key(&changed)));
     }
 
     #[test]
