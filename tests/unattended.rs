@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{TestEnv, exit_code, good_sim, stderr, stdout, wait_until};
-use supersim_bulk::emulator::EmulatorConfig;
+use supersim_bulk::emulator::{EmulatorConfig, Fault};
 
 async fn slow_env(latency_ms: u64) -> TestEnv {
     TestEnv::with_config(EmulatorConfig {
@@ -14,6 +14,15 @@ async fn slow_env(latency_ms: u64) -> TestEnv {
         ..EmulatorConfig::default()
     })
     .await
+}
+
+/// Sends a signal (`-STOP`, `-CONT`, `-TERM`) to a child process.
+fn signal(pid: &str, which: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {which} {pid}");
 }
 
 /// Checks the end state after all runs: a valid CSV whose last row per ICCID is a success
@@ -80,8 +89,17 @@ async fn sigterm_writes_rows_in_flight_exits_130_and_resume_completes() {
     let env = slow_env(40).await;
     let sims: Vec<_> = (0..80).map(|n| good_sim(2000 + n)).collect();
     env.write_input(&sims);
+    // The last SIMs' first requests are held far longer than the run takes to reach the
+    // signal, so the run cannot finish before it is stopped however loaded the machine is;
+    // `--grace 1s` abandons them (unregistered) after the signal.
+    for (iccid, _) in &sims[70..] {
+        env.emulator.inject(
+            iccid,
+            vec![Fault::StallBeforeCommit(Duration::from_secs(60))],
+        );
+    }
 
-    let child = env.spawn_register(&["--concurrency", "4"]);
+    let child = env.spawn_register(&["--concurrency", "4", "--grace", "1s"]);
     wait_until("some rows are written", || env.results_rows_so_far() >= 8).await;
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -98,7 +116,11 @@ async fn sigterm_writes_rows_in_flight_exits_130_and_resume_completes() {
         stdout(&output)
     );
     let rows = env.results();
-    assert!(rows.len() < sims.len(), "the run stopped early");
+    assert!(
+        rows.len() <= 70,
+        "the held SIMs were abandoned, not written: {} rows",
+        rows.len()
+    );
     for (iccid, _) in &sims {
         if env.emulator.commits(iccid) > 0 {
             assert!(
@@ -108,6 +130,8 @@ async fn sigterm_writes_rows_in_flight_exits_130_and_resume_completes() {
         }
     }
 
+    // Held SIMs the first run never reached are not held again.
+    env.emulator.clear_injected();
     let resumed = env.register(&["--concurrency", "4"]).await;
     assert_eq!(exit_code(&resumed), 0, "{}", stderr(&resumed));
     assert_every_sim_registered_once(&env, &sims);
@@ -124,6 +148,10 @@ async fn a_second_run_on_the_same_results_exits_75_and_leaves_the_first_alone() 
         env.results_rows_so_far() >= 2
     })
     .await;
+    // Frozen, the first run holds its lock for as long as the second run takes, however
+    // slow the machine: no timing window.
+    let first_pid = first.id().unwrap().to_string();
+    signal(&first_pid, "-STOP");
     let results_before = std::fs::read(env.results_path()).unwrap();
 
     // The second run points at an emulator of its own, so any request it sent would show.
@@ -151,7 +179,8 @@ async fn a_second_run_on_the_same_results_exits_75_and_leaves_the_first_alone() 
     );
     // It wrote nothing either: the file only grew by the first run's appends.
     let results_after = std::fs::read(env.results_path()).unwrap();
-    assert!(results_after.starts_with(&results_before));
+    assert_eq!(results_after, results_before);
+    signal(&first_pid, "-CONT");
 
     let first = first.wait_with_output().await.unwrap();
     assert_eq!(exit_code(&first), 0, "{}", stderr(&first));

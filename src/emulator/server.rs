@@ -136,6 +136,11 @@ impl Emulator {
             .extend(faults);
     }
 
+    /// Forgets every fault injected and not yet met, so a later run meets none.
+    pub fn clear_injected(&self) {
+        self.shared.store().injected.clear();
+    }
+
     /// Stops accepting connections and waits for requests in progress to finish.
     pub async fn shutdown(mut self) {
         self.stop.take();
