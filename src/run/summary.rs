@@ -110,8 +110,11 @@ impl RunSummary {
         self.this_run.plus(&self.skipped)
     }
 
+    /// The exit code of this run: it reflects the rows this run finished, so a SIM refused
+    /// weeks ago does not make every later cron run exit 1. The whole file stays in the
+    /// summary (`whole_file`, "N rows failed in earlier runs").
     pub fn exit_code(&self) -> u8 {
-        let all = self.all_rows();
+        let this_run = &self.this_run;
         match self.end {
             EndReason::CredentialsRefused => return exit::USAGE_OR_CONFIG,
             EndReason::Internal(_) => return exit::INTERNAL_ERROR,
@@ -119,11 +122,9 @@ impl RunSummary {
             EndReason::MaxFailures(_) => return exit::ROWS_FAILED,
             EndReason::Finished => {}
         }
-        if all.get(Outcome::Rejected) + all.get(Outcome::Invalid) + all.get(Outcome::UpdateFailed)
-            > 0
-        {
+        if failed(this_run) > 0 {
             exit::ROWS_FAILED
-        } else if all.get(Outcome::GaveUp) > 0 {
+        } else if this_run.get(Outcome::GaveUp) > 0 {
             exit::TEMPORARY_FAILURE
         } else {
             exit::SUCCESS
@@ -161,6 +162,14 @@ impl RunSummary {
             text.push_str(&format!(
                 "concurrency: settled at {} in flight (ceiling {}, lowest {})\n",
                 c.settled, c.ceiling, c.lowest
+            ));
+        }
+        let failed_earlier = failed(&self.skipped);
+        if failed_earlier > 0 {
+            text.push_str(&format!(
+                "{failed_earlier} row{} failed in earlier runs (rejected, invalid or update_failed): \
+                 see the results file; they do not change this run's exit code\n",
+                if failed_earlier == 1 { "" } else { "s" }
             ));
         }
         text.push_str(&format!("results: {}\n", self.results_path.display()));
@@ -204,6 +213,7 @@ impl RunSummary {
             this_run: OutcomeCounts::from(&self.this_run),
             skipped_as_finished: self.skipped.total(),
             whole_file: OutcomeCounts::from(&self.all_rows()),
+            failed_in_earlier_runs: failed(&self.skipped),
             requests: self.requests,
             retries: self.retries,
             throttled: self.throttled,
@@ -226,7 +236,7 @@ pub struct SummaryJson {
     pub elapsed_seconds: f64,
     pub input: String,
     pub results: String,
-    /// `finished`, `interrupted`, `max_failures` or `credentials_refused`.
+    /// `finished`, `interrupted`, `max_failures`, `credentials_refused` or `internal_error`.
     pub end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -237,12 +247,20 @@ pub struct SummaryJson {
     pub skipped_as_finished: u64,
     /// The latest outcome of every input row: this run's plus those finished earlier.
     pub whole_file: OutcomeCounts,
+    /// Rows skipped as finished that an earlier run left `rejected`, `invalid` or
+    /// `update_failed`: in the file, but not in this run's exit code.
+    pub failed_in_earlier_runs: u64,
     /// HTTP requests sent: creates, retries and lookups.
     pub requests: u64,
     pub retries: u64,
     /// Answers of 429 (too many requests).
     pub throttled: u64,
     pub concurrency: ConcurrencyReport,
+}
+
+/// Rows refused for good or never sendable: what a person has to look at.
+fn failed(counts: &Counts) -> u64 {
+    counts.get(Outcome::Rejected) + counts.get(Outcome::Invalid) + counts.get(Outcome::UpdateFailed)
 }
 
 /// Counts keyed by outcome word.
@@ -320,11 +338,20 @@ mod tests {
         assert_eq!(summary(&[Registered, Invalid], &[]).exit_code(), 1);
         assert_eq!(summary(&[GaveUp, Rejected], &[]).exit_code(), 1);
         assert_eq!(summary(&[GaveUp, Registered], &[]).exit_code(), 75);
+        let rerun = summary(&[], &[Rejected, Registered]);
         assert_eq!(
-            summary(&[], &[Rejected]).exit_code(),
-            1,
-            "earlier refusals still count"
+            rerun.exit_code(),
+            0,
+            "a refusal from an earlier run is that run's news, not this one's"
         );
+        assert!(
+            rerun.render().contains("1 row failed in earlier runs"),
+            "{}",
+            rerun.render()
+        );
+        assert_eq!(rerun.to_json().whole_file.0["rejected"], 1);
+        assert_eq!(rerun.to_json().failed_in_earlier_runs, 1);
+        assert_eq!(summary(&[Invalid], &[Rejected]).exit_code(), 1);
         assert_eq!(summary(&[], &[Registered]).exit_code(), 0);
         let mut ended = summary(&[Rejected], &[]);
         ended.end = EndReason::Interrupted;
