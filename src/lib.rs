@@ -7,7 +7,8 @@
 //! way: a layer imports the ones below it, never the ones above, and no two files import
 //! each other.
 //!
-//! - [`secret`], [`exit`]: the secret types that never print, and the exit codes.
+//! - [`secret`], [`exit`], [`extsort`]: the secret types that never print, the exit codes,
+//!   and the external sort that keeps planning and compaction flat in memory.
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
 //!   the per-row screen, and the failed-out file. No network.
 //! - [`results`]: the results file: its columns and outcome words, the append-only writer,
@@ -31,6 +32,7 @@ pub mod commands;
 pub mod config;
 pub mod emulator;
 pub mod exit;
+pub mod extsort;
 
 pub mod input;
 pub mod results;

@@ -1,7 +1,7 @@
 //! The `register` run: the [`job`] wires the reader, the workers and the one results writer
 //! together.
 //!
-//! - [`plan`] (with its external sort, [`extsort`]): which rows repeat an earlier one and
+//! - [`plan`] (with the crate's external sort): which rows repeat an earlier one and
 //!   what earlier runs recorded, worked out on disk before the main pass so memory stays
 //!   flat.
 //! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
@@ -14,7 +14,7 @@
 //! The run sits above the input, the results file and the API, and below the command line.
 
 pub mod config;
-pub mod extsort;
+
 pub mod job;
 pub mod lock;
 pub mod onboard;

@@ -5,7 +5,7 @@
 //!
 //! Keeping an in-memory map of the ICCIDs seen and of the results file's rows cost 58 MB for
 //! a million SIMs in `validate` and 159 MB to resume a million-row results file. Instead, a
-//! sort-merge with fixed-size chunks ([`crate::run::extsort`]) turns them into facts about input
+//! sort-merge with fixed-size chunks ([`crate::extsort`]) turns them into facts about input
 //! lines, which the main pass reads back in line order with a forward-only cursor:
 //!
 //! 1. Pass 1 reads the input with the same reader and the same checks as the main pass
@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::extsort::{Sorted, Sorter};
 use crate::input::screen::Screen;
 use crate::input::{InputError, InputRow, InputSource, ReadOptions, SimReader};
 use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim};
-use crate::run::extsort::{Sorted, Sorter};
 
 /// What the plan knows about one input line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
