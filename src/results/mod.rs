@@ -7,6 +7,7 @@
 //! ICCID the last row wins. If the previous run died in the middle of a row, the torn tail is
 //! cut off before anything is appended, so the file stays a valid CSV.
 
+pub mod compact;
 pub mod earlier;
 #[cfg(test)]
 mod tests;
