@@ -107,6 +107,19 @@ impl Client {
         Ok(sim)
     }
 
+    /// The full URL of `path_and_query` on this client's API.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base_url)
+    }
+
+    /// A GET of `path_and_query` with the credentials, for callers that read the raw
+    /// answer (the preflight judges status codes and bodies itself).
+    pub(super) fn get_authenticated(&self, path_and_query: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(self.url(path_and_query))
+            .basic_auth(&self.credentials.username, Some(&self.credentials.password))
+    }
+
     /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any.
     pub async fn find_sim(&self, iccid: &str) -> Result<Option<Sim>, ApiError> {
         let request = self

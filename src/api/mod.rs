@@ -7,7 +7,8 @@
 //! - [`retry`]: backoff, `Retry-After`, and the pool-wide pause after a 429;
 //!   [`adaptive`]: the in-flight limit that adapts to the account's concurrency limit.
 //! - [`gate`]: the one gate every request passes, within the run's rate and concurrency
-//!   limits, and the retry waits.
+//!   limits, and the retry waits; [`preflight`]: one cheap request that proves the base URL,
+//!   the credentials and the network before anything is registered.
 //!
 //! Nothing here knows about CSV files or results rows: this layer turns requests into typed
 //! answers, and the run decides what they mean for a SIM.
@@ -16,6 +17,7 @@ pub mod adaptive;
 pub mod client;
 pub mod error;
 pub mod gate;
+pub mod preflight;
 pub mod retry;
 
 pub use client::{Client, Fleet, Sim, SimUpdate, TargetStatus};

@@ -1,0 +1,239 @@
+//! The preflight: one cheap authenticated request (`GET /v1/Sims?PageSize=1`) before the
+//! first registration, so a set-up mistake stops the run instead of becoming a verdict on
+//! every SIM. It proves the base URL (a URL ending in `/v1`, a wrong region or edge, a web
+//! page instead of the API), the credentials, and that the API can be reached at all, and
+//! it learns the account the credentials belong to when a SIM or Fleet names it.
+//!
+//! Its answers are sentences for a person: which URL was tried, what came back, and the
+//! likely fix. A transport failure is told apart as DNS, connection refused, TLS or timeout.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::client::Client;
+
+/// Tries before an unreachable or overloaded API stops the run.
+const ATTEMPTS: u32 = 3;
+
+/// Why the preflight stopped the run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreflightError {
+    /// The base URL or the account set-up is wrong: exit 2.
+    #[error("{0}")]
+    Setup(String),
+    /// The API answered 401: exit 2, with the credentials' source named by the caller.
+    #[error("the API refused the credentials (HTTP 401)")]
+    CredentialsRefused,
+    /// The API could not be reached, or kept failing: exit 75, try again later.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// What the preflight learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proven {
+    /// The account SID, when a SIM or Fleet on the account names it.
+    pub account_sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    account_sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    sims: Option<Vec<Listed>>,
+    fleets: Option<Vec<Listed>>,
+}
+
+/// Runs the preflight against `client`'s base URL.
+pub async fn preflight(client: &Client) -> Result<Proven, PreflightError> {
+    let sims = probe(client, "/v1/Sims?PageSize=1", "sims").await?;
+    if sims.account_sid.is_some() {
+        return Ok(sims);
+    }
+    // An account without SIMs yet: a Fleet may still name it.
+    probe(client, "/v1/Fleets?PageSize=1", "fleets").await
+}
+
+async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, PreflightError> {
+    let url = client.url(path);
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+        }
+        let response = match client.get_authenticated(path).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                last = unreachable_sentence(&error, &url);
+                continue;
+            }
+        };
+        let status = response.status();
+        let is_html = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("html"));
+        let body = response.bytes().await.unwrap_or_default();
+        let twilio_error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("code").and_then(|c| c.as_u64()));
+        match status.as_u16() {
+            200..=299 => {
+                let page: Option<Page> = serde_json::from_slice(&body).ok();
+                let listed = page.and_then(|p| if key == "sims" { p.sims } else { p.fleets });
+                return match listed {
+                    Some(listed) => Ok(Proven {
+                        account_sid: listed.into_iter().find_map(|l| l.account_sid),
+                    }),
+                    None => Err(PreflightError::Setup(format!(
+                        "{url} answered {status} but not with a Super SIM list{}; check \
+                         --base-url (it should be https://supersim.twilio.com, with no path)",
+                        if is_html { " (it sent a web page)" } else { "" }
+                    ))),
+                };
+            }
+            401 => return Err(PreflightError::CredentialsRefused),
+            429 | 500..=599 => {
+                last = format!(
+                    "{url} kept answering {status}; the API is overloaded or down: try again later"
+                );
+                continue;
+            }
+            404 | 405 => {
+                return Err(PreflightError::Setup(format!(
+                    "{url} answered {status}: this is not the Super SIM API's address. \
+                     Check --base-url or SUPERSIM_BASE_URL: it should be \
+                     https://supersim.twilio.com (no /v1 on the end); with --region or --edge, \
+                     check that both are right"
+                )));
+            }
+            _ if is_html || twilio_error.is_none() => {
+                return Err(PreflightError::Setup(format!(
+                    "{url} answered {status} {}, not as the Twilio API does; check --base-url \
+                     and any proxy in between",
+                    if is_html {
+                        "with a web page"
+                    } else {
+                        "without a Twilio error"
+                    }
+                )));
+            }
+            _ => {
+                return Err(PreflightError::Setup(format!(
+                    "{url} answered {status} (Twilio error {}): the account cannot list its \
+                     Super SIMs with these credentials; check that Super SIM is enabled and \
+                     the credentials' permissions",
+                    twilio_error.unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Err(PreflightError::Unreachable(last))
+}
+
+/// One sentence saying why `url` could not be reached: DNS, refused, TLS or a timeout.
+pub fn unreachable_sentence(error: &reqwest::Error, url: &str) -> String {
+    let chain = error_chain(error);
+    let why = transport_reason(error.is_timeout(), &chain);
+    format!("cannot reach the API at {url}: {why}; check the network, then run again")
+}
+
+/// The texts and I/O error kinds of an error's sources.
+fn error_chain(
+    error: &(dyn std::error::Error + 'static),
+) -> Vec<(String, Option<std::io::ErrorKind>)> {
+    let mut chain = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        let kind = current
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind);
+        chain.push((current.to_string(), kind));
+        next = current.source();
+    }
+    chain
+}
+
+/// Tells the usual transport failures apart from an error chain.
+fn transport_reason(
+    timed_out: bool,
+    chain: &[(String, Option<std::io::ErrorKind>)],
+) -> &'static str {
+    let any_text = |needles: &[&str]| {
+        chain.iter().any(|(text, _)| {
+            let text = text.to_ascii_lowercase();
+            needles.iter().any(|n| text.contains(n))
+        })
+    };
+    if chain
+        .iter()
+        .any(|(_, kind)| *kind == Some(std::io::ErrorKind::ConnectionRefused))
+        || any_text(&["connection refused"])
+    {
+        "the connection was refused (nothing listens there)"
+    } else if any_text(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+    ]) {
+        "the host name could not be resolved (DNS)"
+    } else if any_text(&["certificate", "tls", "handshake"]) {
+        "the TLS handshake failed (a certificate or a proxy in between)"
+    } else if timed_out || any_text(&["timed out", "timeout"]) {
+        "the connection timed out"
+    } else {
+        "the connection failed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind, text: &str) -> (String, Option<std::io::ErrorKind>) {
+        (text.to_string(), Some(kind))
+    }
+
+    fn text(text: &str) -> (String, Option<std::io::ErrorKind>) {
+        (text.to_string(), None)
+    }
+
+    #[test]
+    fn transport_failures_are_told_apart() {
+        use std::io::ErrorKind::*;
+        assert!(
+            transport_reason(
+                false,
+                &[
+                    text("error sending request"),
+                    io(ConnectionRefused, "os error 111")
+                ]
+            )
+            .contains("refused")
+        );
+        assert!(
+            transport_reason(
+                false,
+                &[
+                    text("client error (Connect)"),
+                    text("dns error: failed to lookup address information")
+                ]
+            )
+            .contains("DNS")
+        );
+        assert!(
+            transport_reason(false, &[text("invalid peer certificate: UnknownIssuer")])
+                .contains("TLS")
+        );
+        assert!(transport_reason(true, &[text("operation timed out")]).contains("timed out"));
+        assert_eq!(
+            transport_reason(false, &[text("something else")]),
+            "the connection failed"
+        );
+    }
+}

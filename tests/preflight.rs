@@ -1,0 +1,90 @@
+//! The preflight against real HTTP on loopback: the emulator, a closed port, and a server
+//! that is not the API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestEnv;
+use supersim_bulk::api::Client;
+use supersim_bulk::api::preflight::{PreflightError, preflight};
+use supersim_bulk::emulator::{TEST_ACCOUNT_SID, TEST_AUTH_TOKEN};
+use supersim_bulk::secret::Credentials;
+
+fn client(base_url: &str, password: &str) -> Client {
+    Client::new(
+        base_url,
+        Credentials {
+            username: TEST_ACCOUNT_SID.to_string(),
+            password: password.to_string(),
+        },
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_emulator_passes_and_names_its_account() {
+    let env = TestEnv::new().await;
+    let proven = preflight(&client(&env.emulator.base_url(), TEST_AUTH_TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(proven.account_sid.as_deref(), Some(TEST_ACCOUNT_SID));
+}
+
+#[tokio::test]
+async fn a_base_url_ending_in_v1_is_a_setup_error_naming_the_url() {
+    let env = TestEnv::new().await;
+    let base = format!("{}/v1", env.emulator.base_url());
+    let error = preflight(&client(&base, TEST_AUTH_TOKEN))
+        .await
+        .unwrap_err();
+    let PreflightError::Setup(message) = error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        message.contains(&format!("{base}/v1/Sims?PageSize=1")),
+        "{message}"
+    );
+    assert!(message.contains("no /v1 on the end"), "{message}");
+}
+
+#[tokio::test]
+async fn refused_credentials_are_told_as_such() {
+    let env = TestEnv::new().await;
+    let error = preflight(&client(&env.emulator.base_url(), "wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(error, PreflightError::CredentialsRefused);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable_and_says_refused() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let error = preflight(&client(&base, TEST_AUTH_TOKEN))
+        .await
+        .unwrap_err();
+    let PreflightError::Unreachable(message) = error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains("refused"), "{message}");
+    assert!(message.contains(&base), "{message}");
+}
+
+#[tokio::test]
+async fn a_web_page_is_not_the_api() {
+    let app = axum::Router::new()
+        .fallback(|| async { axum::response::Html("<html><body>Welcome</body></html>") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let error = preflight(&client(&base, TEST_AUTH_TOKEN))
+        .await
+        .unwrap_err();
+    let PreflightError::Setup(message) = error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains("web page"), "{message}");
+}
