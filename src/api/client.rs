@@ -3,8 +3,11 @@
 //! Nothing here sleeps or retries: that is the gate's job. This module only turns one HTTP
 //! exchange into a typed answer, so the retry policy can be read and tested on its own.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
+use hyper_util::client::proxy::matcher::Matcher;
 use serde::Deserialize;
 
 use super::error::TwilioErrorBody;
@@ -85,11 +88,23 @@ impl Client {
         credentials: Credentials,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let url = reqwest::Url::parse(base_url)
+            .with_context(|| format!("the API base URL {base_url:?} is not a URL"))?;
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("supersim-bulk/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()?;
+            .connect_timeout(timeout.min(Duration::from_secs(10)));
+        if is_loopback(&url) {
+            // A proxy would receive the credentials and registration codes in clear text
+            // (or could at least read them off an `http://` request): a loopback API is
+            // reached directly, whatever HTTP_PROXY, ALL_PROXY or NO_PROXY say.
+            builder = builder.no_proxy();
+        } else if let Some(proxy) = proxy_for(&Matcher::from_system(), &url) {
+            // reqwest honours the same variables; over https it tunnels (CONNECT), so TLS
+            // stays end to end. Only where the proxy is is logged, never its credentials.
+            tracing::debug!(%proxy, "requests to the API go through a proxy set in the environment");
+        }
+        let http = builder.build()?;
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -154,10 +169,7 @@ impl Client {
         self.send(request).await
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, ApiError> {
+    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
         let response = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
@@ -205,6 +217,43 @@ impl Client {
     }
 }
 
+/// Whether the URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1 (also written as
+/// an IPv4-mapped IPv6 address). Such a host is reached directly, never through a proxy,
+/// and is the only kind that may be spoken to in plain `http://`.
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.strip_suffix('.').unwrap_or(name);
+            name.eq_ignore_ascii_case("localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// The proxy `matcher` sends requests to `target` through, as `scheme://host:port`: the
+/// proxy URL's user name and password are left out, as they are a secret.
+fn proxy_for(matcher: &Matcher, target: &reqwest::Url) -> Option<String> {
+    let uri: hyper::Uri = target.as_str().parse().ok()?;
+    let proxy = matcher.intercept(&uri)?;
+    let proxy = proxy.uri();
+    let scheme = proxy.scheme_str().unwrap_or("http");
+    let host = proxy.host().unwrap_or("?");
+    let port = proxy.port_u16().or(match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        s if s.starts_with("socks") => Some(1080),
+        _ => None,
+    });
+    Some(match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a name in a path.
 fn encode_path_segment(text: &str) -> String {
     text.bytes()
@@ -233,6 +282,62 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn url(text: &str) -> reqwest::Url {
+        reqwest::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for yes in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:1",
+            "http://LOCALHOST./",
+            "http://[::1]:9",
+            "https://[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback(&url(yes)), "{yes}");
+        }
+        for no in [
+            "https://supersim.twilio.com",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "http://0.0.0.0",
+        ] {
+            assert!(!is_loopback(&url(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_is_named_without_its_credentials() {
+        let matcher = Matcher::builder()
+            .https("http://alice:hunter2-canary@proxy.example:3128")
+            .build();
+        let proxy = proxy_for(&matcher, &url("https://supersim.twilio.com")).unwrap();
+        assert_eq!(proxy, "http://proxy.example:3128");
+
+        let matcher = Matcher::builder().all("http://proxy.example").build();
+        let proxy = proxy_for(&matcher, &url("https://supersim.twilio.com")).unwrap();
+        assert_eq!(proxy, "http://proxy.example:80");
+
+        let matcher = Matcher::builder()
+            .https("http://proxy.example:3128")
+            .no("twilio.com")
+            .build();
+        assert_eq!(
+            proxy_for(&matcher, &url("https://supersim.twilio.com")),
+            None
+        );
+        assert_eq!(
+            proxy_for(
+                &Matcher::builder().build(),
+                &url("https://supersim.twilio.com")
+            ),
+            None
+        );
+    }
 
     #[test]
     fn debug_output_hides_secrets() {
