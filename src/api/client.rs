@@ -169,7 +169,7 @@ impl Client {
         self.send(request).await
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
+    async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
         let response = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
@@ -188,14 +188,7 @@ impl Client {
             .and_then(|v| v.trim().parse().ok());
         let body = read_capped(response).await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|_| ApiError {
-                http_status: Some(status.as_u16()),
-                code: None,
-                message: "the response body was not the expected JSON".to_string(),
-                retry_after: None,
-                concurrent_requests: None,
-                maybe_processed: true,
-            });
+            return decode_success(status.as_u16(), &body);
         }
         let decoded: Option<TwilioErrorBody> = serde_json::from_slice(&body).ok();
         let (code, message) = match decoded {
@@ -214,6 +207,58 @@ impl Client {
             // A 5xx may come after the server committed; a 4xx answer means it did not act.
             maybe_processed: status.is_server_error(),
         })
+    }
+}
+
+/// A resource read from a 2xx answer, with the check that it is the resource asked for.
+trait Resource: serde::de::DeserializeOwned {
+    /// What is missing for this answer to be trusted, if anything.
+    fn missing(&self) -> Option<&'static str>;
+}
+
+fn has_sid(sid: &Option<String>) -> bool {
+    sid.as_deref().is_some_and(|sid| !sid.trim().is_empty())
+}
+
+impl Resource for Sim {
+    fn missing(&self) -> Option<&'static str> {
+        (!has_sid(&self.sid)).then_some("a Sim without a `sid`")
+    }
+}
+
+impl Resource for Fleet {
+    fn missing(&self) -> Option<&'static str> {
+        (!has_sid(&self.sid)).then_some("a Fleet without a `sid`")
+    }
+}
+
+impl Resource for SimList {
+    fn missing(&self) -> Option<&'static str> {
+        self.sims
+            .iter()
+            .any(|sim| !has_sid(&sim.sid))
+            .then_some("a list of Sims with one that has no `sid`")
+    }
+}
+
+/// A 2xx answer as the resource asked for. A 2xx whose body cannot be read as that resource
+/// (a gateway's HTML page, `{}`, a Sim without its SID) is no answer: the server may or may
+/// not have acted, so it is an error in doubt (`maybe_processed`), retried like a lost
+/// response, never taken as a refusal nor as a success without a SID.
+fn decode_success<T: Resource>(status: u16, body: &[u8]) -> Result<T, ApiError> {
+    let doubt = |what: &str| ApiError {
+        http_status: Some(status),
+        code: None,
+        message: format!("a success status with {what}; the outcome is in doubt"),
+        retry_after: None,
+        concurrent_requests: None,
+        maybe_processed: true,
+    };
+    let resource: T =
+        serde_json::from_slice(body).map_err(|_| doubt("a body that is not the expected JSON"))?;
+    match resource.missing() {
+        Some(what) => Err(doubt(what)),
+        None => Ok(resource),
     }
 }
 
@@ -337,6 +382,35 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_2xx_that_is_not_the_resource_is_an_answer_in_doubt() {
+        let sid = "HS0123456789abcdef0123456789abcdef";
+        let sim: Sim = decode_success(201, format!(r#"{{"sid":"{sid}"}}"#).as_bytes()).unwrap();
+        assert_eq!(sim.sid.as_deref(), Some(sid));
+
+        for body in [
+            &b"<html>oops</html>"[..],
+            b"",
+            b"{}",
+            br#"{"sid":null}"#,
+            br#"{"sid":""}"#,
+            b"[]",
+        ] {
+            let error = decode_success::<Sim>(200, body).unwrap_err();
+            assert!(error.maybe_processed, "{error}");
+            assert_eq!(
+                error.classify(),
+                ErrorClass::Retry { throttled: false },
+                "{error}"
+            );
+            assert_eq!(error.http_status, Some(200));
+        }
+        assert!(decode_success::<Fleet>(200, b"{}").is_err());
+        assert!(decode_success::<SimList>(200, br#"{"sims":[]}"#).is_ok());
+        assert!(decode_success::<SimList>(200, br#"{"sims":[{"iccid":"8988"}]}"#).is_err());
+        assert!(decode_success::<SimList>(200, b"{}").is_err());
     }
 
     #[test]
