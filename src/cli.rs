@@ -81,13 +81,9 @@ pub struct RegisterArgs {
     #[arg(long, conflicts_with = "base_url")]
     pub emulator: bool,
 
-    /// API base URL; plain http:// only for loopback hosts
-    #[arg(
-        long,
-        env = "SUPERSIM_BASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
+    // The variable is read by `config`, not by clap, so an error names the one that was used.
+    #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
     /// Most requests in flight at once; the pool adapts below this to the account's limit
