@@ -81,13 +81,9 @@ pub struct RegisterArgs {
     #[arg(long, conflicts_with = "base_url")]
     pub emulator: bool,
 
-    /// API base URL; plain http:// only for loopback hosts
-    #[arg(
-        long,
-        env = "SUPERSIM_BASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
+    // The variable is read by `config`, not by clap, so an error names the one that was used.
+    #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
     /// Most requests in flight at once; the pool adapts below this to the account's limit
@@ -99,7 +95,7 @@ pub struct RegisterArgs {
     pub no_adaptive: bool,
 
     /// Most requests per second, every attempt and lookup included
-    #[arg(long, default_value_t = 25.0, value_parser = positive_rate, help_heading = "Limits")]
+    #[arg(long, default_value_t = 25.0, value_parser = rate, help_heading = "Limits")]
     pub rate: f64,
 
     /// Attempts per SIM before it is recorded as gave_up
@@ -107,15 +103,15 @@ pub struct RegisterArgs {
     pub max_attempts: u32,
 
     /// Time limit of one request, e.g. 30s or 1500ms
-    #[arg(long, default_value = "30s", value_parser = duration, help_heading = "Limits")]
+    #[arg(long, default_value = "30s", value_parser = request_timeout, help_heading = "Limits")]
     pub timeout: Duration,
 
     /// First retry waits up to this long; each further retry doubles it
-    #[arg(long, default_value = "500ms", value_parser = duration, help_heading = "Limits")]
+    #[arg(long, default_value = "500ms", value_parser = backoff, help_heading = "Limits")]
     pub backoff_base: Duration,
 
     /// Longest wait between two attempts (a server's Retry-After can ask for more)
-    #[arg(long, default_value = "30s", value_parser = duration, help_heading = "Limits")]
+    #[arg(long, default_value = "30s", value_parser = backoff, help_heading = "Limits")]
     pub backoff_cap: Duration,
 
     /// Send again the SIMs an earlier run recorded as rejected
@@ -123,11 +119,11 @@ pub struct RegisterArgs {
     pub retry_rejected: bool,
 
     /// How often a plain progress line is logged when stderr is not a terminal
-    #[arg(long, default_value = "10s", value_parser = duration, help_heading = "Unattended runs")]
+    #[arg(long, default_value = "10s", value_parser = progress_interval, help_heading = "Unattended runs")]
     pub progress_interval: Duration,
 
     /// After an interrupt, how long requests in flight may take to finish [default: --timeout]
-    #[arg(long, value_parser = duration, value_name = "DURATION", help_heading = "Unattended runs")]
+    #[arg(long, value_parser = grace, value_name = "DURATION", help_heading = "Unattended runs")]
     pub grace: Option<Duration>,
 
     /// Write a JSON summary of the run here at the end (atomically), also on interrupt
@@ -155,7 +151,7 @@ pub struct RegisterArgs {
     pub wait: bool,
 
     /// Longest time --wait polls one SIM before it is recorded as gave_up
-    #[arg(long, default_value = "5m", value_parser = duration, help_heading = "Onboarding")]
+    #[arg(long, default_value = "5m", value_parser = wait_timeout, help_heading = "Onboarding")]
     pub wait_timeout: Duration,
 
     #[command(flatten)]
@@ -188,11 +184,11 @@ pub struct EmulatorArgs {
     pub host: std::net::IpAddr,
 
     /// Delay added to every response, e.g. 100ms
-    #[arg(long, default_value = "0ms", value_parser = duration)]
+    #[arg(long, default_value = "0ms", value_parser = latency)]
     pub latency: Duration,
 
     /// Answer 429 (Twilio error 20429) when more requests than this are in flight
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = max_concurrent)]
     pub max_concurrent: Option<usize>,
 
     /// Share of registrations (0 to 1) that meet an injected fault: 5xx, an HTML 502, a slow or lost response
@@ -208,7 +204,7 @@ pub struct EmulatorArgs {
     pub fleets: Vec<String>,
 
     /// How long an accepted status change stays `scheduled` before it takes effect
-    #[arg(long, default_value = "2s", value_parser = duration)]
+    #[arg(long, default_value = "2s", value_parser = update_delay)]
     pub update_delay: Duration,
 }
 
@@ -266,8 +262,76 @@ fn delimiter(text: &str) -> Result<u8, String> {
     }
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 1500ms, 2m)"))
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration from `min` to `max`, both inclusive. Durations are bounded so that none can
+/// overflow a clock (`500000000000y` parses) and none makes a run meaningless (a zero
+/// request timeout fails every request).
+fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let range = || format!("must be from {} to {}", shown(min), shown(max));
+    match humantime::parse_duration(text) {
+        Ok(d) if (min..=max).contains(&d) => Ok(d),
+        Ok(_) => Err(format!("{} (examples: 30s, 1500ms, 2m)", range())),
+        Err(humantime::DurationError::NumberOverflow) => Err(range()),
+        Err(e) => Err(format!(
+            "{e}; a duration {} (examples: 30s, 1500ms, 2m)",
+            range()
+        )),
+    }
+}
+
+/// `d` as a short duration word: `0s`, `1ms`, `1h`, `24h`.
+fn shown(d: Duration) -> String {
+    match (d.as_secs(), d.subsec_millis()) {
+        (0, 0) => "0s".to_string(),
+        (secs, 0) if secs % 3600 == 0 => format!("{}h", secs / 3600),
+        (secs, 0) => format!("{secs}s"),
+        _ => format!("{}ms", d.as_millis()),
+    }
+}
+
+/// `--timeout`: one request's time limit; zero would fail every request.
+fn request_timeout(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::from_millis(1), HOUR)
+}
+
+/// `--backoff-base`, `--backoff-cap`: zero retries at once, still within `--rate`.
+fn backoff(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::ZERO, HOUR)
+}
+
+/// `--progress-interval`: zero would log without pause.
+fn progress_interval(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::from_millis(1), DAY)
+}
+
+/// `--grace`: zero stops at once on an interrupt.
+fn grace(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::ZERO, DAY)
+}
+
+/// `--wait-timeout`: zero would give up on every scheduled SIM before its first poll.
+fn wait_timeout(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::from_millis(1), DAY)
+}
+
+/// `emulator --latency`.
+fn latency(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::ZERO, HOUR)
+}
+
+/// `emulator --update-delay`.
+fn update_delay(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::ZERO, DAY)
+}
+
+/// `emulator --max-concurrent`: zero would answer every request with a 429.
+fn max_concurrent(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("must be a number of requests from 1 to 1000000".to_string()),
+    }
 }
 
 fn non_empty(text: &str) -> Result<String, String> {
@@ -279,10 +343,12 @@ fn non_empty(text: &str) -> Result<String, String> {
     }
 }
 
-fn positive_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err("must be a number of requests per second above 0".to_string()),
+/// `--rate`: requests per second. Below one request every 1000 seconds a run is not
+/// meaningful (and the limiter could not represent it).
+fn rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if (0.001..=1_000_000.0).contains(&rate) => Ok(rate),
+        _ => Err("must be a number of requests per second from 0.001 to 1000000".to_string()),
     }
 }
 
@@ -301,6 +367,55 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn register_error(flags: &[&str]) -> Option<String> {
+        let argv = ["supersim-bulk", "register", "sims.csv"]
+            .iter()
+            .chain(flags);
+        Cli::try_parse_from(argv).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn meaningless_or_overflowing_values_are_refused_with_their_range() {
+        for (flags, range) in [
+            (&["--timeout", "0s"][..], "from 1ms to 1h"),
+            (&["--timeout", "2h"], "from 1ms to 1h"),
+            (&["--grace", "500000000000y"], "from 0s to 24h"),
+            (&["--grace", "99999999999999999999999y"], "from 0s to 24h"),
+            (&["--wait-timeout", "500000000000y"], "from 1ms to 24h"),
+            (&["--wait-timeout", "0s"], "from 1ms to 24h"),
+            (&["--progress-interval", "0s"], "from 1ms to 24h"),
+            (&["--backoff-cap", "500000000000y"], "from 0s to 1h"),
+            (&["--rate", "0"], "from 0.001 to 1000000"),
+            (&["--rate", "NaN"], "from 0.001 to 1000000"),
+            (&["--rate", "inf"], "from 0.001 to 1000000"),
+            (&["--concurrency", "0"], "1..=1000"),
+            (&["--max-attempts", "0"], "1..=100"),
+        ] {
+            let error = register_error(flags).unwrap_or_else(|| panic!("{flags:?} was accepted"));
+            assert!(error.contains(flags[0]), "{flags:?}: {error}");
+            assert!(error.contains(range), "{flags:?}: {error}");
+        }
+        for flags in [
+            &["--timeout", "1ms"][..],
+            &["--grace", "0s"],
+            &["--backoff-base", "0ms"],
+            &["--rate", "1000000"],
+            &["--rate", "0.5"],
+            &["--wait-timeout", "20ms"],
+        ] {
+            assert_eq!(register_error(flags), None, "{flags:?}");
+        }
+        let error = Cli::try_parse_from(["supersim-bulk", "emulator", "--max-concurrent", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--max-concurrent"), "{error}");
+        assert!(error.contains("from 1 to"), "{error}");
+        let error = Cli::try_parse_from(["supersim-bulk", "emulator", "--latency", "1000y"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--latency"), "{error}");
     }
 
     #[test]

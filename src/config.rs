@@ -4,11 +4,11 @@
 //! The environment is passed in as a lookup function, so tests can resolve a configuration
 //! without touching the process environment.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::api::client::is_loopback;
 use crate::api::gate::GateLimits;
 use crate::api::retry::Backoff;
 use crate::cli::{InputArgs, RegisterArgs};
@@ -18,6 +18,9 @@ use crate::run::resume::OnboardConfig;
 use crate::secret::Credentials;
 
 pub const DEFAULT_BASE_URL: &str = "https://supersim.twilio.com";
+
+/// The variable that sets the API base URL when `--base-url` is not given.
+pub const BASE_URL_VAR: &str = "SUPERSIM_BASE_URL";
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
 const AUTH_TOKEN_VARS: &str = "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN";
@@ -45,11 +48,8 @@ impl RegisterConfig {
                     }),
             }
         } else {
-            let base_url = match &args.base_url {
-                Some(url) => url.clone(),
-                None => regional_base_url(env("TWILIO_REGION"), env("TWILIO_EDGE")),
-            };
-            check_base_url(&base_url)?;
+            let (base_url, source) = base_url(args, &env);
+            check_base_url(&base_url, source)?;
             let (credentials, credentials_source) = credentials_from_env(&env)?.context(
                 "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
                  (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN); \
@@ -141,27 +141,48 @@ pub fn regional_base_url(region: Option<String>, edge: Option<String>) -> String
     }
 }
 
-/// Refuses URLs that would send credentials in clear text over a network.
-fn check_base_url(url: &str) -> anyhow::Result<()> {
-    let parsed =
-        reqwest::Url::parse(url).with_context(|| format!("--base-url {url:?} is not a URL"))?;
+/// The API base URL and where it came from, so an error names what the user set: the
+/// `--base-url` flag, else `SUPERSIM_BASE_URL` (an empty value counts as unset), else the
+/// host `TWILIO_REGION` and `TWILIO_EDGE` select.
+fn base_url(args: &RegisterArgs, env: &impl Fn(&str) -> Option<String>) -> (String, &'static str) {
+    if let Some(url) = &args.base_url {
+        return (url.clone(), "--base-url");
+    }
+    if let Some(url) = env(BASE_URL_VAR).filter(|url| !url.is_empty()) {
+        return (url, BASE_URL_VAR);
+    }
+    (
+        regional_base_url(env("TWILIO_REGION"), env("TWILIO_EDGE")),
+        "the host that TWILIO_REGION and TWILIO_EDGE select,",
+    )
+}
+
+/// Refuses URLs that would send credentials in clear text over a network. `source` names
+/// where the URL came from (a flag or a variable).
+fn check_base_url(url: &str, source: &str) -> anyhow::Result<()> {
+    // A URL that does not parse is echoed only when it cannot hold a password.
+    let shown = if url.contains('@') {
+        "(not shown: it contains `@`)".to_string()
+    } else {
+        format!("{url:?}")
+    };
+    let parsed = reqwest::Url::parse(url).with_context(|| {
+        format!("{source} {shown} is not a URL; give one such as https://supersim.twilio.com")
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!(
+            "{source} holds a user name or password; remove it: credentials come from \
+             TWILIO_API_KEY and TWILIO_API_SECRET (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
+        );
+    }
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&parsed) => Ok(()),
         "http" => bail!(
-            "--base-url {url} would send credentials unencrypted; use https://, \
+            "{source} {url} would send credentials unencrypted; use https://, \
              or http:// only with a loopback host such as 127.0.0.1"
         ),
-        other => bail!("--base-url {url} has scheme {other:?}; use https://"),
-    }
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
+        other => bail!("{source} {url} has scheme {other:?}; use https://"),
     }
 }
 
@@ -286,6 +307,78 @@ mod tests {
                 RegisterConfig::resolve(&args(&["--base-url", bad]), env()).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn base_url_errors_name_where_the_url_came_from() {
+        let from_env = RegisterConfig::resolve(
+            &args(&[]),
+            env_of(&[
+                ("TWILIO_ACCOUNT_SID", "ACx"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("SUPERSIM_BASE_URL", "http://example.com"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(from_env.contains("SUPERSIM_BASE_URL"), "{from_env}");
+        assert!(!from_env.contains("--base-url"), "{from_env}");
+
+        let env = || {
+            env_of(&[
+                ("TWILIO_ACCOUNT_SID", "ACx"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("SUPERSIM_BASE_URL", "https://example.com"),
+            ])
+        };
+        let from_flag = RegisterConfig::resolve(&args(&["--base-url", "nonsense"]), env())
+            .unwrap_err()
+            .to_string();
+        assert!(from_flag.contains("--base-url"), "{from_flag}");
+        assert!(!from_flag.contains("SUPERSIM_BASE_URL"), "{from_flag}");
+
+        // The flag wins over the variable; an empty variable counts as unset.
+        let config = RegisterConfig::resolve(&args(&[]), env()).unwrap();
+        assert!(
+            matches!(config.target, Target::Api { ref base_url, .. } if base_url == "https://example.com")
+        );
+        let empty = env_of(&[
+            ("TWILIO_ACCOUNT_SID", "ACx"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("SUPERSIM_BASE_URL", ""),
+        ]);
+        let config = RegisterConfig::resolve(&args(&[]), empty).unwrap();
+        assert!(
+            matches!(config.target, Target::Api { ref base_url, .. } if base_url == DEFAULT_BASE_URL)
+        );
+
+        let region = RegisterConfig::resolve(
+            &args(&[]),
+            env_of(&[
+                ("TWILIO_ACCOUNT_SID", "ACx"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_REGION", "a b"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(region.contains("TWILIO_REGION"), "{region}");
+        assert!(!region.contains("--base-url"), "{region}");
+    }
+
+    #[test]
+    fn a_base_url_with_a_password_is_refused_without_echoing_it() {
+        let env = || env_of(&[("TWILIO_ACCOUNT_SID", "ACx"), ("TWILIO_AUTH_TOKEN", "t")]);
+        for bad in [
+            "https://user:canary-pw@example.com",
+            "https://user:canary pw@example.com",
+        ] {
+            let err = RegisterConfig::resolve(&args(&["--base-url", bad]), env())
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("canary"), "{err}");
+            assert!(err.contains("--base-url"), "{err}");
         }
     }
 

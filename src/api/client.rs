@@ -3,8 +3,11 @@
 //! Nothing here sleeps or retries: that is the gate's job. This module only turns one HTTP
 //! exchange into a typed answer, so the retry policy can be read and tested on its own.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
+use hyper_util::client::proxy::matcher::Matcher;
 use serde::Deserialize;
 
 use super::error::TwilioErrorBody;
@@ -85,11 +88,23 @@ impl Client {
         credentials: Credentials,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let url = reqwest::Url::parse(base_url)
+            .with_context(|| format!("the API base URL {base_url:?} is not a URL"))?;
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("supersim-bulk/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()?;
+            .connect_timeout(timeout.min(Duration::from_secs(10)));
+        if is_loopback(&url) {
+            // A proxy would receive the credentials and registration codes in clear text
+            // (or could at least read them off an `http://` request): a loopback API is
+            // reached directly, whatever HTTP_PROXY, ALL_PROXY or NO_PROXY say.
+            builder = builder.no_proxy();
+        } else if let Some(proxy) = proxy_for(&Matcher::from_system(), &url) {
+            // reqwest honours the same variables; over https it tunnels (CONNECT), so TLS
+            // stays end to end. Only where the proxy is is logged, never its credentials.
+            tracing::debug!(%proxy, "requests to the API go through a proxy set in the environment");
+        }
+        let http = builder.build()?;
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -167,10 +182,7 @@ impl Client {
         self.send(request).await
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, ApiError> {
+    async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
         let response = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
@@ -189,14 +201,7 @@ impl Client {
             .and_then(|v| v.trim().parse().ok());
         let body = read_capped(response).await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|_| ApiError {
-                http_status: Some(status.as_u16()),
-                code: None,
-                message: "the response body was not the expected JSON".to_string(),
-                retry_after: None,
-                concurrent_requests: None,
-                maybe_processed: true,
-            });
+            return decode_success(status.as_u16(), &body);
         }
         let decoded: Option<TwilioErrorBody> = serde_json::from_slice(&body).ok();
         let (code, message) = match decoded {
@@ -216,6 +221,95 @@ impl Client {
             maybe_processed: status.is_server_error(),
         })
     }
+}
+
+/// A resource read from a 2xx answer, with the check that it is the resource asked for.
+trait Resource: serde::de::DeserializeOwned {
+    /// What is missing for this answer to be trusted, if anything.
+    fn missing(&self) -> Option<&'static str>;
+}
+
+fn has_sid(sid: &Option<String>) -> bool {
+    sid.as_deref().is_some_and(|sid| !sid.trim().is_empty())
+}
+
+impl Resource for Sim {
+    fn missing(&self) -> Option<&'static str> {
+        (!has_sid(&self.sid)).then_some("a Sim without a `sid`")
+    }
+}
+
+impl Resource for Fleet {
+    fn missing(&self) -> Option<&'static str> {
+        (!has_sid(&self.sid)).then_some("a Fleet without a `sid`")
+    }
+}
+
+impl Resource for SimList {
+    fn missing(&self) -> Option<&'static str> {
+        self.sims
+            .iter()
+            .any(|sim| !has_sid(&sim.sid))
+            .then_some("a list of Sims with one that has no `sid`")
+    }
+}
+
+/// A 2xx answer as the resource asked for. A 2xx whose body cannot be read as that resource
+/// (a gateway's HTML page, `{}`, a Sim without its SID) is no answer: the server may or may
+/// not have acted, so it is an error in doubt (`maybe_processed`), retried like a lost
+/// response, never taken as a refusal nor as a success without a SID.
+fn decode_success<T: Resource>(status: u16, body: &[u8]) -> Result<T, ApiError> {
+    let doubt = |what: &str| ApiError {
+        http_status: Some(status),
+        code: None,
+        message: format!("a success status with {what}; the outcome is in doubt"),
+        retry_after: None,
+        concurrent_requests: None,
+        maybe_processed: true,
+    };
+    let resource: T =
+        serde_json::from_slice(body).map_err(|_| doubt("a body that is not the expected JSON"))?;
+    match resource.missing() {
+        Some(what) => Err(doubt(what)),
+        None => Ok(resource),
+    }
+}
+
+/// Whether the URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1 (also written as
+/// an IPv4-mapped IPv6 address). Such a host is reached directly, never through a proxy,
+/// and is the only kind that may be spoken to in plain `http://`.
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.strip_suffix('.').unwrap_or(name);
+            name.eq_ignore_ascii_case("localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// The proxy `matcher` sends requests to `target` through, as `scheme://host:port`: the
+/// proxy URL's user name and password are left out, as they are a secret.
+fn proxy_for(matcher: &Matcher, target: &reqwest::Url) -> Option<String> {
+    let uri: hyper::Uri = target.as_str().parse().ok()?;
+    let proxy = matcher.intercept(&uri)?;
+    let proxy = proxy.uri();
+    let scheme = proxy.scheme_str().unwrap_or("http");
+    let host = proxy.host().unwrap_or("?");
+    let port = proxy.port_u16().or(match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        s if s.starts_with("socks") => Some(1080),
+        _ => None,
+    });
+    Some(match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a name in a path.
@@ -246,6 +340,91 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn url(text: &str) -> reqwest::Url {
+        reqwest::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for yes in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:1",
+            "http://LOCALHOST./",
+            "http://[::1]:9",
+            "https://[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback(&url(yes)), "{yes}");
+        }
+        for no in [
+            "https://supersim.twilio.com",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "http://0.0.0.0",
+        ] {
+            assert!(!is_loopback(&url(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_is_named_without_its_credentials() {
+        let matcher = Matcher::builder()
+            .https("http://alice:hunter2-canary@proxy.example:3128")
+            .build();
+        let proxy = proxy_for(&matcher, &url("https://supersim.twilio.com")).unwrap();
+        assert_eq!(proxy, "http://proxy.example:3128");
+
+        let matcher = Matcher::builder().all("http://proxy.example").build();
+        let proxy = proxy_for(&matcher, &url("https://supersim.twilio.com")).unwrap();
+        assert_eq!(proxy, "http://proxy.example:80");
+
+        let matcher = Matcher::builder()
+            .https("http://proxy.example:3128")
+            .no("twilio.com")
+            .build();
+        assert_eq!(
+            proxy_for(&matcher, &url("https://supersim.twilio.com")),
+            None
+        );
+        assert_eq!(
+            proxy_for(
+                &Matcher::builder().build(),
+                &url("https://supersim.twilio.com")
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_2xx_that_is_not_the_resource_is_an_answer_in_doubt() {
+        let sid = "HS0123456789abcdef0123456789abcdef";
+        let sim: Sim = decode_success(201, format!(r#"{{"sid":"{sid}"}}"#).as_bytes()).unwrap();
+        assert_eq!(sim.sid.as_deref(), Some(sid));
+
+        for body in [
+            &b"<html>oops</html>"[..],
+            b"",
+            b"{}",
+            br#"{"sid":null}"#,
+            br#"{"sid":""}"#,
+            b"[]",
+        ] {
+            let error = decode_success::<Sim>(200, body).unwrap_err();
+            assert!(error.maybe_processed, "{error}");
+            assert_eq!(
+                error.classify(),
+                ErrorClass::Retry { throttled: false },
+                "{error}"
+            );
+            assert_eq!(error.http_status, Some(200));
+        }
+        assert!(decode_success::<Fleet>(200, b"{}").is_err());
+        assert!(decode_success::<SimList>(200, br#"{"sims":[]}"#).is_ok());
+        assert!(decode_success::<SimList>(200, br#"{"sims":[{"iccid":"8988"}]}"#).is_err());
+        assert!(decode_success::<SimList>(200, b"{}").is_err());
+    }
 
     #[test]
     fn debug_output_hides_secrets() {

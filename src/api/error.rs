@@ -93,6 +93,9 @@ impl ApiError {
         }
         match self.http_status {
             None => ErrorClass::Retry { throttled: false },
+            // A success status that is an error at all is one whose body could not be read
+            // as the resource: the server may have acted, so it is an answer in doubt.
+            Some(200..=299) => ErrorClass::Retry { throttled: false },
             Some(401) => ErrorClass::CredentialsRefused,
             Some(429) => ErrorClass::Retry { throttled: true },
             Some(500..) => ErrorClass::Retry { throttled: false },
@@ -195,6 +198,9 @@ mod tests {
             (Some(502), None, Retry { throttled: false }),
             (Some(400), Some(83000), Retry { throttled: false }),
             (None, None, Retry { throttled: false }),
+            (Some(200), None, Retry { throttled: false }),
+            (Some(201), None, Retry { throttled: false }),
+            (Some(202), None, Retry { throttled: false }),
             (Some(409), Some(83003), AlreadyOnAccount),
             (Some(409), Some(83009), Retry { throttled: false }),
             (Some(400), Some(83006), Rejected),

@@ -1,8 +1,10 @@
 //! The one gate every request passes (a create, a retry, a lookup, an update or a poll):
 //! `Gate::send` waits out any pool-wide pause, takes a slot of the adaptive concurrency
 //! limit (see [`super::adaptive`]), then a token of the shared rate limiter, so both `--rate`
-//! and the in-flight limit hold across all workers; the answer tells the concurrency limit
-//! whether to grow or shrink. It also owns the retry waits and the stop signals (an
+//! and the in-flight limit hold across all workers; and if a pause began while it waited for
+//! those, it gives them back, waits the pause out and starts over, so a `Retry-After` holds
+//! at the moment a request is sent. The answer tells the concurrency limit whether to grow
+//! or shrink, and a `Retry-After` on a retryable answer pauses the whole pool. It also owns the retry waits and the stop signals (an
 //! interrupt, refused credentials), so no request of any kind starts after a stop.
 
 use std::num::NonZeroU32;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use rand::rngs::StdRng;
 
-use super::adaptive::ConcurrencyLimit;
+use super::adaptive::{ConcurrencyLimit, RequestSlot};
 use super::retry::{Backoff, PoolPause, jitter_for_row};
 use super::{ApiError, Client, ErrorClass};
 
@@ -56,7 +58,8 @@ pub struct Gate {
     limiter: DefaultDirectRateLimiter,
     /// Requests allowed in flight right now; adapts to the account's limit.
     pub concurrency: Arc<ConcurrencyLimit>,
-    /// Without adaptation, a 429 pauses every worker; with it, a `Retry-After` still does.
+    /// A `Retry-After` on any retryable answer pauses every worker; so does a 429 without
+    /// adaptation.
     pause: PoolPause,
     limits: GateLimits,
     /// Cancelled on interrupt: no new attempts start, answers in flight are still recorded.
@@ -104,9 +107,10 @@ impl Gate {
     }
 
     /// Sends one request through the run's gates (any pool pause, a slot of the concurrency
-    /// limit, a rate token) and tells the concurrency limit how it went. `None` when the run
-    /// stopped before the request could be sent. `request` is not polled before that, so
-    /// nothing reaches the server without passing the gates.
+    /// limit, a rate token, and no pause at the moment it is sent) and tells the concurrency
+    /// limit how it went. `None` when the run stopped before the request could be sent.
+    /// `request` is not polled before that, so nothing reaches the server without passing
+    /// the gates.
     pub(crate) async fn send<T>(
         &self,
         request: impl Future<Output = Result<T, ApiError>>,
@@ -117,15 +121,18 @@ impl Gate {
             biased;
             _ = self.stop.cancelled() => return None,
             _ = self.credentials_refused.cancelled() => return None,
-            slot = async {
-                self.pause.wait().await;
-                let slot = self.concurrency.acquire().await;
-                self.limiter.until_ready().await;
-                slot
-            } => slot,
+            slot = self.admit() => slot,
         };
         RequestStats::bump(&self.stats.requests);
         let answer = request.await;
+        if let Err(error) = &answer
+            && let Some(asked) = error.retry_after
+            && matches!(error.classify(), ErrorClass::Retry { .. })
+        {
+            // The server named a wait: nobody sends before it is over, whatever the status
+            // (429, 503, ...), starting now rather than when this worker gets to its retry.
+            self.pause.obey_retry_after(asked);
+        }
         match &answer {
             Err(error) => match error.classify() {
                 ErrorClass::Retry { throttled: true } => {
@@ -141,8 +148,25 @@ impl Gate {
         Some(answer)
     }
 
+    /// Waits until a request may be sent: no pool-wide pause, a slot of the concurrency
+    /// limit, a rate token, and still no pause once both are held. A pause can begin while a
+    /// worker waits for its slot or token (an answer with `Retry-After` arrives); then the
+    /// slot and token are given back and taken again after the pause, so the pause holds at
+    /// the moment of sending and the workers it held do not all send at once when it ends.
+    async fn admit(&self) -> RequestSlot {
+        loop {
+            self.pause.wait().await;
+            let slot = self.concurrency.acquire().await;
+            self.limiter.until_ready().await;
+            if !self.pause.is_paused() {
+                return slot;
+            }
+        }
+    }
+
     /// Sleeps before retry number `tries` after a retryable `error`. A 429 slows the whole
-    /// pool, because the limit is the account's. False when the run stopped meanwhile.
+    /// pool, because the limit is the account's; a `Retry-After` has paused the whole pool
+    /// already (in [`Gate::send`]). False when the run stopped meanwhile.
     pub(crate) async fn retry_wait(
         &self,
         tries: u32,
@@ -154,8 +178,7 @@ impl Gate {
         if throttled {
             RequestStats::bump(&self.stats.throttled);
             // The adaptive limit already slows the whole pool; a fixed one can only pause it.
-            // A server that names a wait is obeyed either way.
-            if !self.limits.adaptive || error.retry_after.is_some() {
+            if !self.limits.adaptive {
                 self.pause.pause_for(wait);
             }
         }
@@ -216,5 +239,119 @@ impl Gate {
                 _ => return Err(Some(error)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::retry::{Backoff, MAX_RETRY_AFTER};
+    use crate::secret::Credentials;
+    use tokio::sync::oneshot;
+    use tokio::time::Instant;
+
+    fn gate(adaptive: bool) -> Arc<Gate> {
+        let credentials = Credentials {
+            username: "ACx".into(),
+            password: "t".into(),
+        };
+        // Never contacted: the requests below are futures that answer by themselves.
+        let client = Client::new("http://127.0.0.1:9", credentials, Duration::from_secs(1))
+            .expect("a client");
+        let limits = GateLimits {
+            rate: 1_000_000.0,
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            concurrency: 1,
+            adaptive,
+        };
+        Arc::new(Gate::new(client, limits, CancellationToken::new()))
+    }
+
+    fn answer(status: u16, code: u32, retry_after: Option<u64>) -> ApiError {
+        ApiError {
+            http_status: Some(status),
+            code: Some(code),
+            message: "answer".into(),
+            retry_after: retry_after.map(Duration::from_secs),
+            concurrent_requests: None,
+            maybe_processed: false,
+        }
+    }
+
+    /// With one slot, a first request in flight answers `first`, while a second request is
+    /// already waiting at the gate; returns when (tokio's clock, paused) the second one was
+    /// sent, measured from when the first was answered.
+    async fn second_request_after(first: ApiError, adaptive: bool) -> Duration {
+        let gate = gate(adaptive);
+        let (in_flight, first_sent) = oneshot::channel();
+        let (answer_now, answered) = oneshot::channel::<()>();
+        let one = Arc::clone(&gate);
+        let first_task = tokio::spawn(async move {
+            one.send(async move {
+                in_flight.send(()).unwrap();
+                answered.await.unwrap();
+                Err::<Instant, _>(first)
+            })
+            .await
+        });
+        first_sent.await.unwrap();
+        let two = Arc::clone(&gate);
+        let second_task = tokio::spawn(async move { two.send(async { Ok(Instant::now()) }).await });
+        // Let the second request reach the gate and wait there for the only slot.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let answered_at = Instant::now();
+        answer_now.send(()).unwrap();
+        assert!(first_task.await.unwrap().unwrap().is_err());
+        let sent_at = second_task.await.unwrap().unwrap().unwrap();
+        sent_at - answered_at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_on_a_503_holds_a_request_already_at_the_gate() {
+        let waited = second_request_after(answer(503, 20503, Some(5)), true).await;
+        assert!(waited >= Duration::from_secs(5), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_on_a_429_holds_a_request_already_at_the_gate() {
+        let waited = second_request_after(answer(429, 20429, Some(3)), true).await;
+        assert!(waited >= Duration::from_secs(3), "{waited:?}");
+        let waited = second_request_after(answer(429, 20429, Some(3)), false).await;
+        assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_is_clamped() {
+        let waited = second_request_after(answer(503, 20503, Some(86_400)), true).await;
+        assert!(waited >= MAX_RETRY_AFTER, "{waited:?}");
+        assert!(
+            waited < MAX_RETRY_AFTER + Duration::from_secs(1),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pause_without_a_retry_after_or_for_an_answer_that_is_not_retried() {
+        let waited = second_request_after(answer(503, 20503, None), true).await;
+        assert_eq!(waited, Duration::ZERO);
+        // A refusal for good is not retried, so its Retry-After pauses nobody.
+        let waited = second_request_after(answer(400, 83002, Some(5)), true).await;
+        assert_eq!(waited, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_pause_sends_nothing() {
+        let gate = gate(true);
+        gate.pause.obey_retry_after(Duration::from_secs(60));
+        let stopper = Arc::clone(&gate);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stopper.stop.cancel();
+        });
+        let sent = gate.send(async { Ok::<_, ApiError>(()) }).await;
+        assert!(sent.is_none());
     }
 }

@@ -1,12 +1,13 @@
 //! The retry policy: how long to wait before the next attempt, and the pool-wide pause that
-//! follows a 429.
+//! follows a `Retry-After` (on a 429, a 503 or any other retryable answer) or a 429.
 //!
 //! Backoff is exponential with full jitter (a random wait between zero and `base * 2^n`,
 //! capped), so that many workers failing together do not retry together. A server's
 //! `Retry-After` overrides the computed wait. A 429 means the *account* is over its limit,
 //! so it slows every worker, not only the one that got it: through the adaptive limit
-//! (`adaptive`), and through the pause here when the server names a wait or adaptation is
-//! off.
+//! (`adaptive`), and through the pause here when adaptation is off. A server that names a
+//! wait (`Retry-After`, whatever the status) pauses every worker for that long: the gate
+//! checks the pause at the moment a request would be sent.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -67,6 +68,17 @@ impl PoolPause {
         }
     }
 
+    /// Pauses the pool for a server's `Retry-After`, clamped to [`MAX_RETRY_AFTER`].
+    pub fn obey_retry_after(&self, asked: Duration) {
+        self.pause_for(asked.min(MAX_RETRY_AFTER));
+    }
+
+    /// Whether the pool is paused right now.
+    pub fn is_paused(&self) -> bool {
+        let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|until| until > Instant::now())
+    }
+
     /// Waits until the pause, if any, is over.
     pub async fn wait(&self) {
         loop {
@@ -124,7 +136,18 @@ mod tests {
         let start = Instant::now();
         pause.pause_for(Duration::from_secs(2));
         pause.pause_for(Duration::from_secs(1));
+        assert!(pause.is_paused());
         pause.wait().await;
         assert!(start.elapsed() >= Duration::from_secs(2));
+        assert!(!pause.is_paused());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_are_clamped() {
+        let pause = PoolPause::default();
+        let start = Instant::now();
+        pause.obey_retry_after(Duration::from_secs(86_400));
+        pause.wait().await;
+        assert_eq!(start.elapsed(), MAX_RETRY_AFTER);
     }
 }
