@@ -7,7 +7,9 @@
 //! way: a layer imports the ones below it, never the ones above, and no two files import
 //! each other.
 //!
-//! - [`secret`], [`exit`]: the secret types that never print, and the exit codes.
+//! - [`secret`], [`exit`]: the secret types that never print, and the exit codes;
+//!   [`paths`]: files compared by identity (device and inode, or real path), and opened
+//!   without following a planted symlink.
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
 //!   the per-row screen, and the failed-out file. No network.
 //! - [`results`]: the results file: its columns and outcome words, the append-only writer,
@@ -31,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod emulator;
 pub mod exit;
+pub mod paths;
 
 pub mod input;
 pub mod results;
