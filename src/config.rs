@@ -1,5 +1,6 @@
 //! Turns the parsed flags and the environment into a checked [`RegisterConfig`] before any
-//! I/O: where the results go, which host to talk to, with which credentials.
+//! I/O: where the results go, which host to talk to, with which credentials. The only thing
+//! it looks at on disk is which paths name one file (so one file is never given two roles).
 //!
 //! The environment is passed in as a lookup function, so tests can resolve a configuration
 //! without touching the process environment.
@@ -12,7 +13,9 @@ use anyhow::{Context, bail};
 use crate::api::gate::GateLimits;
 use crate::api::retry::Backoff;
 use crate::cli::{InputArgs, RegisterArgs};
+use crate::input::failed_out::FailedOut;
 use crate::input::{InputSource, ReadOptions};
+use crate::paths;
 pub use crate::run::config::{RegisterConfig, Target};
 use crate::run::resume::OnboardConfig;
 use crate::secret::Credentials;
@@ -61,7 +64,13 @@ impl RegisterConfig {
                 credentials_source,
             }
         };
-        let failed_out = failed_out_path(&args.input_options, &output)?;
+        let failed_out = args.input_options.failed_out.clone();
+        check_distinct_files(
+            &input,
+            &output,
+            failed_out.as_deref(),
+            args.summary_json.as_deref(),
+        )?;
         Ok(RegisterConfig {
             input,
             output,
@@ -106,17 +115,59 @@ pub fn read_options(args: &InputArgs) -> ReadOptions {
     }
 }
 
-/// The failed-out path, refused when it would overwrite the results file.
-fn failed_out_path(args: &InputArgs, results: &Path) -> anyhow::Result<Option<PathBuf>> {
-    match &args.failed_out {
-        Some(path) if path == results => {
-            bail!(
-                "--failed-out {} is the results file; give it another name",
-                path.display()
-            )
-        }
-        other => Ok(other.clone()),
+/// Refuses to give one file two roles: the results written over the input, the failed-out
+/// file or the summary renamed over the results, the summary over the input. Files are
+/// compared by identity (device and inode, or the real path of one not yet created), so
+/// `./x.csv`, `sub/../x.csv`, a symlink and a hard link are all caught. The failed-out file
+/// may be the input (it is replaced whole when the run ends, never truncated under the
+/// reader). A path whose identity cannot be worked out is left to fail when it is opened.
+fn check_distinct_files(
+    input: &InputSource,
+    output: &Path,
+    failed_out: Option<&Path>,
+    summary_json: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let InputSource::File(input) = input
+        && paths::same_file(input, output)
+    {
+        bail!(
+            "-o {} is the input file {}; the results need a file of their own: \
+             pass -o (--output) with another name",
+            output.display(),
+            input.display()
+        );
     }
+    if let Some(failed_out) = failed_out {
+        // It is written beside itself as `PATH.partial` first, which must not be the results either.
+        if paths::same_file(failed_out, output)
+            || paths::same_file(&FailedOut::partial_path(failed_out), output)
+        {
+            bail!(
+                "--failed-out {} is the results file {}; give it another name",
+                failed_out.display(),
+                output.display()
+            );
+        }
+    }
+    if let Some(summary) = summary_json {
+        let mut taken = vec![("the results file", output)];
+        if let InputSource::File(input) = input {
+            taken.push(("the input file", input));
+        }
+        if let Some(failed_out) = failed_out {
+            taken.push(("the --failed-out file", failed_out));
+        }
+        for (role, path) in taken {
+            if paths::same_file(summary, path) {
+                bail!(
+                    "--summary-json {} is {role} {}; give it another name",
+                    summary.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `sims.csv` -> `sims.results.csv`, in the same folder.
