@@ -81,20 +81,23 @@ pub fn folder_of(path: &Path) -> &Path {
     }
 }
 
-/// Checks that a file can be written at `path` by replacing it (as the summary JSON and the
-/// failed-out file are written: a temporary file beside it, renamed over it). Creates and
-/// removes a probe file in its folder; nothing at `path` is touched.
+/// Checks that a file can be written at `path` by replacing it, as the summary JSON and the
+/// failed-out file are written: a new file beside `path`, renamed over it (a symlink at
+/// `path` is replaced, not followed, so the folder that counts is the one `path` names).
+/// Creates and removes a probe file there; nothing at `path` is touched.
 pub fn check_writable(path: &Path) -> io::Result<()> {
-    let real = resolve(path)?;
-    if real.is_dir() {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "it names a folder, not a file")
+    })?;
+    if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
         return Err(io::Error::new(
             io::ErrorKind::IsADirectory,
             "it is a folder, not a file",
         ));
     }
-    let mut name = real.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.probe", std::process::id()));
-    let probe = folder_of(&real).join(name);
+    let mut probe = name.to_os_string();
+    probe.push(format!(".{}.probe", std::process::id()));
+    let probe = folder_of(path).join(probe);
     // A leftover probe from an earlier process with this PID: remove it (a symlink is
     // removed, not followed), then create ours afresh.
     match std::fs::remove_file(&probe) {
