@@ -78,7 +78,7 @@ impl RunLock {
                 }
             })?;
         let meta = file.metadata().map_err(io_error)?;
-        if !meta.is_file() || meta.nlink() != 1 {
+        if !meta.is_file() || meta.nlink() > 1 {
             return Err(refused(
                 "it is not a plain file of its own (a folder, a device or a hard link); remove it",
             ));
