@@ -17,6 +17,7 @@ use crate::input::failed_out::FailedOut;
 use crate::input::{InputSource, ReadOptions};
 use crate::paths;
 pub use crate::run::config::{RegisterConfig, Target};
+use crate::run::lock::lock_path;
 use crate::run::resume::OnboardConfig;
 use crate::secret::Credentials;
 
@@ -137,20 +138,32 @@ fn check_distinct_files(
             input.display()
         );
     }
+    // The lock beside the results file is named after its real path.
+    let lock = paths::resolve(output).ok().map(|real| lock_path(&real));
     if let Some(failed_out) = failed_out {
-        // It is written beside itself as `PATH.partial` first, which must not be the results either.
-        if paths::same_file(failed_out, output)
-            || paths::same_file(&FailedOut::partial_path(failed_out), output)
-        {
-            bail!(
-                "--failed-out {} is the results file {}; give it another name",
-                failed_out.display(),
-                output.display()
-            );
+        // It is written beside itself as `PATH.partial` first, which must not be the results
+        // (or their lock) either.
+        let partial = FailedOut::partial_path(failed_out);
+        for (role, path) in [
+            ("the results file", Some(output)),
+            ("the lock", lock.as_deref()),
+        ] {
+            if let Some(path) = path
+                && (paths::same_file(failed_out, path) || paths::same_file(&partial, path))
+            {
+                bail!(
+                    "--failed-out {} is {role} {}; give it another name",
+                    failed_out.display(),
+                    path.display()
+                );
+            }
         }
     }
     if let Some(summary) = summary_json {
         let mut taken = vec![("the results file", output)];
+        if let Some(lock) = &lock {
+            taken.push(("the lock", lock));
+        }
         if let InputSource::File(input) = input {
             taken.push(("the input file", input));
         }
@@ -350,6 +363,47 @@ mod tests {
         assert_eq!(
             regional_base_url(None, Some("sydney".into())),
             "https://supersim.sydney.us1.twilio.com"
+        );
+    }
+
+    #[test]
+    fn one_file_in_two_roles_is_refused_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("sims.csv");
+        std::fs::write(&input, "Iccid,RegistrationCode\n").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(&input, dir.path().join("link.csv")).unwrap();
+        let input = InputSource::File(input);
+        let at = |name: &str| dir.path().join(name);
+        let output = at("x.results.csv");
+        let refused = |out: &Path, failed: Option<&Path>, summary: Option<&Path>| {
+            check_distinct_files(&input, out, failed, summary)
+                .map_err(|e| e.to_string())
+                .err()
+        };
+        assert!(
+            refused(&at("link.csv"), None, None)
+                .unwrap()
+                .contains("is the input file")
+        );
+        assert!(refused(&at("sub/../sims.csv"), None, None).is_some());
+        let results_twice = refused(&output, Some(&at("sub/../x.results.csv")), None);
+        assert!(results_twice.unwrap().contains("is the results file"));
+        assert!(refused(&output, None, Some(&at("./sims.csv"))).is_some());
+        assert!(refused(&output, None, Some(&at("x.results.csv.lock"))).is_some());
+        let partial = refused(&at("fix.csv.partial"), Some(&at("fix.csv")), None);
+        assert!(
+            partial.is_some(),
+            "the failed-out file's .partial is the results file"
+        );
+        assert_eq!(
+            refused(&output, Some(&at("sims.csv")), None),
+            None,
+            "failed-out may be the input"
+        );
+        assert_eq!(
+            refused(&output, Some(&at("fix.csv")), Some(&at("s.json"))),
+            None
         );
     }
 
