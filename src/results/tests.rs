@@ -208,11 +208,13 @@ fn a_torn_header_starts_afresh_and_a_header_without_newline_is_kept() {
 fn a_file_that_is_not_ours_is_refused_untouched_whatever_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.csv");
+    let behind_a_bom = format!("\u{feff}{}\n", COLUMNS.join(","));
     for text in [
         "hello,world",
         "hello\nworld\n",
         "Iccid,RegistrationCode\n1,2",
         "\"line",
+        &behind_a_bom,
     ] {
         std::fs::write(&path, text).unwrap();
         let claimed = ResultsWriter::claim(&path).unwrap_err().to_string();

@@ -162,32 +162,25 @@ pub(super) enum Header {
     Foreign,
 }
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// Reads the start of `file` and says whether it is a results file.
 pub(super) fn read_header(file: &mut File) -> std::io::Result<Header> {
     let full = COLUMNS.join(",");
     let older = COLUMNS[..COLUMNS_BEFORE_WARNING].join(",");
-    // Enough for a byte-order mark, the longest header and `\r\n`.
-    let limit = BOM.len() + full.len() + 2;
+    // Enough for the longest header and `\r\n`. The header must be the file's first bytes
+    // (a byte-order mark before it is not ours either: resuming could not read it).
+    let limit = full.len() + 2;
     file.seek(SeekFrom::Start(0))?;
     let mut start = Vec::with_capacity(limit);
     (&mut *file).take(limit as u64).read_to_end(&mut start)?;
     if start.is_empty() {
         return Ok(Header::Empty);
     }
-    let skipped = if start.starts_with(BOM) { BOM.len() } else { 0 };
-    let text = &start[skipped..];
-    let (line, end, newline) = match text.iter().position(|&b| b == b'\n') {
+    let (line, end, newline) = match start.iter().position(|&b| b == b'\n') {
         Some(at) => {
-            let line = &text[..at];
-            (
-                line.strip_suffix(b"\r").unwrap_or(line),
-                skipped + at + 1,
-                true,
-            )
+            let line = &start[..at];
+            (line.strip_suffix(b"\r").unwrap_or(line), at + 1, true)
         }
-        None if start.len() < limit => (text, start.len(), false),
+        None if start.len() < limit => (&start[..], start.len(), false),
         None => return Ok(Header::Foreign),
     };
     let columns = if line == full.as_bytes() {
