@@ -185,6 +185,39 @@ fn a_tear_inside_a_quoted_field_is_cut_back_to_the_last_whole_record() {
 }
 
 #[test]
+fn the_tail_scan_gives_one_answer_whatever_the_block_size() {
+    use super::writer::{Tail, scan};
+    let rows = [
+        "2,1,registered,,,,,,,1,t,\n",
+        "3,1,gave_up,,,,1,\"a \"\"quoted\"\"\nmessage, with a comma\",,1,t,\n",
+        "4,1,gave_up,,,,1,\"\",,1,t,\"w\"\r\n",
+    ];
+    let whole: String = rows.concat();
+    for cut in 1..=whole.len() {
+        let text = &whole.as_bytes()[..cut];
+        let expected = scan(text, 10, 12).unwrap();
+        for capacity in [1, 2, 3, 5, 8, 13] {
+            let reader = std::io::BufReader::with_capacity(capacity, text);
+            assert_eq!(
+                scan(reader, 10, 12).unwrap(),
+                expected,
+                "{:?} read {capacity} bytes at a time",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+    let end = |text: &str| scan(text.as_bytes(), 0, 12).unwrap();
+    assert_eq!(end(&whole), Tail::Whole);
+    assert_eq!(end(whole.trim_end()), Tail::MissingNewline);
+    let first = rows[0].len() as u64;
+    assert_eq!(
+        end(&whole[..whole.find("message").unwrap()]),
+        Tail::TornAt(first)
+    );
+    assert_eq!(end(&format!("{}4,1", rows[0])), Tail::TornAt(first));
+}
+
+#[test]
 fn a_torn_header_starts_afresh_and_a_header_without_newline_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.csv");
