@@ -107,9 +107,10 @@ fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
     ];
     for (flag, path) in targets {
         if let Some(path) = path {
-            paths::check_writable(path).with_context(|| {
-                format!(
-                    "cannot write {flag} {}; pass {flag} with a file in a folder you can write to",
+            paths::check_writable(path).map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot write {flag} {}: {error}; \
+                     pass {flag} with a file in a folder you can write to",
                     path.display()
                 )
             })?;

@@ -59,7 +59,10 @@ impl From<LockError> for RunError {
     fn from(error: LockError) -> Self {
         match error {
             LockError::Busy { .. } => RunError::Locked(error),
-            LockError::Io { .. } => RunError::Setup(anyhow::Error::new(error)),
+            // The message already says why; kept as one sentence, not a chain.
+            LockError::Io { .. } | LockError::Planted { .. } => {
+                RunError::Setup(anyhow::anyhow!("{error}"))
+            }
         }
     }
 }

@@ -46,6 +46,9 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// Something other than our lock file stands at the lock path: left alone.
+    #[error("{lock} {why}; it was left alone: remove it, then run again")]
+    Planted { lock: String, why: &'static str },
 }
 
 /// `sims.results.csv` -> `sims.results.csv.lock`.
@@ -63,7 +66,10 @@ impl RunLock {
             lock: path.display().to_string(),
             source,
         };
-        let refused = |why: &str| io_error(std::io::Error::other(why.to_string()));
+        let refused = |why| LockError::Planted {
+            lock: path.display().to_string(),
+            why,
+        };
         let mut file = paths::no_follow()
             .read(true)
             .write(true)
@@ -72,7 +78,7 @@ impl RunLock {
             .open(&path)
             .map_err(|error| {
                 if paths::is_symlink_refused(&error) {
-                    refused("it is a symbolic link, which a lock never follows; remove it")
+                    refused("is a symbolic link, which a lock never follows")
                 } else {
                     io_error(error)
                 }
@@ -80,7 +86,7 @@ impl RunLock {
         let meta = file.metadata().map_err(io_error)?;
         if !meta.is_file() || meta.nlink() > 1 {
             return Err(refused(
-                "it is not a plain file of its own (a folder, a device or a hard link); remove it",
+                "is not a plain file of its own (a folder, a device or a hard link)",
             ));
         }
         match file.try_lock() {
@@ -131,7 +137,7 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, lock_path(&results)).unwrap();
         let refused = RunLock::acquire(&results).unwrap_err();
-        assert!(matches!(refused, LockError::Io { .. }), "{refused}");
+        assert!(matches!(refused, LockError::Planted { .. }), "{refused}");
         assert!(refused.to_string().contains("symbolic link"), "{refused}");
         std::fs::remove_file(lock_path(&results)).unwrap();
         std::fs::hard_link(&victim, lock_path(&results)).unwrap();
