@@ -1,5 +1,6 @@
 //! Turns the parsed flags and the environment into a checked [`RegisterConfig`] before any
-//! I/O: where the results go, which host to talk to, with which credentials.
+//! I/O: where the results go, which host to talk to, with which credentials. The only thing
+//! it looks at on disk is which paths name one file (so one file is never given two roles).
 //!
 //! The environment is passed in as a lookup function, so tests can resolve a configuration
 //! without touching the process environment.
@@ -12,8 +13,11 @@ use crate::api::client::is_loopback;
 use crate::api::gate::GateLimits;
 use crate::api::retry::Backoff;
 use crate::cli::{InputArgs, RegisterArgs};
+use crate::input::failed_out::FailedOut;
 use crate::input::{InputSource, ReadOptions};
+use crate::paths;
 pub use crate::run::config::{RegisterConfig, Target};
+use crate::run::lock::lock_path;
 use crate::run::resume::OnboardConfig;
 use crate::secret::Credentials;
 
@@ -61,7 +65,13 @@ impl RegisterConfig {
                 credentials_source,
             }
         };
-        let failed_out = failed_out_path(&args.input_options, &output)?;
+        let failed_out = args.input_options.failed_out.clone();
+        check_distinct_files(
+            &input,
+            &output,
+            failed_out.as_deref(),
+            args.summary_json.as_deref(),
+        )?;
         Ok(RegisterConfig {
             input,
             output,
@@ -106,17 +116,71 @@ pub fn read_options(args: &InputArgs) -> ReadOptions {
     }
 }
 
-/// The failed-out path, refused when it would overwrite the results file.
-fn failed_out_path(args: &InputArgs, results: &Path) -> anyhow::Result<Option<PathBuf>> {
-    match &args.failed_out {
-        Some(path) if path == results => {
-            bail!(
-                "--failed-out {} is the results file; give it another name",
-                path.display()
-            )
-        }
-        other => Ok(other.clone()),
+/// Refuses to give one file two roles: the results written over the input, the failed-out
+/// file or the summary renamed over the results, the summary over the input. Files are
+/// compared by identity (device and inode, or the real path of one not yet created), so
+/// `./x.csv`, `sub/../x.csv`, a symlink and a hard link are all caught. The failed-out file
+/// may be the input (it is replaced whole when the run ends, never truncated under the
+/// reader). A path whose identity cannot be worked out is left to fail when it is opened.
+fn check_distinct_files(
+    input: &InputSource,
+    output: &Path,
+    failed_out: Option<&Path>,
+    summary_json: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let InputSource::File(input) = input
+        && paths::same_file(input, output)
+    {
+        bail!(
+            "-o {} is the input file {}; the results need a file of their own: \
+             pass -o (--output) with another name",
+            output.display(),
+            input.display()
+        );
     }
+    // The lock beside the results file is named after its real path.
+    let lock = paths::resolve(output).ok().map(|real| lock_path(&real));
+    if let Some(failed_out) = failed_out {
+        // It is written beside itself as `PATH.partial` first, which must not be the results
+        // (or their lock) either.
+        let partial = FailedOut::partial_path(failed_out);
+        for (role, path) in [
+            ("the results file", Some(output)),
+            ("the lock", lock.as_deref()),
+        ] {
+            if let Some(path) = path
+                && (paths::same_file(failed_out, path) || paths::same_file(&partial, path))
+            {
+                bail!(
+                    "--failed-out {} is {role} {}; give it another name",
+                    failed_out.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    if let Some(summary) = summary_json {
+        let mut taken = vec![("the results file", output)];
+        if let Some(lock) = &lock {
+            taken.push(("the lock", lock));
+        }
+        if let InputSource::File(input) = input {
+            taken.push(("the input file", input));
+        }
+        if let Some(failed_out) = failed_out {
+            taken.push(("the --failed-out file", failed_out));
+        }
+        for (role, path) in taken {
+            if paths::same_file(summary, path) {
+                bail!(
+                    "--summary-json {} is {role} {}; give it another name",
+                    summary.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `sims.csv` -> `sims.results.csv`, in the same folder.
@@ -392,6 +456,47 @@ mod tests {
         assert_eq!(
             regional_base_url(None, Some("sydney".into())),
             "https://supersim.sydney.us1.twilio.com"
+        );
+    }
+
+    #[test]
+    fn one_file_in_two_roles_is_refused_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("sims.csv");
+        std::fs::write(&input, "Iccid,RegistrationCode\n").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(&input, dir.path().join("link.csv")).unwrap();
+        let input = InputSource::File(input);
+        let at = |name: &str| dir.path().join(name);
+        let output = at("x.results.csv");
+        let refused = |out: &Path, failed: Option<&Path>, summary: Option<&Path>| {
+            check_distinct_files(&input, out, failed, summary)
+                .map_err(|e| e.to_string())
+                .err()
+        };
+        assert!(
+            refused(&at("link.csv"), None, None)
+                .unwrap()
+                .contains("is the input file")
+        );
+        assert!(refused(&at("sub/../sims.csv"), None, None).is_some());
+        let results_twice = refused(&output, Some(&at("sub/../x.results.csv")), None);
+        assert!(results_twice.unwrap().contains("is the results file"));
+        assert!(refused(&output, None, Some(&at("./sims.csv"))).is_some());
+        assert!(refused(&output, None, Some(&at("x.results.csv.lock"))).is_some());
+        let partial = refused(&at("fix.csv.partial"), Some(&at("fix.csv")), None);
+        assert!(
+            partial.is_some(),
+            "the failed-out file's .partial is the results file"
+        );
+        assert_eq!(
+            refused(&output, Some(&at("sims.csv")), None),
+            None,
+            "failed-out may be the input"
+        );
+        assert_eq!(
+            refused(&output, Some(&at("fix.csv")), Some(&at("s.json"))),
+            None
         );
     }
 

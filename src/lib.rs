@@ -7,8 +7,10 @@
 //! way: a layer imports the ones below it, never the ones above, and no two files import
 //! each other.
 //!
-//! - [`secret`], [`exit`], [`extsort`]: the secret types that never print, the exit codes,
-//!   and the external sort that keeps planning and compaction flat in memory.
+//! - [`secret`], [`exit`], [`extsort`], [`paths`]: the secret types that never print, the
+//!   exit codes, the external sort that keeps planning and compaction flat in memory, and
+//!   files compared by identity (device and inode, or real path) and opened without
+//!   following a planted symlink.
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
 //!   the per-row screen, and the failed-out file. No network.
 //! - [`results`]: the results file: its columns and outcome words, the append-only writer,
@@ -33,6 +35,7 @@ pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod extsort;
+pub mod paths;
 
 pub mod input;
 pub mod results;

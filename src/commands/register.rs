@@ -2,6 +2,7 @@
 //! the built-in emulator) to run it against, and the run's end turned into a summary, the
 //! summary JSON and an exit code.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +14,7 @@ use crate::cli::RegisterArgs;
 use crate::config::{RegisterConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::exit;
+use crate::paths;
 use crate::run::job::{self, RunError};
 use crate::run::summary::{EndReason, write_json_atomically};
 use crate::secret::Credentials;
@@ -27,6 +29,13 @@ pub async fn run(args: RegisterArgs) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
+    // Files written at the end of the run are checked now, before anything is sent: a
+    // summary or failed-out file that cannot be written is a set-up error, not a surprise
+    // after thousands of SIMs were registered.
+    if let Err(error) = check_writable(&config) {
+        eprintln!("error: {error:#}");
+        return exit::USAGE_OR_CONFIG;
+    }
     let credentials_source = match &config.target {
         Target::Api {
             credentials_source, ..
@@ -43,9 +52,10 @@ pub async fn run(args: RegisterArgs) -> u8 {
     let stop = CancellationToken::new();
     watch_signals(stop.clone());
     let summary_json = config.summary_json.clone();
-    let (code, json) = match job::run(config, client, stop).await {
+    let ended = job::run(config, client, stop).await;
+    let (code, json) = match ended.result {
         Ok(summary) => {
-            print!("{}", summary.render());
+            print_summary(&summary.render());
             if summary.end == EndReason::CredentialsRefused {
                 eprintln!(
                     "error: the API refused the credentials (HTTP 401, Twilio error 20003); \
@@ -79,6 +89,8 @@ pub async fn run(args: RegisterArgs) -> u8 {
             (code, Some(Ok(json)))
         }
     };
+    // Written while the run still holds the lock on the results file, so the next run on
+    // it cannot start (and write its own summary) before this one's is in place.
     if let (Some(path), Some(Ok(json))) = (summary_json, json)
         && let Err(error) = write_json_atomically(&path, &json)
     {
@@ -87,7 +99,38 @@ pub async fn run(args: RegisterArgs) -> u8 {
             path.display()
         );
     }
+    drop(ended.lock);
     code
+}
+
+/// Checks the `--summary-json` and `--failed-out` files can be created where they are asked
+/// for, naming the flag and the path when not.
+fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
+    let targets = [
+        ("--summary-json", &config.summary_json),
+        ("--failed-out", &config.failed_out),
+    ];
+    for (flag, path) in targets {
+        if let Some(path) = path {
+            paths::check_writable(path).map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot write {flag} {}: {error}; \
+                     pass {flag} with a file in a folder you can write to",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the summary. A closed stdout (`| head -1`) is not an error: the summary JSON and
+/// the exit code still say how the run ended.
+fn print_summary(text: &str) {
+    let mut out = super::Stdout::lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("warning: cannot print the summary: {error}");
+    }
 }
 
 /// Starts the in-process emulator when asked to, and builds the API client.

@@ -257,7 +257,9 @@ pub fn run(args: ValidateArgs) -> u8 {
         all: args.all,
         failed_out: args.input_options.failed_out,
     };
-    match check(&config, &mut std::io::stdout().lock()) {
+    // A closed stdout (`validate ... | head`) is no reason to fail: the exit code still
+    // says what the report would have.
+    match check(&config, &mut super::Stdout::lock()) {
         Ok(counts) => counts.exit_code(),
         Err(error) => {
             eprintln!("error: {error}");

@@ -37,9 +37,7 @@ impl FailedOut {
         input_header: &csv::ByteRecord,
         delimiter: u8,
     ) -> anyhow::Result<Self> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        let partial = path.with_file_name(name);
+        let partial = Self::partial_path(path);
         let file = create_private(&partial)
             .with_context(|| format!("cannot create the failed-out file {}", partial.display()))?;
         let replaces_reason = input_header
@@ -63,6 +61,13 @@ impl FailedOut {
             replaces_reason,
             rows: 0,
         })
+    }
+
+    /// `PATH.partial`, where the file is written until the run ends.
+    pub fn partial_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        path.with_file_name(name)
     }
 
     /// Writes one input row with its reason. Short rows are padded so `reason` stays under

@@ -4,8 +4,10 @@
 //! `run::plan`, on disk, so a million earlier rows are never held in memory).
 //!
 //! The file is append-only while a run goes on. A run never rewrites earlier rows; for each
-//! ICCID the last row wins. If the previous run died in the middle of a row, the torn tail is
-//! cut off before anything is appended, so the file stays a valid CSV.
+//! ICCID the last row wins. A file is written to only once its header shows it is a results
+//! file; then, if the previous run died in the middle of a row, the file is cut back to its
+//! last whole CSV record (quotes honoured) before anything is appended, so it stays a valid
+//! CSV.
 
 pub mod compact;
 pub mod earlier;

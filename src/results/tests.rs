@@ -129,6 +129,170 @@ fn foreign_file_is_refused() {
     assert!(format!("{err:#}").contains("not a supersim-bulk results file"));
 }
 
+/// A results file with two whole rows, the second one with a quoted message holding a
+/// line break; returns its text.
+fn two_rows(path: &Path) -> String {
+    {
+        let (mut writer, _) = open(path);
+        writer
+            .write(&sample_row(2, "89883070000000000011", Outcome::Registered))
+            .unwrap();
+        let mut row = sample_row(3, "89883070000000000029", Outcome::GaveUp);
+        row.error_message = Some("An internal \"server\" error\nhas occurred".into());
+        writer.write(&row).unwrap();
+    }
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn a_whole_last_row_without_its_newline_is_kept_and_given_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let whole = two_rows(&path);
+    std::fs::write(&path, whole.trim_end_matches('\n')).unwrap();
+    let (mut writer, prior) = open(&path);
+    assert_eq!(prior.rows, 2);
+    assert_eq!(prior.outcome("89883070000000000029"), Some(Outcome::GaveUp));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+    writer
+        .write(&sample_row(4, "89883070000000000037", Outcome::Registered))
+        .unwrap();
+    drop(writer);
+    let (_, prior) = open(&path);
+    assert_eq!(prior.rows, 3);
+}
+
+#[test]
+fn a_tear_inside_a_quoted_field_is_cut_back_to_the_last_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let whole = two_rows(&path);
+    // Torn inside the quoted message (after its line break), inside a doubled quote, just
+    // after the opening quote, and with every column but a quoted last one left open.
+    let torn_tails = [
+        "4,89883070000000000037,gave_up,,,,20500,\"An internal error\nhas occ",
+        "4,89883070000000000037,gave_up,,,,20500,\"An \"\"odd\"\" error\nhas",
+        "4,89883070000000000037,gave_up,,,,20500,\"",
+        "4,89883070000000000037,gave_up,,,,,,,1,2026-01-01T00:00:00Z,\"Luhn\nche",
+        "4,8988307000000",
+    ];
+    for tail in torn_tails {
+        std::fs::write(&path, format!("{whole}{tail}")).unwrap();
+        let (_, prior) = open(&path);
+        assert_eq!(prior.rows, 2, "{tail:?}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole, "{tail:?}");
+    }
+}
+
+#[test]
+fn the_tail_scan_gives_one_answer_whatever_the_block_size() {
+    use super::writer::{Tail, scan};
+    let rows = [
+        "2,1,registered,,,,,,,1,t,\n",
+        "3,1,gave_up,,,,1,\"a \"\"quoted\"\"\nmessage, with a comma\",,1,t,\n",
+        "4,1,gave_up,,,,1,\"\",,1,t,\"w\"\r\n",
+    ];
+    let whole: String = rows.concat();
+    for cut in 1..=whole.len() {
+        let text = &whole.as_bytes()[..cut];
+        let expected = scan(text, 10, 12).unwrap();
+        for capacity in [1, 2, 3, 5, 8, 13] {
+            let reader = std::io::BufReader::with_capacity(capacity, text);
+            assert_eq!(
+                scan(reader, 10, 12).unwrap(),
+                expected,
+                "{:?} read {capacity} bytes at a time",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+    let end = |text: &str| scan(text.as_bytes(), 0, 12).unwrap();
+    assert_eq!(end(&whole), Tail::Whole);
+    assert_eq!(end(whole.trim_end()), Tail::MissingNewline);
+    let first = rows[0].len() as u64;
+    assert_eq!(
+        end(&whole[..whole.find("message").unwrap()]),
+        Tail::TornAt(first)
+    );
+    assert_eq!(end(&format!("{}4,1", rows[0])), Tail::TornAt(first));
+}
+
+#[test]
+fn a_torn_header_starts_afresh_and_a_header_without_newline_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let header = COLUMNS.join(",");
+    std::fs::write(&path, &header[..10]).unwrap();
+    drop(open(&path));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{header}\n")
+    );
+    std::fs::write(&path, &header).unwrap();
+    let (_, prior) = open(&path);
+    assert_eq!(prior.rows, 0);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{header}\n")
+    );
+}
+
+#[test]
+fn a_file_that_is_not_ours_is_refused_untouched_whatever_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.csv");
+    let behind_a_bom = format!("\u{feff}{}\n", COLUMNS.join(","));
+    for text in [
+        "hello,world",
+        "hello\nworld\n",
+        "Iccid,RegistrationCode\n1,2",
+        "\"line",
+        &behind_a_bom,
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let claimed = ResultsWriter::claim(&path).unwrap_err().to_string();
+        assert!(
+            claimed.contains("not a supersim-bulk results file"),
+            "{claimed}"
+        );
+        assert!(claimed.contains("-o"), "{claimed}");
+        assert!(ResultsWriter::open(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+}
+
+#[test]
+fn claim_resolves_a_symlink_once_and_open_never_follows_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("r.csv");
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let claimed = ResultsWriter::claim(&link).unwrap();
+    assert_eq!(claimed, std::fs::canonicalize(&real).unwrap());
+    assert!(real.exists(), "claim creates the file it resolves to");
+    assert!(
+        ResultsWriter::open(&link).is_err(),
+        "a symlink is not opened"
+    );
+    drop(open(&claimed));
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .starts_with("line,iccid")
+    );
+}
+
+#[test]
+fn claim_names_the_path_and_the_fix_when_the_folder_cannot_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file").unwrap();
+    let path = blocker.join("r.csv");
+    let error = ResultsWriter::claim(&path).unwrap_err().to_string();
+    assert!(error.contains(&*path.to_string_lossy()), "{error}");
+    assert!(error.contains("-o"), "{error}");
+}
+
 #[test]
 fn resume_remembers_sid_status_and_fleet_of_the_last_row() {
     let dir = tempfile::tempdir().unwrap();

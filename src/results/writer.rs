@@ -1,14 +1,17 @@
-//! The append-only writer: opens (or creates) the results file, repairs a torn last row,
-//! checks the header, and appends one whole, flushed row at a time.
+//! The append-only writer: claims the results file (refusing one that is not ours before
+//! anything is written to it), repairs a torn last record, and appends one whole, flushed
+//! row at a time.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use super::earlier::earlier_rows;
 use super::*;
+use crate::paths;
 
 /// Appends rows to the results file, one whole row per write, flushed at once.
 pub struct ResultsWriter {
@@ -18,30 +21,93 @@ pub struct ResultsWriter {
 }
 
 impl ResultsWriter {
-    /// Opens (or creates) the results file, repairs a torn last row, checks its header, and
-    /// positions the writer at its end. The rows already in it are handed back as a stream
-    /// (read once by the resume plan), not loaded.
+    /// Resolves the results path to the real file (symlinks followed, once), creates it
+    /// empty when it is missing, and checks it starts with the results header. Nothing is
+    /// written into a file that exists: one that is not a results file is refused as it is.
+    /// Returns the real path, which the lock and [`ResultsWriter::open`] then use.
+    pub fn claim(path: &Path) -> anyhow::Result<PathBuf> {
+        let cannot = |error: std::io::Error| {
+            anyhow::anyhow!(
+                "cannot write the results file {}: {error}; \
+                 pass -o (--output) with a file in a folder you can write to",
+                path.display()
+            )
+        };
+        let real = paths::resolve(path).map_err(cannot)?;
+        let mut file = paths::no_follow()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&real)
+            .map_err(cannot)?;
+        if !file.metadata().map_err(cannot)?.is_file() {
+            bail!(
+                "the results file {} is not a regular file; pass -o (--output) with a file name",
+                path.display()
+            );
+        }
+        if read_header(&mut file).map_err(cannot)? == Header::Foreign {
+            bail!(not_ours(path));
+        }
+        Ok(real)
+    }
+
+    /// Opens (or creates) the results file, checks its header, repairs a torn last record,
+    /// and positions the writer at its end. The rows already in it are handed back as a
+    /// stream (read once by the resume plan), not loaded. `path` is the real path
+    /// [`ResultsWriter::claim`] returned; a symlink in its place is refused, not followed.
     pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, EarlierRows)> {
-        let mut file = OpenOptions::new()
+        let cannot_open = || format!("cannot open results file {}", path.display());
+        let mut file = paths::no_follow()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
-            .with_context(|| format!("cannot open results file {}", path.display()))?;
-        let kept = repair_torn_tail(&mut file)
-            .with_context(|| format!("cannot repair results file {}", path.display()))?;
-        let (earlier, columns) = if kept == 0 {
-            (EarlierRows::none(), COLUMNS.len())
-        } else {
-            let reading = File::open(path)
-                .with_context(|| format!("cannot open results file {}", path.display()))?;
-            earlier_rows(reading, path)
-                .with_context(|| format!("cannot resume from {}", path.display()))?
+            .with_context(cannot_open)?;
+        let columns = match read_header(&mut file).with_context(cannot_open)? {
+            Header::Foreign => bail!(not_ours(path)),
+            Header::Empty => None,
+            Header::Torn => {
+                tracing::warn!("the results file held only part of its header; starting it afresh");
+                file.set_len(0).with_context(cannot_open)?;
+                None
+            }
+            Header::Ours {
+                columns,
+                end,
+                newline,
+            } => {
+                if !newline {
+                    file.write_all(b"\n").with_context(cannot_open)?;
+                }
+                repair_torn_tail(&mut file, end + u64::from(!newline), columns)
+                    .with_context(|| format!("cannot repair results file {}", path.display()))?;
+                Some(columns)
+            }
+        };
+        let needs_header = columns.is_none();
+        let (earlier, columns) = match columns {
+            None => (EarlierRows::none(), COLUMNS.len()),
+            Some(_) => {
+                let reading = paths::no_follow()
+                    .read(true)
+                    .open(path)
+                    .with_context(cannot_open)?;
+                let (a, b) = (file.metadata()?, reading.metadata()?);
+                if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                    bail!(
+                        "the results file {} was replaced while opening it",
+                        path.display()
+                    );
+                }
+                earlier_rows(reading, path)
+                    .with_context(|| format!("cannot resume from {}", path.display()))?
+            }
         };
         let mut csv = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(BufWriter::new(file));
-        if kept == 0 {
+        if needs_header {
             csv.write_record(COLUMNS)?;
             csv.flush()?;
         }
@@ -78,36 +144,193 @@ impl ResultsWriter {
     }
 }
 
-/// Cuts the file back to its last complete line. Returns the length kept.
-fn repair_torn_tail(file: &mut File) -> std::io::Result<u64> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(0);
+/// What the start of a file says about whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Header {
+    /// Nothing in it yet: ours to write.
+    Empty,
+    /// A results header of `columns` columns; the first row starts at `end`. `newline` is
+    /// false when the file ends right after the header, without its line break.
+    Ours {
+        columns: usize,
+        end: u64,
+        newline: bool,
+    },
+    /// The start of a results header and nothing more: a run died writing it.
+    Torn,
+    /// Anything else: not a results file. It is never written to.
+    Foreign,
+}
+
+/// Reads the start of `file` and says whether it is a results file.
+pub(super) fn read_header(file: &mut File) -> std::io::Result<Header> {
+    let full = COLUMNS.join(",");
+    let older = COLUMNS[..COLUMNS_BEFORE_WARNING].join(",");
+    // Enough for the longest header and `\r\n`. The header must be the file's first bytes
+    // (a byte-order mark before it is not ours either: resuming could not read it).
+    let limit = full.len() + 2;
+    file.seek(SeekFrom::Start(0))?;
+    let mut start = Vec::with_capacity(limit);
+    (&mut *file).take(limit as u64).read_to_end(&mut start)?;
+    if start.is_empty() {
+        return Ok(Header::Empty);
     }
-    // Read backwards in blocks until a newline shows where the last whole row ends.
-    let mut end = len;
-    let mut block = vec![0u8; 8192];
+    let (line, end, newline) = match start.iter().position(|&b| b == b'\n') {
+        Some(at) => {
+            let line = &start[..at];
+            (line.strip_suffix(b"\r").unwrap_or(line), at + 1, true)
+        }
+        None if start.len() < limit => (&start[..], start.len(), false),
+        None => return Ok(Header::Foreign),
+    };
+    let columns = if line == full.as_bytes() {
+        COLUMNS.len()
+    } else if line == older.as_bytes() {
+        COLUMNS_BEFORE_WARNING
+    } else if !newline && full.as_bytes().starts_with(line) {
+        return Ok(Header::Torn);
+    } else {
+        return Ok(Header::Foreign);
+    };
+    Ok(Header::Ours {
+        columns,
+        end: end as u64,
+        newline,
+    })
+}
+
+fn not_ours(path: &Path) -> String {
+    format!(
+        "{} is not a supersim-bulk results file (it does not start with the header {}); \
+         it was left untouched: pass -o (--output) with a new file name",
+        path.display(),
+        COLUMNS.join(",")
+    )
+}
+
+/// How the records after the header end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tail {
+    /// The last record ends with its line break (or there are none).
+    Whole,
+    /// The last record has all its columns but no line break: keep it, add the break.
+    MissingNewline,
+    /// The last record was cut off; the file should end at this offset, after the last
+    /// whole record.
+    TornAt(u64),
+}
+
+/// Where a CSV scanner is within a record. Quotes follow the rules the `csv` crate reads
+/// by: a quote opens a quoted field only at the start of a field; inside one, `""` is a
+/// quote and a line break is part of the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// Just after a quote inside a quoted field: it closed the field, or a second one
+    /// follows.
+    QuoteInQuoted,
+}
+
+/// Reads the records from `start` (just after the header) to the end of `file`, honouring
+/// quotes, and says how the last one ends. A record whose last field was cut off but that
+/// has all `columns` columns reads as whole: only its last column (`warning`, or
+/// `finished_at` in the older layout) can be short, never what resuming relies on.
+///
+/// `csv_core` reads a quoted field left open at the end of the input as a finished record,
+/// and does not say it did, so the scan is done here.
+pub(super) fn scan_tail(file: &mut File, start: u64, columns: usize) -> std::io::Result<Tail> {
+    file.seek(SeekFrom::Start(start))?;
+    scan(
+        BufReader::with_capacity(64 * 1024, &mut *file),
+        start,
+        columns,
+    )
+}
+
+/// [`scan_tail`] over any reader; `start` is the offset of its first byte.
+pub(super) fn scan(mut reader: impl BufRead, start: u64, columns: usize) -> std::io::Result<Tail> {
+    let mut state = Scan::FieldStart;
+    let mut fields = 1usize;
+    let mut pos = start;
+    // Just after the last whole record.
+    let mut boundary = start;
     loop {
-        let start = end.saturating_sub(block.len() as u64);
-        let size = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut block[..size])?;
-        if let Some(pos) = block[..size].iter().rposition(|&b| b == b'\n') {
-            let keep = start + pos as u64 + 1;
-            if keep != len {
-                tracing::warn!(
-                    dropped_bytes = len - keep,
-                    "the results file ended in a partly written row; dropped it before resuming"
-                );
-                file.set_len(keep)?;
-            }
-            return Ok(keep);
+        let block = reader.fill_buf()?;
+        if block.is_empty() {
+            break;
         }
-        if start == 0 {
-            tracing::warn!("the results file held no complete row; starting it afresh");
-            file.set_len(0)?;
-            return Ok(0);
+        let size = block.len();
+        // Most blocks hold no quote at all: outside a quoted field, only the last line
+        // break and the commas after it matter then. (The fold, unlike `contains`, has no
+        // early exit, so it compiles to a vectorised loop.)
+        if state != Scan::Quoted && !block.iter().fold(false, |quote, &b| quote | (b == b'"')) {
+            let tail = match block.iter().rposition(|&b| b == b'\n') {
+                Some(at) => {
+                    boundary = pos + at as u64 + 1;
+                    fields = 1;
+                    &block[at + 1..]
+                }
+                None => block,
+            };
+            fields += tail.iter().filter(|&&b| b == b',').count();
+            state = match block[size - 1] {
+                b',' | b'\n' => Scan::FieldStart,
+                _ => Scan::Unquoted,
+            };
+            pos += size as u64;
+            reader.consume(size);
+            continue;
         }
-        end = start;
+        for &byte in block {
+            pos += 1;
+            state = match (state, byte) {
+                (Scan::Quoted, b'"') => Scan::QuoteInQuoted,
+                (Scan::Quoted, _) => Scan::Quoted,
+                (Scan::QuoteInQuoted, b'"') | (Scan::FieldStart, b'"') => Scan::Quoted,
+                (_, b',') => {
+                    fields += 1;
+                    Scan::FieldStart
+                }
+                (_, b'\n') => {
+                    boundary = pos;
+                    fields = 1;
+                    Scan::FieldStart
+                }
+                _ => Scan::Unquoted,
+            };
+        }
+        reader.consume(size);
     }
+    Ok(if pos == boundary {
+        Tail::Whole
+    } else if state != Scan::Quoted && fields == columns {
+        Tail::MissingNewline
+    } else {
+        Tail::TornAt(boundary)
+    })
+}
+
+/// Makes the records after the header (from `start`) end whole: a torn last record is cut
+/// off, and a whole one that lacks its line break gets one.
+fn repair_torn_tail(file: &mut File, start: u64, columns: usize) -> std::io::Result<()> {
+    match scan_tail(file, start, columns)? {
+        Tail::Whole => {}
+        Tail::MissingNewline => {
+            tracing::warn!(
+                "the results file's last row had no line break after it; added one before resuming"
+            );
+            file.write_all(b"\n")?;
+        }
+        Tail::TornAt(keep) => {
+            let len = file.metadata()?.len();
+            tracing::warn!(
+                dropped_bytes = len - keep,
+                "the results file ended in a partly written row; dropped it before resuming"
+            );
+            file.set_len(keep)?;
+        }
+    }
+    Ok(())
 }

@@ -46,14 +46,35 @@ use crate::run::writer::{Written, write_results};
 pub enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
-    /// Another run holds the results file.
+    /// Another run holds the results file (exit 75: try again later).
     #[error(transparent)]
-    Locked(#[from] LockError),
+    Locked(LockError),
     #[error("{0:#}")]
     Setup(anyhow::Error),
     /// The input changed between the plan and the main pass: try again later.
     #[error("{0}")]
     InputChanged(String),
+}
+
+impl From<LockError> for RunError {
+    /// Only a lock held by another run is worth waiting for; a lock that cannot be created
+    /// is a set-up error, like any other file that cannot be written.
+    fn from(error: LockError) -> Self {
+        match error {
+            LockError::Busy { .. } => RunError::Locked(error),
+            // The message already says why; kept as one sentence, not a chain.
+            LockError::Io { .. } | LockError::Planted { .. } => {
+                RunError::Setup(anyhow::anyhow!("{error}"))
+            }
+        }
+    }
+}
+
+/// How a run ended, with the lock on the results file when it was taken: the caller
+/// writes the summary JSON while still holding it, then drops it.
+pub struct Ended {
+    pub result: Result<RunSummary, RunError>,
+    pub lock: Option<RunLock>,
 }
 
 impl From<PlanError> for RunError {
@@ -81,11 +102,19 @@ enum Work {
 
 /// Runs a whole `register` job against the API `client` talks to. `stop` is cancelled on the first interrupt: reading stops,
 /// SIMs in progress get `grace` to finish their current request and are written, and the
-/// run ends.
-pub async fn run(
+/// run ends. The lock on the results file is handed back still held (when it was taken),
+/// so whatever the caller writes about the run is written before another run can start.
+pub async fn run(config: RegisterConfig, client: Client, stop: CancellationToken) -> Ended {
+    let mut lock = None;
+    let result = run_locked(config, client, stop, &mut lock).await;
+    Ended { result, lock }
+}
+
+async fn run_locked(
     config: RegisterConfig,
     client: Client,
     stop: CancellationToken,
+    lock: &mut Option<RunLock>,
 ) -> Result<RunSummary, RunError> {
     let started_at = std::time::SystemTime::now();
     // Temporary files (the plan's sorts, a spool of standard input) go beside the results.
@@ -96,8 +125,12 @@ pub async fn run(
         .onboard
         .check_fleet_source(reader.has_fleet_column(), reader.display_name())
         .map_err(RunError::Setup)?;
-    let _lock = RunLock::acquire(&config.output)?;
-    let (writer, earlier) = ResultsWriter::open(&config.output).map_err(RunError::Setup)?;
+    // The results file is checked (and created) before the lock, which is taken by its
+    // real path: a file that is not ours is refused untouched, and every spelling of one
+    // results file, a symlink to it included, shares one lock.
+    let results = ResultsWriter::claim(&config.output).map_err(RunError::Setup)?;
+    *lock = Some(RunLock::acquire(&results)?);
+    let (writer, earlier) = ResultsWriter::open(&results).map_err(RunError::Setup)?;
     let screen = Screen::new(config.strict);
     let plan = {
         let first_pass = input.open(config.read)?;
@@ -469,6 +502,64 @@ mod tests {
             Work::Report(row, _, _) => format!("{} {}", row.outcome, row.iccid),
             Work::Skip(outcome, _) => format!("skip {outcome}"),
         }
+    }
+
+    /// The caller writes the summary JSON after the run and before dropping the lock it
+    /// hands back; this checks that lock is still held when the run has ended, so no other
+    /// run on the results file can start until the summary is in place.
+    #[tokio::test]
+    async fn the_run_hands_back_its_lock_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("sims.csv");
+        // Rows that fail the checks: the run ends without a request.
+        std::fs::write(&input, "Iccid,RegistrationCode\n12345,H3LL0W0RLD\n").unwrap();
+        let output = dir.path().join("sims.results.csv");
+        let config = RegisterConfig {
+            input: crate::input::InputSource::File(input),
+            output: output.clone(),
+            target: crate::run::config::Target::Emulator {
+                credentials: crate::secret::Credentials {
+                    username: "AC0".into(),
+                    password: "unused".into(),
+                },
+            },
+            limits: crate::api::gate::GateLimits {
+                rate: 10.0,
+                max_attempts: 1,
+                backoff: crate::api::retry::Backoff::default(),
+                concurrency: 1,
+                adaptive: false,
+            },
+            timeout: Duration::from_secs(1),
+            retry_rejected: false,
+            progress_interval: Duration::from_secs(60),
+            grace: Duration::from_secs(1),
+            summary_json: None,
+            max_failures: None,
+            onboard: OnboardConfig::default(),
+            read: crate::input::ReadOptions::default(),
+            strict: false,
+            failed_out: None,
+        };
+        let client = Client::new(
+            "http://127.0.0.1:9",
+            crate::secret::Credentials {
+                username: "AC0".into(),
+                password: "unused".into(),
+            },
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let ended = run(config, client, CancellationToken::new()).await;
+        let summary = ended.result.expect("the run ends normally");
+        assert_eq!(summary.this_run.get(Outcome::Invalid), 1);
+        let lock = ended.lock.expect("the lock is handed back");
+        assert!(matches!(
+            RunLock::acquire(&std::fs::canonicalize(&output).unwrap()),
+            Err(LockError::Busy { .. })
+        ));
+        drop(lock);
+        RunLock::acquire(&std::fs::canonicalize(&output).unwrap()).expect("free once dropped");
     }
 
     #[test]

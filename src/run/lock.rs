@@ -1,13 +1,21 @@
 //! One run at a time per results file: an advisory lock on `<results>.lock`, held for the
-//! whole run.
+//! whole run. `results` is the file's real path (symlinks resolved), so every spelling of
+//! one file, a symlink to it included, shares one lock.
+//!
+//! The lock file is opened without following a symlink: one planted at the lock path is
+//! refused (a set-up error), never written through. So is anything that is not a plain
+//! file with a single link.
 //!
 //! The operating system releases the lock when the process ends, however it ends, so a lock
 //! left by a killed run never blocks the next one. The file itself stays behind and holds
 //! the PID of the last run that took it, which the refusal message quotes.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::paths;
 
 /// Held while it lives; dropping it releases the lock.
 #[derive(Debug)]
@@ -28,12 +36,19 @@ pub enum LockError {
         lock: String,
         pid: Option<String>,
     },
-    #[error("cannot lock {lock}: {source}")]
+    /// The lock file cannot be created or opened: a set-up error, not "try again later".
+    #[error(
+        "cannot lock {lock}: {source}; the lock is created beside the results file: \
+         pass -o (--output) with a file in a folder you can write to"
+    )]
     Io {
         lock: String,
         #[source]
         source: std::io::Error,
     },
+    /// Something other than our lock file stands at the lock path: left alone.
+    #[error("{lock} {why}; it was left alone: remove it, then run again")]
+    Planted { lock: String, why: &'static str },
 }
 
 /// `sims.results.csv` -> `sims.results.csv.lock`.
@@ -44,20 +59,36 @@ pub fn lock_path(results: &Path) -> PathBuf {
 }
 
 impl RunLock {
-    /// Takes the lock for `results` without waiting.
+    /// Takes the lock for `results` (its real path) without waiting.
     pub fn acquire(results: &Path) -> Result<RunLock, LockError> {
         let path = lock_path(results);
         let io_error = |source| LockError::Io {
             lock: path.display().to_string(),
             source,
         };
-        let mut file = OpenOptions::new()
+        let refused = |why| LockError::Planted {
+            lock: path.display().to_string(),
+            why,
+        };
+        let mut file = paths::no_follow()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(io_error)?;
+            .map_err(|error| {
+                if paths::is_symlink_refused(&error) {
+                    refused("is a symbolic link, which a lock never follows")
+                } else {
+                    io_error(error)
+                }
+            })?;
+        let meta = file.metadata().map_err(io_error)?;
+        if !meta.is_file() || meta.nlink() > 1 {
+            return Err(refused(
+                "is not a plain file of its own (a folder, a device or a hard link)",
+            ));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -96,5 +127,22 @@ mod tests {
         assert!(refused.contains("r.csv.lock"), "{refused}");
         drop(first);
         RunLock::acquire(&results).expect("free again once released");
+    }
+
+    #[test]
+    fn a_planted_symlink_or_hard_link_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, lock_path(&results)).unwrap();
+        let refused = RunLock::acquire(&results).unwrap_err();
+        assert!(matches!(refused, LockError::Planted { .. }), "{refused}");
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        std::fs::remove_file(lock_path(&results)).unwrap();
+        std::fs::hard_link(&victim, lock_path(&results)).unwrap();
+        let refused = RunLock::acquire(&results).unwrap_err();
+        assert!(refused.to_string().contains("hard link"), "{refused}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 }

@@ -281,17 +281,20 @@ impl From<&Counts> for OutcomeCounts {
 /// Writes `value` as JSON to `path` atomically: a reader sees the old file or the whole new
 /// one, never half of it.
 pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = crate::paths::folder_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "summary.json".to_string());
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // The temporary file is always a new one: whatever is in its place (a leftover, or a
+    // symlink planted to make us write through it) is removed, never followed.
+    match std::fs::remove_file(&temp) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = crate::paths::create_new(&temp)?;
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
         serde_json::to_writer_pretty(&mut file, value)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
@@ -326,6 +329,22 @@ mod tests {
             concurrency: ConcurrencyReport::default(),
             end: EndReason::Finished,
         }
+    }
+
+    #[test]
+    fn the_json_never_writes_through_a_symlink_planted_at_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let temp = dir
+            .path()
+            .join(format!(".s.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temp).unwrap();
+        let path = dir.path().join("s.json");
+        write_json_atomically(&path, &serde_json::json!({"end": "finished"})).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("finished"));
+        assert!(!temp.exists() && std::fs::symlink_metadata(&temp).is_err());
     }
 
     #[test]
