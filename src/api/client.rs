@@ -39,6 +39,9 @@ pub struct Sim {
     pub fleet_sid: Option<String>,
     #[serde(default)]
     pub unique_name: Option<String>,
+    /// The account the SIM belongs to.
+    #[serde(default)]
+    pub account_sid: Option<String>,
 }
 
 /// The fields of one `POST /v1/Sims/{Sid}` (UpdateSim); `None` leaves a field as it is.

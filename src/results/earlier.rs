@@ -21,9 +21,13 @@ pub struct PriorSim {
     pub fleet_sid: Option<String>,
     /// The row is a checkpoint ([`PENDING_MESSAGE`]): the update step had not finished.
     pub pending: bool,
+    /// The Twilio error code of the row's last failure, if any.
+    pub error_code: Option<u32>,
+    /// [`crate::results::request_key`] of the row's `update_requested`; 0 for none.
+    pub request_key: u64,
 }
 
-/// [`PriorSim`] packed into 24 bytes: a results file of a million SIMs must load in a few
+/// [`PriorSim`] packed into 36 bytes: a results file of a million SIMs must load in a few
 /// tens of megabytes, so no `String` is kept per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackedSim {
@@ -34,6 +38,8 @@ pub struct PackedSim {
     outcome: Outcome,
     status: SimStatus,
     flags: u8,
+    error_code: u32,
+    request_key: u64,
 }
 
 const HAS_SID: u8 = 1;
@@ -60,7 +66,7 @@ fn unpack_sid(bytes: &[u8; 16]) -> String {
 
 impl PackedSim {
     /// Bytes in [`PackedSim::to_bytes`], for the resume plan's sort records.
-    pub const BYTES: usize = 24;
+    pub const BYTES: usize = 36;
 
     /// Packs what a results row says about its SIM, interning its Fleet SID in `fleets`.
     pub(super) fn from_row(outcome: Outcome, sim: &RowSim<'_>, fleets: &mut Fleets) -> PackedSim {
@@ -83,6 +89,8 @@ impl PackedSim {
             outcome,
             status: SimStatus::parse(sim.status),
             flags,
+            error_code: sim.error_code.parse().unwrap_or(0),
+            request_key: crate::results::request_key(sim.update_requested),
         }
     }
 
@@ -96,6 +104,8 @@ impl PackedSim {
             .unwrap_or_default() as u8;
         bytes[21] = self.status as u8;
         bytes[22] = self.flags;
+        bytes[24..28].copy_from_slice(&self.error_code.to_be_bytes());
+        bytes[28..36].copy_from_slice(&self.request_key.to_be_bytes());
         bytes
     }
 
@@ -113,12 +123,18 @@ impl PackedSim {
         sid.copy_from_slice(&bytes[..16]);
         let mut fleet = [0u8; 4];
         fleet.copy_from_slice(&bytes[16..20]);
+        let mut error_code = [0u8; 4];
+        error_code.copy_from_slice(&bytes[24..28]);
+        let mut request_key = [0u8; 8];
+        request_key.copy_from_slice(&bytes[28..36]);
         PackedSim {
             sid,
             fleet: u32::from_be_bytes(fleet),
             outcome: Outcome::ALL[usize::from(bytes[20]) % Outcome::ALL.len()],
             status: STATUSES[usize::from(bytes[21]) % STATUSES.len()],
             flags: bytes[22],
+            error_code: u32::from_be_bytes(error_code),
+            request_key: u64::from_be_bytes(request_key),
         }
     }
 
@@ -133,6 +149,8 @@ impl PackedSim {
                 .checked_sub(1)
                 .and_then(|i| fleets.get(i as usize).cloned()),
             pending: self.flags & PENDING != 0,
+            error_code: (self.error_code != 0).then_some(self.error_code),
+            request_key: self.request_key,
         }
     }
 }
@@ -179,7 +197,12 @@ pub struct EarlierRows {
     path: String,
     /// Rows read so far.
     pub rows: u64,
+    /// The accounts the rows read so far were written against (a file should hold one).
+    pub accounts: Vec<String>,
 }
+
+/// More accounts than this in one results file are not listed one by one.
+const MAX_ACCOUNTS_NOTED: usize = 8;
 
 impl EarlierRows {
     /// No earlier rows: a new results file.
@@ -190,6 +213,7 @@ impl EarlierRows {
             fleets: Fleets::default(),
             path: String::new(),
             rows: 0,
+            accounts: Vec::new(),
         }
     }
 
@@ -214,6 +238,12 @@ impl EarlierRows {
         let outcome: Outcome = record[2]
             .parse()
             .map_err(|e| anyhow::anyhow!("{}: {e}", context()))?;
+        if let Some(account) = record.get(14).filter(|a| !a.is_empty())
+            && !self.accounts.iter().any(|known| known == account)
+            && self.accounts.len() < MAX_ACCOUNTS_NOTED
+        {
+            self.accounts.push(account.to_string());
+        }
         if matches!(outcome, Outcome::Invalid | Outcome::Duplicate) {
             return Ok(Some(EarlierRow::Reported { line }));
         }
@@ -225,6 +255,8 @@ impl EarlierRows {
             status: &record[4],
             fleet_sid: &record[5],
             message: &record[7],
+            error_code: &record[6],
+            update_requested: record.get(13).unwrap_or_default(),
         };
         let sim = PackedSim::from_row(outcome, &sim, &mut self.fleets);
         Ok(Some(EarlierRow::Sim { key, sim }))
@@ -243,6 +275,8 @@ pub(super) struct RowSim<'a> {
     pub(super) status: &'a str,
     pub(super) fleet_sid: &'a str,
     pub(super) message: &'a str,
+    pub(super) error_code: &'a str,
+    pub(super) update_requested: &'a str,
 }
 
 /// Checks the header of what an earlier run wrote; returns its rows, unread, and the file's
@@ -253,7 +287,7 @@ pub(super) fn earlier_rows(file: File, path: &Path) -> anyhow::Result<(EarlierRo
         .flexible(false)
         .from_reader(BufReader::new(file));
     let headers = reader.byte_headers()?.clone();
-    let known = [COLUMNS_BEFORE_WARNING, COLUMNS.len()].contains(&headers.len())
+    let known = KNOWN_WIDTHS.contains(&headers.len())
         && headers
             .iter()
             .zip(COLUMNS.iter().map(|c| c.as_bytes()))

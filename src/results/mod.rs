@@ -23,7 +23,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// The results columns, in order. New columns are only ever added at the end.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 15] = [
     "line",
     "iccid",
     "outcome",
@@ -36,11 +36,23 @@ pub const COLUMNS: [&str; 12] = [
     "attempts",
     "finished_at",
     "warning",
+    "unique_name",
+    "update_requested",
+    "account_sid",
 ];
 
 /// Columns of a results file written before `warning` was added. Resuming such a file keeps
 /// writing its 11 columns, so it stays a valid CSV (the warnings still reach the log).
 const COLUMNS_BEFORE_WARNING: usize = 11;
+/// Columns of a results file written before rows named their account. Resumed in its own
+/// 12 columns too; its rows cannot say which account they were written against.
+const COLUMNS_BEFORE_ACCOUNT: usize = 12;
+/// The column counts of every results format this version reads and appends to.
+const KNOWN_WIDTHS: [usize; 3] = [
+    COLUMNS_BEFORE_WARNING,
+    COLUMNS_BEFORE_ACCOUNT,
+    COLUMNS.len(),
+];
 
 /// How a row ended. The words are part of the results-file contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -117,6 +129,14 @@ pub struct ResultRow {
     pub finished_at: String,
     /// Soft check warnings (Luhn, ICCID prefix, lowercase code); the row was still sent.
     pub warning: Option<String>,
+    /// The SIM's UniqueName as the API last showed it.
+    pub unique_name: Option<String>,
+    /// The update this run asked for (`fleet=...;status=...;unique_name=...`), if any: a
+    /// later run sends a refused update again only when it asks for something else.
+    pub update_requested: Option<String>,
+    /// The account the row was written against: the Sim's, or this run's for a row with no
+    /// SIM. A results file is never resumed against another account.
+    pub account_sid: Option<String>,
 }
 
 impl ResultRow {
@@ -135,6 +155,9 @@ impl ResultRow {
             attempts: 0,
             finished_at: now_rfc3339(),
             warning: None,
+            unique_name: None,
+            update_requested: None,
+            account_sid: None,
         }
     }
 }
@@ -176,4 +199,18 @@ impl SimStatus {
             _ => SimStatus::Other,
         }
     }
+}
+
+/// A 64-bit fingerprint of an `update_requested` cell (FNV-1a), so resuming can tell a
+/// repeated request from a changed one without keeping a string per row. 0 means none.
+pub fn request_key(update_requested: &str) -> u64 {
+    if update_requested.is_empty() {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in update_requested.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.max(1)
 }

@@ -325,6 +325,8 @@ fn resume_remembers_sid_status_and_fleet_of_the_last_row() {
             status: SimStatus::Active,
             fleet_sid: Some(fleet.into()),
             pending: false,
+            error_code: None,
+            request_key: 0,
         })
     );
     let failed = prior.sim("89883070000000000029").unwrap();
@@ -342,6 +344,8 @@ fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
         status: "new",
         fleet_sid: "",
         message: PENDING_MESSAGE,
+        error_code: "",
+        update_requested: "",
     };
     let packed = PackedSim::from_row(Outcome::Registered, &sim, &mut fleets);
     let got = PackedSim::from_bytes(&packed.to_bytes()).unpack(&fleets.sids);
@@ -357,7 +361,8 @@ fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
     };
     let packed = PackedSim::from_row(Outcome::GaveUp, &odd, &mut fleets);
     assert_eq!(packed.unpack(&fleets.sids).sid, None);
-    assert_eq!(std::mem::size_of::<PackedSim>(), 24);
+    // Sorted on disk, never held per row, but kept small all the same.
+    assert_eq!(std::mem::size_of::<PackedSim>(), 40);
 }
 
 #[test]
@@ -389,17 +394,53 @@ fn a_file_from_before_the_warning_column_is_resumed_in_its_own_columns() {
 }
 
 #[test]
-fn the_warning_column_comes_last() {
+fn a_file_from_before_the_account_column_is_resumed_in_its_own_12_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let old_header = COLUMNS[..COLUMNS_BEFORE_ACCOUNT].join(",");
+    std::fs::write(
+        &path,
+        format!(
+            "{old_header}\n2,89883070000000000011,registered,HS1,new,,,,,1,2025-01-01T00:00:00Z,\n"
+        ),
+    )
+    .unwrap();
+    let (mut writer, prior) = open(&path);
+    assert_eq!(
+        prior.outcome("89883070000000000011"),
+        Some(Outcome::Registered)
+    );
+    let mut row = sample_row(3, "89883070000000000029", Outcome::Registered);
+    row.warning = Some("lowercase".into());
+    row.account_sid = Some("AC0123".into());
+    writer.write(&row).unwrap();
+    drop(writer);
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    assert_eq!(reader.headers().unwrap().len(), COLUMNS_BEFORE_ACCOUNT);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "every row has the header's 12 fields");
+    assert_eq!(&rows[1][11], "lowercase");
+}
+
+#[test]
+fn new_columns_only_ever_come_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.csv");
     let (mut writer, _) = open(&path);
     let mut row = sample_row(2, "89883070000000000011", Outcome::Registered);
     row.warning = Some("lowercase".into());
+    row.unique_name = Some("meter-7".into());
+    row.update_requested = Some("fleet=field-devices".into());
+    row.account_sid = Some("AC0123".into());
     writer.write(&row).unwrap();
     drop(writer);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning\n"));
-    assert!(text.trim_end().ends_with(",lowercase"), "{text}");
+    assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning,unique_name,update_requested,account_sid\n"));
+    assert!(
+        text.trim_end()
+            .ends_with(",lowercase,meter-7,fleet=field-devices,AC0123"),
+        "{text}"
+    );
     let (_, prior) = open(&path);
     assert_eq!(prior.rows, 1);
 }

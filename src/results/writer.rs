@@ -116,22 +116,24 @@ impl ResultsWriter {
 
     /// Writes one row and flushes it to the operating system.
     pub fn write(&mut self, row: &ResultRow) -> std::io::Result<()> {
-        let written = if self.columns == COLUMNS_BEFORE_WARNING {
-            self.csv.serialize((
-                row.line,
-                &row.iccid,
-                row.outcome,
-                &row.sid,
-                &row.status,
-                &row.fleet_sid,
-                row.error_code,
-                &row.error_message,
-                row.http_status,
-                row.attempts,
-                &row.finished_at,
-            ))
-        } else {
-            self.csv.serialize(row)
+        let first_eleven = (
+            row.line,
+            &row.iccid,
+            row.outcome,
+            &row.sid,
+            &row.status,
+            &row.fleet_sid,
+            row.error_code,
+            &row.error_message,
+            row.http_status,
+            row.attempts,
+            &row.finished_at,
+        );
+        // An older file keeps its own columns, so it stays a valid CSV.
+        let written = match self.columns {
+            COLUMNS_BEFORE_WARNING => self.csv.serialize(first_eleven),
+            COLUMNS_BEFORE_ACCOUNT => self.csv.serialize((first_eleven, &row.warning)),
+            _ => self.csv.serialize(row),
         };
         written.map_err(std::io::Error::other)?;
         self.csv.flush()
@@ -165,7 +167,6 @@ pub(super) enum Header {
 /// Reads the start of `file` and says whether it is a results file.
 pub(super) fn read_header(file: &mut File) -> std::io::Result<Header> {
     let full = COLUMNS.join(",");
-    let older = COLUMNS[..COLUMNS_BEFORE_WARNING].join(",");
     // Enough for the longest header and `\r\n`. The header must be the file's first bytes
     // (a byte-order mark before it is not ours either: resuming could not read it).
     let limit = full.len() + 2;
@@ -183,10 +184,11 @@ pub(super) fn read_header(file: &mut File) -> std::io::Result<Header> {
         None if start.len() < limit => (&start[..], start.len(), false),
         None => return Ok(Header::Foreign),
     };
-    let columns = if line == full.as_bytes() {
-        COLUMNS.len()
-    } else if line == older.as_bytes() {
-        COLUMNS_BEFORE_WARNING
+    let known = KNOWN_WIDTHS
+        .into_iter()
+        .find(|&width| line == COLUMNS[..width].join(",").as_bytes());
+    let columns = if let Some(width) = known {
+        width
     } else if !newline && full.as_bytes().starts_with(line) {
         return Ok(Header::Torn);
     } else {

@@ -22,7 +22,7 @@ use crate::api::retry::jitter_for_row;
 use crate::api::{ApiError, ErrorClass, Sim, SimUpdate};
 use crate::results::{Outcome, PENDING_MESSAGE, PriorSim, ResultRow};
 use crate::run::registration::{self, SendRow};
-use crate::run::resume::is_fleet_sid;
+use crate::run::resume::{is_fleet_sid, requested_text};
 
 /// Fleet unique names resolved to SIDs (`GET /v1/Fleets/{name}`), once per name per run,
 /// so the update step can tell whether a SIM is already in the named Fleet. `None` records
@@ -67,6 +67,20 @@ pub async fn onboard(
     wait: Option<Duration>,
     checkpoint: &impl Checkpoint,
 ) -> Option<ResultRow> {
+    let requested = requested_text(&job.plan);
+    let mut row = steps(gate, fleet_names, job, wait, checkpoint, &requested).await?;
+    row.update_requested = requested;
+    Some(row)
+}
+
+async fn steps(
+    gate: &Gate,
+    fleet_names: &FleetNames,
+    job: Job,
+    wait: Option<Duration>,
+    checkpoint: &impl Checkpoint,
+    requested: &Option<String>,
+) -> Option<ResultRow> {
     let Job { row, plan, resume } = job;
     let resume = match resume {
         // An earlier row says the SIM is registered but recorded no SID (a hand-edited file,
@@ -110,6 +124,7 @@ pub async fn onboard(
             };
             let mut pending = registered.clone();
             pending.error_message = Some(PENDING_MESSAGE.to_string());
+            pending.update_requested = requested.clone();
             checkpoint.record(pending).await;
             // A SIM this run created is known exactly (201: `new`, no Fleet, no name); one
             // that was on the account already is fetched.
@@ -120,6 +135,7 @@ pub async fn onboard(
                     status: registered.status.clone(),
                     fleet_sid: registered.fleet_sid.clone(),
                     unique_name: None,
+                    account_sid: registered.account_sid.clone(),
                 });
             (registered.outcome, sid, registered.attempts, known)
         }
@@ -347,6 +363,8 @@ impl Steps<'_> {
         row.sid = Some(sim.sid.clone().unwrap_or_else(|| self.sid.clone()));
         row.status = sim.status.clone();
         row.fleet_sid = sim.fleet_sid.clone();
+        row.unique_name = sim.unique_name.clone();
+        row.account_sid = sim.account_sid.clone();
         row.attempts = self.attempts;
         row
     }
@@ -424,6 +442,7 @@ mod tests {
             status: Some("ready".into()),
             fleet_sid: Some(FLEET.into()),
             unique_name: Some("pump-7".into()),
+            account_sid: None,
         };
         let wanted = SimUpdate {
             fleet: Some(FLEET.to_uppercase()),

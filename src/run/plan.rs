@@ -530,6 +530,8 @@ mod tests {
                 status: SimStatus::Active,
                 fleet_sid: Some(fleet.into()),
                 pending: false,
+                error_code: None,
+                request_key: 0,
             }),
             "the last row of the ICCID wins, wherever the ICCID now is"
         );

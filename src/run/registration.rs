@@ -130,6 +130,8 @@ fn success_row(row: &SendRow, outcome: Outcome, sim: &Sim, attempts: u32) -> Res
     result.sid = sim.sid.clone();
     result.status = sim.status.clone();
     result.fleet_sid = sim.fleet_sid.clone();
+    result.unique_name = sim.unique_name.clone();
+    result.account_sid = sim.account_sid.clone();
     result.attempts = attempts;
     result
 }

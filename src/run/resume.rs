@@ -102,6 +102,15 @@ pub fn resume(prior: Option<PriorSim>, plan: &SimUpdate, retry_rejected: bool) -
         // The update is no longer asked for; the refusal stays on record.
         return Resume::Skip(Outcome::UpdateFailed);
     }
+    if prior.outcome == Outcome::UpdateFailed
+        && !retry_rejected
+        && prior.request_key
+            == crate::results::request_key(&requested_text(plan).unwrap_or_default())
+    {
+        // Refused for good, and asked again for the same: it would be refused again, and
+        // an hourly cron run would append another row every hour.
+        return Resume::Skip(Outcome::UpdateFailed);
+    }
     Resume::Update(prior)
 }
 
@@ -130,6 +139,20 @@ fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate) -> bool {
     status_ok && fleet_ok
 }
 
+/// The update a run asks of a SIM, as the results' `update_requested` cell says it:
+/// `fleet=...;status=...;unique_name=...`, only the fields asked for; `None` for none.
+pub fn requested_text(plan: &SimUpdate) -> Option<String> {
+    let parts: Vec<String> = [
+        ("fleet", &plan.fleet),
+        ("status", &plan.status),
+        ("unique_name", &plan.unique_name),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(";"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +175,8 @@ mod tests {
             status,
             fleet_sid: fleet.map(String::from),
             pending: false,
+            error_code: None,
+            request_key: 0,
         }
     }
 
@@ -196,6 +221,35 @@ mod tests {
             with_flag.plan_for(None, None).unwrap().fleet,
             Some("default".into())
         );
+    }
+
+    #[test]
+    fn a_refused_update_is_not_sent_again_unless_the_request_changed() {
+        use Outcome::*;
+        let asked = plan(Some("field-devices"), Some("active"));
+        let mut refused = prior(UpdateFailed, SimStatus::New, None);
+        refused.error_code = Some(83010);
+        refused.request_key = crate::results::request_key(&requested_text(&asked).unwrap());
+        assert_eq!(
+            resume(Some(refused.clone()), &asked, false),
+            Resume::Skip(UpdateFailed),
+            "the same request would be refused the same way"
+        );
+        let changed = plan(Some("bench"), Some("active"));
+        assert_eq!(
+            resume(Some(refused.clone()), &changed, false),
+            Resume::Update(refused.clone())
+        );
+        assert_eq!(
+            resume(Some(refused.clone()), &asked, true),
+            Resume::Update(refused.clone()),
+            "--retry-rejected sends it again"
+        );
+        assert_eq!(
+            requested_text(&asked).as_deref(),
+            Some("fleet=field-devices;status=active")
+        );
+        assert_eq!(requested_text(&SimUpdate::default()), None);
     }
 
     #[test]
