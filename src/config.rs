@@ -35,32 +35,7 @@ impl RegisterConfig {
                 bail!("reading standard input needs --output PATH for the results file")
             }
         };
-        let target = if args.emulator {
-            Target::Emulator {
-                credentials: credentials_from_env(&env)?
-                    .map(|(c, _)| c)
-                    .unwrap_or_else(|| Credentials {
-                        username: crate::emulator::TEST_ACCOUNT_SID.to_string(),
-                        password: crate::emulator::TEST_AUTH_TOKEN.to_string(),
-                    }),
-            }
-        } else {
-            let base_url = match &args.base_url {
-                Some(url) => url.clone(),
-                None => regional_base_url(env("TWILIO_REGION"), env("TWILIO_EDGE")),
-            };
-            check_base_url(&base_url)?;
-            let (credentials, credentials_source) = credentials_from_env(&env)?.context(
-                "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
-                 (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN); \
-                 to rehearse without an account, add --emulator",
-            )?;
-            Target::Api {
-                base_url,
-                credentials,
-                credentials_source,
-            }
-        };
+        let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
         let failed_out = failed_out_path(&args.input_options, &output)?;
         Ok(RegisterConfig {
             input,
@@ -95,6 +70,74 @@ impl RegisterConfig {
             read: read_options(&args.input_options),
             strict: args.input_options.strict,
             failed_out,
+        })
+    }
+}
+
+/// Where requests go, from `--emulator`, `--base-url` (or `TWILIO_REGION`/`TWILIO_EDGE`) and
+/// the credential variables; shared by every command that talks to the API.
+pub fn resolve_target(
+    emulator: bool,
+    base_url: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Target> {
+    if emulator {
+        return Ok(Target::Emulator {
+            credentials: credentials_from_env(env)?
+                .map(|(c, _)| c)
+                .unwrap_or_else(|| Credentials {
+                    username: crate::emulator::TEST_ACCOUNT_SID.to_string(),
+                    password: crate::emulator::TEST_AUTH_TOKEN.to_string(),
+                }),
+        });
+    }
+    let base_url = match base_url {
+        Some(url) => url.to_string(),
+        None => regional_base_url(env("TWILIO_REGION"), env("TWILIO_EDGE")),
+    };
+    check_base_url(&base_url)?;
+    let (credentials, credentials_source) = credentials_from_env(env)?.context(
+        "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
+         (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN); \
+         to rehearse without an account, add --emulator",
+    )?;
+    Ok(Target::Api {
+        base_url,
+        credentials,
+        credentials_source,
+    })
+}
+
+/// `export` and `reconcile`: where the account is read from, and within which limits.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub target: Target,
+    pub limits: GateLimits,
+    pub timeout: std::time::Duration,
+    pub page_size: u32,
+}
+
+impl AccountConfig {
+    pub fn resolve(
+        args: &crate::cli::AccountArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let defaults = Backoff {
+            base: std::time::Duration::from_millis(500),
+            cap: std::time::Duration::from_secs(30),
+        };
+        Ok(AccountConfig {
+            target: resolve_target(args.emulator, args.base_url.as_deref(), &env)?,
+            limits: GateLimits {
+                rate: args.rate,
+                max_attempts: args.max_attempts,
+                backoff: defaults,
+                // Pages are read one after another: each names the next.
+                concurrency: 1,
+                adaptive: false,
+            },
+            timeout: args.timeout,
+            page_size: args.page_size,
         })
     }
 }

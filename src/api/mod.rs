@@ -18,5 +18,5 @@ pub mod error;
 pub mod gate;
 pub mod retry;
 
-pub use client::{Client, Fleet, Sim, SimUpdate, TargetStatus};
+pub use client::{Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus};
 pub use error::*;
