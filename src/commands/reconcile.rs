@@ -420,10 +420,7 @@ impl Reconcile<'_> {
                 (None, None) => break,
                 (Some((fk, fo)), Some((ak, ao))) if fk == ak => (Some(fo), Some(ao)),
                 (Some((fk, fo)), Some((ak, _))) if fk < ak => (Some(fo), None),
-                (Some((fk, fo)), None) => {
-                    let _ = fk;
-                    (Some(fo), None)
-                }
+                (Some((_, fo)), None) => (Some(fo), None),
                 (_, Some((_, ao))) => (None, Some(ao)),
             };
             if file_at.is_some() {
