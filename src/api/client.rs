@@ -360,6 +360,38 @@ impl Client {
     }
 }
 
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_page_carries_the_filters_encoded() {
+        let filter = SimFilter {
+            status: Some("active".into()),
+            fleet: Some("my fleet&co".into()),
+            page_size: 1000,
+        };
+        assert_eq!(
+            filter.first_page(),
+            "/v1/Sims?Status=active&Fleet=my+fleet%26co&PageSize=1000"
+        );
+    }
+
+    #[test]
+    fn a_next_page_url_keeps_its_path_and_query_and_drops_its_host() {
+        let next = next_page_path(
+            "https://supersim.twilio.com/v1/Sims?Status=new&PageSize=50&Page=1&PageToken=PA%3D%3D",
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            "/v1/Sims?Status=new&PageSize=50&Page=1&PageToken=PA%3D%3D"
+        );
+        assert!(next_page_path("https://evil.example/v1/Fleets?Page=1").is_err());
+        assert!(next_page_path("not a url").is_err());
+    }
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a name in a path.
 fn encode_path_segment(text: &str) -> String {
     text.bytes()
