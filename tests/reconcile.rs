@@ -208,3 +208,58 @@ async fn a_file_that_is_not_a_results_file_is_a_setup_error() {
     assert_eq!(exit_code(&output), 2);
     assert_eq!(env.emulator.stats().lookup_requests, lookups);
 }
+
+/// More rows than one in-memory chunk of the external sort (1 MB of 16-byte records), so
+/// both the spilled merge and last-row-wins across runs are exercised.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_larger_than_one_sort_chunk_is_merged_correctly() {
+    let env = TestEnv::new().await;
+    let on_account = [5u32, 40_000, 69_999];
+    let sids: Vec<String> = on_account
+        .iter()
+        .map(|&n| env.emulator.preregister(&iccid(n)))
+        .collect();
+    let mut text = String::from(
+        "line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning\n",
+    );
+    for n in 0..70_000u32 {
+        let sid = match on_account.iter().position(|&m| m == n) {
+            // Iccid 5's first row is wrong; a later row corrects it.
+            Some(0) => "HS00000000000000000000000000000bad".to_string(),
+            Some(i) => sids[i].clone(),
+            None => format!("HS{n:032x}"),
+        };
+        text.push_str(&format!(
+            "{},{},registered,{sid},new,,,,201,1,2026-01-01T00:00:00Z,\n",
+            n + 2,
+            iccid(n)
+        ));
+    }
+    text.push_str(&format!(
+        "7,{},already_registered,{},new,,,,409,1,2026-01-02T00:00:00Z,\n",
+        iccid(5),
+        sids[0]
+    ));
+    std::fs::write(env.results_path(), text).unwrap();
+
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--all"])
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    assert!(
+        text.contains("70000 SIMs in the file, 3 on the account"),
+        "{}",
+        &text[text.len() - 400..]
+    );
+    assert!(text.contains("  match           3\n"));
+    assert!(text.contains("  missing         69997\n"));
+    assert!(text.contains("  extra           0\n"));
+    // In ICCID order.
+    let iccids: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("missing "))
+        .map(|l| l.split_whitespace().nth(3).unwrap())
+        .collect();
+    assert!(iccids.windows(2).all(|w| w[0] < w[1]));
+}
