@@ -198,8 +198,23 @@ pub async fn run(args: ExportArgs) -> u8 {
             tracing::info!(sims, pages, output = %place, "exported the account's SIMs");
             exit::SUCCESS
         }
+        // A reader that went away early (`| head`) is not an error.
+        Err(ListError::Other(error)) if output.is_none() && is_broken_pipe(&error) => exit::SUCCESS,
         Err(error) => error.report(&config.target),
     }
+}
+
+/// True when writing failed because the reader of a pipe went away.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<csv::Error>().map(csv::Error::kind) {
+                Some(csv::ErrorKind::Io(io)) => Some(io),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Writes the CSV; returns (SIMs, pages).

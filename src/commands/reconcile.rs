@@ -684,6 +684,10 @@ pub async fn run(args: ReconcileArgs) -> u8 {
     match reconcile.run(&gate, &filter, &mut stdout).await {
         Ok(counts) => {
             if let Err(error) = write_counts(&args.results, args.all, &counts, &mut stdout) {
+                // The comparison is complete, so the exit code still tells the truth.
+                if error.kind() == std::io::ErrorKind::BrokenPipe {
+                    return counts.exit_code();
+                }
                 eprintln!("error: cannot write the report: {error}");
                 return exit::USAGE_OR_CONFIG;
             }
