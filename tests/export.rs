@@ -261,3 +261,28 @@ async fn next_page_urls_are_followed_on_the_configured_host() {
         ]
     );
 }
+
+/// `export | head -1`: more than a pipe buffer of CSV, its reader gone after one line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_closes_the_pipe_early_ends_the_export_quietly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = TestEnv::new().await;
+    for n in 0..800 {
+        env.emulator.preregister(&iccid(n));
+    }
+    let mut child = binary_command()
+        .args(["export", "--page-size", "50", "--rate", "1000"])
+        .args(["--base-url", &env.emulator.base_url()])
+        .envs(TestEnv::test_credentials())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().unwrap(), HEADER);
+    drop(lines);
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert!(!stderr(&output).contains("error"), "{}", stderr(&output));
+}
