@@ -275,7 +275,6 @@ impl Reconcile<'_> {
             .has_headers(false)
             .from_writer(spool);
         let mut account = Sorter::<16>::new(self.temp_dir);
-        let mut unkeyed = Vec::new();
         list_sims(gate, filter, |sim| {
             counts.account_sims += 1;
             let fields = export_fields(&sim);
@@ -283,9 +282,17 @@ impl Reconcile<'_> {
             let offset = spool.get_ref().written;
             match checked_iccid_key(fields[1]) {
                 Some(key) => account.push(record(key, offset))?,
-                // Not a Super SIM ICCID as this tool knows them: it cannot be in the file.
-                None if self.all && unkeyed.len() < 1000 => {
-                    unkeyed.push((fields[0].to_string(), fields[1].to_string()))
+                // Not a Super SIM ICCID as this tool knows them: it cannot be in the file,
+                // so it is reported at once rather than sorted.
+                None if self.all => {
+                    counts.extra += 1;
+                    writeln!(
+                        out,
+                        "{:<14} line -       {}  {}  on the account, not in the file",
+                        Verdict::Extra.word(),
+                        fields[1],
+                        fields[0]
+                    )?;
                 }
                 None => {}
             }
@@ -316,15 +323,6 @@ impl Reconcile<'_> {
         )
         .context("cannot write the report")
         .map_err(other)?;
-        for (sid, iccid) in unkeyed {
-            counts.extra += 1;
-            writeln!(
-                out,
-                "{:<14} line -       {iccid}  {sid}  on the account, not in the file",
-                Verdict::Extra.word()
-            )
-            .map_err(|e| other(e.into()))?;
-        }
         Ok(counts)
     }
 
