@@ -59,6 +59,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Register(args) => commands::register::run(args).await,
         Command::Emulator(args) => commands::emulator::run(args).await,
         Command::Validate(args) => commands::validate::run(args),
+        Command::Export(args) => commands::export::run(args).await,
+        Command::Reconcile(args) => commands::reconcile::run(args).await,
+        Command::Completions(args) => commands::shell::completions(args),
+        Command::Man => commands::shell::man(),
     };
     ExitCode::from(code)
 }

@@ -59,13 +59,29 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Register every SIM in a CSV of ICCIDs and registration codes; resumes from its results file
-    #[command(after_help = format!("{CREDENTIALS_HELP}\n\n{}", crate::exit::HELP))]
+    #[command(after_help = format!("{CREDENTIALS_HELP}\n\n{}\n\n{REGISTER_EXAMPLES}", crate::exit::HELP))]
     Register(RegisterArgs),
     /// Serve the local Super SIM API emulator, for rehearsals and other tools
+    #[command(after_help = EMULATOR_HELP)]
     Emulator(EmulatorArgs),
     /// Check a SIM CSV as register would, sending nothing: no network, no credentials
-    #[command(after_help = VALIDATE_EXIT_HELP)]
+    #[command(
+        after_help = format!("{VALIDATE_EXIT_HELP}\n\n{VALIDATE_EXAMPLES}"),
+        mut_arg("failed_out", |arg| arg.help(VALIDATE_FAILED_OUT_HELP))
+    )]
     Validate(ValidateArgs),
+    /// List the account's Super SIMs as CSV (every page of GET /v1/Sims)
+    #[command(after_help = EXPORT_HELP)]
+    Export(ExportArgs),
+    /// Compare a results file with what the account holds, row by row
+    #[command(after_help = RECONCILE_HELP)]
+    Reconcile(ReconcileArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell) to stdout
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout
+    #[command(after_help = MAN_HELP)]
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +261,161 @@ pub struct ValidateArgs {
 
     #[command(flatten)]
     pub input_options: InputArgs,
+}
+
+const REGISTER_EXAMPLES: &str = "\
+Examples:
+  # Rehearse against the built-in emulator (no account, no network)
+  supersim-bulk register sims.csv --emulator
+  # Register for real, assign a Fleet and activate, waiting for each SIM to settle
+  supersim-bulk register sims.csv --fleet field-devices --activate --wait
+  # From cron: keep the log, write a summary for monitoring
+  supersim-bulk register /data/sims.csv --summary-json /data/last-run.json >> register.log 2>&1";
+
+const EMULATOR_HELP: &str = "\
+Credentials accepted: TWILIO_API_KEY + TWILIO_API_SECRET and TWILIO_ACCOUNT_SID +
+TWILIO_AUTH_TOKEN when set in the emulator's environment (each pair only when both halves
+are set), otherwise the fixed test pair AC00000000000000000000000000000000 /
+emulator-test-token.
+
+Examples:
+  # Serve on port 8080 with the test pair, and point a run at it
+  supersim-bulk emulator
+  TWILIO_ACCOUNT_SID=AC00000000000000000000000000000000 TWILIO_AUTH_TOKEN=emulator-test-token \\
+    supersim-bulk register sims.csv --base-url http://127.0.0.1:8080
+  # Rehearse a bad day: 10% faults, 200ms latency, the account's limit at 20 in flight
+  supersim-bulk emulator --fail-rate 0.1 --latency 200ms --max-concurrent 20";
+
+const VALIDATE_FAILED_OUT_HELP: &str = "Write the input rows that are invalid to PATH, in the input's columns plus `reason`; created owner-only (0600) as it holds registration codes";
+
+const VALIDATE_EXAMPLES: &str = "\
+Examples:
+  # Check a supplier's file before a run
+  supersim-bulk validate sims.csv
+  # Copy the invalid rows out for fixing, with the reason of each
+  supersim-bulk validate sims.csv --failed-out fix.csv
+  # A semicolon-separated file without a header row, warnings counted as invalid
+  supersim-bulk validate sims.csv --delimiter ';' --no-header --strict";
+
+const EXPORT_HELP: &str = "\
+Columns: sid,iccid,status,fleet_sid,unique_name,date_created,date_updated,account_sid
+
+Exit codes:
+  0  every page was read and written
+  2  usage, configuration or API error (nothing is left at -o FILE)
+
+Examples:
+  # Every SIM on the account, to a file
+  supersim-bulk export -o account.csv
+  # The active SIMs of one Fleet, to stdout
+  supersim-bulk export --status active --fleet field-devices
+  # What a rehearsal emulator holds
+  supersim-bulk export --base-url http://127.0.0.1:8080";
+
+const RECONCILE_HELP: &str = "\
+Exit codes:
+  0  every SIM in the file is on the account as the file says
+  1  something differs: a status, Fleet or name, a SIM missing from the account,
+     or (with --all) a SIM on the account that the file does not mention
+  2  usage, configuration or API error
+
+Examples:
+  # After a run: is every SIM the results file lists on the account as recorded?
+  supersim-bulk reconcile sims.results.csv
+  # Also list the SIMs on the account that the file does not mention
+  supersim-bulk reconcile sims.results.csv --all
+  # Against a rehearsal emulator, listing the matches as well
+  supersim-bulk reconcile sims.results.csv --base-url http://127.0.0.1:8080 --matches";
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  supersim-bulk completions bash > ~/.local/share/bash-completion/completions/supersim-bulk
+  supersim-bulk completions zsh > ~/.zfunc/_supersim-bulk
+  supersim-bulk completions fish > ~/.config/fish/completions/supersim-bulk.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  supersim-bulk man > ~/.local/share/man/man1/supersim-bulk.1 && man supersim-bulk
+  supersim-bulk man | man -l -";
+
+/// Where `export` and `reconcile` read the account from, and within which limits.
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// Run against a built-in emulator on a free loopback port (it starts empty)
+    #[arg(long, conflicts_with = "base_url")]
+    pub emulator: bool,
+
+    /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Most requests per second
+    #[arg(long, default_value_t = 25.0, value_parser = rate, help_heading = "Limits")]
+    pub rate: f64,
+
+    /// Attempts per page before giving up
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Limits")]
+    pub max_attempts: u32,
+
+    /// Time limit of one request, e.g. 30s or 1500ms
+    #[arg(long, default_value = "30s", value_parser = request_timeout, help_heading = "Limits")]
+    pub timeout: Duration,
+
+    /// SIMs asked for per page (1 to 1000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only SIMs with this status
+    #[arg(long, value_enum)]
+    pub status: Option<SimStatusFilter>,
+
+    /// Only SIMs in this Fleet (SID or unique name)
+    #[arg(long, value_name = "HF...|NAME", value_parser = non_empty)]
+    pub fleet: Option<String>,
+
+    /// Write the CSV here (atomically, replacing an earlier export) instead of to stdout
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// The statuses a SIM can have, for `export --status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimStatusFilter {
+    New,
+    Ready,
+    Active,
+    Inactive,
+    Scheduled,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// A results file written by register (or a CSV written by export)
+    pub results: PathBuf,
+
+    /// Also report the SIMs on the account that the file does not mention
+    #[arg(long)]
+    pub all: bool,
+
+    /// Also list the rows that match, not only the differences
+    #[arg(long)]
+    pub matches: bool,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write completions for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 fn delimiter(text: &str) -> Result<u8, String> {

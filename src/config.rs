@@ -42,29 +42,7 @@ impl RegisterConfig {
                 bail!("reading standard input needs --output PATH for the results file")
             }
         };
-        let target = if args.emulator {
-            Target::Emulator {
-                credentials: credentials_from_env(&env)?
-                    .map(|(c, _)| c)
-                    .unwrap_or_else(|| Credentials {
-                        username: crate::emulator::TEST_ACCOUNT_SID.to_string(),
-                        password: crate::emulator::TEST_AUTH_TOKEN.to_string(),
-                    }),
-            }
-        } else {
-            let (base_url, source) = base_url(args, &env);
-            check_base_url(&base_url, source)?;
-            let (credentials, credentials_source) = credentials_from_env(&env)?.context(
-                "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
-                 (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN); \
-                 to rehearse without an account, add --emulator",
-            )?;
-            Target::Api {
-                base_url,
-                credentials,
-                credentials_source,
-            }
-        };
+        let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
         let failed_out = args.input_options.failed_out.clone();
         check_distinct_files(
             &input,
@@ -105,6 +83,71 @@ impl RegisterConfig {
             read: read_options(&args.input_options),
             strict: args.input_options.strict,
             failed_out,
+        })
+    }
+}
+
+/// Where requests go, from `--emulator`, `--base-url` (or `TWILIO_REGION`/`TWILIO_EDGE`) and
+/// the credential variables; shared by every command that talks to the API.
+pub fn resolve_target(
+    emulator: bool,
+    base_url: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Target> {
+    if emulator {
+        return Ok(Target::Emulator {
+            credentials: credentials_from_env(env)?
+                .map(|(c, _)| c)
+                .unwrap_or_else(|| Credentials {
+                    username: crate::emulator::TEST_ACCOUNT_SID.to_string(),
+                    password: crate::emulator::TEST_AUTH_TOKEN.to_string(),
+                }),
+        });
+    }
+    let (base_url, source) = base_url_and_source(base_url, env);
+    check_base_url(&base_url, source)?;
+    let (credentials, credentials_source) = credentials_from_env(env)?.context(
+        "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
+         (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN); \
+         to rehearse without an account, add --emulator",
+    )?;
+    Ok(Target::Api {
+        base_url,
+        credentials,
+        credentials_source,
+    })
+}
+
+/// `export` and `reconcile`: where the account is read from, and within which limits.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub target: Target,
+    pub limits: GateLimits,
+    pub timeout: std::time::Duration,
+    pub page_size: u32,
+}
+
+impl AccountConfig {
+    pub fn resolve(
+        args: &crate::cli::AccountArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let defaults = Backoff {
+            base: std::time::Duration::from_millis(500),
+            cap: std::time::Duration::from_secs(30),
+        };
+        Ok(AccountConfig {
+            target: resolve_target(args.emulator, args.base_url.as_deref(), &env)?,
+            limits: GateLimits {
+                rate: args.rate,
+                max_attempts: args.max_attempts,
+                backoff: defaults,
+                // Pages are read one after another: each names the next.
+                concurrency: 1,
+                adaptive: false,
+            },
+            timeout: args.timeout,
+            page_size: args.page_size,
         })
     }
 }
@@ -208,9 +251,12 @@ pub fn regional_base_url(region: Option<String>, edge: Option<String>) -> String
 /// The API base URL and where it came from, so an error names what the user set: the
 /// `--base-url` flag, else `SUPERSIM_BASE_URL` (an empty value counts as unset), else the
 /// host `TWILIO_REGION` and `TWILIO_EDGE` select.
-fn base_url(args: &RegisterArgs, env: &impl Fn(&str) -> Option<String>) -> (String, &'static str) {
-    if let Some(url) = &args.base_url {
-        return (url.clone(), "--base-url");
+fn base_url_and_source(
+    flag: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> (String, &'static str) {
+    if let Some(url) = flag {
+        return (url.to_string(), "--base-url");
     }
     if let Some(url) = env(BASE_URL_VAR).filter(|url| !url.is_empty()) {
         return (url, BASE_URL_VAR);

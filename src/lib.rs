@@ -20,7 +20,8 @@
 //! - [`run`]: the `register` job: the plan (dedupe and resume, on disk), per-SIM registration
 //!   and onboarding, the one writer, the lock, progress and the summary.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests; it imports nothing else.
-//! - [`commands`]: thin entry points for `register`, `validate` and `emulator`; [`cli`]: the
+//! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`,
+//!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the
 //!   clap types; [`config`]: flags and environment resolved into a checked run
 //!   configuration before any I/O; [`app`]: logging, signals, and dispatch to the commands.
 //!

@@ -315,6 +315,193 @@ fn proxy_for(matcher: &Matcher, target: &reqwest::Url) -> Option<String> {
     })
 }
 
+/// A Sim resource as `export` writes it: every field of `supersim.v1.sim` but the URLs.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct ListedSim {
+    pub sid: Option<String>,
+    pub iccid: Option<String>,
+    pub status: Option<String>,
+    pub fleet_sid: Option<String>,
+    pub unique_name: Option<String>,
+    pub date_created: Option<String>,
+    pub date_updated: Option<String>,
+    pub account_sid: Option<String>,
+}
+
+/// One page of `GET /v1/Sims` (ListSim): its SIMs, and where the next page is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimPage {
+    pub sims: Vec<ListedSim>,
+    /// The path and query of `meta.next_page_url` (`/v1/Sims?...`), `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A page of 1000 SIMs is about 600 KB; a body above this is not a page of SIMs.
+const MAX_PAGE_BODY: usize = 32 << 20;
+
+/// Which SIMs a listing asks for: `Status`, `Fleet` and `PageSize` of ListSim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimFilter {
+    pub status: Option<String>,
+    pub fleet: Option<String>,
+    pub page_size: u32,
+}
+
+impl SimFilter {
+    /// The path and query of the first page.
+    pub fn first_page(&self) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(status) = &self.status {
+            query.append_pair("Status", status);
+        }
+        if let Some(fleet) = &self.fleet {
+            query.append_pair("Fleet", fleet);
+        }
+        query.append_pair("PageSize", &self.page_size.max(1).to_string());
+        format!("/v1/Sims?{}", query.finish())
+    }
+}
+
+/// The path and query of a `next_page_url`, to be sent to the configured base URL: Twilio's
+/// page URLs name the public host, which may not be the one this run talks to (a region, a
+/// proxy, an emulator). Anything but a SIM listing is refused.
+pub fn next_page_path(next_page_url: &str) -> Result<String, ApiError> {
+    let refused = || ApiError {
+        http_status: None,
+        code: None,
+        message: "meta.next_page_url is not a URL of the SIM list".to_string(),
+        retry_after: None,
+        concurrent_requests: None,
+        maybe_processed: false,
+    };
+    let url = reqwest::Url::parse(next_page_url).map_err(|_| refused())?;
+    if url.path() != "/v1/Sims" {
+        return Err(refused());
+    }
+    Ok(match url.query() {
+        Some(query) => format!("/v1/Sims?{query}"),
+        None => "/v1/Sims".to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct SimPageBody {
+    sims: Vec<ListedSim>,
+    #[serde(default)]
+    meta: Option<PageMeta>,
+}
+
+#[derive(Deserialize)]
+struct PageMeta {
+    next_page_url: Option<String>,
+}
+
+impl Client {
+    /// `GET /v1/Sims` (ListSim), one page: `path` is [`SimFilter::first_page`] or the
+    /// [`SimPage::next`] of the page before. An idempotent read, safe to retry.
+    pub async fn list_sims_page(&self, path: &str) -> Result<SimPage, ApiError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .basic_auth(&self.credentials.username, Some(&self.credentials.password))
+            .send()
+            .await
+            .map_err(|e| ApiError::transport(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let concurrent_requests = response
+                .headers()
+                .get(CONCURRENT_REQUESTS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            let body = read_capped(response).await?;
+            let decoded: Option<TwilioErrorBody> = serde_json::from_slice(&body).ok();
+            let (code, message) = match decoded {
+                Some(error) => (error.code, error.message.unwrap_or_default()),
+                None => (
+                    None,
+                    format!("{status} with a body that is not a Twilio error"),
+                ),
+            };
+            return Err(ApiError {
+                http_status: Some(status.as_u16()),
+                code,
+                message,
+                retry_after,
+                concurrent_requests,
+                maybe_processed: status.is_server_error(),
+            });
+        }
+        let not_a_page = |what: &str| ApiError {
+            http_status: Some(status.as_u16()),
+            code: None,
+            message: format!("the response was not a page of SIMs: {what}"),
+            retry_after: None,
+            concurrent_requests: None,
+            maybe_processed: false,
+        };
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ApiError::transport(&e))?
+        {
+            if body.len() + chunk.len() > MAX_PAGE_BODY {
+                return Err(not_a_page("the body is too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let page: SimPageBody =
+            serde_json::from_slice(&body).map_err(|_| not_a_page("not the expected JSON"))?;
+        let next = match page.meta.and_then(|meta| meta.next_page_url) {
+            Some(url) if !url.is_empty() => Some(next_page_path(&url)?),
+            _ => None,
+        };
+        Ok(SimPage {
+            sims: page.sims,
+            next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_page_carries_the_filters_encoded() {
+        let filter = SimFilter {
+            status: Some("active".into()),
+            fleet: Some("my fleet&co".into()),
+            page_size: 1000,
+        };
+        assert_eq!(
+            filter.first_page(),
+            "/v1/Sims?Status=active&Fleet=my+fleet%26co&PageSize=1000"
+        );
+    }
+
+    #[test]
+    fn a_next_page_url_keeps_its_path_and_query_and_drops_its_host() {
+        let next = next_page_path(
+            "https://supersim.twilio.com/v1/Sims?Status=new&PageSize=50&Page=1&PageToken=PA%3D%3D",
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            "/v1/Sims?Status=new&PageSize=50&Page=1&PageToken=PA%3D%3D"
+        );
+        assert!(next_page_path("https://evil.example/v1/Fleets?Page=1").is_err());
+        assert!(next_page_path("not a url").is_err());
+    }
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a name in a path.
 fn encode_path_segment(text: &str) -> String {
     text.bytes()

@@ -20,5 +20,5 @@ pub mod gate;
 pub mod preflight;
 pub mod retry;
 
-pub use client::{Client, Fleet, Sim, SimUpdate, TargetStatus};
+pub use client::{Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus};
 pub use error::*;

@@ -30,6 +30,10 @@ pub async fn run(args: EmulatorArgs) -> u8 {
     match listener.local_addr() {
         Ok(addr) => {
             println!("Super SIM API emulator listening on http://{addr}");
+            println!(
+                "  {}",
+                accepted_credentials(|name| std::env::var(name).ok())
+            );
             let mut listed = Vec::new();
             for name in &config.fleets {
                 if !listed.contains(&name) {
@@ -49,5 +53,53 @@ pub async fn run(args: EmulatorArgs) -> u8 {
             eprintln!("error: the emulator stopped: {error}");
             exit::USAGE_OR_CONFIG
         }
+    }
+}
+
+/// Which credentials the emulator accepts, by the names of the variables they came from (or
+/// the fixed test pair, which is no secret); never a value from the environment.
+pub fn accepted_credentials(env: impl Fn(&str) -> Option<String>) -> String {
+    let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+    let pairs: Vec<String> = [
+        ("TWILIO_API_KEY", "TWILIO_API_SECRET"),
+        ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"),
+    ]
+    .into_iter()
+    .filter(|(user, secret)| set(user) && set(secret))
+    .map(|(user, secret)| format!("{user} + {secret}"))
+    .collect();
+    if pairs.is_empty() {
+        format!(
+            "credentials: the test pair {} / {} (no Twilio credentials in the environment)",
+            crate::emulator::TEST_ACCOUNT_SID,
+            crate::emulator::TEST_AUTH_TOKEN
+        )
+    } else {
+        format!(
+            "credentials: the values of {} from this environment",
+            pairs.join(" and of ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_variables_never_values() {
+        let env = |name: &str| match name {
+            "TWILIO_API_KEY" => Some("SKcanary".to_string()),
+            "TWILIO_API_SECRET" => Some("secret-canary".to_string()),
+            _ => None,
+        };
+        let line = accepted_credentials(env);
+        assert!(
+            line.contains("TWILIO_API_KEY + TWILIO_API_SECRET"),
+            "{line}"
+        );
+        assert!(!line.contains("canary"), "{line}");
+        let line = accepted_credentials(|_| None);
+        assert!(line.contains(crate::emulator::TEST_AUTH_TOKEN), "{line}");
     }
 }

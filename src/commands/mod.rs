@@ -2,8 +2,12 @@
 //! configuration into a call to the input, the run or the emulator, and its outcome into an
 //! exit code.
 
+pub mod connect;
 pub mod emulator;
+pub mod export;
+pub mod reconcile;
 pub mod register;
+pub mod shell;
 pub mod validate;
 
 /// Standard output, where a reader that went away (`| head -1`) is not an error: once the

@@ -3,21 +3,18 @@
 //! summary JSON and an exit code.
 
 use std::io::Write;
-use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 use crate::app::watch_signals;
 use crate::cli::RegisterArgs;
-use crate::config::{RegisterConfig, Target};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::config::RegisterConfig;
+use crate::emulator::Emulator;
 use crate::exit;
 use crate::paths;
 use crate::run::job::{self, RunError};
 use crate::run::summary::{EndReason, write_json_atomically};
-use crate::secret::Credentials;
 
 /// `register`: resolves the flags, connects (starting the built-in emulator for
 /// `--emulator`), runs the job, prints the summary and writes `--summary-json`.
@@ -36,12 +33,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
         eprintln!("error: {error:#}");
         return exit::USAGE_OR_CONFIG;
     }
-    let credentials_source = match &config.target {
-        Target::Api {
-            credentials_source, ..
-        } => *credentials_source,
-        Target::Emulator { .. } => "the emulator's test credentials",
-    };
+    let credentials_source = super::connect::credentials_source(&config.target);
     let (client, _emulator) = match connect(&config).await {
         Ok(connected) => connected,
         Err(error) => {
@@ -135,26 +127,5 @@ fn print_summary(text: &str) {
 
 /// Starts the in-process emulator when asked to, and builds the API client.
 async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emulator>)> {
-    let (base_url, credentials, emulator): (String, Credentials, _) = match &config.target {
-        Target::Api {
-            base_url,
-            credentials,
-            ..
-        } => (base_url.clone(), credentials.clone(), None),
-        Target::Emulator { credentials } => {
-            let emulator_config = EmulatorConfig {
-                credentials: vec![(credentials.username.clone(), credentials.password.clone())],
-                // Long enough that a rehearsal shows `scheduled` and what --wait does.
-                update_delay: Duration::from_secs(1),
-                ..EmulatorConfig::default()
-            };
-            let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
-                .await
-                .context("cannot start the built-in emulator")?;
-            tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
-            (emulator.base_url(), credentials.clone(), Some(emulator))
-        }
-    };
-    let client = Client::new(&base_url, credentials, config.timeout)?;
-    Ok((client, emulator))
+    super::connect::connect(&config.target, config.timeout).await
 }

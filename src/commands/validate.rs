@@ -234,15 +234,31 @@ fn write_report(
             plural(rows)
         )?;
     }
-    if counts.invalid == 0 {
+    // The closing line counts what the list above holds: invalid rows and duplicates.
+    let skipped = counts.invalid + counts.duplicate;
+    let duplicates = format!("{} duplicate{}", counts.duplicate, plural(counts.duplicate));
+    if skipped == 0 {
         writeln!(out, "every row would be sent")?;
-    } else {
+    } else if counts.invalid == 0 {
         writeln!(
             out,
-            "{} row{} would not be sent; fix {} and validate again",
+            "every row would be sent, {duplicates} aside (a repeated ICCID is sent once, from its first line)"
+        )?;
+    } else if counts.duplicate == 0 {
+        writeln!(
+            out,
+            "{} invalid row{} would not be sent; fix {} and validate again",
             counts.invalid,
             plural(counts.invalid),
             if counts.invalid == 1 { "it" } else { "them" }
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{skipped} rows would not be sent ({} invalid, {duplicates}); fix the invalid \
+             row{} and validate again",
+            counts.invalid,
+            plural(counts.invalid)
         )?;
     }
     Ok(())
@@ -328,6 +344,13 @@ mod tests {
         );
         assert!(
             !text.contains("h3ll0w0rld") && !text.contains("H3LL0W0RLD"),
+            "{text}"
+        );
+        // The closing count covers every row listed as not sent, the duplicate included.
+        assert!(
+            text.ends_with(
+                "2 rows would not be sent (1 invalid, 1 duplicate); fix the invalid row and validate again\n"
+            ),
             "{text}"
         );
     }

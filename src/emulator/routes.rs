@@ -227,13 +227,21 @@ pub(super) async fn list_sims(
         filter.is_none() || filter.as_deref() == value
     };
     let base = base_url(&shared, &headers);
+    // `Fleet` is a SID or a unique name, as in UpdateSim.
+    let fleet_sid = params.fleet.as_ref().map(|wanted| {
+        store
+            .fleets
+            .iter()
+            .find(|fleet| &fleet.unique_name == wanted)
+            .map_or_else(|| wanted.clone(), |fleet| fleet.sid.clone())
+    });
     let selected: Vec<&SimRecord> = store
         .sims
         .iter()
         .filter(|sim| {
             wanted(&params.iccid, Some(&sim.iccid))
                 && wanted(&params.status, Some(&sim.status))
-                && wanted(&params.fleet, sim.fleet_sid.as_deref())
+                && wanted(&fleet_sid, sim.fleet_sid.as_deref())
         })
         .collect();
     let filters: String = [

@@ -110,6 +110,22 @@ pub enum InputError {
          as \"CSV UTF-8\", and check that it is the SIM list"
     )]
     HeaderNotUtf8 { path: String, found: String },
+    #[error(
+        "cannot read {path}: this is {what}, not a SIM list; pass the input CSV (the file \
+         with the ICCIDs and registration codes) that {made_from}"
+    )]
+    NotAnInput {
+        path: String,
+        what: &'static str,
+        made_from: &'static str,
+    },
+    #[error(
+        "cannot read {path}: its first row looks like a SIM with the columns swapped (an \
+         ICCID in column {iccid_column}, not column 1); put the ICCID first and the \
+         registration code second, or add a header row that names them, such as \
+         `RegistrationCode,Iccid`"
+    )]
+    SwappedColumns { path: String, iccid_column: usize },
 }
 
 /// What is wrong with one record, and in which column.

@@ -117,6 +117,25 @@ impl SimReader {
                 };
                 let header_is_text = first_record.iter().all(|f| std::str::from_utf8(f).is_ok());
                 let (has_iccid, has_code) = (find(&ICCID_NAMES), find(&CODE_NAMES));
+                if has_code.is_none()
+                    && let Some((what, made_from)) = not_an_input(&names)
+                {
+                    return Err(InputError::NotAnInput {
+                        path: display_name,
+                        what,
+                        made_from,
+                    });
+                }
+                if has_iccid.is_none()
+                    && let Some(column) = swapped_iccid_column(&names)
+                {
+                    // The first row is a SIM: its values (a registration code among them)
+                    // are not quoted back.
+                    return Err(InputError::SwappedColumns {
+                        path: display_name,
+                        iccid_column: column + 1,
+                    });
+                }
                 if !header_is_text && (has_iccid.is_none() || has_code.is_none()) {
                     // Names that did not match because of their encoding: say so, not "rename it".
                     return Err(InputError::HeaderNotUtf8 {

@@ -1,7 +1,7 @@
 //! What the first lines say about the file: whether it is text at all, its delimiter,
 //! whether it has a header row, and which header names mean which column.
 
-use super::checks::normalize_iccid;
+use super::checks::{check_code, normalize_iccid};
 
 /// Header names (after [`header_key`]) taken as the ICCID column.
 pub(super) const ICCID_NAMES: [&str; 4] = ["iccid", "simiccid", "iccidnumber", "iccidno"];
@@ -111,4 +111,43 @@ pub(super) fn headerless_names(fields: usize) -> csv::ByteRecord {
         }
     }
     names
+}
+
+/// A file this tool wrote, given where its input belongs: the results of `register` (its
+/// header starts `line,iccid,outcome`) or an `export` (starts `sid,iccid,status`). Returns
+/// what it is and where it came from, for the message.
+pub(super) fn not_an_input(names: &[String]) -> Option<(&'static str, &'static str)> {
+    let starts = |expected: &[&str]| {
+        names.len() >= expected.len()
+            && names
+                .iter()
+                .zip(expected)
+                .all(|(name, wanted)| name.trim() == *wanted)
+    };
+    if starts(&["line", "iccid", "outcome"]) {
+        Some(("a supersim-bulk results file", "the run that wrote it read"))
+    } else if starts(&["sid", "iccid", "status"]) {
+        Some((
+            "a supersim-bulk export of the account",
+            "the SIMs were registered from",
+        ))
+    } else {
+        None
+    }
+}
+
+/// The column of an ICCID in a first row that is data with its columns out of order: the
+/// first field is no ICCID but is shaped like a registration code, and a later one is an
+/// ICCID. `None` for a header row.
+pub(super) fn swapped_iccid_column(names: &[String]) -> Option<usize> {
+    let first = names.first()?;
+    if looks_like_data(names) || check_code(first.trim()).is_err() {
+        return None;
+    }
+    names
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, name)| looks_like_data(std::slice::from_ref(*name)))
+        .map(|(column, _)| column)
 }

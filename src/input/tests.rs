@@ -151,6 +151,18 @@ fn file_level_errors_name_the_fix() {
         (b"abc\x00def\n", "binary file"),
         (b"\xd0\xcf\x11\xe0", ".xls"),
         (b"ICCID;Num\xe9ro\n1;2\n", "header row is not UTF-8 text"),
+        (
+            b"line,iccid,outcome,sid,status,fleet_sid\n2,89883070000123456789,registered,,,\n",
+            "this is a supersim-bulk results file, not a SIM list; pass the input CSV",
+        ),
+        (
+            b"sid,iccid,status,fleet_sid,unique_name,date_created,date_updated,account_sid\nHS1,8988,new,,,,,\n",
+            "this is a supersim-bulk export",
+        ),
+        (
+            b"H3LL0W0RLD,89883070000123456789\nABCDE12345,89883070000123456788\n",
+            "columns swapped (an ICCID in column 2, not column 1)",
+        ),
     ];
     for (bytes, expected) in cases {
         let got = message(bytes);

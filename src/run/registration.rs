@@ -36,8 +36,14 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
             Ok(sim) => return Some(success_row(&row, Outcome::Registered, &sim, attempts)),
             Err(error) => error,
         };
-        tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, error = %error, "create failed");
-        match error.classify() {
+        let class = error.classify();
+        if class == ErrorClass::AlreadyOnAccount {
+            // 83003 is a success: the SIM is on the account.
+            tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, "already on the account (83003)");
+        } else {
+            tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, error = %error, "create failed");
+        }
+        match class {
             ErrorClass::AlreadyOnAccount => {
                 let outcome = if maybe_committed {
                     Outcome::Registered

@@ -232,3 +232,18 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
     panic!("gave up waiting for: {what}");
 }
+
+impl TestEnv {
+    /// Runs `supersim-bulk SUBCOMMAND --base-url <emulator> --rate 1000 EXTRA...` (export,
+    /// reconcile) with the emulator's test credentials, in the test folder.
+    pub async fn account_command(&self, subcommand: &str, extra: &[&str]) -> Output {
+        let mut command = binary_command();
+        command
+            .arg(subcommand)
+            .args(extra)
+            .args(["--base-url", &self.emulator.base_url(), "--rate", "1000"])
+            .current_dir(self.dir.path())
+            .envs(Self::test_credentials());
+        command.output().await.expect("the binary runs")
+    }
+}

@@ -1,0 +1,51 @@
+//! Connecting to the account, shared by `register`, `export` and `reconcile`: the API client
+//! for the resolved [`Target`], starting the built-in emulator first for `--emulator`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::Client;
+use crate::config::Target;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::secret::Credentials;
+
+/// The client for `target`, and the in-process emulator it talks to, if one was started
+/// (dropping it stops the emulator).
+pub async fn connect(
+    target: &Target,
+    timeout: Duration,
+) -> anyhow::Result<(Client, Option<Emulator>)> {
+    let (base_url, credentials, emulator): (String, Credentials, _) = match target {
+        Target::Api {
+            base_url,
+            credentials,
+            ..
+        } => (base_url.clone(), credentials.clone(), None),
+        Target::Emulator { credentials } => {
+            let emulator_config = EmulatorConfig {
+                credentials: vec![(credentials.username.clone(), credentials.password.clone())],
+                // Long enough that a rehearsal shows `scheduled` and what --wait does.
+                update_delay: Duration::from_secs(1),
+                ..EmulatorConfig::default()
+            };
+            let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
+                .await
+                .context("cannot start the built-in emulator")?;
+            tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
+            (emulator.base_url(), credentials.clone(), Some(emulator))
+        }
+    };
+    let client = Client::new(&base_url, credentials, timeout)?;
+    Ok((client, emulator))
+}
+
+/// The variables the credentials came from, for the message after a 401.
+pub fn credentials_source(target: &Target) -> &'static str {
+    match target {
+        Target::Api {
+            credentials_source, ..
+        } => credentials_source,
+        Target::Emulator { .. } => "the emulator's test credentials",
+    }
+}

@@ -1,0 +1,74 @@
+//! `completions` and `man`: shell completion scripts and the man page, generated from the
+//! same clap definitions as `--help`, so they cannot drift from the flags.
+
+use std::io::Write as _;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, CompletionsArgs};
+use crate::exit;
+
+/// `completions SHELL`: the script on stdout.
+pub fn completions(args: CompletionsArgs) -> u8 {
+    let mut script = Vec::new();
+    // Generated into memory: clap_complete panics when its writer fails (a closed pipe).
+    clap_complete::generate(
+        args.shell,
+        &mut Cli::command(),
+        "supersim-bulk",
+        &mut script,
+    );
+    print_all(&script, "the completion script")
+}
+
+/// `man`: the roff source of `supersim-bulk(1)` on stdout, the subcommands included.
+pub fn man() -> u8 {
+    let mut page = Vec::new();
+    if let Err(error) = render_man(&mut page) {
+        eprintln!("error: cannot render the man page: {error}");
+        return exit::USAGE_OR_CONFIG;
+    }
+    print_all(&page, "the man page")
+}
+
+/// Writes `bytes` to stdout; a reader that went away early (`| head`) is not an error.
+fn print_all(bytes: &[u8], what: &str) -> u8 {
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => exit::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write {what}: {error}");
+            exit::USAGE_OR_CONFIG
+        }
+    }
+}
+
+/// The man page: the top-level page, then a section per subcommand with its options and the
+/// text after its options (exit codes and examples).
+pub fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let command = Cli::command();
+    let man = clap_mangen::Man::new(command.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    man.render_subcommands_section(out)?;
+    for sub in command.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let name = format!("supersim-bulk {}", sub.get_name());
+        writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+        // A process that prints one page and exits: leaking the few names is harmless.
+        let name: &'static str = Box::leak(name.into_boxed_str());
+        let sub_man = clap_mangen::Man::new(sub.clone().name(name));
+        sub_man.render_synopsis_section(out)?;
+        sub_man.render_description_section(out)?;
+        sub_man.render_options_section(out)?;
+        sub_man.render_extra_section(out)?;
+    }
+    man.render_extra_section(out)?;
+    man.render_version_section(out)?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The small message fixes of issue 13: each says what is true and names the right fix.
+
+mod common;
+
+use common::{TestEnv, binary_command, exit_code, good_sim, iccid, stderr, stdout};
+
+async fn validate(env: &TestEnv, text: &str, extra: &[&str]) -> std::process::Output {
+    env.write_csv(text);
+    binary_command()
+        .arg("validate")
+        .arg(env.input_path())
+        .args(extra)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn validates_closing_count_agrees_with_the_lines_it_lists() {
+    let env = TestEnv::new().await;
+    let (a, code_a) = good_sim(1);
+    let text = format!(
+        "Iccid,RegistrationCode\n{a},{code_a}\n12345,{code_a}\n1234,{code_a}\n123,{code_a}\n{a},{code_a}\n"
+    );
+    let output = validate(&env, &text, &[]).await;
+    let report = stdout(&output);
+    assert_eq!(exit_code(&output), 1);
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.starts_with("line ") && !l.contains("warning:"))
+            .count(),
+        4,
+        "{report}"
+    );
+    assert!(
+        report.ends_with(
+            "4 rows would not be sent (3 invalid, 1 duplicate); fix the invalid rows and validate again\n"
+        ),
+        "{report}"
+    );
+    let output = validate(
+        &env,
+        &format!("Iccid,RegistrationCode\n{a},{code_a}\n{a},{code_a}\n"),
+        &[],
+    )
+    .await;
+    assert_eq!(exit_code(&output), 0);
+    assert!(
+        stdout(&output).contains("every row would be sent, 1 duplicate aside"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[tokio::test]
+async fn a_results_file_given_as_input_is_named_as_one() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    assert_eq!(exit_code(&env.register(&[]).await), 0);
+    let output = binary_command()
+        .arg("validate")
+        .arg(env.results_path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("this is a supersim-bulk results file, not a SIM list"),
+        "{err}"
+    );
+    assert!(err.contains("pass the input CSV"), "{err}");
+    assert!(!err.contains("no column named like"), "{err}");
+}
+
+#[tokio::test]
+async fn swapped_headerless_columns_are_named_without_advising_no_header_or_printing_codes() {
+    let env = TestEnv::new().await;
+    let (a, code_a) = good_sim(1);
+    let (b, code_b) = good_sim(2);
+    let output = validate(&env, &format!("{code_a},{a}\n{code_b},{b}\n"), &[]).await;
+    assert_eq!(exit_code(&output), 2);
+    let err = stderr(&output);
+    assert!(err.contains("columns swapped"), "{err}");
+    assert!(err.contains("put the ICCID first"), "{err}");
+    assert!(!err.contains("--no-header"), "{err}");
+    assert!(!err.contains(&code_a) && !err.contains(&code_b), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_83003_is_logged_as_already_on_the_account_not_as_a_failure() {
+    let env = TestEnv::new().await;
+    env.emulator.preregister(&iccid(1));
+    env.write_input(&[good_sim(1)]);
+    let output = env.register(&["-v"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("already on the account (83003)"), "{err}");
+    assert!(!err.contains("create failed"), "{err}");
+}

@@ -1,0 +1,265 @@
+//! `supersim-bulk reconcile` against the emulator over real loopback HTTP: SIMs registered
+//! with the real binary, then changed behind the results file's back.
+
+mod common;
+
+use std::io::Write as _;
+
+use common::{TestEnv, exit_code, good_sim, iccid, stderr, stdout};
+
+/// Registers SIMs 0..n (and one with a wrong code, rejected) and returns the env.
+async fn registered(n: u32) -> TestEnv {
+    let env = TestEnv::new().await;
+    let mut sims: Vec<_> = (0..n).map(good_sim).collect();
+    sims.push((iccid(900), "WR0NGC0DE1".to_string()));
+    env.write_input(&sims);
+    let output = env.register(&["--fleet", "field-devices"]).await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    env
+}
+
+fn line_of<'a>(text: &'a str, iccid: &str) -> &'a str {
+    text.lines()
+        .find(|line| line.contains(iccid))
+        .unwrap_or_else(|| panic!("no line for {iccid} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_run_matches_across_pages() {
+    let env = registered(11).await;
+    let output = env
+        .account_command(
+            "reconcile",
+            &["sims.results.csv", "--page-size", "3", "--all"],
+        )
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 0, "{text}{}", stderr(&output));
+    assert!(
+        text.contains("12 SIMs in the file, 11 on the account"),
+        "{text}"
+    );
+    assert!(text.contains("  match           11\n"), "{text}");
+    assert!(text.contains("  not registered  1\n"), "{text}");
+    assert!(text.contains("  extra           0\n"), "{text}");
+    assert!(text.ends_with("the account matches the file\n"), "{text}");
+    // Only differences are listed unless --matches.
+    assert!(!text.contains("89883070000000000001"), "{text}");
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--matches"])
+        .await;
+    let text = stdout(&output);
+    assert!(line_of(&text, &iccid(1)).starts_with("match "), "{text}");
+    assert!(
+        line_of(&text, &iccid(900)).starts_with("not-registered "),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_of_difference_is_listed_and_counted() {
+    let env = registered(8).await;
+    // Status changed in the Console; moved to another Fleet; a SIM the file never saw; the
+    // rejected SIM registered since by someone else; a row for a SIM the account lacks.
+    env.emulator
+        .set_status(&iccid(1), "active", Some("field-devices"));
+    env.emulator.set_status(&iccid(2), "new", Some("bench"));
+    let extra_sid = env.emulator.preregister(&iccid(500));
+    env.emulator.preregister(&iccid(900));
+    let mut results = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.results_path())
+        .unwrap();
+    writeln!(
+        results,
+        "77,{},registered,HS0123456789abcdef0123456789abcdef,new,,,,201,1,2026-01-01T00:00:00Z,,,,",
+        iccid(777)
+    )
+    .unwrap();
+    drop(results);
+
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--page-size", "2"])
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1, "{text}{}", stderr(&output));
+    let status = line_of(&text, &iccid(1));
+    assert!(status.starts_with("differs "), "{status}");
+    assert!(
+        status.contains("status: file new, account active"),
+        "{status}"
+    );
+    let fleet = line_of(&text, &iccid(2));
+    assert!(fleet.contains("fleet_sid: file HF"), "{fleet}");
+    assert!(
+        fleet.contains(&supersim_bulk::emulator::fleet_sid_for("bench")),
+        "{fleet}"
+    );
+    let rejected = line_of(&text, &iccid(900));
+    assert!(rejected.starts_with("differs "), "{rejected}");
+    assert!(
+        rejected.contains("the file says rejected; the account has it"),
+        "{rejected}"
+    );
+    let missing = line_of(&text, &iccid(777));
+    assert!(missing.starts_with("missing "), "{missing}");
+    assert!(missing.contains("line 77"), "{missing}");
+    // Without --all, a SIM only on the account is not looked for.
+    assert!(!text.contains(&iccid(500)), "{text}");
+    assert!(text.contains("  match           6\n"), "{text}");
+    assert!(text.contains("  differ          3\n"), "{text}");
+    assert!(text.contains("  missing         1\n"), "{text}");
+    assert!(
+        text.contains("  extra           not checked (pass --all)\n"),
+        "{text}"
+    );
+
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--all"])
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1);
+    let extra = line_of(&text, &iccid(500));
+    assert!(extra.starts_with("extra "), "{extra}");
+    assert!(extra.contains(&extra_sid), "{extra}");
+    assert!(text.contains("  extra           1\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_row_of_an_iccid_wins_as_on_resume() {
+    let env = registered(3).await;
+    env.emulator
+        .set_status(&iccid(0), "ready", Some("field-devices"));
+    // A later run recorded the change: its row comes after the first.
+    let sim = env.emulator.sim(&iccid(0)).unwrap();
+    let mut results = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.results_path())
+        .unwrap();
+    writeln!(
+        results,
+        "2,{},already_registered,{},ready,{},,,,1,2026-01-01T00:00:00Z,,,,",
+        iccid(0),
+        sim.sid,
+        sim.fleet_sid.unwrap()
+    )
+    .unwrap();
+    drop(results);
+    let output = env
+        .account_command("reconcile", &["sims.results.csv"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_is_compared_field_by_field_names_included() {
+    let env = registered(4).await;
+    let output = env
+        .account_command("export", &["-o", "before.csv", "--page-size", "3"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let output = env
+        .account_command("reconcile", &["before.csv", "--all"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+
+    // The snapshot says a SIM had a name the account does not give it.
+    let path = env.dir.path().join("before.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let named: String = text
+        .lines()
+        .map(|line| {
+            if line.contains(&iccid(3)) {
+                let mut fields: Vec<&str> = line.split(',').collect();
+                fields[4] = "pump-3";
+                fields.join(",")
+            } else {
+                line.to_string()
+            }
+        })
+        .map(|line| line + "\n")
+        .collect();
+    std::fs::write(&path, named).unwrap();
+    let output = env.account_command("reconcile", &["before.csv"]).await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1, "{text}");
+    assert!(
+        line_of(&text, &iccid(3)).contains("unique_name: file pump-3, account (none)"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_a_results_file_is_a_setup_error() {
+    let env = registered(1).await;
+    let output = env.account_command("reconcile", &["sims.csv"]).await;
+    assert_eq!(exit_code(&output), 2);
+    assert!(
+        stderr(&output).contains("neither a results file"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).is_empty());
+    let output = env.account_command("reconcile", &["nowhere.csv"]).await;
+    assert_eq!(exit_code(&output), 2);
+    // A file is checked before the account is asked anything.
+    let lookups = env.emulator.stats().lookup_requests;
+    let output = env.account_command("reconcile", &["sims.csv"]).await;
+    assert_eq!(exit_code(&output), 2);
+    assert_eq!(env.emulator.stats().lookup_requests, lookups);
+}
+
+/// More rows than one in-memory chunk of the external sort (1 MB of 16-byte records), so
+/// both the spilled merge and last-row-wins across runs are exercised.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_larger_than_one_sort_chunk_is_merged_correctly() {
+    let env = TestEnv::new().await;
+    let on_account = [5u32, 40_000, 69_999];
+    let sids: Vec<String> = on_account
+        .iter()
+        .map(|&n| env.emulator.preregister(&iccid(n)))
+        .collect();
+    let mut text = String::from(
+        "line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning\n",
+    );
+    for n in 0..70_000u32 {
+        let sid = match on_account.iter().position(|&m| m == n) {
+            // Iccid 5's first row is wrong; a later row corrects it.
+            Some(0) => "HS00000000000000000000000000000bad".to_string(),
+            Some(i) => sids[i].clone(),
+            None => format!("HS{n:032x}"),
+        };
+        text.push_str(&format!(
+            "{},{},registered,{sid},new,,,,201,1,2026-01-01T00:00:00Z,\n",
+            n + 2,
+            iccid(n)
+        ));
+    }
+    text.push_str(&format!(
+        "7,{},already_registered,{},new,,,,409,1,2026-01-02T00:00:00Z,\n",
+        iccid(5),
+        sids[0]
+    ));
+    std::fs::write(env.results_path(), text).unwrap();
+
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--all"])
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    assert!(
+        text.contains("70000 SIMs in the file, 3 on the account"),
+        "{}",
+        &text[text.len() - 400..]
+    );
+    assert!(text.contains("  match           3\n"));
+    assert!(text.contains("  missing         69997\n"));
+    assert!(text.contains("  extra           0\n"));
+    // In ICCID order.
+    let iccids: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("missing "))
+        .map(|l| l.split_whitespace().nth(3).unwrap())
+        .collect();
+    assert!(iccids.windows(2).all(|w| w[0] < w[1]));
+}
