@@ -37,7 +37,7 @@ impl RegisterConfig {
         let input = InputSource::from_arg(&args.input);
         let output = match (&args.output, &input) {
             (Some(path), _) => path.clone(),
-            (None, InputSource::File(path)) => default_output(path),
+            (None, InputSource::File(path)) => default_output(path, args.emulator),
             (None, InputSource::Stdin) => {
                 bail!("reading standard input needs --output PATH for the results file")
             }
@@ -50,7 +50,9 @@ impl RegisterConfig {
             failed_out.as_deref(),
             args.summary_json.as_deref(),
         )?;
+        let account_sid = account_of(&target, &env);
         Ok(RegisterConfig {
+            account_sid,
             input,
             output,
             target,
@@ -116,6 +118,20 @@ pub fn resolve_target(
         credentials,
         credentials_source,
     })
+}
+
+/// The account the target's credentials belong to, when they say: the emulator's own
+/// account, an auth token's Account SID, or `TWILIO_ACCOUNT_SID` beside an API key (as
+/// twilio-cli and Twilio's helper libraries take it). `None` leaves it to the preflight.
+fn account_of(target: &Target, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let is_account = |sid: &str| sid.starts_with("AC") && sid.len() == 34;
+    match target {
+        Target::Emulator { .. } => Some(crate::emulator::TEST_ACCOUNT_SID.to_string()),
+        Target::Api { credentials, .. } if is_account(&credentials.username) => {
+            Some(credentials.username.clone())
+        }
+        Target::Api { .. } => env("TWILIO_ACCOUNT_SID").filter(|sid| is_account(sid)),
+    }
 }
 
 /// `export` and `reconcile`: where the account is read from, and within which limits.
@@ -227,11 +243,14 @@ fn check_distinct_files(
 }
 
 /// `sims.csv` -> `sims.results.csv`, in the same folder.
-pub fn default_output(input: &Path) -> PathBuf {
+/// `<stem>.results.csv` beside the input; `<stem>.emulator.results.csv` for a rehearsal,
+/// so a rehearsal never writes the file the real run will resume from.
+pub fn default_output(input: &Path, emulator: bool) -> PathBuf {
     let stem = input
         .file_stem()
         .map_or_else(|| "sims".into(), |s| s.to_string_lossy().into_owned());
-    input.with_file_name(format!("{stem}.results.csv"))
+    let kind = if emulator { ".emulator" } else { "" };
+    input.with_file_name(format!("{stem}{kind}.results.csv"))
 }
 
 /// `https://supersim.{edge}.{region}.twilio.com`, as Twilio's own tools build it.

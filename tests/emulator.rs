@@ -459,7 +459,10 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
     assert_eq!(stats.throttled, throttled.len() as u64);
     assert!(stats.max_in_flight > 2);
     assert_eq!(stats.requests, REQUESTS as u64);
-    assert_eq!(stats.lookup_requests, (REQUESTS - throttled.len()) as u64);
+    assert_eq!(
+        stats.lookup_requests + stats.list_requests,
+        (REQUESTS - throttled.len()) as u64
+    );
     Ok(())
 }
 
@@ -678,6 +681,7 @@ async fn stats_are_served_without_auth_and_without_being_counted() -> TestResult
         requests: 2,
         create_requests: 1,
         lookup_requests: 0,
+        list_requests: 0,
         max_in_flight: 1,
         throttled: 0,
         unauthorized: 1,

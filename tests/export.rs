@@ -32,11 +32,11 @@ async fn export_follows_every_page_and_lists_each_sim_once() {
     let output = env.register(&[]).await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
 
-    let lookups_before = env.emulator.stats().lookup_requests;
+    let lists_before = env.emulator.stats().list_requests;
     let output = env.account_command("export", &["--page-size", "5"]).await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     // 23 SIMs at 5 a page: 5 pages, each one request.
-    assert_eq!(env.emulator.stats().lookup_requests - lookups_before, 5);
+    assert_eq!(env.emulator.stats().list_requests - lists_before, 5);
     let exported = rows(&stdout(&output));
     assert_eq!(exported.len(), 23);
     let mut iccids: Vec<_> = exported.iter().map(|row| row[1].clone()).collect();

@@ -54,8 +54,11 @@ pub async fn preflight(client: &Client) -> Result<Proven, PreflightError> {
     if sims.account_sid.is_some() {
         return Ok(sims);
     }
-    // An account without SIMs yet: a Fleet may still name it.
-    probe(client, "/v1/Fleets?PageSize=1", "fleets").await
+    // An account without SIMs yet: a Fleet may still name it. The SIM list has proven the
+    // set-up already, so a Fleets answer that says nothing leaves the account unknown.
+    Ok(probe(client, "/v1/Fleets?PageSize=1", "fleets")
+        .await
+        .unwrap_or_default())
 }
 
 async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, PreflightError> {

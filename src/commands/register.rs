@@ -59,6 +59,15 @@ pub async fn run(args: RegisterArgs) -> u8 {
                 Some(serde_json::to_value(summary.to_json())),
             )
         }
+        Err(RunError::CredentialsRefused) => {
+            let message = format!(
+                "the API refused the credentials (HTTP 401, Twilio error 20003); check \
+                 {credentials_source}"
+            );
+            eprintln!("error: {message}");
+            write_error_summary(summary_json.as_deref(), exit::USAGE_OR_CONFIG, &message);
+            (exit::USAGE_OR_CONFIG, None)
+        }
         Err(RunError::Locked(error)) => {
             // The other run owns the results and the summary: touch neither.
             eprintln!("error: {error}");
@@ -66,9 +75,17 @@ pub async fn run(args: RegisterArgs) -> u8 {
         }
         Err(error) => {
             eprintln!("error: {error}");
+            if let RunError::OtherAccount { written_on, .. } = &error
+                && written_on == crate::emulator::TEST_ACCOUNT_SID
+            {
+                eprintln!(
+                    "note: {written_on} is the built-in emulator's account: that file holds a \
+                     rehearsal's results (--emulator now writes <input>.emulator.results.csv)"
+                );
+            }
             // An input that changed under the run is worth retrying later, as is a lock.
             let code = match error {
-                RunError::InputChanged(_) => exit::TEMPORARY_FAILURE,
+                RunError::InputChanged(_) | RunError::Unreachable(_) => exit::TEMPORARY_FAILURE,
                 _ => exit::USAGE_OR_CONFIG,
             };
             let json = serde_json::json!({
@@ -93,6 +110,24 @@ pub async fn run(args: RegisterArgs) -> u8 {
     }
     drop(ended.lock);
     code
+}
+
+/// The `--summary-json` of a run that stopped before it started.
+fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
+    let Some(path) = path else { return };
+    let json = serde_json::json!({
+        "tool": "supersim-bulk",
+        "version": env!("CARGO_PKG_VERSION"),
+        "end": "error",
+        "reason": reason,
+        "exit_code": code,
+    });
+    if let Err(error) = write_json_atomically(path, &json) {
+        eprintln!(
+            "error: cannot write the summary to {}: {error}",
+            path.display()
+        );
+    }
 }
 
 /// Checks the `--summary-json` and `--failed-out` files can be created where they are asked

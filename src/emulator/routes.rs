@@ -216,7 +216,11 @@ pub(super) async fn list_sims(
     Query(params): Query<ListParams>,
 ) -> Response {
     let mut store = shared.store();
-    store.stats.lookup_requests += 1;
+    if params.iccid.is_some() {
+        store.stats.lookup_requests += 1;
+    } else {
+        store.stats.list_requests += 1;
+    }
     let now = Instant::now();
     store.sims.iter_mut().for_each(|sim| sim.settle(now));
     let (page, page_size) = match params.paging.resolve() {

@@ -28,8 +28,12 @@ pub struct Stats {
     pub requests: u64,
     /// `POST /v1/Sims` requests that got past auth and the concurrency limit.
     pub create_requests: u64,
-    /// `GET /v1/Sims` and `GET /v1/Sims/{Sid}` requests that got past auth and the limit.
+    /// `GET /v1/Sims?Iccid=` and `GET /v1/Sims/{Sid}` requests that got past auth and the
+    /// limit: a client looking for one SIM.
     pub lookup_requests: u64,
+    /// `GET /v1/Sims` requests without `Iccid` (listings, a preflight) past auth and the limit.
+    #[serde(default)]
+    pub list_requests: u64,
     pub max_in_flight: usize,
     /// 429 responses sent, whether from the limit or an injected fault.
     pub throttled: u64,

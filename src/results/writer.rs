@@ -16,8 +16,10 @@ use crate::paths;
 /// Appends rows to the results file, one whole row per write, flushed at once.
 pub struct ResultsWriter {
     csv: csv::Writer<BufWriter<File>>,
-    /// How many of [`COLUMNS`] the file has: all of them, or the older 11.
+    /// How many of [`COLUMNS`] the file has: all of them, or an older 11 or 12.
     columns: usize,
+    /// The account of this run, written on rows that have no SIM to name one.
+    account_sid: Option<String>,
 }
 
 impl ResultsWriter {
@@ -111,11 +113,34 @@ impl ResultsWriter {
             csv.write_record(COLUMNS)?;
             csv.flush()?;
         }
-        Ok((ResultsWriter { csv, columns }, earlier))
+        Ok((
+            ResultsWriter {
+                csv,
+                columns,
+                account_sid: None,
+            },
+            earlier,
+        ))
+    }
+
+    /// Sets the account written on rows that have no SIM to name one (`invalid`, say).
+    pub fn set_account(&mut self, account_sid: Option<String>) {
+        self.account_sid = account_sid;
     }
 
     /// Writes one row and flushes it to the operating system.
     pub fn write(&mut self, row: &ResultRow) -> std::io::Result<()> {
+        let with_account;
+        let row = match (&row.account_sid, &self.account_sid) {
+            (None, Some(account)) => {
+                with_account = ResultRow {
+                    account_sid: Some(account.clone()),
+                    ..row.clone()
+                };
+                &with_account
+            }
+            _ => row,
+        };
         let first_eleven = (
             row.line,
             &row.iccid,

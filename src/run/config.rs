@@ -44,4 +44,8 @@ pub struct RegisterConfig {
     pub strict: bool,
     /// Where the rows that failed are copied for fixing, if anywhere.
     pub failed_out: Option<PathBuf>,
+    /// The account this run registers on, when known (from the credentials, or learned by
+    /// the preflight). Rows are stamped with it, and a results file written against another
+    /// account is never resumed.
+    pub account_sid: Option<String>,
 }

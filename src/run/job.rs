@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 use crate::api::gate::{Gate, RequestStats};
+use crate::api::preflight::{PreflightError, preflight};
 use crate::input::checks::Column;
 use crate::input::failed_out::FailedOut;
 use crate::input::screen::locate;
@@ -51,6 +52,23 @@ pub enum RunError {
     Locked(LockError),
     #[error("{0:#}")]
     Setup(anyhow::Error),
+    /// The results file was written against another account (or the emulator's).
+    #[error(
+        "{results} was written against account {written_on}, and this run registers on \
+         {this_run}: its rows say nothing true about this account. Write this run's results \
+         elsewhere (-o NEW.results.csv), or delete {results} if it is no longer needed"
+    )]
+    OtherAccount {
+        results: String,
+        written_on: String,
+        this_run: String,
+    },
+    /// The preflight's request was answered 401.
+    #[error("the API refused the credentials")]
+    CredentialsRefused,
+    /// The API could not be reached: try again later.
+    #[error("{0}")]
+    Unreachable(String),
     /// The input changed between the plan and the main pass: try again later.
     #[error("{0}")]
     InputChanged(String),
@@ -130,7 +148,7 @@ async fn run_locked(
     // results file, a symlink to it included, shares one lock.
     let results = ResultsWriter::claim(&config.output).map_err(RunError::Setup)?;
     *lock = Some(RunLock::acquire(&results)?);
-    let (writer, earlier) = ResultsWriter::open(&results).map_err(RunError::Setup)?;
+    let (mut writer, earlier) = ResultsWriter::open(&results).map_err(RunError::Setup)?;
     let screen = Screen::new(config.strict);
     let plan = {
         let first_pass = input.open(config.read)?;
@@ -139,6 +157,22 @@ async fn run_locked(
             .map_err(|panic| {
                 RunError::Setup(anyhow::anyhow!("planning the run failed: {panic}"))
             })??
+    };
+    // A results file from another account (or a rehearsal) is refused before anything is
+    // sent: checked now when the credentials name the account, else once the preflight
+    // has learned it.
+    let results_name = config.output.display().to_string();
+    check_account(
+        &results_name,
+        config.account_sid.as_deref(),
+        &plan.earlier_accounts,
+    )?;
+    writer.set_account(config.account_sid.clone());
+    let preflight = Preflight {
+        said: config.account_sid.clone(),
+        earlier_accounts: plan.earlier_accounts.clone(),
+        results: results_name,
+        done: false,
     };
     if plan.earlier_rows > 0 {
         tracing::info!(rows = plan.earlier_rows, results = %config.output.display(), "resuming from an earlier run's results");
@@ -188,7 +222,16 @@ async fn run_locked(
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
-    let failed_workers = dispatch(work_rx, &gate, &limits, written_tx, &no_new_rows, &stop).await;
+    let (failed_workers, set_up_wrong) = dispatch(
+        work_rx,
+        &gate,
+        &limits,
+        preflight,
+        written_tx,
+        &no_new_rows,
+        &stop,
+    )
+    .await;
 
     let written = writer_task
         .await
@@ -196,7 +239,11 @@ async fn run_locked(
         .and_then(|result| result)
         .map_err(RunError::Setup)?;
     let elapsed = written.progress.finish();
-    match reader_thread.await {
+    let read = reader_thread.await;
+    if let Some(error) = set_up_wrong {
+        return Err(error);
+    }
+    match read {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error),
         Err(panic) => {
@@ -246,6 +293,62 @@ async fn run_locked(
         },
         end,
     })
+}
+
+/// The preflight, run once, just before the run's first request: a rerun over a finished
+/// file sends nothing at all, and a run with work proves the base URL, the credentials and
+/// the network before anything is registered.
+struct Preflight {
+    /// The account the credentials name, if they do.
+    said: Option<String>,
+    earlier_accounts: Vec<String>,
+    /// The results file, for messages.
+    results: String,
+    done: bool,
+}
+
+impl Preflight {
+    async fn prove(&mut self, client: &Client) -> Result<(), RunError> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(());
+        }
+        let account = proven_account(client, self.said.as_deref()).await?;
+        check_account(&self.results, account.as_deref(), &self.earlier_accounts)
+    }
+}
+
+/// Refuses to resume a results file written against another account than `account`.
+fn check_account(results: &str, account: Option<&str>, earlier: &[String]) -> Result<(), RunError> {
+    match (
+        account,
+        earlier.iter().find(|a| Some(a.as_str()) != account),
+    ) {
+        (Some(account), Some(other)) => Err(RunError::OtherAccount {
+            results: results.to_string(),
+            written_on: other.clone(),
+            this_run: account.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the preflight and returns the account this run registers on: the one the API
+/// shows, else the one the credentials name. A mismatch between the two is a set-up error.
+async fn proven_account(client: &Client, said: Option<&str>) -> Result<Option<String>, RunError> {
+    match preflight(client).await {
+        Ok(proven) => match (proven.account_sid, said) {
+            (Some(learned), Some(said)) if learned != said => {
+                Err(RunError::Setup(anyhow::anyhow!(
+                    "the credentials belong to account {learned}, but TWILIO_ACCOUNT_SID says \
+                 {said}; set TWILIO_ACCOUNT_SID to the account of TWILIO_API_KEY"
+                )))
+            }
+            (learned, said) => Ok(learned.or_else(|| said.map(String::from))),
+        },
+        Err(PreflightError::CredentialsRefused) => Err(RunError::CredentialsRefused),
+        Err(PreflightError::Setup(message)) => Err(RunError::Setup(anyhow::anyhow!(message))),
+        Err(PreflightError::Unreachable(message)) => Err(RunError::Unreachable(message)),
+    }
 }
 
 /// Reads and checks the input, with the plan's facts for each line (repeats, earlier runs),
@@ -385,10 +488,11 @@ async fn dispatch(
     mut work: mpsc::Receiver<Work>,
     gate: &Arc<Gate>,
     limits: &DispatchLimits,
+    mut preflight: Preflight,
     written: mpsc::Sender<Written>,
     no_new_rows: &CancellationToken,
     stop: &CancellationToken,
-) -> u64 {
+) -> (u64, Option<RunError>) {
     let DispatchLimits {
         concurrency,
         wait,
@@ -399,6 +503,7 @@ async fn dispatch(
     let fleet_names = Arc::new(FleetNames::default());
     let mut workers = JoinSet::new();
     let mut failed = 0;
+    let mut set_up_wrong = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -409,6 +514,10 @@ async fn dispatch(
         let Some(next) = next else { break };
         match next {
             Work::Send(job, warning, fields) => {
+                if let Err(error) = preflight.prove(gate.client()).await {
+                    set_up_wrong = Some(error);
+                    break;
+                }
                 let permit = tokio::select! {
                     biased;
                     _ = no_new_rows.cancelled() => break,
@@ -461,7 +570,7 @@ async fn dispatch(
         );
         workers.shutdown().await;
     }
-    failed
+    (failed, set_up_wrong)
 }
 
 /// 1 when a worker's task panicked (a bug), logged with what the panic said; 0 otherwise.
@@ -515,6 +624,7 @@ mod tests {
         std::fs::write(&input, "Iccid,RegistrationCode\n12345,H3LL0W0RLD\n").unwrap();
         let output = dir.path().join("sims.results.csv");
         let config = RegisterConfig {
+            account_sid: None,
             input: crate::input::InputSource::File(input),
             output: output.clone(),
             target: crate::run::config::Target::Emulator {

@@ -120,6 +120,8 @@ pub struct Plan {
     fleets: Vec<String>,
     /// Rows in the results file.
     pub earlier_rows: u64,
+    /// The accounts the results file's rows were written against (one, in a sound file).
+    pub earlier_accounts: Vec<String>,
     /// Input rows seen by pass 1.
     pub rows: u64,
     /// The line of the last input row pass 1 saw. Rows after it (appended to the file since)
@@ -204,6 +206,7 @@ impl Plan {
             }
         }
         let earlier_rows = earlier.rows;
+        let earlier_accounts = std::mem::take(&mut earlier.accounts);
         let fleets = earlier.into_fleets();
 
         // Merge-join by key: duplicates, and each ICCID's prior record on its first line.
@@ -240,6 +243,7 @@ impl Plan {
             facts: facts.finish().map_err(temp)?.peekable(),
             fleets,
             earlier_rows,
+            earlier_accounts,
             rows: rows_seen,
             last_line,
         })

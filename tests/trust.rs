@@ -1,0 +1,186 @@
+//! A results file that can be trusted: bound to the account it was written against, a
+//! rehearsal kept apart from the real run, set-up mistakes stopped before any verdict, and
+//! reruns that change nothing. Each test runs the real binary over loopback.
+
+mod common;
+
+use common::{TestEnv, binary_command, exit_code, good_sim, stderr, stdout};
+use supersim_bulk::emulator::{EmulatorConfig, TEST_ACCOUNT_SID};
+
+/// A second account, as a real one would look: its own SID and token.
+const REAL_ACCOUNT: &str = "AC11111111111111111111111111111111";
+const REAL_TOKEN: &str = "real-account-token";
+
+async fn real_account() -> TestEnv {
+    TestEnv::with_config(EmulatorConfig {
+        account_sid: REAL_ACCOUNT.to_string(),
+        credentials: vec![(REAL_ACCOUNT.to_string(), REAL_TOKEN.to_string())],
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+fn real_credentials() -> [(&'static str, &'static str); 2] {
+    [
+        ("TWILIO_ACCOUNT_SID", REAL_ACCOUNT),
+        ("TWILIO_AUTH_TOKEN", REAL_TOKEN),
+    ]
+}
+
+/// Issue 11: following the README word for word, a rehearsal then the real run on the same
+/// input. The rehearsal writes its own file, and the real run registers everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rehearsal_then_the_real_run_registers_everything() {
+    let env = real_account().await;
+    let sims: Vec<_> = (0..6).map(|n| good_sim(20_000 + n)).collect();
+    env.write_input(&sims);
+
+    let rehearsal = binary_command()
+        .arg("register")
+        .arg(env.input_path())
+        .arg("--emulator")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&rehearsal), 0, "{}", stderr(&rehearsal));
+    let rehearsed = env.dir.path().join("sims.emulator.results.csv");
+    assert!(
+        rehearsed.exists(),
+        "the rehearsal writes sims.emulator.results.csv"
+    );
+    assert!(
+        !env.results_path().exists(),
+        "and leaves sims.results.csv alone"
+    );
+    let text = std::fs::read_to_string(&rehearsed).unwrap();
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|row| row.ends_with(TEST_ACCOUNT_SID)),
+        "{text}"
+    );
+
+    let real = env.register_with_env(&[], &real_credentials()).await;
+    assert_eq!(exit_code(&real), 0, "{}", stderr(&real));
+    assert_eq!(
+        env.emulator.stats().commits,
+        6,
+        "every SIM registered for real"
+    );
+    for row in env.results() {
+        assert_eq!(row["outcome"], "registered");
+        assert_eq!(row["account_sid"], REAL_ACCOUNT);
+    }
+}
+
+/// Issue 11: a results file written against another account (here the emulator's) is
+/// refused before anything is sent, naming both accounts and the way out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_results_file_from_another_account_is_refused_before_anything_is_sent() {
+    let env = real_account().await;
+    let sims: Vec<_> = (0..3).map(|n| good_sim(20_100 + n)).collect();
+    env.write_input(&sims);
+    let rehearsed = env.dir.path().join("sims.emulator.results.csv");
+    let rehearsal = binary_command()
+        .arg("register")
+        .arg(env.input_path())
+        .arg("--emulator")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&rehearsal), 0, "{}", stderr(&rehearsal));
+    let before = std::fs::read(&rehearsed).unwrap();
+
+    let output = env
+        .register_with_env(&["-o", rehearsed.to_str().unwrap()], &real_credentials())
+        .await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains(TEST_ACCOUNT_SID), "{message}");
+    assert!(message.contains(REAL_ACCOUNT), "{message}");
+    assert!(message.contains("-o NEW.results.csv"), "{message}");
+    assert!(message.contains("emulator"), "{message}");
+    assert_eq!(env.emulator.stats().requests, 0, "nothing was sent");
+    assert_eq!(std::fs::read(&rehearsed).unwrap(), before, "nor written");
+}
+
+/// Issue 11: a base URL ending in /v1 stops the run (exit 2) with a sentence naming the URL
+/// tried and the fix; no SIM is written `rejected`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_url_ending_in_v1_stops_the_run_without_a_verdict() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(20_200), good_sim(20_201)]);
+    let base = format!("{}/v1", env.emulator.base_url());
+    let output = env.register(&["--base-url", &base]).await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{base}/v1/Sims?PageSize=1")),
+        "{message}"
+    );
+    assert!(message.contains("no /v1 on the end"), "{message}");
+    assert_eq!(env.emulator.stats().create_requests, 0);
+    let rows = env.results();
+    assert!(rows.is_empty(), "no verdict recorded: {rows:?}");
+}
+
+/// Issue 11: with nothing listening, the run stops early (exit 75), says the connection
+/// was refused and where, and writes no `gave_up` row.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_api_stops_the_run_and_leaves_rows_unfinished() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(20_300)]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = env.register(&["--base-url", &base]).await;
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("refused") && message.contains(&base),
+        "{message}"
+    );
+    assert!(env.results().is_empty(), "the row is left for the next run");
+}
+
+/// Issue 11: a rerun over a file whose update was refused for good, asking the same,
+/// sends nothing and appends nothing; under hourly cron the file no longer grows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_a_permanent_update_failure_sends_and_appends_nothing() {
+    let env = TestEnv::new().await;
+    let sim = good_sim(20_400);
+    env.write_input(std::slice::from_ref(&sim));
+    env.emulator.inject_update(
+        &sim.0,
+        vec![supersim_bulk::emulator::Fault::TwilioError {
+            status: 400,
+            code: 83010,
+        }],
+    );
+    let first = env.register(&["--fleet", "field-devices"]).await;
+    assert_eq!(exit_code(&first), 1, "{}", stderr(&first));
+    assert_eq!(env.results().last().unwrap()["outcome"], "update_failed");
+    let size = std::fs::metadata(env.results_path()).unwrap().len();
+    let requests = env.emulator.stats().requests;
+
+    for _ in 0..2 {
+        let again = env.register(&["--fleet", "field-devices"]).await;
+        assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+        assert!(
+            stdout(&again).contains("1 row failed in earlier runs"),
+            "{}",
+            stdout(&again)
+        );
+    }
+    assert_eq!(env.emulator.stats().requests, requests, "nothing sent");
+    assert_eq!(
+        std::fs::metadata(env.results_path()).unwrap().len(),
+        size,
+        "nothing appended"
+    );
+
+    // Asking for something else sends it again.
+    let changed = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&changed), 0, "{}", stderr(&changed));
+    assert_eq!(env.results().last().unwrap()["outcome"], "registered");
+}
