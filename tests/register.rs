@@ -101,11 +101,11 @@ async fn only_transient_failures_exit_75_and_a_resume_finishes_them() {
     let flaky_rows = by_iccid(&rows, flaky);
     assert_eq!(
         flaky_rows.len(),
-        2,
-        "a new row is appended, the old one kept"
+        1,
+        "the run ends with one row per input line: the new row replaces the old"
     );
-    assert_eq!(flaky_rows[1]["outcome"], "registered");
-    assert_eq!(flaky_rows[1]["sid"], env.emulator.sim(flaky).unwrap().sid);
+    assert_eq!(flaky_rows[0]["outcome"], "registered");
+    assert_eq!(flaky_rows[0]["sid"], env.emulator.sim(flaky).unwrap().sid);
     assert_eq!(
         env.emulator.stats().create_requests - requests_before,
         2,
@@ -446,9 +446,10 @@ async fn standard_input_is_deduped_and_resumed_like_a_file() {
         stdout(&second)
     );
     let rows = env.results();
-    assert_eq!(rows.len(), 10, "only the gave_up SIM gets a new row");
-    assert_eq!(rows[9]["outcome"], "registered");
-    assert_eq!(rows[9]["iccid"], flaky);
+    assert_eq!(rows.len(), 9, "one row per input line, in line order");
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].parse().unwrap()).collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+    assert_eq!(by_iccid(&rows, &flaky)[0]["outcome"], "registered");
     assert_eq!(
         env.emulator.stats().create_requests - requests_before,
         2,
@@ -467,7 +468,7 @@ async fn standard_input_is_deduped_and_resumed_like_a_file() {
         "a rerun that finishes nothing new exits 0: {}",
         stderr(&third)
     );
-    assert_eq!(env.results().len(), 10, "a finished input writes nothing");
+    assert_eq!(env.results().len(), 9, "a finished input writes nothing");
     assert_eq!(
         env.emulator.stats().create_requests - requests_before,
         2,

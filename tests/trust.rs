@@ -184,3 +184,37 @@ async fn a_rerun_after_a_permanent_update_failure_sends_and_appends_nothing() {
     assert_eq!(exit_code(&changed), 0, "{}", stderr(&changed));
     assert_eq!(env.results().last().unwrap()["outcome"], "registered");
 }
+
+/// Issue 11: a run killed mid-way leaves its journal (checkpoint rows, rows out of order)
+/// whole and resumable; the next run finishes it and leaves one row per line, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_leaves_its_journal_and_the_next_run_compacts_it() {
+    let env = TestEnv::with_config(EmulatorConfig {
+        latency: std::time::Duration::from_millis(15),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let sims: Vec<_> = (0..40).map(|n| good_sim(20_500 + n)).collect();
+    env.write_input(&sims);
+    let flags = ["--fleet", "field-devices", "--concurrency", "4"];
+    let mut child = env.spawn_register(&flags);
+    common::wait_until("some rows are written", || env.results_rows_so_far() >= 10).await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+
+    let resumed = env.register(&flags).await;
+    assert_eq!(exit_code(&resumed), 0, "{}", stderr(&resumed));
+    let rows = env.results();
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].parse().unwrap()).collect();
+    let expected: Vec<u64> = (2..2 + sims.len() as u64).collect();
+    assert_eq!(lines, expected, "one row per input line, in line order");
+    for (row, (iccid, _)) in rows.iter().zip(&sims) {
+        assert_eq!(&row["iccid"], iccid);
+        assert_eq!(row["outcome"], "registered", "{row:?}");
+        assert!(
+            row["error_message"].is_empty(),
+            "no checkpoint row left: {row:?}"
+        );
+        assert_eq!(env.emulator.commits(iccid), 1, "{iccid} registered once");
+    }
+}

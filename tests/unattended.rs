@@ -121,6 +121,9 @@ async fn sigterm_writes_rows_in_flight_exits_130_and_resume_completes() {
         "the held SIMs were abandoned, not written: {} rows",
         rows.len()
     );
+    // Interrupted after its drain, the run still compacted: one row per line, in order.
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].parse().unwrap()).collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
     for (iccid, _) in &sims {
         if env.emulator.commits(iccid) > 0 {
             assert!(

@@ -307,8 +307,8 @@ async fn register_reads_messy_input_and_sends_only_checked_rows() {
     assert_eq!(lines.len(), 8, "one final row per input line");
     assert_eq!(
         rows.len(),
-        8 + 3,
-        "plus a checkpoint row for each SIM that gets a unique name (lines 2 to 4)"
+        8,
+        "and no more: the checkpoint rows of lines 2 to 4 are compacted away"
     );
     assert_eq!(
         env.emulator.stats().create_requests,

@@ -31,6 +31,7 @@ use crate::input::failed_out::FailedOut;
 use crate::input::screen::locate;
 use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::input::{InputError, InputRow, SimReader};
+use crate::results::compact::compact;
 use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::run::config::RegisterConfig;
 use crate::run::lock::{LockError, RunLock};
@@ -273,6 +274,24 @@ async fn run_locked(
             ))
         }
     };
+    // The journal becomes one row per input line, in line order, under the lock. A failure
+    // here loses nothing: the journal is left whole and the next run compacts it.
+    let compact_dir = temp_dir_beside(&config.output);
+    let compact_path = results.clone();
+    match tokio::task::spawn_blocking(move || compact(&compact_path, &compact_dir)).await {
+        Ok(Ok(done)) if done.rewritten => {
+            tracing::info!(
+                rows_before = done.rows_before,
+                rows_after = done.rows_after,
+                "results compacted to one row per input line"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!("{error:#}; the results file is left as it was"),
+        Err(error) => {
+            tracing::warn!(%error, "compacting the results file failed; it is left as it was")
+        }
+    }
     let stats = &gate.stats;
     Ok(RunSummary {
         started_at,
