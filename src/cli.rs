@@ -134,6 +134,11 @@ pub struct RegisterArgs {
     #[arg(long)]
     pub retry_rejected: bool,
 
+    /// Check the set-up and say what a run would do: the preflight, the Fleets and the
+    /// plan, with no registration, no update and no results written
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// How often a plain progress line is logged when stderr is not a terminal
     #[arg(long, default_value = "10s", value_parser = progress_interval, help_heading = "Unattended runs")]
     pub progress_interval: Duration,

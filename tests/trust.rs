@@ -218,3 +218,41 @@ async fn a_killed_run_leaves_its_journal_and_the_next_run_compacts_it() {
         assert_eq!(env.emulator.commits(iccid), 1, "{iccid} registered once");
     }
 }
+
+/// Issue 11: `--dry-run` proves the set-up, plans, and says what a run would do, sending
+/// no create and no update and writing no results.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_says_what_would_happen_and_does_none_of_it() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..5).map(|n| good_sim(20_600 + n)).collect();
+    env.write_input(&sims[..3]);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    // Two new SIMs, one invalid row, and the three finished ones.
+    let mut text = String::from("Iccid,RegistrationCode\n");
+    for (iccid, code) in &sims {
+        text.push_str(&format!("{iccid},{code}\n"));
+    }
+    text.push_str("123,ABCDEFGHIJ\n");
+    env.write_csv(&text);
+    let results_before = std::fs::read(env.results_path()).unwrap();
+    let creates = env.emulator.stats().create_requests;
+
+    let output = env.register(&["--dry-run"]).await;
+    assert_eq!(exit_code(&output), 1, "an invalid row: {}", stderr(&output));
+    let said = stdout(&output);
+    assert!(
+        said.contains("would register 2, update 0, skip 3 finished, 1 invalid"),
+        "{said}"
+    );
+    assert!(said.contains(&env.emulator.base_url()), "{said}");
+    assert!(said.contains(TEST_ACCOUNT_SID), "{said}");
+    assert_eq!(env.emulator.stats().create_requests, creates);
+    assert_eq!(env.emulator.stats().update_requests, 0);
+    assert_eq!(std::fs::read(env.results_path()).unwrap(), results_before);
+
+    // A wrong base URL fails the dry run as it would fail the run.
+    let base = format!("{}/v1", env.emulator.base_url());
+    let wrong = env.register(&["--dry-run", "--base-url", &base]).await;
+    assert_eq!(exit_code(&wrong), 2, "{}", stderr(&wrong));
+}

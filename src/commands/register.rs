@@ -13,6 +13,7 @@ use crate::config::RegisterConfig;
 use crate::emulator::Emulator;
 use crate::exit;
 use crate::paths;
+use crate::run::dry_run::dry_run;
 use crate::run::job::{self, RunError};
 use crate::run::summary::{EndReason, write_json_atomically};
 
@@ -41,6 +42,30 @@ pub async fn run(args: RegisterArgs) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
+    if args.dry_run {
+        return match dry_run(&config, &client).await {
+            Ok(plan) => {
+                let mut out = super::Stdout::lock();
+                let _ = out.write_all(plan.render().as_bytes());
+                plan.exit_code()
+            }
+            Err(RunError::CredentialsRefused) => {
+                eprintln!(
+                    "error: the API refused the credentials (HTTP 401, Twilio error 20003); \
+                     check {credentials_source}"
+                );
+                exit::USAGE_OR_CONFIG
+            }
+            Err(error @ RunError::Unreachable(_)) => {
+                eprintln!("error: {error}");
+                exit::TEMPORARY_FAILURE
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                exit::USAGE_OR_CONFIG
+            }
+        };
+    }
     let stop = CancellationToken::new();
     watch_signals(stop.clone());
     let summary_json = config.summary_json.clone();

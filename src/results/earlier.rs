@@ -205,6 +205,18 @@ pub struct EarlierRows {
 const MAX_ACCOUNTS_NOTED: usize = 8;
 
 impl EarlierRows {
+    /// The rows of the results file at `path`, read only (nothing is created, repaired or
+    /// locked): what `--dry-run` plans from. No file means no earlier rows.
+    pub fn read_only(path: &Path) -> anyhow::Result<EarlierRows> {
+        match File::open(path) {
+            Ok(file) => earlier_rows(file, path)
+                .map(|(rows, _)| rows)
+                .with_context(|| format!("cannot read {}", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(EarlierRows::none()),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     /// No earlier rows: a new results file.
     pub fn none() -> Self {
         EarlierRows {

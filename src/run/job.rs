@@ -107,7 +107,7 @@ impl From<PlanError> for RunError {
 
 /// What the reader hands to the dispatcher for each input row, with the row's input fields
 /// for the failed-out file.
-enum Work {
+pub(super) enum Work {
     /// Checked, and a step is still missing: register it, or update it, or both; then
     /// record these warnings with its result.
     Send(Job, Option<String>, csv::ByteRecord),
@@ -337,7 +337,11 @@ impl Preflight {
 }
 
 /// Refuses to resume a results file written against another account than `account`.
-fn check_account(results: &str, account: Option<&str>, earlier: &[String]) -> Result<(), RunError> {
+pub(super) fn check_account(
+    results: &str,
+    account: Option<&str>,
+    earlier: &[String],
+) -> Result<(), RunError> {
     match (
         account,
         earlier.iter().find(|a| Some(a.as_str()) != account),
@@ -353,7 +357,10 @@ fn check_account(results: &str, account: Option<&str>, earlier: &[String]) -> Re
 
 /// Runs the preflight and returns the account this run registers on: the one the API
 /// shows, else the one the credentials name. A mismatch between the two is a set-up error.
-async fn proven_account(client: &Client, said: Option<&str>) -> Result<Option<String>, RunError> {
+pub(super) async fn proven_account(
+    client: &Client,
+    said: Option<&str>,
+) -> Result<Option<String>, RunError> {
     match preflight(client).await {
         Ok(proven) => match (proven.account_sid, said) {
             (Some(learned), Some(said)) if learned != said => {
@@ -417,7 +424,7 @@ fn read_input(
 
 /// Decides what happens to one input row: the shared checks and dedupe, the onboarding
 /// plan, then resuming, from the plan's `facts` about the row's line. No I/O.
-fn triage(
+pub(super) fn triage(
     row: InputRow,
     facts: &LineFacts,
     retry_rejected: bool,

@@ -11,9 +11,12 @@
 //!   at a time per results file; [`progress`]: the live display;
 //!   [`summary`]: how a run ended, its summary and exit code.
 //!
+//! - [`dry_run`]: `register --dry-run`, what a run would do, sending nothing.
+//!
 //! The run sits above the input, the results file and the API, and below the command line.
 
 pub mod config;
+pub mod dry_run;
 
 pub mod job;
 pub mod lock;

@@ -1,0 +1,127 @@
+//! `register --dry-run`: everything a run checks before its first registration (the
+//! preflight, the account the results file belongs to, the plan), and what the run would
+//! then do, counted, with no create, no update and no results written.
+
+use crate::api::Client;
+use crate::input::screen::Screen;
+use crate::results::EarlierRows;
+use crate::run::config::RegisterConfig;
+use crate::run::job::{RunError, Work, check_account, proven_account, triage};
+use crate::run::plan::{Plan, Replayable, temp_dir_beside};
+
+/// What a run would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DryRun {
+    /// The API's base URL, or the emulator's.
+    pub url: String,
+    /// The account the run would register on, when known.
+    pub account_sid: Option<String>,
+    pub register: u64,
+    /// Registered by an earlier run, with an update step still to do.
+    pub update: u64,
+    /// Finished by an earlier run: nothing to send.
+    pub skip: u64,
+    pub invalid: u64,
+    pub duplicate: u64,
+}
+
+impl DryRun {
+    /// One paragraph a person reads before the real run.
+    pub fn render(&self) -> String {
+        format!(
+            "dry run against {} (account {}): would register {}, update {}, skip {} finished, \
+             {} invalid, {} duplicate\nnothing was sent and no results were written\n",
+            self.url,
+            self.account_sid.as_deref().unwrap_or("not known yet"),
+            thousands(self.register),
+            thousands(self.update),
+            thousands(self.skip),
+            thousands(self.invalid),
+            thousands(self.duplicate),
+        )
+    }
+
+    /// As `validate`'s: 1 when rows would not be sent because they are invalid.
+    pub fn exit_code(&self) -> u8 {
+        if self.invalid > 0 {
+            crate::exit::ROWS_FAILED
+        } else {
+            crate::exit::SUCCESS
+        }
+    }
+}
+
+/// `1,180` for 1180.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Plans the run `config` describes against `client`, sending nothing but the preflight.
+pub async fn dry_run(config: &RegisterConfig, client: &Client) -> Result<DryRun, RunError> {
+    let account_sid = proven_account(client, config.account_sid.as_deref()).await?;
+    let temp_dir = temp_dir_beside(&config.output);
+    let input = Replayable::new(&config.input, &temp_dir)?;
+    let mut reader = input.open(config.read)?;
+    config
+        .onboard
+        .check_fleet_source(reader.has_fleet_column(), reader.display_name())
+        .map_err(RunError::Setup)?;
+    let earlier = EarlierRows::read_only(&config.output).map_err(RunError::Setup)?;
+    let screen = Screen::new(config.strict);
+    let first_pass = input.open(config.read)?;
+    let plan_dir = temp_dir.clone();
+    let mut plan =
+        tokio::task::spawn_blocking(move || Plan::build(first_pass, screen, earlier, &plan_dir))
+            .await
+            .map_err(|panic| RunError::Setup(anyhow::anyhow!("planning failed: {panic}")))??;
+    check_account(
+        &config.output.display().to_string(),
+        account_sid.as_deref(),
+        &plan.earlier_accounts,
+    )?;
+    let mut counts = DryRun {
+        url: client.url(""),
+        account_sid,
+        ..DryRun::default()
+    };
+    while let Some(row) = reader.next_row() {
+        let row = row?;
+        if !plan.covers(row.line) {
+            break;
+        }
+        let facts = plan
+            .at(row.line)
+            .map_err(|e| RunError::Setup(anyhow::Error::new(e)))?;
+        match triage(row, &facts, config.retry_rejected, &config.onboard, &screen) {
+            Work::Send(job, _, _) if job.resume.is_some() => counts.update += 1,
+            Work::Send(..) => counts.register += 1,
+            Work::Report(row, _, _) if row.outcome == crate::results::Outcome::Duplicate => {
+                counts.duplicate += 1
+            }
+            Work::Report(..) => counts.invalid += 1,
+            Work::Skip(..) => counts.skip += 1,
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_as_a_person_writes_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1180), "1,180");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+}
