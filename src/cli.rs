@@ -227,6 +227,10 @@ pub struct EmulatorArgs {
     /// How long an accepted status change stays `scheduled` before it takes effect
     #[arg(long, default_value = "2s", value_parser = update_delay)]
     pub update_delay: Duration,
+
+    /// Keep the account's SIMs in this file across runs (created if missing)
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 const VALIDATE_EXIT_HELP: &str = "\

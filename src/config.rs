@@ -43,6 +43,15 @@ impl RegisterConfig {
             }
         };
         let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
+        // A rehearsal keeps its emulated account beside its results, so it can be resumed
+        // and onboarded in a later run exactly like a real account.
+        let target = match target {
+            Target::Emulator { credentials, .. } => Target::Emulator {
+                credentials,
+                state: Some(emulator_state_beside(&output)),
+            },
+            api => api,
+        };
         let failed_out = args.input_options.failed_out.clone();
         check_distinct_files(
             &input,
@@ -104,6 +113,7 @@ pub fn resolve_target(
                     username: crate::emulator::TEST_ACCOUNT_SID.to_string(),
                     password: crate::emulator::TEST_AUTH_TOKEN.to_string(),
                 }),
+            state: None,
         });
     }
     let (base_url, source) = base_url_and_source(base_url, env);
@@ -243,6 +253,11 @@ fn check_distinct_files(
 }
 
 /// `sims.csv` -> `sims.results.csv`, in the same folder.
+/// The emulator's state file of a rehearsal writing `results`: `<results stem>.state.jsonl`.
+pub fn emulator_state_beside(results: &Path) -> PathBuf {
+    results.with_extension("state.jsonl")
+}
+
 /// `<stem>.results.csv` beside the input; `<stem>.emulator.results.csv` for a rehearsal,
 /// so a rehearsal never writes the file the real run will resume from.
 pub fn default_output(input: &Path, emulator: bool) -> PathBuf {

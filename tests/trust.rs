@@ -256,3 +256,56 @@ async fn a_dry_run_says_what_would_happen_and_does_none_of_it() {
     let wrong = env.register(&["--dry-run", "--base-url", &base]).await;
     assert_eq!(exit_code(&wrong), 2, "{}", stderr(&wrong));
 }
+
+/// Issue 11: a rehearsal keeps its emulated account beside its results, so a later
+/// rehearsal resumes it and onboards the SIMs exactly as a real account would.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_rehearsal_onboards_the_sims_it_registered() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..4).map(|n| good_sim(20_700 + n)).collect();
+    env.write_input(&sims);
+    let rehearse = |extra: &'static [&'static str]| {
+        let input = env.input_path();
+        async move {
+            binary_command()
+                .arg("register")
+                .arg(input)
+                .arg("--emulator")
+                .args(extra)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let first = rehearse(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let state = env.dir.path().join("sims.emulator.results.state.jsonl");
+    assert!(
+        state.exists(),
+        "the emulator's state is kept beside the results"
+    );
+
+    let second = rehearse(&["--fleet", "field-devices", "--activate", "--wait"]).await;
+    assert_eq!(
+        exit_code(&second),
+        0,
+        "{}{}",
+        stdout(&second),
+        stderr(&second)
+    );
+    let results = env.dir.path().join("sims.emulator.results.csv");
+    let mut reader = csv::Reader::from_path(&results).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), sims.len());
+    for row in &rows {
+        assert_eq!(&row[column("outcome")], "registered", "{row:?}");
+        assert_eq!(&row[column("status")], "active", "{row:?}");
+        assert_eq!(
+            &row[column("fleet_sid")],
+            supersim_bulk::emulator::fleet_sid_for("field-devices"),
+            "{row:?}"
+        );
+    }
+}

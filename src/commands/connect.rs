@@ -22,9 +22,10 @@ pub async fn connect(
             credentials,
             ..
         } => (base_url.clone(), credentials.clone(), None),
-        Target::Emulator { credentials } => {
+        Target::Emulator { credentials, state } => {
             let emulator_config = EmulatorConfig {
                 credentials: vec![(credentials.username.clone(), credentials.password.clone())],
+                state: state.clone(),
                 // Long enough that a rehearsal shows `scheduled` and what --wait does.
                 update_delay: Duration::from_secs(1),
                 ..EmulatorConfig::default()

@@ -14,6 +14,7 @@ pub async fn run(args: EmulatorArgs) -> u8 {
         seed: args.seed,
         credentials: credentials_from_env(),
         update_delay: args.update_delay,
+        state: args.state.clone(),
         ..EmulatorConfig::default()
     };
     config.fleets.extend(args.fleets);

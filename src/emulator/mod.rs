@@ -21,6 +21,7 @@ mod faults;
 mod responses;
 mod routes;
 mod server;
+mod state;
 mod store;
 
 pub use faults::Fault;
@@ -116,6 +117,9 @@ pub struct EmulatorConfig {
     /// How long an accepted status change reads `scheduled` before it takes effect. Zero
     /// still answers 202 and `scheduled`; the next read shows the new status.
     pub update_delay: Duration,
+    /// Keep the account's SIMs in this file across runs (an append-only journal); `None`
+    /// starts empty and forgets everything on exit.
+    pub state: Option<std::path::PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -129,6 +133,7 @@ impl Default for EmulatorConfig {
             account_sid: TEST_ACCOUNT_SID.to_string(),
             fleets: DEFAULT_FLEETS.iter().map(|name| name.to_string()).collect(),
             update_delay: Duration::ZERO,
+            state: None,
         }
     }
 }
@@ -160,7 +165,8 @@ mod tests {
                     ..EmulatorConfig::default()
                 },
                 "127.0.0.1:0".parse().unwrap(),
-            );
+            )
+            .unwrap();
             (0..40)
                 .map(|_| shared.next_fault(Some("89883070000123456789")))
                 .collect::<Vec<_>>()

@@ -30,7 +30,7 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config, addr));
+        let shared = Arc::new(Shared::new(config, addr)?);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve_shared(Arc::clone(&shared), listener, async move {
             // A dropped sender means the Emulator was dropped: stop as well.
@@ -164,7 +164,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared::new(config, listener.local_addr()?));
+    let shared = Arc::new(Shared::new(config, listener.local_addr()?)?);
     serve_shared(shared, listener, shutdown).await
 }
 

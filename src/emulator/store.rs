@@ -18,6 +18,7 @@ use serde_json::json;
 
 use std::sync::Arc;
 
+use super::state::StateFile;
 use super::*;
 use super::{faults::*, responses::*};
 
@@ -158,10 +159,13 @@ pub(super) struct Shared {
     pub(super) store: Mutex<Store>,
     /// Update requests seen, for tests that act once a client reached its update step.
     pub(super) updates_seen: tokio::sync::watch::Sender<u64>,
+    /// Where the account is kept across runs, if anywhere.
+    pub(super) state: Option<StateFile>,
 }
 
 impl Shared {
-    pub(super) fn new(config: EmulatorConfig, addr: SocketAddr) -> Shared {
+    /// The emulated account of `config`, with the SIMs its state file holds, if it has one.
+    pub(super) fn new(config: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Shared> {
         let authorizations = config
             .credentials
             .iter()
@@ -180,16 +184,29 @@ impl Shared {
                 });
             }
         }
-        Shared {
+        let mut store = Store {
+            fleets,
+            ..Store::default()
+        };
+        let state = match &config.state {
+            Some(path) => {
+                let (file, saved) = StateFile::open(path)?;
+                for sim in saved {
+                    store.by_iccid.insert(sim.iccid.clone(), store.sims.len());
+                    store.sims.push(sim.into_record());
+                }
+                Some(file)
+            }
+            None => None,
+        };
+        Ok(Shared {
             config,
             authorizations,
             fallback_base_url: format!("http://{addr}"),
-            store: Mutex::new(Store {
-                fleets,
-                ..Store::default()
-            }),
+            store: Mutex::new(store),
             updates_seen: tokio::sync::watch::Sender::new(0),
-        }
+            state,
+        })
     }
 
     pub(super) fn store(&self) -> MutexGuard<'_, Store> {
@@ -260,6 +277,9 @@ impl Shared {
         };
         store.by_iccid.insert(iccid.to_string(), store.sims.len());
         store.sims.push(record.clone());
+        if let Some(state) = &self.state {
+            state.save(&record);
+        }
         record
     }
 
@@ -412,6 +432,9 @@ impl Shared {
             }
             None => StatusCode::OK,
         };
+        if let Some(state) = &self.state {
+            state.save(sim);
+        }
         (answer, Json(sim.to_json(base_url))).into_response()
     }
 

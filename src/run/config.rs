@@ -21,7 +21,11 @@ pub enum Target {
         credentials_source: &'static str,
     },
     /// An emulator started in-process for this run.
-    Emulator { credentials: Credentials },
+    Emulator {
+        credentials: Credentials,
+        /// Where the emulator keeps its account across runs, if anywhere.
+        state: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone)]

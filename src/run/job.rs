@@ -658,6 +658,7 @@ mod tests {
                     username: "AC0".into(),
                     password: "unused".into(),
                 },
+                state: None,
             },
             limits: crate::api::gate::GateLimits {
                 rate: 10.0,
