@@ -442,11 +442,16 @@ fn triage(
         }
         Verdict::Send { iccid, warnings } => (iccid, warnings),
     };
-    let resolved = onboard
+    // Whether a row is done is judged with the Fleet as named (as before the Fleets were
+    // resolved, so every row is judged alike); what is sent carries the resolved SID.
+    let planned = onboard
         .plan_for(row.fleet.clone(), row.unique_name.clone())
-        .and_then(|mut plan| fleets.apply(&mut plan).map(|()| plan));
-    let plan = match resolved {
-        Ok(plan) => plan,
+        .and_then(|as_named| {
+            let mut plan = as_named.clone();
+            fleets.apply(&mut plan).map(|()| (as_named, plan))
+        });
+    let (as_named, plan) = match planned {
+        Ok(plans) => plans,
         Err(reason) => {
             let problem = Problem {
                 column: Column::Row,
@@ -459,7 +464,7 @@ fn triage(
     if let Some(warning) = &warning {
         tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
-    let resume = match resume::resume(facts.sim(), &plan, retry_rejected) {
+    let resume = match resume::resume(facts.sim(), &as_named, retry_rejected) {
         Resume::Skip(Outcome::Rejected) => {
             let reason = format!(
                 "line {}: rejected by the API in an earlier run (see the results file)",
