@@ -218,3 +218,60 @@ async fn a_4xx_with_a_twilio_code_on_create_stays_a_rejected_sim() {
     assert_eq!(last[&sims[0].0]["outcome"], "registered");
     assert_eq!(last[&sims[2].0]["outcome"], "registered");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_naming_more_than_1000_fleets_stops_before_anything_is_sent() {
+    let env = TestEnv::new().await;
+    let mut csv = String::from("iccid,code,fleet\n");
+    for n in 0..1001 {
+        let (iccid, code) = good_sim(1000 + n);
+        csv.push_str(&format!("{iccid},{code},fleet-{n}\n"));
+    }
+    env.write_csv(&csv);
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 2, "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.contains("more than 1000 distinct Fleets"), "{err}");
+    let stats = env.emulator.stats();
+    assert_eq!(stats.create_requests, 0);
+    assert_eq!(stats.update_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_is_not_the_api_stops_the_fleet_lookup_naming_the_url() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (60..63).map(good_sim).collect();
+    env.write_input(&sims);
+    // A web server answering every path with a bare 404 page.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::response::Html("<html><body>Not Found</body></html>"),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let output = binary_command()
+        .arg("register")
+        .arg(env.input_path())
+        .args(["--base-url", &base, "--fleet", "bench"])
+        .envs(TestEnv::test_credentials())
+        .output()
+        .await
+        .unwrap();
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert_eq!(exit_code(&output), 2, "{said}");
+    assert!(said.contains(&base), "{said}");
+    assert!(said.contains("404"), "{said}");
+    let rows = if env.results_path().exists() {
+        env.results()
+    } else {
+        Vec::new()
+    };
+    assert!(
+        rows.is_empty(),
+        "nothing is written against the SIMs: {rows:?}"
+    );
+}
