@@ -300,8 +300,8 @@ impl Gate {
     }
 
     /// An idempotent read (a lookup or a fetch) through the gate, retrying transient
-    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or the credentials
-    /// were refused; `Err(Some(error))` is the error that ended it.
+    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or was halted
+    /// (see [`Halt`]); `Err(Some(error))` is the error that ended it.
     pub(crate) async fn read_with_retries<T, F>(
         &self,
         jitter_seed: u64,
