@@ -17,8 +17,9 @@
 //!   and reading back what earlier runs wrote.
 //! - [`api`]: the HTTP client, Twilio error classification, retry and backoff, the adaptive
 //!   in-flight limit, and the gate every request passes.
-//! - [`run`]: the `register` job: the plan (dedupe and resume, on disk), per-SIM registration
-//!   and onboarding, the one writer, the lock, progress and the summary.
+//! - [`run`]: the `register` job: the plan (dedupe and resume, on disk), the Fleets resolved
+//!   before anything is sent, per-SIM registration and onboarding, the one writer, the
+//!   lock, progress and the summary.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests; it imports nothing else.
 //! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`,
 //!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the

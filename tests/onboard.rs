@@ -209,26 +209,33 @@ async fn refused_updates_are_update_failed_with_code_and_exit_1() {
         assert!(!row["http_status"].is_empty());
         assert_eq!(row["sid"], env.emulator.sim(iccid).unwrap().sid);
     };
-    failed(&unknown_fleet, "83006");
+    // A Fleet that is not on the account is found before anything is sent: the row is
+    // invalid and its SIM never registered (no 83006 after the fact).
+    assert_eq!(last[&unknown_fleet]["outcome"], "invalid");
+    assert!(
+        last[&unknown_fleet]["error_message"]
+            .contains("Fleet 'no-such-fleet' is not on this account"),
+        "{:?}",
+        last[&unknown_fleet]
+    );
+    assert!(env.emulator.sim(&unknown_fleet).is_none());
     failed(&dup_b, "83011");
     failed(&was_active, "83010");
     assert_eq!(last[&dup_a]["outcome"], "registered");
     assert_eq!(last[&was_active]["status"], "active");
     assert!(
-        stdout(&output).contains("update_failed       3"),
+        stdout(&output).contains("update_failed       2"),
         "{}",
         stdout(&output)
     );
-    assert_results_match_server(&env, &[unknown_fleet.clone(), dup_a, dup_b]);
+    assert_results_match_server(&env, &[dup_a, dup_b]);
 
-    // The user fixes the Fleet: the next run updates without registering again.
-    let creates = env.emulator.stats().create_requests;
+    // The user fixes the Fleet: the next run registers and onboards that SIM.
     env.write_csv(&format!("iccid,code,fleet\n{unknown_fleet},{c1},bench\n"));
     let output = env
         .register(&["--fleet", "bench", "--status", "ready", "--wait"])
         .await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    assert_eq!(env.emulator.stats().create_requests, creates);
     assert_eq!(last_rows(&env)[&unknown_fleet]["outcome"], "registered");
     assert_results_match_server(&env, &[unknown_fleet]);
 }

@@ -4,6 +4,7 @@
 //! exchange into a typed answer, so the retry policy can be read and tested on its own.
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -60,10 +61,18 @@ impl SimUpdate {
     }
 }
 
-/// The part of a Fleet resource this tool needs: its SID, to compare with a SIM's.
+/// The part of a Fleet resource this tool needs: its SID, to compare with a SIM's, and its
+/// unique name, to list the Fleets an account has.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Fleet {
     pub sid: Option<String>,
+    #[serde(default)]
+    pub unique_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FleetList {
+    fleets: Vec<Fleet>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +86,9 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     credentials: Credentials,
+    /// Why the latest request that got no answer at all could not reach the API, as one
+    /// sentence (see [`super::transport`]); shared by the clones of this client.
+    last_unreachable: Arc<Mutex<Option<String>>>,
 }
 
 /// The header in which Twilio reports the account's requests in flight.
@@ -112,6 +124,7 @@ impl Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             credentials,
+            last_unreachable: Arc::default(),
         })
     }
 
@@ -167,6 +180,26 @@ impl Client {
         self.send(request).await
     }
 
+    /// `GET /v1/Fleets?PageSize=`: the first `page_size` Fleets on the account, to name
+    /// them when a Fleet asked for is not among them.
+    pub async fn list_fleets(&self, page_size: usize) -> Result<Vec<Fleet>, ApiError> {
+        let request = self
+            .http
+            .get(format!("{}/v1/Fleets", self.base_url))
+            .query(&[("PageSize", page_size.to_string())]);
+        let list: FleetList = self.send(request).await?;
+        Ok(list.fleets)
+    }
+
+    /// The sentence saying why the latest request that got no answer at all could not
+    /// reach the API (DNS, refused, TLS or a timeout, with its URL), if one did not.
+    pub fn last_unreachable(&self) -> Option<String> {
+        self.last_unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
     /// reads `scheduled` until the change is done.
     pub async fn update_sim(&self, sid: &str, update: &SimUpdate) -> Result<Sim, ApiError> {
@@ -185,12 +218,30 @@ impl Client {
         self.send(request).await
     }
 
+    /// The error for a request that got no answer, remembering why in words.
+    fn unreachable(&self, error: &reqwest::Error) -> ApiError {
+        let url = error
+            .url()
+            .map(|url| {
+                let mut url = url.clone();
+                url.set_query(None);
+                url.to_string()
+            })
+            .unwrap_or_else(|| self.base_url.clone());
+        let sentence = super::transport::unreachable_sentence(error, &url);
+        *self
+            .last_unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(sentence);
+        ApiError::transport(error)
+    }
+
     async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
         let response = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
             .await
-            .map_err(|e| ApiError::transport(&e))?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -245,6 +296,15 @@ impl Resource for Sim {
 impl Resource for Fleet {
     fn missing(&self) -> Option<&'static str> {
         (!has_sid(&self.sid)).then_some("a Fleet without a `sid`")
+    }
+}
+
+impl Resource for FleetList {
+    fn missing(&self) -> Option<&'static str> {
+        self.fleets
+            .iter()
+            .any(|fleet| !has_sid(&fleet.sid))
+            .then_some("a list of Fleets with one that has no `sid`")
     }
 }
 

@@ -103,6 +103,20 @@ impl ApiError {
         }
     }
 
+    /// True for an answer that says the request went to the wrong place rather than that this
+    /// one resource was refused: a 404 or 405, or any other 4xx (but 401 and 429) without a
+    /// Twilio error body. On `POST /v1/Sims` it is the endpoint, not the SIM, so the run
+    /// stops instead of writing every SIM as `rejected`; a 4xx with a Twilio code (83002)
+    /// stays about the SIM.
+    pub fn is_wrong_endpoint(&self) -> bool {
+        match self.http_status {
+            Some(404 | 405) => true,
+            Some(401 | 429) => false,
+            Some(400..=499) => self.code.is_none(),
+            _ => false,
+        }
+    }
+
     fn describe(&self) -> String {
         match (self.http_status, self.code) {
             (Some(status), Some(code)) => {
@@ -220,6 +234,36 @@ mod tests {
             assert_eq!(
                 error(status, code).classify(),
                 expected,
+                "{status:?} {code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_endpoint_answers() {
+        for (status, code) in [
+            (Some(404), None),
+            (Some(404), Some(20404)),
+            (Some(405), None),
+            (Some(400), None),
+            (Some(403), None),
+        ] {
+            assert!(
+                error(status, code).is_wrong_endpoint(),
+                "{status:?} {code:?}"
+            );
+        }
+        for (status, code) in [
+            (Some(400), Some(83002)),
+            (Some(409), Some(83003)),
+            (Some(401), None),
+            (Some(429), None),
+            (Some(500), None),
+            (Some(502), None),
+            (None, None),
+        ] {
+            assert!(
+                !error(status, code).is_wrong_endpoint(),
                 "{status:?} {code:?}"
             );
         }

@@ -5,11 +5,17 @@
 //! those, it gives them back, waits the pause out and starts over, so a `Retry-After` holds
 //! at the moment a request is sent. The answer tells the concurrency limit whether to grow
 //! or shrink, and a `Retry-After` on a retryable answer pauses the whole pool. It also owns the retry waits and the stop signals (an
-//! interrupt, refused credentials), so no request of any kind starts after a stop.
+//! interrupt, and a [`Halt`]: refused credentials, an API that never answers, an endpoint
+//! that is not the API), so no request of any kind starts after a stop.
+//!
+//! Because it sees every answer, the gate also tells an unreachable API from a flaky one:
+//! while nothing has answered yet in this run, [`UNREACHABLE_AFTER`] requests in a row
+//! without any answer (DNS, refused, TLS, timeout) stop the run rather than wear every SIM
+//! down to `gave_up`.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -36,6 +42,23 @@ impl RequestStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// Requests in a row that got no answer at all, before any answer in this run, that stop
+/// the run as unreachable (fewer when `--max-attempts` is lower, so no SIM gives up first).
+pub const UNREACHABLE_AFTER: u32 = 5;
+
+/// Why the gate stopped the whole run: every further request would fail the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// The API refused the credentials (401 / 20003).
+    CredentialsRefused,
+    /// No request has been answered, and [`UNREACHABLE_AFTER`] in a row got no answer: the
+    /// sentence says why (DNS, refused, TLS, timeout) and names the URL.
+    Unreachable(String),
+    /// An answer said the URL is not the endpoint (a 404 or a bare 4xx on `POST /v1/Sims`):
+    /// the sentence names the URL and the likely fix.
+    WrongEndpoint(String),
 }
 
 /// The limits a pool works within.
@@ -66,6 +89,13 @@ pub struct Gate {
     stop: CancellationToken,
     /// Cancelled when the API refuses the credentials: every further request would fail too.
     credentials_refused: CancellationToken,
+    /// Cancelled on any [`Halt`] (refused credentials included); `halt_reason` says which.
+    halt: CancellationToken,
+    halt_reason: Mutex<Option<Halt>>,
+    /// Set once any request got an HTTP answer: the API is reachable.
+    answered: AtomicBool,
+    /// Requests without any answer, counted until the first answer.
+    unanswered: AtomicU32,
     pub stats: Arc<RequestStats>,
 }
 
@@ -83,6 +113,10 @@ impl Gate {
             limits,
             stop,
             credentials_refused: CancellationToken::new(),
+            halt: CancellationToken::new(),
+            halt_reason: Mutex::default(),
+            answered: AtomicBool::new(false),
+            unanswered: AtomicU32::new(0),
             stats: Arc::default(),
         }
     }
@@ -90,6 +124,60 @@ impl Gate {
     /// Cancelled once the API has refused the credentials.
     pub fn credentials_refused(&self) -> &CancellationToken {
         &self.credentials_refused
+    }
+
+    /// Cancelled once the run is halted for any [`Halt`] reason.
+    pub fn halted(&self) -> &CancellationToken {
+        &self.halt
+    }
+
+    /// Why the run was halted, if it was: the first reason wins.
+    pub fn halt_reason(&self) -> Option<Halt> {
+        self.halt_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the run for `why`; a later reason does not replace the first.
+    pub(crate) fn halt(&self, why: Halt) {
+        {
+            let mut reason = self.halt_reason.lock().unwrap_or_else(|e| e.into_inner());
+            if reason.is_none() {
+                match &why {
+                    Halt::Unreachable(sentence) | Halt::WrongEndpoint(sentence) => {
+                        tracing::error!(%sentence, "stopping the run");
+                    }
+                    Halt::CredentialsRefused => {}
+                }
+                *reason = Some(why);
+            }
+        }
+        self.halt.cancel();
+    }
+
+    /// Counts an answer (any HTTP status) or a request that got none; before the first
+    /// answer, enough of the latter in a row halt the run as unreachable.
+    fn observe(&self, got_an_answer: bool) {
+        if got_an_answer {
+            self.answered.store(true, Ordering::Relaxed);
+            self.unanswered.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.answered.load(Ordering::Relaxed) {
+            return;
+        }
+        let unanswered = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
+        if unanswered >= UNREACHABLE_AFTER.min(self.limits.max_attempts.max(1)) {
+            let sentence = self.client.last_unreachable().unwrap_or_else(|| {
+                format!(
+                    "cannot reach the API at {}: no request got an answer; check the network, \
+                     then run again",
+                    self.client.url("")
+                )
+            });
+            self.halt(Halt::Unreachable(sentence));
+        }
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -104,11 +192,13 @@ impl Gate {
     pub(crate) fn refuse_credentials(&self, error: &ApiError) {
         tracing::error!(http_status = ?error.http_status, error_code = ?error.code, "the API refused the credentials; stopping the run");
         self.credentials_refused.cancel();
+        self.halt(Halt::CredentialsRefused);
     }
 
     /// Sends one request through the run's gates (any pool pause, a slot of the concurrency
     /// limit, a rate token, and no pause at the moment it is sent) and tells the concurrency
-    /// limit how it went. `None` when the run stopped before the request could be sent.
+    /// limit how it went. `None` when the run stopped before the request could be sent, or
+    /// when it failed and the run is halted meanwhile (the row is left for the next run).
     /// `request` is not polled before that, so nothing reaches the server without passing
     /// the gates.
     pub(crate) async fn send<T>(
@@ -120,11 +210,12 @@ impl Gate {
         let slot = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return None,
-            _ = self.credentials_refused.cancelled() => return None,
+            _ = self.halt.cancelled() => return None,
             slot = self.admit() => slot,
         };
         RequestStats::bump(&self.stats.requests);
         let answer = request.await;
+        self.observe(!matches!(&answer, Err(error) if error.http_status.is_none()));
         if let Err(error) = &answer
             && let Some(asked) = error.retry_after
             && matches!(error.classify(), ErrorClass::Retry { .. })
@@ -145,6 +236,10 @@ impl Gate {
             Ok(_) => self.concurrency.on_success(),
         }
         drop(slot);
+        if answer.is_err() && self.halt.is_cancelled() {
+            // Halted (by this answer or another): the failure is not this SIM's verdict.
+            return None;
+        }
         Some(answer)
     }
 
@@ -189,7 +284,7 @@ impl Gate {
     pub(crate) async fn idle(&self, wait: Duration) -> bool {
         tokio::select! {
             _ = self.stop.cancelled() => false,
-            _ = self.credentials_refused.cancelled() => false,
+            _ = self.halt.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
         }
     }
@@ -199,14 +294,14 @@ impl Gate {
         RequestStats::bump(&self.stats.retries);
         tokio::select! {
             _ = self.stop.cancelled() => false,
-            _ = self.credentials_refused.cancelled() => false,
+            _ = self.halt.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
         }
     }
 
     /// An idempotent read (a lookup or a fetch) through the gate, retrying transient
-    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or the credentials
-    /// were refused; `Err(Some(error))` is the error that ended it.
+    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or was halted
+    /// (see [`Halt`]); `Err(Some(error))` is the error that ended it.
     pub(crate) async fn read_with_retries<T, F>(
         &self,
         jitter_seed: u64,
@@ -340,6 +435,98 @@ mod tests {
         // A refusal for good is not retried, so its Retry-After pauses nobody.
         let waited = second_request_after(answer(400, 83002, Some(5)), true).await;
         assert_eq!(waited, Duration::ZERO);
+    }
+
+    fn no_answer() -> ApiError {
+        ApiError {
+            http_status: None,
+            code: None,
+            message: "could not connect".into(),
+            retry_after: None,
+            concurrent_requests: None,
+            maybe_processed: false,
+        }
+    }
+
+    fn gate_with_attempts(max_attempts: u32) -> Gate {
+        let credentials = Credentials {
+            username: "ACx".into(),
+            password: "t".into(),
+        };
+        let client = Client::new("http://127.0.0.1:9", credentials, Duration::from_secs(1))
+            .expect("a client");
+        let limits = GateLimits {
+            rate: 1_000_000.0,
+            max_attempts,
+            backoff: Backoff::default(),
+            concurrency: 4,
+            adaptive: true,
+        };
+        Gate::new(client, limits, CancellationToken::new())
+    }
+
+    #[tokio::test]
+    async fn requests_without_any_answer_before_the_first_answer_halt_the_run() {
+        let gate = gate_with_attempts(10);
+        for _ in 1..UNREACHABLE_AFTER {
+            let sent = gate.send(async { Err::<(), _>(no_answer()) }).await;
+            assert!(matches!(sent, Some(Err(_))), "not yet halted");
+        }
+        assert!(!gate.halted().is_cancelled());
+        let sent = gate.send(async { Err::<(), _>(no_answer()) }).await;
+        assert!(sent.is_none(), "the failure that halts is no SIM's verdict");
+        assert!(gate.halted().is_cancelled());
+        match gate.halt_reason() {
+            Some(Halt::Unreachable(sentence)) => {
+                assert!(sentence.contains("http://127.0.0.1:9"), "{sentence}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing more is sent once halted.
+        assert!(gate.send(async { Ok::<_, ApiError>(()) }).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn any_answer_resets_the_count_and_once_answered_the_api_is_reachable() {
+        let gate = gate_with_attempts(10);
+        for _ in 1..UNREACHABLE_AFTER {
+            let _ = gate.send(async { Err::<(), _>(no_answer()) }).await;
+        }
+        // A 503 is an answer: the API is there.
+        let _ = gate
+            .send(async { Err::<(), _>(answer(503, 20503, None)) })
+            .await;
+        for _ in 0..3 * UNREACHABLE_AFTER {
+            let sent = gate.send(async { Err::<(), _>(no_answer()) }).await;
+            assert!(matches!(sent, Some(Err(_))));
+        }
+        assert!(!gate.halted().is_cancelled());
+        assert_eq!(gate.halt_reason(), None);
+    }
+
+    #[tokio::test]
+    async fn fewer_attempts_than_the_threshold_halt_before_any_sim_could_give_up() {
+        let gate = gate_with_attempts(2);
+        let _ = gate.send(async { Err::<(), _>(no_answer()) }).await;
+        assert!(!gate.halted().is_cancelled());
+        assert!(
+            gate.send(async { Err::<(), _>(no_answer()) })
+                .await
+                .is_none()
+        );
+        assert!(matches!(gate.halt_reason(), Some(Halt::Unreachable(_))));
+    }
+
+    #[tokio::test]
+    async fn the_first_halt_reason_wins() {
+        let gate = gate_with_attempts(3);
+        gate.halt(Halt::WrongEndpoint("the endpoint".into()));
+        gate.refuse_credentials(&answer(401, 20003, None));
+        assert_eq!(
+            gate.halt_reason(),
+            Some(Halt::WrongEndpoint("the endpoint".into()))
+        );
+        assert!(gate.credentials_refused().is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]

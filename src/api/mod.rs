@@ -8,7 +8,8 @@
 //!   [`adaptive`]: the in-flight limit that adapts to the account's concurrency limit.
 //! - [`gate`]: the one gate every request passes, within the run's rate and concurrency
 //!   limits, and the retry waits; [`preflight`]: one cheap request that proves the base URL,
-//!   the credentials and the network before anything is registered.
+//!   the credentials and the network before anything is registered; [`transport`]: why the
+//!   API could not be reached (DNS, refused, TLS, timeout), as one sentence.
 //!
 //! Nothing here knows about CSV files or results rows: this layer turns requests into typed
 //! answers, and the run decides what they mean for a SIM.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod gate;
 pub mod preflight;
 pub mod retry;
+pub mod transport;
 
 pub use client::{Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus};
 pub use error::*;

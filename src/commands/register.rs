@@ -43,7 +43,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
         }
     };
     if args.dry_run {
-        return match dry_run(&config, &client).await {
+        return match dry_run(&config, client).await {
             Ok(plan) => {
                 let mut out = super::Stdout::lock();
                 let _ = out.write_all(plan.render().as_bytes());

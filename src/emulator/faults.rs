@@ -35,6 +35,9 @@ pub enum Fault {
     StallBeforeCommit(Duration),
     /// A Twilio error body with this HTTP status and code (e.g. 409 / 83009), unprocessed.
     TwilioError { status: u16, code: u32 },
+    /// 404 with an HTML page and no Twilio error, as a web server or proxy that is not the
+    /// API answers; unprocessed.
+    NotFoundPage,
 }
 
 impl Fault {
@@ -95,6 +98,13 @@ impl Fault {
                 "Registration of the Super SIM failed due to an internal error. Please retry",
             ),
             Fault::DropBeforeCommit => lost_response(),
+            Fault::NotFoundPage => (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<html><head><title>404 Not Found</title></head>\r\n\
+                 <body><h1>Not Found</h1></body></html>\r\n",
+            )
+                .into_response(),
             Fault::TwilioError { status, code } => twilio_error(
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                 *code,

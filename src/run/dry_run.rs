@@ -2,10 +2,14 @@
 //! preflight, the account the results file belongs to, the plan), and what the run would
 //! then do, counted, with no create, no update and no results written.
 
+use tokio_util::sync::CancellationToken;
+
 use crate::api::Client;
+use crate::api::gate::{Gate, Halt};
 use crate::input::screen::Screen;
 use crate::results::EarlierRows;
 use crate::run::config::RegisterConfig;
+use crate::run::fleets::{self, FleetStop};
 use crate::run::job::{RunError, Work, check_account, proven_account, triage};
 use crate::run::plan::{Plan, Replayable, temp_dir_beside};
 
@@ -65,8 +69,9 @@ fn thousands(n: u64) -> String {
 }
 
 /// Plans the run `config` describes against `client`, sending nothing but the preflight.
-pub async fn dry_run(config: &RegisterConfig, client: &Client) -> Result<DryRun, RunError> {
-    let account_sid = proven_account(client, config.account_sid.as_deref()).await?;
+pub async fn dry_run(config: &RegisterConfig, client: Client) -> Result<DryRun, RunError> {
+    let account_sid = proven_account(&client, config.account_sid.as_deref()).await?;
+    let url = client.url("");
     let temp_dir = temp_dir_beside(&config.output);
     let input = Replayable::new(&config.input, &temp_dir)?;
     let mut reader = input.open(config.read)?;
@@ -87,8 +92,31 @@ pub async fn dry_run(config: &RegisterConfig, client: &Client) -> Result<DryRun,
         account_sid.as_deref(),
         &plan.earlier_accounts,
     )?;
+    // The Fleets are looked up as a run would, so a typo shows now (reads only, within the
+    // same limits a run keeps).
+    let gate = Gate::new(client, config.limits, CancellationToken::new());
+    let fleets = match fleets::resolve(
+        &gate,
+        config.onboard.fleet.as_deref(),
+        &plan.fleet_names,
+        plan.too_many_fleets,
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(FleetStop::Setup(message)) => return Err(RunError::Setup(anyhow::anyhow!(message))),
+        Err(FleetStop::Unavailable(message)) => return Err(RunError::Unreachable(message)),
+        Err(FleetStop::Halted) => {
+            return Err(match gate.halt_reason() {
+                Some(Halt::CredentialsRefused) => RunError::CredentialsRefused,
+                Some(Halt::Unreachable(why)) => RunError::Unreachable(why),
+                Some(Halt::WrongEndpoint(why)) => RunError::Setup(anyhow::anyhow!(why)),
+                None => RunError::Setup(anyhow::anyhow!("the Fleet lookups stopped")),
+            });
+        }
+    };
     let mut counts = DryRun {
-        url: client.url(""),
+        url,
         account_sid,
         ..DryRun::default()
     };
@@ -100,7 +128,13 @@ pub async fn dry_run(config: &RegisterConfig, client: &Client) -> Result<DryRun,
         let facts = plan
             .at(row.line)
             .map_err(|e| RunError::Setup(anyhow::Error::new(e)))?;
-        match triage(row, &facts, config.retry_rejected, &config.onboard, &screen) {
+        match triage(
+            row,
+            &facts,
+            config.retry_rejected,
+            (&config.onboard, &fleets),
+            &screen,
+        ) {
             Work::Send(job, _, _) if job.resume.is_some() => counts.update += 1,
             Work::Send(..) => counts.register += 1,
             Work::Report(row, _, _) if row.outcome == crate::results::Outcome::Duplicate => {

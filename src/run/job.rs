@@ -15,6 +15,7 @@
 //! Each row carries its input fields to the writer, which copies failed rows to the
 //! `--failed-out` file.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::api::gate::{Gate, RequestStats};
+use crate::api::gate::{Gate, Halt, RequestStats};
 use crate::api::preflight::{PreflightError, preflight};
 use crate::input::checks::Column;
 use crate::input::failed_out::FailedOut;
@@ -34,10 +35,11 @@ use crate::input::{InputError, InputRow, SimReader};
 use crate::results::compact::compact;
 use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::run::config::RegisterConfig;
+use crate::run::fleets::{self, FleetStop, ResolvedFleets};
 use crate::run::lock::{LockError, RunLock};
-use crate::run::onboard::{self, FleetNames, Job};
+use crate::run::onboard::{self, Job};
 use crate::run::plan::{LineFacts, Plan, PlanError, Replayable, temp_dir_beside};
-use crate::run::progress::Progress;
+use crate::run::progress::{Counts, Progress};
 use crate::run::registration::SendRow;
 use crate::run::resume::{self, OnboardConfig, Resume};
 use crate::run::summary::{ConcurrencyReport, EndReason, RunSummary};
@@ -151,7 +153,7 @@ async fn run_locked(
     *lock = Some(RunLock::acquire(&results)?);
     let (mut writer, earlier) = ResultsWriter::open(&results).map_err(RunError::Setup)?;
     let screen = Screen::new(config.strict);
-    let plan = {
+    let mut plan = {
         let first_pass = input.open(config.read)?;
         tokio::task::spawn_blocking(move || Plan::build(first_pass, screen, earlier, &temp_dir))
             .await
@@ -186,6 +188,15 @@ async fn run_locked(
         None => None,
     };
     let gate = Arc::new(Gate::new(client, config.limits, stop.clone()));
+    // Every Fleet the run names is looked up once, before the first SIM that needs work.
+    let fleets = LazyFleets {
+        gate: Arc::clone(&gate),
+        flag: config.onboard.fleet.clone(),
+        named: std::mem::take(&mut plan.fleet_names),
+        too_many: plan.too_many_fleets,
+        resolved: ResolvedFleets::default(),
+        pending: true,
+    };
 
     let plan_rows = plan.rows;
     let progress = Progress::new(plan.rows, config.progress_interval);
@@ -204,7 +215,7 @@ async fn run_locked(
             screen,
             plan,
             retry_rejected,
-            &onboard,
+            (&onboard, fleets),
             &work_tx,
             &reader_stop,
         )
@@ -253,8 +264,8 @@ async fn run_locked(
             )));
         }
     }
-    let end = if gate.credentials_refused().is_cancelled() {
-        EndReason::CredentialsRefused
+    let end = if let Some(end) = halted_end(&gate) {
+        end
     } else if stop.is_cancelled() {
         EndReason::Interrupted
     } else if failed_workers > 0 {
@@ -292,14 +303,36 @@ async fn run_locked(
             tracing::warn!(%error, "compacting the results file failed; it is left as it was")
         }
     }
+    let counts = (written.progress.this_run, written.progress.skipped);
+    Ok(summarize(&config, started_at, &gate, counts, elapsed, end))
+}
+
+/// How the gate's halt, if it halted the run, ends it.
+fn halted_end(gate: &Gate) -> Option<EndReason> {
+    Some(match gate.halt_reason()? {
+        Halt::CredentialsRefused => EndReason::CredentialsRefused,
+        Halt::Unreachable(why) => EndReason::Unreachable(why),
+        Halt::WrongEndpoint(why) => EndReason::WrongEndpoint(why),
+    })
+}
+
+/// The summary of a run that ended for `end`, with this run's and the skipped rows' counts.
+fn summarize(
+    config: &RegisterConfig,
+    started_at: std::time::SystemTime,
+    gate: &Gate,
+    (this_run, skipped): (Counts, Counts),
+    elapsed: Duration,
+    end: EndReason,
+) -> RunSummary {
     let stats = &gate.stats;
-    Ok(RunSummary {
+    RunSummary {
         started_at,
         finished_at: std::time::SystemTime::now(),
         input: config.input.display_name(),
         results_path: config.output.clone(),
-        this_run: written.progress.this_run,
-        skipped: written.progress.skipped,
+        this_run,
+        skipped,
         elapsed,
         requests: RequestStats::get(&stats.requests),
         retries: RequestStats::get(&stats.retries),
@@ -311,7 +344,7 @@ async fn run_locked(
             lowest: gate.concurrency.lowest(),
         },
         end,
-    })
+    }
 }
 
 /// The preflight, run once, just before the run's first request: a rerun over a finished
@@ -385,7 +418,7 @@ fn read_input(
     screen: Screen,
     mut plan: Plan,
     retry_rejected: bool,
-    onboard: &OnboardConfig,
+    (onboard, mut fleets): (&OnboardConfig, LazyFleets),
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
@@ -414,7 +447,21 @@ fn read_input(
                 reader.display_name()
             )));
         }
-        let next = triage(row, &facts, retry_rejected, onboard, &screen);
+        if fleets.pending && needs_fleets(&row, &facts, retry_rejected, onboard, &screen) {
+            match fleets.resolve() {
+                Ok(()) => {}
+                // Halted (unreachable, not the API) or interrupted: the gate says which.
+                Err(None) => break,
+                Err(Some(error)) => return Err(error),
+            }
+        }
+        let next = triage(
+            row,
+            &facts,
+            retry_rejected,
+            (onboard, &fleets.resolved),
+            &screen,
+        );
         if work.blocking_send(next).is_err() {
             break;
         }
@@ -422,13 +469,80 @@ fn read_input(
     Ok(())
 }
 
+/// The Fleets a run names, resolved (all at once) when the first row that will be sent
+/// names one, so they are known before any SIM is registered, and a run with nothing left
+/// to do sends nothing.
+struct LazyFleets {
+    gate: Arc<Gate>,
+    /// `--fleet`.
+    flag: Option<String>,
+    /// The `fleet` cells of rows that would be sent.
+    named: BTreeSet<String>,
+    too_many: bool,
+    resolved: ResolvedFleets,
+    /// Not resolved yet.
+    pending: bool,
+}
+
+impl LazyFleets {
+    /// Looks every Fleet up, blocking the reader thread. `Err(None)` when the run stops
+    /// (the gate halted it, with its reason, or it was interrupted).
+    fn resolve(&mut self) -> Result<(), Option<RunError>> {
+        self.pending = false;
+        let resolving =
+            fleets::resolve(&self.gate, self.flag.as_deref(), &self.named, self.too_many);
+        match tokio::runtime::Handle::current().block_on(resolving) {
+            Ok(resolved) => {
+                if resolved.unknown() > 0 {
+                    tracing::warn!(
+                        fleets = resolved.unknown(),
+                        "rows naming a Fleet that is not on this account are invalid and are not sent"
+                    );
+                }
+                self.resolved = resolved;
+                Ok(())
+            }
+            Err(FleetStop::Setup(why)) => Err(Some(RunError::Setup(anyhow::anyhow!(why)))),
+            Err(FleetStop::Unavailable(why)) => {
+                self.gate.halt(Halt::Unreachable(why));
+                Err(None)
+            }
+            Err(FleetStop::Halted) => Err(None),
+        }
+    }
+}
+
+/// True when `row` will be sent (or updated) and names a Fleet, by cell or `--fleet`: the
+/// Fleets must be resolved before it goes. Judged with the Fleet as named, as a row whose
+/// SIM is already in a Fleet counts as done whichever the name.
+fn needs_fleets(
+    row: &InputRow,
+    facts: &LineFacts,
+    retry_rejected: bool,
+    onboard: &OnboardConfig,
+    screen: &Screen,
+) -> bool {
+    if !matches!(screen.judge(row, facts.duplicate_of), Verdict::Send { .. }) {
+        return false;
+    }
+    let Ok(plan) = onboard.plan_for(row.fleet.clone(), row.unique_name.clone()) else {
+        return false;
+    };
+    plan.fleet.is_some()
+        && !matches!(
+            resume::resume(facts.sim(), &plan, retry_rejected),
+            Resume::Skip(_)
+        )
+}
+
 /// Decides what happens to one input row: the shared checks and dedupe, the onboarding
-/// plan, then resuming, from the plan's `facts` about the row's line. No I/O.
+/// plan (with its Fleet resolved, or the row invalid when the Fleet is not on the account),
+/// then resuming, from the plan's `facts` about the row's line. No I/O.
 pub(super) fn triage(
     row: InputRow,
     facts: &LineFacts,
     retry_rejected: bool,
-    onboard: &OnboardConfig,
+    (onboard, fleets): (&OnboardConfig, &ResolvedFleets),
     screen: &Screen,
 ) -> Work {
     let verdict = screen.judge(&row, facts.duplicate_of);
@@ -457,8 +571,16 @@ pub(super) fn triage(
         }
         Verdict::Send { iccid, warnings } => (iccid, warnings),
     };
-    let plan = match onboard.plan_for(row.fleet.clone(), row.unique_name.clone()) {
-        Ok(plan) => plan,
+    // Whether a row is done is judged with the Fleet as named (as before the Fleets were
+    // resolved, so every row is judged alike); what is sent carries the resolved SID.
+    let planned = onboard
+        .plan_for(row.fleet.clone(), row.unique_name.clone())
+        .and_then(|as_named| {
+            let mut plan = as_named.clone();
+            fleets.apply(&mut plan).map(|()| (as_named, plan))
+        });
+    let (as_named, plan) = match planned {
+        Ok(plans) => plans,
         Err(reason) => {
             let problem = Problem {
                 column: Column::Row,
@@ -471,7 +593,7 @@ pub(super) fn triage(
     if let Some(warning) = &warning {
         tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
-    let resume = match resume::resume(facts.sim(), &plan, retry_rejected) {
+    let resume = match resume::resume(facts.sim(), &as_named, retry_rejected) {
         Resume::Skip(Outcome::Rejected) => {
             let reason = format!(
                 "line {}: rejected by the API in an earlier run (see the results file)",
@@ -491,6 +613,7 @@ pub(super) fn triage(
         },
         plan,
         resume,
+        requested: resume::requested_text(&as_named),
     };
     Work::Send(job, warning, row.fields)
 }
@@ -525,8 +648,7 @@ async fn dispatch(
         grace,
     } = *limits;
     let permits = Arc::new(Semaphore::new(concurrency));
-    let refused = gate.credentials_refused().clone();
-    let fleet_names = Arc::new(FleetNames::default());
+    let refused = gate.halted().clone();
     let mut workers = JoinSet::new();
     let mut failed = 0;
     let mut set_up_wrong = None;
@@ -551,12 +673,9 @@ async fn dispatch(
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 };
                 let gate = gate.clone();
-                let fleet_names = fleet_names.clone();
                 let written = written.clone();
                 workers.spawn(async move {
-                    if let Some(mut result) =
-                        onboard::onboard(&gate, &fleet_names, job, wait, &written).await
-                    {
+                    if let Some(mut result) = onboard::onboard(&gate, job, wait, &written).await {
                         result.warning = warning;
                         let _ = written.send(Written::Row(result, fields, None)).await;
                     }
@@ -724,7 +843,7 @@ mod tests {
                 input(line, iccid, code),
                 &facts,
                 false,
-                &onboard,
+                (&onboard, &ResolvedFleets::default()),
                 &screen,
             ))
         };

@@ -4,6 +4,7 @@
 //! - [`plan`] (with the crate's external sort): which rows repeat an earlier one and
 //!   what earlier runs recorded, worked out on disk before the main pass so memory stays
 //!   flat.
+//! - [`fleets`]: every Fleet the run names, resolved to its SID before anything is sent.
 //! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
 //!   after registration (Fleet, status, UniqueName, waiting); [`resume`]: what each row
 //!   still needs, given what onboarding asks and what earlier runs recorded.
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod dry_run;
 
+pub mod fleets;
 pub mod job;
 pub mod lock;
 pub mod onboard;

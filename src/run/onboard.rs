@@ -10,37 +10,17 @@
 //! second time. The checkpoint row written between the steps serves the same purpose when
 //! the process dies between them. Every request passes the gate, polls included.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::api::gate::Gate;
+use crate::api::gate::{Gate, Halt};
 use crate::api::retry::jitter_for_row;
 use crate::api::{ApiError, ErrorClass, Sim, SimUpdate};
 use crate::results::{Outcome, PENDING_MESSAGE, PriorSim, ResultRow};
 use crate::run::registration::{self, SendRow};
-use crate::run::resume::{is_fleet_sid, requested_text};
-
-/// Fleet unique names resolved to SIDs (`GET /v1/Fleets/{name}`), once per name per run,
-/// so the update step can tell whether a SIM is already in the named Fleet. `None` records
-/// a name that could not be resolved; the update then sends it and the API decides.
-#[derive(Debug, Default)]
-pub struct FleetNames(Mutex<HashMap<String, Option<String>>>);
-
-impl FleetNames {
-    fn get(&self, name: &str) -> Option<Option<String>> {
-        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        names.get(name).cloned()
-    }
-
-    fn insert(&self, name: &str, sid: Option<String>) {
-        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        names.insert(name.to_string(), sid);
-    }
-}
+use crate::run::resume::is_fleet_sid;
 
 /// One SIM's work, as the reader hands it to a worker.
 #[derive(Debug)]
@@ -50,6 +30,9 @@ pub struct Job {
     pub plan: SimUpdate,
     /// Set when an earlier run registered the SIM: registration is skipped.
     pub resume: Option<PriorSim>,
+    /// The update as the input and the flags name it (a Fleet by the name given), for the
+    /// `update_requested` column that a later run compares its own request with.
+    pub requested: Option<String>,
 }
 
 /// Records a checkpoint row and returns once it is in the results file, so a crash after
@@ -62,26 +45,26 @@ pub trait Checkpoint: Sync {
 /// the SIM gets no final row, and the next run resumes from its last written row.
 pub async fn onboard(
     gate: &Gate,
-    fleet_names: &FleetNames,
     job: Job,
     wait: Option<Duration>,
     checkpoint: &impl Checkpoint,
 ) -> Option<ResultRow> {
-    let requested = requested_text(&job.plan);
-    let mut row = steps(gate, fleet_names, job, wait, checkpoint, &requested).await?;
+    let requested = job.requested.clone();
+    let mut row = steps(gate, job, wait, checkpoint, &requested).await?;
     row.update_requested = requested;
     Some(row)
 }
 
 async fn steps(
     gate: &Gate,
-    fleet_names: &FleetNames,
     job: Job,
     wait: Option<Duration>,
     checkpoint: &impl Checkpoint,
     requested: &Option<String>,
 ) -> Option<ResultRow> {
-    let Job { row, plan, resume } = job;
+    let Job {
+        row, plan, resume, ..
+    } = job;
     let resume = match resume {
         // An earlier row says the SIM is registered but recorded no SID (a hand-edited file,
         // or an 83003 whose lookup failed): find it by ICCID rather than drop the row.
@@ -142,7 +125,6 @@ async fn steps(
     };
     let step = Steps {
         gate,
-        fleet_names,
         line,
         iccid,
         sid,
@@ -155,8 +137,6 @@ async fn steps(
 /// The update and wait steps of one registered SIM.
 struct Steps<'a> {
     gate: &'a Gate,
-    /// Fleet unique names resolved to SIDs during this run, shared by all workers.
-    fleet_names: &'a FleetNames,
     line: u64,
     iccid: String,
     sid: String,
@@ -210,16 +190,7 @@ impl Steps<'_> {
                     Err(end) => return self.wait_failed(end, limit),
                 }
             }
-            let fleet_sid = match plan.fleet.as_deref() {
-                Some(name) if !is_fleet_sid(name) && current.fleet_sid.is_some() => {
-                    match self.resolve_fleet(name).await {
-                        Ok(sid) => sid,
-                        Err(()) => return None,
-                    }
-                }
-                _ => None,
-            };
-            let missing = missing_fields(plan, &current, fleet_sid.as_deref());
+            let missing = missing_fields(plan, &current);
             if missing.is_empty() {
                 return Some(self.row(self.outcome, &current));
             }
@@ -255,6 +226,13 @@ impl Steps<'_> {
                 }
                 ErrorClass::CredentialsRefused => {
                     self.gate.refuse_credentials(&error);
+                    return None;
+                }
+                ErrorClass::Rejected if error.code.is_none() && error.is_wrong_endpoint() => {
+                    // No Twilio error: something that is not the API answered the update.
+                    let url = self.gate.client().url(&format!("/v1/Sims/{}", self.sid));
+                    let sentence = registration::wrong_endpoint_sentence(&url, "POST", &error);
+                    self.gate.halt(Halt::WrongEndpoint(sentence));
                     return None;
                 }
                 ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
@@ -321,34 +299,6 @@ impl Steps<'_> {
         }
     }
 
-    /// The SID of the Fleet with this unique name, looked up once per run. `Ok(None)` when
-    /// it cannot be found out; `Err` when the run stopped.
-    async fn resolve_fleet(&self, name: &str) -> Result<Option<String>, ()> {
-        if let Some(known) = self.fleet_names.get(name) {
-            return Ok(known);
-        }
-        let Some(answer) = self.gate.send(self.gate.client().fetch_fleet(name)).await else {
-            return Err(());
-        };
-        let sid = match answer {
-            Ok(fleet) => fleet.sid,
-            Err(error) => {
-                if error.classify() == ErrorClass::CredentialsRefused {
-                    self.gate.refuse_credentials(&error);
-                    return Err(());
-                }
-                tracing::debug!(fleet = name, error = %error, "cannot resolve the Fleet name");
-                // A transient failure is not remembered, so a later SIM asks again.
-                if matches!(error.classify(), ErrorClass::Retry { .. }) {
-                    return Ok(None);
-                }
-                None
-            }
-        };
-        self.fleet_names.insert(name, sid.clone());
-        Ok(sid)
-    }
-
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
     async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
         let client = self.gate.client();
@@ -392,10 +342,10 @@ impl Steps<'_> {
     }
 }
 
-/// The fields of `plan` the SIM does not show yet. A Fleet given by unique name is
-/// compared through `named_fleet_sid`, its resolved SID; when that is unknown the name is
+/// The fields of `plan` the SIM does not show yet. The run resolves every Fleet to its SID
+/// before registering (see [`crate::run::fleets`]); a Fleet still given by unique name is
 /// sent (assigning the same Fleet twice changes nothing).
-fn missing_fields(plan: &SimUpdate, sim: &Sim, named_fleet_sid: Option<&str>) -> SimUpdate {
+fn missing_fields(plan: &SimUpdate, sim: &Sim) -> SimUpdate {
     let differs = |wanted: &Option<String>, have: &Option<String>| {
         wanted
             .clone()
@@ -403,16 +353,11 @@ fn missing_fields(plan: &SimUpdate, sim: &Sim, named_fleet_sid: Option<&str>) ->
     };
     SimUpdate {
         fleet: plan.fleet.clone().filter(|wanted| {
-            let wanted_sid = if is_fleet_sid(wanted) {
-                Some(wanted.as_str())
-            } else {
-                named_fleet_sid
-            };
-            !wanted_sid.is_some_and(|wanted| {
-                sim.fleet_sid
+            !(is_fleet_sid(wanted)
+                && sim
+                    .fleet_sid
                     .as_deref()
-                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
-            })
+                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted)))
         }),
         status: differs(&plan.status, &sim.status),
         unique_name: differs(&plan.unique_name, &sim.unique_name),
@@ -449,20 +394,17 @@ mod tests {
             status: Some("active".into()),
             unique_name: Some("pump-7".into()),
         };
-        assert_eq!(
-            missing_fields(&wanted, &sim, None),
-            plan(None, Some("active"))
-        );
+        assert_eq!(missing_fields(&wanted, &sim), plan(None, Some("active")));
         let by_name = plan(Some("lab"), Some("ready"));
         assert_eq!(
-            missing_fields(&by_name, &sim, None),
+            missing_fields(&by_name, &sim),
             plan(Some("lab"), None),
             "an unresolved name is sent"
         );
         assert_eq!(
-            missing_fields(&by_name, &sim, Some(FLEET)),
+            missing_fields(&plan(Some(FLEET), Some("ready")), &sim),
             SimUpdate::default(),
-            "a name resolved to the SIM's Fleet is not"
+            "a resolved SID that is the SIM's Fleet is not"
         );
     }
 }

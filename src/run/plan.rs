@@ -19,12 +19,17 @@
 //!    to give the first input line of that ICCID its prior record.
 //! 3. The facts are sorted by line and read back by [`Plan::at`] as the rows come.
 //!
+//! Pass 1 also gathers the distinct Fleets named in a `fleet` column by rows that would be
+//! sent, so they are resolved once before anything is registered (see
+//! [`crate::run::fleets`]); past [`MAX_DISTINCT_FLEETS`] it only notes that there are more.
+//!
 //! Temporary files are anonymous (removed by the operating system when closed, even after a
 //! crash) and made in the folder given to [`Plan::build`]: the results file's folder for
 //! `register`, the system's temporary folder for `validate`. Standard input cannot be read
 //! twice, so [`Replayable`] first spools it to such a file (owner-only: it holds
 //! registration codes).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::iter::Peekable;
@@ -36,6 +41,7 @@ use crate::extsort::{Sorted, Sorter};
 use crate::input::screen::Screen;
 use crate::input::{InputError, InputRow, InputSource, ReadOptions, SimReader};
 use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim};
+use crate::run::fleets::MAX_DISTINCT_FLEETS;
 
 /// What the plan knows about one input line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,6 +133,11 @@ pub struct Plan {
     /// The line of the last input row pass 1 saw. Rows after it (appended to the file since)
     /// are not planned, so the main pass leaves them to the next run.
     pub last_line: Option<u64>,
+    /// The distinct `fleet` cells of rows that would be sent, at most
+    /// [`MAX_DISTINCT_FLEETS`] of them.
+    pub fleet_names: BTreeSet<String>,
+    /// True when rows name more than [`MAX_DISTINCT_FLEETS`] distinct Fleets.
+    pub too_many_fleets: bool,
 }
 
 impl Plan {
@@ -173,11 +184,22 @@ impl Plan {
         let mut firsts = sorter::<FIRST>(dir, chunk_records);
         let mut rows_seen = 0;
         let mut last_line = None;
+        let mut fleet_names = BTreeSet::new();
+        let mut too_many_fleets = false;
         for row in rows {
             let row = row?;
             rows_seen += 1;
             last_line = Some(row.line);
             if let Some(key) = screen.sendable_key(&row) {
+                if let Some(fleet) = row.fleet.as_deref().filter(|f| !f.is_empty())
+                    && !fleet_names.contains(fleet)
+                {
+                    if fleet_names.len() < MAX_DISTINCT_FLEETS {
+                        fleet_names.insert(fleet.to_string());
+                    } else {
+                        too_many_fleets = true;
+                    }
+                }
                 let mut record = [0u8; FIRST];
                 record[..8].copy_from_slice(&key.to_be_bytes());
                 record[8..].copy_from_slice(&row.line.to_be_bytes());
@@ -246,6 +268,8 @@ impl Plan {
             earlier_accounts,
             rows: rows_seen,
             last_line,
+            fleet_names,
+            too_many_fleets,
         })
     }
 

@@ -4,7 +4,7 @@
 //! in doubt is looked up before it is reported as `gave_up`. Every request goes through the
 //! [`Gate`].
 
-use crate::api::gate::Gate;
+use crate::api::gate::{Gate, Halt};
 use crate::api::retry::jitter_for_row;
 use crate::api::{ApiError, ErrorClass, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
@@ -52,6 +52,16 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
                 };
                 return already_on_account(gate, &row, outcome, &error, attempts).await;
             }
+            ErrorClass::Rejected if error.is_wrong_endpoint() => {
+                // A 404, a 405 or a 4xx without a Twilio error: the URL is not the API's
+                // Sims endpoint, and every SIM would get the same answer. Not `rejected`.
+                gate.halt(Halt::WrongEndpoint(wrong_endpoint_sentence(
+                    &gate.client().url("/v1/Sims"),
+                    "POST",
+                    &error,
+                )));
+                return None;
+            }
             ErrorClass::Rejected => {
                 return Some(error_row(&row, Outcome::Rejected, &error, attempts));
             }
@@ -73,6 +83,23 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
             }
         }
     }
+}
+
+/// The sentence for an answer that says `url` is not the endpoint asked for.
+pub(crate) fn wrong_endpoint_sentence(url: &str, method: &str, error: &ApiError) -> String {
+    let status = error
+        .http_status
+        .map_or_else(|| "an error".to_string(), |s| format!("HTTP {s}"));
+    let body = match error.code {
+        Some(code) => format!(" (Twilio error {code})"),
+        None => " without a Twilio error".to_string(),
+    };
+    format!(
+        "{method} {url} answered {status}{body}: that is the endpoint, not one SIM, so the run \
+         stopped instead of recording it against every SIM. Check --base-url or SUPERSIM_BASE_URL: it should be \
+         https://supersim.twilio.com (no /v1 on the end), and nothing in between (a proxy) \
+         should answer for it"
+    )
 }
 
 /// 83003: the SIM is on the account. Its SID comes from the message, else from a lookup.

@@ -57,6 +57,13 @@ pub enum EndReason {
     MaxFailures(String),
     /// The API answered 401: the credentials are wrong.
     CredentialsRefused,
+    /// No request was answered and several in a row got no answer at all (DNS, refused,
+    /// TLS, timeout): the text is one sentence saying which, with the URL. Exit 75; the
+    /// rows not finished are left for the next run, none is written `gave_up` for it.
+    Unreachable(String),
+    /// An answer said the URL is not the endpoint (a 404, 405 or a 4xx without a Twilio
+    /// error on `POST /v1/Sims`): the text names the URL. Exit 2; nothing is `rejected` for it.
+    WrongEndpoint(String),
     /// A bug: a worker failed, or a planned row was neither written nor counted. The text
     /// says what; the rows concerned are left for the next run.
     Internal(String),
@@ -69,6 +76,8 @@ impl EndReason {
             EndReason::Interrupted => "interrupted",
             EndReason::MaxFailures(_) => "max_failures",
             EndReason::CredentialsRefused => "credentials_refused",
+            EndReason::Unreachable(_) => "unreachable",
+            EndReason::WrongEndpoint(_) => "wrong_endpoint",
             EndReason::Internal(_) => "internal_error",
         }
     }
@@ -116,7 +125,10 @@ impl RunSummary {
     pub fn exit_code(&self) -> u8 {
         let this_run = &self.this_run;
         match self.end {
-            EndReason::CredentialsRefused => return exit::USAGE_OR_CONFIG,
+            EndReason::CredentialsRefused | EndReason::WrongEndpoint(_) => {
+                return exit::USAGE_OR_CONFIG;
+            }
+            EndReason::Unreachable(_) => return exit::TEMPORARY_FAILURE,
             EndReason::Internal(_) => return exit::INTERNAL_ERROR,
             EndReason::Interrupted => return exit::INTERRUPTED,
             EndReason::MaxFailures(_) => return exit::ROWS_FAILED,
@@ -183,6 +195,12 @@ impl RunSummary {
             EndReason::CredentialsRefused => text.push_str(
                 "stopped: the API refused the credentials; rows not yet finished are left for the next run\n",
             ),
+            EndReason::Unreachable(why) => text.push_str(&format!(
+                "stopped: {why}; rows not yet finished are left for the next run\n"
+            )),
+            EndReason::WrongEndpoint(why) => text.push_str(&format!(
+                "stopped: {why}; rows not yet finished are left for the next run\n"
+            )),
             EndReason::Internal(why) => text.push_str(&format!(
                 "internal error: {why}; those rows are left for the next run (please report this)\n"
             )),
@@ -206,7 +224,10 @@ impl RunSummary {
             results: self.results_path.display().to_string(),
             end: self.end.word(),
             reason: match &self.end {
-                EndReason::MaxFailures(why) | EndReason::Internal(why) => Some(why.clone()),
+                EndReason::MaxFailures(why)
+                | EndReason::Internal(why)
+                | EndReason::Unreachable(why)
+                | EndReason::WrongEndpoint(why) => Some(why.clone()),
                 _ => None,
             },
             exit_code: self.exit_code(),
@@ -236,7 +257,8 @@ pub struct SummaryJson {
     pub elapsed_seconds: f64,
     pub input: String,
     pub results: String,
-    /// `finished`, `interrupted`, `max_failures`, `credentials_refused` or `internal_error`.
+    /// `finished`, `interrupted`, `max_failures`, `credentials_refused`, `unreachable`,
+    /// `wrong_endpoint` or `internal_error`.
     pub end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -377,6 +399,14 @@ mod tests {
         assert_eq!(ended.exit_code(), 130);
         ended.end = EndReason::CredentialsRefused;
         assert_eq!(ended.exit_code(), 2);
+        ended.end = EndReason::Unreachable("cannot reach the API at http://x".into());
+        assert_eq!(ended.exit_code(), 75);
+        assert_eq!(ended.to_json().end, "unreachable");
+        assert!(ended.render().contains("cannot reach the API at http://x"));
+        ended.end = EndReason::WrongEndpoint("POST http://x/v1/Sims answered HTTP 404".into());
+        assert_eq!(ended.exit_code(), 2);
+        assert_eq!(ended.to_json().end, "wrong_endpoint");
+        assert!(ended.to_json().reason.unwrap().contains("http://x/v1/Sims"));
         ended.end = EndReason::MaxFailures("x".into());
         assert_eq!(ended.exit_code(), 1);
         ended.end =
