@@ -1,6 +1,6 @@
 //! The process exit codes: the contract that wrapper scripts and cron jobs branch on.
 //!
-//! They are listed in `--help` and in the README; change them only by adding new ones.
+//! They are listed in `--help` and in docs/reference.md; change them only by adding new ones.
 
 /// Every input row ended `registered` or `already_registered` (repeated ICCIDs aside).
 pub const SUCCESS: u8 = 0;
