@@ -14,12 +14,12 @@
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
 //!   the per-row screen, and the failed-out file. No network.
 //! - [`results`]: the results file: its columns and outcome words, the append-only writer,
-//!   and reading back what earlier runs wrote.
+//!   reading back what earlier runs wrote, and compaction when a run ends.
 //! - [`api`]: the HTTP client, Twilio error classification, retry and backoff, the adaptive
-//!   in-flight limit, and the gate every request passes.
+//!   in-flight limit, the gate every request passes, and the preflight.
 //! - [`run`]: the `register` job: the plan (dedupe and resume, on disk), the Fleets resolved
 //!   before anything is sent, per-SIM registration and onboarding, the one writer, the
-//!   lock, progress and the summary.
+//!   lock, progress, the summary, and the dry run.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests; it imports nothing else.
 //! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`,
 //!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the

@@ -12,9 +12,10 @@
 //!   checked against; `faults`: the failures a registration can be made to meet.
 //! - `routes`: one handler per endpoint, authentication and the concurrency limit;
 //!   `responses`: Twilio's error bodies and lost responses, built in several places.
+//! - `state`: the account kept across runs in an append-only journal (`--state FILE`).
 //! - `server`: the listener and connection loop, and the [`Emulator`] handle.
 //!
-//! Doors open one way: `server` → `routes` → `store` → `faults` → `responses`. The emulator
+//! Doors open one way: `server` → `routes` → `store` → `state`, `faults` → `responses`. The emulator
 //! imports nothing from the rest of the crate, so it can be read (and replaced) on its own.
 
 mod faults;

@@ -3,6 +3,8 @@
 //! [`earlier`] runs wrote so a second run can resume (matched to input lines by
 //! `run::plan`, on disk, so a million earlier rows are never held in memory).
 //!
+//! [`compact`] turns the journal into one row per input line when a run ends.
+//!
 //! The file is append-only while a run goes on. A run never rewrites earlier rows; for each
 //! ICCID the last row wins. A file is written to only once its header shows it is a results
 //! file; then, if the previous run died in the middle of a row, the file is cut back to its

@@ -10,15 +10,14 @@
 //!   still needs, given what onboarding asks and what earlier runs recorded.
 //! - [`writer`]: the one task that writes the results file during a run; [`lock`]: one run
 //!   at a time per results file; [`progress`]: the live display;
-//!   [`summary`]: how a run ended, its summary and exit code.
-//!
+//!   [`summary`]: how a run ended, its summary and exit code; [`config`]: what a run needs,
+//!   already checked.
 //! - [`dry_run`]: `register --dry-run`, what a run would do, sending nothing.
 //!
 //! The run sits above the input, the results file and the API, and below the command line.
 
 pub mod config;
 pub mod dry_run;
-
 pub mod fleets;
 pub mod job;
 pub mod lock;
