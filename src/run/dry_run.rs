@@ -10,8 +10,9 @@ use crate::input::screen::Screen;
 use crate::results::EarlierRows;
 use crate::run::config::RegisterConfig;
 use crate::run::fleets::{self, FleetStop};
-use crate::run::job::{RunError, Work, check_account, proven_account, triage};
+use crate::run::job::{RunError, check_account, proven_account};
 use crate::run::plan::{Plan, Replayable, temp_dir_beside};
+use crate::run::triage::{Work, triage};
 
 /// What a run would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

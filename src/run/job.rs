@@ -15,7 +15,6 @@
 //! Each row carries its input fields to the writer, which copies failed rows to the
 //! `--failed-out` file.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,22 +26,19 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Client;
 use crate::api::gate::{Gate, Halt, RequestStats};
 use crate::api::preflight::{PreflightError, preflight};
-use crate::input::checks::Column;
+use crate::input::InputError;
 use crate::input::failed_out::FailedOut;
-use crate::input::screen::locate;
-use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
-use crate::input::{InputError, InputRow, SimReader};
+use crate::input::screen::Screen;
+use crate::results::ResultsWriter;
 use crate::results::compact::compact;
-use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::run::config::RegisterConfig;
-use crate::run::fleets::{self, FleetStop, ResolvedFleets};
+use crate::run::fleets::ResolvedFleets;
 use crate::run::lock::{LockError, RunLock};
-use crate::run::onboard::{self, Job};
-use crate::run::plan::{LineFacts, Plan, PlanError, Replayable, temp_dir_beside};
+use crate::run::onboard::{self};
+use crate::run::plan::{Plan, PlanError, Replayable, temp_dir_beside};
 use crate::run::progress::{Counts, Progress};
-use crate::run::registration::SendRow;
-use crate::run::resume::{self, OnboardConfig, Resume};
 use crate::run::summary::{ConcurrencyReport, EndReason, RunSummary};
+use crate::run::triage::{LazyFleets, Work, read_input};
 use crate::run::writer::{Written, write_results};
 
 /// Why a run ended without a summary worth an exit code of its own.
@@ -105,20 +101,6 @@ impl From<PlanError> for RunError {
             PlanError::Other(error) => RunError::Setup(error),
         }
     }
-}
-
-/// What the reader hands to the dispatcher for each input row, with the row's input fields
-/// for the failed-out file.
-pub(super) enum Work {
-    /// Checked, and a step is still missing: register it, or update it, or both; then
-    /// record these warnings with its result.
-    Send(Job, Option<String>, csv::ByteRecord),
-    /// Settled without a request (`invalid`, `duplicate`): write this row, and copy it to
-    /// the failed-out file with this reason if it has one.
-    Report(ResultRow, csv::ByteRecord, Option<String>),
-    /// Finished by an earlier run: count it, write nothing (but copy it to the failed-out
-    /// file, with this reason, when it ended `invalid` or `rejected`).
-    Skip(Outcome, Option<(csv::ByteRecord, String)>),
 }
 
 /// Runs a whole `register` job against the API `client` talks to. `stop` is cancelled on the first interrupt: reading stops,
@@ -410,214 +392,6 @@ pub(super) async fn proven_account(
     }
 }
 
-/// Reads and checks the input, with the plan's facts for each line (repeats, earlier runs),
-/// deciding for each row whether it is sent.
-#[allow(clippy::too_many_arguments)]
-fn read_input(
-    mut reader: SimReader,
-    screen: Screen,
-    mut plan: Plan,
-    retry_rejected: bool,
-    (onboard, mut fleets): (&OnboardConfig, LazyFleets),
-    work: &mpsc::Sender<Work>,
-    stop: &CancellationToken,
-) -> Result<(), RunError> {
-    while let Some(row) = reader.next_row() {
-        if stop.is_cancelled() {
-            break;
-        }
-        let row = row?;
-        if !plan.covers(row.line) {
-            tracing::info!(
-                line = row.line,
-                "rows were added to the input after this run planned it; the next run takes them"
-            );
-            break;
-        }
-        let facts = plan
-            .at(row.line)
-            .context("cannot read the run's plan back from its temporary file")
-            .map_err(RunError::Setup)?;
-        if !facts.fit_row(screen.sendable_key(&row)) {
-            return Err(RunError::InputChanged(format!(
-                "line {} of {} is not the row this run planned from: the input changed while \
-                 the run was going; nothing was skipped for it. Run again once the file is \
-                 complete",
-                row.line,
-                reader.display_name()
-            )));
-        }
-        if fleets.pending && needs_fleets(&row, &facts, retry_rejected, onboard, &screen) {
-            match fleets.resolve() {
-                Ok(()) => {}
-                // Halted (unreachable, not the API) or interrupted: the gate says which.
-                Err(None) => break,
-                Err(Some(error)) => return Err(error),
-            }
-        }
-        let next = triage(
-            row,
-            &facts,
-            retry_rejected,
-            (onboard, &fleets.resolved),
-            &screen,
-        );
-        if work.blocking_send(next).is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// The Fleets a run names, resolved (all at once) when the first row that will be sent
-/// names one, so they are known before any SIM is registered, and a run with nothing left
-/// to do sends nothing.
-struct LazyFleets {
-    gate: Arc<Gate>,
-    /// `--fleet`.
-    flag: Option<String>,
-    /// The `fleet` cells of rows that would be sent.
-    named: BTreeSet<String>,
-    too_many: bool,
-    resolved: ResolvedFleets,
-    /// Not resolved yet.
-    pending: bool,
-}
-
-impl LazyFleets {
-    /// Looks every Fleet up, blocking the reader thread. `Err(None)` when the run stops
-    /// (the gate halted it, with its reason, or it was interrupted).
-    fn resolve(&mut self) -> Result<(), Option<RunError>> {
-        self.pending = false;
-        let resolving =
-            fleets::resolve(&self.gate, self.flag.as_deref(), &self.named, self.too_many);
-        match tokio::runtime::Handle::current().block_on(resolving) {
-            Ok(resolved) => {
-                if resolved.unknown() > 0 {
-                    tracing::warn!(
-                        fleets = resolved.unknown(),
-                        "rows naming a Fleet that is not on this account are invalid and are not sent"
-                    );
-                }
-                self.resolved = resolved;
-                Ok(())
-            }
-            Err(FleetStop::Setup(why)) => Err(Some(RunError::Setup(anyhow::anyhow!(why)))),
-            Err(FleetStop::Unavailable(why)) => {
-                self.gate.halt(Halt::Unreachable(why));
-                Err(None)
-            }
-            Err(FleetStop::Halted) => Err(None),
-        }
-    }
-}
-
-/// True when `row` will be sent (or updated) and names a Fleet, by cell or `--fleet`: the
-/// Fleets must be resolved before it goes. Judged with the Fleet as named, as a row whose
-/// SIM is already in a Fleet counts as done whichever the name.
-fn needs_fleets(
-    row: &InputRow,
-    facts: &LineFacts,
-    retry_rejected: bool,
-    onboard: &OnboardConfig,
-    screen: &Screen,
-) -> bool {
-    if !matches!(screen.judge(row, facts.duplicate_of), Verdict::Send { .. }) {
-        return false;
-    }
-    let Ok(plan) = onboard.plan_for(row.fleet.clone(), row.unique_name.clone()) else {
-        return false;
-    };
-    plan.fleet.is_some()
-        && !matches!(
-            resume::resume(facts.sim(), &plan, retry_rejected),
-            Resume::Skip(_)
-        )
-}
-
-/// Decides what happens to one input row: the shared checks and dedupe, the onboarding
-/// plan (with its Fleet resolved, or the row invalid when the Fleet is not on the account),
-/// then resuming, from the plan's `facts` about the row's line. No I/O.
-pub(super) fn triage(
-    row: InputRow,
-    facts: &LineFacts,
-    retry_rejected: bool,
-    (onboard, fleets): (&OnboardConfig, &ResolvedFleets),
-    screen: &Screen,
-) -> Work {
-    let verdict = screen.judge(&row, facts.duplicate_of);
-    let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
-        if facts.already_reported() {
-            Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
-        } else {
-            let mut result = ResultRow::new(row.line, iccid, outcome);
-            result.error_message = Some(message);
-            Work::Report(result, row.fields.clone(), failed)
-        }
-    };
-    let invalid = |iccid: String, problems: &[Problem]| {
-        settled(
-            Outcome::Invalid,
-            iccid,
-            join_reasons(problems),
-            Some(locate(row.line, problems)),
-        )
-    };
-    let (iccid, warnings) = match verdict {
-        Verdict::Invalid { iccid, problems } => return invalid(iccid, &problems),
-        Verdict::Duplicate { iccid, first_line } => {
-            let message = Verdict::duplicate_problem(first_line).reason;
-            return settled(Outcome::Duplicate, iccid, message, None);
-        }
-        Verdict::Send { iccid, warnings } => (iccid, warnings),
-    };
-    // Whether a row is done is judged with the Fleet as named (as before the Fleets were
-    // resolved, so every row is judged alike); what is sent carries the resolved SID.
-    let planned = onboard
-        .plan_for(row.fleet.clone(), row.unique_name.clone())
-        .and_then(|as_named| {
-            let mut plan = as_named.clone();
-            fleets.apply(&mut plan).map(|()| (as_named, plan))
-        });
-    let (as_named, plan) = match planned {
-        Ok(plans) => plans,
-        Err(reason) => {
-            let problem = Problem {
-                column: Column::Row,
-                reason,
-            };
-            return invalid(iccid, &[problem]);
-        }
-    };
-    let warning = (!warnings.is_empty()).then(|| join_reasons(&warnings));
-    if let Some(warning) = &warning {
-        tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
-    }
-    let resume = match resume::resume(facts.sim(), &as_named, retry_rejected) {
-        Resume::Skip(Outcome::Rejected) => {
-            let reason = format!(
-                "line {}: rejected by the API in an earlier run (see the results file)",
-                row.line
-            );
-            return Work::Skip(Outcome::Rejected, Some((row.fields, reason)));
-        }
-        Resume::Skip(outcome) => return Work::Skip(outcome, None),
-        Resume::Update(prior) => Some(prior),
-        Resume::Register => None,
-    };
-    let job = Job {
-        row: SendRow {
-            line: row.line,
-            iccid,
-            code: row.code,
-        },
-        plan,
-        resume,
-        requested: resume::requested_text(&as_named),
-    };
-    Work::Send(job, warning, row.fields)
-}
-
 /// The dispatcher's limits.
 #[derive(Debug, Clone, Copy)]
 struct DispatchLimits {
@@ -733,6 +507,10 @@ fn worker_failed(joined: Result<(), tokio::task::JoinError>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::InputRow;
+    use crate::results::Outcome;
+    use crate::run::resume::OnboardConfig;
+    use crate::run::triage::triage;
 
     fn input(line: u64, iccid: &str, code: &str) -> InputRow {
         InputRow::for_test(line, iccid, code)

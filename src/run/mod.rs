@@ -4,7 +4,8 @@
 //! - [`plan`] (with the crate's external sort): which rows repeat an earlier one and
 //!   what earlier runs recorded, worked out on disk before the main pass so memory stays
 //!   flat.
-//! - [`fleets`]: every Fleet the run names, resolved to its SID before anything is sent.
+//! - [`triage`]: each input row read, checked and turned into work for the dispatcher;
+//!   [`fleets`]: every Fleet the run names, resolved to its SID before anything is sent.
 //! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
 //!   after registration (Fleet, status, UniqueName, waiting); [`resume`]: what each row
 //!   still needs, given what onboarding asks and what earlier runs recorded.
@@ -27,6 +28,7 @@ pub mod progress;
 pub mod registration;
 pub mod resume;
 pub mod summary;
+pub mod triage;
 #[cfg(test)]
 mod verdicts_test;
 pub mod writer;
