@@ -67,7 +67,8 @@ impl RegisterConfig {
             output,
             target,
             limits: GateLimits {
-                rate: args.rate,
+                rate: args.rate.unwrap_or(f64::INFINITY),
+                max_share: args.max_share.unwrap_or(1.0),
                 concurrency: args.concurrency as usize,
                 adaptive: !args.no_adaptive,
                 max_attempts: args.max_attempts,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use rand::rngs::StdRng;
 
-use super::adaptive::ConcurrencyLimit;
+use super::adaptive::{self, Answer, ConcurrencyLimit};
 use super::retry::{Backoff, PoolPause, jitter_for_row};
 use super::{ApiError, Client, ErrorClass};
 
@@ -39,7 +39,7 @@ impl RequestStats {
 /// The limits a pool works within.
 #[derive(Debug, Clone, Copy)]
 pub struct GateLimits {
-    /// Requests per second, across all workers.
+    /// Requests per second, across all workers (`f64::INFINITY`: no cap, the default).
     pub rate: f64,
     /// Create attempts per SIM before it is `gave_up`.
     pub max_attempts: u32,
@@ -48,6 +48,8 @@ pub struct GateLimits {
     pub concurrency: usize,
     /// Whether the in-flight limit adapts to 429s (`--no-adaptive` turns it off).
     pub adaptive: bool,
+    /// Most of the account's learned limit this run takes, 0 to 1 (`--max-share`).
+    pub max_share: f64,
 }
 
 /// What every worker shares.
@@ -75,7 +77,11 @@ impl Gate {
         Gate {
             client,
             limiter: RateLimiter::direct(quota),
-            concurrency: ConcurrencyLimit::new(limits.concurrency, limits.adaptive),
+            concurrency: ConcurrencyLimit::new(
+                limits.concurrency,
+                limits.adaptive,
+                limits.max_share,
+            ),
             pause: PoolPause::default(),
             limits,
             stop,
@@ -125,18 +131,20 @@ impl Gate {
             } => slot,
         };
         RequestStats::bump(&self.stats.requests);
-        let answer = request.await;
-        match &answer {
+        // The client notes `Twilio-Concurrent-Requests` of any answer, success included.
+        let (answer, reported) = adaptive::observe(request).await;
+        let (verdict, reported) = match &answer {
             Err(error) => match error.classify() {
                 ErrorClass::Retry { throttled: true } => {
-                    self.concurrency.on_throttled(error.concurrent_requests);
+                    (Answer::Throttled, reported.or(error.concurrent_requests))
                 }
                 // A server error or a timeout says nothing about the account's limit.
-                ErrorClass::Retry { throttled: false } => {}
-                _ => self.concurrency.on_success(),
+                ErrorClass::Retry { throttled: false } => (Answer::Neutral, reported),
+                _ => (Answer::Admitted, reported.or(error.concurrent_requests)),
             },
-            Ok(_) => self.concurrency.on_success(),
-        }
+            Ok(_) => (Answer::Admitted, reported),
+        };
+        self.concurrency.on_answer(&slot, verdict, reported);
         drop(slot);
         Some(answer)
     }

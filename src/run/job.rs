@@ -205,12 +205,14 @@ pub async fn run(
         requests: RequestStats::get(&stats.requests),
         retries: RequestStats::get(&stats.retries),
         throttled: RequestStats::get(&stats.throttled),
-        concurrency: ConcurrencyReport {
-            ceiling: config.limits.concurrency,
-            adaptive: config.limits.adaptive,
-            settled: gate.concurrency.current(),
-            lowest: gate.concurrency.lowest(),
-        },
+        concurrency: ConcurrencyReport::new(
+            config.limits.concurrency,
+            config.limits.adaptive,
+            config.limits.max_share,
+            gate.concurrency.observed(),
+            RequestStats::get(&stats.requests),
+            RequestStats::get(&stats.throttled),
+        ),
         end,
     })
 }
