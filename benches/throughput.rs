@@ -11,6 +11,16 @@
 //! `validate` at 10,000 and 1,000,000 rows. `BENCH_QUICK=1` skips the 1,000,000-row
 //! registration, the slowest part.
 //!
+//! The second table is the account's concurrency limit in every shape (issue 12), each
+//! with and without the `Twilio-Concurrent-Requests` header: a small limit, a large one, one
+//! shared with another app's traffic, and one that falls and rises on a schedule. Each row
+//! gives the possible throughput (the limit, less what the other app holds, over the mean
+//! latency), the ratio reached with default flags, the 429 shares of this run and of the
+//! other app, where concurrency settled, and the same for a naive baseline: 32 threads, each
+//! sending one request at a time and retrying a 429 after a fixed 100 ms, as a thread pool
+//! around an HTTP library without 429 handling would. `BENCH_ADAPTIVE_ONLY=1` runs only this
+//! table.
+//!
 //! Nothing here is part of `cargo test`; it prints a Markdown table for the README.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -19,6 +29,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
 use supersim_bulk::emulator::{TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, registration_code_for};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_supersim-bulk");
@@ -44,6 +58,9 @@ impl Measured {
 struct EmulatorProcess {
     child: Child,
     base_url: String,
+    /// Kept open: the emulator prints its Fleets after the first line, and a closed pipe
+    /// would make that print fail.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl EmulatorProcess {
@@ -59,7 +76,8 @@ impl EmulatorProcess {
             .spawn()
             .expect("the emulator starts");
         let mut first_line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        stdout
             .read_line(&mut first_line)
             .expect("the emulator says where it listens");
         let base_url = first_line
@@ -67,7 +85,11 @@ impl EmulatorProcess {
             .find(|word| word.starts_with("http://"))
             .expect("a URL on the first line")
             .to_string();
-        EmulatorProcess { child, base_url }
+        EmulatorProcess {
+            child,
+            base_url,
+            _stdout: stdout,
+        }
     }
 
     /// `GET /_emulator/stats`, over a plain socket to keep this process small.
@@ -241,6 +263,307 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// One shape of the account's limit.
+struct Shape {
+    name: &'static str,
+    /// Emulator flags, without the header switch.
+    flags: Vec<String>,
+    rows: u64,
+    /// The account's limit over time: (from, limit), from time zero.
+    schedule: Vec<(f64, f64)>,
+    latency: f64,
+    /// Slots the other app holds on average.
+    other: f64,
+}
+
+impl Shape {
+    /// Rows per second possible over `wall` seconds: the limit less the other app's slots,
+    /// over the mean latency, averaged over the run.
+    fn possible(&self, wall: f64) -> f64 {
+        let mut slot_seconds = 0.0;
+        for (i, &(from, limit)) in self.schedule.iter().enumerate() {
+            let until = self
+                .schedule
+                .get(i + 1)
+                .map_or(wall, |next| next.0.min(wall));
+            if until > from {
+                slot_seconds += (until - from) * (limit - self.other).max(0.0);
+            }
+        }
+        slot_seconds / self.latency / wall
+    }
+}
+
+/// What one run against a shape did.
+struct ShapeRun {
+    wall: f64,
+    rows: u64,
+    requests: u64,
+    throttled: u64,
+    other_requests: u64,
+    other_throttled: u64,
+    settled: String,
+}
+
+impl ShapeRun {
+    fn share(&self) -> f64 {
+        self.throttled as f64 / self.requests.max(1) as f64
+    }
+    fn other_share(&self) -> Option<f64> {
+        (self.other_requests > 0).then(|| self.other_throttled as f64 / self.other_requests as f64)
+    }
+}
+
+fn shape_stats(emulator: &EmulatorProcess, wall: f64, rows: u64, settled: String) -> ShapeRun {
+    let stats = emulator.stats();
+    let get = |key: &str| stats[key].as_u64().unwrap_or(0);
+    ShapeRun {
+        wall,
+        rows,
+        requests: get("requests"),
+        throttled: get("throttled"),
+        other_requests: get("other_requests"),
+        other_throttled: get("other_throttled"),
+        settled,
+    }
+}
+
+/// `register` with default flags against a fresh emulator of this shape.
+fn run_shape(dir: &Path, shape: &Shape, header: bool) -> ShapeRun {
+    let mut flags: Vec<&str> = shape.flags.iter().map(String::as_str).collect();
+    if !header {
+        flags.push("--no-concurrency-header");
+    }
+    let emulator = EmulatorProcess::start(&flags);
+    let input = input_file(dir, shape.rows);
+    let output = dir.join("shape.results.csv");
+    let summary = dir.join("shape.summary.json");
+    let _ = std::fs::remove_file(&output);
+    let _ = std::fs::remove_file(&summary);
+    let (output, summary_path) = (
+        output.to_str().unwrap().to_string(),
+        summary.to_str().unwrap().to_string(),
+    );
+    let args = [
+        "register",
+        &input,
+        "-q",
+        "--base-url",
+        &emulator.base_url,
+        "--output",
+        &output,
+        "--summary-json",
+        &summary_path,
+    ];
+    let (wall, _, _, _) = run_client(&args);
+    let summary: serde_json::Value = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let c = &summary["concurrency"];
+    let mut settled = format!("{}", c["settled"]);
+    if let Some(limit) = c["learned_limit"].as_u64() {
+        settled.push_str(&format!(" (limit found {limit})"));
+    }
+    if let Some(other) = c["other_in_flight"].as_f64() {
+        settled.push_str(&format!(", other seen {other:.1}"));
+    }
+    let registered = summary["this_run"]["registered"].as_u64().unwrap_or(0);
+    shape_stats(&emulator, wall.as_secs_f64(), registered, settled)
+}
+
+/// The naive baseline: 32 threads, each sending one `POST /v1/Sims` at a time over a fresh
+/// connection, retrying a 429 or 5xx after a fixed 100 ms (at most 50 times).
+fn run_naive(dir: &Path, shape: &Shape) -> ShapeRun {
+    let emulator =
+        EmulatorProcess::start(&shape.flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = dir;
+    let address = emulator.base_url.trim_start_matches("http://").to_string();
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{TEST_ACCOUNT_SID}:{TEST_AUTH_TOKEN}"));
+    let rows: Arc<Vec<(String, String)>> = Arc::new(sims(shape.rows).collect());
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (rows, next, done) = (rows.clone(), next.clone(), done.clone());
+            let (address, auth) = (address.clone(), auth.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some((iccid, code)) = rows.get(n) else {
+                        return;
+                    };
+                    let body = format!("Iccid={iccid}&RegistrationCode={code}");
+                    for _ in 0..50 {
+                        let status = post(&address, &auth, &body);
+                        if status == 201 || status == 200 || status == 409 {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    shape_stats(
+        &emulator,
+        wall,
+        done.load(Ordering::Relaxed),
+        "32 (fixed)".into(),
+    )
+}
+
+/// One HTTP/1.0 POST; the status code, or 0 when the exchange failed.
+fn post(address: &str, auth: &str, body: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return 0;
+    };
+    let request = format!(
+        "POST /v1/Sims HTTP/1.0\r\nHost: {address}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+fn shapes() -> Vec<Shape> {
+    let flags = |list: &[&str]| list.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    vec![
+        Shape {
+            name: "limit 20, 100 ms ±10%",
+            flags: flags(&[
+                "--max-concurrent",
+                "20",
+                "--latency",
+                "100ms",
+                "--latency-jitter",
+                "0.1",
+            ]),
+            rows: 2_000,
+            schedule: vec![(0.0, 20.0)],
+            latency: 0.1,
+            other: 0.0,
+        },
+        Shape {
+            name: "limit 5, 300 ms ±10%",
+            flags: flags(&[
+                "--max-concurrent",
+                "5",
+                "--latency",
+                "300ms",
+                "--latency-jitter",
+                "0.1",
+            ]),
+            rows: 250,
+            schedule: vec![(0.0, 5.0)],
+            latency: 0.3,
+            other: 0.0,
+        },
+        Shape {
+            name: "limit 60, 200 ms ±10%",
+            flags: flags(&[
+                "--max-concurrent",
+                "60",
+                "--latency",
+                "200ms",
+                "--latency-jitter",
+                "0.1",
+            ]),
+            rows: 6_000,
+            schedule: vec![(0.0, 60.0)],
+            latency: 0.2,
+            other: 0.0,
+        },
+        Shape {
+            name: "limit 20 shared: other app 60/s × 111 ms (6.7 slots), 100 ms ±10%",
+            flags: flags(&[
+                "--max-concurrent",
+                "20",
+                "--latency",
+                "100ms",
+                "--latency-jitter",
+                "0.1",
+                "--other-rate",
+                "60",
+                "--other-latency",
+                "111ms",
+            ]),
+            rows: 2_000,
+            schedule: vec![(0.0, 20.0)],
+            latency: 0.1,
+            other: 60.0 * 0.111,
+        },
+        Shape {
+            name: "limit 20, falls to 8 at 5 s, rises to 25 at 12 s, 100 ms ±10%",
+            flags: flags(&[
+                "--max-concurrent",
+                "20",
+                "--latency",
+                "100ms",
+                "--latency-jitter",
+                "0.1",
+                "--limit-schedule",
+                "5s=8,12s=25",
+            ]),
+            rows: 3_500,
+            schedule: vec![(0.0, 20.0), (5.0, 8.0), (12.0, 25.0)],
+            latency: 0.1,
+            other: 0.0,
+        },
+    ]
+}
+
+fn adaptive_table(dir: &Path) {
+    println!();
+    println!(
+        "| limit shape | header | possible (rows/s) | supersim-bulk: ratio | 429 share | other app's 429 share | settled at | naive 32 threads: ratio | 429 share | other app's 429 share |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let only = std::env::var("BENCH_SHAPES").unwrap_or_default();
+    for shape in shapes()
+        .into_iter()
+        .filter(|s| s.name.contains(only.as_str()))
+    {
+        eprintln!("{}: naive baseline...", shape.name);
+        let naive = run_naive(dir, &shape);
+        for header in [true, false] {
+            eprintln!("{}: header {header}...", shape.name);
+            let run = run_shape(dir, &shape, header);
+            let possible = shape.possible(run.wall);
+            let ratio = |r: &ShapeRun| r.rows as f64 / r.wall / shape.possible(r.wall);
+            let percent =
+                |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
+            println!(
+                "| {} | {} | {possible:.0} | {:.2} | {} | {} | {} | {:.2} | {} | {} |",
+                shape.name,
+                if header { "yes" } else { "no" },
+                ratio(&run),
+                percent(Some(run.share())),
+                percent(run.other_share()),
+                run.settled,
+                ratio(&naive),
+                percent(Some(naive.share())),
+                percent(naive.other_share()),
+            );
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         // Test-harness discovery (`cargo test --benches`): nothing to list.
@@ -251,9 +574,15 @@ fn main() {
     let dir = dir.path();
     let mut table = Vec::new();
     eprintln!("benchmarking {BINARY} on {}", machine());
+    if std::env::var_os("BENCH_ADAPTIVE_ONLY").is_some() {
+        println!("Machine: {}", machine());
+        adaptive_table(dir);
+        return;
+    }
 
-    let unlimited = ["--rate", "1000000", "--concurrency", "32"];
-    let naive = ["--rate", "1000000", "--concurrency", "1", "--no-adaptive"];
+    // Defaults: no rate cap, a ceiling of 100 that the pool grows to from a low start.
+    let unlimited: [&str; 0] = [];
+    let naive = ["--concurrency", "1", "--no-adaptive"];
 
     // Latency-bound: 100 ms per request, 20 in flight allowed => 200 requests/s at best.
     let latency_bound = ["--latency", "100ms", "--max-concurrent", "20"];
@@ -339,6 +668,7 @@ fn main() {
 
     println!("Machine: {}", machine());
     print_table(&table);
+    adaptive_table(dir);
 }
 
 fn short(rows: u64) -> String {

@@ -102,17 +102,21 @@ pub struct RegisterArgs {
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// Most requests in flight at once; the pool adapts below this to the account's limit
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
+    /// Most requests in flight at once; the pool starts low and adapts below this to the account's limit (Twilio accounts commonly allow about 100)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
     pub concurrency: u32,
+
+    /// Most of the account's concurrency limit this run takes once it has found it, e.g. 50% to leave half to the account's other traffic [default: 100%: all that the other traffic the API reports leaves]
+    #[arg(long, value_name = "PERCENT", value_parser = percent, help_heading = "Limits")]
+    pub max_share: Option<f64>,
 
     /// Keep --concurrency fixed instead of adapting it to 429s
     #[arg(long, help_heading = "Limits")]
     pub no_adaptive: bool,
 
-    /// Most requests per second, every attempt and lookup included
-    #[arg(long, default_value_t = 25.0, value_parser = rate, help_heading = "Limits")]
-    pub rate: f64,
+    /// Most requests per second, every attempt and lookup included [default: no cap; the account's concurrency limit sets the pace]
+    #[arg(long, value_parser = rate, help_heading = "Limits")]
+    pub rate: Option<f64>,
 
     /// Attempts per SIM before it is recorded as gave_up
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Limits")]
@@ -208,9 +212,29 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "0ms", value_parser = latency)]
     pub latency: Duration,
 
-    /// Answer 429 (Twilio error 20429) when more requests than this are in flight
+    /// Answer 429 (Twilio error 20429) when more requests than this are in flight on the account
     #[arg(long, value_name = "N", value_parser = max_concurrent)]
     pub max_concurrent: Option<usize>,
+
+    /// Change the concurrency limit on a schedule, counted from the first API request, e.g. `5s=8,12s=25`
+    #[arg(long, value_name = "AT=LIMIT,...", value_parser = limit_schedule)]
+    pub limit_schedule: Option<LimitSchedule>,
+
+    /// Spread each request's latency uniformly by this share either way (0 to 1), e.g. 0.2 for ±20%
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub latency_jitter: f64,
+
+    /// Another app on the same account: this many requests per second of its own, each holding a slot of the limit for --other-latency (with --latency-jitter); its 429s are counted in the stats
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_rate)]
+    pub other_rate: f64,
+
+    /// How long each of the other app's requests holds its slot
+    #[arg(long, default_value = "100ms", value_parser = latency)]
+    pub other_latency: Duration,
+
+    /// Leave out the Twilio-Concurrent-Requests header (Twilio documents it as "may")
+    #[arg(long)]
+    pub no_concurrency_header: bool,
 
     /// Share of registrations (0 to 1) that meet an injected fault: 5xx, an HTML 502, a slow or lost response
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
@@ -529,6 +553,57 @@ fn rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if (0.001..=1_000_000.0).contains(&rate) => Ok(rate),
         _ => Err("must be a number of requests per second from 0.001 to 1000000".to_string()),
+    }
+}
+
+fn non_negative_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err("must be a number of requests per second, 0 or more".to_string()),
+    }
+}
+
+/// The emulator's `--limit-schedule`: (from, limit) steps in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSchedule(pub Vec<(Duration, usize)>);
+
+/// `5s=8,12s=25`: from 5 s the limit is 8, from 12 s it is 25.
+fn limit_schedule(text: &str) -> Result<LimitSchedule, String> {
+    let mut steps = Vec::new();
+    for step in text.split(',') {
+        let (at, limit) = step
+            .split_once('=')
+            .ok_or_else(|| format!("`{step}`: expected AT=LIMIT, e.g. 5s=8"))?;
+        let at = duration_in(at.trim(), Duration::ZERO, 24 * HOUR)?;
+        let limit: usize = limit
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&l| l > 0)
+            .ok_or_else(|| format!("`{step}`: the limit must be a whole number above 0"))?;
+        steps.push((at, limit));
+    }
+    steps.sort_by_key(|&(at, _)| at);
+    Ok(LimitSchedule(steps))
+}
+
+/// `50%`, `50` or `0.5`: a share from above 0 up to 1.
+fn percent(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, is_percent) = match trimmed.strip_suffix('%') {
+        Some(number) => (number.trim(), true),
+        None => (trimmed, false),
+    };
+    let value = number.parse::<f64>().ok().filter(|v| v.is_finite());
+    let share = match value {
+        Some(v) if is_percent || v > 1.0 => v / 100.0,
+        Some(v) => v,
+        None => return Err("must be a percentage such as 50% (above 0, at most 100%)".into()),
+    };
+    if share > 0.0 && share <= 1.0 {
+        Ok(share)
+    } else {
+        Err("must be a percentage above 0 and at most 100%".to_string())
     }
 }
 

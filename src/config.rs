@@ -66,7 +66,8 @@ impl RegisterConfig {
             output,
             target,
             limits: GateLimits {
-                rate: args.rate,
+                rate: args.rate.unwrap_or(f64::INFINITY),
+                max_share: args.max_share.unwrap_or(1.0),
                 concurrency: args.concurrency as usize,
                 adaptive: !args.no_adaptive,
                 max_attempts: args.max_attempts,
@@ -171,6 +172,7 @@ impl AccountConfig {
                 // Pages are read one after another: each names the next.
                 concurrency: 1,
                 adaptive: false,
+                max_share: 1.0,
             },
             timeout: args.timeout,
             page_size: args.page_size,

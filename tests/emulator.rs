@@ -687,6 +687,8 @@ async fn stats_are_served_without_auth_and_without_being_counted() -> TestResult
         unauthorized: 1,
         commits: 1,
         update_requests: 0,
+        other_requests: 0,
+        other_throttled: 0,
     };
     assert_eq!(first, expected);
     assert_eq!(second, expected);

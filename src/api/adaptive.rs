@@ -1,34 +1,143 @@
-//! Adaptive concurrency: how many requests may be in flight right now, found by feeling for
-//! the account's limit the way TCP feels for a link's capacity (AIMD).
+//! Adaptive concurrency: how many requests this run may have in flight right now, found by
+//! feeling for the account's limit the way TCP feels for a link's capacity, and leaving room
+//! for the other traffic on the same account.
 //!
-//! Twilio limits concurrent requests per account and does not publish the number. Starting
-//! at the `--concurrency` ceiling, each 429 cuts the limit multiplicatively (or straight to
-//! what the `Twilio-Concurrent-Requests` header says was too many), at most once per round
-//! trip, and each round trip of successes adds one back. Once a 429 has shown where the
-//! account's limit lies, growth past that point slows to a rare probe, so the run stays
-//! just under the limit instead of bouncing off it. With adaptation off the limit stays at
-//! the ceiling.
+//! Twilio limits concurrent requests per *account* and does not publish the number; the
+//! `Twilio-Concurrent-Requests` header, when sent, counts the whole account's requests in
+//! flight, this run's and everyone else's. The controller, per answer:
+//!
+//! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by one per success
+//!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
+//!   handful of 429s at start-up, not a burst at the ceiling.
+//! - **With the header.** Every answer shows the account's count `R`; `R` minus this run's
+//!   own requests in flight is the *other* traffic, averaged (with its spread) over recent
+//!   answers. A 429 puts the account's limit at `R - 1`; the window's target is then
+//!   `min(ceiling, max_share × limit, limit − other)`, so the run leaves the other traffic
+//!   its room instead of taking it. A 429 that shows more requests than this run's own cuts
+//!   too (to the room the header says is left).
+//! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
+//!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
+//!   cut are the same news); 429s in the round right after a cut also cut multiplicatively,
+//!   so a storm never persists.
+//! - **Ageing.** A learned limit is a hint, not a wall: after [`PROBE_AFTER_ROUNDS`] round
+//!   trips at it without a 429, the limit is probed one higher, then two, four, ... for each
+//!   further round trip the probe holds. With the header a probe only counts when an answer
+//!   shows the account above the old limit; otherwise it is withdrawn.
+//!
+//! Round trips are counted, not timed: a round ends when the answer to the first request
+//! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
+//! window stays at the ceiling.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-/// Share of the limit kept after a 429 that carried no concurrency header.
-const DECREASE_FACTOR: f64 = 0.7;
-/// Past the learned limit, successes needed per extra slot, in round trips.
-const PROBE_ROUNDS: f64 = 10.0;
+/// The window a run starts with (or the ceiling, if lower).
+pub const INITIAL_WINDOW: f64 = 4.0;
+/// Round trips at a learned limit without a 429 before it is probed upward.
+pub const PROBE_AFTER_ROUNDS: u64 = 16;
+/// Quiet round trips (the account not seen full) before one withheld slot is given back.
+const RESERVE_ROUNDS: u64 = 8;
+/// Share of the window kept when 429s continue in the round trip right after a cut.
+const STORM_FACTOR: f64 = 0.7;
+/// Weight of one answer in the running average of other traffic.
+const OTHER_WEIGHT: f64 = 1.0 / 16.0;
+/// Weight of an answer that shows more other traffic than the average.
+const OTHER_WEIGHT_UP: f64 = 1.0 / 4.0;
+
+tokio::task_local! {
+    /// The `Twilio-Concurrent-Requests` value of the answer being awaited in [`observe`].
+    static REPORTED: Cell<Option<u32>>;
+}
+
+/// Called by the client with the `Twilio-Concurrent-Requests` value of any answer, so the
+/// gate learns it for successes too. Does nothing outside [`observe`].
+pub fn note_reported(value: u32) {
+    let _ = REPORTED.try_with(|cell| cell.set(Some(value)));
+}
+
+/// Awaits `request` and returns its output with the header value the client saw meanwhile.
+pub async fn observe<F: Future>(request: F) -> (F::Output, Option<u32>) {
+    REPORTED
+        .scope(Cell::new(None), async {
+            let output = request.await;
+            (output, REPORTED.with(Cell::get))
+        })
+        .await
+}
+
+/// How an answer bears on the account's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The request was admitted (any answer other than 429, 5xx and transport failures).
+    Admitted,
+    /// 429: the account was over its limit.
+    Throttled,
+    /// A server error or a timeout: says nothing about the limit.
+    Neutral,
+}
+
+/// What the run saw, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed {
+    /// The window at the end of the run.
+    pub settled: usize,
+    /// The lowest the window was cut to.
+    pub lowest: usize,
+    /// The highest the window reached.
+    pub highest: usize,
+    /// The account's limit as last learned (with the header), or this run's room (without).
+    pub learned_limit: Option<usize>,
+    /// Whether any answer carried `Twilio-Concurrent-Requests`.
+    pub header_seen: bool,
+    /// Other traffic on the account: its mean requests in flight, from the header.
+    pub other_in_flight: Option<f64>,
+    /// The most other requests in flight one answer showed.
+    pub other_peak: Option<u32>,
+}
 
 #[derive(Debug)]
 struct State {
-    /// Requests allowed in flight (fractional: additive increase adds 1/limit per success).
-    limit: f64,
+    /// Requests allowed in flight (fractional: growth adds fractions per success).
+    window: f64,
     in_flight: usize,
-    /// Where the last 429 put the account's limit, if one was seen.
+    /// Requests sent so far; each slot carries its sequence number.
+    sent: u64,
+    slow_start: bool,
+    /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
-    /// Responses still to come back before another 429 may cut again: one cut per round trip.
-    cut_cooldown: usize,
-    /// The level the limit settled at most recently, for the summary.
+    header_seen: bool,
+    /// Running mean and mean deviation of other traffic in flight.
+    other_mean: f64,
+    other_dev: f64,
+    other_sum: f64,
+    other_samples: u64,
+    other_peak: u32,
+    /// Round trips completed, and the sequence number whose answer ends the current one.
+    rounds: u64,
+    round_mark: u64,
+    /// Whether the window was full at some send this round or the last (growth and
+    /// probes only count then: a run that does not fill its window learns nothing).
+    round_full: bool,
+    last_round_full: bool,
+    /// 429s for requests sent up to here were answered by the last cut.
+    cut_seq: u64,
+    cut_round: u64,
+    /// Full round trips since the last 429 or probe.
+    quiet_rounds: u64,
+    /// The next probe's step, and the probe under way.
+    probe_step: f64,
+    probe: Option<Probe>,
+    /// The most the account showed in flight on an admitted answer this round.
+    round_peak: u32,
+    /// Slots withheld beyond the other traffic's estimate because the account was seen
+    /// full while it had other traffic; one is given back after quiet round trips.
+    reserve: f64,
+    full_this_round: bool,
+    rounds_since_full: u64,
     lowest: f64,
+    highest: f64,
 }
 
 /// The shared in-flight limit. Clone the `Arc` into every worker.
@@ -36,6 +145,8 @@ struct State {
 pub struct ConcurrencyLimit {
     ceiling: usize,
     adaptive: bool,
+    /// Most of the learned limit this run takes (1.0: all that other traffic leaves).
+    max_share: f64,
     state: Mutex<State>,
     freed: Notify,
 }
@@ -44,6 +155,10 @@ pub struct ConcurrencyLimit {
 #[derive(Debug)]
 pub struct RequestSlot {
     limit: Arc<ConcurrencyLimit>,
+    /// This request's sequence number.
+    seq: u64,
+    /// This run's requests in flight when it was sent, itself included.
+    ours_at_send: usize,
 }
 
 impl Drop for RequestSlot {
@@ -54,17 +169,50 @@ impl Drop for RequestSlot {
 }
 
 impl ConcurrencyLimit {
-    pub fn new(ceiling: usize, adaptive: bool) -> Arc<Self> {
+    /// A limit of at most `ceiling` in flight, taking at most `max_share` (0 to 1) of the
+    /// account's limit once it is known.
+    pub fn new(ceiling: usize, adaptive: bool, max_share: f64) -> Arc<Self> {
         let ceiling = ceiling.max(1);
+        let start = if adaptive {
+            INITIAL_WINDOW.min(ceiling as f64)
+        } else {
+            ceiling as f64
+        };
         Arc::new(ConcurrencyLimit {
             ceiling,
             adaptive,
+            max_share: if max_share > 0.0 && max_share <= 1.0 {
+                max_share
+            } else {
+                1.0
+            },
             state: Mutex::new(State {
-                limit: ceiling as f64,
+                window: start,
                 in_flight: 0,
+                sent: 0,
+                slow_start: adaptive,
                 learned: None,
-                cut_cooldown: 0,
-                lowest: ceiling as f64,
+                header_seen: false,
+                other_mean: 0.0,
+                other_dev: 0.0,
+                other_sum: 0.0,
+                other_samples: 0,
+                other_peak: 0,
+                rounds: 0,
+                round_mark: 1,
+                round_full: false,
+                last_round_full: false,
+                cut_seq: 0,
+                cut_round: 0,
+                quiet_rounds: 0,
+                probe_step: 1.0,
+                probe: None,
+                round_peak: 0,
+                reserve: 0.0,
+                full_this_round: false,
+                rounds_since_full: 0,
+                lowest: start,
+                highest: start,
             }),
             freed: Notify::new(),
         })
@@ -74,150 +222,568 @@ impl ConcurrencyLimit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a free slot under the current limit.
+    /// Waits for a free slot under the current window.
     pub async fn acquire(self: &Arc<Self>) -> RequestSlot {
         loop {
             let freed = self.freed.notified();
-            {
-                let mut state = self.lock();
-                if state.in_flight < (state.limit.floor() as usize).max(1) {
-                    state.in_flight += 1;
-                    return RequestSlot {
-                        limit: self.clone(),
-                    };
-                }
+            if let Some(slot) = self.try_acquire() {
+                return slot;
             }
             freed.await;
         }
     }
 
-    /// The current limit, rounded down.
-    pub fn current(&self) -> usize {
-        (self.lock().limit.floor() as usize).max(1)
+    /// A slot if one is free now.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<RequestSlot> {
+        let mut state = self.lock();
+        let allowed = (state.window.floor() as usize).max(1);
+        if state.in_flight >= allowed {
+            return None;
+        }
+        state.in_flight += 1;
+        state.sent += 1;
+        if state.in_flight >= allowed {
+            state.round_full = true;
+        }
+        Some(RequestSlot {
+            limit: self.clone(),
+            seq: state.sent,
+            ours_at_send: state.in_flight,
+        })
     }
 
-    /// The lowest level the limit was cut to, rounded down.
+    /// The current window, rounded down.
+    pub fn current(&self) -> usize {
+        (self.lock().window.floor() as usize).max(1)
+    }
+
+    /// The lowest level the window was cut to, rounded down.
     pub fn lowest(&self) -> usize {
         (self.lock().lowest.floor() as usize).max(1)
     }
 
-    /// A request came back without a 429.
-    pub fn on_success(&self) {
-        if !self.adaptive {
-            return;
-        }
-        let mut state = self.lock();
-        state.cut_cooldown = state.cut_cooldown.saturating_sub(1);
-        let step = match state.learned {
-            Some(learned) if state.limit >= learned => 1.0 / (state.limit * PROBE_ROUNDS),
-            _ => 1.0 / state.limit,
-        };
-        let before = state.limit.floor();
-        state.limit = (state.limit + step).min(self.ceiling as f64);
-        if state.limit.floor() > before {
-            tracing::debug!(limit = state.limit.floor(), "concurrency raised");
+    /// Round trips completed so far.
+    pub fn rounds(&self) -> u64 {
+        self.lock().rounds
+    }
+
+    /// What the run saw, for the summary.
+    pub fn observed(&self) -> Observed {
+        let state = self.lock();
+        let whole = |v: f64| (v.floor() as usize).max(1);
+        let other = state.header_seen && state.other_samples > 0;
+        Observed {
+            settled: whole(state.window),
+            lowest: whole(state.lowest),
+            highest: whole(state.highest),
+            learned_limit: state.learned.map(whole),
+            header_seen: state.header_seen,
+            other_in_flight: other.then(|| state.other_sum / state.other_samples as f64),
+            other_peak: other.then_some(state.other_peak),
         }
     }
 
-    /// A request was answered 429. `reported` is the `Twilio-Concurrent-Requests` header:
-    /// the account's requests in flight when this one was refused.
-    pub fn on_throttled(&self, reported: Option<u32>) {
+    /// The most the window may be: the ceiling, the share of the learned limit, and with the
+    /// header the learned limit less the other traffic (its mean plus its spread).
+    fn target(&self, state: &State) -> f64 {
+        let mut target = self.ceiling as f64;
+        if let Some(learned) = state.learned {
+            target = target.min((self.max_share * learned).max(1.0));
+            if state.header_seen {
+                // + 0.5: the window is used rounded down, so this rounds the room to nearest.
+                let room = learned - state.other_mean - state.other_dev - state.reserve + 0.5;
+                target = target.min(room);
+            }
+        }
+        target.max(1.0)
+    }
+
+    /// `slot`'s request was answered; `reported` is the `Twilio-Concurrent-Requests` header
+    /// of the answer, if it had one. Call before dropping the slot.
+    pub fn on_answer(&self, slot: &RequestSlot, answer: Answer, reported: Option<u32>) {
         if !self.adaptive {
             return;
         }
         let mut state = self.lock();
-        state.cut_cooldown = state.cut_cooldown.saturating_sub(1);
-        if state.cut_cooldown > 0 {
+        // Ours now (this one included, its slot not yet freed) or at send, whichever is
+        // more: this run's own growth is never taken for other traffic. Requests on their
+        // way count here and not yet at the server, so the other traffic may be seen a
+        // little low; the reserve (below) corrects for that from what the account shows.
+        let ours = slot.ours_at_send.max(state.in_flight) as u32;
+        if let Some(reported) = reported {
+            state.header_seen = true;
+            let other = reported.saturating_sub(ours);
+            let other_now = other;
+            state.other_peak = state.other_peak.max(other);
+            state.other_sum += f64::from(other);
+            state.other_samples += 1;
+            let other = f64::from(other);
+            if state.other_samples == 1 {
+                state.other_mean = other;
+            } else {
+                // Up fast, down slowly: room given back to other traffic too late costs its
+                // requests 429s; room taken back too late only costs this run a little time.
+                let weight = if other > state.other_mean {
+                    OTHER_WEIGHT_UP
+                } else {
+                    OTHER_WEIGHT
+                };
+                let deviation = (other - state.other_mean).abs();
+                state.other_mean += weight * (other - state.other_mean);
+                state.other_dev += OTHER_WEIGHT * (deviation - state.other_dev);
+            }
+            if answer == Answer::Throttled {
+                // Refused at this count: the other traffic is at least this much right now.
+                state.other_mean = state.other_mean.max(other);
+            }
+            if answer == Answer::Admitted {
+                state.round_peak = state.round_peak.max(reported);
+                // The account was full while other traffic was in flight: its next request
+                // would have been refused. Withhold one more slot (once per round trip).
+                let full = state
+                    .learned
+                    .is_some_and(|learned| f64::from(reported) >= learned.floor());
+                if full && other_now > 0 && state.probe.is_none() && !state.full_this_round {
+                    state.full_this_round = true;
+                    state.reserve += 1.0;
+                }
+            }
+        }
+        if slot.seq >= state.round_mark {
+            self.end_round(&mut state);
+        }
+        match answer {
+            Answer::Admitted => self.grow(&mut state),
+            Answer::Throttled => self.cut(&mut state, slot, reported),
+            Answer::Neutral => {}
+        }
+        let target = self.target(&state);
+        if state.window > target {
+            state.window = target;
+        }
+        state.lowest = state.lowest.min(state.window);
+        state.highest = state.highest.max(state.window);
+    }
+
+    fn grow(&self, state: &mut State) {
+        if !(state.round_full || state.last_round_full) {
             return;
         }
-        // Requests beyond the limit were refused: one fewer than the count reported (or than
-        // ours in flight, this one included) is what the account allows.
-        let seen = reported.map_or(state.in_flight as f64, f64::from);
-        let allowed = (seen - 1.0).max(1.0);
-        let cut = match reported {
-            Some(_) => allowed.min(state.limit),
-            None => (state.limit * DECREASE_FACTOR).max(1.0),
+        let target = self.target(state);
+        if state.window >= target {
+            return;
+        }
+        // Slow start, and below a known target: one per success (doubles per round trip).
+        // Close to the target: one per round trip.
+        let step = if state.slow_start || state.window + 1.0 < target {
+            1.0
+        } else {
+            1.0 / state.window
         };
-        state.learned = Some(allowed.min(self.ceiling as f64));
-        state.limit = cut.max(1.0);
-        state.lowest = state.lowest.min(state.limit);
-        state.cut_cooldown = state.in_flight.max(1);
-        tracing::debug!(
-            limit = state.limit.floor(),
-            learned = allowed,
-            "429: concurrency cut"
-        );
+        let before = state.window.floor();
+        state.window = (state.window + step).min(target);
+        if state.window.floor() > before {
+            tracing::trace!(window = state.window.floor(), "concurrency raised");
+        }
     }
+
+    fn cut(&self, state: &mut State, slot: &RequestSlot, reported: Option<u32>) {
+        state.slow_start = false;
+        state.quiet_rounds = 0;
+        state.probe_step = 1.0;
+        state.probe = None;
+        let fresh = slot.seq > state.cut_seq;
+        match reported {
+            Some(reported) => {
+                // Refused with `reported` in flight, itself included: the limit is at most
+                // one less (less still when other refused requests were counted too, so a
+                // 429 only ever lowers a learned limit; rises are found by probing).
+                let limit = (f64::from(reported) - 1.0).max(1.0);
+                let limit = state.learned.map_or(limit, |learned| learned.min(limit));
+                state.learned = Some(limit);
+                if fresh {
+                    // Room left now, by this very answer (the average may lag a surge).
+                    let other = f64::from(reported.saturating_sub(slot.ours_at_send as u32));
+                    state.window = state.window.min((limit - other).max(1.0));
+                }
+            }
+            None => {
+                if !fresh {
+                    return;
+                }
+                let room = (slot.ours_at_send as f64 - 1.0).max(1.0);
+                let storm = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
+                let window = if storm {
+                    room.min(state.window * STORM_FACTOR)
+                } else {
+                    room.min(state.window)
+                };
+                state.window = window.max(1.0);
+                state.learned = Some(state.window);
+            }
+        }
+        if fresh {
+            state.cut_seq = state.sent;
+            state.cut_round = state.rounds.max(1);
+            tracing::debug!(
+                window = state.window.floor(),
+                learned = state.learned,
+                "429: concurrency cut"
+            );
+        }
+    }
+
+    /// A round trip ended: age the learned limit.
+    fn end_round(&self, state: &mut State) {
+        state.rounds += 1;
+        state.round_mark = state.sent + 1;
+        let full = std::mem::take(&mut state.round_full);
+        state.last_round_full = full;
+        let peak = std::mem::take(&mut state.round_peak);
+        if std::mem::take(&mut state.full_this_round) {
+            state.rounds_since_full = 0;
+        } else {
+            state.rounds_since_full += 1;
+            if state.rounds_since_full >= RESERVE_ROUNDS && state.reserve > 0.0 {
+                state.reserve -= 1.0;
+                state.rounds_since_full = 0;
+            }
+        }
+        let Some(learned) = state.learned else {
+            return;
+        };
+        if let Some(probe) = state.probe {
+            if !probe.reached {
+                // The probe counts from the first full round trip at its level.
+                if state.window.floor() >= probe.level.floor() && full {
+                    state.probe = Some(Probe {
+                        reached: true,
+                        ..probe
+                    });
+                }
+                return;
+            }
+            // A round trip at the probed level went by without a 429. With the header it
+            // counts only if the account was seen above the old limit (other traffic that
+            // happened to be quiet proves nothing); then the next step is twice as large.
+            let confirmed = !state.header_seen || f64::from(peak) > probe.from;
+            if confirmed && state.probe_step >= 2.0 {
+                // Two steps held: the limit rose by more than a little. Slow start again
+                // from here rather than creep up a step at a time.
+                state.learned = None;
+                state.probe = None;
+                state.probe_step = 1.0;
+                state.slow_start = true;
+            } else if confirmed {
+                let found = probe.level.max(f64::from(peak));
+                state.learned = Some(found);
+                state.probe_step *= 2.0;
+                self.start_probe(state, found);
+            } else {
+                state.learned = Some(probe.from);
+                state.probe = None;
+                state.quiet_rounds = 0;
+            }
+            return;
+        }
+        if full {
+            state.quiet_rounds += 1;
+        }
+        if state.quiet_rounds >= PROBE_AFTER_ROUNDS {
+            state.quiet_rounds = 0;
+            self.start_probe(state, learned);
+        }
+    }
+
+    /// Lets the window go `probe_step` above the learned limit `from`.
+    fn start_probe(&self, state: &mut State, from: f64) {
+        let ceiling = self.ceiling as f64;
+        if from >= ceiling {
+            state.probe = None;
+            return;
+        }
+        let level = (from + state.probe_step).min(ceiling);
+        state.learned = Some(level);
+        state.probe = Some(Probe {
+            from,
+            level,
+            reached: false,
+        });
+        tracing::trace!(from, level, "probing above the learned limit");
+    }
+}
+
+/// A probe above the learned limit.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// The learned limit before the probe, to go back to if it proves nothing.
+    from: f64,
+    /// The limit the probe allows.
+    level: f64,
+    /// Whether the window has run a full round trip at `level`.
+    reached: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Drives the limit against a server that allows `server_limit` in flight, one round
-    /// trip at a time, and returns (requests, 429s, limit per round).
-    fn simulate(server_limit: usize, header: bool, rounds: usize) -> (usize, usize, Vec<usize>) {
-        let limit = ConcurrencyLimit::new(32, true);
-        let (mut requests, mut throttled, mut levels) = (0, 0, Vec::new());
-        for _ in 0..rounds {
-            let n = limit.current();
-            levels.push(n);
-            limit.lock().in_flight = n;
-            for i in 0..n {
-                requests += 1;
-                if i >= server_limit {
-                    throttled += 1;
-                    limit.on_throttled(header.then_some(n as u32));
-                } else {
-                    limit.on_success();
-                }
+    /// An account that allows `limit` in flight, with `other` requests of another app in
+    /// flight, answered one round trip at a time: every request this run has in flight is
+    /// sent, then all are answered. Returns (requests, 429s, window per round).
+    struct Account {
+        limit: usize,
+        other: usize,
+        header: bool,
+    }
+
+    impl Account {
+        fn round(&self, control: &Arc<ConcurrencyLimit>) -> (usize, usize) {
+            let mut slots = Vec::new();
+            while let Some(slot) = control.try_acquire() {
+                slots.push(slot);
             }
-            limit.lock().in_flight = 0;
+            let sent = slots.len();
+            // Refused requests are answered at once; admitted ones after the latency, when
+            // the account counts everyone admitted (the header is read at the answer).
+            let admitted = sent.min(self.limit.saturating_sub(self.other));
+            let refused_slots = slots.split_off(admitted);
+            let refused = refused_slots.len();
+            for slot in refused_slots {
+                let reported = self.header.then_some((self.other + admitted + 1) as u32);
+                control.on_answer(&slot, Answer::Throttled, reported);
+            }
+            for slot in &slots {
+                let reported = self.header.then_some((self.other + admitted) as u32);
+                control.on_answer(slot, Answer::Admitted, reported);
+            }
+            (sent, refused)
         }
-        (requests, throttled, levels)
+
+        fn run(
+            &self,
+            control: &Arc<ConcurrencyLimit>,
+            rounds: usize,
+        ) -> (usize, usize, Vec<usize>) {
+            let (mut requests, mut throttled, mut levels) = (0, 0, Vec::new());
+            for _ in 0..rounds {
+                levels.push(control.current());
+                let (sent, refused) = self.round(control);
+                requests += sent;
+                throttled += refused;
+            }
+            (requests, throttled, levels)
+        }
+    }
+
+    fn account(limit: usize, other: usize, header: bool) -> Account {
+        Account {
+            limit,
+            other,
+            header,
+        }
     }
 
     #[test]
-    fn settles_just_under_an_unannounced_limit_with_few_429s() {
+    fn slow_start_begins_low_and_doubles_each_round_trip() {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let (_, throttled, levels) = account(1000, 0, true).run(&control, 6);
+        assert_eq!(levels, [4, 8, 16, 32, 64, 100]);
+        assert_eq!(throttled, 0);
+    }
+
+    #[test]
+    fn a_small_limit_costs_a_handful_of_429s_then_none() {
         for header in [true, false] {
-            let (requests, throttled, levels) = simulate(20, header, 400);
-            let settled = &levels[100..];
-            let mean = settled.iter().sum::<usize>() as f64 / settled.len() as f64;
+            let control = ConcurrencyLimit::new(100, true, 1.0);
+            let (requests, throttled, levels) = account(5, 0, header).run(&control, 200);
             assert!(
-                mean >= 18.0,
-                "header {header}: mean {mean}, levels {levels:?}"
+                throttled <= 3 + 200 / PROBE_AFTER_ROUNDS as usize,
+                "header {header}: {throttled} of {requests}, {levels:?}"
             );
+            let settled = &levels[10..];
             assert!(
-                settled.iter().all(|&l| l <= 21),
-                "header {header}: {settled:?}"
+                settled.iter().all(|&l| (5..=6).contains(&l)),
+                "header {header}: {levels:?}"
             );
-            let share = throttled as f64 / requests as f64;
-            assert!(share < 0.03, "header {header}: 429 share {share}");
+            let at_limit = settled.iter().filter(|&&l| l == 5).count();
+            assert!(
+                at_limit * 10 >= settled.len() * 8,
+                "header {header}: {levels:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_limit_is_reached_in_a_few_round_trips() {
+        for header in [true, false] {
+            let control = ConcurrencyLimit::new(100, true, 1.0);
+            let (_, _, levels) = account(60, 0, header).run(&control, 40);
+            assert!(
+                levels[8..].iter().all(|&l| (58..=61).contains(&l)),
+                "header {header}: {levels:?}"
+            );
         }
     }
 
     #[test]
     fn a_burst_of_429s_in_one_round_trip_cuts_once() {
-        let limit = ConcurrencyLimit::new(32, true);
-        limit.lock().in_flight = 32;
-        for _ in 0..12 {
-            limit.on_throttled(None);
+        let control = ConcurrencyLimit::new(32, false, 1.0);
+        // Adaptation on, window at 32, 32 in flight; 12 refused without the header.
+        let control_on = ConcurrencyLimit::new(32, true, 1.0);
+        control_on.lock().window = 32.0;
+        control_on.lock().slow_start = false;
+        let slots: Vec<_> = (0..32).map(|_| control_on.try_acquire().unwrap()).collect();
+        for slot in &slots[20..] {
+            control_on.on_answer(slot, Answer::Throttled, None);
         }
-        assert_eq!(limit.current(), 22, "32 * 0.7, once");
+        assert_eq!(
+            control_on.current(),
+            20,
+            "cut once, to the first refused request's room"
+        );
+        drop(slots);
+        assert_eq!(control.current(), 32);
+    }
+
+    #[test]
+    fn a_429_storm_without_the_header_is_cut_multiplicatively() {
+        let control = ConcurrencyLimit::new(32, true, 1.0);
+        // The limit falls to 8 while the run has 20 in flight; no header.
+        control.lock().window = 20.0;
+        control.lock().slow_start = false;
+        control.lock().learned = Some(20.0);
+        let mut levels = Vec::new();
+        for _ in 0..6 {
+            account(8, 0, false).round(&control);
+            levels.push(control.current());
+        }
+        assert!(
+            levels[..4].iter().any(|&l| l <= 8),
+            "followed down within 4 round trips: {levels:?}"
+        );
+    }
+
+    #[test]
+    fn with_the_header_a_fall_is_followed_in_one_round_trip() {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        account(20, 0, true).run(&control, 20);
+        assert_eq!(control.current(), 20);
+        account(8, 0, true).round(&control);
+        assert_eq!(control.current(), 8);
+    }
+
+    #[test]
+    fn other_traffic_on_the_header_is_left_its_room() {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let (requests, throttled, levels) = account(20, 7, true).run(&control, 200);
+        // 13 is all the other app leaves; at 13 the account is full, so one more slot is
+        // withheld for a while when it is seen full with other traffic in flight.
+        let settled = &levels[10..];
+        assert!(
+            settled.iter().all(|&l| (11..=14).contains(&l)),
+            "{levels:?}"
+        );
+        let mean = settled.iter().sum::<usize>() as f64 / settled.len() as f64;
+        assert!(mean >= 11.5, "{mean}: {levels:?}");
+        assert!(throttled * 50 < requests, "{throttled} of {requests}");
+        let seen = control.observed();
+        assert_eq!(seen.learned_limit, Some(20));
+        assert!(seen.header_seen);
+        assert!(
+            (6.0..=7.0).contains(&seen.other_in_flight.unwrap()),
+            "{seen:?}"
+        );
+        assert_eq!(seen.other_peak, Some(7));
+    }
+
+    #[test]
+    fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
+        // The old rule `min(reported - 1, limit)` did not cut when the account's count was
+        // above this run's own: the storm went on.
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        control.lock().window = 15.0;
+        control.lock().slow_start = false;
+        let slots: Vec<_> = (0..15).map(|_| control.try_acquire().unwrap()).collect();
+        // The 15th of ours was refused with 21 in flight: 6 others, a limit of 20.
+        control.on_answer(&slots[14], Answer::Throttled, Some(21));
+        assert_eq!(control.current(), 14);
+        drop(slots);
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        account(20, 0, true).run(&control, 20);
+        assert_eq!(control.current(), 20);
+        account(20, 8, true).run(&control, 3);
+        assert!(control.current() <= 12, "{}", control.current());
+    }
+
+    #[test]
+    fn max_share_caps_the_run_at_a_share_of_the_limit_found() {
+        let control = ConcurrencyLimit::new(100, true, 0.5);
+        account(20, 0, true).run(&control, 40);
+        assert_eq!(control.current(), 10);
+        let control = ConcurrencyLimit::new(100, true, 0.5);
+        account(20, 0, false).run(&control, 40);
+        assert_eq!(control.current(), 10);
+    }
+
+    #[test]
+    fn a_learned_limit_ages_and_a_rise_is_found() {
+        for header in [true, false] {
+            let control = ConcurrencyLimit::new(100, true, 1.0);
+            account(8, 0, header).run(&control, 10);
+            assert_eq!(control.current(), 8, "header {header}");
+            // The limit rises to 25: found within the probe wait and a few doubling rounds.
+            let (_, _, levels) =
+                account(25, 0, header).run(&control, PROBE_AFTER_ROUNDS as usize + 12);
+            assert!(
+                levels.last().is_some_and(|&l| (24..=26).contains(&l)),
+                "header {header}: {levels:?}"
+            );
+            let first = levels.iter().position(|&l| l >= 24).unwrap();
+            assert!(
+                first <= PROBE_AFTER_ROUNDS as usize + 8,
+                "header {header}: {levels:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_probe_at_a_steady_limit_costs_one_429_per_probe() {
+        for header in [true, false] {
+            let control = ConcurrencyLimit::new(100, true, 1.0);
+            account(10, 0, header).run(&control, 10);
+            let (_, throttled, _) =
+                account(10, 0, header).run(&control, 10 * PROBE_AFTER_ROUNDS as usize);
+            assert!(throttled <= 12, "header {header}: {throttled}");
+        }
+    }
+
+    #[test]
+    fn header_probes_withdraw_without_evidence() {
+        // Other traffic that comes and goes must not let a probe ratchet the limit up.
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        account(20, 6, true).run(&control, 20);
+        let before = control.observed().learned_limit;
+        // Rounds in which the other app is quiet for a moment: still no sign the limit rose.
+        for _ in 0..(4 * PROBE_AFTER_ROUNDS) {
+            account(20, 6, true).round(&control);
+        }
+        assert_eq!(control.observed().learned_limit, before);
     }
 
     #[test]
     fn fixed_limit_never_moves() {
-        let limit = ConcurrencyLimit::new(8, false);
-        limit.on_throttled(Some(3));
+        let limit = ConcurrencyLimit::new(8, false, 1.0);
+        let slot = limit.try_acquire().unwrap();
+        limit.on_answer(&slot, Answer::Throttled, Some(3));
         assert_eq!(limit.current(), 8);
-        limit.on_success();
+        limit.on_answer(&slot, Answer::Admitted, None);
         assert_eq!(limit.current(), 8);
     }
 
     #[tokio::test]
     async fn slots_block_at_the_limit_and_free_on_drop() {
-        let limit = ConcurrencyLimit::new(2, false);
+        let limit = ConcurrencyLimit::new(2, false, 1.0);
         let a = limit.acquire().await;
         let _b = limit.acquire().await;
         let third = tokio::spawn({
@@ -228,5 +794,18 @@ mod tests {
         assert!(!third.is_finished());
         drop(a);
         third.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn observe_reads_the_header_the_client_noted() {
+        let (value, reported) = observe(async {
+            note_reported(7);
+            3
+        })
+        .await;
+        assert_eq!((value, reported), (3, Some(7)));
+        let (_, reported) = observe(async {}).await;
+        assert_eq!(reported, None);
+        note_reported(1); // outside observe: ignored
     }
 }

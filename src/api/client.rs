@@ -253,6 +253,9 @@ impl Client {
             .get(CONCURRENT_REQUESTS_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
+        if let Some(count) = concurrent_requests {
+            crate::api::adaptive::note_reported(count);
+        }
         let body = read_capped(response).await?;
         if status.is_success() {
             return decode_success(status.as_u16(), &body);

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use rand::rngs::StdRng;
 
-use super::adaptive::{ConcurrencyLimit, RequestSlot};
+use super::adaptive::{self, Answer, ConcurrencyLimit, RequestSlot};
 use super::retry::{Backoff, PoolPause, jitter_for_row};
 use super::{ApiError, Client, ErrorClass};
 
@@ -64,7 +64,7 @@ pub enum Halt {
 /// The limits a pool works within.
 #[derive(Debug, Clone, Copy)]
 pub struct GateLimits {
-    /// Requests per second, across all workers.
+    /// Requests per second, across all workers (`f64::INFINITY`: no cap, the default).
     pub rate: f64,
     /// Create attempts per SIM before it is `gave_up`.
     pub max_attempts: u32,
@@ -73,6 +73,8 @@ pub struct GateLimits {
     pub concurrency: usize,
     /// Whether the in-flight limit adapts to 429s (`--no-adaptive` turns it off).
     pub adaptive: bool,
+    /// Most of the account's learned limit this run takes, 0 to 1 (`--max-share`).
+    pub max_share: f64,
 }
 
 /// What every worker shares.
@@ -108,7 +110,11 @@ impl Gate {
         Gate {
             client,
             limiter: RateLimiter::direct(quota),
-            concurrency: ConcurrencyLimit::new(limits.concurrency, limits.adaptive),
+            concurrency: ConcurrencyLimit::new(
+                limits.concurrency,
+                limits.adaptive,
+                limits.max_share,
+            ),
             pause: PoolPause::default(),
             limits,
             stop,
@@ -214,7 +220,8 @@ impl Gate {
             slot = self.admit() => slot,
         };
         RequestStats::bump(&self.stats.requests);
-        let answer = request.await;
+        // The client notes `Twilio-Concurrent-Requests` of any answer, success included.
+        let (answer, reported) = adaptive::observe(request).await;
         self.observe(!matches!(&answer, Err(error) if error.http_status.is_none()));
         if let Err(error) = &answer
             && let Some(asked) = error.retry_after
@@ -224,17 +231,18 @@ impl Gate {
             // (429, 503, ...), starting now rather than when this worker gets to its retry.
             self.pause.obey_retry_after(asked);
         }
-        match &answer {
+        let (verdict, reported) = match &answer {
             Err(error) => match error.classify() {
                 ErrorClass::Retry { throttled: true } => {
-                    self.concurrency.on_throttled(error.concurrent_requests);
+                    (Answer::Throttled, reported.or(error.concurrent_requests))
                 }
                 // A server error or a timeout says nothing about the account's limit.
-                ErrorClass::Retry { throttled: false } => {}
-                _ => self.concurrency.on_success(),
+                ErrorClass::Retry { throttled: false } => (Answer::Neutral, reported),
+                _ => (Answer::Admitted, reported.or(error.concurrent_requests)),
             },
-            Ok(_) => self.concurrency.on_success(),
-        }
+            Ok(_) => (Answer::Admitted, reported),
+        };
+        self.concurrency.on_answer(&slot, verdict, reported);
         drop(slot);
         if answer.is_err() && self.halt.is_cancelled() {
             // Halted (by this answer or another): the failure is not this SIM's verdict.
@@ -359,6 +367,7 @@ mod tests {
             backoff: Backoff::default(),
             concurrency: 1,
             adaptive,
+            max_share: 1.0,
         };
         Arc::new(Gate::new(client, limits, CancellationToken::new()))
     }
@@ -461,6 +470,7 @@ mod tests {
             backoff: Backoff::default(),
             concurrency: 4,
             adaptive: true,
+            max_share: 1.0,
         };
         Gate::new(client, limits, CancellationToken::new())
     }

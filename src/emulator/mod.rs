@@ -1,6 +1,7 @@
 //! A local emulator of the Twilio Super SIM API (`POST /v1/Sims`, `GET /v1/Sims`,
 //! `GET /v1/Sims/{Sid}`, `POST /v1/Sims/{Sid}`, `GET /v1/Fleets`), with HTTP Basic auth,
-//! Twilio's error bodies, a concurrent-request limit, added latency, Fleets created at
+//! Twilio's error bodies, a concurrent-request limit (fixed or on a schedule, shared with
+//! another app's synthetic traffic), added latency with jitter, Fleets created at
 //! start-up, asynchronous status changes (202 and `scheduled`, then the target status after
 //! `update_delay`), and injectable faults, including lost responses after a commit. It
 //! exists so registrations can be rehearsed (`supersim-bulk emulator`, `register --emulator`)
@@ -13,12 +14,14 @@
 //! - `routes`: one handler per endpoint, authentication and the concurrency limit;
 //!   `responses`: Twilio's error bodies and lost responses, built in several places.
 //! - `state`: the account kept across runs in an append-only journal (`--state FILE`).
-//! - `server`: the listener and connection loop, and the [`Emulator`] handle.
+//! - `server`: the listener and connection loop, and the [`Emulator`] handle;
+//!   `other_app`: another app's traffic on the same account, which shares the limit.
 //!
 //! Doors open one way: `server` → `routes` → `store` → `state`, `faults` → `responses`. The emulator
 //! imports nothing from the rest of the crate, so it can be read (and replaced) on its own.
 
 mod faults;
+mod other_app;
 mod responses;
 mod routes;
 mod server;
@@ -103,8 +106,18 @@ pub struct EmulatorConfig {
     /// Added to every request while it counts as in flight, so concurrency limits bite.
     pub latency: Duration,
     /// More than this many requests in flight are answered 429 / 20429, like Twilio's
-    /// per-account concurrency limit.
+    /// per-account concurrency limit. The other app's requests count too.
     pub max_concurrent: Option<usize>,
+    /// The limit from each time on, counted from the first API request ([`Self::max_concurrent`]
+    /// before the first step): a limit that falls or rises during a run.
+    pub limit_schedule: Vec<(Duration, usize)>,
+    /// Each request's latency (the app's and the other app's) is drawn uniformly from
+    /// `latency × (1 ± latency_jitter)`.
+    pub latency_jitter: f64,
+    /// Whether answers carry `Twilio-Concurrent-Requests` (Twilio documents it as "may").
+    pub concurrency_header: bool,
+    /// Another app on the same account, from the first API request on.
+    pub other_app: Option<OtherApp>,
     /// Probability that a `POST /v1/Sims` gets a random [`Fault`] (each kind equally likely).
     pub fail_rate: f64,
     /// Seeds fault rolls and SID generation, so a rehearsal can be replayed exactly.
@@ -123,11 +136,25 @@ pub struct EmulatorConfig {
     pub state: Option<std::path::PathBuf>,
 }
 
+/// Another app's traffic on the emulated account: requests that take slots of the
+/// concurrency limit (and are refused when it is full) without going over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OtherApp {
+    /// Its requests per second, evenly spaced.
+    pub rate: f64,
+    /// How long each of its requests holds a slot (spread by `latency_jitter`).
+    pub latency: Duration,
+}
+
 impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
             latency: Duration::ZERO,
             max_concurrent: None,
+            limit_schedule: Vec::new(),
+            latency_jitter: 0.0,
+            concurrency_header: true,
+            other_app: None,
             fail_rate: 0.0,
             seed: 0,
             credentials: vec![(TEST_ACCOUNT_SID.to_string(), TEST_AUTH_TOKEN.to_string())],

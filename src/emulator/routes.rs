@@ -43,6 +43,7 @@ pub(super) async fn admit_request(
     if request.uri().path() == STATS_PATH {
         return next.run(request).await;
     }
+    shared.start_clock();
     let in_flight = {
         let mut store = shared.store();
         store.in_flight += 1;
@@ -53,10 +54,7 @@ pub(super) async fn admit_request(
     let _guard = InFlight {
         shared: Arc::clone(&shared),
     };
-    let over_limit = shared
-        .config
-        .max_concurrent
-        .is_some_and(|max| in_flight > max);
+    let over_limit = shared.limit_now().is_some_and(|max| in_flight > max);
     let mut response = if over_limit {
         too_many_requests()
     } else if request.uri().path().starts_with("/v1") && !shared.is_authorized(request.headers()) {
@@ -67,7 +65,7 @@ pub(super) async fn admit_request(
         );
         response
     } else {
-        tokio::time::sleep(shared.config.latency).await;
+        tokio::time::sleep(shared.jittered(shared.config.latency)).await;
         next.run(request).await
     };
     let mut store = shared.store();
@@ -76,10 +74,12 @@ pub(super) async fn admit_request(
         StatusCode::UNAUTHORIZED => store.stats.unauthorized += 1,
         _ => {}
     }
-    response.headers_mut().insert(
-        CONCURRENT_REQUESTS_HEADER,
-        HeaderValue::from(store.in_flight),
-    );
+    if shared.config.concurrency_header {
+        response.headers_mut().insert(
+            CONCURRENT_REQUESTS_HEADER,
+            HeaderValue::from(store.in_flight),
+        );
+    }
     response
 }
 

@@ -176,6 +176,7 @@ pub(super) async fn serve_shared(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let other_app = tokio::spawn(super::other_app::run(Arc::clone(&shared)));
     let router = TowerToHyperService::new(router(shared));
     let service = hyper::service::service_fn(move |request| {
         let answer = hyper::service::Service::call(&router, request);
@@ -213,6 +214,7 @@ pub(super) async fn serve_shared(
             let _ = connection.await;
         });
     }
+    other_app.abort();
     graceful.shutdown().await;
     Ok(())
 }

@@ -45,6 +45,12 @@ pub struct Stats {
     /// `POST /v1/Sims/{Sid}` requests that got past auth and the limit.
     #[serde(default)]
     pub update_requests: u64,
+    /// The other app's requests (not over HTTP; not in `requests`).
+    #[serde(default)]
+    pub other_requests: u64,
+    /// The other app's requests refused because the account was at its limit.
+    #[serde(default)]
+    pub other_throttled: u64,
 }
 
 /// A SIM registered on the emulated account.
@@ -161,6 +167,11 @@ pub(super) struct Shared {
     pub(super) updates_seen: tokio::sync::watch::Sender<u64>,
     /// Where the account is kept across runs, if anywhere.
     pub(super) state: Option<StateFile>,
+    /// When the first API request came: the schedule's and the other app's time zero.
+    pub(super) epoch: std::sync::OnceLock<Instant>,
+    pub(super) epoch_set: tokio::sync::Notify,
+    /// Draws latency jitter; not the per-ICCID fault rolls, so those stay reproducible.
+    pub(super) jitter: Mutex<StdRng>,
 }
 
 impl Shared {
@@ -184,6 +195,7 @@ impl Shared {
                 });
             }
         }
+        let jitter_seed = fnv1a(&[b"jitter/", &config.seed.to_le_bytes()]);
         let mut store = Store {
             fleets,
             ..Store::default()
@@ -206,7 +218,46 @@ impl Shared {
             store: Mutex::new(store),
             updates_seen: tokio::sync::watch::Sender::new(0),
             state,
+            epoch: std::sync::OnceLock::new(),
+            epoch_set: tokio::sync::Notify::new(),
+            jitter: Mutex::new(StdRng::seed_from_u64(jitter_seed)),
         })
+    }
+
+    /// Starts the account's clock at the first API request.
+    pub(super) fn start_clock(&self) {
+        if self.epoch.set(Instant::now()).is_ok() {
+            self.epoch_set.notify_waiters();
+        }
+    }
+
+    /// The concurrency limit now: the schedule's step in force, else `max_concurrent`.
+    pub(super) fn limit_now(&self) -> Option<usize> {
+        let base = self.config.max_concurrent;
+        let Some(epoch) = self.epoch.get() else {
+            return base;
+        };
+        let elapsed = epoch.elapsed();
+        self.config
+            .limit_schedule
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= elapsed)
+            .map(|&(_, limit)| Some(limit))
+            .unwrap_or(base)
+    }
+
+    /// `latency`, spread by `latency_jitter`.
+    pub(super) fn jittered(&self, latency: std::time::Duration) -> std::time::Duration {
+        let jitter = self.config.latency_jitter.clamp(0.0, 1.0);
+        if jitter == 0.0 || latency.is_zero() {
+            return latency;
+        }
+        let factor = {
+            let mut rng = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+            rng.random_range((1.0 - jitter)..=(1.0 + jitter))
+        };
+        latency.mul_f64(factor)
     }
 
     pub(super) fn store(&self) -> MutexGuard<'_, Store> {

@@ -319,12 +319,14 @@ fn summarize(
         requests: RequestStats::get(&stats.requests),
         retries: RequestStats::get(&stats.retries),
         throttled: RequestStats::get(&stats.throttled),
-        concurrency: ConcurrencyReport {
-            ceiling: config.limits.concurrency,
-            adaptive: config.limits.adaptive,
-            settled: gate.concurrency.current(),
-            lowest: gate.concurrency.lowest(),
-        },
+        concurrency: ConcurrencyReport::new(
+            config.limits.concurrency,
+            config.limits.adaptive,
+            config.limits.max_share,
+            gate.concurrency.observed(),
+            RequestStats::get(&stats.requests),
+            RequestStats::get(&stats.throttled),
+        ),
         end,
     }
 }
@@ -563,6 +565,7 @@ mod tests {
                 backoff: crate::api::retry::Backoff::default(),
                 concurrency: 1,
                 adaptive: false,
+                max_share: 1.0,
             },
             timeout: Duration::from_secs(1),
             retry_rejected: false,

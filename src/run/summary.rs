@@ -101,8 +101,8 @@ pub struct RunSummary {
     pub end: EndReason,
 }
 
-/// Where the in-flight limit ended up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Where the in-flight limit ended up, and what the run saw of the account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ConcurrencyReport {
     /// `--concurrency`.
     pub ceiling: usize,
@@ -111,6 +111,90 @@ pub struct ConcurrencyReport {
     pub settled: usize,
     /// The lowest the limit was cut to.
     pub lowest: usize,
+    /// The highest the limit reached.
+    pub highest: usize,
+    /// The account's concurrency limit as last learned from a 429 (this run's room when the
+    /// API sends no `Twilio-Concurrent-Requests`); `None` when no 429 came.
+    pub learned_limit: Option<usize>,
+    /// `--max-share`, 0 to 1.
+    pub max_share: f64,
+    /// Whether the API reported the account's requests in flight.
+    pub header_seen: bool,
+    /// Other traffic on the account: its mean and highest requests in flight, from the header.
+    pub other_in_flight: Option<f64>,
+    pub other_peak: Option<u32>,
+    /// Share of this run's requests answered 429.
+    pub throttled_share: f64,
+}
+
+impl ConcurrencyReport {
+    /// The report for a run with this ceiling and share, from what the limit saw.
+    pub fn new(
+        ceiling: usize,
+        adaptive: bool,
+        max_share: f64,
+        seen: crate::api::adaptive::Observed,
+        requests: u64,
+        throttled: u64,
+    ) -> Self {
+        ConcurrencyReport {
+            ceiling,
+            adaptive,
+            settled: seen.settled,
+            lowest: seen.lowest,
+            highest: seen.highest,
+            learned_limit: seen.learned_limit,
+            max_share,
+            header_seen: seen.header_seen,
+            other_in_flight: seen.other_in_flight.map(|v| (v * 10.0).round() / 10.0),
+            other_peak: seen.other_peak,
+            throttled_share: if requests == 0 {
+                0.0
+            } else {
+                throttled as f64 / requests as f64
+            },
+        }
+    }
+
+    /// The text summary's concurrency line(s).
+    fn describe(&self) -> String {
+        if !self.adaptive {
+            return format!(
+                "concurrency: fixed at {}
+",
+                self.ceiling
+            );
+        }
+        let mut text = format!(
+            "concurrency: settled at {} in flight (ceiling {}, lowest {}, highest {}",
+            self.settled, self.ceiling, self.lowest, self.highest
+        );
+        match (self.learned_limit, self.header_seen) {
+            (Some(limit), true) => text.push_str(&format!("; account limit found: {limit}")),
+            (Some(limit), false) => text.push_str(&format!("; room found: {limit}")),
+            (None, _) => text.push_str("; no 429 met"),
+        }
+        if self.max_share < 1.0 {
+            text.push_str(&format!("; --max-share {:.0}%", self.max_share * 100.0));
+        }
+        text.push_str(&format!(
+            "), 429 share {:.1}%
+",
+            self.throttled_share * 100.0
+        ));
+        match (self.other_in_flight, self.other_peak) {
+            (Some(mean), Some(peak)) => text.push_str(&format!(
+                "other traffic on the account: {mean:.1} requests in flight on average, {peak} at most
+"
+            )),
+            _ if !self.header_seen => text.push_str(
+                "other traffic on the account: not visible (the API sent no Twilio-Concurrent-Requests)
+",
+            ),
+            _ => {}
+        }
+        text
+    }
 }
 
 impl RunSummary {
@@ -169,12 +253,8 @@ impl RunSummary {
             "requests {}, retries {}, throttled (429) {}\n",
             self.requests, self.retries, self.throttled
         ));
-        let c = self.concurrency;
-        if c.adaptive && c.lowest < c.ceiling {
-            text.push_str(&format!(
-                "concurrency: settled at {} in flight (ceiling {}, lowest {})\n",
-                c.settled, c.ceiling, c.lowest
-            ));
+        if self.requests > 0 {
+            text.push_str(&self.concurrency.describe());
         }
         let failed_earlier = failed(&self.skipped);
         if failed_earlier > 0 {
