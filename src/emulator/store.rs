@@ -30,6 +30,7 @@ pub struct Stats {
     pub create_requests: u64,
     /// `GET /v1/Sims` and `GET /v1/Sims/{Sid}` requests that got past auth and the limit.
     pub lookup_requests: u64,
+    /// The most admitted requests in flight at once (a refused request holds no slot).
     pub max_in_flight: usize,
     /// 429 responses sent, whether from the limit or an injected fault.
     pub throttled: u64,
