@@ -44,17 +44,23 @@ pub(super) async fn admit_request(
         return next.run(request).await;
     }
     shared.start_clock();
-    let in_flight = {
+    // A refused request is never processed, so it holds no slot: it does not make the next
+    // request (this client's or the other app's) meet a 429 too. Its header counts it.
+    let over_limit = {
         let mut store = shared.store();
-        store.in_flight += 1;
         store.stats.requests += 1;
-        store.stats.max_in_flight = store.stats.max_in_flight.max(store.in_flight);
-        store.in_flight
+        let over = shared
+            .limit_now()
+            .is_some_and(|max| store.in_flight + 1 > max);
+        if !over {
+            store.in_flight += 1;
+            store.stats.max_in_flight = store.stats.max_in_flight.max(store.in_flight);
+        }
+        over
     };
-    let _guard = InFlight {
+    let _guard = (!over_limit).then(|| InFlight {
         shared: Arc::clone(&shared),
-    };
-    let over_limit = shared.limit_now().is_some_and(|max| in_flight > max);
+    });
     let mut response = if over_limit {
         too_many_requests()
     } else if request.uri().path().starts_with("/v1") && !shared.is_authorized(request.headers()) {
@@ -75,10 +81,10 @@ pub(super) async fn admit_request(
         _ => {}
     }
     if shared.config.concurrency_header {
-        response.headers_mut().insert(
-            CONCURRENT_REQUESTS_HEADER,
-            HeaderValue::from(store.in_flight),
-        );
+        let count = store.in_flight + usize::from(over_limit);
+        response
+            .headers_mut()
+            .insert(CONCURRENT_REQUESTS_HEADER, HeaderValue::from(count));
     }
     response
 }

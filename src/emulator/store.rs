@@ -35,6 +35,7 @@ pub struct Stats {
     /// `GET /v1/Sims` requests without `Iccid` (listings, a preflight) past auth and the limit.
     #[serde(default)]
     pub list_requests: u64,
+    /// The most admitted requests in flight at once (a refused request holds no slot).
     pub max_in_flight: usize,
     /// 429 responses sent, whether from the limit or an injected fault.
     pub throttled: u64,

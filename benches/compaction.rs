@@ -1,0 +1,62 @@
+//! `cargo bench --bench compaction`: compacts a journal of 1,000,000 results rows (every SIM
+//! with a checkpoint row before its final row, and the rows out of line order, as a run
+//! with many workers writes them) and prints the time taken and the process's peak memory.
+//! Not part of `cargo test`; no test asserts a timing.
+
+use std::io::Write;
+use std::time::Instant;
+
+use supersim_bulk::results::COLUMNS;
+use supersim_bulk::results::compact::compact;
+
+const SIMS: u64 = 500_000;
+
+fn main() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("big.results.csv");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(file, "{}", COLUMNS.join(",")).unwrap();
+    // Two rows per SIM (checkpoint, then final), in blocks of 64 lines finishing out of order.
+    for block in (0..SIMS).step_by(64) {
+        for kind in ["checkpoint", "final"] {
+            for n in (block..(block + 64).min(SIMS)).rev() {
+                let message = if kind == "checkpoint" {
+                    "registered; the update step has not finished yet"
+                } else {
+                    ""
+                };
+                writeln!(
+                    file,
+                    "{},8988307{n:013},registered,HS{n:032x},new,,,{message},,1,2026-11-27T00:00:00Z,,,fleet=field-devices,AC00000000000000000000000000000000",
+                    n + 2
+                )
+                .unwrap();
+            }
+        }
+    }
+    drop(file);
+    let rows = 2 * SIMS;
+    let started = Instant::now();
+    let done = compact(&path, dir.path()).expect("compaction");
+    let elapsed = started.elapsed();
+    assert_eq!(done.rows_before, rows);
+    assert_eq!(done.rows_after, SIMS);
+    println!(
+        "compact {rows} journal rows to {} rows: {:.2}s, peak RSS {:.1} MB",
+        done.rows_after,
+        elapsed.as_secs_f64(),
+        peak_rss_mb()
+    );
+}
+
+/// The process's peak resident memory, from getrusage.
+#[allow(unsafe_code)]
+fn peak_rss_mb() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_maxrss as f64 / 1024.0
+}
