@@ -34,6 +34,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
         crate::logs::error(format_args!("{error:#}"));
         return exit::USAGE_OR_CONFIG;
     }
+    log_start(&config, args.dry_run);
     let credentials_source = super::connect::credentials_source(&config.target);
     let (client, _emulator) = match connect(&config).await {
         Ok(connected) => connected,
@@ -72,6 +73,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
     let ended = job::run(config, client, stop).await;
     let (code, json) = match ended.result {
         Ok(summary) => {
+            summary.log();
             print_summary(&summary.render());
             if summary.end == EndReason::CredentialsRefused {
                 crate::logs::error(format_args!(
@@ -135,6 +137,33 @@ pub async fn run(args: RegisterArgs) -> u8 {
     }
     drop(ended.lock);
     code
+}
+
+/// The start line: what this run is, against what, within which limits. Never a secret:
+/// the account SID is an identifier, the token is not logged.
+fn log_start(config: &RegisterConfig, dry_run: bool) {
+    let (api, state) = match &config.target {
+        crate::config::Target::Api { base_url, .. } => (base_url.clone(), None),
+        crate::config::Target::Emulator { state, .. } => (
+            "emulator".to_string(),
+            state.as_ref().map(|p| p.display().to_string()),
+        ),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = "register",
+        dry_run,
+        input = %config.input.display_name(),
+        results = %config.output.display(),
+        api = %api,
+        emulator_state = state,
+        account_sid = config.account_sid.as_deref(),
+        pid = std::process::id(),
+        concurrency = config.limits.concurrency as u64,
+        adaptive = config.limits.adaptive,
+        rate = config.limits.rate,
+        "starting"
+    );
 }
 
 /// The `--summary-json` of a run that stopped before it started.
