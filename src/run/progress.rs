@@ -193,3 +193,19 @@ impl Progress {
         self.started.elapsed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sims_at_their_checkpoint_are_counted_until_their_row_arrives() {
+        let mut progress = Progress::new(3, Duration::from_secs(3600));
+        progress.checkpoint(2);
+        progress.checkpoint(3);
+        progress.checkpoint(4);
+        progress.row_done(3, Outcome::Registered);
+        assert_eq!(progress.update_pending(), 2);
+        assert_eq!(progress.this_run.get(Outcome::Registered), 1);
+    }
+}

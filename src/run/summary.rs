@@ -194,7 +194,10 @@ impl RunSummary {
         if self.nothing_to_do() {
             let failed_earlier = failed(&self.skipped);
             let failed_note = if failed_earlier > 0 {
-                format!("; {failed_earlier} failed in earlier runs, see the results file")
+                format!(
+                    "; {failed_earlier} row{} failed in earlier runs (see the results file)",
+                    if failed_earlier == 1 { "" } else { "s" }
+                )
             } else {
                 String::new()
             };
@@ -500,6 +503,20 @@ mod tests {
         assert_eq!(ended.exit_code(), 70);
         assert_eq!(ended.to_json().end, "internal_error");
         assert!(ended.render().contains("left for the next run"));
+    }
+
+    #[test]
+    fn an_interrupt_counts_sims_registered_with_their_update_to_do() {
+        use Outcome::*;
+        let mut ended = summary(&[Registered], &[]);
+        ended.end = EndReason::Interrupted;
+        ended.update_pending = 2;
+        let text = ended.render();
+        assert!(
+            text.contains("registered          3 (2 of them with their update step still to do"),
+            "{text}"
+        );
+        assert_eq!(ended.to_json().registered_update_pending, 2);
     }
 
     #[test]
