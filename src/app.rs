@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, ColorChoice, Command, LogFormat};
 use crate::{commands, exit};
 
-/// Logs go to stderr. Colour only on a terminal. HTTP internals are capped at `debug`
+/// Logs go to stderr. Colour per `--color` (auto: on a terminal, unless `NO_COLOR` or
+/// `TERM=dumb`). HTTP internals are capped at `debug`
 /// whatever RUST_LOG says, because at `trace` they dump request headers, and the
 /// Authorization header is a secret.
 pub fn init_tracing(cli: &Cli) {
@@ -40,16 +41,22 @@ pub fn init_tracing(cli: &Cli) {
             filter = filter.add_directive(directive);
         }
     }
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => crate::logs::auto_color(std::io::stderr().is_terminal(), |name| {
+            std::env::var(name).ok()
+        }),
+    };
+    let json = cli.log_format == LogFormat::Json;
+    crate::logs::set(json, color && !json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
     match cli.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .compact()
-            .init(),
+        LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(color).compact().init(),
     }
 }
 
@@ -90,7 +97,11 @@ pub(crate) fn watch_signals(stop: CancellationToken) {
                 );
                 stop.cancel();
             } else {
-                eprintln!("interrupted twice: quitting now; run again to resume");
+                if crate::logs::json() {
+                    tracing::error!("interrupted twice: quitting now; run again to resume");
+                } else {
+                    eprintln!("interrupted twice: quitting now; run again to resume");
+                }
                 std::process::exit(i32::from(exit::INTERRUPTED));
             }
         }

@@ -48,6 +48,18 @@ pub struct Cli {
     /// Log line format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
+
+    /// Colour in logs and the progress bar: auto (on a terminal, unless NO_COLOR is set or
+    /// TERM=dumb), always or never
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, help_heading = "Logging")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

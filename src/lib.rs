@@ -7,8 +7,8 @@
 //! way: a layer imports the ones below it, never the ones above, and no two files import
 //! each other.
 //!
-//! - [`secret`], [`exit`], [`extsort`], [`paths`]: the secret types that never print, the
-//!   exit codes, the external sort that keeps planning and compaction flat in memory, and
+//! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`]: the secret types that never
+//!   print, the exit codes, how this process logs (JSON or text, colour or not), the external sort that keeps planning and compaction flat in memory, and
 //!   files compared by identity (device and inode, or real path) and opened without
 //!   following a planted symlink.
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
@@ -37,6 +37,7 @@ pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod extsort;
+pub mod logs;
 pub mod paths;
 
 pub mod input;

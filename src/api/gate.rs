@@ -196,7 +196,11 @@ impl Gate {
 
     /// Stops the run: the API refused the credentials, so every further request would too.
     pub(crate) fn refuse_credentials(&self, error: &ApiError) {
-        tracing::error!(http_status = ?error.http_status, error_code = ?error.code, "the API refused the credentials; stopping the run");
+        tracing::error!(
+            http_status = error.http_status,
+            error_code = error.code,
+            "the API refused the credentials; stopping the run"
+        );
         self.credentials_refused.cancel();
         self.halt(Halt::CredentialsRefused);
     }

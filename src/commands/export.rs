@@ -53,23 +53,23 @@ impl ListError {
     pub fn report(self, target: &Target) -> u8 {
         match self {
             ListError::Interrupted => {
-                eprintln!("error: interrupted before the last page");
+                crate::logs::error("interrupted before the last page");
                 exit::INTERRUPTED
             }
             ListError::CredentialsRefused => {
-                eprintln!(
-                    "error: the API refused the credentials (HTTP 401, Twilio error 20003); \
+                crate::logs::error(format_args!(
+                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
                      check {}",
                     super::connect::credentials_source(target)
-                );
+                ));
                 exit::USAGE_OR_CONFIG
             }
             ListError::Api(error) => {
-                eprintln!("error: cannot list the account's SIMs: {error}");
+                crate::logs::error(format_args!("cannot list the account's SIMs: {error}"));
                 exit::USAGE_OR_CONFIG
             }
             ListError::Other(error) => {
-                eprintln!("error: {error:#}");
+                crate::logs::error(format_args!("{error:#}"));
                 exit::USAGE_OR_CONFIG
             }
         }
@@ -171,7 +171,7 @@ pub async fn run(args: ExportArgs) -> u8 {
     let config = match AccountConfig::resolve(&args.account, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::logs::error(format_args!("{error:#}"));
             return exit::USAGE_OR_CONFIG;
         }
     };
@@ -179,7 +179,7 @@ pub async fn run(args: ExportArgs) -> u8 {
     if let Some(path) = &output
         && let Err(error) = check_output(path)
     {
-        eprintln!("error: {error:#}");
+        crate::logs::error(format_args!("{error:#}"));
         return exit::USAGE_OR_CONFIG;
     }
     let filter = SimFilter {

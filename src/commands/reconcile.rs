@@ -652,7 +652,7 @@ pub async fn run(args: ReconcileArgs) -> u8 {
     let config = match AccountConfig::resolve(&args.account, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::logs::error(format_args!("{error:#}"));
             return exit::USAGE_OR_CONFIG;
         }
     };
@@ -660,7 +660,7 @@ pub async fn run(args: ReconcileArgs) -> u8 {
     let (client, _emulator) = match connected {
         Ok(connected) => connected,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::logs::error(format_args!("{error:#}"));
             return exit::USAGE_OR_CONFIG;
         }
     };
@@ -686,7 +686,7 @@ pub async fn run(args: ReconcileArgs) -> u8 {
                 if error.kind() == std::io::ErrorKind::BrokenPipe {
                     return counts.exit_code();
                 }
-                eprintln!("error: cannot write the report: {error}");
+                crate::logs::error(format_args!("cannot write the report: {error}"));
                 return exit::USAGE_OR_CONFIG;
             }
             counts.exit_code()

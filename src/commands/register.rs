@@ -23,7 +23,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::logs::error(format_args!("{error:#}"));
             return exit::USAGE_OR_CONFIG;
         }
     };
@@ -31,14 +31,15 @@ pub async fn run(args: RegisterArgs) -> u8 {
     // summary or failed-out file that cannot be written is a set-up error, not a surprise
     // after thousands of SIMs were registered.
     if let Err(error) = check_writable(&config) {
-        eprintln!("error: {error:#}");
+        crate::logs::error(format_args!("{error:#}"));
         return exit::USAGE_OR_CONFIG;
     }
+    log_start(&config, args.dry_run);
     let credentials_source = super::connect::credentials_source(&config.target);
     let (client, _emulator) = match connect(&config).await {
         Ok(connected) => connected,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::logs::error(format_args!("{error:#}"));
             return exit::USAGE_OR_CONFIG;
         }
     };
@@ -50,18 +51,18 @@ pub async fn run(args: RegisterArgs) -> u8 {
                 plan.exit_code()
             }
             Err(RunError::CredentialsRefused) => {
-                eprintln!(
-                    "error: the API refused the credentials (HTTP 401, Twilio error 20003); \
+                crate::logs::error(format_args!(
+                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
                      check {credentials_source}"
-                );
+                ));
                 exit::USAGE_OR_CONFIG
             }
             Err(error @ RunError::Unreachable(_)) => {
-                eprintln!("error: {error}");
+                crate::logs::error(format_args!("{error}"));
                 exit::TEMPORARY_FAILURE
             }
             Err(error) => {
-                eprintln!("error: {error}");
+                crate::logs::error(format_args!("{error}"));
                 exit::USAGE_OR_CONFIG
             }
         };
@@ -72,12 +73,13 @@ pub async fn run(args: RegisterArgs) -> u8 {
     let ended = job::run(config, client, stop).await;
     let (code, json) = match ended.result {
         Ok(summary) => {
+            summary.log();
             print_summary(&summary.render());
             if summary.end == EndReason::CredentialsRefused {
-                eprintln!(
-                    "error: the API refused the credentials (HTTP 401, Twilio error 20003); \
+                crate::logs::error(format_args!(
+                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
                      check {credentials_source}"
-                );
+                ));
             }
             (
                 summary.exit_code(),
@@ -89,24 +91,24 @@ pub async fn run(args: RegisterArgs) -> u8 {
                 "the API refused the credentials (HTTP 401, Twilio error 20003); check \
                  {credentials_source}"
             );
-            eprintln!("error: {message}");
+            crate::logs::error(format_args!("{message}"));
             write_error_summary(summary_json.as_deref(), exit::USAGE_OR_CONFIG, &message);
             (exit::USAGE_OR_CONFIG, None)
         }
         Err(RunError::Locked(error)) => {
             // The other run owns the results and the summary: touch neither.
-            eprintln!("error: {error}");
+            crate::logs::error(format_args!("{error}"));
             return exit::TEMPORARY_FAILURE;
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            crate::logs::error(format_args!("{error}"));
             if let RunError::OtherAccount { written_on, .. } = &error
                 && written_on == crate::emulator::TEST_ACCOUNT_SID
             {
-                eprintln!(
-                    "note: {written_on} is the built-in emulator's account: that file holds a \
+                crate::logs::note(format_args!(
+                    "{written_on} is the built-in emulator's account: that file holds a \
                      rehearsal's results (--emulator now writes <input>.emulator.results.csv)"
-                );
+                ));
             }
             // An input that changed under the run is worth retrying later, as is a lock.
             let code = match error {
@@ -128,13 +130,40 @@ pub async fn run(args: RegisterArgs) -> u8 {
     if let (Some(path), Some(Ok(json))) = (summary_json, json)
         && let Err(error) = write_json_atomically(&path, &json)
     {
-        eprintln!(
-            "error: cannot write the summary to {}: {error}",
+        crate::logs::error(format_args!(
+            "cannot write the summary to {}: {error}",
             path.display()
-        );
+        ));
     }
     drop(ended.lock);
     code
+}
+
+/// The start line: what this run is, against what, within which limits. Never a secret:
+/// the account SID is an identifier, the token is not logged.
+fn log_start(config: &RegisterConfig, dry_run: bool) {
+    let (api, state) = match &config.target {
+        crate::config::Target::Api { base_url, .. } => (base_url.clone(), None),
+        crate::config::Target::Emulator { state, .. } => (
+            "emulator".to_string(),
+            state.as_ref().map(|p| p.display().to_string()),
+        ),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = "register",
+        dry_run,
+        input = %config.input.display_name(),
+        results = %config.output.display(),
+        api = %api,
+        emulator_state = state,
+        account_sid = config.account_sid.as_deref(),
+        pid = std::process::id(),
+        concurrency = config.limits.concurrency as u64,
+        adaptive = config.limits.adaptive,
+        rate = config.limits.rate,
+        "starting"
+    );
 }
 
 /// The `--summary-json` of a run that stopped before it started.
@@ -148,10 +177,10 @@ fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
         "exit_code": code,
     });
     if let Err(error) = write_json_atomically(path, &json) {
-        eprintln!(
-            "error: cannot write the summary to {}: {error}",
+        crate::logs::error(format_args!(
+            "cannot write the summary to {}: {error}",
             path.display()
-        );
+        ));
     }
 }
 
@@ -181,7 +210,7 @@ fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
 fn print_summary(text: &str) {
     let mut out = super::Stdout::lock();
     if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        eprintln!("warning: cannot print the summary: {error}");
+        crate::logs::warning(format_args!("cannot print the summary: {error}"));
     }
 }
 

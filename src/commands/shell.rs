@@ -25,7 +25,7 @@ pub fn completions(args: CompletionsArgs) -> u8 {
 pub fn man() -> u8 {
     let mut page = Vec::new();
     if let Err(error) = render_man(&mut page) {
-        eprintln!("error: cannot render the man page: {error}");
+        crate::logs::error(format_args!("cannot render the man page: {error}"));
         return exit::USAGE_OR_CONFIG;
     }
     print_all(&page, "the man page")
@@ -37,7 +37,7 @@ fn print_all(bytes: &[u8], what: &str) -> u8 {
         Ok(()) => exit::SUCCESS,
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
         Err(error) => {
-            eprintln!("error: cannot write {what}: {error}");
+            crate::logs::error(format_args!("cannot write {what}: {error}"));
             exit::USAGE_OR_CONFIG
         }
     }

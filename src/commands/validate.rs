@@ -278,7 +278,7 @@ pub fn run(args: ValidateArgs) -> u8 {
     match check(&config, &mut super::Stdout::lock()) {
         Ok(counts) => counts.exit_code(),
         Err(error) => {
-            eprintln!("error: {error}");
+            crate::logs::error(format_args!("{error}"));
             exit::USAGE_OR_CONFIG
         }
     }

@@ -227,7 +227,7 @@ async fn run_locked(
     )
     .await;
 
-    let written = writer_task
+    let mut written = writer_task
         .await
         .context("the results writer failed")
         .and_then(|result| result)
@@ -286,7 +286,9 @@ async fn run_locked(
         }
     }
     let counts = (written.progress.this_run, written.progress.skipped);
-    Ok(summarize(&config, started_at, &gate, counts, elapsed, end))
+    let mut summary = summarize(&config, started_at, &gate, counts, elapsed, end);
+    summary.update_pending = written.progress.update_pending();
+    Ok(summary)
 }
 
 /// How the gate's halt, if it halted the run, ends it.
@@ -328,6 +330,7 @@ fn summarize(
             RequestStats::get(&stats.throttled),
         ),
         end,
+        update_pending: 0,
     }
 }
 

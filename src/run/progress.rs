@@ -59,6 +59,10 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     plain_interval: Duration,
     last_plain: Instant,
+    /// Whether a plain progress line was logged since the last row.
+    logged_since_row: bool,
+    /// Lines of SIMs registered (checkpoint written) whose update step has not finished.
+    awaiting_update: std::collections::HashSet<u64>,
 }
 
 impl Progress {
@@ -66,9 +70,19 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
-                )
+                ProgressStyle::with_template(if crate::logs::color() {
+                    "{bar:30.cyan/blue} {pos}/{len} rows  {rate}  eta {eta}  {msg}"
+                } else {
+                    "{bar:30} {pos}/{len} rows  {rate}  eta {eta}  {msg}"
+                })
+                .map(|style| {
+                    style.with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.1}/s", state.per_sec());
+                        },
+                    )
+                })
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
@@ -81,10 +95,24 @@ impl Progress {
             bar,
             plain_interval,
             last_plain: Instant::now(),
+            logged_since_row: false,
+            awaiting_update: Default::default(),
         }
     }
 
-    pub fn row_done(&mut self, outcome: Outcome) {
+    /// A SIM registered, its update step to follow: counted in the summary as registered
+    /// if the run ends before its row does.
+    pub fn checkpoint(&mut self, line: u64) {
+        self.awaiting_update.insert(line);
+    }
+
+    /// SIMs registered whose update step had not finished.
+    pub fn update_pending(&self) -> u64 {
+        self.awaiting_update.len() as u64
+    }
+
+    pub fn row_done(&mut self, line: u64, outcome: Outcome) {
+        self.awaiting_update.remove(&line);
         self.this_run.add(outcome);
         self.advance();
     }
@@ -104,6 +132,7 @@ impl Progress {
             bar.set_position(self.done());
             bar.set_message(self.this_run.describe());
         }
+        self.logged_since_row = false;
         self.tick();
     }
 
@@ -113,26 +142,70 @@ impl Progress {
         if self.bar.is_some() || self.last_plain.elapsed() < self.plain_interval {
             return;
         }
+        self.log_plain();
+    }
+
+    /// One plain progress line, its numbers as fields (typed in JSON logs).
+    fn log_plain(&mut self) {
         self.last_plain = Instant::now();
+        self.logged_since_row = true;
         let done = self.done();
         let expected = self.expected_rows.max(done);
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = self.this_run.total() as f64 / elapsed.max(0.001);
-        let eta = if rate > 0.0 && expected > done {
-            format!("{}s", ((expected - done) as f64 / rate).ceil())
+        let rate = (rate * 10.0).round() / 10.0;
+        let eta_seconds = (rate > 0.0 && expected > done)
+            .then(|| ((expected - done) as f64 / rate).ceil() as u64);
+        let eta = eta_seconds.map_or_else(|| "-".to_string(), |s| format!("{s}s"));
+        let outcomes = self.this_run.describe();
+        if crate::logs::json() {
+            let c = |o: Outcome| self.this_run.get(o);
+            tracing::info!(
+                done,
+                expected,
+                rate,
+                eta_seconds,
+                registered = c(Outcome::Registered),
+                already_registered = c(Outcome::AlreadyRegistered),
+                rejected = c(Outcome::Rejected),
+                update_failed = c(Outcome::UpdateFailed),
+                gave_up = c(Outcome::GaveUp),
+                invalid = c(Outcome::Invalid),
+                duplicate = c(Outcome::Duplicate),
+                skipped_as_finished = self.skipped.total(),
+                "progress"
+            );
         } else {
-            "-".to_string()
-        };
-        tracing::info!(
-            "progress: {done}/{expected} rows ({}), {rate:.1} rows/s, eta {eta}",
-            self.this_run.describe()
-        );
+            tracing::info!(
+                "progress: {done}/{expected} rows ({outcomes}), {rate:.1} rows/s, eta {eta}"
+            );
+        }
     }
 
-    pub fn finish(&self) -> Duration {
+    /// Ends the display. Off a terminal, a run that logged no progress line since its last
+    /// row (one shorter than `--progress-interval`) logs one now, so every run has one.
+    pub fn finish(&mut self) -> Duration {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        } else if !self.logged_since_row && self.done() > 0 {
+            self.log_plain();
         }
         self.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sims_at_their_checkpoint_are_counted_until_their_row_arrives() {
+        let mut progress = Progress::new(3, Duration::from_secs(3600));
+        progress.checkpoint(2);
+        progress.checkpoint(3);
+        progress.checkpoint(4);
+        progress.row_done(3, Outcome::Registered);
+        assert_eq!(progress.update_pending(), 2);
+        assert_eq!(progress.this_run.get(Outcome::Registered), 1);
     }
 }

@@ -99,6 +99,9 @@ pub struct RunSummary {
     pub throttled: u64,
     pub concurrency: ConcurrencyReport,
     pub end: EndReason,
+    /// SIMs registered by this run whose update step (Fleet, status) had not finished when
+    /// it ended: their checkpoint row is in the results file, and the next run resumes them.
+    pub update_pending: u64,
 }
 
 /// Where the in-flight limit ended up, and what the run saw of the account.
@@ -227,8 +230,68 @@ impl RunSummary {
         }
     }
 
+    /// The end of the run as one log event on stderr, with stable field names: a dated
+    /// record in `>> register.log 2>&1`, and one JSON object with `--log-format json`.
+    pub fn log(&self) {
+        let c = |o: Outcome| self.this_run.get(o);
+        let reason = match &self.end {
+            EndReason::MaxFailures(why)
+            | EndReason::Internal(why)
+            | EndReason::Unreachable(why)
+            | EndReason::WrongEndpoint(why) => Some(why.as_str()),
+            _ => None,
+        };
+        tracing::info!(
+            end = self.end.word(),
+            reason,
+            exit_code = u64::from(self.exit_code()),
+            rows = self.this_run.total(),
+            registered = c(Outcome::Registered) + self.update_pending,
+            registered_update_pending = self.update_pending,
+            already_registered = c(Outcome::AlreadyRegistered),
+            rejected = c(Outcome::Rejected),
+            update_failed = c(Outcome::UpdateFailed),
+            gave_up = c(Outcome::GaveUp),
+            invalid = c(Outcome::Invalid),
+            duplicate = c(Outcome::Duplicate),
+            skipped_as_finished = self.skipped.total(),
+            failed_in_earlier_runs = failed(&self.skipped),
+            requests = self.requests,
+            retries = self.retries,
+            throttled = self.throttled,
+            elapsed_seconds = (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            results = %self.results_path.display(),
+            "run ended"
+        );
+    }
+
+    /// Whether this run had nothing to do: every row was finished by an earlier run.
+    fn nothing_to_do(&self) -> bool {
+        self.end == EndReason::Finished
+            && self.this_run.total() == 0
+            && self.update_pending == 0
+            && self.skipped.total() > 0
+    }
+
     /// The human summary printed on stdout at the end of a run.
     pub fn render(&self) -> String {
+        if self.nothing_to_do() {
+            let failed_earlier = failed(&self.skipped);
+            let failed_note = if failed_earlier > 0 {
+                format!(
+                    "; {failed_earlier} row{} failed in earlier runs (see the results file)",
+                    if failed_earlier == 1 { "" } else { "s" }
+                )
+            } else {
+                String::new()
+            };
+            return format!(
+                "nothing to do: {} rows finished by earlier runs ({}){failed_note}; results: {}\n",
+                thousands(self.skipped.total()),
+                self.skipped.describe(),
+                self.results_path.display()
+            );
+        }
         let seconds = self.elapsed.as_secs_f64();
         let mut text = format!(
             "{} rows in {seconds:.1}s ({:.1} rows/s)\n",
@@ -236,6 +299,15 @@ impl RunSummary {
             self.this_run.total() as f64 / seconds.max(0.001)
         );
         for outcome in Outcome::ALL {
+            if outcome == Outcome::Registered && self.update_pending > 0 {
+                let pending = self.update_pending;
+                text.push_str(&format!(
+                    "  {:<20}{} ({pending} of them with their update step still to do: the next run finishes it)\n",
+                    outcome.as_str(),
+                    self.this_run.get(outcome) + pending
+                ));
+                continue;
+            }
             text.push_str(&format!(
                 "  {:<20}{}\n",
                 outcome.as_str(),
@@ -319,8 +391,22 @@ impl RunSummary {
             retries: self.retries,
             throttled: self.throttled,
             concurrency: self.concurrency,
+            registered_update_pending: self.update_pending,
         }
     }
+}
+
+/// `8,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 fn rfc3339(time: SystemTime) -> String {
@@ -358,6 +444,8 @@ pub struct SummaryJson {
     /// Answers of 429 (too many requests).
     pub throttled: u64,
     pub concurrency: ConcurrencyReport,
+    /// SIMs registered by this run whose update step had not finished when it ended.
+    pub registered_update_pending: u64,
 }
 
 /// Rows refused for good or never sendable: what a person has to look at.
@@ -430,6 +518,7 @@ mod tests {
             throttled: 0,
             concurrency: ConcurrencyReport::default(),
             end: EndReason::Finished,
+            update_pending: 0,
         }
     }
 
@@ -494,6 +583,20 @@ mod tests {
         assert_eq!(ended.exit_code(), 70);
         assert_eq!(ended.to_json().end, "internal_error");
         assert!(ended.render().contains("left for the next run"));
+    }
+
+    #[test]
+    fn an_interrupt_counts_sims_registered_with_their_update_to_do() {
+        use Outcome::*;
+        let mut ended = summary(&[Registered], &[]);
+        ended.end = EndReason::Interrupted;
+        ended.update_pending = 2;
+        let text = ended.render();
+        assert!(
+            text.contains("registered          3 (2 of them with their update step still to do"),
+            "{text}"
+        );
+        assert_eq!(ended.to_json().registered_update_pending, 2);
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub(super) async fn write_results(
                         out.write(&fields, &reason).context("cannot write the failed-out file")?;
                     }
                     log_row(&row);
-                    progress.row_done(row.outcome);
+                    progress.row_done(row.line, row.outcome);
                     if max_failures_exceeded.is_none() {
                         let failed = progress.this_run.get(Outcome::Rejected)
                             + progress.this_run.get(Outcome::UpdateFailed);
@@ -86,6 +86,7 @@ pub(super) async fn write_results(
                 Some(Written::Checkpoint(row, done)) => {
                     write_or_stop(&mut writer, &row, &no_new_rows)?;
                     tracing::debug!(line = row.line, iccid = %row.iccid, sid = row.sid.as_deref().unwrap_or(""), "registered; update next");
+                    progress.checkpoint(row.line);
                     let _ = done.send(());
                 }
                 None => break,

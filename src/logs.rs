@@ -1,0 +1,89 @@
+//! How this process logs, decided once at start-up and read everywhere below: whether the
+//! log lines on stderr are JSON, and whether they (and the progress bar) may use colour.
+//!
+//! A bottom layer, like [`crate::exit`]: `app` sets it, the commands and the run read it.
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Style {
+    json: bool,
+    color: bool,
+}
+
+static STYLE: OnceLock<Style> = OnceLock::new();
+
+/// Records the choice made at start-up; the first call wins.
+pub fn set(json: bool, color: bool) {
+    let _ = STYLE.set(Style { json, color });
+}
+
+/// Whether every line on stderr is a JSON object (`--log-format json`).
+pub fn json() -> bool {
+    STYLE.get().is_some_and(|s| s.json)
+}
+
+/// Whether stderr may carry colour: `--color`, `NO_COLOR`, `TERM=dumb` and a terminal
+/// decided it at start-up.
+pub fn color() -> bool {
+    STYLE.get().is_some_and(|s| s.color)
+}
+
+/// `--color auto`: colour only on a terminal, and not when `NO_COLOR` is set (to anything
+/// but the empty string) or `TERM` is `dumb`.
+pub fn auto_color(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<String>) -> bool {
+    let no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = env("TERM").is_some_and(|v| v == "dumb");
+    stderr_is_terminal && !no_color && !dumb
+}
+
+/// A set-up or run error for a person or a log shipper: a tracing `error` event when the
+/// logs are JSON (so every stderr line stays one JSON object), else the plain
+/// `error: …` line that reads well in a terminal and in cron mail.
+pub fn error(message: impl std::fmt::Display) {
+    if json() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// A warning, the same way: an event in JSON logs, a plain `warning: …` line otherwise.
+pub fn warning(message: impl std::fmt::Display) {
+    if json() {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// A note, the same way (`note: …`, or an `info` event).
+pub fn note(message: impl std::fmt::Display) {
+    if json() {
+        tracing::info!("{message}");
+    } else {
+        eprintln!("note: {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_colour_honours_no_color_and_dumb_terminals() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(auto_color(true, env(&[])));
+        assert!(!auto_color(false, env(&[])));
+        assert!(!auto_color(true, env(&[("NO_COLOR", "1")])));
+        assert!(auto_color(true, env(&[("NO_COLOR", "")])));
+        assert!(!auto_color(true, env(&[("TERM", "dumb")])));
+    }
+}
