@@ -9,7 +9,13 @@ use std::time::Instant;
 use supersim_bulk::results::COLUMNS;
 use supersim_bulk::results::compact::compact;
 
-const SIMS: u64 = 500_000;
+/// SIMs in the journal (two rows each); `BENCH_SIMS` sets another number.
+fn sims() -> u64 {
+    std::env::var("BENCH_SIMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500_000)
+}
 
 fn main() {
     let dir = tempfile::tempdir().expect("a temporary folder");
@@ -17,9 +23,10 @@ fn main() {
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     writeln!(file, "{}", COLUMNS.join(",")).unwrap();
     // Two rows per SIM (checkpoint, then final), in blocks of 64 lines finishing out of order.
-    for block in (0..SIMS).step_by(64) {
+    let sims = sims();
+    for block in (0..sims).step_by(64) {
         for kind in ["checkpoint", "final"] {
-            for n in (block..(block + 64).min(SIMS)).rev() {
+            for n in (block..(block + 64).min(sims)).rev() {
                 let message = if kind == "checkpoint" {
                     "registered; the update step has not finished yet"
                 } else {
@@ -35,12 +42,12 @@ fn main() {
         }
     }
     drop(file);
-    let rows = 2 * SIMS;
+    let rows = 2 * sims;
     let started = Instant::now();
     let done = compact(&path, dir.path()).expect("compaction");
     let elapsed = started.elapsed();
     assert_eq!(done.rows_before, rows);
-    assert_eq!(done.rows_after, SIMS);
+    assert_eq!(done.rows_after, sims);
     println!(
         "compact {rows} journal rows to {} rows: {:.2}s, peak RSS {:.1} MB",
         done.rows_after,
