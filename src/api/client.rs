@@ -243,16 +243,7 @@ impl Client {
             .await
             .map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let concurrent_requests = response
-            .headers()
-            .get(CONCURRENT_REQUESTS_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
+        let (retry_after, concurrent_requests) = answer_headers(&response);
         if let Some(count) = concurrent_requests {
             crate::api::adaptive::note_reported(count);
         }
@@ -260,23 +251,53 @@ impl Client {
         if status.is_success() {
             return decode_success(status.as_u16(), &body);
         }
-        let decoded: Option<TwilioErrorBody> = serde_json::from_slice(&body).ok();
-        let (code, message) = match decoded {
-            Some(error) => (error.code, error.message.unwrap_or_default()),
-            None => (
-                None,
-                format!("{} with a body that is not a Twilio error", status),
-            ),
-        };
-        Err(ApiError {
-            http_status: Some(status.as_u16()),
-            code,
-            message,
+        Err(error_answer(
+            status,
+            &body,
             retry_after,
             concurrent_requests,
-            // A 5xx may come after the server committed; a 4xx answer means it did not act.
-            maybe_processed: status.is_server_error(),
-        })
+        ))
+    }
+}
+
+/// The `Retry-After` wait and the `Twilio-Concurrent-Requests` count an answer carries.
+fn answer_headers(response: &reqwest::Response) -> (Option<Duration>, Option<u32>) {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+    };
+    (
+        header(reqwest::header::RETRY_AFTER.as_str())
+            .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        header(CONCURRENT_REQUESTS_HEADER).and_then(|v| v.trim().parse().ok()),
+    )
+}
+
+/// A non-2xx answer as an error: Twilio's code and message when the body is a Twilio error.
+fn error_answer(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    concurrent_requests: Option<u32>,
+) -> ApiError {
+    let decoded: Option<TwilioErrorBody> = serde_json::from_slice(body).ok();
+    let (code, message) = match decoded {
+        Some(error) => (error.code, error.message.unwrap_or_default()),
+        None => (
+            None,
+            format!("{status} with a body that is not a Twilio error"),
+        ),
+    };
+    ApiError {
+        http_status: Some(status.as_u16()),
+        code,
+        message,
+        retry_after,
+        concurrent_requests,
+        // A 5xx may come after the server committed; a 4xx answer means it did not act.
+        maybe_processed: status.is_server_error(),
     }
 }
 
@@ -472,33 +493,14 @@ impl Client {
             .map_err(|e| ApiError::transport(&e))?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let concurrent_requests = response
-                .headers()
-                .get(CONCURRENT_REQUESTS_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
+            let (retry_after, concurrent_requests) = answer_headers(&response);
             let body = read_capped(response).await?;
-            let decoded: Option<TwilioErrorBody> = serde_json::from_slice(&body).ok();
-            let (code, message) = match decoded {
-                Some(error) => (error.code, error.message.unwrap_or_default()),
-                None => (
-                    None,
-                    format!("{status} with a body that is not a Twilio error"),
-                ),
-            };
-            return Err(ApiError {
-                http_status: Some(status.as_u16()),
-                code,
-                message,
+            return Err(error_answer(
+                status,
+                &body,
                 retry_after,
                 concurrent_requests,
-                maybe_processed: status.is_server_error(),
-            });
+            ));
         }
         let not_a_page = |what: &str| ApiError {
             http_status: Some(status.as_u16()),
