@@ -1,0 +1,279 @@
+//! Tests of `adaptive`.
+
+use super::*;
+
+/// An account that allows `limit` in flight, with `other` requests of another app in
+/// flight, answered one round trip at a time: every request this run has in flight is
+/// sent, then all are answered. Returns (requests, 429s, window per round).
+struct Account {
+    limit: usize,
+    other: usize,
+    header: bool,
+}
+
+impl Account {
+    fn round(&self, control: &Arc<ConcurrencyLimit>) -> (usize, usize) {
+        let mut slots = Vec::new();
+        while let Some(slot) = control.try_acquire() {
+            slots.push(slot);
+        }
+        let sent = slots.len();
+        // Refused requests are answered at once; admitted ones after the latency, when
+        // the account counts everyone admitted (the header is read at the answer).
+        let admitted = sent.min(self.limit.saturating_sub(self.other));
+        let refused_slots = slots.split_off(admitted);
+        let refused = refused_slots.len();
+        for slot in refused_slots {
+            let reported = self.header.then_some((self.other + admitted + 1) as u32);
+            control.on_answer(&slot, Answer::Throttled, reported);
+        }
+        for slot in &slots {
+            let reported = self.header.then_some((self.other + admitted) as u32);
+            control.on_answer(slot, Answer::Admitted, reported);
+        }
+        (sent, refused)
+    }
+
+    fn run(&self, control: &Arc<ConcurrencyLimit>, rounds: usize) -> (usize, usize, Vec<usize>) {
+        let (mut requests, mut throttled, mut levels) = (0, 0, Vec::new());
+        for _ in 0..rounds {
+            levels.push(control.current());
+            let (sent, refused) = self.round(control);
+            requests += sent;
+            throttled += refused;
+        }
+        (requests, throttled, levels)
+    }
+}
+
+fn account(limit: usize, other: usize, header: bool) -> Account {
+    Account {
+        limit,
+        other,
+        header,
+    }
+}
+
+#[test]
+fn slow_start_begins_low_and_doubles_each_round_trip() {
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let (_, throttled, levels) = account(1000, 0, true).run(&control, 6);
+    assert_eq!(levels, [4, 8, 16, 32, 64, 100]);
+    assert_eq!(throttled, 0);
+}
+
+#[test]
+fn a_small_limit_costs_a_handful_of_429s_then_none() {
+    for header in [true, false] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let (requests, throttled, levels) = account(5, 0, header).run(&control, 200);
+        assert!(
+            throttled <= 3 + 200 / PROBE_AFTER_ROUNDS as usize,
+            "header {header}: {throttled} of {requests}, {levels:?}"
+        );
+        let settled = &levels[10..];
+        assert!(
+            settled.iter().all(|&l| (5..=6).contains(&l)),
+            "header {header}: {levels:?}"
+        );
+        let at_limit = settled.iter().filter(|&&l| l == 5).count();
+        assert!(
+            at_limit * 10 >= settled.len() * 8,
+            "header {header}: {levels:?}"
+        );
+    }
+}
+
+#[test]
+fn a_large_limit_is_reached_in_a_few_round_trips() {
+    for header in [true, false] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let (_, _, levels) = account(60, 0, header).run(&control, 40);
+        assert!(
+            levels[8..].iter().all(|&l| (58..=61).contains(&l)),
+            "header {header}: {levels:?}"
+        );
+    }
+}
+
+#[test]
+fn a_burst_of_429s_in_one_round_trip_cuts_once() {
+    let control = ConcurrencyLimit::new(32, false, 1.0);
+    // Adaptation on, window at 32, 32 in flight; 12 refused without the header.
+    let control_on = ConcurrencyLimit::new(32, true, 1.0);
+    control_on.lock().window = 32.0;
+    control_on.lock().slow_start = false;
+    let slots: Vec<_> = (0..32).map(|_| control_on.try_acquire().unwrap()).collect();
+    for slot in &slots[20..] {
+        control_on.on_answer(slot, Answer::Throttled, None);
+    }
+    assert_eq!(
+        control_on.current(),
+        20,
+        "cut once, to the first refused request's room"
+    );
+    drop(slots);
+    assert_eq!(control.current(), 32);
+}
+
+#[test]
+fn a_429_storm_without_the_header_is_cut_multiplicatively() {
+    let control = ConcurrencyLimit::new(32, true, 1.0);
+    // The limit falls to 8 while the run has 20 in flight; no header.
+    control.lock().window = 20.0;
+    control.lock().slow_start = false;
+    control.lock().learned = Some(20.0);
+    let mut levels = Vec::new();
+    for _ in 0..6 {
+        account(8, 0, false).round(&control);
+        levels.push(control.current());
+    }
+    assert!(
+        levels[..4].iter().any(|&l| l <= 8),
+        "followed down within 4 round trips: {levels:?}"
+    );
+}
+
+#[test]
+fn with_the_header_a_fall_is_followed_in_one_round_trip() {
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    account(20, 0, true).run(&control, 20);
+    assert_eq!(control.current(), 20);
+    account(8, 0, true).round(&control);
+    assert_eq!(control.current(), 8);
+}
+
+#[test]
+fn other_traffic_on_the_header_is_left_its_room() {
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let (requests, throttled, levels) = account(20, 7, true).run(&control, 200);
+    // 13 is all the other app leaves; at 13 the account is full, so one more slot is
+    // withheld for a while when it is seen full with other traffic in flight.
+    let settled = &levels[10..];
+    assert!(
+        settled.iter().all(|&l| (11..=14).contains(&l)),
+        "{levels:?}"
+    );
+    let mean = settled.iter().sum::<usize>() as f64 / settled.len() as f64;
+    assert!(mean >= 11.5, "{mean}: {levels:?}");
+    assert!(throttled * 50 < requests, "{throttled} of {requests}");
+    let seen = control.observed();
+    assert_eq!(seen.learned_limit, Some(20));
+    assert!(seen.header_seen);
+    assert!(
+        (6.0..=7.0).contains(&seen.other_in_flight.unwrap()),
+        "{seen:?}"
+    );
+    assert_eq!(seen.other_peak, Some(7));
+}
+
+#[test]
+fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
+    // The old rule `min(reported - 1, limit)` did not cut when the account's count was
+    // above this run's own: the storm went on.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    control.lock().window = 15.0;
+    control.lock().slow_start = false;
+    let slots: Vec<_> = (0..15).map(|_| control.try_acquire().unwrap()).collect();
+    // The 15th of ours was refused with 21 in flight: 6 others, a limit of 20.
+    control.on_answer(&slots[14], Answer::Throttled, Some(21));
+    assert_eq!(control.current(), 14);
+    drop(slots);
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    account(20, 0, true).run(&control, 20);
+    assert_eq!(control.current(), 20);
+    account(20, 8, true).run(&control, 3);
+    assert!(control.current() <= 12, "{}", control.current());
+}
+
+#[test]
+fn max_share_caps_the_run_at_a_share_of_the_limit_found() {
+    let control = ConcurrencyLimit::new(100, true, 0.5);
+    account(20, 0, true).run(&control, 40);
+    assert_eq!(control.current(), 10);
+    let control = ConcurrencyLimit::new(100, true, 0.5);
+    account(20, 0, false).run(&control, 40);
+    assert_eq!(control.current(), 10);
+}
+
+#[test]
+fn a_learned_limit_ages_and_a_rise_is_found() {
+    for header in [true, false] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        account(8, 0, header).run(&control, 10);
+        assert_eq!(control.current(), 8, "header {header}");
+        // The limit rises to 25: found within the probe wait and a few doubling rounds.
+        let (_, _, levels) = account(25, 0, header).run(&control, PROBE_AFTER_ROUNDS as usize + 12);
+        assert!(
+            levels.last().is_some_and(|&l| (24..=26).contains(&l)),
+            "header {header}: {levels:?}"
+        );
+        let first = levels.iter().position(|&l| l >= 24).unwrap();
+        assert!(
+            first <= PROBE_AFTER_ROUNDS as usize + 8,
+            "header {header}: {levels:?}"
+        );
+    }
+}
+
+#[test]
+fn a_probe_at_a_steady_limit_costs_one_429_per_probe() {
+    for header in [true, false] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        account(10, 0, header).run(&control, 10);
+        let (_, throttled, _) =
+            account(10, 0, header).run(&control, 10 * PROBE_AFTER_ROUNDS as usize);
+        assert!(throttled <= 12, "header {header}: {throttled}");
+    }
+}
+
+#[test]
+fn header_probes_withdraw_without_evidence() {
+    // Other traffic that comes and goes must not let a probe ratchet the limit up.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    account(20, 6, true).run(&control, 20);
+    let before = control.observed().learned_limit;
+    // Rounds in which the other app is quiet for a moment: still no sign the limit rose.
+    for _ in 0..(4 * PROBE_AFTER_ROUNDS) {
+        account(20, 6, true).round(&control);
+    }
+    assert_eq!(control.observed().learned_limit, before);
+}
+
+#[test]
+fn fixed_limit_never_moves() {
+    let limit = ConcurrencyLimit::new(8, false, 1.0);
+    let slot = limit.try_acquire().unwrap();
+    limit.on_answer(&slot, Answer::Throttled, Some(3));
+    assert_eq!(limit.current(), 8);
+    limit.on_answer(&slot, Answer::Admitted, None);
+    assert_eq!(limit.current(), 8);
+}
+
+#[tokio::test]
+async fn slots_block_at_the_limit_and_free_on_drop() {
+    let limit = ConcurrencyLimit::new(2, false, 1.0);
+    let a = limit.acquire().await;
+    let _b = limit.acquire().await;
+    let third = tokio::spawn({
+        let limit = limit.clone();
+        async move { limit.acquire().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!third.is_finished());
+    drop(a);
+    third.await.unwrap();
+}
+
+#[tokio::test]
+async fn observe_reads_the_header_the_client_noted() {
+    let (value, reported) = observe(async {
+        note_reported(7);
+        3
+    })
+    .await;
+    assert_eq!((value, reported), (3, Some(7)));
+    let (_, reported) = observe(async {}).await;
+    assert_eq!(reported, None);
+    note_reported(1); // outside observe: ignored
+}

@@ -1,0 +1,137 @@
+//! Tests of `job`.
+
+use super::*;
+use crate::input::InputRow;
+use crate::results::Outcome;
+use crate::run::resume::OnboardConfig;
+use crate::run::triage::triage;
+
+fn input(line: u64, iccid: &str, code: &str) -> InputRow {
+    InputRow::for_test(line, iccid, code)
+}
+
+#[tokio::test]
+async fn a_panicking_worker_is_counted_not_swallowed() {
+    let mut workers = JoinSet::new();
+    workers.spawn(async { panic!("a bug in a worker") });
+    workers.spawn(async {});
+    let mut failed = 0;
+    while let Some(joined) = workers.join_next().await {
+        failed += worker_failed(joined);
+    }
+    assert_eq!(failed, 1);
+}
+
+fn kind(work: &Work) -> String {
+    match work {
+        Work::Send(job, _, _) => format!("send {}", job.row.iccid),
+        Work::Report(row, _, _) => format!("{} {}", row.outcome, row.iccid),
+        Work::Skip(outcome, _) => format!("skip {outcome}"),
+    }
+}
+
+/// The caller writes the summary JSON after the run and before dropping the lock it
+/// hands back; this checks that lock is still held when the run has ended, so no other
+/// run on the results file can start until the summary is in place.
+#[tokio::test]
+async fn the_run_hands_back_its_lock_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sims.csv");
+    // Rows that fail the checks: the run ends without a request.
+    std::fs::write(&input, "Iccid,RegistrationCode\n12345,H3LL0W0RLD\n").unwrap();
+    let output = dir.path().join("sims.results.csv");
+    let config = RegisterConfig {
+        account_sid: None,
+        input: crate::input::InputSource::File(input),
+        output: output.clone(),
+        target: crate::run::config::Target::Emulator {
+            credentials: crate::secret::Credentials {
+                username: "AC0".into(),
+                password: "unused".into(),
+            },
+            state: None,
+        },
+        limits: crate::api::gate::GateLimits {
+            rate: 10.0,
+            max_attempts: 1,
+            backoff: crate::api::retry::Backoff::default(),
+            concurrency: 1,
+            adaptive: false,
+            max_share: 1.0,
+        },
+        timeout: Duration::from_secs(1),
+        retry_rejected: false,
+        progress_interval: Duration::from_secs(60),
+        grace: Duration::from_secs(1),
+        summary_json: None,
+        max_failures: None,
+        onboard: OnboardConfig::default(),
+        read: crate::input::ReadOptions::default(),
+        strict: false,
+        failed_out: None,
+    };
+    let client = Client::new(
+        "http://127.0.0.1:9",
+        crate::secret::Credentials {
+            username: "AC0".into(),
+            password: "unused".into(),
+        },
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let ended = run(config, client, CancellationToken::new()).await;
+    let summary = ended.result.expect("the run ends normally");
+    assert_eq!(summary.this_run.get(Outcome::Invalid), 1);
+    let lock = ended.lock.expect("the lock is handed back");
+    assert!(matches!(
+        RunLock::acquire(&std::fs::canonicalize(&output).unwrap()),
+        Err(LockError::Busy { .. })
+    ));
+    drop(lock);
+    RunLock::acquire(&std::fs::canonicalize(&output).unwrap()).expect("free once dropped");
+}
+
+#[test]
+fn triage_checks_then_dedupes_then_resumes() {
+    let screen = Screen::new(false);
+    let onboard = OnboardConfig::default();
+    let rows = [
+        input(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
+        input(3, "89883070000123456789", "H3LL0W0RLD"),
+        input(4, "12345", "H3LL0W0RLD"),
+        input(5, "89883070000123456789", "short"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = Plan::build_from_rows(
+        rows.iter().cloned().map(Ok),
+        screen,
+        crate::results::EarlierRows::none(),
+        dir.path(),
+        None,
+    )
+    .unwrap();
+    let mut decide = |line: u64, iccid, code| {
+        let facts = plan.at(line).unwrap();
+        kind(&triage(
+            input(line, iccid, code),
+            &facts,
+            false,
+            (&onboard, &ResolvedFleets::default()),
+            &screen,
+        ))
+    };
+    assert_eq!(
+        decide(2, "8988 3070 0001 2345 6789", "H3LL0W0RLD"),
+        "send 89883070000123456789"
+    );
+    assert_eq!(
+        decide(3, "89883070000123456789", "H3LL0W0RLD"),
+        "duplicate 89883070000123456789"
+    );
+    assert_eq!(decide(4, "12345", "H3LL0W0RLD"), "invalid 12345");
+    assert_eq!(
+        decide(5, "89883070000123456789", "short"),
+        "invalid 89883070000123456789",
+        "invalid wins over duplicate"
+    );
+}

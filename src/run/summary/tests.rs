@@ -1,0 +1,128 @@
+//! Tests of `summary`.
+
+use super::*;
+
+fn summary(this_run: &[Outcome], skipped: &[Outcome]) -> RunSummary {
+    let mut counts = Counts::default();
+    this_run.iter().for_each(|o| counts.add(*o));
+    let mut earlier = Counts::default();
+    skipped.iter().for_each(|o| earlier.add(*o));
+    RunSummary {
+        started_at: SystemTime::UNIX_EPOCH,
+        finished_at: SystemTime::UNIX_EPOCH,
+        input: "in.csv".into(),
+        results_path: PathBuf::from("r.csv"),
+        this_run: counts,
+        skipped: earlier,
+        elapsed: Duration::from_secs(1),
+        requests: 0,
+        retries: 0,
+        throttled: 0,
+        concurrency: ConcurrencyReport::default(),
+        end: EndReason::Finished,
+        update_pending: 0,
+    }
+}
+
+#[test]
+fn the_json_never_writes_through_a_symlink_planted_at_its_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    let temp = dir
+        .path()
+        .join(format!(".s.json.{}.tmp", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &temp).unwrap();
+    let path = dir.path().join("s.json");
+    write_json_atomically(&path, &serde_json::json!({"end": "finished"})).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(std::fs::read_to_string(&path).unwrap().contains("finished"));
+    assert!(!temp.exists() && std::fs::symlink_metadata(&temp).is_err());
+}
+
+#[test]
+fn exit_codes_follow_the_contract() {
+    use Outcome::*;
+    assert_eq!(
+        summary(&[Registered, AlreadyRegistered, Duplicate], &[]).exit_code(),
+        0
+    );
+    assert_eq!(summary(&[Registered, Invalid], &[]).exit_code(), 1);
+    assert_eq!(summary(&[GaveUp, Rejected], &[]).exit_code(), 1);
+    assert_eq!(summary(&[GaveUp, Registered], &[]).exit_code(), 75);
+    let rerun = summary(&[], &[Rejected, Registered]);
+    assert_eq!(
+        rerun.exit_code(),
+        0,
+        "a refusal from an earlier run is that run's news, not this one's"
+    );
+    assert!(
+        rerun.render().contains("1 row failed in earlier runs"),
+        "{}",
+        rerun.render()
+    );
+    assert_eq!(rerun.to_json().whole_file.0["rejected"], 1);
+    assert_eq!(rerun.to_json().failed_in_earlier_runs, 1);
+    assert_eq!(summary(&[Invalid], &[Rejected]).exit_code(), 1);
+    assert_eq!(summary(&[], &[Registered]).exit_code(), 0);
+    let mut ended = summary(&[Rejected], &[]);
+    ended.end = EndReason::Interrupted;
+    assert_eq!(ended.exit_code(), 130);
+    ended.end = EndReason::CredentialsRefused;
+    assert_eq!(ended.exit_code(), 2);
+    ended.end = EndReason::Unreachable("cannot reach the API at http://x".into());
+    assert_eq!(ended.exit_code(), 75);
+    assert_eq!(ended.to_json().end, "unreachable");
+    assert!(ended.render().contains("cannot reach the API at http://x"));
+    ended.end = EndReason::WrongEndpoint("POST http://x/v1/Sims answered HTTP 404".into());
+    assert_eq!(ended.exit_code(), 2);
+    assert_eq!(ended.to_json().end, "wrong_endpoint");
+    assert!(ended.to_json().reason.unwrap().contains("http://x/v1/Sims"));
+    ended.end = EndReason::MaxFailures("x".into());
+    assert_eq!(ended.exit_code(), 1);
+    ended.end = EndReason::Internal("1 of 2 planned rows were neither written nor counted".into());
+    assert_eq!(ended.exit_code(), 70);
+    assert_eq!(ended.to_json().end, "internal_error");
+    assert!(ended.render().contains("left for the next run"));
+}
+
+#[test]
+fn an_interrupt_counts_sims_registered_with_their_update_to_do() {
+    use Outcome::*;
+    let mut ended = summary(&[Registered], &[]);
+    ended.end = EndReason::Interrupted;
+    ended.update_pending = 2;
+    let text = ended.render();
+    assert!(
+        text.contains("registered          3 (2 of them with their update step still to do"),
+        "{text}"
+    );
+    assert_eq!(ended.to_json().registered_update_pending, 2);
+}
+
+#[test]
+fn json_counts_this_run_and_the_whole_file() {
+    use Outcome::*;
+    let json =
+        serde_json::to_value(summary(&[Registered, GaveUp], &[Registered]).to_json()).unwrap();
+    assert_eq!(json["this_run"]["registered"], 1);
+    assert_eq!(json["whole_file"]["registered"], 2);
+    assert_eq!(json["whole_file"]["gave_up"], 1);
+    assert_eq!(json["skipped_as_finished"], 1);
+    assert_eq!(json["exit_code"], 75);
+    assert_eq!(json["end"], "finished");
+}
+
+#[test]
+fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    std::fs::write(&path, "old").unwrap();
+    write_json_atomically(&path, &serde_json::json!({"a": 1})).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["a"],
+        1
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
