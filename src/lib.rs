@@ -8,9 +8,9 @@
 //! each other.
 //!
 //! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`]: the secret types that never
-//!   print, the exit codes, how this process logs (JSON or text, colour or not), the external sort that keeps planning and compaction flat in memory, and
-//!   files compared by identity (device and inode, or real path) and opened without
-//!   following a planted symlink.
+//!   print, the exit codes, the external sort that keeps planning and compaction flat in
+//!   memory, files compared by identity (device and inode, or real path) and opened without
+//!   following a planted symlink, and how this process logs (JSON or text, colour or not).
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
 //!   the per-row screen, and the failed-out file. No network.
 //! - [`results`]: the results file: its columns and outcome words, the append-only writer,
