@@ -150,7 +150,9 @@ async fn max_share_leaves_room_on_purpose() {
 async fn the_emulator_can_leave_the_header_out() {
     for header in [true, false] {
         let env = TestEnv::with_config(config(5, 0, header)).await;
-        let response = reqwest::Client::new()
+        // No proxy: the suite passes on a machine that exports one.
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let response = client
             .get(format!("{}/v1/Sims", env.emulator.base_url()))
             .basic_auth(
                 supersim_bulk::emulator::TEST_ACCOUNT_SID,
