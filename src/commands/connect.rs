@@ -50,3 +50,19 @@ pub fn credentials_source(target: &Target) -> &'static str {
         Target::Emulator { .. } => "the emulator's test credentials",
     }
 }
+
+/// The start line of `export` and `reconcile`: what runs, against which API, as whom.
+pub fn log_start(command: &str, target: &Target, input: Option<&str>) {
+    let api = match target {
+        Target::Api { base_url, .. } => base_url.clone(),
+        Target::Emulator { .. } => "emulator".to_string(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        command,
+        input,
+        api = %api,
+        pid = std::process::id(),
+        "starting"
+    );
+}

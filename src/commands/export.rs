@@ -175,6 +175,7 @@ pub async fn run(args: ExportArgs) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
+    super::connect::log_start("export", &config.target, None);
     let output = args.output.filter(|path| path.as_os_str() != "-");
     if let Some(path) = &output
         && let Err(error) = check_output(path)

@@ -656,6 +656,11 @@ pub async fn run(args: ReconcileArgs) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
+    super::connect::log_start(
+        "reconcile",
+        &config.target,
+        Some(&args.results.display().to_string()),
+    );
     let connected = super::connect::connect(&config.target, config.timeout).await;
     let (client, _emulator) = match connected {
         Ok(connected) => connected,

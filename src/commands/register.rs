@@ -161,7 +161,8 @@ fn log_start(config: &RegisterConfig, dry_run: bool) {
         pid = std::process::id(),
         concurrency = config.limits.concurrency as u64,
         adaptive = config.limits.adaptive,
-        rate = config.limits.rate,
+        // No cap is infinity, which JSON cannot hold: the field is left out then.
+        rate = config.limits.rate.is_finite().then_some(config.limits.rate),
         "starting"
     );
 }

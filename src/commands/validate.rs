@@ -273,6 +273,14 @@ pub fn run(args: ValidateArgs) -> u8 {
         all: args.all,
         failed_out: args.input_options.failed_out,
     };
+    // At debug level: validate's stderr is for the one sentence of a file-level error.
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = "validate",
+        input = %config.input.display_name(),
+        pid = std::process::id(),
+        "starting"
+    );
     // A closed stdout (`validate ... | head`) is no reason to fail: the exit code still
     // says what the report would have.
     match check(&config, &mut super::Stdout::lock()) {
