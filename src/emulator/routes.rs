@@ -98,24 +98,10 @@ pub(super) async fn create_sim(
     // An unreadable body is answered like a missing parameter, as Twilio does.
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = shared.next_fault(params.iccid.as_deref());
-    if let Some(Fault::StallBeforeCommit(stall)) = fault {
-        tokio::time::sleep(stall).await;
-        return Fault::Unavailable { retry_after: None }
-            .response_before_commit()
-            .unwrap_or_else(lost_response);
-    }
-    if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
-        return response;
-    }
-    let response = shared.register(params, &base_url(&shared, &headers));
-    match fault {
-        Some(Fault::DropAfterCommit) => lost_response(),
-        Some(Fault::SlowAfterCommit(delay)) => {
-            tokio::time::sleep(delay).await;
-            response
-        }
-        _ => response,
-    }
+    around_commit(fault, || {
+        shared.register(params, &base_url(&shared, &headers))
+    })
+    .await
 }
 
 pub(super) async fn update_sim(
@@ -136,6 +122,16 @@ pub(super) async fn update_sim(
     shared.updates_seen.send_modify(|seen| *seen += 1);
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = iccid.and_then(|iccid| shared.next_update_fault(&iccid));
+    around_commit(fault, || {
+        shared.update(&sid, params, &base_url(&shared, &headers))
+    })
+    .await
+}
+
+/// Runs `commit` (a registration or an update) with the injected `fault` around it: held
+/// then refused, refused before anything changes, or committed and then answered late or
+/// not at all.
+async fn around_commit(fault: Option<Fault>, commit: impl FnOnce() -> Response) -> Response {
     if let Some(Fault::StallBeforeCommit(stall)) = fault {
         tokio::time::sleep(stall).await;
         return Fault::Unavailable { retry_after: None }
@@ -145,7 +141,7 @@ pub(super) async fn update_sim(
     if let Some(response) = fault.as_ref().and_then(Fault::response_before_commit) {
         return response;
     }
-    let response = shared.update(&sid, params, &base_url(&shared, &headers));
+    let response = commit();
     match fault {
         Some(Fault::DropAfterCommit) => lost_response(),
         Some(Fault::SlowAfterCommit(delay)) => {
