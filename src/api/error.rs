@@ -187,10 +187,10 @@ impl ApiError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error(http_status: Option<u16>, code: Option<u32>) -> ApiError {
+impl ApiError {
+    /// An answer with this status and Twilio code and nothing else, for tests of how
+    /// answers are judged.
+    pub(crate) fn answer(http_status: Option<u16>, code: Option<u32>) -> ApiError {
         ApiError {
             http_status,
             code,
@@ -199,6 +199,15 @@ mod tests {
             concurrent_requests: None,
             maybe_processed: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(http_status: Option<u16>, code: Option<u32>) -> ApiError {
+        ApiError::answer(http_status, code)
     }
 
     #[test]

@@ -206,14 +206,7 @@ mod tests {
     const FLEET: &str = "HF0123456789abcdef0123456789abcdef";
 
     fn error(status: u16, code: Option<u32>) -> ApiError {
-        ApiError {
-            http_status: Some(status),
-            code,
-            message: String::new(),
-            retry_after: None,
-            concurrent_requests: None,
-            maybe_processed: false,
-        }
+        ApiError::answer(Some(status), code)
     }
 
     #[test]
