@@ -20,6 +20,18 @@ async fn real_account() -> TestEnv {
     .await
 }
 
+/// `register sims.csv --emulator` plus `extra`: a rehearsal, as the README runs it.
+async fn rehearse(env: &TestEnv, extra: &[&str]) -> std::process::Output {
+    binary_command()
+        .arg("register")
+        .arg(env.input_path())
+        .arg("--emulator")
+        .args(extra)
+        .output()
+        .await
+        .unwrap()
+}
+
 fn real_credentials() -> [(&'static str, &'static str); 2] {
     [
         ("TWILIO_ACCOUNT_SID", REAL_ACCOUNT),
@@ -35,13 +47,7 @@ async fn a_rehearsal_then_the_real_run_registers_everything() {
     let sims: Vec<_> = (0..6).map(|n| good_sim(20_000 + n)).collect();
     env.write_input(&sims);
 
-    let rehearsal = binary_command()
-        .arg("register")
-        .arg(env.input_path())
-        .arg("--emulator")
-        .output()
-        .await
-        .unwrap();
+    let rehearsal = rehearse(&env, &[]).await;
     assert_eq!(exit_code(&rehearsal), 0, "{}", stderr(&rehearsal));
     let rehearsed = env.dir.path().join("sims.emulator.results.csv");
     assert!(
@@ -81,13 +87,7 @@ async fn a_results_file_from_another_account_is_refused_before_anything_is_sent(
     let sims: Vec<_> = (0..3).map(|n| good_sim(20_100 + n)).collect();
     env.write_input(&sims);
     let rehearsed = env.dir.path().join("sims.emulator.results.csv");
-    let rehearsal = binary_command()
-        .arg("register")
-        .arg(env.input_path())
-        .arg("--emulator")
-        .output()
-        .await
-        .unwrap();
+    let rehearsal = rehearse(&env, &[]).await;
     assert_eq!(exit_code(&rehearsal), 0, "{}", stderr(&rehearsal));
     let before = std::fs::read(&rehearsed).unwrap();
 
@@ -272,20 +272,7 @@ async fn a_resumed_rehearsal_onboards_the_sims_it_registered() {
     let env = TestEnv::new().await;
     let sims: Vec<_> = (0..4).map(|n| good_sim(20_700 + n)).collect();
     env.write_input(&sims);
-    let rehearse = |extra: &'static [&'static str]| {
-        let input = env.input_path();
-        async move {
-            binary_command()
-                .arg("register")
-                .arg(input)
-                .arg("--emulator")
-                .args(extra)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let first = rehearse(&[]).await;
+    let first = rehearse(&env, &[]).await;
     assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
     let state = env.dir.path().join("sims.emulator.results.state.jsonl");
     assert!(
@@ -293,7 +280,7 @@ async fn a_resumed_rehearsal_onboards_the_sims_it_registered() {
         "the emulator's state is kept beside the results"
     );
 
-    let second = rehearse(&["--fleet", "field-devices", "--activate", "--wait"]).await;
+    let second = rehearse(&env, &["--fleet", "field-devices", "--activate", "--wait"]).await;
     assert_eq!(
         exit_code(&second),
         0,
