@@ -88,3 +88,20 @@ async fn a_web_page_is_not_the_api() {
     };
     assert!(message.contains("web page"), "{message}");
 }
+
+#[tokio::test]
+async fn a_new_account_is_proven_in_one_round_trip() {
+    // No SIMs yet, so only the Fleets list names the account: it is asked beside the SIM
+    // list, not after it. Both are held in flight together for the emulator's latency.
+    let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+        latency: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    let proven = preflight(&client(&env.emulator.base_url(), TEST_AUTH_TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(proven.account_sid.as_deref(), Some(TEST_ACCOUNT_SID));
+    let stats = env.emulator.stats();
+    assert_eq!((stats.list_requests, stats.max_in_flight), (1, 2));
+}

@@ -51,15 +51,19 @@ struct Page {
 
 /// Runs the preflight against `client`'s base URL.
 pub async fn preflight(client: &Client) -> Result<Proven, PreflightError> {
-    let sims = probe(client, "/v1/Sims?PageSize=1", "sims").await?;
+    // An account without SIMs yet (every new customer's first run) needs the Fleets too, to
+    // learn which account it is: both lists are asked at once, so that costs no round trip.
+    let (sims, fleets) = tokio::join!(
+        probe(client, "/v1/Sims?PageSize=1", "sims"),
+        probe(client, "/v1/Fleets?PageSize=1", "fleets")
+    );
+    let sims = sims?;
     if sims.account_sid.is_some() {
         return Ok(sims);
     }
-    // An account without SIMs yet: a Fleet may still name it. The SIM list has proven the
-    // set-up already, so a Fleets answer that says nothing leaves the account unknown.
-    Ok(probe(client, "/v1/Fleets?PageSize=1", "fleets")
-        .await
-        .unwrap_or_default())
+    // The SIM list has proven the set-up already, so a Fleets answer that says nothing
+    // leaves the account unknown.
+    Ok(fleets.unwrap_or_default())
 }
 
 async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, PreflightError> {
