@@ -129,8 +129,11 @@ struct State {
     /// The next probe's step, and the probe under way.
     probe_step: f64,
     probe: Option<Probe>,
-    /// The most the account showed in flight on an admitted answer this round.
+    /// The most the account showed in flight on an admitted answer this round, and the last.
     round_peak: u32,
+    last_round_peak: u32,
+    /// The account's count on the last 429 (0 before any).
+    refused_at: u32,
     /// Slots withheld beyond the other traffic's estimate because the account was seen
     /// full while it had other traffic; one is given back after quiet round trips.
     reserve: f64,
@@ -208,6 +211,8 @@ impl ConcurrencyLimit {
                 probe_step: 1.0,
                 probe: None,
                 round_peak: 0,
+                last_round_peak: 0,
+                refused_at: 0,
                 reserve: 0.0,
                 full_this_round: false,
                 rounds_since_full: 0,
@@ -305,15 +310,23 @@ impl ConcurrencyLimit {
             return;
         }
         let mut state = self.lock();
-        // Ours now (this one included, its slot not yet freed) or at send, whichever is
-        // more: this run's own growth is never taken for other traffic. Requests on their
-        // way count here and not yet at the server, so the other traffic may be seen a
-        // little low; the reserve (below) corrects for that from what the account shows.
-        let ours = slot.ours_at_send.max(state.in_flight) as u32;
+        // This run's requests that the account counted. An admitted answer: ours now (this
+        // one included, its slot not yet freed) or at send, whichever is more, so this run's
+        // own growth is never taken for other traffic; requests on their way count here and
+        // not yet at the server, so other traffic may be seen a little low, which the reserve
+        // (below) corrects from what the account shows. A 429 is answered at once: ours at
+        // send; but one of ours sent just after may have overtaken it on the way, so for the
+        // estimate of other traffic, one more.
+        let ours = match answer {
+            Answer::Throttled => slot.ours_at_send,
+            Answer::Admitted | Answer::Neutral => slot.ours_at_send.max(state.in_flight),
+        } as u32;
+        let mut other_now = None;
         if let Some(reported) = reported {
             state.header_seen = true;
-            let other = reported.saturating_sub(ours);
-            let other_now = other;
+            other_now = Some(reported.saturating_sub(ours));
+            let overtaken = u32::from(answer == Answer::Throttled);
+            let other = reported.saturating_sub(ours + overtaken);
             state.other_peak = state.other_peak.max(other);
             state.other_sum += f64::from(other);
             state.other_samples += 1;
@@ -338,12 +351,23 @@ impl ConcurrencyLimit {
             }
             if answer == Answer::Admitted {
                 state.round_peak = state.round_peak.max(reported);
+                // Admitted with the last 429's count in flight: the header leaves the refused
+                // request out, and the limit is that count. (A higher count may be the tail
+                // of a limit that has just fallen.)
+                if state.probe.is_none()
+                    && reported == state.refused_at
+                    && state
+                        .learned
+                        .is_some_and(|learned| f64::from(reported) > learned)
+                {
+                    state.learned = Some(f64::from(reported));
+                }
                 // The account was full while other traffic was in flight: its next request
                 // would have been refused. Withhold one more slot (once per round trip).
                 let full = state
                     .learned
                     .is_some_and(|learned| f64::from(reported) >= learned.floor());
-                if full && other_now > 0 && state.probe.is_none() && !state.full_this_round {
+                if full && other > 0.0 && state.probe.is_none() && !state.full_this_round {
                     state.full_this_round = true;
                     state.reserve += 1.0;
                 }
@@ -354,7 +378,7 @@ impl ConcurrencyLimit {
         }
         match answer {
             Answer::Admitted => self.grow(&mut state),
-            Answer::Throttled => self.cut(&mut state, slot, reported),
+            Answer::Throttled => self.cut(&mut state, slot, reported.zip(other_now)),
             Answer::Neutral => {}
         }
         let target = self.target(&state);
@@ -387,24 +411,40 @@ impl ConcurrencyLimit {
         }
     }
 
-    fn cut(&self, state: &mut State, slot: &RequestSlot, reported: Option<u32>) {
+    /// A 429 for `slot`'s request; `header` is the account's count on it and the other
+    /// traffic that count shows, when the answer had the header.
+    fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
         state.slow_start = false;
         state.quiet_rounds = 0;
         state.probe_step = 1.0;
-        state.probe = None;
+        // A probe refused found no rise: the level it started from held for many round
+        // trips and still does, unless the header says the limit fell.
+        let probe = state.probe.take();
         let fresh = slot.seq > state.cut_seq;
-        match reported {
-            Some(reported) => {
-                // Refused with `reported` in flight, itself included: the limit is at most
-                // one less (less still when other refused requests were counted too, so a
-                // 429 only ever lowers a learned limit; rises are found by probing).
-                let limit = (f64::from(reported) - 1.0).max(1.0);
-                let limit = state.learned.map_or(limit, |learned| learned.min(limit));
+        match header {
+            Some((reported, other)) => {
+                // Refused with `reported` in flight: the limit is one less if the count
+                // includes the refused request (the emulator's way), or `reported` itself if
+                // it does not, which shows when admitted answers just counted as many. A 429
+                // only ever lowers a learned limit; rises are found by probing.
+                let admitted_peak = state.round_peak.max(state.last_round_peak);
+                let limit = if admitted_peak == reported {
+                    f64::from(reported)
+                } else {
+                    (f64::from(reported) - 1.0).max(1.0)
+                };
+                let probe_refused = probe.is_some_and(|probe| limit >= probe.from);
+                let limit = match probe {
+                    Some(probe) if probe_refused => probe.from,
+                    _ => state.learned.map_or(limit, |learned| learned.min(limit)),
+                };
                 state.learned = Some(limit);
-                if fresh {
+                state.refused_at = reported;
+                if probe_refused {
+                    state.window = state.window.min(limit);
+                } else if fresh {
                     // Room left now, by this very answer (the average may lag a surge).
-                    let other = f64::from(reported.saturating_sub(slot.ours_at_send as u32));
-                    state.window = state.window.min((limit - other).max(1.0));
+                    state.window = state.window.min((limit - f64::from(other)).max(1.0));
                 }
             }
             None => {
@@ -412,6 +452,7 @@ impl ConcurrencyLimit {
                     return;
                 }
                 let room = (slot.ours_at_send as f64 - 1.0).max(1.0);
+                let room = probe.map_or(room, |probe| room.max(probe.from));
                 let storm = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
                 let window = if storm {
                     room.min(state.window * STORM_FACTOR)
@@ -440,6 +481,7 @@ impl ConcurrencyLimit {
         let full = std::mem::take(&mut state.round_full);
         state.last_round_full = full;
         let peak = std::mem::take(&mut state.round_peak);
+        state.last_round_peak = peak;
         if std::mem::take(&mut state.full_this_round) {
             state.rounds_since_full = 0;
         } else {

@@ -9,6 +9,9 @@ struct Account {
     limit: usize,
     other: usize,
     header: bool,
+    /// Whether a 429's header counts the refused request itself (the emulator's way);
+    /// Twilio does not say, so both must work.
+    counts_refused: bool,
 }
 
 impl Account {
@@ -24,7 +27,8 @@ impl Account {
         let refused_slots = slots.split_off(admitted);
         let refused = refused_slots.len();
         for slot in refused_slots {
-            let reported = self.header.then_some((self.other + admitted + 1) as u32);
+            let count = self.other + admitted + usize::from(self.counts_refused);
+            let reported = self.header.then_some(count as u32);
             control.on_answer(&slot, Answer::Throttled, reported);
         }
         for slot in &slots {
@@ -51,6 +55,7 @@ fn account(limit: usize, other: usize, header: bool) -> Account {
         limit,
         other,
         header,
+        counts_refused: true,
     }
 }
 
@@ -81,6 +86,56 @@ fn a_small_limit_costs_a_handful_of_429s_then_none() {
             at_limit * 10 >= settled.len() * 8,
             "header {header}: {levels:?}"
         );
+    }
+}
+
+#[test]
+fn a_header_that_leaves_out_the_refused_request_still_finds_the_whole_limit() {
+    // A 429 showing 5 in flight, when the account held 5 and refused a sixth: the limit is
+    // 5, not 4. Taking it for 4 would cost a fifth of the throughput at a small limit.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let excluding = Account {
+        counts_refused: false,
+        ..account(5, 0, true)
+    };
+    let (requests, throttled, levels) = excluding.run(&control, 200);
+    let settled = &levels[10..];
+    let at_limit = settled.iter().filter(|&&l| l == 5).count();
+    assert!(at_limit * 10 >= settled.len() * 9, "{levels:?}");
+    assert!(throttled * 50 < requests, "{throttled} of {requests}");
+    assert_eq!(control.observed().learned_limit.map(|l| l.min(5)), Some(5));
+}
+
+#[test]
+fn a_refused_probe_goes_back_to_the_level_it_probed_from() {
+    // 20 held for many round trips, then a probe at 21. The 20th of ours was refused: the
+    // 21st, sent just after, overtook it on the way. Neither a room of 19 nor other traffic
+    // may be read into that: the probe found no rise, and 20 still holds.
+    for header in [true, false] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        {
+            let mut state = control.lock();
+            state.window = 21.0;
+            state.slow_start = false;
+            state.learned = Some(21.0);
+            state.round_mark = u64::MAX;
+            state.probe = Some(Probe {
+                from: 20.0,
+                level: 21.0,
+                reached: true,
+            });
+        }
+        let slots: Vec<_> = (0..21).map(|_| control.try_acquire().unwrap()).collect();
+        control.on_answer(&slots[19], Answer::Throttled, header.then_some(21));
+        assert_eq!(control.current(), 20, "header {header}");
+        assert_eq!(
+            control.observed().learned_limit,
+            Some(20),
+            "header {header}"
+        );
+        if header {
+            assert_eq!(control.observed().other_peak, Some(0));
+        }
     }
 }
 
