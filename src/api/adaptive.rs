@@ -11,7 +11,8 @@
 //!   handful of 429s at start-up, not a burst at the ceiling.
 //! - **With the header.** Every answer shows the account's count `R`; `R` minus this run's
 //!   own requests in flight is the *other* traffic, averaged (with its spread) over recent
-//!   answers. A 429 puts the account's limit at `R - 1`; the window's target is then
+//!   answers. A 429 puts the account's limit at `R - 1` (or at `R` when admitted answers
+//!   just showed `R`: the header left the refused request out); the window's target is then
 //!   `min(ceiling, max_share × limit, limit − other)`, so the run leaves the other traffic
 //!   its room instead of taking it. A 429 that shows more requests than this run's own cuts
 //!   too (to the room the header says is left).
@@ -19,10 +20,12 @@
 //!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
 //!   cut are the same news); 429s in the round right after a cut also cut multiplicatively,
 //!   so a storm never persists.
-//! - **Ageing.** A learned limit is a hint, not a wall: after [`PROBE_AFTER_ROUNDS`] round
-//!   trips at it without a 429, the limit is probed one higher, then two, four, ... for each
-//!   further round trip the probe holds. With the header a probe only counts when an answer
-//!   shows the account above the old limit; otherwise it is withdrawn.
+//! - **Ageing.** A learned limit is a hint, not a wall: after [`FIRST_PROBE_AFTER_ROUNDS`]
+//!   round trips at it without a 429 (a cut can read the room one low), the limit is probed
+//!   one higher, then two, four, ... for each further round trip the probe holds. A probe
+//!   refused goes back to where it started and doubles the wait for the next, up to
+//!   [`PROBE_AFTER_ROUNDS`]. With the header a probe only counts when an answer shows the
+//!   account above the old limit; otherwise it is withdrawn.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
@@ -35,8 +38,12 @@ use tokio::sync::Notify;
 
 /// The window a run starts with (or the ceiling, if lower).
 pub const INITIAL_WINDOW: f64 = 4.0;
-/// Round trips at a learned limit without a 429 before it is probed upward.
+/// Round trips at a learned limit without a 429 before it is probed upward, at most: the
+/// first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`], and the wait doubles
+/// with each probe that finds nothing.
 pub const PROBE_AFTER_ROUNDS: u64 = 16;
+/// Round trips after a cut before the first probe: a cut can read the room one low.
+pub const FIRST_PROBE_AFTER_ROUNDS: u64 = 4;
 /// Quiet round trips (the account not seen full) before one withheld slot is given back.
 const RESERVE_ROUNDS: u64 = 8;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
@@ -126,6 +133,8 @@ struct State {
     cut_round: u64,
     /// Full round trips since the last 429 or probe.
     quiet_rounds: u64,
+    /// Full quiet round trips before the next probe.
+    probe_wait: u64,
     /// The next probe's step, and the probe under way.
     probe_step: f64,
     probe: Option<Probe>,
@@ -208,6 +217,7 @@ impl ConcurrencyLimit {
                 cut_seq: 0,
                 cut_round: 0,
                 quiet_rounds: 0,
+                probe_wait: FIRST_PROBE_AFTER_ROUNDS,
                 probe_step: 1.0,
                 probe: None,
                 round_peak: 0,
@@ -421,6 +431,12 @@ impl ConcurrencyLimit {
         // trips and still does, unless the header says the limit fell.
         let probe = state.probe.take();
         let fresh = slot.seq > state.cut_seq;
+        if fresh {
+            state.probe_wait = match probe {
+                Some(_) => (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS),
+                None => FIRST_PROBE_AFTER_ROUNDS,
+            };
+        }
         match header {
             Some((reported, other)) => {
                 // Refused with `reported` in flight: the limit is one less if the count
@@ -525,13 +541,14 @@ impl ConcurrencyLimit {
                 state.learned = Some(probe.from);
                 state.probe = None;
                 state.quiet_rounds = 0;
+                state.probe_wait = (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS);
             }
             return;
         }
         if full {
             state.quiet_rounds += 1;
         }
-        if state.quiet_rounds >= PROBE_AFTER_ROUNDS {
+        if state.quiet_rounds >= state.probe_wait {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
         }

@@ -272,6 +272,28 @@ fn a_learned_limit_ages_and_a_rise_is_found() {
 }
 
 #[test]
+fn a_limit_learned_one_low_is_put_right_within_a_few_round_trips() {
+    // Leaving slow start, a 429 can read the room one low (a request of ours sent just
+    // after the refused one overtook it). The first probe after a cut comes soon; probes
+    // that find nothing come further apart, up to PROBE_AFTER_ROUNDS.
+    for header in [true, false] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        account(20, 0, header).run(&control, 40);
+        assert_eq!(control.current(), 20);
+        let slots: Vec<_> = (0..20).map(|_| control.try_acquire().unwrap()).collect();
+        // The 20th of ours refused, the account's count showing it over the limit of 20.
+        control.on_answer(&slots[19], Answer::Throttled, header.then_some(21));
+        drop(slots);
+        assert_eq!(control.current(), 19, "header {header}");
+        let (_, _, levels) = account(20, 0, header).run(&control, 12);
+        assert!(
+            levels[8..].iter().all(|&l| l >= 20),
+            "header {header}: {levels:?}"
+        );
+    }
+}
+
+#[test]
 fn a_probe_at_a_steady_limit_costs_one_429_per_probe() {
     for header in [true, false] {
         let control = ConcurrencyLimit::new(100, true, 1.0);
