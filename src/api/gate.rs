@@ -98,6 +98,8 @@ pub struct Gate {
     answered: AtomicBool,
     /// Requests without any answer, counted until the first answer.
     unanswered: AtomicU32,
+    /// Smoothed round trip of admitted requests, in nanoseconds (0 until one is answered).
+    round_trip: AtomicU64,
     pub stats: Arc<RequestStats>,
 }
 
@@ -123,6 +125,7 @@ impl Gate {
             halt_reason: Mutex::default(),
             answered: AtomicBool::new(false),
             unanswered: AtomicU32::new(0),
+            round_trip: AtomicU64::new(0),
             stats: Arc::default(),
         }
     }
@@ -225,6 +228,7 @@ impl Gate {
         };
         RequestStats::bump(&self.stats.requests);
         // The client notes `Twilio-Concurrent-Requests` of any answer, success included.
+        let sent_at = tokio::time::Instant::now();
         let (answer, reported) = adaptive::observe(request).await;
         self.observe(!matches!(&answer, Err(error) if error.http_status.is_none()));
         if let Err(error) = &answer
@@ -246,6 +250,9 @@ impl Gate {
             },
             Ok(_) => (Answer::Admitted, reported),
         };
+        if verdict == Answer::Admitted {
+            self.note_round_trip(sent_at.elapsed());
+        }
         self.concurrency.on_answer(&slot, verdict, reported);
         drop(slot);
         if answer.is_err() && self.halt.is_cancelled() {
@@ -281,7 +288,16 @@ impl Gate {
         throttled: bool,
         jitter: &mut StdRng,
     ) -> bool {
-        let wait = self.limits.backoff.delay(tries, error.retry_after, jitter);
+        let mut backoff = self.limits.backoff;
+        if throttled && self.limits.adaptive {
+            // The adaptive window has already slowed the whole pool for this 429; the row
+            // itself waits about a round trip (growing with each refusal, as ever), not a
+            // backoff sized for a server in trouble that the last rows would sit out alone.
+            if let Some(round_trip) = self.round_trip() {
+                backoff.base = backoff.base.min(round_trip);
+            }
+        }
+        let wait = backoff.delay(tries, error.retry_after, jitter);
         if throttled {
             RequestStats::bump(&self.stats.throttled);
             // The adaptive limit already slows the whole pool; a fixed one can only pause it.
@@ -290,6 +306,26 @@ impl Gate {
             }
         }
         self.back_off(wait).await
+    }
+
+    /// Folds one admitted request's round trip into the smoothed one (weight 1/8).
+    fn note_round_trip(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let before = self.round_trip.load(Ordering::Relaxed);
+        let smoothed = if before == 0 {
+            took
+        } else {
+            before - before / 8 + took / 8
+        };
+        self.round_trip.store(smoothed.max(1), Ordering::Relaxed);
+    }
+
+    /// The smoothed round trip of admitted requests, once one was answered.
+    fn round_trip(&self) -> Option<Duration> {
+        match self.round_trip.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 
     /// Sleeps between two polls of a scheduled SIM (not a retry); false when the run stopped.
@@ -554,5 +590,37 @@ mod tests {
         });
         let sent = gate.send(async { Ok::<_, ApiError>(()) }).await;
         assert!(sent.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_under_adaptation_is_retried_within_about_a_round_trip() {
+        // The window already slows the pool; a row refused once need not also sit out an
+        // exponential backoff meant for a server in trouble (the last rows of a run would
+        // wait for it alone). Without adaptation, the configured backoff stays.
+        for adaptive in [true, false] {
+            let gate = gate(adaptive);
+            for _ in 0..4 {
+                let answered = gate.send(async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, ApiError>(())
+                });
+                assert!(answered.await.is_some());
+            }
+            let refused = answer(429, 20429, None);
+            let mut longest = Duration::ZERO;
+            for seed in 0..40 {
+                let start = Instant::now();
+                assert!(
+                    gate.retry_wait(1, &refused, true, &mut jitter_for_row(seed))
+                        .await
+                );
+                longest = longest.max(start.elapsed());
+            }
+            if adaptive {
+                assert!(longest <= Duration::from_millis(100), "{longest:?}");
+            } else {
+                assert!(longest > Duration::from_millis(100), "{longest:?}");
+            }
+        }
     }
 }
