@@ -18,8 +18,9 @@
 //!   too (to the room the header says is left).
 //! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
 //!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
-//!   cut are the same news); 429s in the round right after a cut also cut multiplicatively,
-//!   so a storm never persists.
+//!   cut are the same news). A 429 in the round right after a cut reads the room again (the
+//!   first reading can be one high: one of ours overtook the refused request); a third round
+//!   in a row with a 429 cuts multiplicatively, so a storm never persists.
 //! - **Ageing.** A learned limit is a hint, not a wall: after [`FIRST_PROBE_AFTER_ROUNDS`]
 //!   round trips at it without a 429 (a cut can read the room one low), the limit is probed
 //!   one higher, then two, four, ... for each further round trip the probe holds. A probe
@@ -131,6 +132,8 @@ struct State {
     /// 429s for requests sent up to here were answered by the last cut.
     cut_seq: u64,
     cut_round: u64,
+    /// Round trips in a row, up to this one, with a fresh cut.
+    cut_streak: u32,
     /// Full round trips since the last 429 or probe.
     quiet_rounds: u64,
     /// Full quiet round trips before the next probe.
@@ -216,6 +219,7 @@ impl ConcurrencyLimit {
                 last_round_full: false,
                 cut_seq: 0,
                 cut_round: 0,
+                cut_streak: 0,
                 quiet_rounds: 0,
                 probe_wait: FIRST_PROBE_AFTER_ROUNDS,
                 probe_step: 1.0,
@@ -469,7 +473,9 @@ impl ConcurrencyLimit {
                 }
                 let room = (slot.ours_at_send as f64 - 1.0).max(1.0);
                 let room = probe.map_or(room, |probe| room.max(probe.from));
-                let storm = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
+                // A second cut in a row may only correct the first's reading of the room
+                // (one of ours overtook the refused request); a third is a storm.
+                let storm = state.cut_streak >= 2;
                 let window = if storm {
                     room.min(state.window * STORM_FACTOR)
                 } else {
@@ -480,6 +486,12 @@ impl ConcurrencyLimit {
             }
         }
         if fresh {
+            let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
+            state.cut_streak = match probe {
+                Some(_) => 0,
+                None if in_a_row => state.cut_streak + 1,
+                None => 1,
+            };
             state.cut_seq = state.sent;
             state.cut_round = state.rounds.max(1);
             tracing::debug!(

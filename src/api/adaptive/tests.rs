@@ -190,6 +190,33 @@ fn a_429_storm_without_the_header_is_cut_multiplicatively() {
 }
 
 #[test]
+fn a_second_429_reads_the_room_again_and_a_third_in_a_row_cuts_hard() {
+    // Leaving slow start, the first cut read the room one high (21 at a limit of 20); the
+    // next 429 says 20 and is believed. A third round in a row with a 429 is a storm.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    {
+        let mut state = control.lock();
+        state.window = 23.0;
+        state.slow_start = false;
+        state.round_mark = u64::MAX;
+    }
+    let mut levels = Vec::new();
+    for ours_when_refused in [22, 21, 20] {
+        let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+        let refused = slots
+            .iter()
+            .find(|slot| slot.ours_at_send == ours_when_refused)
+            .unwrap();
+        control.on_answer(refused, Answer::Throttled, None);
+        levels.push(control.current());
+        drop(slots);
+        control.lock().rounds += 1;
+    }
+    assert_eq!(levels[1], 20, "{levels:?}");
+    assert!(levels[2] <= 14, "{levels:?}");
+}
+
+#[test]
 fn with_the_header_a_fall_is_followed_in_one_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
     account(20, 0, true).run(&control, 20);
