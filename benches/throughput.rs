@@ -469,7 +469,7 @@ fn shapes() -> Vec<Shape> {
                 "--latency-jitter",
                 "0.1",
             ]),
-            rows: 250,
+            rows: 500,
             schedule: vec![(0.0, 5.0)],
             latency: 0.3,
             other: 0.0,
@@ -490,7 +490,7 @@ fn shapes() -> Vec<Shape> {
             other: 0.0,
         },
         Shape {
-            name: "limit 20 shared: other app 60/s × 111 ms (6.7 slots), 100 ms ±10%",
+            name: "limit 20 shared: other app 60/s × 100 ms (6 slots), 100 ms ±10%",
             flags: flags(&[
                 "--max-concurrent",
                 "20",
@@ -501,12 +501,12 @@ fn shapes() -> Vec<Shape> {
                 "--other-rate",
                 "60",
                 "--other-latency",
-                "111ms",
+                "100ms",
             ]),
             rows: 2_000,
             schedule: vec![(0.0, 20.0)],
             latency: 0.1,
-            other: 60.0 * 0.111,
+            other: 60.0 * 0.1,
         },
         Shape {
             name: "limit 20, falls to 8 at 5 s, rises to 25 at 12 s, 100 ms ±10%",

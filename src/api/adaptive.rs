@@ -10,23 +10,27 @@
 //!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
 //!   handful of 429s at start-up, not a burst at the ceiling.
 //! - **With the header.** Every answer shows the account's count `R`; `R` minus this run's
-//!   own requests in flight is the *other* traffic, averaged (with its spread) over recent
-//!   answers. A 429 puts the account's limit at `R - 1` (or at `R` when admitted answers
-//!   just showed `R`: the header left the refused request out); the window's target is then
-//!   `min(ceiling, max_share × limit, limit − other)`, so the run leaves the other traffic
-//!   its room instead of taking it. A 429 that shows more requests than this run's own cuts
-//!   too (to the room the header says is left).
+//!   own requests in flight is the *other* traffic. A 429 puts the account's limit at
+//!   `R - 1` (or at `R` when admitted answers just showed `R`: the header left the refused
+//!   request out); the window's target is then `min(ceiling, max_share × limit, limit −
+//!   other)`, where `other` is what the latest answers showed at most, leaving out the top
+//!   5%: room for the other traffic's usual high, not its mean, which would leave it too
+//!   little half the time. A 429 that shows more requests than this run's own cuts at once
+//!   (to the room the header says is left).
 //! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
 //!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
 //!   cut are the same news). A 429 in the round right after a cut reads the room again (the
 //!   first reading can be one high: one of ours overtook the refused request); a third round
 //!   in a row with a 429 cuts multiplicatively, so a storm never persists.
-//! - **Ageing.** A learned limit is a hint, not a wall: after [`FIRST_PROBE_AFTER_ROUNDS`]
-//!   round trips at it without a 429 (a cut can read the room one low), the limit is probed
-//!   one higher, then two, four, ... for each further round trip the probe holds. A probe
-//!   refused goes back to where it started and doubles the wait for the next, up to
-//!   [`PROBE_AFTER_ROUNDS`]. With the header a probe only counts when an answer shows the
-//!   account above the old limit; otherwise it is withdrawn.
+//! - **Ageing.** A learned limit is a hint, not a wall: after some round trips at it without
+//!   a 429 the limit is probed one higher, then two, four, ... for each further round trip
+//!   the probe holds. A refused probe goes back to where it started. Without the header the
+//!   first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the
+//!   room one low) and each refused one doubles the wait, up to twice [`PROBE_AFTER_ROUNDS`];
+//!   with it, probes only look for a
+//!   rise: every [`PROBE_AFTER_ROUNDS`], or [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic
+//!   is on the account, whose slot a probe borrows. A header probe only counts when an
+//!   answer shows the account above the old limit; otherwise it is withdrawn.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
@@ -44,15 +48,16 @@ pub const INITIAL_WINDOW: f64 = 4.0;
 /// with each probe that finds nothing.
 pub const PROBE_AFTER_ROUNDS: u64 = 16;
 /// Round trips after a cut before the first probe: a cut can read the room one low.
-pub const FIRST_PROBE_AFTER_ROUNDS: u64 = 4;
-/// Quiet round trips (the account not seen full) before one withheld slot is given back.
-const RESERVE_ROUNDS: u64 = 8;
+pub const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
+/// With other traffic on the account, round trips between probes: a probe takes a slot the
+/// other traffic would have had, so it is rarer (about every 6 s at 100 ms a round trip).
+pub const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
+/// How many of the latest answers the other traffic's level is read from.
+const OTHER_SAMPLES: usize = 128;
+/// The share of those answers whose other traffic the run leaves room for.
+const OTHER_QUANTILE: f64 = 0.95;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
-/// Weight of one answer in the running average of other traffic.
-const OTHER_WEIGHT: f64 = 1.0 / 16.0;
-/// Weight of an answer that shows more other traffic than the average.
-const OTHER_WEIGHT_UP: f64 = 1.0 / 4.0;
 
 tokio::task_local! {
     /// The `Twilio-Concurrent-Requests` value of the answer being awaited in [`observe`].
@@ -116,9 +121,9 @@ struct State {
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
     header_seen: bool,
-    /// Running mean and mean deviation of other traffic in flight.
-    other_mean: f64,
-    other_dev: f64,
+    /// Other traffic in flight on the latest answers (a ring), and over the whole run.
+    other_recent: Vec<u32>,
+    other_next: usize,
     other_sum: f64,
     other_samples: u64,
     other_peak: u32,
@@ -146,11 +151,6 @@ struct State {
     last_round_peak: u32,
     /// The account's count on the last 429 (0 before any).
     refused_at: u32,
-    /// Slots withheld beyond the other traffic's estimate because the account was seen
-    /// full while it had other traffic; one is given back after quiet round trips.
-    reserve: f64,
-    full_this_round: bool,
-    rounds_since_full: u64,
     lowest: f64,
     highest: f64,
 }
@@ -208,8 +208,8 @@ impl ConcurrencyLimit {
                 slow_start: adaptive,
                 learned: None,
                 header_seen: false,
-                other_mean: 0.0,
-                other_dev: 0.0,
+                other_recent: Vec::with_capacity(OTHER_SAMPLES),
+                other_next: 0,
                 other_sum: 0.0,
                 other_samples: 0,
                 other_peak: 0,
@@ -227,9 +227,6 @@ impl ConcurrencyLimit {
                 round_peak: 0,
                 last_round_peak: 0,
                 refused_at: 0,
-                reserve: 0.0,
-                full_this_round: false,
-                rounds_since_full: 0,
                 lowest: start,
                 highest: start,
             }),
@@ -295,7 +292,12 @@ impl ConcurrencyLimit {
             settled: whole(state.window),
             lowest: whole(state.lowest),
             highest: whole(state.highest),
-            learned_limit: state.learned.map(whole),
+            // During a probe, the limit as it was before: the probe is a question, not a find.
+            learned_limit: state
+                .probe
+                .map(|probe| probe.from)
+                .or(state.learned)
+                .map(whole),
             header_seen: state.header_seen,
             other_in_flight: other.then(|| state.other_sum / state.other_samples as f64),
             other_peak: other.then_some(state.other_peak),
@@ -303,16 +305,14 @@ impl ConcurrencyLimit {
     }
 
     /// The most the window may be: the ceiling, the share of the learned limit, and with the
-    /// header the learned limit less the other traffic (its mean plus its spread).
+    /// header the learned limit less the room other traffic needs: as much as it had in
+    /// flight on nearly all of the latest answers, and a slot for its next request (a
+    /// request of its own that finds the account full is refused).
     fn target(&self, state: &State) -> f64 {
         let mut target = self.ceiling as f64;
         if let Some(learned) = state.learned {
             target = target.min((self.max_share * learned).max(1.0));
-            if state.header_seen {
-                // + 0.5: the window is used rounded down, so this rounds the room to nearest.
-                let room = learned - state.other_mean - state.other_dev - state.reserve + 0.5;
-                target = target.min(room);
-            }
+            target = target.min(state.room(learned));
         }
         target.max(1.0)
     }
@@ -326,9 +326,9 @@ impl ConcurrencyLimit {
         let mut state = self.lock();
         // This run's requests that the account counted. An admitted answer: ours now (this
         // one included, its slot not yet freed) or at send, whichever is more, so this run's
-        // own growth is never taken for other traffic; requests on their way count here and
-        // not yet at the server, so other traffic may be seen a little low, which the reserve
-        // (below) corrects from what the account shows. A 429 is answered at once: ours at
+        // own growth is never taken for other traffic (requests on their way count here and
+        // not yet at the server, so other traffic may be seen a little low, which reading a
+        // high quantile of it makes up for). A 429 is answered at once: ours at
         // send; but one of ours sent just after may have overtaken it on the way, so for the
         // estimate of other traffic, one more.
         let ours = match answer {
@@ -344,25 +344,7 @@ impl ConcurrencyLimit {
             state.other_peak = state.other_peak.max(other);
             state.other_sum += f64::from(other);
             state.other_samples += 1;
-            let other = f64::from(other);
-            if state.other_samples == 1 {
-                state.other_mean = other;
-            } else {
-                // Up fast, down slowly: room given back to other traffic too late costs its
-                // requests 429s; room taken back too late only costs this run a little time.
-                let weight = if other > state.other_mean {
-                    OTHER_WEIGHT_UP
-                } else {
-                    OTHER_WEIGHT
-                };
-                let deviation = (other - state.other_mean).abs();
-                state.other_mean += weight * (other - state.other_mean);
-                state.other_dev += OTHER_WEIGHT * (deviation - state.other_dev);
-            }
-            if answer == Answer::Throttled {
-                // Refused at this count: the other traffic is at least this much right now.
-                state.other_mean = state.other_mean.max(other);
-            }
+            state.note_other(other);
             if answer == Answer::Admitted {
                 state.round_peak = state.round_peak.max(reported);
                 // Admitted with the last 429's count in flight: the header leaves the refused
@@ -375,15 +357,6 @@ impl ConcurrencyLimit {
                         .is_some_and(|learned| f64::from(reported) > learned)
                 {
                     state.learned = Some(f64::from(reported));
-                }
-                // The account was full while other traffic was in flight: its next request
-                // would have been refused. Withhold one more slot (once per round trip).
-                let full = state
-                    .learned
-                    .is_some_and(|learned| f64::from(reported) >= learned.floor());
-                if full && other > 0.0 && state.probe.is_none() && !state.full_this_round {
-                    state.full_this_round = true;
-                    state.reserve += 1.0;
                 }
             }
         }
@@ -437,7 +410,7 @@ impl ConcurrencyLimit {
         let fresh = slot.seq > state.cut_seq;
         if fresh {
             state.probe_wait = match probe {
-                Some(_) => (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS),
+                Some(_) => state.probe_wait * 2,
                 None => FIRST_PROBE_AFTER_ROUNDS,
             };
         }
@@ -510,22 +483,14 @@ impl ConcurrencyLimit {
         state.last_round_full = full;
         let peak = std::mem::take(&mut state.round_peak);
         state.last_round_peak = peak;
-        if std::mem::take(&mut state.full_this_round) {
-            state.rounds_since_full = 0;
-        } else {
-            state.rounds_since_full += 1;
-            if state.rounds_since_full >= RESERVE_ROUNDS && state.reserve > 0.0 {
-                state.reserve -= 1.0;
-                state.rounds_since_full = 0;
-            }
-        }
         let Some(learned) = state.learned else {
             return;
         };
         if let Some(probe) = state.probe {
             if !probe.reached {
-                // The probe counts from the first full round trip at its level.
-                if state.window.floor() >= probe.level.floor() && full {
+                // The probe counts from the first full round trip at the window it allows
+                // (its level, less the other traffic's room).
+                if state.window.floor() >= self.target(state).floor() && full {
                     state.probe = Some(Probe {
                         reached: true,
                         ..probe
@@ -553,16 +518,32 @@ impl ConcurrencyLimit {
                 state.learned = Some(probe.from);
                 state.probe = None;
                 state.quiet_rounds = 0;
-                state.probe_wait = (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS);
+                state.probe_wait *= 2;
             }
             return;
         }
         if full {
             state.quiet_rounds += 1;
         }
-        if state.quiet_rounds >= state.probe_wait {
+        // A run held to its --max-share stays below the limit: a probe there proves nothing.
+        let share_bound = self.max_share * learned < state.room(learned);
+        if state.quiet_rounds >= self.probe_wait(state) && !share_bound {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
+        }
+    }
+
+    /// Full quiet round trips before the next probe. Without the header, a cut can read the
+    /// room one low, so the first probe after one comes soon and each probe that finds
+    /// nothing doubles the wait. With it, the limit a 429 shows is exact and probes only look
+    /// for a rise; with other traffic on the account they are rarer still.
+    fn probe_wait(&self, state: &State) -> u64 {
+        if !state.header_seen {
+            state.probe_wait.min(2 * PROBE_AFTER_ROUNDS)
+        } else if state.other_level() > 0 {
+            PROBE_AFTER_ROUNDS_SHARED
+        } else {
+            PROBE_AFTER_ROUNDS
         }
     }
 
@@ -581,6 +562,42 @@ impl ConcurrencyLimit {
             reached: false,
         });
         tracing::trace!(from, level, "probing above the learned limit");
+    }
+}
+
+impl State {
+    /// The room the account leaves this run under `limit`: all of it without the header,
+    /// else less what other traffic needs.
+    fn room(&self, limit: f64) -> f64 {
+        if !self.header_seen {
+            return limit;
+        }
+        let other = self.other_level();
+        let next = u32::from(other > 0);
+        limit - f64::from(other + next)
+    }
+
+    /// Records the other traffic one answer showed.
+    fn note_other(&mut self, other: u32) {
+        if self.other_recent.len() < OTHER_SAMPLES {
+            self.other_recent.push(other);
+        } else {
+            self.other_recent[self.other_next] = other;
+        }
+        self.other_next = (self.other_next + 1) % OTHER_SAMPLES;
+    }
+
+    /// The other traffic in flight that the latest answers showed at most, all but the top
+    /// [`OTHER_QUANTILE`] of them: the room the run leaves. Any less and the other app's
+    /// requests meet a full account whenever its traffic is at its usual high; the mean
+    /// would leave it too little half the time.
+    fn other_level(&self) -> u32 {
+        let mut recent = self.other_recent.clone();
+        if recent.is_empty() {
+            return 0;
+        }
+        let rank = ((recent.len() - 1) as f64 * OTHER_QUANTILE).round() as usize;
+        *recent.select_nth_unstable(rank).1
     }
 }
 
