@@ -13,10 +13,9 @@
 //!   own requests in flight is the *other* traffic. A 429 puts the account's limit at
 //!   `R - 1` (or at `R` when admitted answers just showed `R`: the header left the refused
 //!   request out); the window's target is then `min(ceiling, max_share × limit, limit −
-//!   other)`, where `other` is what the latest answers showed at most, leaving out the top
-//!   5%: room for the other traffic's usual high, not its mean, which would leave it too
-//!   little half the time. A 429 that shows more requests than this run's own cuts at once
-//!   (to the room the header says is left).
+//!   room)`, where the room is the other traffic's usual high on the latest answers, not its
+//!   mean, which would leave it too little half the time (see [`other`]). A 429 that shows
+//!   more requests than this run's own cuts at once (to the room the header says is left).
 //! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
 //!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
 //!   cut are the same news). A 429 in the round right after a cut reads the room again (the
@@ -26,7 +25,7 @@
 //!   a 429 the limit is probed one higher, then two, four, ... for each further round trip
 //!   the probe holds. A refused probe goes back to where it started. Without the header the
 //!   first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the
-//!   room one low) and each refused one doubles the wait, up to twice [`PROBE_AFTER_ROUNDS`];
+//!   room one low) and each refused one doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
 //!   with it, probes only look for a
 //!   rise: every [`PROBE_AFTER_ROUNDS`], or [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic
 //!   is on the account, whose slot a probe borrows. A header probe only counts when an
@@ -41,6 +40,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use other::OtherTraffic;
+
 /// The window a run starts with (or the ceiling, if lower).
 pub const INITIAL_WINDOW: f64 = 4.0;
 /// Round trips at a learned limit without a 429 before it is probed upward, at most: the
@@ -52,10 +53,6 @@ pub const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
 /// With other traffic on the account, round trips between probes: a probe takes a slot the
 /// other traffic would have had, so it is rarer (about every 6 s at 100 ms a round trip).
 pub const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
-/// How many of the latest answers the other traffic's level is read from.
-const OTHER_SAMPLES: usize = 128;
-/// The share of those answers whose other traffic the run leaves room for.
-const OTHER_QUANTILE: f64 = 0.95;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
 
@@ -121,9 +118,8 @@ struct State {
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
     header_seen: bool,
-    /// Other traffic in flight on the latest answers (a ring), and over the whole run.
-    other_recent: Vec<u32>,
-    other_next: usize,
+    /// Other traffic on the latest answers, and over the whole run.
+    other: OtherTraffic,
     other_sum: f64,
     other_samples: u64,
     other_peak: u32,
@@ -208,8 +204,7 @@ impl ConcurrencyLimit {
                 slow_start: adaptive,
                 learned: None,
                 header_seen: false,
-                other_recent: Vec::with_capacity(OTHER_SAMPLES),
-                other_next: 0,
+                other: OtherTraffic::default(),
                 other_sum: 0.0,
                 other_samples: 0,
                 other_peak: 0,
@@ -305,9 +300,7 @@ impl ConcurrencyLimit {
     }
 
     /// The most the window may be: the ceiling, the share of the learned limit, and with the
-    /// header the learned limit less the room other traffic needs: as much as it had in
-    /// flight on nearly all of the latest answers, and a slot for its next request (a
-    /// request of its own that finds the account full is refused).
+    /// header the learned limit less the room other traffic needs (see [`other`]).
     fn target(&self, state: &State) -> f64 {
         let mut target = self.ceiling as f64;
         if let Some(learned) = state.learned {
@@ -344,7 +337,11 @@ impl ConcurrencyLimit {
             state.other_peak = state.other_peak.max(other);
             state.other_sum += f64::from(other);
             state.other_samples += 1;
-            state.note_other(other);
+            let full = answer == Answer::Throttled
+                || state
+                    .learned
+                    .is_some_and(|learned| f64::from(reported) >= learned.floor());
+            state.other.note(other, full);
             if answer == Answer::Admitted {
                 state.round_peak = state.round_peak.max(reported);
                 // Admitted with the last 429's count in flight: the header leaves the refused
@@ -408,6 +405,7 @@ impl ConcurrencyLimit {
         // trips and still does, unless the header says the limit fell.
         let probe = state.probe.take();
         let fresh = slot.seq > state.cut_seq;
+        let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
         if fresh {
             state.probe_wait = match probe {
                 Some(_) => state.probe_wait * 2,
@@ -448,7 +446,7 @@ impl ConcurrencyLimit {
                 let room = probe.map_or(room, |probe| room.max(probe.from));
                 // A second cut in a row may only correct the first's reading of the room
                 // (one of ours overtook the refused request); a third is a storm.
-                let storm = state.cut_streak >= 2;
+                let storm = probe.is_none() && in_a_row && state.cut_streak >= 2;
                 let window = if storm {
                     room.min(state.window * STORM_FACTOR)
                 } else {
@@ -459,7 +457,6 @@ impl ConcurrencyLimit {
             }
         }
         if fresh {
-            let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
             state.cut_streak = match probe {
                 Some(_) => 0,
                 None if in_a_row => state.cut_streak + 1,
@@ -539,8 +536,8 @@ impl ConcurrencyLimit {
     /// for a rise; with other traffic on the account they are rarer still.
     fn probe_wait(&self, state: &State) -> u64 {
         if !state.header_seen {
-            state.probe_wait.min(2 * PROBE_AFTER_ROUNDS)
-        } else if state.other_level() > 0 {
+            state.probe_wait.min(PROBE_AFTER_ROUNDS)
+        } else if state.other.room() > 0 {
             PROBE_AFTER_ROUNDS_SHARED
         } else {
             PROBE_AFTER_ROUNDS
@@ -572,32 +569,7 @@ impl State {
         if !self.header_seen {
             return limit;
         }
-        let other = self.other_level();
-        let next = u32::from(other > 0);
-        limit - f64::from(other + next)
-    }
-
-    /// Records the other traffic one answer showed.
-    fn note_other(&mut self, other: u32) {
-        if self.other_recent.len() < OTHER_SAMPLES {
-            self.other_recent.push(other);
-        } else {
-            self.other_recent[self.other_next] = other;
-        }
-        self.other_next = (self.other_next + 1) % OTHER_SAMPLES;
-    }
-
-    /// The other traffic in flight that the latest answers showed at most, all but the top
-    /// [`OTHER_QUANTILE`] of them: the room the run leaves. Any less and the other app's
-    /// requests meet a full account whenever its traffic is at its usual high; the mean
-    /// would leave it too little half the time.
-    fn other_level(&self) -> u32 {
-        let mut recent = self.other_recent.clone();
-        if recent.is_empty() {
-            return 0;
-        }
-        let rank = ((recent.len() - 1) as f64 * OTHER_QUANTILE).round() as usize;
-        *recent.select_nth_unstable(rank).1
+        limit - f64::from(self.other.room())
     }
 }
 
@@ -612,5 +584,6 @@ struct Probe {
     reached: bool,
 }
 
+mod other;
 #[cfg(test)]
 mod tests;

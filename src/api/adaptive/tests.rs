@@ -217,6 +217,28 @@ fn a_second_429_reads_the_room_again_and_a_third_in_a_row_cuts_hard() {
 }
 
 #[test]
+fn a_429_long_after_two_cuts_in_a_row_is_no_storm() {
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    {
+        let mut state = control.lock();
+        state.window = 23.0;
+        state.slow_start = false;
+        state.round_mark = u64::MAX;
+    }
+    for (ours_when_refused, rounds_after) in [(22, 1), (21, 10), (20, 1)] {
+        let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+        let refused = slots
+            .iter()
+            .find(|slot| slot.ours_at_send == ours_when_refused)
+            .unwrap();
+        control.on_answer(refused, Answer::Throttled, None);
+        drop(slots);
+        control.lock().rounds += rounds_after;
+    }
+    assert_eq!(control.current(), 19);
+}
+
+#[test]
 fn with_the_header_a_fall_is_followed_in_one_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
     account(20, 0, true).run(&control, 20);
@@ -386,10 +408,9 @@ async fn observe_reads_the_header_the_client_noted() {
 #[test]
 fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     // Another app holds 6 in flight, and 7 a fifth of the time: a run that leaves room for
-    // its mean (6.2) fills the account whenever it is at 7, and the other app's next request
-    // meets a full account. Leaving room for 7 and its next request costs this run little
-    // and the other app nothing; a probe for a rise borrows a slot only every
-    // PROBE_AFTER_ROUNDS_SHARED.
+    // its mean (6.2) takes the slot it needs whenever it is at 7. Leaving room for 7 costs
+    // this run little and the other app nothing; a probe for a rise borrows a slot only
+    // every PROBE_AFTER_ROUNDS_SHARED.
     let control = ConcurrencyLimit::new(100, true, 1.0);
     let (mut over, mut sum) = (0, 0);
     let rounds = 320;
@@ -399,11 +420,11 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
         account(20, other, true).round(&control);
         if round >= 20 {
             sum += window;
-            over += usize::from(window + other + 1 > 20);
+            over += usize::from(window + other > 20);
         }
     }
     let mean = sum as f64 / (rounds - 20) as f64;
-    assert!(mean >= 11.9, "{mean}");
+    assert!(mean >= 12.9, "{mean}");
     let probes = (rounds - 20) / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
     assert!(over <= 2 * probes, "{over} rounds over the limit");
 }
