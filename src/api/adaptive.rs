@@ -26,10 +26,10 @@
 //!   the probe holds. A refused probe goes back to where it started. Without the header the
 //!   first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the
 //!   room one low) and each refused one doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
-//!   with it, probes only look for a
-//!   rise: every [`PROBE_AFTER_ROUNDS`], or [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic
-//!   is on the account, whose slot a probe borrows. A header probe only counts when an
-//!   answer shows the account above the old limit; otherwise it is withdrawn.
+//!   with it, probes only look for a rise: every [`PROBE_AFTER_ROUNDS`], or
+//!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
+//!   borrows. A header probe only counts when an answer shows the account above the old
+//!   limit; otherwise it is withdrawn.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
@@ -408,7 +408,7 @@ impl ConcurrencyLimit {
         let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
         if fresh {
             state.probe_wait = match probe {
-                Some(_) => state.probe_wait * 2,
+                Some(_) => (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS),
                 None => FIRST_PROBE_AFTER_ROUNDS,
             };
         }
@@ -515,7 +515,7 @@ impl ConcurrencyLimit {
                 state.learned = Some(probe.from);
                 state.probe = None;
                 state.quiet_rounds = 0;
-                state.probe_wait *= 2;
+                state.probe_wait = (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS);
             }
             return;
         }
@@ -536,7 +536,7 @@ impl ConcurrencyLimit {
     /// for a rise; with other traffic on the account they are rarer still.
     fn probe_wait(&self, state: &State) -> u64 {
         if !state.header_seen {
-            state.probe_wait.min(PROBE_AFTER_ROUNDS)
+            state.probe_wait
         } else if state.other.room() > 0 {
             PROBE_AFTER_ROUNDS_SHARED
         } else {

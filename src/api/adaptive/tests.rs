@@ -428,3 +428,13 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     let probes = (rounds - 20) / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
     assert!(over <= 2 * probes, "{over} rounds over the limit");
 }
+
+#[test]
+fn hours_of_refused_probes_keep_the_wait_bounded() {
+    // Each refused probe doubles the wait: it must stop at PROBE_AFTER_ROUNDS rather than
+    // overflow after a long run at a steady limit.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    account(10, 0, false).run(&control, 200 * PROBE_AFTER_ROUNDS as usize);
+    assert!(control.lock().probe_wait <= PROBE_AFTER_ROUNDS);
+    assert_eq!(control.current(), 10);
+}
