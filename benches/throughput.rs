@@ -549,7 +549,7 @@ fn adaptive_table(dir: &Path) {
             let percent =
                 |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
             println!(
-                "| {} | {} | {possible:.0} | {:.2} | {} | {} | {} | {:.2} | {} | {} |",
+                "| {} | {} | {possible:.0} | {:.3} | {} | {} | {} | {:.3} | {} | {} |",
                 shape.name,
                 if header { "yes" } else { "no" },
                 ratio(&run),

@@ -308,7 +308,9 @@ impl Gate {
         self.back_off(wait).await
     }
 
-    /// Folds one admitted request's round trip into the smoothed one (weight 1/8).
+    /// Folds one admitted request's round trip into the smoothed one (weight 1/8). Two
+    /// answers at once may lose one of the two updates: an average that misses a sample is
+    /// still an average, so no compare-and-swap loop.
     fn note_round_trip(&self, took: Duration) {
         let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let before = self.round_trip.load(Ordering::Relaxed);
