@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::store::{InFlight, Shared};
+use super::store::Shared;
 
 /// Runs the other app until the task is aborted.
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -27,28 +27,18 @@ pub(super) async fn run(shared: Arc<Shared>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
         ticks.tick().await;
-        let admitted = {
+        let slot = {
             let mut store = shared.store();
             store.stats.other_requests += 1;
-            let over = shared
-                .limit_now()
-                .is_some_and(|max| store.in_flight + 1 > max);
-            if over {
-                store.stats.other_throttled += 1;
-            } else {
-                store.in_flight += 1;
-                store.stats.max_in_flight = store.stats.max_in_flight.max(store.in_flight);
-            }
-            !over
+            let slot = shared.take_slot(&mut store);
+            store.stats.other_throttled += u64::from(slot.is_none());
+            slot
         };
-        if admitted {
-            let guard = InFlight {
-                shared: Arc::clone(&shared),
-            };
+        if let Some(slot) = slot {
             let hold = shared.jittered(app.latency);
             tokio::spawn(async move {
                 tokio::time::sleep(hold).await;
-                drop(guard);
+                drop(slot);
             });
         }
     }

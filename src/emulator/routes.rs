@@ -46,21 +46,13 @@ pub(super) async fn admit_request(
     shared.start_clock();
     // A refused request is never processed, so it holds no slot: it does not make the next
     // request (this client's or the other app's) meet a 429 too. Its header counts it.
-    let over_limit = {
+    let slot = {
         let mut store = shared.store();
         store.stats.requests += 1;
-        let over = shared
-            .limit_now()
-            .is_some_and(|max| store.in_flight + 1 > max);
-        if !over {
-            store.in_flight += 1;
-            store.stats.max_in_flight = store.stats.max_in_flight.max(store.in_flight);
-        }
-        over
+        shared.take_slot(&mut store)
     };
-    let _guard = (!over_limit).then(|| InFlight {
-        shared: Arc::clone(&shared),
-    });
+    // Held until the answer is ready, so the request counts as in flight meanwhile.
+    let over_limit = slot.is_none();
     let mut response = if over_limit {
         too_many_requests()
     } else if request.uri().path().starts_with("/v1") && !shared.is_authorized(request.headers()) {

@@ -248,6 +248,23 @@ impl Shared {
             .unwrap_or(base)
     }
 
+    /// A slot of the account's concurrency limit, if one is free now, for an HTTP request
+    /// or one of the other app's alike; the guard frees it when dropped (not while `store`
+    /// is still held).
+    pub(super) fn take_slot(self: &Arc<Self>, store: &mut Store) -> Option<InFlight> {
+        if self
+            .limit_now()
+            .is_some_and(|max| store.in_flight + 1 > max)
+        {
+            return None;
+        }
+        store.in_flight += 1;
+        store.stats.max_in_flight = store.stats.max_in_flight.max(store.in_flight);
+        Some(InFlight {
+            shared: Arc::clone(self),
+        })
+    }
+
     /// `latency`, spread by `latency_jitter`.
     pub(super) fn jittered(&self, latency: std::time::Duration) -> std::time::Duration {
         let jitter = self.config.latency_jitter.clamp(0.0, 1.0);
