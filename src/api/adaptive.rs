@@ -120,9 +120,6 @@ struct State {
     header_seen: bool,
     /// Other traffic on the latest answers, and over the whole run.
     other: OtherTraffic,
-    other_sum: f64,
-    other_samples: u64,
-    other_peak: u32,
     /// Round trips completed, and the sequence number whose answer ends the current one.
     rounds: u64,
     round_mark: u64,
@@ -137,8 +134,9 @@ struct State {
     cut_streak: u32,
     /// Full round trips since the last 429 or probe.
     quiet_rounds: u64,
-    /// Full quiet round trips before the next probe.
-    probe_wait: u64,
+    /// Without the header: full quiet round trips before the next probe (see
+    /// [`ConcurrencyLimit::probe_wait`]).
+    probe_wait_without_header: u64,
     /// The next probe's step, and the probe under way.
     probe_step: f64,
     probe: Option<Probe>,
@@ -205,9 +203,6 @@ impl ConcurrencyLimit {
                 learned: None,
                 header_seen: false,
                 other: OtherTraffic::default(),
-                other_sum: 0.0,
-                other_samples: 0,
-                other_peak: 0,
                 rounds: 0,
                 round_mark: 1,
                 round_full: false,
@@ -216,7 +211,7 @@ impl ConcurrencyLimit {
                 cut_round: 0,
                 cut_streak: 0,
                 quiet_rounds: 0,
-                probe_wait: FIRST_PROBE_AFTER_ROUNDS,
+                probe_wait_without_header: FIRST_PROBE_AFTER_ROUNDS,
                 probe_step: 1.0,
                 probe: None,
                 round_peak: 0,
@@ -282,7 +277,6 @@ impl ConcurrencyLimit {
     pub fn observed(&self) -> Observed {
         let state = self.lock();
         let whole = |v: f64| (v.floor() as usize).max(1);
-        let other = state.header_seen && state.other_samples > 0;
         Observed {
             settled: whole(state.window),
             lowest: whole(state.lowest),
@@ -294,8 +288,8 @@ impl ConcurrencyLimit {
                 .or(state.learned)
                 .map(whole),
             header_seen: state.header_seen,
-            other_in_flight: other.then(|| state.other_sum / state.other_samples as f64),
-            other_peak: other.then_some(state.other_peak),
+            other_in_flight: state.other.mean(),
+            other_peak: state.other.peak(),
         }
     }
 
@@ -334,9 +328,6 @@ impl ConcurrencyLimit {
             other_now = Some(reported.saturating_sub(ours));
             let overtaken = u32::from(answer == Answer::Throttled);
             let other = reported.saturating_sub(ours + overtaken);
-            state.other_peak = state.other_peak.max(other);
-            state.other_sum += f64::from(other);
-            state.other_samples += 1;
             let full = answer == Answer::Throttled
                 || state
                     .learned
@@ -407,8 +398,8 @@ impl ConcurrencyLimit {
         let fresh = slot.seq > state.cut_seq;
         let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
         if fresh {
-            state.probe_wait = match probe {
-                Some(_) => (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS),
+            state.probe_wait_without_header = match probe {
+                Some(_) => (state.probe_wait_without_header * 2).min(PROBE_AFTER_ROUNDS),
                 None => FIRST_PROBE_AFTER_ROUNDS,
             };
         }
@@ -515,7 +506,6 @@ impl ConcurrencyLimit {
                 state.learned = Some(probe.from);
                 state.probe = None;
                 state.quiet_rounds = 0;
-                state.probe_wait = (state.probe_wait * 2).min(PROBE_AFTER_ROUNDS);
             }
             return;
         }
@@ -536,7 +526,7 @@ impl ConcurrencyLimit {
     /// for a rise; with other traffic on the account they are rarer still.
     fn probe_wait(&self, state: &State) -> u64 {
         if !state.header_seen {
-            state.probe_wait
+            state.probe_wait_without_header
         } else if state.other.room() > 0 {
             PROBE_AFTER_ROUNDS_SHARED
         } else {

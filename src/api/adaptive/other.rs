@@ -26,12 +26,19 @@ pub(super) struct OtherTraffic {
     /// How many samples in the ring show each level of other traffic.
     levels: Vec<u32>,
     full: usize,
+    /// Over the whole run, for the summary: answers, their sum and their highest.
+    answers: u64,
+    sum: u64,
+    peak: u32,
 }
 
 impl OtherTraffic {
     /// Records one answer: `other` requests of others in flight, and whether the account
     /// was at its limit.
     pub(super) fn note(&mut self, other: u32, full: bool) {
+        self.answers += 1;
+        self.sum += u64::from(other);
+        self.peak = self.peak.max(other);
         let other = other.min(MAX_COUNTED);
         if self.ring.len() < SAMPLES {
             self.ring.push((other, full));
@@ -46,6 +53,16 @@ impl OtherTraffic {
         }
         self.levels[other as usize] += 1;
         self.full += usize::from(full);
+    }
+
+    /// The other traffic's mean in flight over the run, once an answer showed it.
+    pub(super) fn mean(&self) -> Option<f64> {
+        (self.answers > 0).then(|| self.sum as f64 / self.answers as f64)
+    }
+
+    /// The most other traffic one answer of the run showed.
+    pub(super) fn peak(&self) -> Option<u32> {
+        (self.answers > 0).then_some(self.peak)
     }
 
     /// The room to leave the other traffic: what all but the top 1% of the latest answers
