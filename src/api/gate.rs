@@ -395,7 +395,19 @@ mod tests {
     use tokio::sync::oneshot;
     use tokio::time::Instant;
 
-    fn gate(adaptive: bool) -> Arc<Gate> {
+    /// Limits for a gate under test: one slot, three attempts, adaptation on.
+    fn limits() -> GateLimits {
+        GateLimits {
+            rate: 1_000_000.0,
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            concurrency: 1,
+            adaptive: true,
+            max_share: 1.0,
+        }
+    }
+
+    fn gate_with(limits: GateLimits) -> Gate {
         let credentials = Credentials {
             username: "ACx".into(),
             password: "t".into(),
@@ -403,15 +415,14 @@ mod tests {
         // Never contacted: the requests below are futures that answer by themselves.
         let client = Client::new("http://127.0.0.1:9", credentials, Duration::from_secs(1))
             .expect("a client");
-        let limits = GateLimits {
-            rate: 1_000_000.0,
-            max_attempts: 3,
-            backoff: Backoff::default(),
-            concurrency: 1,
+        Gate::new(client, limits, CancellationToken::new())
+    }
+
+    fn gate(adaptive: bool) -> Arc<Gate> {
+        Arc::new(gate_with(GateLimits {
             adaptive,
-            max_share: 1.0,
-        };
-        Arc::new(Gate::new(client, limits, CancellationToken::new()))
+            ..limits()
+        }))
     }
 
     fn answer(status: u16, code: u32, retry_after: Option<u64>) -> ApiError {
@@ -500,21 +511,11 @@ mod tests {
     }
 
     fn gate_with_attempts(max_attempts: u32) -> Gate {
-        let credentials = Credentials {
-            username: "ACx".into(),
-            password: "t".into(),
-        };
-        let client = Client::new("http://127.0.0.1:9", credentials, Duration::from_secs(1))
-            .expect("a client");
-        let limits = GateLimits {
-            rate: 1_000_000.0,
+        gate_with(GateLimits {
             max_attempts,
-            backoff: Backoff::default(),
             concurrency: 4,
-            adaptive: true,
-            max_share: 1.0,
-        };
-        Gate::new(client, limits, CancellationToken::new())
+            ..limits()
+        })
     }
 
     #[tokio::test]

@@ -189,10 +189,10 @@ fn a_429_storm_without_the_header_is_cut_multiplicatively() {
     );
 }
 
-#[test]
-fn a_second_429_reads_the_room_again_and_a_third_in_a_row_cuts_hard() {
-    // Leaving slow start, the first cut read the room one high (21 at a limit of 20); the
-    // next 429 says 20 and is believed. A third round in a row with a 429 is a storm.
+/// A window of 23 past slow start, round trips counted by hand: each `(ours, rounds)` fills
+/// the window, has the request sent with `ours` in flight refused (no header), then lets
+/// `rounds` round trips go by. The window after each 429.
+fn refusals_without_header(steps: &[(usize, u64)]) -> Vec<usize> {
     let control = ConcurrencyLimit::new(100, true, 1.0);
     {
         let mut state = control.lock();
@@ -201,7 +201,7 @@ fn a_second_429_reads_the_room_again_and_a_third_in_a_row_cuts_hard() {
         state.round_mark = u64::MAX;
     }
     let mut levels = Vec::new();
-    for ours_when_refused in [22, 21, 20] {
+    for &(ours_when_refused, rounds_after) in steps {
         let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
         let refused = slots
             .iter()
@@ -210,32 +210,24 @@ fn a_second_429_reads_the_room_again_and_a_third_in_a_row_cuts_hard() {
         control.on_answer(refused, Answer::Throttled, None);
         levels.push(control.current());
         drop(slots);
-        control.lock().rounds += 1;
+        control.lock().rounds += rounds_after;
     }
+    levels
+}
+
+#[test]
+fn a_second_429_reads_the_room_again_and_a_third_in_a_row_cuts_hard() {
+    // Leaving slow start, the first cut read the room one high (21 at a limit of 20); the
+    // next 429 says 20 and is believed. A third round in a row with a 429 is a storm.
+    let levels = refusals_without_header(&[(22, 1), (21, 1), (20, 1)]);
     assert_eq!(levels[1], 20, "{levels:?}");
     assert!(levels[2] <= 14, "{levels:?}");
 }
 
 #[test]
 fn a_429_long_after_two_cuts_in_a_row_is_no_storm() {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
-    {
-        let mut state = control.lock();
-        state.window = 23.0;
-        state.slow_start = false;
-        state.round_mark = u64::MAX;
-    }
-    for (ours_when_refused, rounds_after) in [(22, 1), (21, 10), (20, 1)] {
-        let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
-        let refused = slots
-            .iter()
-            .find(|slot| slot.ours_at_send == ours_when_refused)
-            .unwrap();
-        control.on_answer(refused, Answer::Throttled, None);
-        drop(slots);
-        control.lock().rounds += rounds_after;
-    }
-    assert_eq!(control.current(), 19);
+    let levels = refusals_without_header(&[(22, 1), (21, 10), (20, 1)]);
+    assert_eq!(levels[2], 19, "{levels:?}");
 }
 
 #[test]
