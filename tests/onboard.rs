@@ -5,25 +5,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{TestEnv, exit_code, good_sim, stderr, stdout};
 use supersim_bulk::emulator::{EmulatorConfig, Fault, fleet_sid_for};
 
-type Row = HashMap<String, String>;
-
-/// The last row of each ICCID: what the results file says about each SIM.
-fn last_rows(env: &TestEnv) -> HashMap<String, Row> {
-    env.results()
-        .into_iter()
-        .map(|row| (row["iccid"].clone(), row))
-        .collect()
-}
-
 /// Every SIM's last results row matches the server: SID, status and Fleet.
 fn assert_results_match_server(env: &TestEnv, iccids: &[String]) {
-    let last = last_rows(env);
+    let last = env.last_rows();
     for iccid in iccids {
         let row = &last[iccid];
         let sim = env.emulator.sim(iccid).expect("registered");
@@ -54,7 +43,7 @@ async fn fleet_and_activation_go_in_one_update_and_scheduled_is_recorded() {
     let output = env.register(&["--fleet", "bench", "--activate"]).await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let iccids: Vec<String> = sims.iter().map(|(i, _)| i.clone()).collect();
-    let last = last_rows(&env);
+    let last = env.last_rows();
     for iccid in &iccids {
         assert_eq!(last[iccid]["outcome"], "registered");
         assert_eq!(last[iccid]["status"], "scheduled");
@@ -93,7 +82,7 @@ async fn wait_polls_until_the_change_is_done() {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     let iccids: Vec<String> = sims.iter().map(|(i, _)| i.clone()).collect();
     for iccid in &iccids {
-        assert_eq!(last_rows(&env)[iccid]["status"], "active");
+        assert_eq!(env.last_rows()[iccid]["status"], "active");
     }
     assert_results_match_server(&env, &iccids);
     assert!(env.emulator.stats().lookup_requests >= 4, "each SIM polled");
@@ -163,7 +152,7 @@ async fn activation_without_any_fleet_is_refused_before_any_request() {
     ));
     let output = env.register(&["--activate", "--wait"]).await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
-    let last = last_rows(&env);
+    let last = env.last_rows();
     assert_eq!(last[&a]["status"], "active");
     assert_eq!(last[&b]["outcome"], "invalid");
     assert!(last[&b]["error_message"].contains("fleet"));
@@ -200,7 +189,7 @@ async fn refused_updates_are_update_failed_with_code_and_exit_1() {
         ])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
-    let last = last_rows(&env);
+    let last = env.last_rows();
     let failed = |iccid: &str, code: &str| {
         let row = &last[iccid];
         assert_eq!(row["outcome"], "update_failed", "{row:?}");
@@ -236,7 +225,7 @@ async fn refused_updates_are_update_failed_with_code_and_exit_1() {
         .register(&["--fleet", "bench", "--status", "ready", "--wait"])
         .await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    assert_eq!(last_rows(&env)[&unknown_fleet]["outcome"], "registered");
+    assert_eq!(env.last_rows()[&unknown_fleet]["outcome"], "registered");
     assert_results_match_server(&env, &[unknown_fleet]);
 }
 
@@ -256,7 +245,7 @@ async fn an_unknown_sid_in_the_results_is_update_failed_83005() {
     .unwrap();
     let output = env.register(&["--fleet", "bench"]).await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
-    let row = &last_rows(&env)[&iccid];
+    let row = &env.last_rows()[&iccid];
     assert_eq!(row["outcome"], "update_failed");
     assert_eq!(row["error_code"], "20404", "FetchSim of an unknown SID");
     assert_eq!(env.emulator.stats().create_requests, 0);
@@ -272,7 +261,7 @@ async fn an_already_registered_sim_gets_the_missing_steps() {
         .register(&["--fleet", "bench", "--activate", "--wait"])
         .await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    let row = &last_rows(&env)[&sim.0];
+    let row = &env.last_rows()[&sim.0];
     assert_eq!(row["outcome"], "already_registered");
     assert_eq!(row["sid"], sid);
     assert_eq!(row["status"], "active");
@@ -298,7 +287,7 @@ async fn update_83009_is_retried_after_a_backoff() {
         .register(&["--fleet", "bench", "--activate", "--wait"])
         .await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    assert_eq!(last_rows(&env)[&sim.0]["status"], "active");
+    assert_eq!(env.last_rows()[&sim.0]["status"], "active");
     assert_eq!(env.emulator.stats().update_requests, 3);
 }
 
@@ -323,7 +312,7 @@ async fn a_transient_update_failure_gives_up_and_a_resume_only_updates() {
 
     let first = env.register(&flags).await;
     assert_eq!(exit_code(&first), 75, "{}", stderr(&first));
-    let row = &last_rows(&env)[&flaky];
+    let row = &env.last_rows()[&flaky];
     assert_eq!(row["outcome"], "gave_up");
     assert_eq!(row["error_code"], "20503");
     assert_eq!(
@@ -343,7 +332,7 @@ async fn a_transient_update_failure_gives_up_and_a_resume_only_updates() {
     );
     let iccids: Vec<String> = sims.iter().map(|(i, _)| i.clone()).collect();
     assert_results_match_server(&env, &iccids);
-    assert_eq!(last_rows(&env)[&flaky]["status"], "active");
+    assert_eq!(env.last_rows()[&flaky]["status"], "active");
 
     let before = env.emulator.stats().requests;
     let third = env.register(&flags).await;
@@ -375,7 +364,7 @@ async fn a_first_pass_registers_and_a_second_pass_onboards() {
     );
     assert_results_match_server(&env, &iccids);
     for iccid in &iccids {
-        assert_eq!(last_rows(&env)[iccid]["status"], "scheduled");
+        assert_eq!(env.last_rows()[iccid]["status"], "scheduled");
     }
 
     // The changes finish; a run with --wait records the final status after one fetch each.
@@ -391,7 +380,7 @@ async fn a_first_pass_registers_and_a_second_pass_onboards() {
         "nothing left to change"
     );
     for iccid in &iccids {
-        assert_eq!(last_rows(&env)[iccid]["status"], "active");
+        assert_eq!(env.last_rows()[iccid]["status"], "active");
     }
     assert_results_match_server(&env, &iccids);
 }
@@ -412,7 +401,7 @@ async fn wait_timeout_gives_up_and_a_later_run_records_the_final_status() {
 
     let first = env.register(&flags).await;
     assert_eq!(exit_code(&first), 75, "{}", stderr(&first));
-    let row = &last_rows(&env)[&sim.0];
+    let row = &env.last_rows()[&sim.0];
     assert_eq!(row["outcome"], "gave_up");
     assert_eq!(row["status"], "scheduled");
     assert!(row["error_message"].contains("--wait-timeout"), "{row:?}");
@@ -420,7 +409,7 @@ async fn wait_timeout_gives_up_and_a_later_run_records_the_final_status() {
     env.emulator.finish_scheduled();
     let second = env.register(&flags).await;
     assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
-    assert_eq!(last_rows(&env)[&sim.0]["outcome"], "registered");
+    assert_eq!(env.last_rows()[&sim.0]["outcome"], "registered");
     assert_results_match_server(&env, &[sim.0]);
     assert_eq!(env.emulator.stats().update_requests, 1);
     assert_eq!(env.emulator.stats().create_requests, 1);
@@ -466,6 +455,6 @@ async fn sigkill_between_registration_and_update_resumes_at_the_update() {
     assert_eq!(exit_code(&resumed), 0, "{}", stderr(&resumed));
     let stats = env.emulator.stats();
     assert_eq!(stats.create_requests, 1, "no second registration");
-    assert_eq!(last_rows(&env)[&sim.0]["status"], "active");
+    assert_eq!(env.last_rows()[&sim.0]["status"], "active");
     assert_results_match_server(&env, &[sim.0]);
 }

@@ -5,19 +5,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::{TestEnv, binary_command, exit_code, good_sim, stderr, stdout};
 use supersim_bulk::emulator::{Fault, fleet_sid_for};
-
-type Row = HashMap<String, String>;
-
-fn last_rows(env: &TestEnv) -> HashMap<String, Row> {
-    env.results()
-        .into_iter()
-        .map(|row| (row["iccid"].clone(), row))
-        .collect()
-}
 
 fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -60,7 +49,7 @@ async fn an_unknown_fleet_in_the_column_makes_its_rows_invalid_and_the_rest_go_o
         .register(&["--fleet", "field-devices", "--activate", "--wait"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
-    let last = last_rows(&env);
+    let last = env.last_rows();
     for typo in [&sims[1].0, &sims[3].0] {
         let row = &last[typo];
         assert_eq!(row["outcome"], "invalid", "{row:?}");
@@ -91,7 +80,7 @@ async fn an_unknown_fleet_in_the_column_makes_its_rows_invalid_and_the_rest_go_o
         .register(&["--fleet", "field-devices", "--activate", "--wait"])
         .await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    let last = last_rows(&env);
+    let last = env.last_rows();
     for n in [1, 3] {
         assert_eq!(last[&sims[n].0]["outcome"], "registered");
         assert_eq!(fleet_of(n), Some(fleet_sid_for("bench")));
@@ -193,7 +182,7 @@ async fn a_bare_404_on_create_mid_run_stops_the_run_and_nothing_is_rejected() {
     // The rows it left are sent by the next run.
     let output = env.register(&[]).await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    let last = last_rows(&env);
+    let last = env.last_rows();
     for (iccid, _) in &sims {
         assert_eq!(last[iccid]["outcome"], "registered");
     }
@@ -213,7 +202,7 @@ async fn a_4xx_with_a_twilio_code_on_create_stays_a_rejected_sim() {
     );
     let output = env.register(&["--concurrency", "1"]).await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
-    let last = last_rows(&env);
+    let last = env.last_rows();
     assert_eq!(last[&sims[1].0]["outcome"], "rejected");
     assert_eq!(last[&sims[0].0]["outcome"], "registered");
     assert_eq!(last[&sims[2].0]["outcome"], "registered");

@@ -127,6 +127,15 @@ impl TestEnv {
             })
             .collect()
     }
+    /// The last row of each ICCID: what the results file says about each SIM.
+    pub fn last_rows(
+        &self,
+    ) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+        self.results()
+            .into_iter()
+            .map(|row| (row["iccid"].clone(), row))
+            .collect()
+    }
 }
 
 /// Every variable through which an HTTP client may pick up a proxy. The binary must not see
