@@ -117,7 +117,6 @@ struct State {
     slow_start: bool,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
-    header_seen: bool,
     /// Other traffic on the latest answers, and over the whole run.
     other: OtherTraffic,
     /// Round trips completed, and the sequence number whose answer ends the current one.
@@ -201,7 +200,6 @@ impl ConcurrencyLimit {
                 sent: 0,
                 slow_start: adaptive,
                 learned: None,
-                header_seen: false,
                 other: OtherTraffic::default(),
                 rounds: 0,
                 round_mark: 1,
@@ -287,7 +285,7 @@ impl ConcurrencyLimit {
                 .map(|probe| probe.from)
                 .or(state.learned)
                 .map(whole),
-            header_seen: state.header_seen,
+            header_seen: state.header_seen(),
             other_in_flight: state.other.mean(),
             other_peak: state.other.peak(),
         }
@@ -324,7 +322,6 @@ impl ConcurrencyLimit {
         } as u32;
         let mut other_now = None;
         if let Some(reported) = reported {
-            state.header_seen = true;
             other_now = Some(reported.saturating_sub(ours));
             let overtaken = u32::from(answer == Answer::Throttled);
             let other = reported.saturating_sub(ours + overtaken);
@@ -489,7 +486,7 @@ impl ConcurrencyLimit {
             // A round trip at the probed level went by without a 429. With the header it
             // counts only if the account was seen above the old limit (other traffic that
             // happened to be quiet proves nothing); then the next step is twice as large.
-            let confirmed = !state.header_seen || f64::from(peak) > probe.from;
+            let confirmed = !state.header_seen() || f64::from(peak) > probe.from;
             if confirmed && state.probe_step >= 2.0 {
                 // Two steps held: the limit rose by more than a little. Slow start again
                 // from here rather than creep up a step at a time.
@@ -525,7 +522,7 @@ impl ConcurrencyLimit {
     /// nothing doubles the wait. With it, the limit a 429 shows is exact and probes only look
     /// for a rise; with other traffic on the account they are rarer still.
     fn probe_wait(&self, state: &State) -> u64 {
-        if !state.header_seen {
+        if !state.header_seen() {
             state.probe_wait_without_header
         } else if state.other.room() > 0 {
             PROBE_AFTER_ROUNDS_SHARED
@@ -553,10 +550,15 @@ impl ConcurrencyLimit {
 }
 
 impl State {
+    /// Whether any answer carried `Twilio-Concurrent-Requests` (each is noted in `other`).
+    fn header_seen(&self) -> bool {
+        self.other.peak().is_some()
+    }
+
     /// The room the account leaves this run under `limit`: all of it without the header,
     /// else less what other traffic needs.
     fn room(&self, limit: f64) -> f64 {
-        if !self.header_seen {
+        if !self.header_seen() {
             return limit;
         }
         limit - f64::from(self.other.room())

@@ -26,6 +26,8 @@ pub(super) struct OtherTraffic {
     /// How many samples in the ring show each level of other traffic.
     levels: Vec<u32>,
     full: usize,
+    /// [`Self::room`], worked out once per answer: it is read several times per answer.
+    room: u32,
     /// Over the whole run, for the summary: answers, their sum and their highest.
     answers: u64,
     sum: u64,
@@ -53,6 +55,11 @@ impl OtherTraffic {
         }
         self.levels[other as usize] += 1;
         self.full += usize::from(full);
+        // A high that has left the ring (a garbage count, say) no longer lengthens the walk.
+        while self.levels.last() == Some(&0) {
+            self.levels.pop();
+        }
+        self.room = self.work_out_room();
     }
 
     /// The other traffic's mean in flight over the run, once an answer showed it.
@@ -69,6 +76,10 @@ impl OtherTraffic {
     /// showed in flight, and one slot more while the account is full on at least half of
     /// them with other traffic on it.
     pub(super) fn room(&self) -> u32 {
+        self.room
+    }
+
+    fn work_out_room(&self) -> u32 {
         let samples = self.ring.len();
         if samples == 0 {
             return 0;
@@ -109,6 +120,14 @@ mod tests {
         assert_eq!(other.room(), 2, "the old highs have left the ring");
         other.note(u32::MAX, false);
         assert!(other.levels.len() <= MAX_COUNTED as usize + 1);
+        for _ in 0..SAMPLES {
+            other.note(2, false);
+        }
+        assert_eq!(
+            other.levels.len(),
+            3,
+            "the garbage count has left the table"
+        );
     }
 
     #[test]
