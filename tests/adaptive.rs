@@ -98,8 +98,9 @@ async fn a_shared_account_leaves_the_other_app_room() {
         if header {
             let other = c["other_in_flight"].as_f64().unwrap();
             assert!(other >= 1.0, "the other app's 6 slots were seen: {summary}");
+            // At least the other app's mean (6 of 20) is left; the run aims at its high.
             assert!(
-                c["settled"].as_u64().unwrap() <= 18,
+                c["settled"].as_u64().unwrap() <= 14,
                 "room was left: {summary}"
             );
             assert!(
