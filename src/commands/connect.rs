@@ -1,14 +1,24 @@
-//! Connecting to the account, shared by `register`, `export` and `reconcile`: the API client
-//! for the resolved [`Target`], starting the built-in emulator first for `--emulator`.
+//! Connecting to the account, shared by `register`, `export` and `reconcile`: the account
+//! settings of the last two, and the API client for the resolved [`Target`], starting the
+//! built-in emulator first for `--emulator`.
 
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::api::Client;
-use crate::config::Target;
+use crate::config::{AccountConfig, Target};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::secret::Credentials;
+
+/// The account settings of `export` or `reconcile` from their flags and the environment,
+/// or the exit code after saying why they cannot be used.
+pub fn account_config(args: &crate::cli::AccountArgs) -> Result<AccountConfig, u8> {
+    AccountConfig::resolve(args, |name| std::env::var(name).ok()).map_err(|error| {
+        crate::logs::error(format_args!("{error:#}"));
+        crate::exit::USAGE_OR_CONFIG
+    })
+}
 
 /// The client for `target`, and the in-process emulator it talks to, if one was started
 /// (dropping it stops the emulator).

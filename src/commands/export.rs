@@ -168,12 +168,9 @@ pub fn check_output(path: &Path) -> anyhow::Result<()> {
 
 /// `export`: lists the SIMs to stdout or `-o FILE`.
 pub async fn run(args: ExportArgs) -> u8 {
-    let config = match AccountConfig::resolve(&args.account, |name| std::env::var(name).ok()) {
+    let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
-        Err(error) => {
-            crate::logs::error(format_args!("{error:#}"));
-            return exit::USAGE_OR_CONFIG;
-        }
+        Err(code) => return code,
     };
     super::connect::log_start("export", &config.target, None);
     let output = args.output.filter(|path| path.as_os_str() != "-");

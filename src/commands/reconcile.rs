@@ -24,7 +24,6 @@ use crate::api::SimFilter;
 use crate::api::gate::Gate;
 use crate::app::watch_signals;
 use crate::cli::ReconcileArgs;
-use crate::config::AccountConfig;
 use crate::exit;
 use crate::extsort::Sorter;
 use crate::input::checks::checked_iccid_key;
@@ -649,12 +648,9 @@ fn write_counts(
 
 /// `reconcile`: the report to stdout, errors to stderr.
 pub async fn run(args: ReconcileArgs) -> u8 {
-    let config = match AccountConfig::resolve(&args.account, |name| std::env::var(name).ok()) {
+    let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
-        Err(error) => {
-            crate::logs::error(format_args!("{error:#}"));
-            return exit::USAGE_OR_CONFIG;
-        }
+        Err(code) => return code,
     };
     super::connect::log_start(
         "reconcile",
