@@ -1,0 +1,450 @@
+//! A model-based test of the promises a results file makes, across many runs over one
+//! account and one results file.
+//!
+//! A seeded loop plays an operator and a hostile world: between runs it edits the input
+//! (inserts SIMs, removes and reorders lines, fixes a refused code, adds a line that is not
+//! a SIM, repeats a line), during a run it may SIGKILL the process after a chosen number of
+//! create requests, and the emulator meets a share of the requests with random faults (5xx,
+//! 429, lost and slow responses). After every run the file and the account are checked
+//! against what the README promises:
+//!
+//! - no SIM was created twice, and no two rows hold the same SID for different ICCIDs;
+//! - every `registered` / `already_registered` row holds the account's SID for its ICCID;
+//! - once the file has recorded a SIM's SID, a later run never loses that row, whatever was
+//!   removed from or added to the input;
+//! - after a run that ended on its own: each SIM of the input has exactly one row (repeats
+//!   aside), on the line where the SIM now stands, every SIM the account holds from the input
+//!   is recorded with its SID, and the exit code agrees with the rows.
+//!
+//! `SUPERSIM_MODEL_RUNS` (default 12) and `SUPERSIM_MODEL_SEED` widen the search; a failure
+//! prints the seed and the run so it can be replayed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Stdio;
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use supersim_bulk::emulator::{EmulatorConfig, Fault};
+
+/// One line of the input as the model holds it.
+#[derive(Clone, Debug)]
+enum Line {
+    /// A SIM: its ICCID and the code written for it (right or wrong).
+    Sim { iccid: String, code: String },
+    /// A line that is not a SIM (an ICCID with a letter in it).
+    NotASim(String),
+}
+
+impl Line {
+    fn csv(&self) -> String {
+        match self {
+            Line::Sim { iccid, code } => format!("{iccid},{code}"),
+            Line::NotASim(text) => text.clone(),
+        }
+    }
+
+    fn iccid(&self) -> Option<&str> {
+        match self {
+            Line::Sim { iccid, .. } => Some(iccid),
+            Line::NotASim(_) => None,
+        }
+    }
+}
+
+/// A code the emulator refuses (83002) for this ICCID: well-formed, but not the right one.
+fn wrong_code(iccid: &str) -> String {
+    let right = registration_code_for_sim(iccid);
+    let first = if right.starts_with('Z') { 'Y' } else { 'Z' };
+    format!("{first}{}", &right[1..])
+}
+
+/// A Super SIM ICCID for SIM number `n`, with a valid Luhn check digit so the run logs no
+/// warning about it.
+fn sim_iccid(n: u32) -> String {
+    let body = format!("8988307000{n:09}");
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+fn registration_code_for_sim(iccid: &str) -> String {
+    supersim_bulk::emulator::registration_code_for(iccid)
+}
+
+struct World {
+    rng: StdRng,
+    input: Vec<Line>,
+    /// SIM numbers handed out so far.
+    next_sim: u32,
+    /// ICCID → SID of every SIM the results file has recorded as on the account: such a row
+    /// must never be lost.
+    recorded: BTreeMap<String, String>,
+}
+
+impl World {
+    fn new_sim_line(&mut self) -> Line {
+        self.next_sim += 1;
+        let iccid = sim_iccid(self.next_sim);
+        let code = if self.rng.random_range(0..5) == 0 {
+            wrong_code(&iccid)
+        } else {
+            registration_code_for_sim(&iccid)
+        };
+        Line::Sim { iccid, code }
+    }
+
+    fn random_position(&mut self, extra: usize) -> usize {
+        self.rng.random_range(0..self.input.len() + extra)
+    }
+
+    /// One random edit of the input, described for the failure message.
+    fn edit(&mut self) -> String {
+        match self.rng.random_range(0..10) {
+            0..=2 => {
+                let count = self.rng.random_range(1..=4);
+                for _ in 0..count {
+                    let line = self.new_sim_line();
+                    let at = self.random_position(1);
+                    self.input.insert(at, line);
+                }
+                format!("inserted {count} new SIM(s)")
+            }
+            3 | 4 if !self.input.is_empty() => {
+                let at = self.random_position(0);
+                let gone = self.input.remove(at);
+                format!("removed line {} ({})", at + 2, gone.csv())
+            }
+            5 if self.input.len() > 1 => {
+                for i in (1..self.input.len()).rev() {
+                    let j = self.rng.random_range(0..=i);
+                    self.input.swap(i, j);
+                }
+                "reordered every line".to_string()
+            }
+            6 => {
+                let wrong: Vec<usize> = (0..self.input.len())
+                    .filter(|&i| {
+                        matches!(&self.input[i], Line::Sim { iccid, code }
+                            if *code != registration_code_for_sim(iccid))
+                    })
+                    .collect();
+                match wrong.get(self.rng.random_range(0..wrong.len().max(1))) {
+                    Some(&i) => {
+                        if let Line::Sim { iccid, code } = &mut self.input[i] {
+                            *code = registration_code_for_sim(iccid);
+                        }
+                        format!("fixed the code on line {}", i + 2)
+                    }
+                    None => "nothing to fix".to_string(),
+                }
+            }
+            7 => {
+                self.next_sim += 1;
+                let text = format!("89883070000X{:08},ABCDEFGHIJ", self.next_sim);
+                let at = self.random_position(1);
+                self.input.insert(at, Line::NotASim(text));
+                "inserted a line that is not a SIM".to_string()
+            }
+            8 if !self.input.is_empty() => {
+                let from = self.random_position(0);
+                let line = self.input[from].clone();
+                let at = self.random_position(1);
+                self.input.insert(at, line);
+                format!("repeated line {} at {}", from + 2, at + 2)
+            }
+            _ => "no edit".to_string(),
+        }
+    }
+
+    fn write_input(&self, env: &TestEnv) {
+        let mut text = String::from("Iccid,RegistrationCode\n");
+        for line in &self.input {
+            text.push_str(&line.csv());
+            text.push('\n');
+        }
+        env.write_csv(&text);
+    }
+}
+
+/// What a run did, as the checks need it.
+struct Ran {
+    killed: bool,
+    exit: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `register` once; when `kill_after` is set, SIGKILLs it once the emulator has seen
+/// that many more create requests (or lets it end, if it ends first).
+async fn run_once(env: &TestEnv, kill_after: Option<u64>, extra: &[&str]) -> Ran {
+    let log = env.dir.path().join("stderr.log");
+    let mut command = env.register_command(extra, &TestEnv::test_credentials());
+    command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("the binary starts");
+    let creates_before = env.emulator.stats().create_requests;
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if let Some(after) = kill_after
+            && env.emulator.stats().create_requests >= creates_before + after
+        {
+            child.start_kill().unwrap();
+            killed = true;
+            break child.wait().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
+    Ran {
+        killed,
+        exit: status.code(),
+        stderr: std::fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
+
+/// The results file's whole records (a record cut by a kill is left out), as column → value.
+fn whole_rows(env: &TestEnv) -> Vec<HashMap<String, String>> {
+    let Ok(mut bytes) = std::fs::read(env.results_path()) else {
+        return Vec::new();
+    };
+    if let Some(end) = bytes.iter().rposition(|&b| b == b'\n') {
+        bytes.truncate(end + 1);
+    } else {
+        return Vec::new();
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(record.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+const SUCCEEDED: [&str; 2] = ["registered", "already_registered"];
+
+/// The checks that hold after every run, killed or not. Returns what broke.
+fn check_always(env: &TestEnv, world: &mut World, rows: &[HashMap<String, String>]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for n in 1..=world.next_sim {
+        let iccid = sim_iccid(n);
+        let commits = env.emulator.commits(&iccid);
+        if commits > 1 {
+            broken.push(format!("{iccid} was created {commits} times"));
+        }
+    }
+    let mut sid_owner: HashMap<&str, &str> = HashMap::new();
+    for row in rows {
+        let (iccid, sid) = (row["iccid"].as_str(), row["sid"].as_str());
+        if !sid.is_empty()
+            && let Some(other) = sid_owner.insert(sid, iccid)
+            && other != iccid
+        {
+            broken.push(format!("{sid} is the SID of rows for {other} and {iccid}"));
+        }
+        if SUCCEEDED.contains(&row["outcome"].as_str()) {
+            let on_account = env.emulator.sim(iccid).map(|sim| sim.sid);
+            if on_account.as_deref() != Some(sid) || sid.is_empty() {
+                broken.push(format!(
+                    "line {} says {iccid} is {} with SID {sid:?}; the account has {on_account:?}",
+                    row["line"], row["outcome"]
+                ));
+            }
+        }
+    }
+    // The last word about each SIM (the journal's later rows win until compaction).
+    let mut last: HashMap<&str, &HashMap<String, String>> = HashMap::new();
+    for row in rows {
+        if row["outcome"] != "duplicate" {
+            last.insert(row["iccid"].as_str(), row);
+        }
+    }
+    for (iccid, sid) in &world.recorded {
+        match last.get(iccid.as_str()) {
+            Some(row) if SUCCEEDED.contains(&row["outcome"].as_str()) && row["sid"] == *sid => {}
+            other => broken.push(format!(
+                "the file recorded {iccid} with {sid} once; now it says {:?}",
+                other.map(|row| (&row["line"], &row["outcome"], &row["sid"]))
+            )),
+        }
+    }
+    for (iccid, row) in last {
+        if SUCCEEDED.contains(&row["outcome"].as_str()) && !row["sid"].is_empty() {
+            world
+                .recorded
+                .insert(iccid.to_string(), row["sid"].clone());
+        }
+    }
+    broken
+}
+
+/// The checks that hold after a run that ended on its own.
+fn check_finished(
+    env: &TestEnv,
+    world: &World,
+    rows: &[HashMap<String, String>],
+    exit: Option<i32>,
+) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut first_line: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, line) in world.input.iter().enumerate() {
+        if let Some(iccid) = line.iccid() {
+            first_line.entry(iccid).or_insert(i + 2);
+        }
+    }
+    let mut by_sim: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
+    for row in rows {
+        if row["outcome"] != "duplicate" && row["outcome"] != "invalid" {
+            by_sim.entry(row["iccid"].as_str()).or_default().push(row);
+        }
+    }
+    let mut outcomes = BTreeSet::new();
+    for (&iccid, &line) in &first_line {
+        let rows = by_sim.get(iccid).map(Vec::as_slice).unwrap_or_default();
+        let [row] = rows else {
+            broken.push(format!(
+                "{iccid} (line {line}) has {} rows, not one",
+                rows.len()
+            ));
+            continue;
+        };
+        if row["line"] != line.to_string() {
+            broken.push(format!(
+                "{iccid} stands on line {line}, its row says line {}",
+                row["line"]
+            ));
+        }
+        if env.emulator.sim(iccid).is_some() && !SUCCEEDED.contains(&row["outcome"].as_str()) {
+            broken.push(format!(
+                "{iccid} is on the account, its row says {}",
+                row["outcome"]
+            ));
+        }
+        outcomes.insert(row["outcome"].clone());
+    }
+    let not_a_sim = world
+        .input
+        .iter()
+        .filter(|line| matches!(line, Line::NotASim(_)))
+        .count();
+    if not_a_sim > 0 {
+        outcomes.insert("invalid".to_string());
+    }
+    let refused = ["rejected", "invalid", "update_failed"];
+    let expected = if outcomes.iter().any(|o| refused.contains(&o.as_str())) {
+        1
+    } else if outcomes.contains("gave_up") {
+        75
+    } else {
+        0
+    };
+    if exit != Some(expected) {
+        broken.push(format!(
+            "exit code {exit:?}, but the rows ({outcomes:?}) call for {expected}"
+        ));
+    }
+    broken
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promises_hold_across_runs_edits_kills_and_faults() {
+    let seed: u64 = std::env::var("SUPERSIM_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(17);
+    let runs: usize = std::env::var("SUPERSIM_MODEL_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let env = TestEnv::with_config(EmulatorConfig {
+        fail_rate: 0.15,
+        seed,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut world = World {
+        rng: StdRng::seed_from_u64(seed),
+        input: Vec::new(),
+        next_sim: 0,
+        recorded: BTreeMap::new(),
+    };
+    for _ in 0..12 {
+        let line = world.new_sim_line();
+        world.input.push(line);
+    }
+    let mut history = Vec::new();
+    for run in 1..=runs {
+        let edits: Vec<String> = (0..world.rng.random_range(0..3))
+            .map(|_| world.edit())
+            .collect();
+        world.write_input(&env);
+        // A lost response now and then, on a SIM of the input that is not on the account.
+        let fresh: Vec<String> = world
+            .input
+            .iter()
+            .filter_map(Line::iccid)
+            .filter(|iccid| env.emulator.sim(iccid).is_none())
+            .map(String::from)
+            .collect();
+        if !fresh.is_empty() {
+            let iccid = &fresh[world.rng.random_range(0..fresh.len())];
+            env.emulator.inject(iccid, vec![Fault::DropAfterCommit]);
+        }
+        let kill_after = (world.rng.random_range(0..3) == 0)
+            .then(|| world.rng.random_range(1..=fresh.len().max(1) as u64));
+        let mut extra = vec!["--timeout", "400ms", "--max-attempts", "4"];
+        if world.rng.random_range(0..3) == 0 {
+            extra.push("--retry-rejected");
+        }
+        let ran = run_once(&env, kill_after, &extra).await;
+        history.push(format!(
+            "run {run}: edits {edits:?}, flags {extra:?}, kill after {kill_after:?} creates: \
+             killed {}, exit {:?}",
+            ran.killed, ran.exit
+        ));
+        let rows = whole_rows(&env);
+        let mut broken = check_always(&env, &mut world, &rows);
+        if !ran.killed {
+            broken.extend(check_finished(&env, &world, &rows, ran.exit));
+        }
+        assert!(
+            broken.is_empty(),
+            "seed {seed}, run {run}:\n  {}\n\nhistory:\n  {}\n\ninput:\n{}\n\nstderr:\n{}",
+            broken.join("\n  "),
+            history.join("\n  "),
+            world
+                .input
+                .iter()
+                .map(Line::csv)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ran.stderr
+        );
+    }
+}
