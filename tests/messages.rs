@@ -99,3 +99,32 @@ async fn an_83003_is_logged_as_already_on_the_account_not_as_a_failure() {
     assert!(err.contains("already on the account (83003)"), "{err}");
     assert!(!err.contains("create failed"), "{err}");
 }
+
+#[tokio::test]
+async fn a_fleet_name_with_a_typo_gets_a_did_you_mean() {
+    let env = TestEnv::new().await;
+    let (a, code_a) = good_sim(1);
+    let (b, code_b) = good_sim(2);
+    env.write_input(&[(a.clone(), code_a.clone())]);
+    let output = env.register(&["--fleet", "feild-devices"]).await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Did you mean --fleet field-devices?"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(env.emulator.stats().create_requests, 0);
+    // A `fleet` cell with a typo makes its row invalid, with the same guess.
+    env.write_csv(&format!(
+        "Iccid,RegistrationCode,fleet\n{a},{code_a},bench\n{b},{code_b},bnech\n"
+    ));
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let rows = env.last_rows();
+    assert_eq!(rows[&b]["outcome"], "invalid");
+    assert!(
+        rows[&b]["error_message"].contains("did you mean 'bench'?"),
+        "{:?}",
+        rows[&b]
+    );
+}

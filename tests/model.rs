@@ -296,9 +296,7 @@ fn check_always(env: &TestEnv, world: &mut World, rows: &[HashMap<String, String
     }
     for (iccid, row) in last {
         if SUCCEEDED.contains(&row["outcome"].as_str()) && !row["sid"].is_empty() {
-            world
-                .recorded
-                .insert(iccid.to_string(), row["sid"].clone());
+            world.recorded.insert(iccid.to_string(), row["sid"].clone());
         }
     }
     broken

@@ -45,7 +45,12 @@ pub enum Invalid {
     IccidEmpty,
     /// A spreadsheet turned the ICCID into a number like `8.98831E+19`: its digits are gone.
     IccidScientific,
-    IccidNotDigits,
+    /// The first character that is not a digit, and its position (1-based, counted in the
+    /// ICCID as normalised: spaces and hyphens left out).
+    IccidNotDigits {
+        found: char,
+        position: usize,
+    },
     IccidLength(usize),
     IccidPrefix,
     CodeEmpty,
@@ -58,7 +63,7 @@ impl Invalid {
         match self {
             Invalid::IccidEmpty
             | Invalid::IccidScientific
-            | Invalid::IccidNotDigits
+            | Invalid::IccidNotDigits { .. }
             | Invalid::IccidLength(_)
             | Invalid::IccidPrefix => Column::Iccid,
             Invalid::CodeEmpty | Invalid::CodeLength(_) | Invalid::CodeCharacters => Column::Code,
@@ -75,9 +80,10 @@ impl std::fmt::Display for Invalid {
                 "ICCID was turned into a number in scientific notation by a spreadsheet and \
                  its digits are lost; format the column as text and export it again"
             ),
-            Invalid::IccidNotDigits => write!(
+            Invalid::IccidNotDigits { found, position } => write!(
                 f,
-                "ICCID must contain only digits (spaces, hyphens and a trailing F are removed)"
+                "ICCID must contain only digits: {found:?} is character {position} (spaces, \
+                 hyphens and a trailing F are removed)"
             ),
             Invalid::IccidLength(n) => write!(f, "ICCID must be 19 or 20 digits, found {n}"),
             Invalid::IccidPrefix => write!(
@@ -167,12 +173,15 @@ pub fn check_iccid(iccid: &str) -> Result<(), Invalid> {
     if iccid.is_empty() {
         return Err(Invalid::IccidEmpty);
     }
-    if !iccid.bytes().all(|b| b.is_ascii_digit()) {
+    if let Some((index, found)) = iccid.chars().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
         let scientific = iccid.contains('.') && (iccid.contains("E+") || iccid.contains("e+"));
         return Err(if scientific {
             Invalid::IccidScientific
         } else {
-            Invalid::IccidNotDigits
+            Invalid::IccidNotDigits {
+                found,
+                position: index + 1,
+            }
         });
     }
     match iccid.len() {
@@ -278,9 +287,34 @@ mod tests {
             ("\u{feff}89883070000123456789", Ok("89883070000123456789")),
             ("898830700001234567", Err(Invalid::IccidLength(18))),
             ("898830700001234567890", Err(Invalid::IccidLength(21))),
-            ("8988307000012345678FF", Err(Invalid::IccidNotDigits)),
-            ("8988307000012345678X", Err(Invalid::IccidNotDigits)),
-            ("8988307000012345678٣", Err(Invalid::IccidNotDigits)),
+            (
+                "8988307000012345678FF",
+                Err(Invalid::IccidNotDigits {
+                    found: 'F',
+                    position: 20,
+                }),
+            ),
+            (
+                "8988307000012345678X",
+                Err(Invalid::IccidNotDigits {
+                    found: 'X',
+                    position: 20,
+                }),
+            ),
+            (
+                "8988-3070-00O1-2345-678",
+                Err(Invalid::IccidNotDigits {
+                    found: 'O',
+                    position: 11,
+                }),
+            ),
+            (
+                "8988307000012345678٣",
+                Err(Invalid::IccidNotDigits {
+                    found: '٣',
+                    position: 20,
+                }),
+            ),
             ("", Err(Invalid::IccidEmpty)),
             ("F", Err(Invalid::IccidEmpty)),
             ("8.98831E+19", Err(Invalid::IccidScientific)),

@@ -125,15 +125,27 @@ pub async fn resolve(
     if missing.is_empty() {
         return Ok(resolved);
     }
-    let has = account_fleets(gate).await?;
+    let names = account_fleets(gate).await?;
+    let has = names.as_deref().map_or_else(
+        || "its Fleets could not be listed".to_string(),
+        |names| describe_fleets(names.to_vec()),
+    );
     for name in missing {
+        let close = names.as_deref().and_then(|names| closest(&name, names));
         let reason = format!("Fleet '{name}' is not on this account ({has})");
         if flag == Some(name.as_str()) {
+            let fix = close.map_or_else(
+                || "Pass the SID (HF...) or the unique name of a Fleet on the account".to_string(),
+                |close| format!("Did you mean --fleet {close}?"),
+            );
             return Err(FleetStop::Setup(format!(
-                "--fleet: {reason}; nothing was registered. Pass the SID (HF...) or the \
-                 unique name of a Fleet on the account"
+                "--fleet: {reason}; nothing was registered. {fix}"
             )));
         }
+        let reason = match close {
+            Some(close) => format!("{reason}; did you mean '{close}'?"),
+            None => reason,
+        };
         resolved.unknown.insert(name, reason);
     }
     Ok(resolved)
@@ -164,8 +176,9 @@ fn judge(error: &ApiError) -> Lookup {
     }
 }
 
-/// "it has: a, b, c" with the first [`LISTED`] Fleets' unique names (or SIDs).
-async fn account_fleets(gate: &Gate) -> Result<String, FleetStop> {
+/// The unique names (or SIDs) of the account's first [`LISTED`] + 1 Fleets; `None` when
+/// they could not be listed.
+async fn account_fleets(gate: &Gate) -> Result<Option<Vec<String>>, FleetStop> {
     let client = gate.client();
     let listed = gate
         .read_with_retries(0xf1ee_7001, || client.list_fleets(LISTED + 1))
@@ -175,15 +188,35 @@ async fn account_fleets(gate: &Gate) -> Result<String, FleetStop> {
         Err(None) => return Err(FleetStop::Halted),
         Err(Some(error)) => {
             tracing::warn!(%error, "cannot list the account's Fleets");
-            return Ok("its Fleets could not be listed".to_string());
+            return Ok(None);
         }
     };
-    Ok(describe_fleets(
+    Ok(Some(
         fleets
             .into_iter()
             .filter_map(|fleet| fleet.unique_name.or(fleet.sid))
             .collect(),
     ))
+}
+
+/// The Fleet name among `names` that `typed` most likely meant: the nearest by edit
+/// distance, when it is near enough to be a typo (a third of the name, at least 2 edits)
+/// and no other name is as near.
+fn closest<'a>(typed: &str, names: &'a [String]) -> Option<&'a str> {
+    let near_enough = (typed.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = names
+        .iter()
+        .map(|name| {
+            let distance = strsim::levenshtein(&typed.to_lowercase(), &name.to_lowercase());
+            (distance, name.as_str())
+        })
+        .filter(|&(distance, _)| distance <= near_enough)
+        .collect();
+    scored.sort();
+    match scored.as_slice() {
+        [(best, name), rest @ ..] if rest.first().is_none_or(|(next, _)| next > best) => Some(name),
+        _ => None,
+    }
 }
 
 fn describe_fleets(names: Vec<String>) -> String {
@@ -207,6 +240,21 @@ mod tests {
 
     fn error(status: u16, code: Option<u32>) -> ApiError {
         ApiError::answer(Some(status), code)
+    }
+
+    #[test]
+    fn a_fleet_name_one_typo_away_is_suggested_and_a_far_or_tied_one_is_not() {
+        let names: Vec<String> = ["field-devices", "bench", "trackers-eu", "trackers-us"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(closest("feild-devices", &names), Some("field-devices"));
+        assert_eq!(closest("bnech", &names), Some("bench"));
+        assert_eq!(closest("Bench", &names), Some("bench"));
+        assert_eq!(closest("trackers-eu", &names), Some("trackers-eu"));
+        // As near to both: no guess.
+        assert_eq!(closest("trackers-xx", &names), None);
+        assert_eq!(closest("spares", &names), None);
+        assert_eq!(closest("x", &[]), None);
     }
 
     #[test]
