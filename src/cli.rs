@@ -16,7 +16,9 @@ const CREDENTIALS_HELP: &str = "\
 Credentials (environment only, never flags):
   TWILIO_API_KEY + TWILIO_API_SECRET      an API key pair (wins when both pairs are set)
   TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN  the account's own pair
-  TWILIO_REGION / TWILIO_EDGE             use https://supersim.{edge}.{region}.twilio.com";
+  TWILIO_REGION / TWILIO_EDGE             use https://supersim.{edge}.{region}.twilio.com
+  --profile NAME (or TWILIO_PROFILE)      a twilio-cli profile instead; without either, the
+                                          variables above, then twilio-cli's active profile";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,6 +115,10 @@ pub struct RegisterArgs {
     // The variable is read by `config`, not by clap, so an error names the one that was used.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+
+    /// Use this twilio-cli profile's credentials (from ~/.twilio-cli/config.json, or TWILIO_CONFIG_DIR); without it, the credential variables, then twilio-cli's active profile
+    #[arg(short = 'p', long, value_name = "NAME", env = "TWILIO_PROFILE")]
+    pub profile: Option<String>,
 
     /// Most requests in flight at once; the pool starts low and adapts below this to the account's limit (Twilio accounts commonly allow about 100)
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
@@ -393,6 +399,10 @@ pub struct AccountArgs {
     /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+
+    /// Use this twilio-cli profile's credentials (from ~/.twilio-cli/config.json, or TWILIO_CONFIG_DIR); without it, the credential variables, then twilio-cli's active profile
+    #[arg(short = 'p', long, value_name = "NAME", env = "TWILIO_PROFILE")]
+    pub profile: Option<String>,
 
     /// Most requests per second
     #[arg(long, default_value_t = 25.0, value_parser = rate, help_heading = "Limits")]

@@ -16,6 +16,7 @@ use crate::cli::{InputArgs, RegisterArgs};
 use crate::input::failed_out::FailedOut;
 use crate::input::{InputSource, ReadOptions};
 use crate::paths;
+use crate::profiles::{self, Profile};
 pub use crate::run::config::{RegisterConfig, Target};
 use crate::run::lock::lock_path;
 use crate::run::resume::OnboardConfig;
@@ -42,7 +43,10 @@ impl RegisterConfig {
                 bail!("reading standard input needs --output PATH for the results file")
             }
         };
+        let profile = chosen_profile(args.emulator, args.profile.as_deref(), &env)?;
+        let env = environment(profile.as_ref(), &env);
         let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
+        let target = sourced_from(target, profile.as_ref());
         // A rehearsal keeps its emulated account beside its results, so it can be resumed
         // and onboarded in a later run exactly like a real account.
         let target = match target {
@@ -99,6 +103,53 @@ impl RegisterConfig {
     }
 }
 
+/// The twilio-cli profile whose credentials a command uses (see [`profiles`]); none for a
+/// rehearsal, which needs no credentials.
+fn chosen_profile(
+    emulator: bool,
+    named: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Profile>> {
+    if emulator {
+        return Ok(None);
+    }
+    profiles::choose(named, env)
+}
+
+/// A lookup of environment variables by name.
+type Environment<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// The environment as the command sees it: with a profile's credentials in place of the
+/// credential variables when one is used.
+fn environment<'a>(
+    profile: Option<&'a Profile>,
+    env: &'a impl Fn(&str) -> Option<String>,
+) -> Box<Environment<'a>> {
+    match profile {
+        Some(profile) => Box::new(profile.overlay(env)),
+        None => Box::new(env),
+    }
+}
+
+/// `target`, with its credentials' source naming the profile they came from, if any.
+fn sourced_from(target: Target, profile: Option<&Profile>) -> Target {
+    match (target, profile) {
+        (
+            Target::Api {
+                base_url,
+                credentials,
+                ..
+            },
+            Some(profile),
+        ) => Target::Api {
+            base_url,
+            credentials,
+            credentials_source: profile.source(),
+        },
+        (target, _) => target,
+    }
+}
+
 /// Where requests go, from `--emulator`, `--base-url` (or `TWILIO_REGION`/`TWILIO_EDGE`) and
 /// the credential variables; shared by every command that talks to the API.
 pub fn resolve_target(
@@ -121,13 +172,13 @@ pub fn resolve_target(
     check_base_url(&base_url, source)?;
     let (credentials, credentials_source) = credentials_from_env(env)?.context(
         "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
-         (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN); \
-         to rehearse without an account, add --emulator",
+         (or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN), or name a twilio-cli profile with \
+         --profile; to rehearse without an account, add --emulator",
     )?;
     Ok(Target::Api {
         base_url,
         credentials,
-        credentials_source,
+        credentials_source: credentials_source.to_string(),
     })
 }
 
@@ -163,8 +214,11 @@ impl AccountConfig {
             base: std::time::Duration::from_millis(500),
             cap: std::time::Duration::from_secs(30),
         };
+        let profile = chosen_profile(args.emulator, args.profile.as_deref(), &env)?;
+        let env = environment(profile.as_ref(), &env);
+        let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
         Ok(AccountConfig {
-            target: resolve_target(args.emulator, args.base_url.as_deref(), &env)?,
+            target: sourced_from(target, profile.as_ref()),
             limits: GateLimits {
                 rate: args.rate,
                 max_attempts: args.max_attempts,

@@ -24,7 +24,8 @@
 //! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`,
 //!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the
 //!   clap types; [`config`]: flags and environment resolved into a checked run
-//!   configuration before any I/O; [`app`]: logging, signals, and dispatch to the commands.
+//!   configuration before any I/O, with [`profiles`]: twilio-cli's profiles as a source of
+//!   credentials; [`app`]: logging, signals, and dispatch to the commands.
 //!
 //! Where a change belongs: retries and backoff in `api/retry.rs`, CSV reading in `input/`,
 //! the results file in `results/`, the emulator in `emulator/`.
@@ -39,6 +40,7 @@ pub mod exit;
 pub mod extsort;
 pub mod logs;
 pub mod paths;
+pub mod profiles;
 
 pub mod input;
 pub mod results;

@@ -52,7 +52,7 @@ pub async fn connect(
 }
 
 /// The variables the credentials came from, for the message after a 401.
-pub fn credentials_source(target: &Target) -> &'static str {
+pub fn credentials_source(target: &Target) -> &str {
     match target {
         Target::Api {
             credentials_source, ..

@@ -35,7 +35,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
         return exit::USAGE_OR_CONFIG;
     }
     log_start(&config, args.dry_run);
-    let credentials_source = super::connect::credentials_source(&config.target);
+    let credentials_source = super::connect::credentials_source(&config.target).to_string();
     let (client, _emulator) = match connect(&config).await {
         Ok(connected) => connected,
         Err(error) => {

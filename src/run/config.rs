@@ -17,8 +17,9 @@ pub enum Target {
     Api {
         base_url: String,
         credentials: Credentials,
-        /// The environment variables the credentials came from, for error messages.
-        credentials_source: &'static str,
+        /// Where the credentials came from (variables or a twilio-cli profile), for error
+        /// messages.
+        credentials_source: String,
     },
     /// An emulator started in-process for this run.
     Emulator {

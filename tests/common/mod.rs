@@ -165,6 +165,11 @@ pub fn binary_command() -> tokio::process::Command {
         "TWILIO_EDGE",
         "SUPERSIM_BASE_URL",
         "RUST_LOG",
+        // twilio-cli's profiles: an operator's own config must not stand in for a test's
+        // credentials (HOME only leads there).
+        "TWILIO_PROFILE",
+        "TWILIO_CONFIG_DIR",
+        "HOME",
     ]
     .into_iter()
     .chain(PROXY_VARS)
