@@ -20,12 +20,23 @@ Credentials (environment only, never flags):
   --profile NAME (or TWILIO_PROFILE)      a twilio-cli profile instead; without either, the
                                           variables above, then twilio-cli's active profile";
 
+const TOP_EXAMPLES: &str = "\
+Examples:
+  # Check a file, with no network
+  supersim-bulk validate sims.csv
+  # Rehearse against the built-in emulator (no account, no network)
+  supersim-bulk register sims.csv --emulator
+  # Register for real with a twilio-cli profile, assign a Fleet and activate
+  supersim-bulk register sims.csv --profile field --fleet field-devices --activate
+  # Compare a results file with the account
+  supersim-bulk reconcile sims.results.csv";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "supersim-bulk",
     version,
     about = "Register Twilio Super SIMs in bulk from a CSV, resumably, within the API's limits",
-    after_help = crate::exit::HELP,
+    after_help = format!("{}\n\n{TOP_EXAMPLES}", crate::exit::HELP),
     // A flag given twice takes its last value, so a wrapper's defaults can be overridden.
     args_override_self = true
 )]

@@ -66,9 +66,37 @@ pub fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
         sub_man.render_synopsis_section(out)?;
         sub_man.render_description_section(out)?;
         sub_man.render_options_section(out)?;
-        sub_man.render_extra_section(out)?;
+        render_after_help(out, sub.get_after_help())?;
     }
-    man.render_extra_section(out)?;
+    render_after_help(out, command.get_after_help())?;
     man.render_version_section(out)?;
+    Ok(())
+}
+
+/// The text `--help` shows after the flags, as man page sections titled by its own headings
+/// ("Exit codes:", "Examples:") instead of clap_mangen's one `EXTRA`: each block that opens
+/// with a line ending in `:` becomes a section of that name, its lines kept as they are.
+fn render_after_help(
+    out: &mut dyn std::io::Write,
+    text: Option<&clap::builder::StyledStr>,
+) -> std::io::Result<()> {
+    let Some(text) = text else { return Ok(()) };
+    let text = text.to_string();
+    for block in text.split("\n\n") {
+        let mut lines = block.lines();
+        let Some(first) = lines.next() else { continue };
+        let (title, body): (&str, Vec<&str>) = match first.trim_end().strip_suffix(':') {
+            Some(title) if !first.starts_with(' ') => (title, lines.collect()),
+            _ => ("Notes", block.lines().collect()),
+        };
+        let mut roff = roff::Roff::new();
+        roff.control("SH", [title.to_uppercase().as_str()]);
+        roff.control("nf", []);
+        for line in body {
+            roff.text([roff::roman(line)]);
+        }
+        roff.control("fi", []);
+        out.write_all(roff.to_roff().as_bytes())?;
+    }
     Ok(())
 }
