@@ -68,6 +68,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Export(args) => commands::export::run(args).await,
         Command::Reconcile(args) => commands::reconcile::run(args).await,
+        Command::Check(args) => commands::check::run(args).await,
         Command::Completions(args) => commands::shell::completions(args),
         Command::Man => commands::shell::man(),
     };

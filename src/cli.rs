@@ -101,6 +101,9 @@ pub enum Command {
     /// Compare a results file with what the account holds, row by row
     #[command(after_help = RECONCILE_HELP)]
     Reconcile(ReconcileArgs),
+    /// Check the set-up without a CSV: API, credentials, account, reachability, Fleets
+    #[command(after_help = CHECK_HELP)]
+    Check(CheckArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell) to stdout
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(CompletionsArgs),
@@ -374,6 +377,19 @@ Examples:
   # What a rehearsal emulator holds
   supersim-bulk export --base-url http://127.0.0.1:8080";
 
+const CHECK_HELP: &str = "\
+Exit codes (the ones register would give for the same set-up):
+  0   the API answers, the credentials are accepted, the Fleets are listed
+  2   a set-up mistake: no or refused credentials, a base URL that is not the API,
+      TWILIO_ACCOUNT_SID naming another account than the credentials'
+  75  the API cannot be reached now (DNS, connection, TLS, timeout): try again later
+
+Examples:
+  # Before the first run, or in a monitoring probe
+  supersim-bulk check
+  # With a twilio-cli profile, against an edge location
+  TWILIO_EDGE=dublin TWILIO_REGION=ie1 supersim-bulk check --profile field";
+
 const RECONCILE_HELP: &str = "\
 Exit codes:
   0  every SIM in the file is on the account as the file says
@@ -458,6 +474,12 @@ pub enum SimStatusFilter {
     Active,
     Inactive,
     Scheduled,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub account: AccountArgs,
 }
 
 #[derive(Debug, Args)]

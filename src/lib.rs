@@ -21,7 +21,7 @@
 //!   before anything is sent, per-SIM registration and onboarding, the one writer, the
 //!   lock, progress, the summary, and the dry run.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests; it imports nothing else.
-//! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`,
+//! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`, `check`,
 //!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the
 //!   clap types; [`config`]: flags and environment resolved into a checked run
 //!   configuration before any I/O, with [`profiles`]: twilio-cli's profiles as a source of

@@ -308,6 +308,7 @@ fn check_finished(
     world: &World,
     rows: &[HashMap<String, String>],
     exit: Option<i32>,
+    summary: Option<serde_json::Value>,
 ) -> Vec<String> {
     let mut broken = Vec::new();
     let mut first_line: BTreeMap<&str, usize> = BTreeMap::new();
@@ -346,26 +347,48 @@ fn check_finished(
         }
         outcomes.insert(row["outcome"].clone());
     }
-    let not_a_sim = world
-        .input
-        .iter()
-        .filter(|line| matches!(line, Line::NotASim(_)))
-        .count();
-    if not_a_sim > 0 {
-        outcomes.insert("invalid".to_string());
-    }
-    let refused = ["rejected", "invalid", "update_failed"];
-    let expected = if outcomes.iter().any(|o| refused.contains(&o.as_str())) {
+    // The exit code describes this run (docs/reference.md): what it finished, as the summary
+    // counts it; and the summary accounts for every line of the input.
+    let Some(summary) = summary else {
+        broken.push("no summary JSON was written".to_string());
+        return broken;
+    };
+    let this_run = |outcome: &str| summary["this_run"][outcome].as_u64().unwrap_or(0);
+    let refused = this_run("rejected") + this_run("invalid") + this_run("update_failed");
+    let expected = if refused > 0 {
         1
-    } else if outcomes.contains("gave_up") {
+    } else if this_run("gave_up") > 0 {
         75
     } else {
         0
     };
-    if exit != Some(expected) {
+    if exit != Some(expected) || summary["exit_code"].as_i64() != exit.map(i64::from) {
         broken.push(format!(
-            "exit code {exit:?}, but the rows ({outcomes:?}) call for {expected}"
+            "exit code {exit:?} (summary: {}), but this run's rows ({}) call for {expected}",
+            summary["exit_code"], summary["this_run"]
         ));
+    }
+    let total = |counts: &serde_json::Value| -> u64 {
+        counts
+            .as_object()
+            .map(|map| map.values().filter_map(serde_json::Value::as_u64).sum())
+            .unwrap_or(0)
+    };
+    let accounted =
+        total(&summary["this_run"]) + summary["skipped_as_finished"].as_u64().unwrap_or(0);
+    if accounted != world.input.len() as u64
+        || total(&summary["whole_file"]) != world.input.len() as u64
+    {
+        broken.push(format!(
+            "{} input lines, but the summary accounts for {accounted} this run and {} in the file",
+            world.input.len(),
+            total(&summary["whole_file"])
+        ));
+    }
+    // A SIM that gave up is sent again by every run, so a `gave_up` row after a run that
+    // ended on its own was written by it, and the exit code must say so.
+    if outcomes.contains("gave_up") && exit == Some(0) {
+        broken.push("a SIM of the input is gave_up, and the run exited 0".to_string());
     }
     broken
 }
@@ -397,6 +420,7 @@ async fn promises_hold_across_runs_edits_kills_and_faults() {
         world.input.push(line);
     }
     let mut history = Vec::new();
+    let summary_path = env.dir.path().join("last-run.json");
     for run in 1..=runs {
         let edits: Vec<String> = (0..world.rng.random_range(0..3))
             .map(|_| world.edit())
@@ -416,7 +440,15 @@ async fn promises_hold_across_runs_edits_kills_and_faults() {
         }
         let kill_after = (world.rng.random_range(0..3) == 0)
             .then(|| world.rng.random_range(1..=fresh.len().max(1) as u64));
-        let mut extra = vec!["--timeout", "400ms", "--max-attempts", "4"];
+        let _ = std::fs::remove_file(&summary_path);
+        let mut extra = vec![
+            "--timeout",
+            "400ms",
+            "--max-attempts",
+            "4",
+            "--summary-json",
+            summary_path.to_str().unwrap(),
+        ];
         if world.rng.random_range(0..3) == 0 {
             extra.push("--retry-rejected");
         }
@@ -429,7 +461,10 @@ async fn promises_hold_across_runs_edits_kills_and_faults() {
         let rows = whole_rows(&env);
         let mut broken = check_always(&env, &mut world, &rows);
         if !ran.killed {
-            broken.extend(check_finished(&env, &world, &rows, ran.exit));
+            let summary = std::fs::read_to_string(&summary_path)
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok());
+            broken.extend(check_finished(&env, &world, &rows, ran.exit, summary));
         }
         assert!(
             broken.is_empty(),

@@ -66,6 +66,7 @@ async fn each_subcommands_help_ends_with_worked_examples() {
         "validate",
         "export",
         "reconcile",
+        "check",
         "emulator",
         "completions",
         "man",

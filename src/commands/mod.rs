@@ -2,6 +2,7 @@
 //! configuration into a call to the input, the run or the emulator, and its outcome into an
 //! exit code.
 
+pub mod check;
 pub mod connect;
 pub mod emulator;
 pub mod export;
