@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod emulator;
 pub mod export;
+pub mod listing;
 pub mod reconcile;
 pub mod register;
 pub mod shell;
