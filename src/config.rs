@@ -152,6 +152,8 @@ pub struct AccountConfig {
     pub limits: GateLimits,
     pub timeout: std::time::Duration,
     pub page_size: u32,
+    /// The account the credentials name, when they do (see [`account_of`]).
+    pub account_sid: Option<String>,
 }
 
 impl AccountConfig {
@@ -163,8 +165,10 @@ impl AccountConfig {
             base: std::time::Duration::from_millis(500),
             cap: std::time::Duration::from_secs(30),
         };
+        let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
         Ok(AccountConfig {
-            target: resolve_target(args.emulator, args.base_url.as_deref(), &env)?,
+            account_sid: account_of(&target, &env),
+            target,
             limits: GateLimits {
                 rate: args.rate,
                 max_attempts: args.max_attempts,

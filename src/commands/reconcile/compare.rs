@@ -11,10 +11,11 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::layout::Layout;
+use super::layout::{Layout, WrittenOn};
 use super::verdict::{AccountSim, Counts, Verdict, judge};
 use crate::api::SimFilter;
 use crate::api::gate::Gate;
+use crate::api::preflight::{PreflightError, preflight};
 use crate::commands::listing::{ListError, export_fields, list_sims};
 use crate::extsort::Sorter;
 use crate::input::checks::checked_iccid_key;
@@ -92,6 +93,8 @@ pub struct Reconcile<'a> {
     pub all: bool,
     pub matches: bool,
     pub temp_dir: &'a Path,
+    /// The account the credentials name, if they do.
+    pub account_sid: Option<&'a str>,
 }
 
 impl Reconcile<'_> {
@@ -105,7 +108,8 @@ impl Reconcile<'_> {
         let other = ListError::Other;
         let mut counts = Counts::default();
         // The file first: a wrong file is found before any request is made.
-        let (layout, file_sorted) = self.sort_file(&mut counts).map_err(other)?;
+        let (layout, file_sorted, written_on) = self.sort_file(&mut counts).map_err(other)?;
+        self.check_account(gate, &written_on).await?;
         let spool = Counting {
             inner: std::io::BufWriter::new(
                 tempfile::tempfile_in(self.temp_dir)
@@ -169,11 +173,39 @@ impl Reconcile<'_> {
         Ok(counts)
     }
 
-    /// Reads the file once, sorting its usable rows by ICCID.
+    /// Refuses a file written against another account than the one being listed: as on
+    /// resume, its rows say nothing true about this one. The account is the one the
+    /// credentials name, else the one the preflight learns from a SIM or Fleet; a file
+    /// that names no account, or an account that cannot be learned, is compared as it is.
+    async fn check_account(&self, gate: &Gate, written_on: &WrittenOn) -> Result<(), ListError> {
+        if written_on.0.is_empty() {
+            return Ok(());
+        }
+        let account = match self.account_sid {
+            Some(account) => account.to_string(),
+            None => match preflight(gate.client()).await {
+                Ok(proven) => match proven.account_sid {
+                    Some(account) => account,
+                    None => return Ok(()),
+                },
+                Err(PreflightError::CredentialsRefused) => {
+                    return Err(ListError::CredentialsRefused);
+                }
+                Err(error) => return Err(ListError::Other(anyhow::anyhow!("{error}"))),
+            },
+        };
+        match written_on.refusal(self.path, &account) {
+            Some(sentence) => Err(ListError::Other(anyhow::anyhow!(sentence))),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the file once, sorting its usable rows by ICCID, and notes the accounts its
+    /// rows were written against.
     fn sort_file(
         &self,
         counts: &mut Counts,
-    ) -> anyhow::Result<(Layout, crate::extsort::Sorted<16>)> {
+    ) -> anyhow::Result<(Layout, crate::extsort::Sorted<16>, WrittenOn)> {
         let shown = self.path.display();
         let file = File::open(self.path).with_context(|| format!("cannot read {shown}"))?;
         let mut reader = csv::ReaderBuilder::new()
@@ -186,6 +218,7 @@ impl Reconcile<'_> {
             .clone();
         let layout = Layout::of(&headers, self.path)?;
         let mut sorter = Sorter::<16>::new(self.temp_dir);
+        let mut written_on = WrittenOn::default();
         let mut row = csv::ByteRecord::new();
         let width = headers.len();
         while reader
@@ -196,6 +229,9 @@ impl Reconcile<'_> {
                 // A row cut short, as a run killed mid-write leaves one.
                 counts.unreadable += 1;
                 continue;
+            }
+            if let Some(account) = layout.account {
+                written_on.note(&row[account]);
             }
             if let Some(outcome) = layout.outcome {
                 let word = String::from_utf8_lossy(&row[outcome]);
@@ -215,7 +251,7 @@ impl Reconcile<'_> {
             let offset = row.position().map_or(0, |p| p.byte());
             sorter.push(record(key, offset))?;
         }
-        Ok((layout, sorter.finish()?))
+        Ok((layout, sorter.finish()?, written_on))
     }
 
     fn merge(

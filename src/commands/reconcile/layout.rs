@@ -8,6 +8,50 @@ use anyhow::{Context, bail};
 use crate::commands::listing::EXPORT_COLUMNS;
 use crate::results::{Outcome, PENDING_MESSAGE};
 
+/// More accounts than this in one file are not noted one by one: one other is enough to
+/// refuse it.
+const ACCOUNTS_NOTED: usize = 4;
+
+/// The accounts a file's rows were written against, as it is read.
+#[derive(Debug, Default)]
+pub(super) struct WrittenOn(pub(super) Vec<String>);
+
+impl WrittenOn {
+    pub(super) fn note(&mut self, account: &[u8]) {
+        if account.is_empty() || self.0.len() >= ACCOUNTS_NOTED {
+            return;
+        }
+        let account = String::from_utf8_lossy(account);
+        if !self.0.iter().any(|known| *known == account) {
+            self.0.push(account.into_owned());
+        }
+    }
+
+    /// The refusal when the file was written against another account than `account`.
+    pub(super) fn refusal(&self, path: &Path, account: &str) -> Option<String> {
+        let other = self.0.iter().find(|written_on| *written_on != account)?;
+        let emulator = crate::emulator::TEST_ACCOUNT_SID;
+        let note = if other == emulator {
+            format!(
+                " ({emulator} is the built-in emulator's account: the file holds a rehearsal's results)"
+            )
+        } else if account == emulator {
+            format!(
+                " ({emulator} is the built-in emulator's account: it holds only a rehearsal's SIMs)"
+            )
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{} was written against account {other}, and these credentials are for account \
+             {account}{note}: its rows say nothing true about this account, and every SIM \
+             would be reported missing. Reconcile it with the credentials of {other}, or pass \
+             a file written against {account}",
+            path.display()
+        ))
+    }
+}
+
 /// What kind of file is being reconciled, and where its columns are.
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
@@ -20,6 +64,8 @@ pub(super) struct Layout {
     pub(super) fleet_sid: usize,
     pub(super) unique_name: Option<usize>,
     pub(super) error_message: Option<usize>,
+    /// The account the row was written against (results files of this version, exports).
+    pub(super) account: Option<usize>,
 }
 
 impl Layout {
@@ -47,6 +93,7 @@ impl Layout {
                 fleet_sid: need("fleet_sid")?,
                 unique_name: col("unique_name"),
                 error_message: col("error_message"),
+                account: col("account_sid"),
             });
         }
         if names == export {
@@ -60,6 +107,7 @@ impl Layout {
                 fleet_sid: 3,
                 unique_name: Some(4),
                 error_message: None,
+                account: Some(7),
             });
         }
         bail!(

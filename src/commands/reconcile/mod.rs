@@ -93,19 +93,18 @@ pub async fn run(args: ReconcileArgs) -> u8 {
         all: args.all,
         matches: args.matches,
         temp_dir: &temp_dir,
+        account_sid: config.account_sid.as_deref(),
     };
     let filter = SimFilter {
         page_size: config.page_size,
         ..SimFilter::default()
     };
-    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (`reconcile ... | head`) ends the report quietly: the comparison
+    // still finishes, and its exit code still tells the truth.
+    let mut stdout = super::Stdout::lock();
     match reconcile.run(&gate, &filter, &mut stdout).await {
         Ok(counts) => {
             if let Err(error) = write_counts(&args.results, args.all, &counts, &mut stdout) {
-                // The comparison is complete, so the exit code still tells the truth.
-                if error.kind() == std::io::ErrorKind::BrokenPipe {
-                    return counts.exit_code();
-                }
                 crate::logs::error(format_args!("cannot write the report: {error}"));
                 return exit::USAGE_OR_CONFIG;
             }

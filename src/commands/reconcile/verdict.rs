@@ -100,7 +100,7 @@ pub(super) fn judge(
             ),
         ),
         (Some(row), None) => match row.outcome {
-            Some(outcome) if !on_account(outcome) => (
+            Some(outcome) if !on_account(outcome, !row.sid.is_empty()) => (
                 Verdict::NotRegistered,
                 format!("the file says {outcome}; the account does not have it either"),
             ),
@@ -115,7 +115,7 @@ pub(super) fn judge(
         },
         (Some(row), Some(sim)) => {
             if let Some(outcome) = row.outcome
-                && !on_account(outcome)
+                && !on_account(outcome, !row.sid.is_empty())
             {
                 return (
                     Verdict::Differs,
@@ -174,10 +174,45 @@ pub(super) fn judge(
     }
 }
 
-/// Whether a results outcome says the SIM is on the account.
-fn on_account(outcome: Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::Registered | Outcome::AlreadyRegistered | Outcome::UpdateFailed
-    )
+/// Whether a results row says the SIM is on the account, as a resumed run reads it: done,
+/// or registered with a SID and then stopped at its update step (`update_failed`, or
+/// `gave_up` when the update or `--wait` ran out of time).
+fn on_account(outcome: Outcome, has_sid: bool) -> bool {
+    outcome.is_done() || (has_sid && matches!(outcome, Outcome::GaveUp | Outcome::UpdateFailed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_account;
+    use crate::api::SimUpdate;
+    use crate::results::{Outcome, PriorSim, SimStatus};
+    use crate::run::resume::{Resume, resume};
+
+    /// Reconcile and a resumed run must read a row alike: a SIM the run would register
+    /// again is not on the account, any other is.
+    #[test]
+    fn a_row_is_on_the_account_exactly_when_a_resumed_run_would_not_register_it() {
+        for outcome in Outcome::ALL {
+            for sid in [None, Some("HS0123456789abcdef0123456789abcdef")] {
+                let prior = PriorSim {
+                    outcome,
+                    sid: sid.map(String::from),
+                    status: SimStatus::New,
+                    fleet_sid: None,
+                    pending: false,
+                    error_code: None,
+                    request_key: 0,
+                };
+                let registers_again = matches!(
+                    resume(Some(prior), &SimUpdate::default(), false),
+                    Resume::Register | Resume::Skip(Outcome::Rejected)
+                );
+                assert_eq!(
+                    on_account(outcome, sid.is_some()),
+                    !registers_again,
+                    "{outcome} with sid {sid:?}"
+                );
+            }
+        }
+    }
 }
