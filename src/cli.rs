@@ -163,7 +163,7 @@ pub struct RegisterArgs {
     #[arg(long, value_parser = grace, value_name = "DURATION", help_heading = "Unattended runs")]
     pub grace: Option<Duration>,
 
-    /// Write a JSON summary of the run here at the end (atomically), also on interrupt
+    /// Write a JSON summary of the run here at the end (atomically), also on interrupt; `-` writes it to stdout (the summary then goes to stderr)
     #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
     pub summary_json: Option<PathBuf>,
 

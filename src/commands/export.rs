@@ -1,12 +1,12 @@
 //! The `export` command: every Super SIM on the account (or those with a status, in a
 //! Fleet) as CSV, page by page.
 //!
-//! Pages are read one after another, each through the same [`Gate`] as `register`'s
-//! requests (rate limit, retries, stop on interrupt or refused credentials), and each SIM is
-//! written as it arrives: memory holds one page whatever the account's size. With
+//! Pages are read by [`super::listing`] (the same rate limit, retries and stops as
+//! `register`, and never round in a circle), and each SIM is written as it arrives. With
 //! `-o FILE` the CSV goes to a temporary file beside FILE, renamed over it only once the
-//! last page is written, so a failed export leaves any earlier one as it was; a symbolic
-//! link at FILE, or a file that is not an export, is refused rather than overwritten.
+//! last page is written, so a failed export leaves any earlier one as it was; anything but
+//! a regular file at FILE (a symbolic link, a device, a pipe), or a file that is not an
+//! export, is refused rather than replaced.
 
 use std::io::{BufRead, Read as _, Write};
 
@@ -24,25 +24,23 @@ use crate::cli::ExportArgs;
 use crate::config::AccountConfig;
 use crate::exit;
 
-/// Refuses an output path that must not be replaced: a symbolic link (whatever it points
-/// at), something other than a regular file, or a file whose first line is not the export
-/// header.
+/// Refuses an output path that must not be replaced: anything but a regular file or a new
+/// path (a symbolic link, whatever it points at, a device, a pipe), or a file whose first
+/// line is not the export header.
 pub fn check_output(path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => bail!("cannot check the output {shown}: {error}"),
-    };
-    if metadata.file_type().is_symlink() {
+    let what = crate::paths::not_replaceable(path)
+        .with_context(|| format!("cannot check the output {shown}"))?;
+    if let Some(what) = what {
         bail!(
-            "the output {shown} is a symbolic link; export does not write through one: \
-             remove the link or pass another path"
+            "the output {shown} is {what}: export writes beside it and renames over it, which \
+             replaces only a regular file (never through a link); pass the path of a regular \
+             file or a new one"
         );
     }
-    if !metadata.is_file() {
-        bail!("the output {shown} is not a regular file; pass the path of a file");
-    }
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
     let mut first_line = String::new();
     std::io::BufReader::new(
         std::fs::File::open(path).with_context(|| format!("cannot read the output {shown}"))?,
