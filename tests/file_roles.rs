@@ -176,3 +176,121 @@ async fn validate_refuses_a_failed_out_that_is_not_a_regular_file() {
         assert_eq!(kind(&path), what);
     }
 }
+
+/// Starts `supersim-bulk emulator --state STATE --port 0`; returns it and its URL, or `None`
+/// when it ended without listening.
+async fn start_emulator(state: &Path) -> (tokio::process::Child, Option<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = binary_command()
+        .args(["emulator", "--port", "0", "--state"])
+        .arg(state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next_line().await.unwrap().map(|line| {
+        line.split_once("listening on ")
+            .unwrap_or_else(|| panic!("a banner: {line}"))
+            .1
+            .to_string()
+    });
+    // Keep reading the banner so the emulator never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+/// Registers SIM `n` through the emulator at `url`, with its own input and results.
+async fn register_through(dir: &Path, url: &str, n: u32) {
+    let (iccid, code) = good_sim(n);
+    let input = dir.join(format!("sim{n}.csv"));
+    std::fs::write(&input, format!("Iccid,RegistrationCode\n{iccid},{code}\n")).unwrap();
+    let output = binary_command()
+        .arg("register")
+        .arg(&input)
+        .args(["--base-url", url])
+        .envs(TestEnv::test_credentials())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emulator_appends_only_to_its_own_state_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sims = dir.path().join("sims.csv");
+    let text = "Iccid,RegistrationCode\n89883070000000000011,H3LL0W0RLD\n";
+    std::fs::write(&sims, text).unwrap();
+    let (mut emulator, url) = start_emulator(&sims).await;
+    if let Some(url) = url {
+        // It started on a SIM CSV: show what that costs, then fail.
+        register_through(dir.path(), &url, 1).await;
+        emulator.kill().await.unwrap();
+        panic!(
+            "the emulator used a SIM CSV as its journal; it now reads:\n{}",
+            std::fs::read_to_string(&sims).unwrap()
+        );
+    }
+    let output = emulator.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 2);
+    let err = stderr(&output);
+    assert!(err.contains("sims.csv") && err.contains("not"), "{err}");
+    assert!(err.contains("journal"), "{err}");
+    assert_eq!(std::fs::read_to_string(&sims).unwrap(), text);
+
+    // Nor anything that is not a regular file.
+    let link = dir.path().join("stdout-link");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+    let (emulator, url) = start_emulator(&link).await;
+    assert_eq!(url, None, "the emulator refuses a link to its stdout");
+    assert_eq!(exit_code(&emulator.wait_with_output().await.unwrap()), 2);
+}
+
+/// A journal whose last line was torn (the emulator killed mid-write) is cut back to its
+/// last whole line, as the results file is: the next save is not glued to the torn one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_last_line_of_the_state_journal_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("account.jsonl");
+    let (mut emulator, url) = start_emulator(&journal).await;
+    register_through(dir.path(), &url.unwrap(), 1).await;
+    emulator.kill().await.unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"{\"sid\":\"HS0000\",\"icc").unwrap();
+    drop(file);
+
+    let (mut emulator, url) = start_emulator(&journal).await;
+    register_through(dir.path(), &url.unwrap(), 2).await;
+    emulator.kill().await.unwrap();
+
+    let (mut emulator, url) = start_emulator(&journal).await;
+    let output = binary_command()
+        .args(["export", "--base-url", &url.unwrap()])
+        .envs(TestEnv::test_credentials())
+        .output()
+        .await
+        .unwrap();
+    emulator.kill().await.unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let listed = stdout(&output);
+    for n in [1, 2] {
+        assert!(
+            listed.contains(&good_sim(n).0),
+            "SIM {n} kept: {listed}\njournal:\n{}",
+            std::fs::read_to_string(&journal).unwrap()
+        );
+    }
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("supersim-bulk emulator state"),
+        "the journal names itself on its first line: {text}"
+    );
+}

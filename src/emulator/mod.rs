@@ -30,6 +30,7 @@ mod store;
 
 pub use faults::Fault;
 pub use server::{Emulator, serve};
+pub use state::check_state;
 pub use store::{FleetRecord, SimRecord, Stats};
 
 use std::time::Duration;
