@@ -234,7 +234,8 @@ fn check_distinct_files(
             }
         }
     }
-    if let Some(summary) = summary_json {
+    // `--summary-json -` is standard output: no file of its own.
+    if let Some(summary) = summary_json.filter(|path| path.as_os_str() != "-") {
         let mut taken = vec![("the results file", output)];
         if let Some(lock) = &lock {
             taken.push(("the lock", lock));
