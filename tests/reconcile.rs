@@ -411,3 +411,32 @@ async fn a_gave_up_row_with_a_sid_is_a_registered_sim() {
     );
     assert!(text.contains(&sid), "{text}");
 }
+
+/// With an API key the credentials do not name the account: it is learned from the
+/// account's Fleets (no SIM on it yet) before the file is judged.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_api_key_the_account_is_learned_before_the_file_is_judged() {
+    let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+        credentials: vec![("SKkey".to_string(), "key-secret".to_string())],
+        ..Default::default()
+    })
+    .await;
+    let other = "ACffffffffffffffffffffffffffffffff";
+    std::fs::write(env.results_path(), results_on(other, 2)).unwrap();
+    let output = common::binary_command()
+        .args(["reconcile", "sims.results.csv", "--rate", "1000"])
+        .args(["--base-url", &env.emulator.base_url()])
+        .current_dir(env.dir.path())
+        .env("TWILIO_API_KEY", "SKkey")
+        .env("TWILIO_API_SECRET", "key-secret")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2, "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(other) && err.contains(supersim_bulk::emulator::TEST_ACCOUNT_SID),
+        "{err}"
+    );
+    assert!(!err.contains("key-secret"), "{err}");
+}
