@@ -183,7 +183,7 @@ pub struct RegisterArgs {
     #[arg(long, value_parser = grace, value_name = "DURATION", help_heading = "Unattended runs")]
     pub grace: Option<Duration>,
 
-    /// Write a JSON summary of the run here at the end (atomically), also on interrupt
+    /// Write a JSON summary of the run here at the end (atomically), also on interrupt; `-` writes it to stdout (the summary then goes to stderr)
     #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
     pub summary_json: Option<PathBuf>,
 
@@ -351,7 +351,7 @@ Examples:
   # Rehearse a bad day: 10% faults, 200ms latency, the account's limit at 20 in flight
   supersim-bulk emulator --fail-rate 0.1 --latency 200ms --max-concurrent 20";
 
-const VALIDATE_FAILED_OUT_HELP: &str = "Write the input rows that are invalid to PATH, in the input's columns plus `reason`; created owner-only (0600) as it holds registration codes";
+const VALIDATE_FAILED_OUT_HELP: &str = "Write the input rows that are invalid to PATH, in the input's columns plus `reason`; created owner-only (0600) as it holds registration codes. Never the input, and only a regular file or a new path is replaced";
 
 const VALIDATE_EXAMPLES: &str = "\
 Examples:

@@ -203,6 +203,8 @@ pub struct AccountConfig {
     pub limits: GateLimits,
     pub timeout: std::time::Duration,
     pub page_size: u32,
+    /// The account the credentials name, when they do (see [`account_of`]).
+    pub account_sid: Option<String>,
 }
 
 impl AccountConfig {
@@ -218,6 +220,7 @@ impl AccountConfig {
         let env = environment(profile.as_ref(), &env);
         let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
         Ok(AccountConfig {
+            account_sid: account_of(&target, &env),
             target: sourced_from(target, profile.as_ref()),
             limits: GateLimits {
                 rate: args.rate,
@@ -284,7 +287,8 @@ fn check_distinct_files(
             }
         }
     }
-    if let Some(summary) = summary_json {
+    // `--summary-json -` is standard output: no file of its own.
+    if let Some(summary) = summary_json.filter(|path| path.as_os_str() != "-") {
         let mut taken = vec![("the results file", output)];
         if let Some(lock) = &lock {
             taken.push(("the lock", lock));

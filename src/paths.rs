@@ -3,6 +3,12 @@
 //! to refuse giving one file two roles (input, results, failed-out, summary), to lock the
 //! results file by its real path, and to check a file can be created before anything is sent.
 //!
+//! Files written beside themselves and renamed into place (the summary JSON, the
+//! failed-out file, an export) replace only a regular file or a new path: a rename over a
+//! symbolic link, a device or a pipe would put a file where the system keeps something
+//! else (`/dev/stdout` is a link to `/proc/self/fd/1`), so [`not_replaceable`] says what
+//! stands there instead.
+//!
 //! It imports nothing else of the crate, so every layer may use it.
 
 use std::fs::{File, OpenOptions};
@@ -81,10 +87,44 @@ pub fn folder_of(path: &Path) -> &Path {
     }
 }
 
+/// What stands at `path` if a file renamed over it would replace something other than a
+/// regular file: "a symbolic link (to ...)", "a named pipe", "a character device", ...
+/// `None` for a regular file or a path where nothing is yet.
+pub fn not_replaceable(path: &Path) -> io::Result<Option<String>> {
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let what = if file_type.is_file() {
+        return Ok(None);
+    } else if file_type.is_symlink() {
+        match std::fs::read_link(path) {
+            Ok(target) => format!("a symbolic link (to {})", target.display()),
+            Err(_) => "a symbolic link".to_string(),
+        }
+    } else if file_type.is_dir() {
+        "a folder".to_string()
+    } else if file_type.is_char_device() {
+        "a character device".to_string()
+    } else if file_type.is_block_device() {
+        "a block device".to_string()
+    } else if file_type.is_fifo() {
+        "a named pipe".to_string()
+    } else if file_type.is_socket() {
+        "a socket".to_string()
+    } else {
+        "not a regular file".to_string()
+    };
+    Ok(Some(what))
+}
+
 /// Checks that a file can be written at `path` by replacing it, as the summary JSON and the
-/// failed-out file are written: a new file beside `path`, renamed over it (a symlink at
-/// `path` is replaced, not followed, so the folder that counts is the one `path` names).
-/// Creates and removes a probe file there; nothing at `path` is touched.
+/// failed-out file are written: a new file beside `path`, renamed over it (so the folder
+/// that counts is the one `path` names; callers refuse a symlink there first, with
+/// [`not_replaceable`]). Creates and removes a probe file there; nothing at `path` is
+/// touched.
 pub fn check_writable(path: &Path) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "it names a folder, not a file")
@@ -182,6 +222,29 @@ mod tests {
         assert!(
             check_writable(dir.path()).is_err(),
             "a folder is not a file"
+        );
+    }
+
+    #[test]
+    fn only_a_regular_file_or_a_new_path_is_replaceable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.json");
+        assert_eq!(not_replaceable(&file).unwrap(), None);
+        std::fs::write(&file, "{}").unwrap();
+        assert_eq!(not_replaceable(&file).unwrap(), None);
+        let link = dir.path().join("stdout");
+        std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+        assert_eq!(
+            not_replaceable(&link).unwrap().as_deref(),
+            Some("a symbolic link (to /proc/self/fd/1)")
+        );
+        assert_eq!(
+            not_replaceable(dir.path()).unwrap().as_deref(),
+            Some("a folder")
+        );
+        assert_eq!(
+            not_replaceable(Path::new("/dev/null")).unwrap().as_deref(),
+            Some("a character device")
         );
     }
 

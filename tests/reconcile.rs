@@ -263,3 +263,180 @@ async fn a_file_larger_than_one_sort_chunk_is_merged_correctly() {
         .collect();
     assert!(iccids.windows(2).all(|w| w[0] < w[1]));
 }
+
+const RESULTS_HEADER: &str = "line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning,unique_name,update_requested,account_sid\n";
+
+/// A results file of `n` SIMs registered on `account` (none of them on the emulator).
+fn results_on(account: &str, n: u32) -> String {
+    let mut text = String::from(RESULTS_HEADER);
+    for k in 0..n {
+        text.push_str(&format!(
+            "{},{},registered,HS{k:032x},new,,,,201,1,2026-01-01T00:00:00Z,,,,{account}\n",
+            k + 2,
+            iccid(k)
+        ));
+    }
+    text
+}
+
+/// `reconcile | head -1`: far more report than a pipe holds, its reader gone after one
+/// line. The comparison finished, so its exit code (1: SIMs missing) still holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_the_report_quietly_and_keeps_the_comparisons_exit_code() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = TestEnv::new().await;
+    let account = supersim_bulk::emulator::TEST_ACCOUNT_SID;
+    std::fs::write(env.results_path(), results_on(account, 3000)).unwrap();
+    let mut child = common::binary_command()
+        .args(["reconcile", "sims.results.csv", "--rate", "1000"])
+        .args(["--base-url", &env.emulator.base_url()])
+        .current_dir(env.dir.path())
+        .envs(TestEnv::test_credentials())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with("missing "),
+        "the report starts with a missing SIM"
+    );
+    drop(lines);
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("cannot write"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A results file (or an export) written against another account says nothing true about
+/// this one: every SIM would be reported missing. It is refused as register refuses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_of_another_account_is_refused_naming_both_accounts() {
+    let env = TestEnv::new().await;
+    env.emulator.preregister(&iccid(0));
+    let this = supersim_bulk::emulator::TEST_ACCOUNT_SID;
+    let other = "ACffffffffffffffffffffffffffffffff";
+    std::fs::write(env.results_path(), results_on(other, 3)).unwrap();
+    let lists = env.emulator.stats().list_requests;
+    let output = env
+        .account_command("reconcile", &["sims.results.csv"])
+        .await;
+    assert_eq!(exit_code(&output), 2, "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.contains(other) && err.contains(this), "{err}");
+    assert!(stdout(&output).is_empty(), "{}", stdout(&output));
+    // Refused before the account is listed.
+    assert_eq!(env.emulator.stats().list_requests, lists);
+
+    let export = format!(
+        "sid,iccid,status,fleet_sid,unique_name,date_created,date_updated,account_sid\n\
+         HS{:032x},{},new,,,2026-01-01T00:00:00Z,2026-01-01T00:00:00Z,{other}\n",
+        1,
+        iccid(0)
+    );
+    std::fs::write(env.dir.path().join("account.csv"), export).unwrap();
+    let output = env.account_command("reconcile", &["account.csv"]).await;
+    assert_eq!(exit_code(&output), 2, "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.contains(other) && err.contains(this), "{err}");
+}
+
+/// A rehearsal's results (the emulator's account) reconciled against a real account.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emulator_file_against_a_real_account_is_refused() {
+    let real = "AC1234567890abcdef1234567890abcdef";
+    let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+        account_sid: real.to_string(),
+        credentials: vec![(real.to_string(), "real-token".to_string())],
+        ..Default::default()
+    })
+    .await;
+    let rehearsal = supersim_bulk::emulator::TEST_ACCOUNT_SID;
+    std::fs::write(env.results_path(), results_on(rehearsal, 2)).unwrap();
+    let output = common::binary_command()
+        .args(["reconcile", "sims.results.csv", "--rate", "1000"])
+        .args(["--base-url", &env.emulator.base_url()])
+        .current_dir(env.dir.path())
+        .env("TWILIO_ACCOUNT_SID", real)
+        .env("TWILIO_AUTH_TOKEN", "real-token")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2, "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(err.contains(real) && err.contains(rehearsal), "{err}");
+    assert!(err.contains("emulator"), "{err}");
+    assert!(!err.contains("real-token"), "{err}");
+}
+
+/// A row `gave_up` with a SID (its update, or --wait, ran out of time) is a registered SIM:
+/// the run resumes it at the update step, so reconcile must not call it `differs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gave_up_row_with_a_sid_is_a_registered_sim() {
+    let env = registered(2).await;
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let row = line_of(&text, &iccid(1)).to_string();
+    assert!(row.contains(",registered,HS"), "{row}");
+    let gave_up = row.replacen(",registered,", ",gave_up,", 1);
+    std::fs::write(env.results_path(), text.replace(&row, &gave_up)).unwrap();
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--matches"])
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 0, "{text}{}", stderr(&output));
+    assert!(line_of(&text, &iccid(1)).starts_with("match "), "{text}");
+
+    // And when the account lacks it, it is missing, not "not registered".
+    let sid = gave_up.split(',').nth(3).unwrap().to_string();
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let moved = gave_up.replace(&iccid(1), &iccid(300));
+    std::fs::write(env.results_path(), text.replace(&gave_up, &moved)).unwrap();
+    let output = env
+        .account_command("reconcile", &["sims.results.csv"])
+        .await;
+    let text = stdout(&output);
+    assert_eq!(exit_code(&output), 1, "{text}");
+    assert!(
+        line_of(&text, &iccid(300)).starts_with("missing "),
+        "{text}"
+    );
+    assert!(text.contains(&sid), "{text}");
+}
+
+/// With an API key the credentials do not name the account: it is learned from the
+/// account's Fleets (no SIM on it yet) before the file is judged.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_api_key_the_account_is_learned_before_the_file_is_judged() {
+    let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+        credentials: vec![("SKkey".to_string(), "key-secret".to_string())],
+        ..Default::default()
+    })
+    .await;
+    let other = "ACffffffffffffffffffffffffffffffff";
+    std::fs::write(env.results_path(), results_on(other, 2)).unwrap();
+    let output = common::binary_command()
+        .args(["reconcile", "sims.results.csv", "--rate", "1000"])
+        .args(["--base-url", &env.emulator.base_url()])
+        .current_dir(env.dir.path())
+        .env("TWILIO_API_KEY", "SKkey")
+        .env("TWILIO_API_SECRET", "key-secret")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2, "{}", stdout(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(other) && err.contains(supersim_bulk::emulator::TEST_ACCOUNT_SID),
+        "{err}"
+    );
+    assert!(!err.contains("key-secret"), "{err}");
+}

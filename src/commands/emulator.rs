@@ -25,6 +25,13 @@ pub async fn run(args: EmulatorArgs) -> u8 {
         ..EmulatorConfig::default()
     };
     config.fleets.extend(args.fleets);
+    // A state file that is not a journal is refused before the banner says it is listening.
+    if let Some(state) = &config.state
+        && let Err(error) = crate::emulator::check_state(state)
+    {
+        eprintln!("error: {error}");
+        return exit::USAGE_OR_CONFIG;
+    }
     let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
         Ok(listener) => listener,
         Err(error) => {

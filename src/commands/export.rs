@@ -1,12 +1,12 @@
 //! The `export` command: every Super SIM on the account (or those with a status, in a
 //! Fleet) as CSV, page by page.
 //!
-//! Pages are read one after another, each through the same [`Gate`] as `register`'s
-//! requests (rate limit, retries, stop on interrupt or refused credentials), and each SIM is
-//! written as it arrives: memory holds one page whatever the account's size. With
+//! Pages are read by [`super::listing`] (the same rate limit, retries and stops as
+//! `register`, and never round in a circle), and each SIM is written as it arrives. With
 //! `-o FILE` the CSV goes to a temporary file beside FILE, renamed over it only once the
-//! last page is written, so a failed export leaves any earlier one as it was; a symbolic
-//! link at FILE, or a file that is not an export, is refused rather than overwritten.
+//! last page is written, so a failed export leaves any earlier one as it was; anything but
+//! a regular file at FILE (a symbolic link, a device, a pipe), or a file that is not an
+//! export, is refused rather than replaced.
 
 use std::io::{BufRead, Read as _, Write};
 
@@ -16,139 +16,31 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
+use super::listing::{EXPORT_COLUMNS, ListError, export_fields, list_sims};
+use crate::api::SimFilter;
 use crate::api::gate::Gate;
-use crate::api::{ApiError, ListedSim, SimFilter};
 use crate::app::watch_signals;
 use crate::cli::ExportArgs;
-use crate::config::{AccountConfig, Target};
+use crate::config::AccountConfig;
 use crate::exit;
 
-/// The export columns, in order: a contract, like the results columns.
-pub const EXPORT_COLUMNS: [&str; 8] = [
-    "sid",
-    "iccid",
-    "status",
-    "fleet_sid",
-    "unique_name",
-    "date_created",
-    "date_updated",
-    "account_sid",
-];
-
-/// Why a listing stopped before its last page.
-#[derive(Debug)]
-pub enum ListError {
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// The API answered 401: the credentials are wrong.
-    CredentialsRefused,
-    /// A page failed for good (after retries, where retrying made sense).
-    Api(ApiError),
-    /// What was done with a SIM failed (a write, a spool).
-    Other(anyhow::Error),
-}
-
-impl ListError {
-    /// Prints the error for a person and returns the exit code.
-    pub fn report(self, target: &Target) -> u8 {
-        match self {
-            ListError::Interrupted => {
-                crate::logs::error("interrupted before the last page");
-                exit::INTERRUPTED
-            }
-            ListError::CredentialsRefused => {
-                crate::logs::error(format_args!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {}",
-                    super::connect::credentials_source(target)
-                ));
-                exit::USAGE_OR_CONFIG
-            }
-            ListError::Api(error) => {
-                crate::logs::error(format_args!("cannot list the account's SIMs: {error}"));
-                exit::USAGE_OR_CONFIG
-            }
-            ListError::Other(error) => {
-                crate::logs::error(format_args!("{error:#}"));
-                exit::USAGE_OR_CONFIG
-            }
-        }
-    }
-}
-
-/// Reads every page of the listing `filter` asks for, through `gate`, handing each SIM to
-/// `each` as it arrives. Returns the number of pages read.
-pub async fn list_sims(
-    gate: &Gate,
-    filter: &SimFilter,
-    mut each: impl FnMut(ListedSim) -> anyhow::Result<()>,
-) -> Result<u64, ListError> {
-    let mut path = filter.first_page();
-    let mut pages = 0u64;
-    loop {
-        let page = gate
-            .read_with_retries(pages, || gate.client().list_sims_page(&path))
-            .await;
-        let page = match page {
-            Ok(page) => page,
-            Err(Some(error)) => return Err(ListError::Api(error)),
-            Err(None) if gate.credentials_refused().is_cancelled() => {
-                return Err(ListError::CredentialsRefused);
-            }
-            Err(None) => return Err(ListError::Interrupted),
-        };
-        pages += 1;
-        tracing::debug!(page = pages, sims = page.sims.len(), "read a page of SIMs");
-        for sim in page.sims {
-            each(sim).map_err(ListError::Other)?;
-        }
-        match page.next {
-            // A server that names the same page again would keep this loop going for ever.
-            Some(next) if next == path => {
-                return Err(ListError::Other(anyhow::anyhow!(
-                    "the API named page {pages} as its own next page; stopping"
-                )));
-            }
-            Some(next) => path = next,
-            None => return Ok(pages),
-        }
-    }
-}
-
-/// The fields of a SIM in [`EXPORT_COLUMNS`] order; an absent value is an empty cell.
-pub fn export_fields(sim: &ListedSim) -> [&str; 8] {
-    [
-        &sim.sid,
-        &sim.iccid,
-        &sim.status,
-        &sim.fleet_sid,
-        &sim.unique_name,
-        &sim.date_created,
-        &sim.date_updated,
-        &sim.account_sid,
-    ]
-    .map(|field| field.as_deref().unwrap_or_default())
-}
-
-/// Refuses an output path that must not be replaced: a symbolic link (whatever it points
-/// at), something other than a regular file, or a file whose first line is not the export
-/// header.
+/// Refuses an output path that must not be replaced: anything but a regular file or a new
+/// path (a symbolic link, whatever it points at, a device, a pipe), or a file whose first
+/// line is not the export header.
 pub fn check_output(path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => bail!("cannot check the output {shown}: {error}"),
-    };
-    if metadata.file_type().is_symlink() {
+    let what = crate::paths::not_replaceable(path)
+        .with_context(|| format!("cannot check the output {shown}"))?;
+    if let Some(what) = what {
         bail!(
-            "the output {shown} is a symbolic link; export does not write through one: \
-             remove the link or pass another path"
+            "the output {shown} is {what}: export writes beside it and renames over it, which \
+             replaces only a regular file (never through a link); pass the path of a regular \
+             file or a new one"
         );
     }
-    if !metadata.is_file() {
-        bail!("the output {shown} is not a regular file; pass the path of a file");
-    }
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
     let mut first_line = String::new();
     std::io::BufReader::new(
         std::fs::File::open(path).with_context(|| format!("cannot read the output {shown}"))?,

@@ -1,11 +1,13 @@
 //! The subcommands, as thin entry points over the layers below: each turns its checked
 //! configuration into a call to the input, the run or the emulator, and its outcome into an
-//! exit code.
+//! exit code. `listing` is the account's SIM list, page by page, that `export` and
+//! `reconcile` share.
 
 pub mod check;
 pub mod connect;
 pub mod emulator;
 pub mod export;
+pub mod listing;
 pub mod reconcile;
 pub mod register;
 pub mod shell;

@@ -12,6 +12,7 @@ use crate::cli::RegisterArgs;
 use crate::config::RegisterConfig;
 use crate::emulator::Emulator;
 use crate::exit;
+use crate::input::failed_out::FailedOut;
 use crate::paths;
 use crate::run::dry_run::dry_run;
 use crate::run::job::{self, RunError};
@@ -74,7 +75,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
     let (code, json) = match ended.result {
         Ok(summary) => {
             summary.log();
-            print_summary(&summary.render());
+            print_summary(&summary.render(), summary_json.as_deref());
             if summary.end == EndReason::CredentialsRefused {
                 crate::logs::error(format_args!(
                     "the API refused the credentials (HTTP 401, Twilio error 20003); \
@@ -127,13 +128,8 @@ pub async fn run(args: RegisterArgs) -> u8 {
     };
     // Written while the run still holds the lock on the results file, so the next run on
     // it cannot start (and write its own summary) before this one's is in place.
-    if let (Some(path), Some(Ok(json))) = (summary_json, json)
-        && let Err(error) = write_json_atomically(&path, &json)
-    {
-        crate::logs::error(format_args!(
-            "cannot write the summary to {}: {error}",
-            path.display()
-        ));
+    if let (Some(path), Some(Ok(json))) = (summary_json, json) {
+        write_summary_json(&path, &json);
     }
     drop(ended.lock);
     code
@@ -177,7 +173,33 @@ fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
         "reason": reason,
         "exit_code": code,
     });
-    if let Err(error) = write_json_atomically(path, &json) {
+    write_summary_json(path, &json);
+}
+
+/// `--summary-json -`: the JSON goes to standard output (and the human summary to stderr).
+fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Writes the `--summary-json` document: to standard output for `-`, else to a new file
+/// beside `path` renamed over it, unless something other than a regular file has taken
+/// `path`'s place since the run was checked. A failure is logged: the exit code stays the
+/// run's.
+fn write_summary_json(path: &std::path::Path, json: &serde_json::Value) {
+    let written = if is_stdout(path) {
+        let mut out = super::Stdout::lock();
+        serde_json::to_writer_pretty(&mut out, json)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+            .and_then(|()| out.flush())
+            .map_err(|error| error.to_string())
+    } else {
+        match summary_json_refusal(path) {
+            Some(refusal) => Err(refusal),
+            None => write_json_atomically(path, json).map_err(|error| error.to_string()),
+        }
+    };
+    if let Err(error) = written {
         crate::logs::error(format_args!(
             "cannot write the summary to {}: {error}",
             path.display()
@@ -185,12 +207,41 @@ fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
     }
 }
 
+/// Why the summary may not replace what is at `path` (a symbolic link, a device, a pipe):
+/// it is written beside `path` and renamed over it.
+fn summary_json_refusal(path: &std::path::Path) -> Option<String> {
+    match paths::not_replaceable(path) {
+        Ok(None) => None,
+        Ok(Some(what)) => Some(format!(
+            "--summary-json {} is {what}: the summary is written beside it and renamed over \
+             it, which replaces only a regular file; pass the path of a regular file or a new \
+             one, or - for standard output",
+            path.display()
+        )),
+        Err(error) => Some(format!(
+            "cannot check --summary-json {}: {error}",
+            path.display()
+        )),
+    }
+}
+
 /// Checks the `--summary-json` and `--failed-out` files can be created where they are asked
-/// for, naming the flag and the path when not.
+/// for, and replace only a regular file or a new path, naming the flag and the path when
+/// not.
 fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
+    if let Some(path) = &config.summary_json
+        && !is_stdout(path)
+        && let Some(refusal) = summary_json_refusal(path)
+    {
+        anyhow::bail!(refusal);
+    }
+    if let Some(path) = &config.failed_out {
+        FailedOut::check_replaceable(path)?;
+    }
+    let summary_json = config.summary_json.as_ref().filter(|path| !is_stdout(path));
     let targets = [
-        ("--summary-json", &config.summary_json),
-        ("--failed-out", &config.failed_out),
+        ("--summary-json", summary_json),
+        ("--failed-out", config.failed_out.as_ref()),
     ];
     for (flag, path) in targets {
         if let Some(path) = path {
@@ -206,11 +257,18 @@ fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the summary. A closed stdout (`| head -1`) is not an error: the summary JSON and
-/// the exit code still say how the run ended.
-fn print_summary(text: &str) {
-    let mut out = super::Stdout::lock();
-    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+/// Prints the summary, to stderr when `--summary-json -` keeps stdout for the JSON. A
+/// closed stdout (`| head -1`) is not an error: the summary JSON and the exit code still
+/// say how the run ended.
+fn print_summary(text: &str, summary_json: Option<&std::path::Path>) {
+    let printed = if summary_json.is_some_and(is_stdout) {
+        let mut err = std::io::stderr().lock();
+        err.write_all(text.as_bytes()).and_then(|()| err.flush())
+    } else {
+        let mut out = super::Stdout::lock();
+        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    };
+    if let Err(error) = printed {
         crate::logs::warning(format_args!("cannot print the summary: {error}"));
     }
 }

@@ -5,10 +5,13 @@
 //! `register`, so a file that validates is a file that registers. The report starts with counts and then lists each problem as
 //! `line N: column: reason`: the first [`SHOWN_PROBLEMS`], then a count of the rest (or all of
 //! them with `--all`, spooled to an unlinked temporary file so memory stays flat).
+//!
+//! It is the read-only command: `--failed-out` may not name its input (by any path, a
+//! link included), and replaces only a regular file or a new path, as `register`'s does.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -114,9 +117,12 @@ fn spool_file() -> anyhow::Result<File> {
 pub fn check(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
     // Temporary files (the plan's sort, a spool of standard input) go to the system's.
     let temp_dir = std::env::temp_dir();
+    let setup = RunError::Setup;
+    if let Some(failed_out) = &config.failed_out {
+        check_failed_out(&config.input, failed_out).map_err(setup)?;
+    }
     let input = Replayable::new(&config.input, &temp_dir)?;
     let mut reader = input.open(config.read)?;
-    let setup = RunError::Setup;
     let mut failed_out = match &config.failed_out {
         Some(path) => {
             Some(FailedOut::create(path, reader.header(), reader.delimiter()).map_err(setup)?)
@@ -194,6 +200,25 @@ pub fn check(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, Run
     .context("cannot write the report")
     .map_err(setup)?;
     Ok(counts)
+}
+
+/// Refuses a `--failed-out` that would replace the input (it is written beside itself as
+/// `PATH.partial` and renamed over `PATH`), or anything but a regular file or a new path.
+fn check_failed_out(input: &InputSource, failed_out: &Path) -> anyhow::Result<()> {
+    if let InputSource::File(input) = input {
+        let partial = FailedOut::partial_path(failed_out);
+        for place in [failed_out, partial.as_path()] {
+            if crate::paths::same_file(place, input) {
+                anyhow::bail!(
+                    "--failed-out {} is the input file {}; validate only reads its input: \
+                     pass --failed-out with another name",
+                    place.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    FailedOut::check_replaceable(failed_out)
 }
 
 fn write_report(

@@ -30,6 +30,7 @@ mod store;
 
 pub use faults::Fault;
 pub use server::{Emulator, serve};
+pub use state::check_state;
 pub use store::{FleetRecord, SimRecord, Stats};
 
 use std::time::Duration;
@@ -134,6 +135,9 @@ pub struct EmulatorConfig {
     /// Keep the account's SIMs in this file across runs (an append-only journal); `None`
     /// starts empty and forgets everything on exit.
     pub state: Option<std::path::PathBuf>,
+    /// A fault for tests: the SIM list's last page (after the first) names the first page
+    /// as its next, so a client that follows `next_page_url` blindly goes round for ever.
+    pub paging_cycle: bool,
 }
 
 /// Another app's traffic on the emulated account: requests that take slots of the
@@ -162,6 +166,7 @@ impl Default for EmulatorConfig {
             fleets: DEFAULT_FLEETS.iter().map(|name| name.to_string()).collect(),
             update_delay: Duration::ZERO,
             state: None,
+            paging_cycle: false,
         }
     }
 }

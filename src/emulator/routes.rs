@@ -170,6 +170,7 @@ pub(super) async fn list_fleets(
         (page, page_size),
         |fleet| fleet.to_json(&base, &shared.config.account_sid),
         page_url,
+        false,
     )
 }
 
@@ -258,6 +259,7 @@ pub(super) async fn list_sims(
         (page, page_size),
         |sim| sim.to_json(&base),
         page_url,
+        shared.config.paging_cycle,
     )
 }
 
@@ -281,12 +283,15 @@ impl PageParams {
 }
 
 /// One page of a list answer under `key`, with the `meta` block every Twilio list has.
+/// With `cycle`, a last page after the first names the first page as its next (a faulty
+/// server's paging, for clients that must not follow it for ever).
 pub(super) fn list_page<T>(
     key: &str,
     all: &[T],
     (page, page_size): (usize, usize),
     to_json: impl Fn(&T) -> serde_json::Value,
     page_url: impl Fn(usize) -> String,
+    cycle: bool,
 ) -> Response {
     let items: Vec<serde_json::Value> = all
         .iter()
@@ -300,7 +305,11 @@ pub(super) fn list_page<T>(
         "meta": {
             "first_page_url": page_url(0),
             "key": key,
-            "next_page_url": has_next.then(|| page_url(page + 1)),
+            "next_page_url": match (has_next, cycle && page > 0) {
+                (true, _) => Some(page_url(page + 1)),
+                (false, true) => Some(page_url(0)),
+                (false, false) => None,
+            },
             "page": page,
             "page_size": page_size,
             "previous_page_url": (page > 0).then(|| page_url(page - 1)),

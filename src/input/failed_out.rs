@@ -5,7 +5,10 @@
 //! It is a copy of the user's input, registration codes included, so it is created with
 //! owner-only permissions (0600). It is written to `PATH.partial` and renamed over `PATH`
 //! when the run ends, so the file at `PATH` is always a whole one, and a failed-out file that
-//! is also the input being read is replaced, never truncated under the reader.
+//! is also the input being read is replaced, never truncated under the reader. Only a
+//! regular file (or a new path) is replaced, at `PATH` and at `PATH.partial`: a symbolic
+//! link, a device or a pipe there is refused before anything is written, and checked again
+//! before the rename at the end.
 
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
@@ -37,6 +40,7 @@ impl FailedOut {
         input_header: &csv::ByteRecord,
         delimiter: u8,
     ) -> anyhow::Result<Self> {
+        Self::check_replaceable(path)?;
         let partial = Self::partial_path(path);
         let file = create_private(&partial)
             .with_context(|| format!("cannot create the failed-out file {}", partial.display()))?;
@@ -61,6 +65,24 @@ impl FailedOut {
             replaces_reason,
             rows: 0,
         })
+    }
+
+    /// Refuses a `PATH` (or `PATH.partial`) that is not a regular file or a new path: the
+    /// rename at the end would replace a symbolic link, a device or a pipe with a file.
+    pub fn check_replaceable(path: &Path) -> anyhow::Result<()> {
+        for place in [path.to_path_buf(), Self::partial_path(path)] {
+            let what = crate::paths::not_replaceable(&place)
+                .with_context(|| format!("cannot check --failed-out {}", place.display()))?;
+            if let Some(what) = what {
+                anyhow::bail!(
+                    "--failed-out {} is {what}: the failed-out file is written beside it and \
+                     renamed over it, which replaces only a regular file; pass the path of a \
+                     regular file or a new one",
+                    place.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `PATH.partial`, where the file is written until the run ends.
@@ -101,6 +123,9 @@ impl FailedOut {
             .get_ref()
             .sync_all()
             .with_context(context)?;
+        // Something else may have taken the file's place while the run went on.
+        Self::check_replaceable(&self.path)
+            .with_context(|| format!("the failed rows are left in {}", self.partial.display()))?;
         std::fs::rename(&self.partial, &self.path).with_context(|| {
             format!(
                 "cannot move {} to {}",
