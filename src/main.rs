@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            supersim_bulk::logs::error(format_args!("cannot start the async runtime: {error}"));
             return ExitCode::from(supersim_bulk::exit::USAGE_OR_CONFIG);
         }
     };

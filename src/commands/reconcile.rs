@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use super::export::{ListError, export_fields, list_sims};
 use crate::api::SimFilter;
 use crate::api::gate::Gate;
-use crate::app::watch_signals;
 use crate::cli::ReconcileArgs;
 use crate::exit;
 use crate::extsort::Sorter;
@@ -647,7 +646,7 @@ fn write_counts(
 }
 
 /// `reconcile`: the report to stdout, errors to stderr.
-pub async fn run(args: ReconcileArgs) -> u8 {
+pub async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
     let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,
@@ -665,8 +664,6 @@ pub async fn run(args: ReconcileArgs) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
-    let stop = CancellationToken::new();
-    watch_signals(stop.clone());
     let gate = Gate::new(client, config.limits, stop);
     let temp_dir = std::env::temp_dir();
     let reconcile = Reconcile {

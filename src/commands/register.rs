@@ -7,7 +7,6 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::app::watch_signals;
 use crate::cli::RegisterArgs;
 use crate::config::RegisterConfig;
 use crate::emulator::Emulator;
@@ -18,8 +17,9 @@ use crate::run::job::{self, RunError};
 use crate::run::summary::{EndReason, write_json_atomically};
 
 /// `register`: resolves the flags, connects (starting the built-in emulator for
-/// `--emulator`), runs the job, prints the summary and writes `--summary-json`.
-pub async fn run(args: RegisterArgs) -> u8 {
+/// `--emulator`), runs the job until it ends or `stop` (the signals) ends it, prints the
+/// summary and writes `--summary-json`.
+pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => {
@@ -44,7 +44,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
         }
     };
     if args.dry_run {
-        return match dry_run(&config, client).await {
+        return match dry_run(&config, client, stop).await {
             Ok(plan) => {
                 let mut out = super::Stdout::lock();
                 let _ = out.write_all(plan.render().as_bytes());
@@ -57,18 +57,12 @@ pub async fn run(args: RegisterArgs) -> u8 {
                 ));
                 exit::USAGE_OR_CONFIG
             }
-            Err(error @ RunError::Unreachable(_)) => {
-                crate::logs::error(format_args!("{error}"));
-                exit::TEMPORARY_FAILURE
-            }
             Err(error) => {
                 crate::logs::error(format_args!("{error}"));
-                exit::USAGE_OR_CONFIG
+                error.exit_code()
             }
         };
     }
-    let stop = CancellationToken::new();
-    watch_signals(stop.clone());
     let summary_json = config.summary_json.clone();
     let ended = job::run(config, client, stop).await;
     let (code, json) = match ended.result {
@@ -110,11 +104,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
                      rehearsal's results (--emulator now writes <input>.emulator.results.csv)"
                 ));
             }
-            // An input that changed under the run is worth retrying later, as is a lock.
-            let code = match error {
-                RunError::InputChanged(_) | RunError::Unreachable(_) => exit::TEMPORARY_FAILURE,
-                _ => exit::USAGE_OR_CONFIG,
-            };
+            let code = error.exit_code();
             let json = serde_json::json!({
                 "tool": "supersim-bulk",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -127,16 +117,23 @@ pub async fn run(args: RegisterArgs) -> u8 {
     };
     // Written while the run still holds the lock on the results file, so the next run on
     // it cannot start (and write its own summary) before this one's is in place.
-    if let (Some(path), Some(Ok(json))) = (summary_json, json)
-        && let Err(error) = write_json_atomically(&path, &json)
-    {
-        crate::logs::error(format_args!(
-            "cannot write the summary to {}: {error}",
-            path.display()
-        ));
+    if let (Some(path), Some(Ok(json))) = (summary_json, json) {
+        write_summary_json(&path, &json);
     }
     drop(ended.lock);
     code
+}
+
+/// Writes `--summary-json`; when that fails (a full disk, say), the summary goes to stderr
+/// instead, as one line, so whatever reads the logs still learns how the run ended.
+fn write_summary_json(path: &std::path::Path, json: &serde_json::Value) {
+    if let Err(error) = write_json_atomically(path, json) {
+        crate::logs::error(format_args!(
+            "cannot write the summary to {}: {error}; the summary follows on stderr",
+            path.display()
+        ));
+        crate::logs::line(json);
+    }
 }
 
 /// The start line: what this run is, against what, within which limits. Never a secret:
@@ -177,12 +174,7 @@ fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
         "reason": reason,
         "exit_code": code,
     });
-    if let Err(error) = write_json_atomically(path, &json) {
-        crate::logs::error(format_args!(
-            "cannot write the summary to {}: {error}",
-            path.display()
-        ));
-    }
+    write_summary_json(path, &json);
 }
 
 /// Checks the `--summary-json` and `--failed-out` files can be created where they are asked
