@@ -101,16 +101,16 @@ pub(super) async fn dispatch(
                 };
                 let gate = gate.clone();
                 let written = written.clone();
-                let stop = Arc::clone(stop);
+                let worker_stop = Arc::clone(stop);
                 workers.spawn(async move {
                     if let Some(mut result) = onboard::onboard(&gate, job, wait, &written).await {
                         result.warning = warning;
-                        record(&written, Written::Row(result, fields, None), &stop).await;
+                        record(&written, Written::Row(result, fields, None), &worker_stop).await;
                     }
                     drop(permit);
                 });
                 while let Some(joined) = workers.try_join_next() {
-                    failed_workers += worker_failed(joined);
+                    failed_workers += worker_failed(joined, stop);
                 }
             }
             Work::Report(row, fields, failed) => {
@@ -125,7 +125,7 @@ pub(super) async fn dispatch(
     drop(work);
     let drain = async {
         while let Some(joined) = workers.join_next().await {
-            failed_workers += worker_failed(joined);
+            failed_workers += worker_failed(joined, stop);
         }
     };
     let grace_over = async {
@@ -150,11 +150,15 @@ pub(super) async fn dispatch(
 }
 
 /// 1 when a worker's task panicked (a bug), logged with what the panic said; 0 otherwise.
-/// The row it held gets no result row, so the next run tries it again.
-pub(super) fn worker_failed(joined: Result<(), tokio::task::JoinError>) -> u64 {
+/// The row it held gets no result row, so the next run tries it again; a bug stops the
+/// run, so no more rows meet it.
+pub(super) fn worker_failed(joined: Result<(), tokio::task::JoinError>, stop: &RunStop) -> u64 {
     match joined {
         Err(error) if error.is_panic() => {
             tracing::error!(%error, "a worker failed unexpectedly; its row is left for the next run");
+            stop.stop(EndReason::Internal(format!(
+                "a worker failed unexpectedly ({error}); its row is left for the next run"
+            )));
             1
         }
         _ => 0,
@@ -166,14 +170,17 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_panicking_worker_is_counted_not_swallowed() {
+    async fn a_panicking_worker_is_counted_and_stops_the_run() {
+        let stop = RunStop::new(&tokio_util::sync::CancellationToken::new());
         let mut workers = JoinSet::new();
         workers.spawn(async { panic!("a bug in a worker") });
         workers.spawn(async {});
         let mut failed = 0;
         while let Some(joined) = workers.join_next().await {
-            failed += worker_failed(joined);
+            failed += worker_failed(joined, &stop);
         }
         assert_eq!(failed, 1);
+        assert!(matches!(stop.reason(), Some(EndReason::Internal(_))));
+        assert!(stop.no_new_requests().is_cancelled());
     }
 }

@@ -261,11 +261,10 @@ async fn pipeline(
         // Rows already sent were recorded: the run stops with a summary, to be run again.
         Ok(Err(RunError::InputChanged(why))) => stop.stop(EndReason::InputChanged(why)),
         Ok(Err(error)) => return Err(error),
-        Err(panic) => {
-            return Err(RunError::Setup(anyhow::anyhow!(
-                "the input reader failed: {panic}"
-            )));
-        }
+        // A bug: what was answered is recorded, and the summary says so (exit 70).
+        Err(panic) => stop.stop(EndReason::Internal(format!(
+            "the input reader failed: {panic}"
+        ))),
     }
     stop.notice(&gate);
     Ok(Piped {
