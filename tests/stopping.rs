@@ -298,3 +298,42 @@ async fn every_row_carries_the_account_the_preflight_proved() {
         assert_eq!(row["account_sid"], TEST_ACCOUNT_SID, "{row:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_summary_that_cannot_be_written_goes_to_stderr() {
+    // A limit so low that neither the results nor the summary file can hold what they must.
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..40).map(|n| good_sim(36_000 + n)).collect();
+    env.write_input(&sims);
+    let summary = env.dir.path().join("summary.json");
+    let args = register_args(
+        &env,
+        &[
+            "--concurrency",
+            "2",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+    );
+
+    let output = through_shell("ulimit -f 1", args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+    assert!(!summary.exists(), "no summary file fits under the limit");
+    let log = stderr(&output);
+    let json = log
+        .lines()
+        .find_map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .filter(|json| json["tool"] == "supersim-bulk")
+        })
+        .unwrap_or_else(|| panic!("the summary is on stderr: {log}"));
+    assert_eq!(json["end"], "writer_failed", "{json}");
+    assert_eq!(json["exit_code"], 75);
+}
