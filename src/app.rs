@@ -1,18 +1,20 @@
-//! The glue between the command line and the commands: logging set-up, signal handling,
-//! and handing each subcommand to its entry point in `commands`.
+//! The glue between the command line and the commands: logging set-up, the stop token
+//! (from [`crate::signals`]) handed to each command, and each subcommand's entry point in
+//! `commands`.
 //!
-//! Kept out of `main.rs` so that `main` only parses arguments and hands over.
+//! Kept out of `main.rs` so that `main` only parses arguments and hands over. Nothing below
+//! imports this module.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, ColorChoice, Command, LogFormat};
-use crate::{commands, exit};
+use crate::{commands, signals};
 
-/// Logs go to stderr. Colour per `--color` (auto: on a terminal, unless `NO_COLOR` or
+/// Logs go to stderr, and are dropped when stderr cannot be written (see
+/// [`crate::logs::Stderr`]). Colour per `--color` (auto: on a terminal, unless `NO_COLOR` or
 /// `TERM=dumb`). HTTP internals are capped at `debug`
 /// whatever RUST_LOG says, because at `trace` they dump request headers, and the
 /// Authorization header is a secret.
@@ -52,7 +54,9 @@ pub fn init_tracing(cli: &Cli) {
     crate::logs::set(json, color && !json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logs::Stderr)
+        // Its own complaint about a failed write would go to the same broken stderr.
+        .log_internal_errors(false)
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
@@ -60,51 +64,19 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// Runs the parsed command to its end.
+/// Runs the parsed command to its end. The stop token is made here, once, and handed to
+/// every command that sends requests, so each honours SIGINT, SIGTERM and SIGHUP the same way.
 pub async fn main(cli: Cli) -> ExitCode {
+    let stop = signals::watch();
     let code = match cli.command {
-        Command::Register(args) => commands::register::run(args).await,
-        Command::Emulator(args) => commands::emulator::run(args).await,
+        Command::Register(args) => commands::register::run(args, stop).await,
+        Command::Emulator(args) => commands::emulator::run(args, stop).await,
         Command::Validate(args) => commands::validate::run(args),
-        Command::Export(args) => commands::export::run(args).await,
-        Command::Reconcile(args) => commands::reconcile::run(args).await,
+        Command::Export(args) => commands::export::run(args, stop).await,
+        Command::Reconcile(args) => commands::reconcile::run(args, stop).await,
         Command::Check(args) => commands::check::run(args).await,
         Command::Completions(args) => commands::shell::completions(args),
         Command::Man => commands::shell::man(),
     };
     ExitCode::from(code)
-}
-
-/// First SIGINT or SIGTERM: cancel `stop` so the run winds down and writes what is in
-/// flight. Second: leave at once; the results file is valid after any whole row.
-pub(crate) fn watch_signals(stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => Some(signal),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot watch SIGTERM");
-                    None
-                }
-            };
-        for count in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                Some(()) = async { match terminate.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
-            }
-            if count == 0 {
-                tracing::warn!(
-                    "interrupted: finishing the requests in flight (interrupt again to quit at once)"
-                );
-                stop.cancel();
-            } else {
-                if crate::logs::json() {
-                    tracing::error!("interrupted twice: quitting now; run again to resume");
-                } else {
-                    eprintln!("interrupted twice: quitting now; run again to resume");
-                }
-                std::process::exit(i32::from(exit::INTERRUPTED));
-            }
-        }
-    });
 }

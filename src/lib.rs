@@ -7,10 +7,11 @@
 //! way: a layer imports the ones below it, never the ones above, and no two files import
 //! each other.
 //!
-//! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`]: the secret types that never
-//!   print, the exit codes, the external sort that keeps planning and compaction flat in
-//!   memory, files compared by identity (device and inode, or real path) and opened without
-//!   following a planted symlink, and how this process logs (JSON or text, colour or not).
+//! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`], [`signals`]: the secret types
+//!   that never print, the exit codes, the external sort that keeps planning and compaction
+//!   flat in memory, files compared by identity (device and inode, or real path) and opened
+//!   without following a planted symlink, how this process logs (JSON or text, colour or
+//!   not, never failing on a closed stderr), and the signals that stop it.
 //! - [`input`]: reading the CSV (framing, sniffing, the reader), the ICCID and code checks,
 //!   the per-row screen, and the failed-out file. No network.
 //! - [`results`]: the results file: its columns and outcome words, the append-only writer,
@@ -25,7 +26,7 @@
 //!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the
 //!   clap types; [`config`]: flags and environment resolved into a checked run
 //!   configuration before any I/O, with [`profiles`]: twilio-cli's profiles as a source of
-//!   credentials; [`app`]: logging, signals, and dispatch to the commands.
+//!   credentials; [`app`]: logging, the stop token, and dispatch to the commands.
 //!
 //! Where a change belongs: retries and backoff in `api/retry.rs`, CSV reading in `input/`,
 //! the results file in `results/`, the emulator in `emulator/`.
@@ -41,6 +42,7 @@ pub mod extsort;
 pub mod logs;
 pub mod paths;
 pub mod profiles;
+pub mod signals;
 
 pub mod input;
 pub mod results;

@@ -1,8 +1,15 @@
 //! How this process logs, decided once at start-up and read everywhere below: whether the
-//! log lines on stderr are JSON, and whether they (and the progress bar) may use colour.
+//! log lines on stderr are JSON, whether they (and the progress bar) may use colour, and
+//! the one way anything reaches stderr: [`Stderr`], which drops what cannot be written.
+//!
+//! A closed stderr, or a pipe whose reader went away (`2>&1 | head -2`), is not an error of
+//! the run: the run's outcome is in the results file, the summary JSON and the exit code,
+//! so log lines that cannot be written are dropped, never a panic (`eprintln!` panics on a
+//! broken pipe, so nothing here uses it).
 //!
 //! A bottom layer, like [`crate::exit`]: `app` sets it, the commands and the run read it.
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +44,38 @@ pub fn auto_color(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<String>
     stderr_is_terminal && !no_color && !dumb
 }
 
+/// Standard error for log lines and messages: whatever cannot be written (a closed
+/// descriptor, a broken pipe, anything else) is dropped quietly, as if it had been written.
+/// Also the `MakeWriter` tracing writes its events with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Stderr
+    }
+}
+
+/// One line on stderr, dropped if it cannot be written.
+pub fn line(text: impl std::fmt::Display) {
+    // One `write_all` of the whole line, so lines from several threads do not interleave.
+    let _ = Stderr.write_all(format!("{text}\n").as_bytes());
+}
+
 /// A set-up or run error for a person or a log shipper: a tracing `error` event when the
 /// logs are JSON (so every stderr line stays one JSON object), else the plain
 /// `error: …` line that reads well in a terminal and in cron mail.
@@ -44,7 +83,7 @@ pub fn error(message: impl std::fmt::Display) {
     if json() {
         tracing::error!("{message}");
     } else {
-        eprintln!("error: {message}");
+        line(format_args!("error: {message}"));
     }
 }
 
@@ -53,7 +92,7 @@ pub fn warning(message: impl std::fmt::Display) {
     if json() {
         tracing::warn!("{message}");
     } else {
-        eprintln!("warning: {message}");
+        line(format_args!("warning: {message}"));
     }
 }
 
@@ -62,7 +101,7 @@ pub fn note(message: impl std::fmt::Display) {
     if json() {
         tracing::info!("{message}");
     } else {
-        eprintln!("note: {message}");
+        line(format_args!("note: {message}"));
     }
 }
 

@@ -12,9 +12,23 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            supersim_bulk::logs::error(format_args!("cannot start the async runtime: {error}"));
             return ExitCode::from(supersim_bulk::exit::USAGE_OR_CONFIG);
         }
     };
-    runtime.block_on(app::main(cli))
+    // A panic that reaches this far is a bug: it exits 70 like every other internal error,
+    // never with a panic's own 101 that no script knows. The panic hook has already said
+    // what and where on stderr (when stderr can be written).
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(app::main(cli))
+    })) {
+        Ok(code) => code,
+        Err(_) => {
+            supersim_bulk::logs::error(
+                "internal error (a bug): the run stopped unexpectedly; rows not written are \
+                 left for the next run. Please report this",
+            );
+            ExitCode::from(supersim_bulk::exit::INTERNAL_ERROR)
+        }
+    }
 }

@@ -4,9 +4,10 @@
 //! and the in-flight limit hold across all workers; and if a pause began while it waited for
 //! those, it gives them back, waits the pause out and starts over, so a `Retry-After` holds
 //! at the moment a request is sent. The answer tells the concurrency limit whether to grow
-//! or shrink, and a `Retry-After` on a retryable answer pauses the whole pool. It also owns the retry waits and the stop signals (an
-//! interrupt, and a [`Halt`]: refused credentials, an API that never answers, an endpoint
-//! that is not the API), so no request of any kind starts after a stop.
+//! or shrink, and a `Retry-After` on a retryable answer pauses the whole pool. It also owns
+//! the retry waits, and watches the two stops (the run's stop token, and a [`Halt`] in the
+//! [`HaltRegistry`]: refused credentials, an API that never answers, an endpoint that is not
+//! the API), so no request of any kind starts after either.
 //!
 //! Because it sees every answer, the gate also tells an unreachable API from a flaky one:
 //! while nothing has answered yet in this run, [`UNREACHABLE_AFTER`] requests in a row
@@ -14,8 +15,8 @@
 //! down to `gave_up`.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use rand::rngs::StdRng;
 
 use super::adaptive::{self, Answer, ConcurrencyLimit, RequestSlot};
+pub use super::halt::Halt;
+use super::halt::HaltRegistry;
 use super::retry::{Backoff, PoolPause, jitter_for_row};
 use super::{ApiError, Client, ErrorClass};
 
@@ -47,19 +50,6 @@ impl RequestStats {
 /// Requests in a row that got no answer at all, before any answer in this run, that stop
 /// the run as unreachable (fewer when `--max-attempts` is lower, so no SIM gives up first).
 pub const UNREACHABLE_AFTER: u32 = 5;
-
-/// Why the gate stopped the whole run: every further request would fail the same way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Halt {
-    /// The API refused the credentials (401 / 20003).
-    CredentialsRefused,
-    /// No request has been answered, and [`UNREACHABLE_AFTER`] in a row got no answer: the
-    /// sentence says why (DNS, refused, TLS, timeout) and names the URL.
-    Unreachable(String),
-    /// An answer said the URL is not the endpoint (a 404 or a bare 4xx on `POST /v1/Sims`):
-    /// the sentence names the URL and the likely fix.
-    WrongEndpoint(String),
-}
 
 /// The limits a pool works within.
 #[derive(Debug, Clone, Copy)]
@@ -87,13 +77,11 @@ pub struct Gate {
     /// adaptation.
     pause: PoolPause,
     limits: GateLimits,
-    /// Cancelled on interrupt: no new attempts start, answers in flight are still recorded.
+    /// Cancelled when no request may start (an interrupt, or the run's own stop): answers
+    /// in flight are still recorded.
     stop: CancellationToken,
-    /// Cancelled when the API refuses the credentials: every further request would fail too.
-    credentials_refused: CancellationToken,
-    /// Cancelled on any [`Halt`] (refused credentials included); `halt_reason` says which.
-    halt: CancellationToken,
-    halt_reason: Mutex<Option<Halt>>,
+    /// The API side's reasons to stop, first one kept.
+    halts: HaltRegistry,
     /// Set once any request got an HTTP answer: the API is reachable.
     answered: AtomicBool,
     /// Requests without any answer, counted until the first answer.
@@ -120,9 +108,7 @@ impl Gate {
             pause: PoolPause::default(),
             limits,
             stop,
-            credentials_refused: CancellationToken::new(),
-            halt: CancellationToken::new(),
-            halt_reason: Mutex::default(),
+            halts: HaltRegistry::default(),
             answered: AtomicBool::new(false),
             unanswered: AtomicU32::new(0),
             round_trip: AtomicU64::new(0),
@@ -132,37 +118,22 @@ impl Gate {
 
     /// Cancelled once the API has refused the credentials.
     pub fn credentials_refused(&self) -> &CancellationToken {
-        &self.credentials_refused
+        self.halts.credentials_refused()
     }
 
     /// Cancelled once the run is halted for any [`Halt`] reason.
     pub fn halted(&self) -> &CancellationToken {
-        &self.halt
+        self.halts.halted()
     }
 
     /// Why the run was halted, if it was: the first reason wins.
     pub fn halt_reason(&self) -> Option<Halt> {
-        self.halt_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.halts.reason()
     }
 
     /// Stops the run for `why`; a later reason does not replace the first.
     pub(crate) fn halt(&self, why: Halt) {
-        {
-            let mut reason = self.halt_reason.lock().unwrap_or_else(|e| e.into_inner());
-            if reason.is_none() {
-                match &why {
-                    Halt::Unreachable(sentence) | Halt::WrongEndpoint(sentence) => {
-                        tracing::error!(%sentence, "stopping the run");
-                    }
-                    Halt::CredentialsRefused => {}
-                }
-                *reason = Some(why);
-            }
-        }
-        self.halt.cancel();
+        self.halts.halt(why);
     }
 
     /// Counts an answer (any HTTP status) or a request that got none; before the first
@@ -204,7 +175,6 @@ impl Gate {
             error_code = error.code,
             "the API refused the credentials; stopping the run"
         );
-        self.credentials_refused.cancel();
         self.halt(Halt::CredentialsRefused);
     }
 
@@ -223,7 +193,7 @@ impl Gate {
         let slot = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return None,
-            _ = self.halt.cancelled() => return None,
+            _ = self.halts.halted().cancelled() => return None,
             slot = self.admit() => slot,
         };
         RequestStats::bump(&self.stats.requests);
@@ -255,7 +225,7 @@ impl Gate {
         }
         self.concurrency.on_answer(&slot, verdict, reported);
         drop(slot);
-        if answer.is_err() && self.halt.is_cancelled() {
+        if answer.is_err() && self.halts.halted().is_cancelled() {
             // Halted (by this answer or another): the failure is not this SIM's verdict.
             return None;
         }
@@ -334,7 +304,7 @@ impl Gate {
     pub(crate) async fn idle(&self, wait: Duration) -> bool {
         tokio::select! {
             _ = self.stop.cancelled() => false,
-            _ = self.halt.cancelled() => false,
+            _ = self.halts.halted().cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
         }
     }
@@ -344,7 +314,7 @@ impl Gate {
         RequestStats::bump(&self.stats.retries);
         tokio::select! {
             _ = self.stop.cancelled() => false,
-            _ = self.halt.cancelled() => false,
+            _ = self.halts.halted().cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
         }
     }

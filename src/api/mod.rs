@@ -7,7 +7,7 @@
 //! - [`retry`]: backoff, `Retry-After`, and the pool-wide pause after a 429;
 //!   [`adaptive`]: the in-flight limit that adapts to the account's concurrency limit.
 //! - [`gate`]: the one gate every request passes, within the run's rate and concurrency
-//!   limits, and the retry waits; [`preflight`]: one cheap request that proves the base URL,
+//!   limits, and the retry waits; [`halt`]: the registry of why the API side stopped a run; [`preflight`]: one cheap request that proves the base URL,
 //!   the credentials and the network before anything is registered; [`transport`]: why the
 //!   API could not be reached (DNS, refused, TLS, timeout), as one sentence.
 //!
@@ -18,6 +18,7 @@ pub mod adaptive;
 pub mod client;
 pub mod error;
 pub mod gate;
+pub mod halt;
 pub mod preflight;
 pub mod retry;
 pub mod transport;

@@ -1,12 +1,15 @@
 //! The `emulator` command: a local Super SIM API on a chosen port, for rehearsals and for
 //! other tools' tests.
 
+use tokio_util::sync::CancellationToken;
+
 use crate::cli::EmulatorArgs;
 use crate::emulator::{EmulatorConfig, OtherApp, credentials_from_env};
 use crate::exit;
 
-/// `emulator`: serves the emulated API until Ctrl-C, listing its Fleets at start-up.
-pub async fn run(args: EmulatorArgs) -> u8 {
+/// `emulator`: serves the emulated API until `stop` (Ctrl-C, SIGTERM, SIGHUP), listing its
+/// Fleets at start-up.
+pub async fn run(args: EmulatorArgs, stop: CancellationToken) -> u8 {
     let mut config = EmulatorConfig {
         latency: args.latency,
         max_concurrent: args.max_concurrent,
@@ -29,16 +32,16 @@ pub async fn run(args: EmulatorArgs) -> u8 {
     if let Some(state) = &config.state
         && let Err(error) = crate::emulator::check_state(state)
     {
-        eprintln!("error: {error}");
+        crate::logs::error(format_args!("{error}"));
         return exit::USAGE_OR_CONFIG;
     }
     let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!(
-                "error: cannot listen on {}:{}: {error}",
+            crate::logs::error(format_args!(
+                "cannot listen on {}:{}: {error}",
                 args.host, args.port
-            );
+            ));
             return exit::USAGE_OR_CONFIG;
         }
     };
@@ -59,13 +62,11 @@ pub async fn run(args: EmulatorArgs) -> u8 {
         }
         Err(error) => tracing::warn!(%error, "cannot read the listening address"),
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = async move { stop.cancelled().await };
     match crate::emulator::serve(config, listener, shutdown).await {
         Ok(()) => exit::SUCCESS,
         Err(error) => {
-            eprintln!("error: the emulator stopped: {error}");
+            crate::logs::error(format_args!("the emulator stopped: {error}"));
             exit::USAGE_OR_CONFIG
         }
     }

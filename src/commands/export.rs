@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use super::listing::{EXPORT_COLUMNS, ListError, export_fields, list_sims};
 use crate::api::SimFilter;
 use crate::api::gate::Gate;
-use crate::app::watch_signals;
 use crate::cli::ExportArgs;
 use crate::config::AccountConfig;
 use crate::exit;
@@ -58,8 +57,8 @@ pub fn check_output(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `export`: lists the SIMs to stdout or `-o FILE`.
-pub async fn run(args: ExportArgs) -> u8 {
+/// `export`: lists the SIMs to stdout or `-o FILE`; `stop` ends it between pages.
+pub async fn run(args: ExportArgs, stop: CancellationToken) -> u8 {
     let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,
@@ -80,7 +79,7 @@ pub async fn run(args: ExportArgs) -> u8 {
         fleet: args.fleet,
         page_size: config.page_size,
     };
-    match export(&config, &filter, output.as_deref()).await {
+    match export(&config, &filter, output.as_deref(), stop).await {
         Ok((sims, pages)) => {
             let place = output
                 .as_ref()
@@ -112,12 +111,11 @@ async fn export(
     config: &AccountConfig,
     filter: &SimFilter,
     output: Option<&Path>,
+    stop: CancellationToken,
 ) -> Result<(u64, u64), ListError> {
     let (client, _emulator) = super::connect::connect(&config.target, config.timeout)
         .await
         .map_err(ListError::Other)?;
-    let stop = CancellationToken::new();
-    watch_signals(stop.clone());
     let gate = Gate::new(client, config.limits, stop);
     let other = |e: anyhow::Error| ListError::Other(e);
     let (sink, temp): (Box<dyn Write>, Option<(tempfile::NamedTempFile, PathBuf)>) = match output {

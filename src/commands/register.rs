@@ -7,7 +7,6 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::app::watch_signals;
 use crate::cli::RegisterArgs;
 use crate::config::RegisterConfig;
 use crate::emulator::Emulator;
@@ -19,8 +18,9 @@ use crate::run::job::{self, RunError};
 use crate::run::summary::{EndReason, write_json_atomically};
 
 /// `register`: resolves the flags, connects (starting the built-in emulator for
-/// `--emulator`), runs the job, prints the summary and writes `--summary-json`.
-pub async fn run(args: RegisterArgs) -> u8 {
+/// `--emulator`), runs the job until it ends or `stop` (the signals) ends it, prints the
+/// summary and writes `--summary-json`.
+pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => {
@@ -45,7 +45,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
         }
     };
     if args.dry_run {
-        return match dry_run(&config, client).await {
+        return match dry_run(&config, client, stop).await {
             Ok(plan) => {
                 let mut out = super::Stdout::lock();
                 let _ = out.write_all(plan.render().as_bytes());
@@ -58,18 +58,12 @@ pub async fn run(args: RegisterArgs) -> u8 {
                 ));
                 exit::USAGE_OR_CONFIG
             }
-            Err(error @ RunError::Unreachable(_)) => {
-                crate::logs::error(format_args!("{error}"));
-                exit::TEMPORARY_FAILURE
-            }
             Err(error) => {
                 crate::logs::error(format_args!("{error}"));
-                exit::USAGE_OR_CONFIG
+                error.exit_code()
             }
         };
     }
-    let stop = CancellationToken::new();
-    watch_signals(stop.clone());
     let summary_json = config.summary_json.clone();
     let ended = job::run(config, client, stop).await;
     let (code, json) = match ended.result {
@@ -111,11 +105,7 @@ pub async fn run(args: RegisterArgs) -> u8 {
                      rehearsal's results (--emulator now writes <input>.emulator.results.csv)"
                 ));
             }
-            // An input that changed under the run is worth retrying later, as is a lock.
-            let code = match error {
-                RunError::InputChanged(_) | RunError::Unreachable(_) => exit::TEMPORARY_FAILURE,
-                _ => exit::USAGE_OR_CONFIG,
-            };
+            let code = error.exit_code();
             let json = serde_json::json!({
                 "tool": "supersim-bulk",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -183,8 +173,9 @@ fn is_stdout(path: &std::path::Path) -> bool {
 
 /// Writes the `--summary-json` document: to standard output for `-`, else to a new file
 /// beside `path` renamed over it, unless something other than a regular file has taken
-/// `path`'s place since the run was checked. A failure is logged: the exit code stays the
-/// run's.
+/// `path`'s place since the run was checked. When that fails (a full disk, say), the
+/// summary goes to stderr instead, as one line, so whatever reads the logs still learns how
+/// the run ended; the exit code stays the run's.
 fn write_summary_json(path: &std::path::Path, json: &serde_json::Value) {
     let written = if is_stdout(path) {
         let mut out = super::Stdout::lock();
@@ -201,9 +192,10 @@ fn write_summary_json(path: &std::path::Path, json: &serde_json::Value) {
     };
     if let Err(error) = written {
         crate::logs::error(format_args!(
-            "cannot write the summary to {}: {error}",
+            "cannot write the summary to {}: {error}; the summary follows on stderr",
             path.display()
         ));
+        crate::logs::line(json);
     }
 }
 

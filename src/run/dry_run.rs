@@ -8,9 +8,10 @@ use crate::api::Client;
 use crate::api::gate::{Gate, Halt};
 use crate::input::screen::Screen;
 use crate::results::EarlierRows;
+use crate::run::account::{check_account, proven_account};
 use crate::run::config::RegisterConfig;
+use crate::run::error::RunError;
 use crate::run::fleets::{self, FleetStop};
-use crate::run::job::{RunError, check_account, proven_account};
 use crate::run::plan::{Plan, Replayable, temp_dir_beside};
 use crate::run::triage::{Work, triage};
 
@@ -69,8 +70,25 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// Plans the run `config` describes against `client`, sending nothing but the preflight.
-pub async fn dry_run(config: &RegisterConfig, client: Client) -> Result<DryRun, RunError> {
+/// Plans the run `config` describes against `client`, sending nothing but the preflight
+/// and the Fleet lookups; `stop` (the signals) ends the lookups early.
+pub async fn dry_run(
+    config: &RegisterConfig,
+    client: Client,
+    stop: CancellationToken,
+) -> Result<DryRun, RunError> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(RunError::Interrupted),
+        planned = plan_dry_run(config, client, &stop) => planned,
+    }
+}
+
+async fn plan_dry_run(
+    config: &RegisterConfig,
+    client: Client,
+    stop: &CancellationToken,
+) -> Result<DryRun, RunError> {
     let account_sid = proven_account(&client, config.account_sid.as_deref()).await?;
     let url = client.url("");
     let temp_dir = temp_dir_beside(&config.output);
@@ -95,7 +113,7 @@ pub async fn dry_run(config: &RegisterConfig, client: Client) -> Result<DryRun, 
     )?;
     // The Fleets are looked up as a run would, so a typo shows now (reads only, within the
     // same limits a run keeps).
-    let gate = Gate::new(client, config.limits, CancellationToken::new());
+    let gate = Gate::new(client, config.limits, stop.clone());
     let fleets = match fleets::resolve(
         &gate,
         config.onboard.fleet.as_deref(),
@@ -112,6 +130,7 @@ pub async fn dry_run(config: &RegisterConfig, client: Client) -> Result<DryRun, 
                 Some(Halt::CredentialsRefused) => RunError::CredentialsRefused,
                 Some(Halt::Unreachable(why)) => RunError::Unreachable(why),
                 Some(Halt::WrongEndpoint(why)) => RunError::Setup(anyhow::anyhow!(why)),
+                None if stop.is_cancelled() => RunError::Interrupted,
                 None => RunError::Setup(anyhow::anyhow!("the Fleet lookups stopped")),
             });
         }
@@ -122,6 +141,9 @@ pub async fn dry_run(config: &RegisterConfig, client: Client) -> Result<DryRun, 
         ..DryRun::default()
     };
     while let Some(row) = reader.next_row() {
+        if stop.is_cancelled() {
+            return Err(RunError::Interrupted);
+        }
         let row = row?;
         if !plan.covers(row.line) {
             break;

@@ -14,78 +14,37 @@
 //! the same ones `validate` runs; this module adds only what resuming needs.
 //! Each row carries its input fields to the writer, which copies failed rows to the
 //! `--failed-out` file.
+//!
+//! A run is three steps: [`prepare`] (input, results file, lock, plan: nothing sent),
+//! the pipeline (reader, [`dispatch`](super::dispatch), workers, writer, all stopping
+//! through one [`RunStop`]), and [`finish`] (why it ended, compaction, the summary).
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
-use crate::api::gate::{Gate, Halt, RequestStats};
-use crate::api::preflight::{PreflightError, preflight};
-use crate::input::InputError;
+use crate::api::gate::{Gate, RequestStats};
+use crate::input::SimReader;
 use crate::input::failed_out::FailedOut;
 use crate::input::screen::Screen;
 use crate::results::ResultsWriter;
 use crate::results::compact::compact;
+use crate::run::account::{Preflight, check_account};
 use crate::run::config::RegisterConfig;
+use crate::run::dispatch::{DispatchLimits, dispatch};
+pub use crate::run::error::RunError;
 use crate::run::fleets::ResolvedFleets;
-use crate::run::lock::{LockError, RunLock};
-use crate::run::onboard::{self};
-use crate::run::plan::{Plan, PlanError, Replayable, temp_dir_beside};
+use crate::run::lock::RunLock;
+use crate::run::plan::{Plan, Replayable, temp_dir_beside};
 use crate::run::progress::{Counts, Progress};
-use crate::run::summary::{ConcurrencyReport, EndReason, RunSummary};
-use crate::run::triage::{LazyFleets, Work, read_input};
-use crate::run::writer::{Written, write_results};
-
-/// Why a run ended without a summary worth an exit code of its own.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Input(#[from] InputError),
-    /// Another run holds the results file (exit 75: try again later).
-    #[error(transparent)]
-    Locked(LockError),
-    #[error("{0:#}")]
-    Setup(anyhow::Error),
-    /// The results file was written against another account (or the emulator's).
-    #[error(
-        "{results} was written against account {written_on}, and this run registers on \
-         {this_run}: its rows say nothing true about this account. Write this run's results \
-         elsewhere (-o NEW.results.csv), or delete {results} if it is no longer needed"
-    )]
-    OtherAccount {
-        results: String,
-        written_on: String,
-        this_run: String,
-    },
-    /// The preflight's request was answered 401.
-    #[error("the API refused the credentials")]
-    CredentialsRefused,
-    /// The API could not be reached: try again later.
-    #[error("{0}")]
-    Unreachable(String),
-    /// The input changed between the plan and the main pass: try again later.
-    #[error("{0}")]
-    InputChanged(String),
-}
-
-impl From<LockError> for RunError {
-    /// Only a lock held by another run is worth waiting for; a lock that cannot be created
-    /// is a set-up error, like any other file that cannot be written.
-    fn from(error: LockError) -> Self {
-        match error {
-            LockError::Busy { .. } => RunError::Locked(error),
-            // The message already says why; kept as one sentence, not a chain.
-            LockError::Io { .. } | LockError::Planted { .. } => {
-                RunError::Setup(anyhow::anyhow!("{error}"))
-            }
-        }
-    }
-}
+use crate::run::stop::{EndReason, RunStop};
+use crate::run::summary::{ConcurrencyReport, RunSummary};
+use crate::run::triage::{LazyFleets, read_input};
+use crate::run::writer::{WriterEnd, write_results};
 
 /// How a run ended, with the lock on the results file when it was taken: the caller
 /// writes the summary JSON while still holding it, then drops it.
@@ -94,32 +53,42 @@ pub struct Ended {
     pub lock: Option<RunLock>,
 }
 
-impl From<PlanError> for RunError {
-    fn from(error: PlanError) -> Self {
-        match error {
-            PlanError::Input(error) => RunError::Input(error),
-            PlanError::Other(error) => RunError::Setup(error),
-        }
-    }
-}
-
-/// Runs a whole `register` job against the API `client` talks to. `stop` is cancelled on the first interrupt: reading stops,
-/// SIMs in progress get `grace` to finish their current request and are written, and the
-/// run ends. The lock on the results file is handed back still held (when it was taken),
-/// so whatever the caller writes about the run is written before another run can start.
-pub async fn run(config: RegisterConfig, client: Client, stop: CancellationToken) -> Ended {
+/// Runs a whole `register` job against the API `client` talks to. `interrupt` is cancelled
+/// on the first SIGINT, SIGTERM or SIGHUP: reading stops, SIMs in progress get `grace` to
+/// finish their current request and are written, and the run ends. The lock on the results
+/// file is handed back still held (when it was taken), so whatever the caller writes about
+/// the run is written before another run can start.
+pub async fn run(config: RegisterConfig, client: Client, interrupt: CancellationToken) -> Ended {
     let mut lock = None;
-    let result = run_locked(config, client, stop, &mut lock).await;
+    let result = async {
+        let prepared = prepare(&config, &mut lock).await?;
+        let piped = pipeline(&config, client, prepared, &interrupt).await?;
+        Ok(finish(&config, piped).await)
+    }
+    .await;
     Ended { result, lock }
 }
 
-async fn run_locked(
-    config: RegisterConfig,
-    client: Client,
-    stop: CancellationToken,
+/// What a run has before its first request: nothing sent yet.
+struct Prepared {
+    started_at: SystemTime,
+    /// The results file, by its real path.
+    results: PathBuf,
+    writer: ResultsWriter,
+    reader: SimReader,
+    screen: Screen,
+    plan: Plan,
+    failed_out: Option<FailedOut>,
+    preflight: Preflight,
+}
+
+/// Opens the input, claims and locks the results file, builds the plan, and refuses a
+/// results file of another account when the credentials name this one.
+async fn prepare(
+    config: &RegisterConfig,
     lock: &mut Option<RunLock>,
-) -> Result<RunSummary, RunError> {
-    let started_at = std::time::SystemTime::now();
+) -> Result<Prepared, RunError> {
+    let started_at = SystemTime::now();
     // Temporary files (the plan's sorts, a spool of standard input) go beside the results.
     let temp_dir = temp_dir_beside(&config.output);
     let input = Replayable::new(&config.input, &temp_dir)?;
@@ -135,7 +104,7 @@ async fn run_locked(
     *lock = Some(RunLock::acquire(&results)?);
     let (mut writer, earlier) = ResultsWriter::open(&results).map_err(RunError::Setup)?;
     let screen = Screen::new(config.strict);
-    let mut plan = {
+    let plan = {
         let first_pass = input.open(config.read)?;
         tokio::task::spawn_blocking(move || Plan::build(first_pass, screen, earlier, &temp_dir))
             .await
@@ -144,14 +113,14 @@ async fn run_locked(
             })??
     };
     // A results file from another account (or a rehearsal) is refused before anything is
-    // sent: checked now when the credentials name the account, else once the preflight
-    // has learned it.
+    // sent: checked now when the credentials name the account, else by the preflight.
     let results_name = config.output.display().to_string();
     check_account(
         &results_name,
         config.account_sid.as_deref(),
         &plan.earlier_accounts,
     )?;
+    // Replaced by the account the preflight proves before the first row is written.
     writer.set_account(config.account_sid.clone());
     let preflight = Preflight {
         said: config.account_sid.clone(),
@@ -169,7 +138,61 @@ async fn run_locked(
         ),
         None => None,
     };
-    let gate = Arc::new(Gate::new(client, config.limits, stop.clone()));
+    Ok(Prepared {
+        started_at,
+        results,
+        writer,
+        reader,
+        screen,
+        plan,
+        failed_out,
+        preflight,
+    })
+}
+
+/// What the pipeline hands to [`finish`].
+struct Piped {
+    started_at: SystemTime,
+    results: PathBuf,
+    gate: Arc<Gate>,
+    stop: Arc<RunStop>,
+    /// `None` when the writer itself failed (a bug): its counts are lost.
+    written: Option<WriterEnd>,
+    elapsed: Duration,
+    failed_workers: u64,
+    plan_rows: u64,
+}
+
+/// Runs the reader, the dispatcher and its workers, and the writer, until the input ends
+/// or the run stops. Every stop goes through one [`RunStop`].
+async fn pipeline(
+    config: &RegisterConfig,
+    client: Client,
+    prepared: Prepared,
+    interrupt: &CancellationToken,
+) -> Result<Piped, RunError> {
+    let Prepared {
+        started_at,
+        results,
+        writer,
+        reader,
+        screen,
+        mut plan,
+        failed_out,
+        preflight,
+    } = prepared;
+    let stop = Arc::new(RunStop::new(interrupt));
+    let gate = Arc::new(Gate::new(
+        client,
+        config.limits,
+        stop.no_new_requests().clone(),
+    ));
+    // Halts and interrupts are recorded as they happen, so the first reason is kept.
+    let run_over = CancellationToken::new();
+    let watcher = {
+        let (stop, gate, run_over) = (Arc::clone(&stop), Arc::clone(&gate), run_over.clone());
+        tokio::spawn(async move { stop.watch(&gate, &run_over).await })
+    };
     // Every Fleet the run names is looked up once, before the first SIM that needs work.
     let fleets = LazyFleets {
         gate: Arc::clone(&gate),
@@ -179,7 +202,6 @@ async fn run_locked(
         resolved: ResolvedFleets::default(),
         pending: true,
     };
-
     let plan_rows = plan.rows;
     let progress = Progress::new(plan.rows, config.progress_interval);
 
@@ -187,9 +209,7 @@ async fn run_locked(
     let (work_tx, work_rx) = mpsc::channel(channel_size);
     let (written_tx, written_rx) = mpsc::channel(channel_size);
     let retry_rejected = config.retry_rejected;
-    // Cancelled when no new rows should start: an interrupt, or too many failures.
-    let no_new_rows = stop.child_token();
-    let reader_stop = no_new_rows.clone();
+    let reader_stop = stop.no_new_rows().clone();
     let onboard = config.onboard.clone();
     let reader_thread = tokio::task::spawn_blocking(move || {
         read_input(
@@ -203,12 +223,12 @@ async fn run_locked(
         )
     });
     let writer_task = tokio::spawn(write_results(
-        writer,
+        (writer, config.output.display().to_string()),
         failed_out,
         written_rx,
         progress,
         config.max_failures,
-        no_new_rows.clone(),
+        Arc::clone(&stop),
     ));
 
     let limits = DispatchLimits {
@@ -216,48 +236,80 @@ async fn run_locked(
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
-    let (failed_workers, set_up_wrong) = dispatch(
-        work_rx,
-        &gate,
-        &limits,
-        preflight,
-        written_tx,
-        &no_new_rows,
-        &stop,
-    )
-    .await;
+    let dispatched = dispatch(work_rx, &gate, &limits, preflight, written_tx, &stop).await;
 
-    let mut written = writer_task
-        .await
-        .context("the results writer failed")
-        .and_then(|result| result)
-        .map_err(RunError::Setup)?;
-    let elapsed = written.progress.finish();
+    let mut written = match writer_task.await {
+        Ok(written) => Some(written),
+        Err(panic) => {
+            stop.stop(EndReason::Internal(format!(
+                "the results writer failed: {panic}"
+            )));
+            None
+        }
+    };
+    let elapsed = written
+        .as_mut()
+        .map_or(Duration::ZERO, |written| written.progress.finish());
     let read = reader_thread.await;
-    if let Some(error) = set_up_wrong {
+    run_over.cancel();
+    let _ = watcher.await;
+    if let Some(error) = dispatched.refused {
         return Err(error);
     }
     match read {
         Ok(Ok(())) => {}
+        // Rows already sent were recorded: the run stops with a summary, to be run again.
+        Ok(Err(RunError::InputChanged(why))) => stop.stop(EndReason::InputChanged(why)),
         Ok(Err(error)) => return Err(error),
-        Err(panic) => {
-            return Err(RunError::Setup(anyhow::anyhow!(
-                "the input reader failed: {panic}"
-            )));
-        }
+        // A bug: what was answered is recorded, and the summary says so (exit 70).
+        Err(panic) => stop.stop(EndReason::Internal(format!(
+            "the input reader failed: {panic}"
+        ))),
     }
-    let end = if let Some(end) = halted_end(&gate) {
+    stop.notice(&gate);
+    Ok(Piped {
+        started_at,
+        results,
+        gate,
+        stop,
+        written,
+        elapsed,
+        failed_workers: dispatched.failed_workers,
+        plan_rows,
+    })
+}
+
+/// Decides why the run ended, compacts the results file (unless it could not be written),
+/// and makes the summary.
+async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
+    let Piped {
+        started_at,
+        results,
+        gate,
+        stop,
+        written,
+        elapsed,
+        failed_workers,
+        plan_rows,
+    } = piped;
+    let (this_run, skipped, update_pending) = written.as_ref().map_or_else(
+        || (Counts::default(), Counts::default(), 0),
+        |w| {
+            (
+                w.progress.this_run,
+                w.progress.skipped,
+                w.progress.update_pending(),
+            )
+        },
+    );
+    let end = if let Some(end) = stop.reason() {
         end
-    } else if stop.is_cancelled() {
-        EndReason::Interrupted
     } else if failed_workers > 0 {
         EndReason::Internal(format!(
             "{failed_workers} row(s) failed unexpectedly inside a worker"
         ))
-    } else if let Some(why) = written.max_failures_exceeded {
-        EndReason::MaxFailures(why)
     } else {
-        let accounted = written.progress.this_run.total() + written.progress.skipped.total();
+        let accounted = this_run.total() + skipped.total();
         if accounted == plan_rows {
             EndReason::Finished
         } else {
@@ -267,11 +319,28 @@ async fn run_locked(
             ))
         }
     };
-    // The journal becomes one row per input line, in line order, under the lock. A failure
-    // here loses nothing: the journal is left whole and the next run compacts it.
+    if let Some(unrecorded) = written.as_ref().map(|w| w.unrecorded).filter(|&n| n > 0) {
+        tracing::warn!(
+            rows = unrecorded,
+            "rows answered after the results file failed were not recorded; the next run sends them again and finds them already registered"
+        );
+    }
+    if matches!(end, EndReason::WriterFailed(_)) {
+        // Compaction writes a whole new copy: not on a disk that just failed a row.
+        tracing::info!("the results file is left as it is; the next run compacts it");
+    } else {
+        compact_results(config, results).await;
+    }
+    let mut summary = summarize(config, started_at, &gate, (this_run, skipped), elapsed, end);
+    summary.update_pending = update_pending;
+    summary
+}
+
+/// The journal becomes one row per input line, in line order, under the lock. A failure
+/// here loses nothing: the journal is left whole and the next run compacts it.
+async fn compact_results(config: &RegisterConfig, results: PathBuf) {
     let compact_dir = temp_dir_beside(&config.output);
-    let compact_path = results.clone();
-    match tokio::task::spawn_blocking(move || compact(&compact_path, &compact_dir)).await {
+    match tokio::task::spawn_blocking(move || compact(&results, &compact_dir)).await {
         Ok(Ok(done)) if done.rewritten => {
             tracing::info!(
                 rows_before = done.rows_before,
@@ -285,25 +354,12 @@ async fn run_locked(
             tracing::warn!(%error, "compacting the results file failed; it is left as it was")
         }
     }
-    let counts = (written.progress.this_run, written.progress.skipped);
-    let mut summary = summarize(&config, started_at, &gate, counts, elapsed, end);
-    summary.update_pending = written.progress.update_pending();
-    Ok(summary)
-}
-
-/// How the gate's halt, if it halted the run, ends it.
-fn halted_end(gate: &Gate) -> Option<EndReason> {
-    Some(match gate.halt_reason()? {
-        Halt::CredentialsRefused => EndReason::CredentialsRefused,
-        Halt::Unreachable(why) => EndReason::Unreachable(why),
-        Halt::WrongEndpoint(why) => EndReason::WrongEndpoint(why),
-    })
 }
 
 /// The summary of a run that ended for `end`, with this run's and the skipped rows' counts.
 fn summarize(
     config: &RegisterConfig,
-    started_at: std::time::SystemTime,
+    started_at: SystemTime,
     gate: &Gate,
     (this_run, skipped): (Counts, Counts),
     elapsed: Duration,
@@ -312,7 +368,7 @@ fn summarize(
     let stats = &gate.stats;
     RunSummary {
         started_at,
-        finished_at: std::time::SystemTime::now(),
+        finished_at: SystemTime::now(),
         input: config.input.display_name(),
         results_path: config.output.clone(),
         this_run,
@@ -331,181 +387,6 @@ fn summarize(
         ),
         end,
         update_pending: 0,
-    }
-}
-
-/// The preflight, run once, just before the run's first request: a rerun over a finished
-/// file sends nothing at all, and a run with work proves the base URL, the credentials and
-/// the network before anything is registered.
-struct Preflight {
-    /// The account the credentials name, if they do.
-    said: Option<String>,
-    earlier_accounts: Vec<String>,
-    /// The results file, for messages.
-    results: String,
-    done: bool,
-}
-
-impl Preflight {
-    async fn prove(&mut self, client: &Client) -> Result<(), RunError> {
-        if std::mem::replace(&mut self.done, true) {
-            return Ok(());
-        }
-        let account = proven_account(client, self.said.as_deref()).await?;
-        check_account(&self.results, account.as_deref(), &self.earlier_accounts)
-    }
-}
-
-/// Refuses to resume a results file written against another account than `account`.
-pub(super) fn check_account(
-    results: &str,
-    account: Option<&str>,
-    earlier: &[String],
-) -> Result<(), RunError> {
-    match (
-        account,
-        earlier.iter().find(|a| Some(a.as_str()) != account),
-    ) {
-        (Some(account), Some(other)) => Err(RunError::OtherAccount {
-            results: results.to_string(),
-            written_on: other.clone(),
-            this_run: account.to_string(),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Runs the preflight and returns the account this run registers on: the one the API
-/// shows, else the one the credentials name. A mismatch between the two is a set-up error.
-pub(super) async fn proven_account(
-    client: &Client,
-    said: Option<&str>,
-) -> Result<Option<String>, RunError> {
-    match preflight(client).await {
-        Ok(proven) => match (proven.account_sid, said) {
-            (Some(learned), Some(said)) if learned != said => {
-                Err(RunError::Setup(anyhow::anyhow!(
-                    "the credentials belong to account {learned}, but TWILIO_ACCOUNT_SID says \
-                 {said}; set TWILIO_ACCOUNT_SID to the account of TWILIO_API_KEY"
-                )))
-            }
-            (learned, said) => Ok(learned.or_else(|| said.map(String::from))),
-        },
-        Err(PreflightError::CredentialsRefused) => Err(RunError::CredentialsRefused),
-        Err(PreflightError::Setup(message)) => Err(RunError::Setup(anyhow::anyhow!(message))),
-        Err(PreflightError::Unreachable(message)) => Err(RunError::Unreachable(message)),
-    }
-}
-
-/// The dispatcher's limits.
-#[derive(Debug, Clone, Copy)]
-struct DispatchLimits {
-    /// SIMs in progress at once.
-    concurrency: usize,
-    /// With `--wait`, how long one SIM may be polled.
-    wait: Option<Duration>,
-    /// After an interrupt, how long SIMs in progress may take to finish.
-    grace: Duration,
-}
-
-/// Hands rows to workers, never more than `concurrency` at once, until the input ends or
-/// `no_new_rows` is cancelled. Then waits for the workers; after an interrupt (`stop`) it
-/// waits at most `grace`, and abandons what is still in flight (those SIMs get no row, so
-/// the next run sends them again). Returns how many workers failed unexpectedly.
-async fn dispatch(
-    mut work: mpsc::Receiver<Work>,
-    gate: &Arc<Gate>,
-    limits: &DispatchLimits,
-    mut preflight: Preflight,
-    written: mpsc::Sender<Written>,
-    no_new_rows: &CancellationToken,
-    stop: &CancellationToken,
-) -> (u64, Option<RunError>) {
-    let DispatchLimits {
-        concurrency,
-        wait,
-        grace,
-    } = *limits;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let refused = gate.halted().clone();
-    let mut workers = JoinSet::new();
-    let mut failed = 0;
-    let mut set_up_wrong = None;
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = no_new_rows.cancelled() => None,
-            _ = refused.cancelled() => None,
-            next = work.recv() => next,
-        };
-        let Some(next) = next else { break };
-        match next {
-            Work::Send(job, warning, fields) => {
-                if let Err(error) = preflight.prove(gate.client()).await {
-                    set_up_wrong = Some(error);
-                    break;
-                }
-                let permit = tokio::select! {
-                    biased;
-                    _ = no_new_rows.cancelled() => break,
-                    _ = refused.cancelled() => break,
-                    permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                };
-                let gate = gate.clone();
-                let written = written.clone();
-                workers.spawn(async move {
-                    if let Some(mut result) = onboard::onboard(&gate, job, wait, &written).await {
-                        result.warning = warning;
-                        let _ = written.send(Written::Row(result, fields, None)).await;
-                    }
-                    drop(permit);
-                });
-                while let Some(joined) = workers.try_join_next() {
-                    failed += worker_failed(joined);
-                }
-            }
-            Work::Report(row, fields, failed) => {
-                let _ = written.send(Written::Row(row, fields, failed)).await;
-            }
-            Work::Skip(outcome, failed) => {
-                let _ = written.send(Written::Skipped(outcome, failed)).await;
-            }
-        }
-    }
-    // Closing the work channel makes the reader's next send fail, so it stops reading.
-    drop(work);
-    let drain = async {
-        while let Some(joined) = workers.join_next().await {
-            failed += worker_failed(joined);
-        }
-    };
-    let grace_over = async {
-        stop.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    let drained = tokio::select! {
-        () = drain => true,
-        () = grace_over => false,
-    };
-    if !drained {
-        tracing::warn!(
-            grace = %humantime::format_duration(grace),
-            "requests still in flight after the grace period were abandoned; the next run sends them again"
-        );
-        workers.shutdown().await;
-    }
-    (failed, set_up_wrong)
-}
-
-/// 1 when a worker's task panicked (a bug), logged with what the panic said; 0 otherwise.
-/// The row it held gets no result row, so the next run tries it again.
-fn worker_failed(joined: Result<(), tokio::task::JoinError>) -> u64 {
-    match joined {
-        Err(error) if error.is_panic() => {
-            tracing::error!(%error, "a worker failed unexpectedly; its row is left for the next run");
-            1
-        }
-        _ => 0,
     }
 }
 

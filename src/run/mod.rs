@@ -9,16 +9,23 @@
 //! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
 //!   after registration (Fleet, status, UniqueName, waiting); [`resume`]: what each row
 //!   still needs, given what onboarding asks and what earlier runs recorded.
-//! - [`writer`]: the one task that writes the results file during a run; [`lock`]: one run
-//!   at a time per results file; [`progress`]: the live display;
-//!   [`summary`]: how a run ended, its summary and exit code; [`config`]: what a run needs,
-//!   already checked.
+//! - [`dispatch`]: hands the work to workers within `--concurrency`; [`writer`]: the one
+//!   task that writes the results file during a run; [`lock`]: one run at a time per
+//!   results file; [`progress`]: the live display; [`config`]: what a run needs, already
+//!   checked.
+//! - [`stop`]: the one owner of "this run must stop now", and why a run ended mapped to
+//!   its exit code; [`summary`]: the summary people and scripts read; [`error`]: why a
+//!   run ended before it had a summary; [`account`]: the account a run proves, shared by
+//!   the run and the dry run.
 //! - [`dry_run`]: `register --dry-run`, what a run would do, sending nothing.
 //!
 //! The run sits above the input, the results file and the API, and below the command line.
 
+pub mod account;
 pub mod config;
+pub mod dispatch;
 pub mod dry_run;
+pub mod error;
 pub mod fleets;
 pub mod job;
 pub mod lock;
@@ -27,6 +34,7 @@ pub mod plan;
 pub mod progress;
 pub mod registration;
 pub mod resume;
+pub mod stop;
 pub mod summary;
 pub mod triage;
 #[cfg(test)]

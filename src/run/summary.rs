@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::exit;
 use crate::results::Outcome;
 use crate::run::progress::Counts;
+pub use crate::run::stop::EndReason;
+use crate::run::stop::failed;
 
 /// The `--max-failures` limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,43 +43,6 @@ impl MaxFailures {
                     )
                 })
             }
-        }
-    }
-}
-
-/// Why a run stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndReason {
-    /// Every input row was read and every row sent was finished.
-    Finished,
-    /// SIGINT or SIGTERM.
-    Interrupted,
-    /// `--max-failures` was exceeded; the text says by what.
-    MaxFailures(String),
-    /// The API answered 401: the credentials are wrong.
-    CredentialsRefused,
-    /// No request was answered and several in a row got no answer at all (DNS, refused,
-    /// TLS, timeout): the text is one sentence saying which, with the URL. Exit 75; the
-    /// rows not finished are left for the next run, none is written `gave_up` for it.
-    Unreachable(String),
-    /// An answer said the URL is not the endpoint (a 404, 405 or a 4xx without a Twilio
-    /// error on `POST /v1/Sims`): the text names the URL. Exit 2; nothing is `rejected` for it.
-    WrongEndpoint(String),
-    /// A bug: a worker failed, or a planned row was neither written nor counted. The text
-    /// says what; the rows concerned are left for the next run.
-    Internal(String),
-}
-
-impl EndReason {
-    fn word(&self) -> &'static str {
-        match self {
-            EndReason::Finished => "finished",
-            EndReason::Interrupted => "interrupted",
-            EndReason::MaxFailures(_) => "max_failures",
-            EndReason::CredentialsRefused => "credentials_refused",
-            EndReason::Unreachable(_) => "unreachable",
-            EndReason::WrongEndpoint(_) => "wrong_endpoint",
-            EndReason::Internal(_) => "internal_error",
         }
     }
 }
@@ -210,41 +174,18 @@ impl RunSummary {
     /// weeks ago does not make every later cron run exit 1. The whole file stays in the
     /// summary (`whole_file`, "N rows failed in earlier runs").
     pub fn exit_code(&self) -> u8 {
-        let this_run = &self.this_run;
-        match self.end {
-            EndReason::CredentialsRefused | EndReason::WrongEndpoint(_) => {
-                return exit::USAGE_OR_CONFIG;
-            }
-            EndReason::Unreachable(_) => return exit::TEMPORARY_FAILURE,
-            EndReason::Internal(_) => return exit::INTERNAL_ERROR,
-            EndReason::Interrupted => return exit::INTERRUPTED,
-            EndReason::MaxFailures(_) => return exit::ROWS_FAILED,
-            EndReason::Finished => {}
-        }
-        if failed(this_run) > 0 {
-            exit::ROWS_FAILED
-        } else if this_run.get(Outcome::GaveUp) > 0 {
-            exit::TEMPORARY_FAILURE
-        } else {
-            exit::SUCCESS
-        }
+        self.end.ending(&self.this_run).exit_code
     }
 
     /// The end of the run as one log event on stderr, with stable field names: a dated
     /// record in `>> register.log 2>&1`, and one JSON object with `--log-format json`.
     pub fn log(&self) {
         let c = |o: Outcome| self.this_run.get(o);
-        let reason = match &self.end {
-            EndReason::MaxFailures(why)
-            | EndReason::Internal(why)
-            | EndReason::Unreachable(why)
-            | EndReason::WrongEndpoint(why) => Some(why.as_str()),
-            _ => None,
-        };
+        let ending = self.end.ending(&self.this_run);
         tracing::info!(
-            end = self.end.word(),
-            reason,
-            exit_code = u64::from(self.exit_code()),
+            end = ending.end,
+            reason = ending.reason,
+            exit_code = u64::from(ending.exit_code),
             rows = self.this_run.total(),
             registered = c(Outcome::Registered) + self.update_pending,
             registered_update_pending = self.update_pending,
@@ -353,6 +294,13 @@ impl RunSummary {
             EndReason::WrongEndpoint(why) => text.push_str(&format!(
                 "stopped: {why}; rows not yet finished are left for the next run\n"
             )),
+            EndReason::InputChanged(why) => text.push_str(&format!(
+                "stopped: {why}; rows not yet finished are left for the next run\n"
+            )),
+            EndReason::WriterFailed(why) => text.push_str(&format!(
+                "stopped: {why}; rows answered after that were not recorded: free the space \
+                 (or fix the file), then run the same command again to resume\n"
+            )),
             EndReason::Internal(why) => text.push_str(&format!(
                 "internal error: {why}; those rows are left for the next run (please report this)\n"
             )),
@@ -366,6 +314,7 @@ impl RunSummary {
 
     /// The `--summary-json` document.
     pub fn to_json(&self) -> SummaryJson {
+        let ending = self.end.ending(&self.this_run);
         SummaryJson {
             tool: "supersim-bulk",
             version: env!("CARGO_PKG_VERSION"),
@@ -374,15 +323,9 @@ impl RunSummary {
             elapsed_seconds: (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             input: self.input.clone(),
             results: self.results_path.display().to_string(),
-            end: self.end.word(),
-            reason: match &self.end {
-                EndReason::MaxFailures(why)
-                | EndReason::Internal(why)
-                | EndReason::Unreachable(why)
-                | EndReason::WrongEndpoint(why) => Some(why.clone()),
-                _ => None,
-            },
-            exit_code: self.exit_code(),
+            end: ending.end,
+            reason: ending.reason,
+            exit_code: ending.exit_code,
             this_run: OutcomeCounts::from(&self.this_run),
             skipped_as_finished: self.skipped.total(),
             whole_file: OutcomeCounts::from(&self.all_rows()),
@@ -424,7 +367,8 @@ pub struct SummaryJson {
     pub input: String,
     pub results: String,
     /// `finished`, `interrupted`, `max_failures`, `credentials_refused`, `unreachable`,
-    /// `wrong_endpoint` or `internal_error`.
+    /// `wrong_endpoint`, `input_changed`, `writer_failed` or `internal_error` (see
+    /// [`EndReason::ending`]).
     pub end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -446,11 +390,6 @@ pub struct SummaryJson {
     pub concurrency: ConcurrencyReport,
     /// SIMs registered by this run whose update step had not finished when it ended.
     pub registered_update_pending: u64,
-}
-
-/// Rows refused for good or never sendable: what a person has to look at.
-fn failed(counts: &Counts) -> u64 {
-    counts.get(Outcome::Rejected) + counts.get(Outcome::Invalid) + counts.get(Outcome::UpdateFailed)
 }
 
 /// Counts keyed by outcome word.

@@ -22,7 +22,7 @@ use crate::run::plan::{LineFacts, Plan};
 use crate::run::registration::SendRow;
 use crate::run::resume::{self, OnboardConfig, Resume};
 
-use super::job::RunError;
+use super::error::RunError;
 
 /// What the reader hands to the dispatcher for each input row, with the row's input fields
 /// for the failed-out file.

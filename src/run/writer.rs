@@ -1,17 +1,22 @@
 //! The one writer of a run: owns the results file while the workers go on, writing and
 //! flushing each row as it arrives, syncing every second, keeping the progress display and
 //! the failed-out file, and stopping new rows once `--max-failures` is passed.
+//!
+//! A file it cannot write (a full disk, an I/O error, a file-size limit) stops the run
+//! through the run's [`RunStop`]: no new request starts, and the writer keeps taking what
+//! the SIMs in flight send it, so none of them waits on a writer that is gone. Rows that
+//! can no longer be recorded are logged one by one (never with a secret) and counted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::input::failed_out::FailedOut;
 use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::run::onboard::Checkpoint;
 use crate::run::progress::Progress;
+use crate::run::stop::{EndReason, RunStop};
 use crate::run::summary::MaxFailures;
 
 /// What the writer receives.
@@ -20,6 +25,9 @@ pub(super) enum Written {
     Skipped(Outcome, Option<(csv::ByteRecord, String)>),
     /// Registered, update to follow: written at once (not counted), then acknowledged.
     Checkpoint(ResultRow, oneshot::Sender<()>),
+    /// The account the preflight proved, written on every later row that has no SIM to
+    /// name one. Sent before the first row, so every row of the run carries it.
+    Account(Option<String>),
 }
 
 impl Checkpoint for mpsc::Sender<Written> {
@@ -38,77 +46,152 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// What the writer hands back at the end of a run.
 pub(super) struct WriterEnd {
     pub(super) progress: Progress,
-    /// Set when `--max-failures` stopped the run, saying why.
-    pub(super) max_failures_exceeded: Option<String>,
+    /// Rows answered after the results file failed, so not recorded.
+    pub(super) unrecorded: u64,
+}
+
+/// The files the writer owns; each is dropped (and written no more) after its first failure,
+/// which stops the run.
+struct Files {
+    results: Option<ResultsWriter>,
+    /// The results file as the user named it, for messages.
+    results_name: String,
+    failed_out: Option<FailedOut>,
+    stop: Arc<RunStop>,
+    unrecorded: u64,
+}
+
+impl Files {
+    /// Records `failure` as the reason the run stops, and says so at once.
+    fn fail(&self, failure: String) {
+        crate::logs::error(format_args!(
+            "{failure}; stopping the run: no new request is sent. Free the space (or fix \
+             the file), then run the same command again to resume"
+        ));
+        self.stop.stop(EndReason::WriterFailed(failure));
+    }
+
+    /// Writes one row to the results file, or logs it as not recorded once that failed.
+    fn write(&mut self, row: &ResultRow) {
+        let Some(results) = &mut self.results else {
+            self.unrecorded += 1;
+            tracing::warn!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid = row.sid.as_deref().unwrap_or(""), "answered, but not recorded: the results file cannot be written");
+            return;
+        };
+        if let Err(error) = results.write(row) {
+            self.results = None;
+            self.fail(format!(
+                "cannot write the results file {}: {error}",
+                self.results_name
+            ));
+            self.write(row);
+        }
+    }
+
+    fn copy_failed(&mut self, fields: &csv::ByteRecord, reason: &str) {
+        let Some(out) = &mut self.failed_out else {
+            return;
+        };
+        if let Err(error) = out.write(fields, reason) {
+            self.failed_out = None;
+            self.fail(format!("cannot write the failed-out file: {error}"));
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Some(results) = &mut self.results
+            && let Err(error) = results.sync()
+        {
+            self.results = None;
+            self.fail(format!(
+                "cannot sync the results file {} to disk: {error}",
+                self.results_name
+            ));
+        }
+    }
 }
 
 /// Owns the results file: writes and flushes each row, syncs it every second and at the
 /// end, keeps the progress display, and stops new rows once `--max-failures` is passed.
-/// Also owns the failed-out file, if asked for one.
+/// Also owns the failed-out file, if asked for one. Returns when every sender is gone.
 pub(super) async fn write_results(
-    mut writer: ResultsWriter,
-    mut failed_out: Option<FailedOut>,
+    (writer, results_name): (ResultsWriter, String),
+    failed_out: Option<FailedOut>,
     mut rows: mpsc::Receiver<Written>,
     mut progress: Progress,
     max_failures: Option<MaxFailures>,
-    no_new_rows: CancellationToken,
-) -> anyhow::Result<WriterEnd> {
+    stop: Arc<RunStop>,
+) -> WriterEnd {
+    let mut files = Files {
+        results: Some(writer),
+        results_name,
+        failed_out,
+        stop,
+        unrecorded: 0,
+    };
     let mut tick = tokio::time::interval(SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut max_failures_exceeded = None;
+    let mut limit_passed = false;
     loop {
         tokio::select! {
             next = rows.recv() => match next {
                 Some(Written::Row(row, fields, failed)) => {
-                    write_or_stop(&mut writer, &row, &no_new_rows)?;
-                    if let (Some(out), Some(reason)) = (&mut failed_out, failed.or_else(|| failed_out_reason(&row))) {
-                        out.write(&fields, &reason).context("cannot write the failed-out file")?;
+                    files.write(&row);
+                    if let Some(reason) = failed.or_else(|| failed_out_reason(&row)) {
+                        files.copy_failed(&fields, &reason);
                     }
                     log_row(&row);
                     progress.row_done(row.line, row.outcome);
-                    if max_failures_exceeded.is_none() {
+                    if !limit_passed {
                         let failed = progress.this_run.get(Outcome::Rejected)
                             + progress.this_run.get(Outcome::UpdateFailed);
                         let finished = progress.this_run.total();
                         if let Some(why) = max_failures.and_then(|limit| limit.exceeded(failed, finished)) {
                             tracing::error!("{why}: taking no new rows; finishing those in flight");
-                            no_new_rows.cancel();
-                            max_failures_exceeded = Some(why);
+                            files.stop.stop(EndReason::MaxFailures(why));
+                            limit_passed = true;
                         }
                     }
                 }
                 Some(Written::Skipped(outcome, failed)) => {
-                    if let (Some(out), Some((fields, reason))) = (&mut failed_out, failed) {
-                        out.write(&fields, &reason).context("cannot write the failed-out file")?;
+                    if let Some((fields, reason)) = failed {
+                        files.copy_failed(&fields, &reason);
                     }
                     progress.row_skipped(outcome);
                 }
                 Some(Written::Checkpoint(row, done)) => {
-                    write_or_stop(&mut writer, &row, &no_new_rows)?;
+                    files.write(&row);
                     tracing::debug!(line = row.line, iccid = %row.iccid, sid = row.sid.as_deref().unwrap_or(""), "registered; update next");
                     progress.checkpoint(row.line);
                     let _ = done.send(());
                 }
+                Some(Written::Account(account)) => {
+                    if let Some(results) = &mut files.results {
+                        results.set_account(account);
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {
-                writer.sync().context("cannot sync the results file")?;
+                files.sync();
                 progress.tick();
             }
         }
     }
-    writer.sync().context("cannot sync the results file")?;
-    if let Some(out) = failed_out {
-        let rows = out.finish()?;
-        tracing::info!(
-            rows,
-            "wrote the failed-out file (owner-only: it holds registration codes)"
-        );
+    files.sync();
+    if let Some(out) = files.failed_out.take() {
+        match out.finish() {
+            Ok(rows) => tracing::info!(
+                rows,
+                "wrote the failed-out file (owner-only: it holds registration codes)"
+            ),
+            Err(error) => files.fail(format!("cannot write the failed-out file: {error:#}")),
+        }
     }
-    Ok(WriterEnd {
+    WriterEnd {
         progress,
-        max_failures_exceeded,
-    })
+        unrecorded: files.unrecorded,
+    }
 }
 
 /// The reason a row the API answered goes to the failed-out file, or `None` if it does not.
@@ -130,19 +213,6 @@ fn failed_out_reason(row: &ResultRow) -> Option<String> {
         )),
         _ => None,
     }
-}
-
-/// Writes one row; without a results file nothing more can be recorded, so a failure
-/// stops the run from taking new rows.
-fn write_or_stop(
-    writer: &mut ResultsWriter,
-    row: &ResultRow,
-    no_new_rows: &CancellationToken,
-) -> anyhow::Result<()> {
-    writer.write(row).map_err(|error| {
-        no_new_rows.cancel();
-        anyhow::anyhow!("cannot write the results file: {error}")
-    })
 }
 
 /// One log event per finished row, with stable field names for `--log-format json`.

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::SimFilter;
 use crate::api::gate::Gate;
-use crate::app::watch_signals;
 use crate::cli::ReconcileArgs;
 use crate::exit;
 
@@ -66,7 +65,7 @@ fn write_counts(
 }
 
 /// `reconcile`: the report to stdout, errors to stderr.
-pub async fn run(args: ReconcileArgs) -> u8 {
+pub async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
     let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,
@@ -84,8 +83,6 @@ pub async fn run(args: ReconcileArgs) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
-    let stop = CancellationToken::new();
-    watch_signals(stop.clone());
     let gate = Gate::new(client, config.limits, stop);
     let temp_dir = std::env::temp_dir();
     let reconcile = Reconcile {

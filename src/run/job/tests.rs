@@ -1,25 +1,15 @@
 //! Tests of `job`.
 
 use super::*;
+use crate::emulator::{Emulator, EmulatorConfig, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN};
 use crate::input::InputRow;
 use crate::results::Outcome;
+use crate::run::lock::LockError;
 use crate::run::resume::OnboardConfig;
-use crate::run::triage::triage;
+use crate::run::triage::{Work, triage};
 
 fn input(line: u64, iccid: &str, code: &str) -> InputRow {
     InputRow::for_test(line, iccid, code)
-}
-
-#[tokio::test]
-async fn a_panicking_worker_is_counted_not_swallowed() {
-    let mut workers = JoinSet::new();
-    workers.spawn(async { panic!("a bug in a worker") });
-    workers.spawn(async {});
-    let mut failed = 0;
-    while let Some(joined) = workers.join_next().await {
-        failed += worker_failed(joined);
-    }
-    assert_eq!(failed, 1);
 }
 
 fn kind(work: &Work) -> String {
@@ -37,7 +27,8 @@ fn kind(work: &Work) -> String {
 async fn the_run_hands_back_its_lock_still_held() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("sims.csv");
-    // Rows that fail the checks: the run ends without a request.
+    // Rows that fail the checks: the run sends nothing but the preflight, which proves the
+    // account its rows carry.
     std::fs::write(&input, "Iccid,RegistrationCode\n12345,H3LL0W0RLD\n").unwrap();
     let output = dir.path().join("sims.results.csv");
     let config = RegisterConfig {
@@ -70,11 +61,14 @@ async fn the_run_hands_back_its_lock_still_held() {
         strict: false,
         failed_out: None,
     };
+    let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let client = Client::new(
-        "http://127.0.0.1:9",
+        &emulator.base_url(),
         crate::secret::Credentials {
-            username: "AC0".into(),
-            password: "unused".into(),
+            username: TEST_ACCOUNT_SID.into(),
+            password: TEST_AUTH_TOKEN.into(),
         },
         Duration::from_secs(1),
     )
