@@ -352,6 +352,7 @@ impl Preflight {
             return Ok(());
         }
         let account = proven_account(client, self.said.as_deref()).await?;
+        client.know_account(account.as_deref());
         check_account(&self.results, account.as_deref(), &self.earlier_accounts)
     }
 }
