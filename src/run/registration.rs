@@ -53,7 +53,7 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
                     Outcome::AlreadyRegistered
                 };
                 match already_on_account(gate, &row, outcome, &error, attempts).await {
-                    Confirmed::Row(row) => return row,
+                    Confirmed::Row(row) => return row.map(|row| *row),
                     // Not shown by the account: retried, and `gave_up` if it never is.
                     Confirmed::NotShown(unproven) => (unproven, false),
                 }
@@ -118,8 +118,9 @@ pub(crate) fn wrong_endpoint_sentence(url: &str, method: &str, error: &ApiError)
 
 /// What an 83003 came to.
 enum Confirmed {
-    /// The SIM's row (`None`: the run stopped meanwhile).
-    Row(Option<ResultRow>),
+    /// The SIM's row (`None`: the run stopped meanwhile). Boxed: a row is large, and this
+    /// is handed back once per 83003.
+    Row(Option<Box<ResultRow>>),
     /// Neither the answer nor a lookup by ICCID showed the SIM: an answer in doubt, as this
     /// error.
     NotShown(ApiError),
@@ -140,10 +141,10 @@ async fn already_on_account(
         // 83003 says "on your account": the run's account, when it is known.
         result.account_sid = gate.client().account();
         result.attempts = attempts;
-        return Confirmed::Row(Some(result));
+        return Confirmed::Row(Some(Box::new(result)));
     }
     match lookup(gate, row).await {
-        Ok(Some(sim)) => Confirmed::Row(Some(success_row(row, outcome, &sim, attempts))),
+        Ok(Some(sim)) => Confirmed::Row(Some(Box::new(success_row(row, outcome, &sim, attempts)))),
         Ok(None) => Confirmed::NotShown(ApiError {
             message: "the API says the SIM is on this account (83003) without its SID, and a \
                       lookup by ICCID found none; the outcome is in doubt"
@@ -151,12 +152,12 @@ async fn already_on_account(
             retry_after: None,
             ..error.clone()
         }),
-        Err(Some(lookup_error)) => Confirmed::Row(Some(error_row(
+        Err(Some(lookup_error)) => Confirmed::Row(Some(Box::new(error_row(
             row,
             Outcome::GaveUp,
             &lookup_error,
             attempts,
-        ))),
+        )))),
         Err(None) => Confirmed::Row(None),
     }
 }
