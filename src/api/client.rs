@@ -89,6 +89,13 @@ pub struct Client {
     /// Why the latest request that got no answer at all could not reach the API, as one
     /// sentence (see [`super::transport`]); shared by the clones of this client.
     last_unreachable: Arc<Mutex<Option<String>>>,
+    /// The account this run works on, once known (an auth token's Account SID, or what the
+    /// preflight proved): an answer showing a SIM of another account does not count.
+    /// Shared by the clones of this client.
+    account: Arc<Mutex<Option<String>>>,
+    /// The proxy requests go through, if the environment sets one, so a failure to reach it
+    /// is told as the proxy's, not the API's.
+    proxy: Option<super::transport::ProxyInUse>,
 }
 
 /// The header in which Twilio reports the account's requests in flight.
@@ -107,25 +114,87 @@ impl Client {
             .with_context(|| format!("the API base URL {base_url:?} is not a URL"))?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("supersim-bulk/", env!("CARGO_PKG_VERSION")))
+            // The API never redirects. A redirect followed would re-send the ICCID and the
+            // registration code to wherever it points, in clear text if it says `http://`:
+            // a 3xx is answered as a wrong endpoint instead (see `ApiError::redirected_to`).
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)));
+        let mut proxy = None;
         if is_loopback(&url) {
             // A proxy would receive the credentials and registration codes in clear text
             // (or could at least read them off an `http://` request): a loopback API is
             // reached directly, whatever HTTP_PROXY, ALL_PROXY or NO_PROXY say.
             builder = builder.no_proxy();
-        } else if let Some(proxy) = proxy_for(&Matcher::from_system(), &url) {
-            // reqwest honours the same variables; over https it tunnels (CONNECT), so TLS
-            // stays end to end. Only where the proxy is is logged, never its credentials.
-            tracing::debug!(%proxy, "requests to the API go through a proxy set in the environment");
+        } else if let Some(url_of_proxy) = proxy_for(&Matcher::from_system(), &url) {
+            // reqwest honours the same variables; over https it tunnels (CONNECT, or SOCKS),
+            // so TLS stays end to end. Only where the proxy is is logged, never its
+            // credentials.
+            let variable = proxy_variable(&|name| std::env::var(name).ok());
+            tracing::debug!(proxy = %url_of_proxy, variable, "requests to the API go through a proxy set in the environment");
+            proxy = Some(super::transport::ProxyInUse {
+                url: url_of_proxy,
+                variable,
+            });
         }
         let http = builder.build()?;
+        // An auth token's user name is the Account SID; an API key's is not, and then the
+        // preflight proves the account.
+        let account = is_account_sid(&credentials.username).then(|| credentials.username.clone());
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             credentials,
             last_unreachable: Arc::default(),
+            account: Arc::new(Mutex::new(account)),
+            proxy,
         })
+    }
+
+    /// Sets the account this run works on, once the run knows it (the preflight proved it,
+    /// or `TWILIO_ACCOUNT_SID` names it beside an API key); `None` leaves it as it is.
+    pub fn know_account(&self, account: Option<&str>) {
+        if let Some(account) = account {
+            *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.to_string());
+        }
+    }
+
+    /// The account this run works on, if known.
+    pub fn account(&self) -> Option<String> {
+        self.account
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `sim` is the SIM asked about, on this run's account: its `iccid` is `iccid`,
+    /// its `sid` is a Sim SID (and `sid` when one was asked for), and its `account_sid` is
+    /// the run's account when that is known. Anything else is an answer in doubt: it is
+    /// retried like a lost response and never written into a row.
+    fn check_sim(
+        &self,
+        status: u16,
+        sim: &Sim,
+        iccid: &str,
+        sid: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let account = self.account();
+        let what = check_sim_answer(sim, iccid, sid, account.as_deref());
+        match what {
+            None => Ok(()),
+            // With its 2xx status: an answer came (the API is reachable), and a 2xx that is
+            // an error is classified as an answer in doubt.
+            Some(what) => Err(ApiError {
+                http_status: Some(status),
+                code: None,
+                message: format!(
+                    "an answer about ICCID {iccid} showing {what}; the outcome is in doubt"
+                ),
+                retry_after: None,
+                concurrent_requests: None,
+                maybe_processed: true,
+            }),
+        }
     }
 
     /// `POST /v1/Sims`: registers a SIM to the account.
@@ -134,7 +203,11 @@ impl Client {
             .http
             .post(format!("{}/v1/Sims", self.base_url))
             .form(&[("Iccid", iccid), ("RegistrationCode", code.expose())]);
-        let sim: Sim = self.send(request).await.map_err(|e| e.redact(code))?;
+        let (status, sim): (u16, Sim) = self
+            .send_with_status(request)
+            .await
+            .map_err(|e| e.redact(code))?;
+        self.check_sim(status, &sim, iccid, None)?;
         Ok(sim)
     }
 
@@ -157,17 +230,24 @@ impl Client {
             .http
             .get(format!("{}/v1/Sims", self.base_url))
             .query(&[("Iccid", iccid)]);
-        let list: SimList = self.send(request).await?;
-        Ok(list
+        let (status, list): (u16, SimList) = self.send_with_status(request).await?;
+        let found = list
             .sims
             .into_iter()
-            .find(|sim| sim.iccid.as_deref() == Some(iccid)))
+            .find(|sim| sim.iccid.as_deref() == Some(iccid));
+        if let Some(sim) = &found {
+            self.check_sim(status, sim, iccid, None)?;
+        }
+        Ok(found)
     }
 
-    /// `GET /v1/Sims/{Sid}` (FetchSim): the SIM as it is now.
-    pub async fn fetch_sim(&self, sid: &str) -> Result<Sim, ApiError> {
+    /// `GET /v1/Sims/{Sid}` (FetchSim): the SIM as it is now, which must be the one with
+    /// `iccid` on this run's account.
+    pub async fn fetch_sim(&self, sid: &str, iccid: &str) -> Result<Sim, ApiError> {
         let request = self.http.get(format!("{}/v1/Sims/{sid}", self.base_url));
-        self.send(request).await
+        let (status, sim) = self.send_with_status(request).await?;
+        self.check_sim(status, &sim, iccid, Some(sid))?;
+        Ok(sim)
     }
 
     /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
@@ -201,8 +281,14 @@ impl Client {
     }
 
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
-    /// reads `scheduled` until the change is done.
-    pub async fn update_sim(&self, sid: &str, update: &SimUpdate) -> Result<Sim, ApiError> {
+    /// reads `scheduled` until the change is done. The answer must show the SIM with `iccid`
+    /// on this run's account.
+    pub async fn update_sim(
+        &self,
+        sid: &str,
+        iccid: &str,
+        update: &SimUpdate,
+    ) -> Result<Sim, ApiError> {
         let fields: Vec<(&str, &str)> = [
             ("Fleet", &update.fleet),
             ("Status", &update.status),
@@ -215,7 +301,18 @@ impl Client {
             .http
             .post(format!("{}/v1/Sims/{sid}", self.base_url))
             .form(&fields);
-        self.send(request).await
+        let (status, sim) = self.send_with_status(request).await?;
+        self.check_sim(status, &sim, iccid, Some(sid))?;
+        Ok(sim)
+    }
+
+    /// Why `error` (a request that got no answer) could not reach `url`, as one sentence:
+    /// the proxy's failure, when a proxy is in between and it is what failed.
+    pub fn unreachable_sentence(&self, error: &reqwest::Error, url: &str) -> String {
+        match &self.proxy {
+            Some(proxy) => super::transport::unreachable_through_proxy(error, url, proxy),
+            None => super::transport::unreachable_sentence(error, url),
+        }
     }
 
     /// The error for a request that got no answer, remembering why in words.
@@ -228,7 +325,7 @@ impl Client {
                 url.to_string()
             })
             .unwrap_or_else(|| self.base_url.clone());
-        let sentence = super::transport::unreachable_sentence(error, &url);
+        let sentence = self.unreachable_sentence(error, &url);
         *self
             .last_unreachable
             .lock()
@@ -237,6 +334,14 @@ impl Client {
     }
 
     async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
+        Ok(self.send_with_status(request).await?.1)
+    }
+
+    /// [`Client::send`], with the 2xx status the resource came with.
+    async fn send_with_status<T: Resource>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, T), ApiError> {
         let response = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
@@ -247,9 +352,12 @@ impl Client {
         if let Some(count) = concurrent_requests {
             crate::api::adaptive::note_reported(count);
         }
+        if status.is_redirection() {
+            return Err(ApiError::redirect(status.as_u16(), location(&response)));
+        }
         let body = read_capped(response).await?;
         if status.is_success() {
-            return decode_success(status.as_u16(), &body);
+            return Ok((status.as_u16(), decode_success(status.as_u16(), &body)?));
         }
         Err(error_answer(
             status,
@@ -258,6 +366,56 @@ impl Client {
             concurrent_requests,
         ))
     }
+}
+
+/// Where a 3xx answer points (its `Location`), as given, or `None` when it names nowhere.
+fn location(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+/// Whether `text` is an Account SID: `AC` and 32 hex digits.
+fn is_account_sid(text: &str) -> bool {
+    text.len() == 34 && text.starts_with("AC") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `text` is a Super SIM SID: `HS` and 32 hex digits, nothing else.
+pub fn is_sim_sid(text: &str) -> bool {
+    text.len() == 34 && text.starts_with("HS") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What is wrong with `sim` as the answer about `iccid` (and `sid`, when one was asked
+/// for) on `account` (when known), if anything, as words for the error message. Values
+/// from the answer are not quoted: a SID that is not one may hold anything.
+fn check_sim_answer(
+    sim: &Sim,
+    iccid: &str,
+    sid: Option<&str>,
+    account: Option<&str>,
+) -> Option<&'static str> {
+    let shown_sid = sim.sid.as_deref().unwrap_or_default();
+    if sim.iccid.as_deref() != Some(iccid) {
+        Some("another ICCID, or none")
+    } else if !is_sim_sid(shown_sid) {
+        Some("a `sid` that is not HS and 32 hex digits")
+    } else if sid.is_some_and(|asked| !asked.eq_ignore_ascii_case(shown_sid)) {
+        Some("another SID than the one asked for")
+    } else if account.is_some_and(|account| sim.account_sid.as_deref() != Some(account)) {
+        Some("another account than this run's, or none")
+    } else {
+        None
+    }
+}
+
+/// The variable a proxy for an `https://` API comes from, in the order the HTTP client
+/// reads them, for messages about the proxy.
+fn proxy_variable(env: &dyn Fn(&str) -> Option<String>) -> &'static str {
+    ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .into_iter()
+        .find(|name| env(name).is_some_and(|value| !value.is_empty()))
+        .unwrap_or("the proxy settings")
 }
 
 /// The `Retry-After` wait and the `Twilio-Concurrent-Requests` count an answer carries.
@@ -492,6 +650,9 @@ impl Client {
             .await
             .map_err(|e| ApiError::transport(&e))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ApiError::redirect(status.as_u16(), location(&response)));
+        }
         if !status.is_success() {
             let (retry_after, concurrent_requests) = answer_headers(&response);
             let body = read_capped(response).await?;

@@ -108,8 +108,11 @@ impl ApiError {
     /// Twilio error body. On `POST /v1/Sims` it is the endpoint, not the SIM, so the run
     /// stops instead of writing every SIM as `rejected`; a 4xx with a Twilio code (83002)
     /// stays about the SIM.
+    ///
+    /// A 3xx is one too: the API never redirects, and no redirect is followed.
     pub fn is_wrong_endpoint(&self) -> bool {
         match self.http_status {
+            Some(300..=399) => true,
             Some(404 | 405) => true,
             Some(401 | 429) => false,
             Some(400..=499) => self.code.is_none(),
@@ -124,6 +127,35 @@ impl ApiError {
             }
             (Some(status), None) => format!("HTTP {status}: {}", self.message),
             (None, _) => self.message.clone(),
+        }
+    }
+
+    /// A 3xx answer, which is never followed: it names where it pointed, if anywhere. The
+    /// request was not acted on where it was sent.
+    pub(super) fn redirect(status: u16, location: Option<String>) -> Self {
+        let message = match location {
+            Some(location) => format!("{REDIRECTED_TO}{location}"),
+            None => "a redirect that names no Location".to_string(),
+        };
+        ApiError {
+            http_status: Some(status),
+            code: None,
+            message,
+            retry_after: None,
+            concurrent_requests: None,
+            maybe_processed: false,
+        }
+    }
+
+    /// Where a 3xx answer pointed (its `Location`), for a 3xx; `None` for anything else.
+    pub fn redirected_to(&self) -> Option<&str> {
+        match self.http_status {
+            Some(300..=399) => Some(
+                self.message
+                    .strip_prefix(REDIRECTED_TO)
+                    .unwrap_or("nowhere (no Location)"),
+            ),
+            _ => None,
         }
     }
 
@@ -150,6 +182,9 @@ impl ApiError {
         }
     }
 }
+
+/// How the message of a 3xx answer begins, before its `Location`.
+const REDIRECTED_TO: &str = "a redirect to ";
 
 /// Finds a Sim SID (`HS` + 32 hex digits) in a Twilio message, as 83003 messages carry one.
 pub fn sid_in_message(message: &str) -> Option<String> {
@@ -251,6 +286,8 @@ mod tests {
     #[test]
     fn wrong_endpoint_answers() {
         for (status, code) in [
+            (Some(307), None),
+            (Some(301), None),
             (Some(404), None),
             (Some(404), Some(20404)),
             (Some(405), None),
@@ -276,6 +313,23 @@ mod tests {
                 "{status:?} {code:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_redirect_names_where_it_pointed_and_is_refused_for_good() {
+        let redirect = ApiError::redirect(307, Some("http://elsewhere.example/v1/Sims".into()));
+        assert_eq!(
+            redirect.redirected_to(),
+            Some("http://elsewhere.example/v1/Sims")
+        );
+        assert_eq!(redirect.classify(), ErrorClass::Rejected);
+        assert!(redirect.is_wrong_endpoint());
+        assert!(!redirect.maybe_processed);
+        assert_eq!(
+            ApiError::redirect(302, None).redirected_to(),
+            Some("nowhere (no Location)")
+        );
+        assert_eq!(error(Some(404), None).redirected_to(), None);
     }
 
     #[test]

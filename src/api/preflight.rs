@@ -58,12 +58,16 @@ pub async fn preflight(client: &Client) -> Result<Proven, PreflightError> {
         probe(client, "/v1/Fleets?PageSize=1", "fleets")
     );
     let sims = sims?;
-    if sims.account_sid.is_some() {
-        return Ok(sims);
-    }
     // The SIM list has proven the set-up already, so a Fleets answer that says nothing
     // leaves the account unknown.
-    Ok(fleets.unwrap_or_default())
+    let proven = if sims.account_sid.is_some() {
+        sims
+    } else {
+        fleets.unwrap_or_default()
+    };
+    // Every later answer about a SIM must show this account to count.
+    client.know_account(proven.account_sid.as_deref());
+    Ok(proven)
 }
 
 async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, PreflightError> {
@@ -76,11 +80,15 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
         let response = match client.get_authenticated(path).send().await {
             Ok(response) => response,
             Err(error) => {
-                last = unreachable_sentence(&error, &url);
+                last = client.unreachable_sentence(&error, &url);
                 continue;
             }
         };
         let status = response.status();
+        let response_location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let is_html = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -106,6 +114,19 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
                 };
             }
             401 => return Err(PreflightError::CredentialsRefused),
+            300..=399 => {
+                // Never followed: a request re-sent where a redirect points would carry the
+                // credentials' next requests, and the registration codes, somewhere else.
+                let location = response_location
+                    .as_deref()
+                    .unwrap_or("nowhere (no Location)");
+                return Err(PreflightError::Setup(format!(
+                    "{url} answered {status} pointing to {location}: the Super SIM API does \
+                     not redirect, so nothing was sent there. Check --base-url or \
+                     SUPERSIM_BASE_URL: it should be https://supersim.twilio.com (no /v1 on \
+                     the end), and nothing in between (a proxy) should answer for it"
+                )));
+            }
             429 | 500..=599 => {
                 last = format!(
                     "{url} kept answering {status}; the API is overloaded or down: try again later"

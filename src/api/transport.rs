@@ -1,6 +1,106 @@
 //! Why the API could not be reached at all, as one sentence for a person: a DNS failure, a
 //! refused connection, a TLS failure or a timeout, with the URL. The preflight and the gate
-//! (which stops a run whose API never answered) both say it this way.
+//! (which stops a run whose API never answered) both say it this way. When a proxy from
+//! the environment is in between, a proxy that cannot be reached itself is named as the
+//! failure, with the variable that set it, rather than the API.
+
+/// A proxy the requests go through, as set in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyInUse {
+    /// `scheme://host:port`, without any user name or password.
+    pub url: String,
+    /// The variable it was read from (`HTTPS_PROXY`, `ALL_PROXY`, ...).
+    pub variable: &'static str,
+}
+
+/// [`unreachable_sentence`] for a request sent through `proxy`: the proxy's own failure
+/// (refused, or its name not resolved) names the proxy; anything else names the API and
+/// the proxy it was tried through.
+pub fn unreachable_through_proxy(error: &reqwest::Error, url: &str, proxy: &ProxyInUse) -> String {
+    let chain = error_chain(error);
+    // The SOCKS connector keeps the cause of a failed connection to the proxy out of the
+    // error chain; its debug form still names it.
+    let debug = format!("{error:?}");
+    let ProxyInUse {
+        url: proxy_url,
+        variable,
+    } = proxy;
+    match proxy_failure(&chain, &debug) {
+        Some(why) => format!(
+            "cannot reach the proxy {proxy_url} (set in {variable}): {why}; check that the \
+             proxy runs and {variable} names it rightly, or unset {variable} to connect \
+             directly, then run again"
+        ),
+        None => {
+            let why = transport_reason(error.is_timeout(), &chain);
+            format!(
+                "cannot reach the API at {url} through the proxy {proxy_url} (set in \
+                 {variable}): {why}; check the network and the proxy, then run again"
+            )
+        }
+    }
+}
+
+/// Why the proxy itself could not be reached, if that is what the error chain says.
+fn proxy_failure(
+    chain: &[(String, Option<std::io::ErrorKind>)],
+    debug: &str,
+) -> Option<&'static str> {
+    let any_text = |needles: &[&str]| {
+        chain.iter().any(|(text, _)| {
+            let text = text.to_ascii_lowercase();
+            needles.iter().any(|n| text.contains(n))
+        })
+    };
+    const REFUSED: &str = "the connection was refused (nothing listens there)";
+    const DNS: &str = "its host name could not be resolved (DNS)";
+    if any_text(&["error resolving for socks proxy"]) {
+        // `socks5://` resolves the API's name here: that name is what failed.
+        return None;
+    }
+    if any_text(&["failed to create underlying connection"]) {
+        let debug = debug.to_ascii_lowercase();
+        return Some(
+            if debug.contains("connectionrefused") || debug.contains("connection refused") {
+                REFUSED
+            } else if [
+                "dns error",
+                "failed to lookup address",
+                "name or service not known",
+            ]
+            .iter()
+            .any(|needle| debug.contains(needle))
+            {
+                DNS
+            } else if debug.contains("timed out") || debug.contains("timeout") {
+                "the connection to it timed out"
+            } else {
+                "the connection to it failed"
+            },
+        );
+    }
+    if any_text(&["socks error"]) {
+        // The proxy answered: it is the API it could not reach.
+        return None;
+    }
+    // An HTTP proxy: the only connection made from here is to the proxy (the API's name is
+    // resolved by the proxy), so a refusal or a DNS failure is the proxy's.
+    if chain
+        .iter()
+        .any(|(_, kind)| *kind == Some(std::io::ErrorKind::ConnectionRefused))
+        || any_text(&["connection refused"])
+    {
+        Some(REFUSED)
+    } else if any_text(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+    ]) {
+        Some(DNS)
+    } else {
+        None
+    }
+}
 
 /// One sentence saying why `url` could not be reached: DNS, refused, TLS or a timeout.
 pub fn unreachable_sentence(error: &reqwest::Error, url: &str) -> String {
@@ -67,6 +167,60 @@ mod tests {
 
     fn text(text: &str) -> (String, Option<std::io::ErrorKind>) {
         (text.to_string(), None)
+    }
+
+    #[test]
+    fn a_proxy_that_cannot_be_reached_is_told_from_an_api_behind_it() {
+        use std::io::ErrorKind::*;
+        let socks_connect = [
+            text("client error (Connect)"),
+            text("error connecting to socks proxy"),
+            text("SOCKS error: failed to create underlying connection"),
+        ];
+        assert!(
+            proxy_failure(&socks_connect, "Inner(ConnectError(\"tcp connect error\", Os { code: 111, kind: ConnectionRefused }))")
+                .unwrap()
+                .contains("refused")
+        );
+        assert!(
+            proxy_failure(
+                &socks_connect,
+                "ConnectError(\"dns error\", Custom { kind: Uncategorized })"
+            )
+            .unwrap()
+            .contains("DNS")
+        );
+        // The proxy answered that the API refused: not the proxy's failure.
+        assert_eq!(
+            proxy_failure(&[text("SOCKS error: connection refused")], ""),
+            None
+        );
+        // `socks5://` resolves the API's name locally: a DNS failure there is the API's.
+        assert_eq!(
+            proxy_failure(
+                &[
+                    text("error resolving for socks proxy"),
+                    text("dns error: failed to lookup address information")
+                ],
+                ""
+            ),
+            None
+        );
+        // An HTTP proxy refusing the connection, or whose name does not resolve.
+        assert!(
+            proxy_failure(&[io(ConnectionRefused, "os error 111")], "")
+                .unwrap()
+                .contains("refused")
+        );
+        assert!(
+            proxy_failure(
+                &[text("dns error: failed to lookup address information")],
+                ""
+            )
+            .unwrap()
+            .contains("DNS")
+        );
+        assert_eq!(proxy_failure(&[text("unsuccessful tunnel")], ""), None);
     }
 
     #[test]

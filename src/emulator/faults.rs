@@ -1,5 +1,6 @@
 //! Injected faults: what one `POST /v1/Sims` can be made to meet (a 5xx, an HTML 502, a
-//! slow or lost response), chosen per ICCID or rolled from the seed.
+//! slow or lost response, a redirect, a success that shows something else than what was
+//! asked), chosen per ICCID or rolled from the seed.
 
 use std::time::Duration;
 
@@ -38,6 +39,14 @@ pub enum Fault {
     /// 404 with an HTML page and no Twilio error, as a web server or proxy that is not the
     /// API answers; unprocessed.
     NotFoundPage,
+    /// A redirect with this status (301, 302, 307, 308) to `location`, as a web server or
+    /// proxy in front of the API might answer; unprocessed.
+    Redirect { status: u16, location: String },
+    /// The request is processed, then answered with each of the resource's fields in
+    /// `fields` set to its value (another `iccid`, another `account_sid`, a `sid` that is
+    /// not one): an answer that does not describe what was asked for. A failed request is
+    /// answered as it is.
+    AlteredAnswer { fields: Vec<(String, String)> },
 }
 
 impl Fault {
@@ -105,14 +114,44 @@ impl Fault {
                  <body><h1>Not Found</h1></body></html>\r\n",
             )
                 .into_response(),
+            Fault::Redirect { status, location } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::TEMPORARY_REDIRECT),
+                [(header::LOCATION, location.as_str())],
+            )
+                .into_response(),
             Fault::TwilioError { status, code } => twilio_error(
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                 *code,
                 &format!("Injected Twilio error {code}"),
             ),
-            Fault::DropAfterCommit | Fault::SlowAfterCommit(_) | Fault::StallBeforeCommit(_) => {
+            Fault::DropAfterCommit
+            | Fault::SlowAfterCommit(_)
+            | Fault::StallBeforeCommit(_)
+            | Fault::AlteredAnswer { .. } => {
                 return None;
             }
         })
     }
+}
+
+/// `response` (a committed request's answer) with its JSON resource's `fields` set to
+/// their values; an answer that is not a 2xx JSON object is left as it is.
+pub(super) async fn alter_answer(response: Response, fields: &[(String, String)]) -> Response {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return lost_response();
+    };
+    let mut resource: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(object)) => serde_json::Value::Object(object),
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    for (field, value) in fields {
+        resource[field.as_str()] = serde_json::Value::String(value.clone());
+    }
+    let mut response = Response::from_parts(parts, axum::body::Body::from(resource.to_string()));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
 }

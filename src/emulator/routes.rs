@@ -121,8 +121,8 @@ pub(super) async fn update_sim(
 }
 
 /// Runs `commit` (a registration or an update) with the injected `fault` around it: held
-/// then refused, refused before anything changes, or committed and then answered late or
-/// not at all.
+/// then refused, refused before anything changes, or committed and then answered late,
+/// altered or not at all.
 async fn around_commit(fault: Option<Fault>, commit: impl FnOnce() -> Response) -> Response {
     if let Some(Fault::StallBeforeCommit(stall)) = fault {
         tokio::time::sleep(stall).await;
@@ -140,6 +140,7 @@ async fn around_commit(fault: Option<Fault>, commit: impl FnOnce() -> Response) 
             tokio::time::sleep(delay).await;
             response
         }
+        Some(Fault::AlteredAnswer { fields }) => alter_answer(response, &fields).await,
         _ => response,
     }
 }

@@ -71,6 +71,8 @@ impl Preflight {
             return Ok(None);
         }
         let account = proven_account(client, self.said.as_deref()).await?;
+        // Answers count only when they show the run's account.
+        client.know_account(account.as_deref());
         check_account(&self.results, account.as_deref(), &self.earlier_accounts)?;
         Ok(Some(account))
     }

@@ -196,7 +196,11 @@ impl Steps<'_> {
             }
             let answer = self
                 .gate
-                .send(self.gate.client().update_sim(&self.sid, &missing))
+                .send(
+                    self.gate
+                        .client()
+                        .update_sim(&self.sid, &self.iccid, &missing),
+                )
                 .await?;
             tries += 1;
             let error = match answer {
@@ -302,9 +306,14 @@ impl Steps<'_> {
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
     async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
         let client = self.gate.client();
-        self.gate
-            .read_with_retries(self.line ^ 0xfe7c, || client.fetch_sim(&self.sid))
-            .await
+        let fetched = self
+            .gate
+            .read_with_retries(self.line ^ 0xfe7c, || {
+                client.fetch_sim(&self.sid, &self.iccid)
+            })
+            .await;
+        let url = client.url(&format!("/v1/Sims/{}", self.sid));
+        registration::halt_on_redirect(self.gate, "GET", &url, fetched)
     }
 
     /// A final row showing the SIM as `sim` describes it.

@@ -1,8 +1,10 @@
 //! Registering one SIM: the create request, its retries, and what an answer means for the
 //! row. A create whose answer was lost may have registered the SIM, so a retry that answers
 //! 83003 ("already on your account") is taken as success, and a SIM whose attempts all ended
-//! in doubt is looked up before it is reported as `gave_up`. Every request goes through the
-//! [`Gate`].
+//! in doubt is looked up before it is reported as `gave_up`. A row says `registered` or
+//! `already_registered` only with a SID the account showed (the client checks every answer
+//! is about the SIM asked for, on this run's account): an 83003 whose SID cannot be found is
+//! retried like an answer in doubt. Every request goes through the [`Gate`].
 
 use crate::api::gate::{Gate, Halt};
 use crate::api::retry::jitter_for_row;
@@ -43,18 +45,23 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
         } else {
             tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, error = %error, "create failed");
         }
-        match class {
+        let (error, throttled) = match class {
             ErrorClass::AlreadyOnAccount => {
                 let outcome = if maybe_committed {
                     Outcome::Registered
                 } else {
                     Outcome::AlreadyRegistered
                 };
-                return already_on_account(gate, &row, outcome, &error, attempts).await;
+                match already_on_account(gate, &row, outcome, &error, attempts).await {
+                    Confirmed::Row(row) => return row.map(|row| *row),
+                    // Not shown by the account: retried, and `gave_up` if it never is.
+                    Confirmed::NotShown(unproven) => (unproven, false),
+                }
             }
             ErrorClass::Rejected if error.is_wrong_endpoint() => {
-                // A 404, a 405 or a 4xx without a Twilio error: the URL is not the API's
-                // Sims endpoint, and every SIM would get the same answer. Not `rejected`.
+                // A 3xx, a 404, a 405 or a 4xx without a Twilio error: the URL is not the
+                // API's Sims endpoint, and every SIM would get the same answer. Not
+                // `rejected`, and a redirect is not followed.
                 gate.halt(Halt::WrongEndpoint(wrong_endpoint_sentence(
                     &gate.client().url("/v1/Sims"),
                     "POST",
@@ -69,24 +76,31 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
                 gate.refuse_credentials(&error);
                 return None;
             }
-            ErrorClass::Retry { throttled } => {
-                maybe_committed |= error.maybe_processed;
-                if attempts >= gate.limits().max_attempts {
-                    return give_up(gate, &row, &error, attempts, maybe_committed).await;
-                }
-                if !gate
-                    .retry_wait(attempts, &error, throttled, &mut jitter)
-                    .await
-                {
-                    return None;
-                }
-            }
+            ErrorClass::Retry { throttled } => (error, throttled),
+        };
+        maybe_committed |= error.maybe_processed;
+        if attempts >= gate.limits().max_attempts {
+            return give_up(gate, &row, &error, attempts, maybe_committed).await;
+        }
+        if !gate
+            .retry_wait(attempts, &error, throttled, &mut jitter)
+            .await
+        {
+            return None;
         }
     }
 }
 
 /// The sentence for an answer that says `url` is not the endpoint asked for.
 pub(crate) fn wrong_endpoint_sentence(url: &str, method: &str, error: &ApiError) -> String {
+    if let (Some(status), Some(location)) = (error.http_status, error.redirected_to()) {
+        return format!(
+            "{method} {url} answered HTTP {status} pointing to {location}: the Super SIM API \
+             does not redirect, so nothing was sent there and the run stopped. Check \
+             --base-url or SUPERSIM_BASE_URL: it should be https://supersim.twilio.com (no \
+             /v1 on the end), and nothing in between (a proxy) should answer for it"
+        );
+    }
     let status = error
         .http_status
         .map_or_else(|| "an error".to_string(), |s| format!("HTTP {s}"));
@@ -102,32 +116,49 @@ pub(crate) fn wrong_endpoint_sentence(url: &str, method: &str, error: &ApiError)
     )
 }
 
-/// 83003: the SIM is on the account. Its SID comes from the message, else from a lookup.
+/// What an 83003 came to.
+enum Confirmed {
+    /// The SIM's row (`None`: the run stopped meanwhile). Boxed: a row is large, and this
+    /// is handed back once per 83003.
+    Row(Option<Box<ResultRow>>),
+    /// Neither the answer nor a lookup by ICCID showed the SIM: an answer in doubt, as this
+    /// error.
+    NotShown(ApiError),
+}
+
+/// 83003: the SIM is on the account. Its SID comes from the message, else from a lookup;
+/// without either, the claim is unproven.
 async fn already_on_account(
     gate: &Gate,
     row: &SendRow,
     outcome: Outcome,
     error: &ApiError,
     attempts: u32,
-) -> Option<ResultRow> {
+) -> Confirmed {
     if let Some(sid) = sid_in_message(&error.message) {
         let mut result = ResultRow::new(row.line, &row.iccid, outcome);
         result.sid = Some(sid);
+        // 83003 says "on your account": the run's account, when it is known.
+        result.account_sid = gate.client().account();
         result.attempts = attempts;
-        return Some(result);
+        return Confirmed::Row(Some(Box::new(result)));
     }
     match lookup(gate, row).await {
-        Ok(Some(sim)) => Some(success_row(row, outcome, &sim, attempts)),
-        Ok(None) => {
-            let mut result = error_row(row, outcome, error, attempts);
-            result.error_message = Some(
-                "the API says the SIM is on this account, but a lookup by ICCID found none"
-                    .to_string(),
-            );
-            Some(result)
-        }
-        Err(Some(lookup_error)) => Some(error_row(row, Outcome::GaveUp, &lookup_error, attempts)),
-        Err(None) => None,
+        Ok(Some(sim)) => Confirmed::Row(Some(Box::new(success_row(row, outcome, &sim, attempts)))),
+        Ok(None) => Confirmed::NotShown(ApiError {
+            message: "the API says the SIM is on this account (83003) without its SID, and a \
+                      lookup by ICCID found none; the outcome is in doubt"
+                .to_string(),
+            retry_after: None,
+            ..error.clone()
+        }),
+        Err(Some(lookup_error)) => Confirmed::Row(Some(Box::new(error_row(
+            row,
+            Outcome::GaveUp,
+            &lookup_error,
+            attempts,
+        )))),
+        Err(None) => Confirmed::Row(None),
     }
 }
 
@@ -154,8 +185,29 @@ async fn give_up(
 
 /// `GET /v1/Sims?Iccid=` with the same retry policy. `Err(None)` means the run stopped.
 pub(crate) async fn lookup(gate: &Gate, row: &SendRow) -> Result<Option<Sim>, Option<ApiError>> {
-    gate.read_with_retries(row.line ^ 0x5eed, || gate.client().find_sim(&row.iccid))
-        .await
+    let found = gate
+        .read_with_retries(row.line ^ 0x5eed, || gate.client().find_sim(&row.iccid))
+        .await;
+    halt_on_redirect(gate, "GET", &gate.client().url("/v1/Sims"), found)
+}
+
+/// Stops the run when a read was answered with a redirect (never followed): the URL is not
+/// the API's, for this SIM and every other. Other answers pass through.
+pub(crate) fn halt_on_redirect<T>(
+    gate: &Gate,
+    method: &str,
+    url: &str,
+    answer: Result<T, Option<ApiError>>,
+) -> Result<T, Option<ApiError>> {
+    match answer {
+        Err(Some(error)) if error.redirected_to().is_some() => {
+            gate.halt(Halt::WrongEndpoint(wrong_endpoint_sentence(
+                url, method, &error,
+            )));
+            Err(None)
+        }
+        other => other,
+    }
 }
 
 fn success_row(row: &SendRow, outcome: Outcome, sim: &Sim, attempts: u32) -> ResultRow {

@@ -97,3 +97,97 @@ fn debug_output_hides_secrets() {
     let code = RegistrationCode::new("CANARY1234".into());
     assert!(!format!("{code:?}").contains("CANARY1234"));
 }
+
+#[test]
+fn an_answer_counts_only_for_the_sim_asked_for_on_the_runs_account() {
+    let iccid = "89883070000000000001";
+    let sid = "HS0123456789abcdef0123456789abcdef";
+    let account = "AC0123456789abcdef0123456789abcdef";
+    let sim = Sim {
+        sid: Some(sid.into()),
+        iccid: Some(iccid.into()),
+        status: Some("new".into()),
+        fleet_sid: None,
+        unique_name: None,
+        account_sid: Some(account.into()),
+    };
+    assert_eq!(check_sim_answer(&sim, iccid, None, Some(account)), None);
+    assert_eq!(
+        check_sim_answer(
+            &sim,
+            iccid,
+            Some(&format!("HS{}", sid[2..].to_uppercase())),
+            None
+        ),
+        None
+    );
+    // An account that is not known cannot be checked; everything else still is.
+    assert_eq!(check_sim_answer(&sim, iccid, Some(sid), None), None);
+    let wrong = [
+        (
+            Sim {
+                iccid: Some("89883070000000000002".into()),
+                ..sim.clone()
+            },
+            None,
+        ),
+        (
+            Sim {
+                iccid: None,
+                ..sim.clone()
+            },
+            None,
+        ),
+        (
+            Sim {
+                sid: Some("HS0123,\nforged".into()),
+                ..sim.clone()
+            },
+            None,
+        ),
+        (
+            Sim {
+                sid: Some(format!("{sid}0")),
+                ..sim.clone()
+            },
+            None,
+        ),
+        (sim.clone(), Some("HSffffffffffffffffffffffffffffffff")),
+        (
+            Sim {
+                account_sid: Some("AC11111111111111111111111111111111".into()),
+                ..sim.clone()
+            },
+            None,
+        ),
+        (
+            Sim {
+                account_sid: None,
+                ..sim.clone()
+            },
+            None,
+        ),
+    ];
+    for (answer, asked) in wrong {
+        assert!(
+            check_sim_answer(&answer, iccid, asked, Some(account)).is_some(),
+            "{answer:?} {asked:?}"
+        );
+    }
+}
+
+#[test]
+fn a_proxy_is_named_by_the_variable_that_set_it() {
+    let env = |set: &'static [&'static str]| {
+        move |name: &str| set.contains(&name).then(|| "x".to_string())
+    };
+    assert_eq!(proxy_variable(&env(&["ALL_PROXY"])), "ALL_PROXY");
+    assert_eq!(
+        proxy_variable(&env(&["all_proxy", "HTTPS_PROXY"])),
+        "HTTPS_PROXY"
+    );
+    assert_eq!(
+        proxy_variable(&env(&["https_proxy", "ALL_PROXY"])),
+        "https_proxy"
+    );
+}
