@@ -141,8 +141,9 @@ impl LazyFleets {
 }
 
 /// True when `row` will be sent (or updated) and names a Fleet, by cell or `--fleet`: the
-/// Fleets must be resolved before it goes. Judged with the Fleet as named, as a row whose
-/// SIM is already in a Fleet counts as done whichever the name.
+/// Fleets must be resolved before it goes. Judged before resolution: a Fleet named by
+/// unique name counts as done only when the row recorded the same request, so a run that
+/// names another Fleet resolves it and compares SIDs (see [`resume::resume`]).
 fn needs_fleets(
     row: &InputRow,
     facts: &LineFacts,
@@ -158,7 +159,7 @@ fn needs_fleets(
     };
     plan.fleet.is_some()
         && !matches!(
-            resume::resume(facts.sim(), &plan, retry_rejected),
+            resume::resume(facts.sim(), &plan, None, retry_rejected),
             Resume::Skip(_)
         )
 }
@@ -199,8 +200,8 @@ pub(super) fn triage(
         }
         Verdict::Send { iccid, warnings } => (iccid, warnings),
     };
-    // Whether a row is done is judged with the Fleet as named (as before the Fleets were
-    // resolved, so every row is judged alike); what is sent carries the resolved SID.
+    // Whether a row is done is judged by the resolved Fleet SID when the Fleets were
+    // resolved, whichever form was given; `update_requested` keeps the Fleet as named.
     let planned = onboard
         .plan_for(row.fleet.clone(), row.unique_name.clone())
         .and_then(|as_named| {
@@ -221,7 +222,8 @@ pub(super) fn triage(
     if let Some(warning) = &warning {
         tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
-    let resume = match resume::resume(facts.sim(), &as_named, retry_rejected) {
+    let fleet_sid = plan.fleet.as_deref().filter(|f| resume::is_fleet_sid(f));
+    let resume = match resume::resume(facts.sim(), &as_named, fleet_sid, retry_rejected) {
         Resume::Skip(Outcome::Rejected) => {
             let reason = format!(
                 "line {}: rejected by the API in an earlier run (see the results file)",
