@@ -19,6 +19,12 @@
 //!    to give the first input line of that ICCID its prior record.
 //! 3. The facts are sorted by line and read back by [`Plan::at`] as the rows come.
 //!
+//! Pass 1 also fingerprints every row it reads (its line and fields, under a key made fresh
+//! for each run) into a temporary file in line order. The main pass checks each row it reads
+//! against its fingerprint with [`Plan::matches`] before anything is sent for it, and that
+//! no planned row went missing ([`Plan::all_rows_matched`]): an input rewritten under a run
+//! stops it, fresh results file or not, so no SIM is posted twice by one run.
+//!
 //! Pass 1 also gathers the distinct Fleets named in a `fleet` column by rows that would be
 //! sent, so they are resolved once before anything is registered (see
 //! [`crate::run::fleets`]); past [`MAX_DISTINCT_FLEETS`] it only notes that there are more.
@@ -31,7 +37,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 
@@ -119,9 +126,44 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(word)
 }
 
+/// The fingerprint of every row pass 1 read, in line order, for the main pass to check its
+/// rows against. Keyed afresh for each run: the file, though anonymous and owner-only,
+/// never holds anything from which a registration code could be worked out.
+struct Fingerprints {
+    key: RandomState,
+    /// `(line, fingerprint)` records, both big-endian, read back once in order.
+    read: BufReader<File>,
+}
+
+/// A fingerprint record: line, then fingerprint.
+const PRINT: usize = 16;
+
+fn fingerprint(key: &RandomState, row: &InputRow) -> u64 {
+    let mut hasher = key.build_hasher();
+    hasher.write_u64(row.line);
+    for field in row.fields.iter() {
+        hasher.write_usize(field.len());
+        hasher.write(field);
+    }
+    hasher.finish()
+}
+
+impl Fingerprints {
+    /// The next planned `(line, fingerprint)`, `None` once every planned row was read.
+    fn next(&mut self) -> io::Result<Option<(u64, u64)>> {
+        let mut record = [0u8; PRINT];
+        match self.read.read_exact(&mut record) {
+            Ok(()) => Ok(Some((u64_at(&record, 0), u64_at(&record, 8)))),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// The facts of every input line that has any, read in line order.
 pub struct Plan {
     facts: Peekable<Sorted<FACT>>,
+    fingerprints: Fingerprints,
     /// The Fleet SIDs that packed prior records index into.
     fleets: Vec<String>,
     /// Rows in the results file.
@@ -180,8 +222,11 @@ impl Plan {
             )))
         };
 
-        // Pass 1: the key and line of every row that would be sent.
+        // Pass 1: the key and line of every row that would be sent, and every row's
+        // fingerprint.
         let mut firsts = sorter::<FIRST>(dir, chunk_records);
+        let print_key = RandomState::new();
+        let mut prints = BufWriter::new(tempfile::tempfile_in(dir).map_err(temp)?);
         let mut rows_seen = 0;
         let mut last_line = None;
         let mut fleet_names = BTreeSet::new();
@@ -190,6 +235,10 @@ impl Plan {
             let row = row?;
             rows_seen += 1;
             last_line = Some(row.line);
+            let mut print = [0u8; PRINT];
+            print[..8].copy_from_slice(&row.line.to_be_bytes());
+            print[8..].copy_from_slice(&fingerprint(&print_key, &row).to_be_bytes());
+            prints.write_all(&print).map_err(temp)?;
             if let Some(key) = screen.sendable_key(&row) {
                 if let Some(fleet) = row.fleet.as_deref().filter(|f| !f.is_empty())
                     && !fleet_names.contains(fleet)
@@ -206,6 +255,13 @@ impl Plan {
                 firsts.push(record).map_err(temp)?;
             }
         }
+
+        let mut prints = prints.into_inner().map_err(|e| temp(e.into_error()))?;
+        prints.seek(SeekFrom::Start(0)).map_err(temp)?;
+        let fingerprints = Fingerprints {
+            key: print_key,
+            read: BufReader::new(prints),
+        };
 
         // The results file, in file order.
         let mut facts = sorter::<FACT>(dir, chunk_records);
@@ -263,6 +319,7 @@ impl Plan {
 
         Ok(Plan {
             facts: facts.finish().map_err(temp)?.peekable(),
+            fingerprints,
             fleets,
             earlier_rows,
             earlier_accounts,
@@ -310,6 +367,26 @@ impl Plan {
             }
         }
         Ok(facts)
+    }
+
+    /// True when `row` is the row pass 1 read next: same line, same fields. Rows must be
+    /// given in the order they are read, each once (a row after [`Plan::covers`] is not).
+    pub fn matches(&mut self, row: &InputRow) -> io::Result<bool> {
+        Ok(match self.fingerprints.next()? {
+            Some((line, print)) => {
+                line == row.line && print == fingerprint(&self.fingerprints.key, row)
+            }
+            None => false,
+        })
+    }
+
+    /// At the end of the main pass: true when every row pass 1 read was matched; else the
+    /// line of the first planned row that was not read again (the input shrank).
+    pub fn all_rows_matched(&mut self) -> io::Result<Result<(), u64>> {
+        Ok(match self.fingerprints.next()? {
+            Some((line, _)) => Err(line),
+            None => Ok(()),
+        })
     }
 
     /// False for a row after the last one pass 1 saw.

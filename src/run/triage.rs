@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +49,28 @@ pub(super) fn read_input(
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
-    while let Some(row) = reader.next_row() {
+    let unreadable_plan = |error: std::io::Error| {
+        RunError::Setup(
+            anyhow::Error::new(error)
+                .context("cannot read the run's plan back from its temporary file"),
+        )
+    };
+    let input_name = reader.display_name().to_string();
+    let changed = |line: u64, what: &str| {
+        RunError::InputChanged(format!(
+            "line {line} of {input_name} {what} after this run planned it: the input changed \
+             while the run was going; nothing was sent for it or the rows after it. Run again \
+             once the file is complete"
+        ))
+    };
+    loop {
+        let Some(row) = reader.next_row() else {
+            // A planned row that is no longer there: the input shrank under the run.
+            return match plan.all_rows_matched().map_err(unreadable_plan)? {
+                Ok(()) => Ok(()),
+                Err(line) => Err(changed(line, "was removed")),
+            };
+        };
         if stop.is_cancelled() {
             break;
         }
@@ -62,10 +82,12 @@ pub(super) fn read_input(
             );
             break;
         }
-        let facts = plan
-            .at(row.line)
-            .context("cannot read the run's plan back from its temporary file")
-            .map_err(RunError::Setup)?;
+        // Every row is checked against the plan before anything is sent for it, so a
+        // rewritten input can never send one SIM twice in one run.
+        if !plan.matches(&row).map_err(unreadable_plan)? {
+            return Err(changed(row.line, "changed"));
+        }
+        let facts = plan.at(row.line).map_err(unreadable_plan)?;
         if !facts.fit_row(screen.sendable_key(&row)) {
             return Err(RunError::InputChanged(format!(
                 "line {} of {} is not the row this run planned from: the input changed while \

@@ -76,6 +76,41 @@ fn facts_about_an_iccid_do_not_fit_another_row_on_the_same_line() {
     assert!(LineFacts::default().fit_row(screen.sendable_key(&changed)));
 }
 
+/// Every row pass 1 read is fingerprinted, invalid ones included and whatever the results
+/// file holds: a row read again is matched only when it is the same row on the same line,
+/// and a planned row that is never read again is noticed.
+#[test]
+fn every_planned_row_is_matched_by_its_line_and_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        row(2, &iccid(1), "H3LL0W0RLD"),
+        row(3, "not an iccid", "H3LL0W0RLD"),
+        row(4, &iccid(2), "H3LL0W0RLD"),
+    ];
+    let mut same = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    for input in &rows {
+        assert!(same.matches(input).unwrap(), "line {}", input.line);
+    }
+    assert_eq!(same.all_rows_matched().unwrap(), Ok(()));
+
+    let mut changed = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    assert!(changed.matches(&rows[0]).unwrap());
+    assert!(
+        !changed
+            .matches(&row(3, "not an iccid", "H3LL0W0RLE"))
+            .unwrap(),
+        "another code on the same line"
+    );
+    let mut moved = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    assert!(
+        !moved.matches(&row(2, &iccid(2), "H3LL0W0RLD")).unwrap(),
+        "another row on the line"
+    );
+    let mut shrunk = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    assert!(shrunk.matches(&rows[0]).unwrap());
+    assert_eq!(shrunk.all_rows_matched().unwrap(), Err(3));
+}
+
 #[test]
 fn the_cursor_skips_lines_never_asked_for_and_answers_nothing_after_the_end() {
     let dir = tempfile::tempdir().unwrap();
