@@ -40,7 +40,7 @@ fn open(path: &Path) -> (ResultsWriter, Loaded) {
     let mut loaded = Loaded::default();
     while let Some(row) = earlier.next_row().unwrap() {
         match row {
-            EarlierRow::Reported { line } => {
+            EarlierRow::Reported { line, .. } => {
                 loaded.reported.insert(line);
             }
             EarlierRow::Sim { key, sim } => {

@@ -54,12 +54,16 @@ impl ResultsWriter {
         Ok(real)
     }
 
-    /// Opens (or creates) the results file, checks its header, repairs a torn last record,
-    /// and positions the writer at its end. The rows already in it are handed back as a
-    /// stream (read once by the resume plan), not loaded. `path` is the real path
-    /// [`ResultsWriter::claim`] returned; a symlink in its place is refused, not followed.
+    /// Opens (or creates) the results file, removes what a killed compaction left beside it,
+    /// checks its header, repairs a torn last record, and positions the writer at its end.
+    /// The rows already in it are handed back as a stream (read once by the resume plan),
+    /// not loaded. `path` is the real path [`ResultsWriter::claim`] returned; a symlink in
+    /// its place is refused, not followed.
     pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, EarlierRows)> {
         let cannot_open = || format!("cannot open results file {}", path.display());
+        // Under the run's lock no compaction is under way: any temporary file of one is a
+        // killed compaction's, holding ICCIDs and SIDs.
+        super::compact::remove_leftovers(path);
         let mut file = paths::no_follow()
             .read(true)
             .append(true)

@@ -181,6 +181,8 @@ async fn run_locked(
     };
 
     let plan_rows = plan.rows;
+    // Compaction puts each SIM's row on its line of this input.
+    let input_sims = plan.take_input_sims();
     let progress = Progress::new(plan.rows, config.progress_interval);
 
     let channel_size = config.limits.concurrency * 2;
@@ -267,19 +269,25 @@ async fn run_locked(
             ))
         }
     };
-    // The journal becomes one row per input line, in line order, under the lock. A failure
-    // here loses nothing: the journal is left whole and the next run compacts it.
+    // The journal becomes one row per SIM, on its line of this input, under the lock. A
+    // failure here loses nothing: the journal is left whole and the next run compacts it.
     let compact_dir = temp_dir_beside(&config.output);
     let compact_path = results.clone();
-    match tokio::task::spawn_blocking(move || compact(&compact_path, &compact_dir)).await {
-        Ok(Ok(done)) if done.rewritten => {
-            tracing::info!(
-                rows_before = done.rows_before,
-                rows_after = done.rows_after,
-                "results compacted to one row per input line"
-            );
+    let compacting =
+        move || compact(&compact_path, &compact_dir, input_sims.into_iter().flatten());
+    let mut not_in_input = 0;
+    match tokio::task::spawn_blocking(compacting).await {
+        Ok(Ok(done)) => {
+            not_in_input = done.not_in_input;
+            if done.rewritten {
+                tracing::info!(
+                    rows_before = done.rows_before,
+                    rows_after = done.rows_after,
+                    not_in_input = done.not_in_input,
+                    "results compacted to one row per SIM"
+                );
+            }
         }
-        Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::warn!("{error:#}; the results file is left as it was"),
         Err(error) => {
             tracing::warn!(%error, "compacting the results file failed; it is left as it was")
@@ -288,6 +296,7 @@ async fn run_locked(
     let counts = (written.progress.this_run, written.progress.skipped);
     let mut summary = summarize(&config, started_at, &gate, counts, elapsed, end);
     summary.update_pending = written.progress.update_pending();
+    summary.not_in_input = not_in_input;
     Ok(summary)
 }
 
@@ -331,6 +340,7 @@ fn summarize(
         ),
         end,
         update_pending: 0,
+        not_in_input: 0,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::input::checks::Column;
 use crate::input::screen::locate;
 use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::input::{InputRow, SimReader};
-use crate::results::{Outcome, ResultRow};
+use crate::results::{Outcome, ResultRow, report_key};
 use crate::run::fleets::{self, FleetStop, ResolvedFleets};
 use crate::run::onboard::Job;
 use crate::run::plan::{LineFacts, Plan};
@@ -198,7 +198,7 @@ pub(super) fn triage(
 ) -> Work {
     let verdict = screen.judge(&row, facts.duplicate_of);
     let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
-        if facts.already_reported() {
+        if facts.already_reported(report_key(outcome, &iccid, &message)) {
             Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
