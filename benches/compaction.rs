@@ -47,7 +47,12 @@ fn main() {
     let rows = 2 * sims;
     // The input's SIMs in key order, read from a file as a run reads them from its plan.
     let mut keys: Vec<(u64, u64)> = (0..sims)
-        .map(|n| (checked_iccid_key(&format!("8988307{n:013}")).unwrap(), n + 2))
+        .map(|n| {
+            (
+                checked_iccid_key(&format!("8988307{n:013}")).unwrap(),
+                n + 2,
+            )
+        })
         .collect();
     keys.sort_unstable();
     let mut input_sims = tempfile::tempfile().unwrap();

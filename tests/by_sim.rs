@@ -52,7 +52,11 @@ async fn a_sim_removed_from_the_input_keeps_its_row_and_nothing_is_sent_again() 
     env.write_input(&second_input);
     let second = env.register(&[]).await;
     assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
-    assert_eq!(env.emulator.stats().create_requests, 5, "only the new SIM was sent");
+    assert_eq!(
+        env.emulator.stats().create_requests,
+        5,
+        "only the new SIM was sent"
+    );
     let rows = rows_in_order(&env);
     let expected: Vec<(u64, String)> = vec![
         (2, sims[1].0.clone()),
@@ -93,15 +97,26 @@ async fn a_sim_removed_from_the_input_keeps_its_row_and_nothing_is_sent_again() 
     }
     for (n, (iccid, _)) in third_input.iter().enumerate() {
         let row = env.last_rows()[iccid].clone();
-        assert_eq!(row["line"], (n + 2).to_string(), "{iccid} is on its current line");
-        assert_ne!(row["outcome"], "already_registered", "{iccid} was not sent again");
+        assert_eq!(
+            row["line"],
+            (n + 2).to_string(),
+            "{iccid} is on its current line"
+        );
+        assert_ne!(
+            row["outcome"], "already_registered",
+            "{iccid} was not sent again"
+        );
     }
 
     // And the same input once more: nothing to do.
     let fourth = env.register(&[]).await;
     assert_eq!(exit_code(&fourth), 0, "{}", stderr(&fourth));
     assert_eq!(env.emulator.stats().requests, stats.requests);
-    assert!(stdout(&fourth).contains("nothing to do"), "{}", stdout(&fourth));
+    assert!(
+        stdout(&fourth).contains("nothing to do"),
+        "{}",
+        stdout(&fourth)
+    );
     assert_eq!(sids(&env), after);
 }
 
@@ -178,7 +193,10 @@ async fn fix_and_refeed_through_the_failed_out_file_keeps_every_sims_row() {
     assert_eq!(exit_code(&third), 0, "{}", stderr(&third));
 
     let stats = env.emulator.stats();
-    assert_eq!(stats.create_requests, 5, "four SIMs, one of them sent twice: {stats:?}");
+    assert_eq!(
+        stats.create_requests, 5,
+        "four SIMs, one of them sent twice: {stats:?}"
+    );
     let last = env.last_rows();
     assert_eq!(last.len(), 4, "{last:?}");
     for (iccid, _) in &sims {
@@ -220,7 +238,11 @@ async fn an_input_rewritten_under_a_fresh_run_stops_it_before_a_sim_is_sent_twic
     );
     assert!(stats.commits < 4000, "the run stopped early");
     let rows = env.results();
-    assert_eq!(rows.len() as u64, stats.commits, "every SIM posted has its row");
+    assert_eq!(
+        rows.len() as u64,
+        stats.commits,
+        "every SIM posted has its row"
+    );
     for row in &rows {
         assert_eq!(row["outcome"], "registered", "{row:?}");
     }
@@ -261,7 +283,11 @@ async fn a_claimed_registration_without_a_sid_is_looked_up_on_a_plain_rerun() {
     let last = env.last_rows();
     assert_eq!(last[&sims[1].0]["sid"], registered[&sims[1].0]);
     assert_eq!(env.emulator.commits(&sims[1].0), 1, "not registered twice");
-    assert_eq!(env.emulator.commits(&never), 1, "the unproven SIM was registered");
+    assert_eq!(
+        env.emulator.commits(&never),
+        1,
+        "the unproven SIM was registered"
+    );
     assert_eq!(last[&never]["sid"], env.emulator.sim(&never).unwrap().sid);
 }
 
@@ -291,9 +317,16 @@ async fn a_row_torn_inside_its_last_column_is_cut_off_and_its_sim_found_again() 
         "{}",
         stderr(&rerun)
     );
-    assert_eq!(sids(&env), registered, "every SIM has its row and SID again");
+    assert_eq!(
+        sids(&env),
+        registered,
+        "every SIM has its row and SID again"
+    );
     for row in env.results() {
-        assert_eq!(row["account_sid"], supersim_bulk::emulator::TEST_ACCOUNT_SID);
+        assert_eq!(
+            row["account_sid"],
+            supersim_bulk::emulator::TEST_ACCOUNT_SID
+        );
     }
     for (iccid, _) in &sims {
         assert_eq!(env.emulator.commits(iccid), 1, "{iccid} registered once");
@@ -329,7 +362,11 @@ async fn a_changed_fleet_name_is_applied() {
     let before = env.emulator.stats().requests;
     let again = env.register(&["--fleet", "bench"]).await;
     assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
-    assert!(stdout(&again).contains("nothing to do"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
+    );
     assert_eq!(env.emulator.stats().requests, before, "nothing was sent");
 }
 
@@ -343,10 +380,7 @@ async fn compaction_keeps_the_files_mode_and_removes_a_killed_compactions_leftov
     let first = env.register(&[]).await;
     assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
     std::fs::set_permissions(env.results_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let leftover = env
-        .dir
-        .path()
-        .join(".sims.results.csv.compacting.4194300");
+    let leftover = env.dir.path().join(".sims.results.csv.compacting.4194300");
     std::fs::write(&leftover, std::fs::read(env.results_path()).unwrap()).unwrap();
 
     // Reordered with a new SIM first: the file is rewritten.
@@ -365,5 +399,8 @@ async fn compaction_keeps_the_files_mode_and_removes_a_killed_compactions_leftov
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the mode survives compaction");
-    assert!(!leftover.exists(), "the killed compaction's file was removed");
+    assert!(
+        !leftover.exists(),
+        "the killed compaction's file was removed"
+    );
 }

@@ -257,7 +257,8 @@ fn compact_with_chunks(
         written: 0,
     };
     let mut group: Option<(u64, Option<Placed>, Option<Placed>)> = None;
-    let flush_group = |out: &mut Output<'_>, group: Option<(u64, Option<Placed>, Option<Placed>)>| {
+    let flush_group = |out: &mut Output<'_>,
+                       group: Option<(u64, Option<Placed>, Option<Placed>)>| {
         let Some((_, sim, about_line)) = group else {
             return Ok(());
         };
@@ -364,10 +365,7 @@ impl Output<'_> {
             .open(&temp)?;
         let mut buffered = BufWriter::new(file);
         let copied = (|| -> io::Result<()> {
-            let copied = io::copy(
-                &mut File::open(self.path)?.take(prefix_end),
-                &mut buffered,
-            )?;
+            let copied = io::copy(&mut File::open(self.path)?.take(prefix_end), &mut buffered)?;
             if copied != prefix_end {
                 return Err(io::Error::other("the results file shrank while compacting"));
             }

@@ -213,7 +213,11 @@ fn the_tail_scan_gives_one_answer_whatever_the_block_size() {
     assert_eq!(end(&whole), Tail::Whole);
     let first = rows[0].len() as u64;
     let second = first + rows[1].len() as u64;
-    assert_eq!(end(whole.trim_end()), Tail::TornAt(second), "no line break: torn");
+    assert_eq!(
+        end(whole.trim_end()),
+        Tail::TornAt(second),
+        "no line break: torn"
+    );
     assert_eq!(
         end(&whole[..whole.find("message").unwrap()]),
         Tail::TornAt(first)

@@ -273,8 +273,13 @@ async fn run_locked(
     // failure here loses nothing: the journal is left whole and the next run compacts it.
     let compact_dir = temp_dir_beside(&config.output);
     let compact_path = results.clone();
-    let compacting =
-        move || compact(&compact_path, &compact_dir, input_sims.into_iter().flatten());
+    let compacting = move || {
+        compact(
+            &compact_path,
+            &compact_dir,
+            input_sims.into_iter().flatten(),
+        )
+    };
     let mut not_in_input = 0;
     match tokio::task::spawn_blocking(compacting).await {
         Ok(Ok(done)) => {

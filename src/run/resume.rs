@@ -144,8 +144,7 @@ fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate, fleet_sid: Optio
         .as_deref()
         .is_none_or(|wanted| SimStatus::parse(wanted) == prior.status);
     let same_request = || {
-        prior.request_key
-            == crate::results::request_key(&requested_text(plan).unwrap_or_default())
+        prior.request_key == crate::results::request_key(&requested_text(plan).unwrap_or_default())
     };
     let fleet_ok = match (plan.fleet.as_deref(), fleet_sid) {
         (None, _) => true,
@@ -326,7 +325,10 @@ mod tests {
             resume(Some(rejected.clone()), &active, None, false),
             Resume::Skip(Rejected)
         );
-        assert_eq!(resume(Some(rejected), &active, None, true), Resume::Register);
+        assert_eq!(
+            resume(Some(rejected), &active, None, true),
+            Resume::Register
+        );
         let mut checkpoint = prior(Registered, SimStatus::New, None);
         checkpoint.pending = true;
         let named = SimUpdate {
