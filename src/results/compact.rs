@@ -15,8 +15,9 @@
 //! or `duplicate`) is about its SIM: the last row of each ICCID is kept, whatever line it
 //! was written for, and given the line the SIM is first on in the current input. A row
 //! without one (`invalid`, `duplicate`, an ICCID that fails the hard checks) is about its
-//! line: the last of them on each line is kept, unless a later row of a SIM now holds that
-//! line. Memory stays flat: the rows are sorted on disk as fixed-size records by
+//! line: the last of them on each line is kept, unless the line now holds a SIM (then only
+//! a later row about that very SIM, such as a Fleet not on the account, is kept). Memory
+//! stays flat: the rows are sorted on disk as fixed-size records by
 //! [`crate::extsort`], merge-joined by key with the input's SIMs (already in key order), and
 //! each surviving row is read back from the journal by its byte offset.
 
@@ -34,8 +35,9 @@ use crate::input::checks::checked_iccid_key;
 /// A row of a SIM: its ICCID key, its order in the journal, the line it was written for,
 /// its byte offset.
 const BY_KEY: usize = 32;
-/// A row placed in the compacted file: section, line, order, byte offset, kind.
-const PLACED: usize = 26;
+/// A row placed in the compacted file: section, line, order, byte offset, kind, and the
+/// ICCID key it names (0 for none).
+const PLACED: usize = 34;
 
 /// The compacted file's sections, in file order.
 const IN_INPUT: u8 = 0;
@@ -121,8 +123,9 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(word)
 }
 
-fn placed(section: u8, line: u64, order: u64, offset: u64, kind: u8) -> [u8; PLACED] {
+fn placed(section: u8, line: u64, order: u64, offset: u64, kind: u8, key: u64) -> [u8; PLACED] {
     let mut entry = [0u8; PLACED];
+    entry[26..].copy_from_slice(&key.to_be_bytes());
     entry[0] = section;
     entry[1..9].copy_from_slice(&line.to_be_bytes());
     entry[9..17].copy_from_slice(&order.to_be_bytes());
@@ -139,6 +142,7 @@ struct Placed {
     order: u64,
     offset: u64,
     kind: u8,
+    key: u64,
 }
 
 impl Placed {
@@ -149,6 +153,7 @@ impl Placed {
             order: u64_at(entry, 9),
             offset: u64_at(entry, 17),
             kind: entry[25],
+            key: u64_at(entry, 26),
         }
     }
 }
@@ -183,7 +188,8 @@ fn compact_with_chunks(
             .with_context(|| format!("the row at byte {offset} has no input line number"))?;
         let outcome: Option<Outcome> = field(2).parse().ok();
         let about_its_line = matches!(outcome, Some(Outcome::Invalid | Outcome::Duplicate));
-        match checked_iccid_key(field(1)).filter(|_| !about_its_line) {
+        let iccid_key = checked_iccid_key(field(1));
+        match iccid_key.filter(|_| !about_its_line) {
             Some(key) => {
                 let mut entry = [0u8; BY_KEY];
                 entry[..8].copy_from_slice(&key.to_be_bytes());
@@ -192,7 +198,14 @@ fn compact_with_chunks(
                 entry[24..].copy_from_slice(&offset.to_be_bytes());
                 by_key.push(entry)?;
             }
-            None => placed_rows.push(placed(IN_INPUT, line, rows, offset, 0))?,
+            None => placed_rows.push(placed(
+                IN_INPUT,
+                line,
+                rows,
+                offset,
+                0,
+                iccid_key.unwrap_or(0),
+            ))?,
         }
         rows += 1;
     }
@@ -221,11 +234,11 @@ fn compact_with_chunks(
         Ok(match input_sims.peek() {
             Some(Ok((input_key, line))) if *input_key == key => {
                 let moved = if *line == written { 0 } else { MOVED };
-                placed(IN_INPUT, *line, order, offset, SIM_ROW | moved)
+                placed(IN_INPUT, *line, order, offset, SIM_ROW | moved, key)
             }
             _ => {
                 not_in_input += 1;
-                placed(NOT_IN_INPUT, written, order, offset, SIM_ROW)
+                placed(NOT_IN_INPUT, written, order, offset, SIM_ROW, key)
             }
         })
     };
@@ -244,7 +257,9 @@ fn compact_with_chunks(
     }
 
     // In file order: per line of the input, its SIM's row, and the last row about the line
-    // itself unless the SIM's row came later; then the rows of SIMs not in the input.
+    // itself; then the rows of SIMs not in the input. On a line that now holds a SIM, a row
+    // about the line is kept only when it is about that SIM and came after its row (a Fleet
+    // not on the account, say): any other was about a row that is no longer there.
     let mut out = Output {
         path,
         reader,
@@ -262,7 +277,8 @@ fn compact_with_chunks(
         let Some((_, sim, about_line)) = group else {
             return Ok(());
         };
-        let about_line = about_line.filter(|row| sim.is_none_or(|sim| row.order > sim.order));
+        let about_line = about_line
+            .filter(|row| sim.is_none_or(|sim| row.key == sim.key && row.order > sim.order));
         let mut kept: Vec<Placed> = sim.into_iter().chain(about_line).collect();
         kept.sort_by_key(|row| row.order);
         kept.into_iter().try_for_each(|row| out.emit(row))
@@ -529,6 +545,42 @@ mod tests {
         assert_eq!(left.len(), 1, "no temporary file is left");
     }
 
+    /// A row about a line that now holds a SIM is kept only when it is a later word about
+    /// that SIM: the row deleted from the input leaves no stale `invalid` row behind.
+    #[test]
+    fn a_row_about_a_line_now_holding_a_sim_is_kept_only_when_it_is_about_that_sim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with(
+            dir.path(),
+            &[
+                row(3, &iccid(3), "registered", "sim 3"),
+                row(2, "bad", "invalid", "a row since deleted"),
+                row(5, &iccid(5), "registered", "sim 5"),
+                row(
+                    5,
+                    &iccid(5),
+                    "invalid",
+                    "Fleet spares is not on the account",
+                ),
+            ],
+        );
+        // The bad row on line 2 was deleted, so SIM 3 moved up to line 2.
+        let done = compact(&path, dir.path(), input(&[(3, 2), (5, 5)])).unwrap();
+        assert_eq!(done.rows_after, 3);
+        assert_eq!(
+            lines_and_outcomes(&path),
+            vec![
+                (2, "registered".into(), "sim 3".into()),
+                (5, "registered".into(), "sim 5".into()),
+                (
+                    5,
+                    "invalid".into(),
+                    "Fleet spares is not on the account".into()
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn a_compact_file_is_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
@@ -638,7 +690,12 @@ mod tests {
                 .enumerate()
                 .map(|(n, (line, sim, outcome))| {
                     let outcome = outcomes[*outcome];
-                    let iccid = if outcome == "invalid" { "bad".to_string() } else { iccid(*sim) };
+                    // Some invalid rows name a valid ICCID (a Fleet not on the account).
+                    let iccid = if outcome == "invalid" && sim % 3 == 0 {
+                        "bad".to_string()
+                    } else {
+                        iccid(*sim)
+                    };
                     (*line, iccid, outcome, format!("row {n}"))
                 })
                 .collect();
@@ -664,12 +721,12 @@ mod tests {
             }
             // (section, line, order) -> row
             let mut model: BTreeMap<(u8, u64, usize), (u64, String, String)> = BTreeMap::new();
-            let mut sim_on_line: BTreeMap<u64, usize> = BTreeMap::new();
+            let mut sim_on_line: BTreeMap<u64, (String, usize)> = BTreeMap::new();
             for (iccid, &n) in &last_of_iccid {
                 let (written, _, outcome, message) = &rows[n];
                 match in_input.get(iccid) {
                     Some(&line) => {
-                        sim_on_line.insert(line, n);
+                        sim_on_line.insert(line, (iccid.clone(), n));
                         model.insert((0, line, n), (line, outcome.to_string(), message.clone()));
                     }
                     None => {
@@ -684,7 +741,11 @@ mod tests {
                 }
             }
             for (line, n) in last_about_line {
-                if sim_on_line.get(&line).is_none_or(|&sim| n > sim) {
+                let about = &rows[n].1;
+                if sim_on_line
+                    .get(&line)
+                    .is_none_or(|(sim, order)| sim == about && n > *order)
+                {
                     let (_, _, outcome, message) = &rows[n];
                     model.insert((0, line, n), (line, outcome.to_string(), message.clone()));
                 }
