@@ -1,11 +1,13 @@
 //! `cargo bench --bench compaction`: compacts a journal of 1,000,000 results rows (every SIM
 //! with a checkpoint row before its final row, and the rows out of line order, as a run
-//! with many workers writes them) and prints the time taken and the process's peak memory.
+//! with many workers writes them), every SIM in the input on the line it was written for,
+//! and prints the time taken and the process's peak memory.
 //! Not part of `cargo test`; no test asserts a timing.
 
-use std::io::Write;
+use std::io::{BufReader, Read, Seek, Write};
 use std::time::Instant;
 
+use supersim_bulk::input::checks::checked_iccid_key;
 use supersim_bulk::results::COLUMNS;
 use supersim_bulk::results::compact::compact;
 
@@ -43,8 +45,35 @@ fn main() {
     }
     drop(file);
     let rows = 2 * sims;
+    // The input's SIMs in key order, read from a file as a run reads them from its plan.
+    let mut keys: Vec<(u64, u64)> = (0..sims)
+        .map(|n| {
+            (
+                checked_iccid_key(&format!("8988307{n:013}")).unwrap(),
+                n + 2,
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    let mut input_sims = tempfile::tempfile().unwrap();
+    {
+        let mut out = std::io::BufWriter::new(&mut input_sims);
+        for (key, line) in &keys {
+            out.write_all(&key.to_be_bytes()).unwrap();
+            out.write_all(&line.to_be_bytes()).unwrap();
+        }
+    }
+    drop(keys);
+    input_sims.rewind().unwrap();
+    let mut input_sims = BufReader::new(input_sims);
+    let input = std::iter::from_fn(move || {
+        let mut record = [0u8; 16];
+        input_sims.read_exact(&mut record).ok()?;
+        let word = |at: usize| u64::from_be_bytes(record[at..at + 8].try_into().unwrap());
+        Some(Ok((word(0), word(8))))
+    });
     let started = Instant::now();
-    let done = compact(&path, dir.path()).expect("compaction");
+    let done = compact(&path, dir.path(), input).expect("compaction");
     let elapsed = started.elapsed();
     assert_eq!(done.rows_before, rows);
     assert_eq!(done.rows_after, sims);

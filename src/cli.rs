@@ -387,8 +387,10 @@ Exit codes (the ones register would give for the same set-up):
 Examples:
   # Before the first run, or in a monitoring probe
   supersim-bulk check
-  # With a twilio-cli profile, against an edge location
-  TWILIO_EDGE=dublin TWILIO_REGION=ie1 supersim-bulk check --profile field";
+  # With a twilio-cli profile
+  supersim-bulk check --profile field
+  # Against an edge location (TWILIO_EDGE and TWILIO_REGION name it too)
+  supersim-bulk check --base-url https://supersim.dublin.ie1.twilio.com";
 
 const RECONCILE_HELP: &str = "\
 Exit codes:

@@ -316,7 +316,7 @@ async fn a_summary_that_cannot_be_written_goes_to_stderr() {
         ],
     );
 
-    let output = through_shell("ulimit -f 1", args)
+    let output = through_shell("ulimit -f 2", args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -336,4 +336,30 @@ async fn a_summary_that_cannot_be_written_goes_to_stderr() {
         .unwrap_or_else(|| panic!("the summary is on stderr: {log}"));
     assert_eq!(json["end"], "writer_failed", "{json}");
     assert_eq!(json["exit_code"], 75);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_too_full_to_plan_the_run_is_a_rerun_later_not_a_set_up_error() {
+    // Under a 1 KiB file-size limit even the plan's temporary files cannot be written: the
+    // run stops before sending anything, and says to run again later (75), not to fix the
+    // set-up (2).
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..40).map(|n| good_sim(37_000 + n)).collect();
+    env.write_input(&sims);
+    let args = register_args(&env, &["--concurrency", "2"]);
+
+    let output = through_shell("ulimit -f 1", args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("File too large"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(env.emulator.stats().create_requests, 0);
 }

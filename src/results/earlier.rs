@@ -179,8 +179,10 @@ impl Fleets {
 /// One row an earlier run wrote, as resuming needs it.
 #[derive(Debug, Clone, Copy)]
 pub enum EarlierRow {
-    /// The input line was written `invalid` or `duplicate`: a re-run does not repeat it.
-    Reported { line: u64 },
+    /// The input line was written `invalid` or `duplicate`: a re-run does not repeat it
+    /// while the line holds a row that would be written the same
+    /// ([`crate::results::report_key`] of it is `content`).
+    Reported { line: u64, content: u64 },
     /// The latest news of a SIM (when it is the last row with this ICCID key).
     Sim { key: u64, sim: PackedSim },
     /// A row about an ICCID that no input row could send (it fails the hard checks).
@@ -257,7 +259,8 @@ impl EarlierRows {
             self.accounts.push(account.to_string());
         }
         if matches!(outcome, Outcome::Invalid | Outcome::Duplicate) {
-            return Ok(Some(EarlierRow::Reported { line }));
+            let content = report_key(outcome, &record[1], &record[7]);
+            return Ok(Some(EarlierRow::Reported { line, content }));
         }
         let Some(key) = checked_iccid_key(&record[1]) else {
             return Ok(Some(EarlierRow::Unmatched));

@@ -3,7 +3,8 @@
 //! [`earlier`] runs wrote so a second run can resume (matched to input lines by
 //! `run::plan`, on disk, so a million earlier rows are never held in memory).
 //!
-//! [`compact`] turns the journal into one row per input line when a run ends.
+//! [`compact`] turns the journal into one row per SIM when a run ends: the rows of the
+//! input's SIMs on their current lines, then the rows of SIMs no longer in the input.
 //!
 //! The file is append-only while a run goes on. A run never rewrites earlier rows; for each
 //! ICCID the last row wins. A file is written to only once its header shows it is a results
@@ -209,10 +210,22 @@ pub fn request_key(update_requested: &str) -> u64 {
     if update_requested.is_empty() {
         return 0;
     }
+    fnv1a(update_requested.bytes()).max(1)
+}
+
+/// A 64-bit fingerprint of what an `invalid` or `duplicate` row says (outcome, ICCID cell,
+/// message): such a row is about its input line and what was on it, so a later run counts
+/// it as already reported only when the row now on that line would be written the same.
+pub fn report_key(outcome: Outcome, iccid: &str, message: &str) -> u64 {
+    let text = [outcome.as_str(), iccid, message];
+    fnv1a(text.iter().flat_map(|part| part.bytes().chain([0])))
+}
+
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in update_requested.bytes() {
+    for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash.max(1)
+    hash
 }

@@ -54,12 +54,16 @@ impl ResultsWriter {
         Ok(real)
     }
 
-    /// Opens (or creates) the results file, checks its header, repairs a torn last record,
-    /// and positions the writer at its end. The rows already in it are handed back as a
-    /// stream (read once by the resume plan), not loaded. `path` is the real path
-    /// [`ResultsWriter::claim`] returned; a symlink in its place is refused, not followed.
+    /// Opens (or creates) the results file, removes what a killed compaction left beside it,
+    /// checks its header, repairs a torn last record, and positions the writer at its end.
+    /// The rows already in it are handed back as a stream (read once by the resume plan),
+    /// not loaded. `path` is the real path [`ResultsWriter::claim`] returned; a symlink in
+    /// its place is refused, not followed.
     pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, EarlierRows)> {
         let cannot_open = || format!("cannot open results file {}", path.display());
+        // Under the run's lock no compaction is under way: any temporary file of one is a
+        // killed compaction's, holding ICCIDs and SIDs.
+        super::compact::remove_leftovers(path);
         let mut file = paths::no_follow()
             .read(true)
             .append(true)
@@ -82,7 +86,7 @@ impl ResultsWriter {
                 if !newline {
                     file.write_all(b"\n").with_context(cannot_open)?;
                 }
-                repair_torn_tail(&mut file, end + u64::from(!newline), columns)
+                repair_torn_tail(&mut file, end + u64::from(!newline))
                     .with_context(|| format!("cannot repair results file {}", path.display()))?;
                 Some(columns)
             }
@@ -240,10 +244,9 @@ fn not_ours(path: &Path) -> String {
 pub(super) enum Tail {
     /// The last record ends with its line break (or there are none).
     Whole,
-    /// The last record has all its columns but no line break: keep it, add the break.
-    MissingNewline,
-    /// The last record was cut off; the file should end at this offset, after the last
-    /// whole record.
+    /// The last record has no line break: it was cut off (a crash, a full disk, a
+    /// truncated copy), whatever its width. The file should end at this offset, after the
+    /// last whole record.
     TornAt(u64),
 }
 
@@ -261,25 +264,21 @@ enum Scan {
 }
 
 /// Reads the records from `start` (just after the header) to the end of `file`, honouring
-/// quotes, and says how the last one ends. A record whose last field was cut off but that
-/// has all `columns` columns reads as whole: only its last column (`warning`, or
-/// `finished_at` in the older layout) can be short, never what resuming relies on.
+/// quotes, and says how the last one ends. Every row is written with its line break, so a
+/// record without one is torn, even when it has all its columns: a row cut inside its
+/// last column (`account_sid`) would otherwise be read whole, naming an account that
+/// does not exist.
 ///
 /// `csv_core` reads a quoted field left open at the end of the input as a finished record,
 /// and does not say it did, so the scan is done here.
-pub(super) fn scan_tail(file: &mut File, start: u64, columns: usize) -> std::io::Result<Tail> {
+pub(super) fn scan_tail(file: &mut File, start: u64) -> std::io::Result<Tail> {
     file.seek(SeekFrom::Start(start))?;
-    scan(
-        BufReader::with_capacity(64 * 1024, &mut *file),
-        start,
-        columns,
-    )
+    scan(BufReader::with_capacity(64 * 1024, &mut *file), start)
 }
 
 /// [`scan_tail`] over any reader; `start` is the offset of its first byte.
-pub(super) fn scan(mut reader: impl BufRead, start: u64, columns: usize) -> std::io::Result<Tail> {
+pub(super) fn scan(mut reader: impl BufRead, start: u64) -> std::io::Result<Tail> {
     let mut state = Scan::FieldStart;
-    let mut fields = 1usize;
     let mut pos = start;
     // Just after the last whole record.
     let mut boundary = start;
@@ -290,18 +289,12 @@ pub(super) fn scan(mut reader: impl BufRead, start: u64, columns: usize) -> std:
         }
         let size = block.len();
         // Most blocks hold no quote at all: outside a quoted field, only the last line
-        // break and the commas after it matter then. (The fold, unlike `contains`, has no
-        // early exit, so it compiles to a vectorised loop.)
+        // break matters then. (The fold, unlike `contains`, has no early exit, so it
+        // compiles to a vectorised loop.)
         if state != Scan::Quoted && !block.iter().fold(false, |quote, &b| quote | (b == b'"')) {
-            let tail = match block.iter().rposition(|&b| b == b'\n') {
-                Some(at) => {
-                    boundary = pos + at as u64 + 1;
-                    fields = 1;
-                    &block[at + 1..]
-                }
-                None => block,
-            };
-            fields += tail.iter().filter(|&&b| b == b',').count();
+            if let Some(at) = block.iter().rposition(|&b| b == b'\n') {
+                boundary = pos + at as u64 + 1;
+            }
             state = match block[size - 1] {
                 b',' | b'\n' => Scan::FieldStart,
                 _ => Scan::Unquoted,
@@ -316,13 +309,9 @@ pub(super) fn scan(mut reader: impl BufRead, start: u64, columns: usize) -> std:
                 (Scan::Quoted, b'"') => Scan::QuoteInQuoted,
                 (Scan::Quoted, _) => Scan::Quoted,
                 (Scan::QuoteInQuoted, b'"') | (Scan::FieldStart, b'"') => Scan::Quoted,
-                (_, b',') => {
-                    fields += 1;
-                    Scan::FieldStart
-                }
+                (_, b',') => Scan::FieldStart,
                 (_, b'\n') => {
                     boundary = pos;
-                    fields = 1;
                     Scan::FieldStart
                 }
                 _ => Scan::Unquoted,
@@ -332,24 +321,16 @@ pub(super) fn scan(mut reader: impl BufRead, start: u64, columns: usize) -> std:
     }
     Ok(if pos == boundary {
         Tail::Whole
-    } else if state != Scan::Quoted && fields == columns {
-        Tail::MissingNewline
     } else {
         Tail::TornAt(boundary)
     })
 }
 
 /// Makes the records after the header (from `start`) end whole: a torn last record is cut
-/// off, and a whole one that lacks its line break gets one.
-fn repair_torn_tail(file: &mut File, start: u64, columns: usize) -> std::io::Result<()> {
-    match scan_tail(file, start, columns)? {
+/// off, and its SIM is then looked up or sent again as after any crash.
+fn repair_torn_tail(file: &mut File, start: u64) -> std::io::Result<()> {
+    match scan_tail(file, start)? {
         Tail::Whole => {}
-        Tail::MissingNewline => {
-            tracing::warn!(
-                "the results file's last row had no line break after it; added one before resuming"
-            );
-            file.write_all(b"\n")?;
-        }
         Tail::TornAt(keep) => {
             let len = file.metadata()?.len();
             tracing::warn!(

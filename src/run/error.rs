@@ -45,12 +45,15 @@ pub enum RunError {
 
 impl RunError {
     /// The exit code: what can be fixed by waiting (a lock, an unreachable API, an input
-    /// still being written) is 75, everything else is a set-up error, 2.
+    /// still being written, a full disk) is 75, everything else is a set-up error, 2.
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Locked(_) | RunError::Unreachable(_) | RunError::InputChanged(_) => {
                 exit::TEMPORARY_FAILURE
             }
+            // A full disk (or a file-size limit, a quota) while setting up, as while running,
+            // is fixed by freeing space, not by changing the set-up.
+            RunError::Setup(error) if out_of_space(error) => exit::TEMPORARY_FAILURE,
             RunError::Interrupted => exit::INTERRUPTED,
             RunError::Input(_)
             | RunError::Setup(_)
@@ -58,6 +61,20 @@ impl RunError {
             | RunError::CredentialsRefused => exit::USAGE_OR_CONFIG,
         }
     }
+}
+
+/// True when `error` was caused by a disk that is full, a file-size limit or a quota.
+pub(crate) fn out_of_space(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::FileTooLarge
+                    | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
 }
 
 impl From<LockError> for RunError {

@@ -39,7 +39,7 @@ use crate::run::dispatch::{DispatchLimits, dispatch};
 pub use crate::run::error::RunError;
 use crate::run::fleets::ResolvedFleets;
 use crate::run::lock::RunLock;
-use crate::run::plan::{Plan, Replayable, temp_dir_beside};
+use crate::run::plan::{InputSims, Plan, Replayable, temp_dir_beside};
 use crate::run::progress::{Counts, Progress};
 use crate::run::stop::{EndReason, RunStop};
 use crate::run::summary::{ConcurrencyReport, RunSummary};
@@ -161,6 +161,8 @@ struct Piped {
     elapsed: Duration,
     failed_workers: u64,
     plan_rows: u64,
+    /// The input's ICCIDs and their first lines: compaction puts each SIM's row there.
+    input_sims: Option<InputSims>,
 }
 
 /// Runs the reader, the dispatcher and its workers, and the writer, until the input ends
@@ -203,6 +205,8 @@ async fn pipeline(
         pending: true,
     };
     let plan_rows = plan.rows;
+    // Compaction puts each SIM's row on its line of this input.
+    let input_sims = plan.take_input_sims();
     let progress = Progress::new(plan.rows, config.progress_interval);
 
     let channel_size = config.limits.concurrency * 2;
@@ -276,6 +280,7 @@ async fn pipeline(
         elapsed,
         failed_workers: dispatched.failed_workers,
         plan_rows,
+        input_sims,
     })
 }
 
@@ -291,6 +296,7 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
         elapsed,
         failed_workers,
         plan_rows,
+        input_sims,
     } = piped;
     let (this_run, skipped, update_pending) = written.as_ref().map_or_else(
         || (Counts::default(), Counts::default(), 0),
@@ -325,33 +331,48 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
             "rows answered after the results file failed were not recorded; the next run sends them again and finds them already registered"
         );
     }
-    if matches!(end, EndReason::WriterFailed(_)) {
+    let not_in_input = if matches!(end, EndReason::WriterFailed(_)) {
         // Compaction writes a whole new copy: not on a disk that just failed a row.
         tracing::info!("the results file is left as it is; the next run compacts it");
+        0
     } else {
-        compact_results(config, results).await;
-    }
+        compact_results(config, results, input_sims).await
+    };
     let mut summary = summarize(config, started_at, &gate, (this_run, skipped), elapsed, end);
     summary.update_pending = update_pending;
+    summary.not_in_input = not_in_input;
     summary
 }
 
-/// The journal becomes one row per input line, in line order, under the lock. A failure
-/// here loses nothing: the journal is left whole and the next run compacts it.
-async fn compact_results(config: &RegisterConfig, results: PathBuf) {
+/// The journal becomes one row per SIM, on its line of this input, under the lock; returns
+/// how many rows are about SIMs no longer in the input. A failure here loses nothing: the
+/// journal is left whole and the next run compacts it.
+async fn compact_results(
+    config: &RegisterConfig,
+    results: PathBuf,
+    input_sims: Option<InputSims>,
+) -> u64 {
     let compact_dir = temp_dir_beside(&config.output);
-    match tokio::task::spawn_blocking(move || compact(&results, &compact_dir)).await {
-        Ok(Ok(done)) if done.rewritten => {
-            tracing::info!(
-                rows_before = done.rows_before,
-                rows_after = done.rows_after,
-                "results compacted to one row per input line"
-            );
+    let compacting = move || compact(&results, &compact_dir, input_sims.into_iter().flatten());
+    match tokio::task::spawn_blocking(compacting).await {
+        Ok(Ok(done)) => {
+            if done.rewritten {
+                tracing::info!(
+                    rows_before = done.rows_before,
+                    rows_after = done.rows_after,
+                    not_in_input = done.not_in_input,
+                    "results compacted to one row per SIM"
+                );
+            }
+            done.not_in_input
         }
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!("{error:#}; the results file is left as it was"),
+        Ok(Err(error)) => {
+            tracing::warn!("{error:#}; the results file is left as it was");
+            0
+        }
         Err(error) => {
-            tracing::warn!(%error, "compacting the results file failed; it is left as it was")
+            tracing::warn!(%error, "compacting the results file failed; it is left as it was");
+            0
         }
     }
 }
@@ -387,6 +408,7 @@ fn summarize(
         ),
         end,
         update_pending: 0,
+        not_in_input: 0,
     }
 }
 

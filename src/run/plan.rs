@@ -19,6 +19,17 @@
 //!    to give the first input line of that ICCID its prior record.
 //! 3. The facts are sorted by line and read back by [`Plan::at`] as the rows come.
 //!
+//! An `invalid` or `duplicate` row is about its line and what was on it, so its fact carries
+//! a fingerprint of what the row said: a line that holds another row since is reported
+//! again. Pass 1's keys with their first lines are also kept, in key order, for compaction
+//! to put each SIM's row on its current line ([`Plan::take_input_sims`]).
+//!
+//! Pass 1 also fingerprints every row it reads (its line and fields, under a key made fresh
+//! for each run) into a temporary file in line order. The main pass checks each row it reads
+//! against its fingerprint with [`Plan::matches`] before anything is sent for it, and that
+//! no planned row went missing ([`Plan::all_rows_matched`]): an input rewritten under a run
+//! stops it, fresh results file or not, so no SIM is posted twice by one run.
+//!
 //! Pass 1 also gathers the distinct Fleets named in a `fleet` column by rows that would be
 //! sent, so they are resolved once before anything is registered (see
 //! [`crate::run::fleets`]); past [`MAX_DISTINCT_FLEETS`] it only notes that there are more.
@@ -31,7 +42,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 
@@ -48,8 +60,9 @@ use crate::run::fleets::MAX_DISTINCT_FLEETS;
 pub struct LineFacts {
     /// The row's ICCID was first on this earlier line (among rows that would be sent).
     pub duplicate_of: Option<u64>,
-    /// An earlier run already wrote this line as `invalid` or `duplicate`.
-    pub reported: bool,
+    /// What the last `invalid` or `duplicate` row an earlier run wrote for this line said
+    /// ([`crate::results::report_key`]), if any.
+    pub reported: Option<u64>,
     /// What the last results row of this row's ICCID recorded (set on the first line of
     /// the ICCID only: a duplicate line is never sent).
     pub prior: Option<PriorSim>,
@@ -69,9 +82,11 @@ impl LineFacts {
         self.prior.as_ref().map(|p| p.outcome)
     }
 
-    /// True when an earlier run already wrote this line as `invalid` or `duplicate`.
-    pub fn already_reported(&self) -> bool {
-        self.reported
+    /// True when an earlier run already wrote this line as `invalid` or `duplicate`, saying
+    /// what a row of this `content` ([`crate::results::report_key`]) would say now. A line
+    /// that holds another row since is reported again.
+    pub fn already_reported(&self, content: u64) -> bool {
+        self.reported == Some(content)
     }
 
     /// False when the row now on this line is not the one pass 1 read there (the input
@@ -93,7 +108,8 @@ pub enum PlanError {
 }
 
 /// A fact record: line (8 bytes, big-endian), kind (1), the ICCID key the fact is about
-/// (8; zero for a fact about the line alone), payload (up to 24).
+/// (8; for a reported line, what its row said), payload (up to 36; for a reported line, the
+/// row's order in the results file, so the last one counts).
 const FACT: usize = 17 + PackedSim::BYTES;
 const DUPLICATE: u8 = 0;
 const REPORTED: u8 = 1;
@@ -119,9 +135,66 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(word)
 }
 
+/// The fingerprint of every row pass 1 read, in line order, for the main pass to check its
+/// rows against. Keyed afresh for each run: the file, though anonymous and owner-only,
+/// never holds anything from which a registration code could be worked out.
+struct Fingerprints {
+    key: RandomState,
+    /// `(line, fingerprint)` records, both big-endian, read back once in order.
+    read: BufReader<File>,
+}
+
+/// A fingerprint record: line, then fingerprint.
+const PRINT: usize = 16;
+
+fn fingerprint(key: &RandomState, row: &InputRow) -> u64 {
+    let mut hasher = key.build_hasher();
+    hasher.write_u64(row.line);
+    for field in row.fields.iter() {
+        hasher.write_usize(field.len());
+        hasher.write(field);
+    }
+    hasher.finish()
+}
+
+impl Fingerprints {
+    /// The next planned `(line, fingerprint)`, `None` once every planned row was read.
+    fn next(&mut self) -> io::Result<Option<(u64, u64)>> {
+        let mut record = [0u8; PRINT];
+        match self.read.read_exact(&mut record) {
+            Ok(()) => Ok(Some((u64_at(&record, 0), u64_at(&record, 8)))),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Every ICCID the input would send, with the line it is first on, in key order: what
+/// compaction needs to put each SIM's row on its current line (see
+/// [`crate::results::compact`]). Read from an anonymous temporary file, once.
+pub struct InputSims {
+    read: BufReader<File>,
+}
+
+impl Iterator for InputSims {
+    type Item = io::Result<(u64, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut record = [0u8; FIRST];
+        match self.read.read_exact(&mut record) {
+            Ok(()) => Some(Ok((u64_at(&record, 0), u64_at(&record, 8)))),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
 /// The facts of every input line that has any, read in line order.
 pub struct Plan {
     facts: Peekable<Sorted<FACT>>,
+    fingerprints: Fingerprints,
+    /// Taken by [`Plan::take_input_sims`] for compaction.
+    input_sims: Option<InputSims>,
     /// The Fleet SIDs that packed prior records index into.
     fleets: Vec<String>,
     /// Rows in the results file.
@@ -180,8 +253,11 @@ impl Plan {
             )))
         };
 
-        // Pass 1: the key and line of every row that would be sent.
+        // Pass 1: the key and line of every row that would be sent, and every row's
+        // fingerprint.
         let mut firsts = sorter::<FIRST>(dir, chunk_records);
+        let print_key = RandomState::new();
+        let mut prints = BufWriter::new(tempfile::tempfile_in(dir).map_err(temp)?);
         let mut rows_seen = 0;
         let mut last_line = None;
         let mut fleet_names = BTreeSet::new();
@@ -190,6 +266,10 @@ impl Plan {
             let row = row?;
             rows_seen += 1;
             last_line = Some(row.line);
+            let mut print = [0u8; PRINT];
+            print[..8].copy_from_slice(&row.line.to_be_bytes());
+            print[8..].copy_from_slice(&fingerprint(&print_key, &row).to_be_bytes());
+            prints.write_all(&print).map_err(temp)?;
             if let Some(key) = screen.sendable_key(&row) {
                 if let Some(fleet) = row.fleet.as_deref().filter(|f| !f.is_empty())
                     && !fleet_names.contains(fleet)
@@ -207,15 +287,22 @@ impl Plan {
             }
         }
 
+        let mut prints = prints.into_inner().map_err(|e| temp(e.into_error()))?;
+        prints.seek(SeekFrom::Start(0)).map_err(temp)?;
+        let fingerprints = Fingerprints {
+            key: print_key,
+            read: BufReader::new(prints),
+        };
+
         // The results file, in file order.
         let mut facts = sorter::<FACT>(dir, chunk_records);
         let mut sims = sorter::<SIM>(dir, chunk_records);
         let mut order = 0u64;
         while let Some(row) = earlier.next_row()? {
             match row {
-                EarlierRow::Reported { line } => {
-                    facts.push(fact(line, REPORTED, 0, &[])).map_err(temp)?
-                }
+                EarlierRow::Reported { line, content } => facts
+                    .push(fact(line, REPORTED, content, &earlier.rows.to_be_bytes()))
+                    .map_err(temp)?,
                 EarlierRow::Sim { key, sim } => {
                     let mut record = [0u8; SIM];
                     record[..8].copy_from_slice(&key.to_be_bytes());
@@ -237,6 +324,7 @@ impl Plan {
         };
         let mut next_sim = latest.next().map_err(temp)?;
         let mut group: Option<(u64, u64)> = None;
+        let mut input_sims = BufWriter::new(tempfile::tempfile_in(dir).map_err(temp)?);
         for record in firsts.finish().map_err(temp)? {
             let record = record.map_err(temp)?;
             let (key, line) = (u64_at(&record, 0), u64_at(&record, 8));
@@ -248,6 +336,7 @@ impl Plan {
                 }
                 _ => {
                     group = Some((key, line));
+                    input_sims.write_all(&record).map_err(temp)?;
                     while next_sim.is_some_and(|(sim_key, _)| sim_key < key) {
                         next_sim = latest.next().map_err(temp)?;
                     }
@@ -260,9 +349,15 @@ impl Plan {
             }
         }
         drop(latest);
+        let mut input_sims = input_sims.into_inner().map_err(|e| temp(e.into_error()))?;
+        input_sims.seek(SeekFrom::Start(0)).map_err(temp)?;
 
         Ok(Plan {
             facts: facts.finish().map_err(temp)?.peekable(),
+            fingerprints,
+            input_sims: Some(InputSims {
+                read: BufReader::new(input_sims),
+            }),
             fleets,
             earlier_rows,
             earlier_accounts,
@@ -277,6 +372,7 @@ impl Plan {
     /// lines skipped over are dropped.
     pub fn at(&mut self, line: u64) -> io::Result<LineFacts> {
         let mut facts = LineFacts::default();
+        let mut last_reported = 0u64;
         loop {
             let record = match self.facts.peek() {
                 None => break,
@@ -299,7 +395,13 @@ impl Plan {
                     facts.duplicate_of = Some(u64_at(&record, 17));
                     facts.iccid_key = Some(u64_at(&record, 9));
                 }
-                REPORTED => facts.reported = true,
+                REPORTED => {
+                    let order = u64_at(&record, 17);
+                    if facts.reported.is_none() || order >= last_reported {
+                        last_reported = order;
+                        facts.reported = Some(u64_at(&record, 9));
+                    }
+                }
                 PRIOR => {
                     let mut packed = [0u8; PackedSim::BYTES];
                     packed.copy_from_slice(&record[17..]);
@@ -310,6 +412,31 @@ impl Plan {
             }
         }
         Ok(facts)
+    }
+
+    /// The input's ICCIDs and their first lines, for compaction once the run ends.
+    pub fn take_input_sims(&mut self) -> Option<InputSims> {
+        self.input_sims.take()
+    }
+
+    /// True when `row` is the row pass 1 read next: same line, same fields. Rows must be
+    /// given in the order they are read, each once (a row after [`Plan::covers`] is not).
+    pub fn matches(&mut self, row: &InputRow) -> io::Result<bool> {
+        Ok(match self.fingerprints.next()? {
+            Some((line, print)) => {
+                line == row.line && print == fingerprint(&self.fingerprints.key, row)
+            }
+            None => false,
+        })
+    }
+
+    /// At the end of the main pass: true when every row pass 1 read was matched; else the
+    /// line of the first planned row that was not read again (the input shrank).
+    pub fn all_rows_matched(&mut self) -> io::Result<Result<(), u64>> {
+        Ok(match self.fingerprints.next()? {
+            Some((line, _)) => Err(line),
+            None => Ok(()),
+        })
     }
 
     /// False for a row after the last one pass 1 saw.

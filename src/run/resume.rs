@@ -81,11 +81,23 @@ pub enum Resume {
     Register,
 }
 
-/// Decides per step, without I/O, what a row still needs.
-pub fn resume(prior: Option<PriorSim>, plan: &SimUpdate, retry_rejected: bool) -> Resume {
+/// Decides per step, without I/O, what a row still needs. `plan` is the update as the input
+/// and the flags name it; `fleet_sid` is its Fleet's SID once the Fleets are resolved.
+pub fn resume(
+    prior: Option<PriorSim>,
+    plan: &SimUpdate,
+    fleet_sid: Option<&str>,
+    retry_rejected: bool,
+) -> Resume {
     let Some(prior) = prior else {
         return Resume::Register;
     };
+    if prior.outcome.is_done() && prior.sid.is_none() {
+        // A claim of success without a SID (a hand-edited row, an 83003 whose lookup
+        // failed) proves nothing: the SIM is in doubt, looked up by its ICCID and
+        // registered if the account does not have it, never skipped as done.
+        return Resume::Update(prior);
+    }
     let registered = prior.outcome.is_done()
         || (prior.sid.is_some()
             && matches!(prior.outcome, Outcome::GaveUp | Outcome::UpdateFailed));
@@ -95,7 +107,7 @@ pub fn resume(prior: Option<PriorSim>, plan: &SimUpdate, retry_rejected: bool) -
             _ => Resume::Register,
         };
     }
-    if prior.outcome.is_done() && recorded_state_satisfies(&prior, plan) {
+    if prior.outcome.is_done() && recorded_state_satisfies(&prior, plan, fleet_sid) {
         return Resume::Skip(prior.outcome);
     }
     if prior.outcome == Outcome::UpdateFailed && plan.is_empty() {
@@ -115,9 +127,12 @@ pub fn resume(prior: Option<PriorSim>, plan: &SimUpdate, retry_rejected: bool) -
 }
 
 /// True when the last row already shows what `plan` asks for. A UniqueName is not in the
-/// results, so it counts as applied once a final (not checkpoint) row was written; a Fleet
-/// given by unique name counts as applied once the row shows any Fleet.
-fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate) -> bool {
+/// results, so it counts as applied once a final (not checkpoint) row was written. A Fleet
+/// is compared by SID: the one given, or the one its unique name resolved to. Before the
+/// Fleets are resolved, a Fleet given by unique name counts as applied only when the row
+/// shows a Fleet and recorded this very request (the same name), so a run naming another
+/// Fleet resolves it and moves the SIM, and a rerun of the same command sends nothing.
+fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate, fleet_sid: Option<&str>) -> bool {
     if plan.is_empty() {
         return true;
     }
@@ -128,13 +143,20 @@ fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate) -> bool {
         .status
         .as_deref()
         .is_none_or(|wanted| SimStatus::parse(wanted) == prior.status);
-    let fleet_ok = match plan.fleet.as_deref() {
-        None => true,
-        Some(wanted) if is_fleet_sid(wanted) => prior
+    let same_request = || {
+        prior.request_key == crate::results::request_key(&requested_text(plan).unwrap_or_default())
+    };
+    let fleet_ok = match (plan.fleet.as_deref(), fleet_sid) {
+        (None, _) => true,
+        (Some(wanted), _) if is_fleet_sid(wanted) => prior
             .fleet_sid
             .as_deref()
             .is_some_and(|have| have.eq_ignore_ascii_case(wanted)),
-        Some(_) => prior.fleet_sid.is_some(),
+        (Some(_), Some(resolved)) => prior
+            .fleet_sid
+            .as_deref()
+            .is_some_and(|have| have.eq_ignore_ascii_case(resolved)),
+        (Some(_), None) => prior.fleet_sid.is_some() && same_request(),
     };
     status_ok && fleet_ok
 }
@@ -231,17 +253,17 @@ mod tests {
         refused.error_code = Some(83010);
         refused.request_key = crate::results::request_key(&requested_text(&asked).unwrap());
         assert_eq!(
-            resume(Some(refused.clone()), &asked, false),
+            resume(Some(refused.clone()), &asked, None, false),
             Resume::Skip(UpdateFailed),
             "the same request would be refused the same way"
         );
         let changed = plan(Some("bench"), Some("active"));
         assert_eq!(
-            resume(Some(refused.clone()), &changed, false),
+            resume(Some(refused.clone()), &changed, None, false),
             Resume::Update(refused.clone())
         );
         assert_eq!(
-            resume(Some(refused.clone()), &asked, true),
+            resume(Some(refused.clone()), &asked, None, true),
             Resume::Update(refused.clone()),
             "--retry-rejected sends it again"
         );
@@ -256,54 +278,57 @@ mod tests {
     fn resume_per_step() {
         use Outcome::*;
         let active = plan(Some(FLEET), Some("active"));
-        assert_eq!(resume(None, &active, false), Resume::Register);
+        assert_eq!(resume(None, &active, None, false), Resume::Register);
         let done = prior(Registered, SimStatus::Active, Some(FLEET));
         assert_eq!(
-            resume(Some(done.clone()), &active, false),
+            resume(Some(done.clone()), &active, None, false),
             Resume::Skip(Registered)
         );
         let registered_only = prior(Registered, SimStatus::New, None);
         assert_eq!(
-            resume(Some(registered_only.clone()), &active, false),
+            resume(Some(registered_only.clone()), &active, None, false),
             Resume::Update(registered_only.clone()),
             "a SIM registered without the update gets only the update"
         );
         assert_eq!(
-            resume(Some(registered_only), &SimUpdate::default(), false),
+            resume(Some(registered_only), &SimUpdate::default(), None, false),
             Resume::Skip(Registered)
         );
         let scheduled = prior(Registered, SimStatus::Scheduled, Some(FLEET));
         assert!(matches!(
-            resume(Some(scheduled), &active, false),
+            resume(Some(scheduled), &active, None, false),
             Resume::Update(_)
         ));
         let failed = prior(UpdateFailed, SimStatus::New, None);
         assert!(matches!(
-            resume(Some(failed.clone()), &active, false),
+            resume(Some(failed.clone()), &active, None, false),
             Resume::Update(_)
         ));
         assert_eq!(
-            resume(Some(failed), &SimUpdate::default(), false),
+            resume(Some(failed), &SimUpdate::default(), None, false),
             Resume::Skip(UpdateFailed)
         );
         let gave_up_updating = prior(GaveUp, SimStatus::New, None);
         assert!(matches!(
-            resume(Some(gave_up_updating), &active, false),
+            resume(Some(gave_up_updating), &active, None, false),
             Resume::Update(_)
         ));
         let mut gave_up_registering = prior(GaveUp, SimStatus::Unknown, None);
         gave_up_registering.sid = None;
         assert_eq!(
-            resume(Some(gave_up_registering), &active, false),
+            resume(Some(gave_up_registering), &active, None, false),
             Resume::Register
         );
         let mut rejected = prior(Rejected, SimStatus::Unknown, None);
         rejected.sid = None;
         assert_eq!(
-            resume(Some(rejected.clone()), &active, false),
+            resume(Some(rejected.clone()), &active, None, false),
             Resume::Skip(Rejected)
         );
-        assert_eq!(resume(Some(rejected), &active, true), Resume::Register);
+        assert_eq!(
+            resume(Some(rejected), &active, None, true),
+            Resume::Register
+        );
         let mut checkpoint = prior(Registered, SimStatus::New, None);
         checkpoint.pending = true;
         let named = SimUpdate {
@@ -311,7 +336,7 @@ mod tests {
             ..SimUpdate::default()
         };
         assert!(matches!(
-            resume(Some(checkpoint), &named, false),
+            resume(Some(checkpoint), &named, None, false),
             Resume::Update(_)
         ));
         let other_fleet = prior(
@@ -320,8 +345,53 @@ mod tests {
             Some(&FLEET.replace('0', "1")),
         );
         assert!(matches!(
-            resume(Some(other_fleet), &active, false),
+            resume(Some(other_fleet), &active, None, false),
             Resume::Update(_)
         ));
+    }
+
+    #[test]
+    fn a_claimed_success_without_a_sid_is_in_doubt_not_done() {
+        use Outcome::*;
+        for outcome in [Registered, AlreadyRegistered] {
+            let mut claimed = prior(outcome, SimStatus::New, None);
+            claimed.sid = None;
+            assert_eq!(
+                resume(Some(claimed.clone()), &SimUpdate::default(), None, false),
+                Resume::Update(claimed),
+                "{outcome} without a SID is looked up"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fleet_by_name_is_compared_by_the_sid_it_resolves_to() {
+        use Outcome::*;
+        let other = FLEET.replace('0', "1");
+        let by_name = plan(Some("field-units"), None);
+        let mut placed = prior(Registered, SimStatus::New, Some(FLEET));
+        placed.request_key = crate::results::request_key("fleet=field-units");
+        assert_eq!(
+            resume(Some(placed.clone()), &by_name, Some(FLEET), false),
+            Resume::Skip(Registered)
+        );
+        assert_eq!(
+            resume(Some(placed.clone()), &by_name, Some(&other), false),
+            Resume::Update(placed.clone()),
+            "the name now means another Fleet"
+        );
+        assert_eq!(
+            resume(Some(placed.clone()), &by_name, None, false),
+            Resume::Skip(Registered),
+            "unresolved, the same request as recorded is done"
+        );
+        let spares = plan(Some("spares"), None);
+        assert!(
+            matches!(
+                resume(Some(placed), &spares, None, false),
+                Resume::Update(_)
+            ),
+            "unresolved, another name is not done: it must be resolved"
+        );
     }
 }

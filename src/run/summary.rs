@@ -66,6 +66,8 @@ pub struct RunSummary {
     /// SIMs registered by this run whose update step (Fleet, status) had not finished when
     /// it ended: their checkpoint row is in the results file, and the next run resumes them.
     pub update_pending: u64,
+    /// Rows the results file keeps about SIMs that are not in this input (after its rows).
+    pub not_in_input: u64,
 }
 
 /// Where the in-flight limit ended up, and what the run saw of the account.
@@ -189,6 +191,7 @@ impl RunSummary {
             rows = self.this_run.total(),
             registered = c(Outcome::Registered) + self.update_pending,
             registered_update_pending = self.update_pending,
+            rows_not_in_input = self.not_in_input,
             already_registered = c(Outcome::AlreadyRegistered),
             rejected = c(Outcome::Rejected),
             update_failed = c(Outcome::UpdateFailed),
@@ -214,6 +217,18 @@ impl RunSummary {
             && self.skipped.total() > 0
     }
 
+    /// What the results file keeps about SIMs not in this input, when it keeps any.
+    fn not_in_input_note(&self) -> Option<String> {
+        match self.not_in_input {
+            0 => None,
+            1 => Some("1 row about a SIM not in this input, kept after its rows".into()),
+            n => Some(format!(
+                "{} rows about SIMs not in this input, kept after its rows",
+                thousands(n)
+            )),
+        }
+    }
+
     /// The human summary printed on stdout at the end of a run.
     pub fn render(&self) -> String {
         if self.nothing_to_do() {
@@ -226,8 +241,13 @@ impl RunSummary {
             } else {
                 String::new()
             };
+            let kept_note = self
+                .not_in_input_note()
+                .map(|note| format!("; {note}"))
+                .unwrap_or_default();
             return format!(
-                "nothing to do: {} rows finished by earlier runs ({}){failed_note}; results: {}\n",
+                "nothing to do: {} rows finished by earlier runs ({}){failed_note}{kept_note}; \
+                 results: {}\n",
                 thousands(self.skipped.total()),
                 self.skipped.describe(),
                 self.results_path.display()
@@ -277,7 +297,14 @@ impl RunSummary {
                 if failed_earlier == 1 { "" } else { "s" }
             ));
         }
-        text.push_str(&format!("results: {}\n", self.results_path.display()));
+        let kept_note = self
+            .not_in_input_note()
+            .map(|note| format!(" ({note})"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "results: {}{kept_note}\n",
+            self.results_path.display()
+        ));
         match &self.end {
             EndReason::Interrupted => text.push_str(
                 "interrupted: run the same command again to resume where this run stopped\n",
@@ -335,6 +362,7 @@ impl RunSummary {
             throttled: self.throttled,
             concurrency: self.concurrency,
             registered_update_pending: self.update_pending,
+            rows_not_in_input: self.not_in_input,
         }
     }
 }
@@ -390,6 +418,8 @@ pub struct SummaryJson {
     pub concurrency: ConcurrencyReport,
     /// SIMs registered by this run whose update step had not finished when it ended.
     pub registered_update_pending: u64,
+    /// Rows the results file keeps about SIMs that are not in this input.
+    pub rows_not_in_input: u64,
 }
 
 /// Counts keyed by outcome word.

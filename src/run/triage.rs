@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +14,7 @@ use crate::input::checks::Column;
 use crate::input::screen::locate;
 use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::input::{InputRow, SimReader};
-use crate::results::{Outcome, ResultRow};
+use crate::results::{Outcome, ResultRow, report_key};
 use crate::run::fleets::{self, FleetStop, ResolvedFleets};
 use crate::run::onboard::Job;
 use crate::run::plan::{LineFacts, Plan};
@@ -50,7 +49,28 @@ pub(super) fn read_input(
     work: &mpsc::Sender<Work>,
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
-    while let Some(row) = reader.next_row() {
+    let unreadable_plan = |error: std::io::Error| {
+        RunError::Setup(
+            anyhow::Error::new(error)
+                .context("cannot read the run's plan back from its temporary file"),
+        )
+    };
+    let input_name = reader.display_name().to_string();
+    let changed = |line: u64, what: &str| {
+        RunError::InputChanged(format!(
+            "line {line} of {input_name} {what} after this run planned it: the input changed \
+             while the run was going; nothing was sent for it or the rows after it. Run again \
+             once the file is complete"
+        ))
+    };
+    loop {
+        let Some(row) = reader.next_row() else {
+            // A planned row that is no longer there: the input shrank under the run.
+            return match plan.all_rows_matched().map_err(unreadable_plan)? {
+                Ok(()) => Ok(()),
+                Err(line) => Err(changed(line, "was removed")),
+            };
+        };
         if stop.is_cancelled() {
             break;
         }
@@ -62,10 +82,12 @@ pub(super) fn read_input(
             );
             break;
         }
-        let facts = plan
-            .at(row.line)
-            .context("cannot read the run's plan back from its temporary file")
-            .map_err(RunError::Setup)?;
+        // Every row is checked against the plan before anything is sent for it, so a
+        // rewritten input can never send one SIM twice in one run.
+        if !plan.matches(&row).map_err(unreadable_plan)? {
+            return Err(changed(row.line, "changed"));
+        }
+        let facts = plan.at(row.line).map_err(unreadable_plan)?;
         if !facts.fit_row(screen.sendable_key(&row)) {
             return Err(RunError::InputChanged(format!(
                 "line {} of {} is not the row this run planned from: the input changed while \
@@ -141,8 +163,9 @@ impl LazyFleets {
 }
 
 /// True when `row` will be sent (or updated) and names a Fleet, by cell or `--fleet`: the
-/// Fleets must be resolved before it goes. Judged with the Fleet as named, as a row whose
-/// SIM is already in a Fleet counts as done whichever the name.
+/// Fleets must be resolved before it goes. Judged before resolution: a Fleet named by
+/// unique name counts as done only when the row recorded the same request, so a run that
+/// names another Fleet resolves it and compares SIDs (see [`resume::resume`]).
 fn needs_fleets(
     row: &InputRow,
     facts: &LineFacts,
@@ -158,7 +181,7 @@ fn needs_fleets(
     };
     plan.fleet.is_some()
         && !matches!(
-            resume::resume(facts.sim(), &plan, retry_rejected),
+            resume::resume(facts.sim(), &plan, None, retry_rejected),
             Resume::Skip(_)
         )
 }
@@ -175,7 +198,7 @@ pub(super) fn triage(
 ) -> Work {
     let verdict = screen.judge(&row, facts.duplicate_of);
     let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
-        if facts.already_reported() {
+        if facts.already_reported(report_key(outcome, &iccid, &message)) {
             Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
@@ -199,8 +222,8 @@ pub(super) fn triage(
         }
         Verdict::Send { iccid, warnings } => (iccid, warnings),
     };
-    // Whether a row is done is judged with the Fleet as named (as before the Fleets were
-    // resolved, so every row is judged alike); what is sent carries the resolved SID.
+    // Whether a row is done is judged by the resolved Fleet SID when the Fleets were
+    // resolved, whichever form was given; `update_requested` keeps the Fleet as named.
     let planned = onboard
         .plan_for(row.fleet.clone(), row.unique_name.clone())
         .and_then(|as_named| {
@@ -221,7 +244,8 @@ pub(super) fn triage(
     if let Some(warning) = &warning {
         tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
     }
-    let resume = match resume::resume(facts.sim(), &as_named, retry_rejected) {
+    let fleet_sid = plan.fleet.as_deref().filter(|f| resume::is_fleet_sid(f));
+    let resume = match resume::resume(facts.sim(), &as_named, fleet_sid, retry_rejected) {
         Resume::Skip(Outcome::Rejected) => {
             let reason = format!(
                 "line {}: rejected by the API in an earlier run (see the results file)",

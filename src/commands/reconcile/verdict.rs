@@ -204,7 +204,7 @@ mod tests {
                     request_key: 0,
                 };
                 let registers_again = matches!(
-                    resume(Some(prior), &SimUpdate::default(), false),
+                    resume(Some(prior), &SimUpdate::default(), None, false),
                     Resume::Register | Resume::Skip(Outcome::Rejected)
                 );
                 assert_eq!(

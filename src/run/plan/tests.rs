@@ -8,7 +8,7 @@ use super::*;
 use crate::input::Unreadable;
 use crate::input::checks::{Column, checked_iccid_key};
 use crate::input::screen::Verdict;
-use crate::results::{Outcome, ResultRow, ResultsWriter, SimStatus};
+use crate::results::{Outcome, ResultRow, ResultsWriter, SimStatus, report_key};
 
 fn row(line: u64, iccid: &str, code: &str) -> InputRow {
     InputRow::for_test(line, iccid, code)
@@ -50,7 +50,7 @@ fn duplicates_point_at_the_first_line_across_chunks_whatever_the_key_order() {
         let facts = plan.at(input.line).unwrap();
         assert_eq!(facts.duplicate_of, expected, "line {}", input.line);
         assert_eq!(facts.prior, None);
-        assert!(!facts.reported);
+        assert_eq!(facts.reported, None);
     }
     assert_eq!(plan.rows, 200);
     assert_eq!(plan.last_line, Some(201));
@@ -74,6 +74,41 @@ fn facts_about_an_iccid_do_not_fit_another_row_on_the_same_line() {
     assert!(!facts.fit_row(screen.sendable_key(&changed)));
     // A line without facts about an ICCID fits any row.
     assert!(LineFacts::default().fit_row(screen.sendable_key(&changed)));
+}
+
+/// Every row pass 1 read is fingerprinted, invalid ones included and whatever the results
+/// file holds: a row read again is matched only when it is the same row on the same line,
+/// and a planned row that is never read again is noticed.
+#[test]
+fn every_planned_row_is_matched_by_its_line_and_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        row(2, &iccid(1), "H3LL0W0RLD"),
+        row(3, "not an iccid", "H3LL0W0RLD"),
+        row(4, &iccid(2), "H3LL0W0RLD"),
+    ];
+    let mut same = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    for input in &rows {
+        assert!(same.matches(input).unwrap(), "line {}", input.line);
+    }
+    assert_eq!(same.all_rows_matched().unwrap(), Ok(()));
+
+    let mut changed = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    assert!(changed.matches(&rows[0]).unwrap());
+    assert!(
+        !changed
+            .matches(&row(3, "not an iccid", "H3LL0W0RLE"))
+            .unwrap(),
+        "another code on the same line"
+    );
+    let mut moved = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    assert!(
+        !moved.matches(&row(2, &iccid(2), "H3LL0W0RLD")).unwrap(),
+        "another row on the line"
+    );
+    let mut shrunk = plan(&rows, EarlierRows::none(), dir.path(), 2);
+    assert!(shrunk.matches(&rows[0]).unwrap());
+    assert_eq!(shrunk.all_rows_matched().unwrap(), Err(3));
 }
 
 #[test]
@@ -145,13 +180,20 @@ fn resume_facts_come_from_the_last_row_of_each_iccid_and_the_lines_reported() {
         }),
         "the last row of the ICCID wins, wherever the ICCID now is"
     );
-    assert!(!one.already_reported());
+    assert_eq!(one.reported, None);
     let four = plan.at(4).unwrap();
-    assert!(four.already_reported());
+    assert!(four.already_reported(report_key(Outcome::Invalid, "12345", "")));
+    assert!(
+        !four.already_reported(report_key(Outcome::Invalid, "123456", "")),
+        "another row on line 4 is reported again"
+    );
     assert_eq!(four.prior, None);
     let five = plan.at(5).unwrap();
     assert_eq!(five.outcome(), Some(Outcome::Rejected));
-    assert!(five.already_reported(), "line 5 was written as a duplicate");
+    assert!(
+        five.already_reported(report_key(Outcome::Duplicate, &iccid(2), "")),
+        "line 5 was written as a duplicate"
+    );
     let six = plan.at(6).unwrap();
     assert_eq!(six.outcome(), Some(Outcome::UpdateFailed));
     assert_eq!(six.sim().unwrap().sid, Some(sid(3)));

@@ -21,6 +21,7 @@ fn summary(this_run: &[Outcome], skipped: &[Outcome]) -> RunSummary {
         concurrency: ConcurrencyReport::default(),
         end: EndReason::Finished,
         update_pending: 0,
+        not_in_input: 0,
     }
 }
 
