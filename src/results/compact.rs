@@ -481,7 +481,7 @@ mod tests {
     }
 
     fn row(line: u64, iccid: &str, outcome: &str, message: &str) -> String {
-        format!("{line},{iccid},{outcome},,,,,\"{message}\",,1,2026-01-01T00:00:00Z,,,,AC1\n")
+        format!("{line},{iccid},{outcome},,,,,\"{message}\",,1,2026-01-01T00:00:00Z,,,,AC1,\n")
     }
 
     fn file_with(dir: &Path, rows: &[String]) -> PathBuf {

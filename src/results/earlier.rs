@@ -25,9 +25,11 @@ pub struct PriorSim {
     pub error_code: Option<u32>,
     /// [`crate::results::request_key`] of the row's `update_requested`; 0 for none.
     pub request_key: u64,
+    /// The row's `code_fingerprint` ([`crate::results::code_fingerprint`]), if it has one.
+    pub code_fingerprint: Option<u32>,
 }
 
-/// [`PriorSim`] packed into 36 bytes: a results file of a million SIMs must load in a few
+/// [`PriorSim`] packed into 40 bytes: a results file of a million SIMs must load in a few
 /// tens of megabytes, so no `String` is kept per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackedSim {
@@ -40,7 +42,12 @@ pub struct PackedSim {
     flags: u8,
     error_code: u32,
     request_key: u64,
+    /// [`HAS_CODE`] | the 24-bit fingerprint of the code; 0 for none.
+    code: u32,
 }
+
+/// Set in [`PackedSim::code`] when the row has a code fingerprint (which may be 0).
+const HAS_CODE: u32 = 1 << 24;
 
 const HAS_SID: u8 = 1;
 const PENDING: u8 = 2;
@@ -66,7 +73,7 @@ fn unpack_sid(bytes: &[u8; 16]) -> String {
 
 impl PackedSim {
     /// Bytes in [`PackedSim::to_bytes`], for the resume plan's sort records.
-    pub const BYTES: usize = 36;
+    pub const BYTES: usize = 40;
 
     /// Packs what a results row says about its SIM, interning its Fleet SID in `fleets`.
     pub(super) fn from_row(outcome: Outcome, sim: &RowSim<'_>, fleets: &mut Fleets) -> PackedSim {
@@ -91,6 +98,8 @@ impl PackedSim {
             flags,
             error_code: sim.error_code.parse().unwrap_or(0),
             request_key: crate::results::request_key(sim.update_requested),
+            code: crate::results::parse_code_fingerprint(sim.code_fingerprint)
+                .map_or(0, |fingerprint| HAS_CODE | fingerprint),
         }
     }
 
@@ -106,6 +115,7 @@ impl PackedSim {
         bytes[22] = self.flags;
         bytes[24..28].copy_from_slice(&self.error_code.to_be_bytes());
         bytes[28..36].copy_from_slice(&self.request_key.to_be_bytes());
+        bytes[36..40].copy_from_slice(&self.code.to_be_bytes());
         bytes
     }
 
@@ -127,6 +137,8 @@ impl PackedSim {
         error_code.copy_from_slice(&bytes[24..28]);
         let mut request_key = [0u8; 8];
         request_key.copy_from_slice(&bytes[28..36]);
+        let mut code = [0u8; 4];
+        code.copy_from_slice(&bytes[36..40]);
         PackedSim {
             sid,
             fleet: u32::from_be_bytes(fleet),
@@ -135,6 +147,7 @@ impl PackedSim {
             flags: bytes[22],
             error_code: u32::from_be_bytes(error_code),
             request_key: u64::from_be_bytes(request_key),
+            code: u32::from_be_bytes(code),
         }
     }
 
@@ -151,6 +164,7 @@ impl PackedSim {
             pending: self.flags & PENDING != 0,
             error_code: (self.error_code != 0).then_some(self.error_code),
             request_key: self.request_key,
+            code_fingerprint: (self.code & HAS_CODE != 0).then_some(self.code & (HAS_CODE - 1)),
         }
     }
 }
@@ -272,6 +286,7 @@ impl EarlierRows {
             message: &record[7],
             error_code: &record[6],
             update_requested: record.get(13).unwrap_or_default(),
+            code_fingerprint: record.get(15).unwrap_or_default(),
         };
         let sim = PackedSim::from_row(outcome, &sim, &mut self.fleets);
         Ok(Some(EarlierRow::Sim { key, sim }))
@@ -292,6 +307,7 @@ pub(super) struct RowSim<'a> {
     pub(super) message: &'a str,
     pub(super) error_code: &'a str,
     pub(super) update_requested: &'a str,
+    pub(super) code_fingerprint: &'a str,
 }
 
 /// Checks the header of what an earlier run wrote; returns its rows, unread, and the file's

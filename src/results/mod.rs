@@ -26,7 +26,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// The results columns, in order. New columns are only ever added at the end.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 16] = [
     "line",
     "iccid",
     "outcome",
@@ -42,6 +42,7 @@ pub const COLUMNS: [&str; 15] = [
     "unique_name",
     "update_requested",
     "account_sid",
+    "code_fingerprint",
 ];
 
 /// Columns of a results file written before `warning` was added. Resuming such a file keeps
@@ -50,10 +51,15 @@ const COLUMNS_BEFORE_WARNING: usize = 11;
 /// Columns of a results file written before rows named their account. Resumed in its own
 /// 12 columns too; its rows cannot say which account they were written against.
 const COLUMNS_BEFORE_ACCOUNT: usize = 12;
+/// Columns of a results file written before rows kept a fingerprint of their code. Resumed
+/// in its own 15 columns too; a refused row of such a file is sent again only with
+/// `--retry-rejected`, as the file cannot tell a fixed code from the refused one.
+const COLUMNS_BEFORE_CODE_FINGERPRINT: usize = 15;
 /// The column counts of every results format this version reads and appends to.
-const KNOWN_WIDTHS: [usize; 3] = [
+const KNOWN_WIDTHS: [usize; 4] = [
     COLUMNS_BEFORE_WARNING,
     COLUMNS_BEFORE_ACCOUNT,
+    COLUMNS_BEFORE_CODE_FINGERPRINT,
     COLUMNS.len(),
 ];
 
@@ -140,6 +146,10 @@ pub struct ResultRow {
     /// The account the row was written against: the Sim's, or this run's for a row with no
     /// SIM. A results file is never resumed against another account.
     pub account_sid: Option<String>,
+    /// [`code_fingerprint`] of the registration code the row's request sent: a later run
+    /// sends a refused SIM again when its code in the input is no longer that one. Never the
+    /// code itself.
+    pub code_fingerprint: Option<String>,
 }
 
 impl ResultRow {
@@ -161,6 +171,7 @@ impl ResultRow {
             unique_name: None,
             update_requested: None,
             account_sid: None,
+            code_fingerprint: None,
         }
     }
 }
@@ -216,6 +227,31 @@ pub fn request_key(update_requested: &str) -> u64 {
 /// A 64-bit fingerprint of what an `invalid` or `duplicate` row says (outcome, ICCID cell,
 /// message): such a row is about its input line and what was on it, so a later run counts
 /// it as already reported only when the row now on that line would be written the same.
+/// A short fingerprint of the registration code sent for `iccid`: 6 hex digits (24 bits) of
+/// an FNV-1a hash of both. It is enough to notice that the code on an input line is not the
+/// one a SIM was refused with (a changed code looks unchanged once in 16 million), and far
+/// too short to stand for the code: each fingerprint fits about 200 million of the 36^10
+/// possible codes, so the results file still holds no claim secret. The ICCID is hashed in,
+/// so one code on two SIMs gives two fingerprints.
+pub fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> String {
+    let parts = [
+        b"supersim-bulk/code/".as_slice(),
+        iccid.as_bytes(),
+        b"/",
+        code.expose().as_bytes(),
+    ];
+    let hash = fnv1a(parts.iter().flat_map(|part| part.iter().copied()));
+    format!("{:06x}", (hash ^ (hash >> 32)) & 0xff_ffff)
+}
+
+/// The value of a `code_fingerprint` cell, if it holds one.
+pub fn parse_code_fingerprint(cell: &str) -> Option<u32> {
+    if cell.len() != 6 {
+        return None;
+    }
+    u32::from_str_radix(cell, 16).ok()
+}
+
 pub fn report_key(outcome: Outcome, iccid: &str, message: &str) -> u64 {
     let text = [outcome.as_str(), iccid, message];
     fnv1a(text.iter().flat_map(|part| part.bytes().chain([0])))

@@ -335,6 +335,7 @@ fn resume_remembers_sid_status_and_fleet_of_the_last_row() {
             pending: false,
             error_code: None,
             request_key: 0,
+            code_fingerprint: None,
         })
     );
     let failed = prior.sim("89883070000000000029").unwrap();
@@ -354,10 +355,12 @@ fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
         message: PENDING_MESSAGE,
         error_code: "",
         update_requested: "",
+        code_fingerprint: "0a1b2c",
     };
     let packed = PackedSim::from_row(Outcome::Registered, &sim, &mut fleets);
     let got = PackedSim::from_bytes(&packed.to_bytes()).unpack(&fleets.sids);
     assert!(got.pending);
+    assert_eq!(got.code_fingerprint, Some(0x0a1b2c));
     assert_eq!(
         got.sid.as_deref(),
         Some("HS0123456789abcdef0123456789abcdef"),
@@ -375,9 +378,14 @@ fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
 
 #[test]
 fn a_file_from_before_the_newer_columns_is_resumed_in_its_own_columns() {
-    // Files written before `warning` (11 columns) and before `account_sid` and the rest
-    // (12): a resume appends rows in the file's own columns, so it stays one valid CSV.
-    for width in [COLUMNS_BEFORE_WARNING, COLUMNS_BEFORE_ACCOUNT] {
+    // Files written before `warning` (11 columns), before `account_sid` and the rest (12)
+    // and before `code_fingerprint` (15): a resume appends rows in the file's own columns,
+    // so it stays one valid CSV.
+    for width in [
+        COLUMNS_BEFORE_WARNING,
+        COLUMNS_BEFORE_ACCOUNT,
+        COLUMNS_BEFORE_CODE_FINGERPRINT,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         let old_header = COLUMNS[..width].join(",");
@@ -394,6 +402,9 @@ fn a_file_from_before_the_newer_columns_is_resumed_in_its_own_columns() {
             "1",
             "2025-01-01T00:00:00Z",
             "",
+            "",
+            "",
+            "AC0123",
         ];
         let old_row = old_row[..width].join(",");
         std::fs::write(&path, format!("{old_header}\n{old_row}\n")).unwrap();
@@ -406,6 +417,7 @@ fn a_file_from_before_the_newer_columns_is_resumed_in_its_own_columns() {
         let mut row = sample_row(3, "89883070000000000029", Outcome::Registered);
         row.warning = Some("lowercase".into());
         row.account_sid = Some("AC0123".into());
+        row.code_fingerprint = Some("0a1b2c".into());
         writer.write(&row).unwrap();
         drop(writer);
         let mut reader = csv::Reader::from_path(&path).unwrap();
@@ -416,6 +428,9 @@ fn a_file_from_before_the_newer_columns_is_resumed_in_its_own_columns() {
         assert_eq!(&rows[1][1], "89883070000000000029");
         if width > COLUMNS_BEFORE_WARNING {
             assert_eq!(&rows[1][COLUMNS_BEFORE_WARNING], "lowercase");
+        }
+        if width == COLUMNS_BEFORE_CODE_FINGERPRINT {
+            assert_eq!(&rows[1][width - 1], "AC0123");
         }
     }
 }
@@ -448,4 +463,32 @@ fn outcome_words_round_trip() {
     for outcome in Outcome::ALL {
         assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
     }
+}
+
+#[test]
+fn a_code_fingerprint_tells_codes_apart_and_never_holds_the_code() {
+    use crate::secret::RegistrationCode;
+    let iccid = "89883070000000000011";
+    let code = RegistrationCode::new("AB12CD34EF".into());
+    let print = code_fingerprint(iccid, &code);
+    assert_eq!(print.len(), 6);
+    assert!(print.bytes().all(|b| b.is_ascii_hexdigit()), "{print}");
+    assert_eq!(print, code_fingerprint(iccid, &code), "stable");
+    assert_ne!(
+        print,
+        code_fingerprint(iccid, &RegistrationCode::new("AB12CD34EG".into())),
+        "one character changed"
+    );
+    assert_ne!(
+        print,
+        code_fingerprint("89883070000000000029", &code),
+        "the same code on another SIM"
+    );
+    assert!(!print.contains("AB12") && !print.contains("EF"));
+    assert_eq!(
+        parse_code_fingerprint(&print),
+        u32::from_str_radix(&print, 16).ok()
+    );
+    assert_eq!(parse_code_fingerprint(""), None);
+    assert_eq!(parse_code_fingerprint("AB12CD34EF"), None);
 }

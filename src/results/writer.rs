@@ -162,6 +162,13 @@ impl ResultsWriter {
         let written = match self.columns {
             COLUMNS_BEFORE_WARNING => self.csv.serialize(first_eleven),
             COLUMNS_BEFORE_ACCOUNT => self.csv.serialize((first_eleven, &row.warning)),
+            COLUMNS_BEFORE_CODE_FINGERPRINT => self.csv.serialize((
+                first_eleven,
+                &row.warning,
+                &row.unique_name,
+                &row.update_requested,
+                &row.account_sid,
+            )),
             _ => self.csv.serialize(row),
         };
         written.map_err(std::io::Error::other)?;

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::api::gate::Gate;
+use crate::results::code_fingerprint;
 use crate::run::account::Preflight;
 use crate::run::error::RunError;
 use crate::run::onboard;
@@ -102,9 +103,11 @@ pub(super) async fn dispatch(
                 let gate = gate.clone();
                 let written = written.clone();
                 let worker_stop = Arc::clone(stop);
+                let sent_code = code_fingerprint(&job.row.iccid, &job.row.code);
                 workers.spawn(async move {
                     if let Some(mut result) = onboard::onboard(&gate, job, wait, &written).await {
                         result.warning = warning;
+                        result.code_fingerprint = Some(sent_code);
                         record(&written, Written::Row(result, fields, None), &worker_stop).await;
                     }
                     drop(permit);

@@ -199,6 +199,7 @@ mod tests {
             pending: false,
             error_code: None,
             request_key: 0,
+            code_fingerprint: None,
         }
     }
 

@@ -202,6 +202,7 @@ mod tests {
                     pending: false,
                     error_code: None,
                     request_key: 0,
+                    code_fingerprint: None,
                 };
                 let registers_again = matches!(
                     resume(Some(prior), &SimUpdate::default(), None, false),

@@ -177,6 +177,7 @@ fn resume_facts_come_from_the_last_row_of_each_iccid_and_the_lines_reported() {
             pending: false,
             error_code: None,
             request_key: 0,
+            code_fingerprint: None,
         }),
         "the last row of the ICCID wins, wherever the ICCID now is"
     );
