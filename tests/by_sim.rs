@@ -264,7 +264,7 @@ async fn a_claimed_registration_without_a_sid_is_looked_up_on_a_plain_rerun() {
     let text = std::fs::read_to_string(env.results_path()).unwrap();
     let text = text.replace(&registered[&sims[1].0], "")
         + &format!(
-            "5,{never},already_registered,,,,,,,1,2026-01-01T00:00:00Z,,,,{}\n",
+            "5,{never},already_registered,,,,,,,1,2026-01-01T00:00:00Z,,,,{},\n",
             supersim_bulk::emulator::TEST_ACCOUNT_SID
         );
     std::fs::write(env.results_path(), text).unwrap();

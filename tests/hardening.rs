@@ -840,7 +840,7 @@ async fn a_prior_registered_row_without_a_sid_does_not_vanish() {
     std::fs::write(
         env.results_path(),
         format!(
-            "{}\n2,{},registered,,new,,,,,1,2026-01-01T00:00:00Z,,,,\n",
+            "{}\n2,{},registered,,new,,,,,1,2026-01-01T00:00:00Z,,,,,\n",
             COLUMNS.join(","),
             sim.0
         ),

@@ -72,7 +72,7 @@ async fn each_kind_of_difference_is_listed_and_counted() {
         .unwrap();
     writeln!(
         results,
-        "77,{},registered,HS0123456789abcdef0123456789abcdef,new,,,,201,1,2026-01-01T00:00:00Z,,,,",
+        "77,{},registered,HS0123456789abcdef0123456789abcdef,new,,,,201,1,2026-01-01T00:00:00Z,,,,,",
         iccid(777)
     )
     .unwrap();
@@ -138,7 +138,7 @@ async fn the_last_row_of_an_iccid_wins_as_on_resume() {
         .unwrap();
     writeln!(
         results,
-        "2,{},already_registered,{},ready,{},,,,1,2026-01-01T00:00:00Z,,,,",
+        "2,{},already_registered,{},ready,{},,,,1,2026-01-01T00:00:00Z,,,,,",
         iccid(0),
         sim.sid,
         sim.fleet_sid.unwrap()

@@ -448,10 +448,10 @@ fn new_columns_only_ever_come_at_the_end() {
     writer.write(&row).unwrap();
     drop(writer);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning,unique_name,update_requested,account_sid\n"));
+    assert!(text.starts_with("line,iccid,outcome,sid,status,fleet_sid,error_code,error_message,http_status,attempts,finished_at,warning,unique_name,update_requested,account_sid,code_fingerprint\n"));
     assert!(
         text.trim_end()
-            .ends_with(",lowercase,meter-7,fleet=field-devices,AC0123"),
+            .ends_with(",lowercase,meter-7,fleet=field-devices,AC0123,"),
         "{text}"
     );
     let (_, prior) = open(&path);

@@ -293,7 +293,8 @@ impl RunSummary {
         if failed_earlier > 0 {
             text.push_str(&format!(
                 "{failed_earlier} row{} failed in earlier runs (rejected, invalid or update_failed): \
-                 see the results file; they do not change this run's exit code\n",
+                 see the results file; they do not change this run's exit code. A row fixed in \
+                 the input (its ICCID or code) is sent again by the next run\n",
                 if failed_earlier == 1 { "" } else { "s" }
             ));
         }
