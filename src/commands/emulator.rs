@@ -2,27 +2,18 @@
 //! other tools' tests.
 
 use crate::cli::EmulatorArgs;
-use crate::emulator::{EmulatorConfig, OtherApp, credentials_from_env};
+use crate::emulator::{EmulatorConfig, credentials_from_env};
 use crate::exit;
 
 /// `emulator`: serves the emulated API until Ctrl-C, listing its Fleets at start-up.
 pub async fn run(args: EmulatorArgs) -> u8 {
     let mut config = EmulatorConfig {
-        latency: args.latency,
-        max_concurrent: args.max_concurrent,
-        limit_schedule: args.limit_schedule.map(|s| s.0).unwrap_or_default(),
-        latency_jitter: args.latency_jitter,
-        concurrency_header: !args.no_concurrency_header,
-        other_app: (args.other_rate > 0.0).then_some(OtherApp {
-            rate: args.other_rate,
-            latency: args.other_latency,
-        }),
         fail_rate: args.fail_rate,
         seed: args.seed,
         credentials: credentials_from_env(),
         update_delay: args.update_delay,
         state: args.state.clone(),
-        ..EmulatorConfig::default()
+        ..crate::config::emulated_account(&args.account)
     };
     config.fleets.extend(args.fleets);
     let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
