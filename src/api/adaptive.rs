@@ -9,8 +9,9 @@
 //! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by one per success
 //!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
 //!   handful of 429s at start-up, not a burst at the ceiling.
-//! - **With the header.** Every answer shows the account's count `R`; `R` minus this run's
-//!   own requests in flight is the *other* traffic. A 429 puts the account's limit at
+//! - **With the header.** An answer shows the account's count `R`; `R` minus the most this
+//!   run had in flight from the request's send to its answer (see [`ours`]) is the *other*
+//!   traffic, so a run alone never sees any. A 429 puts the account's limit at
 //!   `R - 1` (or at `R` when admitted answers just showed `R`: the header left the refused
 //!   request out); the window's target is then `min(ceiling, max_share × limit, limit −
 //!   room)`, where the room is the other traffic's usual high on the latest answers, not its
@@ -30,6 +31,10 @@
 //!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
 //!   borrows. A header probe only counts when an answer shows the account above the old
 //!   limit; otherwise it is withdrawn.
+//! - **Any convention.** Twilio does not say which answers carry the header: every one, 429s
+//!   only, or none. Where admitted answers carry no count (429s only), probes are timed and
+//!   judged as without the header, so a limit read from a 429's count is re-probed and a
+//!   rise is found; the header can only help.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
