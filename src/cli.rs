@@ -196,7 +196,7 @@ pub struct RegisterArgs {
 
     /// How the built-in emulator's account behaves (only with --emulator).
     #[command(flatten)]
-    pub emulated_account: EmulatedAccountArgs,
+    pub emulated_account: Box<EmulatedAccountArgs>,
 }
 
 fn max_failures(text: &str) -> Result<MaxFailures, String> {

@@ -275,7 +275,7 @@ impl Shared {
         let factor = match self.config.latency_distribution {
             LatencyDistribution::Uniform if jitter == 0.0 => return latency,
             LatencyDistribution::Uniform => rng.random_range((1.0 - jitter)..=(1.0 + jitter)),
-            LatencyDistribution::LongTail => long_tail_factor(&mut *rng),
+            LatencyDistribution::LongTail => long_tail_factor(&mut rng),
         };
         latency.mul_f64(factor)
     }
