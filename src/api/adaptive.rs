@@ -533,12 +533,15 @@ impl ConcurrencyLimit {
     /// header, or a header on 429s only), a cut can read the room one low and nothing else
     /// shows a rise, so the first probe after one comes soon and each probe that finds
     /// nothing doubles the wait. With them, the limit a 429 shows is exact and probes only
-    /// look for a rise; with other traffic on the account they are rarer still.
+    /// look for a rise. With other traffic on the account they are rarer still, whichever
+    /// answers showed it.
     fn probe_wait(&self, state: &State) -> u64 {
-        if !state.counts_admitted {
-            state.probe_wait_without_header
-        } else if state.other.room() > 0 {
+        if state.other.room() > 0 {
+            // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
+            // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
+        } else if !state.counts_admitted {
+            state.probe_wait_without_header
         } else {
             PROBE_AFTER_ROUNDS
         }

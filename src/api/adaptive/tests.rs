@@ -478,3 +478,19 @@ fn a_server_that_counts_on_429s_only_lets_a_rise_be_found() {
         "{levels:?}"
     );
 }
+
+#[test]
+fn a_server_that_counts_on_429s_only_still_spares_other_traffic_its_probes() {
+    // The 429s show another app on the account: a probe borrows one of its slots, so they
+    // come as rarely as when every answer shows the count.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let shared = Account {
+        counts_admitted: false,
+        ..account(20, 6, true)
+    };
+    shared.run(&control, 20);
+    let rounds = 4 * PROBE_AFTER_ROUNDS_SHARED as usize;
+    let (_, throttled, levels) = shared.run(&control, rounds);
+    let probes = rounds / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
+    assert!(throttled <= 2 * probes, "{throttled} 429s: {levels:?}");
+}
