@@ -85,9 +85,13 @@ async fn alone_the_whole_limit_is_found_and_no_other_traffic_imagined() {
         let (c, stats) = run(account(20, header, counts_refused), 800).await;
         assert_no_other_traffic_imagined(name, &c);
         // The no-header path may read its room one low and put it right by probing; the
-        // header must never hold the run lower than that.
-        let learned = c["learned_limit"].as_u64().unwrap();
-        assert!(learned >= 19, "{name}: the limit found: {c}");
+        // header must never hold the run lower than that. (A run may end in a probe's slow
+        // start, with no limit learned at that moment.)
+        let learned = c["learned_limit"].as_u64();
+        assert!(
+            learned.is_none_or(|learned| learned >= 19),
+            "{name}: the limit found: {c}"
+        );
         assert!(
             c["settled"].as_u64().unwrap() >= 17,
             "{name}: settled below the limit: {c}"
@@ -157,7 +161,14 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
         };
         let (c, stats) = run(config, 800).await;
         assert_no_other_traffic_imagined(name, &c);
-        assert!(c["learned_limit"].as_u64().unwrap() >= 18, "{name}: {c}");
+        // A run may end in a probe's slow start, with no limit learned at that moment.
+        assert!(c["highest"].as_u64().unwrap() >= 20, "{name}: {c}");
+        assert!(
+            c["learned_limit"]
+                .as_u64()
+                .is_none_or(|learned| learned >= 18),
+            "{name}: {c}"
+        );
         assert!(
             share(stats.throttled, stats.requests) < 0.10,
             "{name}: {stats:?}"
@@ -222,7 +233,12 @@ async fn register_emulator_takes_the_conventions_and_imagines_no_other_traffic()
         let name = format!("{flags:?}");
         assert_no_other_traffic_imagined(&name, c);
         if flags.contains(&"--max-concurrent") {
-            assert!(c["learned_limit"].as_u64().unwrap() >= 18, "{name}: {c}");
+            assert!(
+                c["learned_limit"]
+                    .as_u64()
+                    .is_none_or(|learned| learned >= 18),
+                "{name}: {c}"
+            );
         }
     }
 }
