@@ -144,8 +144,11 @@ async fn a_limit_that_falls_is_followed_in_every_convention() {
             (5..=7).contains(&settled) && c["lowest"].as_u64().unwrap() <= 6,
             "{name}: did not follow the fall: {c}"
         );
+        // The fall refuses the window's excess at once (14 of 20), and slow start's step
+        // past 20 and a probe every few round trips at 6 add theirs, in a run of about 1,000
+        // requests: around a tenth. A storm would be far more (the naive loop: 45%).
         assert!(
-            share(stats.throttled, stats.requests) < 0.08,
+            share(stats.throttled, stats.requests) < 0.15,
             "{name}: above the limit for long: {stats:?}"
         );
     }
