@@ -84,22 +84,27 @@ async fn alone_the_whole_limit_is_found_and_no_other_traffic_imagined() {
     for (name, header, counts_refused) in CONVENTIONS {
         let (c, stats) = run(account(20, header, counts_refused), 800).await;
         assert_no_other_traffic_imagined(name, &c);
-        // The no-header path may read its room one or two low on a busy machine and put it
-        // right by probing; the header must never hold the run lower than that. (A run may
-        // end in a probe's slow start, with no limit learned at that moment.)
-        let learned = c["learned_limit"].as_u64();
+        // A count is a 429's exact news: with any header the whole limit is found. (The
+        // no-header path reads its room from its own in-flight count, which a busy machine
+        // can leave a few low for a while until a probe puts it right. A run may also end in
+        // a probe's slow start, with no limit learned at that moment.)
+        assert!(c["highest"].as_u64().unwrap() >= 20, "{name}: {c}");
+        if header != HeaderConvention::Never {
+            let learned = c["learned_limit"].as_u64();
+            assert!(
+                learned.is_none_or(|learned| learned >= 19),
+                "{name}: the limit found: {c}"
+            );
+            assert!(
+                c["settled"].as_u64().unwrap() >= 17,
+                "{name}: settled below the limit: {c}"
+            );
+        }
+        // Slow start's step past the limit (further on a busy machine, where 429s are
+        // handled late) and a probe every few round trips, in a run of 40 round trips: a
+        // few percent, up to about 7. A storm would be far more.
         assert!(
-            learned.is_none_or(|learned| learned >= 18),
-            "{name}: the limit found: {c}"
-        );
-        assert!(
-            c["settled"].as_u64().unwrap() >= 16,
-            "{name}: settled below the limit: {c}"
-        );
-        // Slow start's step past the limit and a probe every few round trips, in a run of
-        // 40 round trips: a few percent. A storm would be far more.
-        assert!(
-            share(stats.throttled, stats.requests) < 0.10,
+            share(stats.throttled, stats.requests) < 0.15,
             "{name}: above the limit for long: {stats:?}"
         );
     }
@@ -124,7 +129,7 @@ async fn a_limit_that_rises_is_found_in_every_convention() {
             "{name}: the rise was not found: {c}"
         );
         assert!(
-            share(stats.throttled, stats.requests) < 0.05,
+            share(stats.throttled, stats.requests) < 0.10,
             "{name}: {stats:?}"
         );
         assert_no_other_traffic_imagined(name, &c);
@@ -173,7 +178,7 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
             "{name}: {c}"
         );
         assert!(
-            share(stats.throttled, stats.requests) < 0.10,
+            share(stats.throttled, stats.requests) < 0.15,
             "{name}: {stats:?}"
         );
     }
