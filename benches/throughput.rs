@@ -11,15 +11,16 @@
 //! `validate` at 10,000 and 1,000,000 rows. `BENCH_QUICK=1` skips the 1,000,000-row
 //! registration, the slowest part.
 //!
-//! The second table is the account's concurrency limit in every shape (issue 12), each
-//! with and without the `Twilio-Concurrent-Requests` header: a small limit, a large one, one
-//! shared with another app's traffic, and one that falls and rises on a schedule. Each row
-//! gives the possible throughput (the limit, less what the other app holds, over the mean
-//! latency), the ratio reached with default flags, the 429 shares of this run and of the
-//! other app, where concurrency settled, and the same for a naive baseline: 32 threads, each
-//! sending one request at a time and retrying a 429 after a fixed 100 ms, as a thread pool
-//! around an HTTP library without 429 handling would. `BENCH_ADAPTIVE_ONLY=1` runs only this
-//! table.
+//! The second table is the matrix of the account's concurrency limit (issue 19): each shape
+//! (alone at 20, small, large, changing, and shared with another app whose requests come
+//! evenly spaced or as a Poisson stream), under each latency distribution (uniform over
+//! ±50%, long-tailed) and each convention of the `Twilio-Concurrent-Requests` header (on
+//! every answer, on 429s only, never), all with default flags. Each row gives the possible
+//! throughput (the polite share of the limit over the mean latency: all of it alone; with
+//! the other app, the most that leaves it under 2% of its requests refused, simulated from
+//! its arrivals and holding times), the ratio reached, the 429 shares of this run and of the
+//! other app, and where concurrency settled. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
+//! `BENCH_SHAPES=text` only the shapes whose name contains it.
 //!
 //! Nothing here is part of `cargo test`; it prints a Markdown table for the README.
 
@@ -29,10 +30,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use base64::Engine as _;
 use supersim_bulk::emulator::{TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, registration_code_for};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_supersim-bulk");
@@ -266,20 +263,73 @@ fn machine() -> String {
 /// One shape of the account's limit.
 struct Shape {
     name: &'static str,
-    /// Emulator flags, without the header switch.
+    /// Emulator flags for the limit (and the other app), without latency or header flags.
     flags: Vec<String>,
     rows: u64,
     /// The account's limit over time: (from, limit), from time zero.
     schedule: Vec<(f64, f64)>,
+    /// Mean latency, seconds.
     latency: f64,
-    /// Slots the other app holds on average.
-    other: f64,
+    /// The other app: requests per second, each holding a slot for `latency` on average.
+    other: Option<(f64, Arrivals)>,
 }
 
+/// How the other app's requests come.
+#[derive(Clone, Copy, PartialEq)]
+enum Arrivals {
+    Regular,
+    Poisson,
+}
+
+/// How each request's latency is drawn (the mean is the shape's in both).
+#[derive(Clone, Copy, PartialEq)]
+enum Latency {
+    /// Uniform over ±50%: 50 to 150 ms at 100 ms.
+    Uniform,
+    /// Lognormal, the 99th percentile five times the median.
+    LongTail,
+}
+
+impl Latency {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Latency::Uniform => &["--latency-jitter", "0.5"],
+            Latency::LongTail => &["--latency-distribution", "long-tail"],
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Latency::Uniform => "uniform ±50%",
+            Latency::LongTail => "long tail",
+        }
+    }
+}
+
+/// Which answers carry `Twilio-Concurrent-Requests`.
+const CONVENTIONS: [(&str, &str); 3] = [
+    ("every", "every answer"),
+    ("on-429", "429s only"),
+    ("never", "never"),
+];
+
 impl Shape {
-    /// Rows per second possible over `wall` seconds: the limit less the other app's slots,
-    /// over the mean latency, averaged over the run.
-    fn possible(&self, wall: f64) -> f64 {
+    /// The most of the limit a polite run may take: all of it alone; with the other app,
+    /// the most that leaves it under 2% of its requests refused, worked out from its
+    /// arrivals and holding times (see [`refused_share`]).
+    fn polite_limit(&self, limit: f64, latency: Latency) -> f64 {
+        let Some((rate, arrivals)) = self.other else {
+            return limit;
+        };
+        let whole = limit as usize;
+        (0..whole)
+            .rev()
+            .find(|&ours| refused_share(whole - ours, rate, self.latency, arrivals, latency) < 0.02)
+            .unwrap_or(0) as f64
+    }
+
+    /// Rows per second possible over `wall` seconds: the polite share of the limit over
+    /// the mean latency, averaged over the run.
+    fn possible(&self, wall: f64, latency: Latency) -> f64 {
         let mut slot_seconds = 0.0;
         for (i, &(from, limit)) in self.schedule.iter().enumerate() {
             let until = self
@@ -287,11 +337,47 @@ impl Shape {
                 .get(i + 1)
                 .map_or(wall, |next| next.0.min(wall));
             if until > from {
-                slot_seconds += (until - from) * (limit - self.other).max(0.0);
+                slot_seconds += (until - from) * self.polite_limit(limit, latency);
             }
         }
         slot_seconds / self.latency / wall
     }
+}
+
+/// The share of the other app's requests refused when it has `slots` of the account to
+/// itself (a loss system: a request that finds them all busy is refused), simulated over
+/// 200,000 of its requests with a fixed seed.
+fn refused_share(slots: usize, rate: f64, hold: f64, arrivals: Arrivals, latency: Latency) -> f64 {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let sigma = 5f64.ln() / 2.326_347_874;
+    let mut ends: std::collections::BinaryHeap<std::cmp::Reverse<u64>> = Default::default();
+    let (mut now, mut refused) = (0.0f64, 0u32);
+    let total = 200_000;
+    for _ in 0..total {
+        now += match arrivals {
+            Arrivals::Regular => 1.0 / rate,
+            Arrivals::Poisson => -(1.0 - rng.random::<f64>()).ln() / rate,
+        };
+        let at = (now * 1e9) as u64;
+        while ends.peek().is_some_and(|end| end.0 <= at) {
+            ends.pop();
+        }
+        if ends.len() >= slots {
+            refused += 1;
+            continue;
+        }
+        let factor = match latency {
+            Latency::Uniform => rng.random_range(0.5..=1.5),
+            Latency::LongTail => {
+                let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                (sigma * normal - sigma * sigma / 2.0).exp()
+            }
+        };
+        ends.push(std::cmp::Reverse(at + (hold * factor * 1e9) as u64));
+    }
+    f64::from(refused) / f64::from(total)
 }
 
 /// What one run against a shape did.
@@ -328,12 +414,12 @@ fn shape_stats(emulator: &EmulatorProcess, wall: f64, rows: u64, settled: String
     }
 }
 
-/// `register` with default flags against a fresh emulator of this shape.
-fn run_shape(dir: &Path, shape: &Shape, header: bool) -> ShapeRun {
+/// `register` with default flags against a fresh emulator of this shape, latency and
+/// header convention.
+fn run_shape(dir: &Path, shape: &Shape, latency: Latency, header: &str) -> ShapeRun {
     let mut flags: Vec<&str> = shape.flags.iter().map(String::as_str).collect();
-    if !header {
-        flags.push("--no-concurrency-header");
-    }
+    flags.extend_from_slice(latency.flags());
+    flags.extend(["--concurrency-header", header]);
     let emulator = EmulatorProcess::start(&flags);
     let input = input_file(dir, shape.rows);
     let output = dir.join("shape.results.csv");
@@ -365,201 +451,119 @@ fn run_shape(dir: &Path, shape: &Shape, header: bool) -> ShapeRun {
     if let Some(limit) = c["learned_limit"].as_u64() {
         settled.push_str(&format!(" (limit found {limit})"));
     }
-    if let Some(other) = c["other_in_flight"].as_f64() {
-        settled.push_str(&format!(", other seen {other:.1}"));
+    if let (Some(other), Some(peak)) = (c["other_in_flight"].as_f64(), c["other_peak"].as_u64()) {
+        settled.push_str(&format!(", other seen {other:.1}, at most {peak}"));
     }
     let registered = summary["this_run"]["registered"].as_u64().unwrap_or(0);
     shape_stats(&emulator, wall.as_secs_f64(), registered, settled)
 }
 
-/// The naive baseline: 32 threads, each sending one `POST /v1/Sims` at a time over a fresh
-/// connection, retrying a 429 or 5xx after a fixed 100 ms (at most 50 times).
-fn run_naive(dir: &Path, shape: &Shape) -> ShapeRun {
-    let emulator =
-        EmulatorProcess::start(&shape.flags.iter().map(String::as_str).collect::<Vec<_>>());
-    let _ = dir;
-    let address = emulator.base_url.trim_start_matches("http://").to_string();
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{TEST_ACCOUNT_SID}:{TEST_AUTH_TOKEN}"));
-    let rows: Arc<Vec<(String, String)>> = Arc::new(sims(shape.rows).collect());
-    let next = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..32)
-        .map(|_| {
-            let (rows, next, done) = (rows.clone(), next.clone(), done.clone());
-            let (address, auth) = (address.clone(), auth.clone());
-            std::thread::spawn(move || {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some((iccid, code)) = rows.get(n) else {
-                        return;
-                    };
-                    let body = format!("Iccid={iccid}&RegistrationCode={code}");
-                    for _ in 0..50 {
-                        let status = post(&address, &auth, &body);
-                        if status == 201 || status == 200 || status == 409 {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        let _ = thread.join();
-    }
-    let wall = started.elapsed().as_secs_f64();
-    shape_stats(
-        &emulator,
-        wall,
-        done.load(Ordering::Relaxed),
-        "32 (fixed)".into(),
-    )
-}
-
-/// One HTTP/1.0 POST; the status code, or 0 when the exchange failed.
-fn post(address: &str, auth: &str, body: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return 0;
-    };
-    let request = format!(
-        "POST /v1/Sims HTTP/1.0\r\nHost: {address}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
 fn shapes() -> Vec<Shape> {
     let flags = |list: &[&str]| list.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    let shared = |arrivals: Arrivals, name| Shape {
+        name,
+        flags: flags(&[
+            "--max-concurrent",
+            "20",
+            "--latency",
+            "100ms",
+            "--other-rate",
+            "60",
+            "--other-latency",
+            "100ms",
+            "--other-arrivals",
+            if arrivals == Arrivals::Poisson {
+                "poisson"
+            } else {
+                "regular"
+            },
+        ]),
+        rows: 1_200,
+        schedule: vec![(0.0, 20.0)],
+        latency: 0.1,
+        other: Some((60.0, arrivals)),
+    };
     vec![
         Shape {
-            name: "limit 20, 100 ms ±10%",
-            flags: flags(&[
-                "--max-concurrent",
-                "20",
-                "--latency",
-                "100ms",
-                "--latency-jitter",
-                "0.1",
-            ]),
-            rows: 2_000,
+            name: "alone, limit 20, 100 ms",
+            flags: flags(&["--max-concurrent", "20", "--latency", "100ms"]),
+            rows: 3_000,
             schedule: vec![(0.0, 20.0)],
             latency: 0.1,
-            other: 0.0,
+            other: None,
         },
         Shape {
-            name: "limit 5, 300 ms ±10%",
-            flags: flags(&[
-                "--max-concurrent",
-                "5",
-                "--latency",
-                "300ms",
-                "--latency-jitter",
-                "0.1",
-            ]),
-            rows: 500,
+            name: "small, limit 5, 300 ms",
+            flags: flags(&["--max-concurrent", "5", "--latency", "300ms"]),
+            rows: 300,
             schedule: vec![(0.0, 5.0)],
             latency: 0.3,
-            other: 0.0,
+            other: None,
         },
         Shape {
-            name: "limit 60, 200 ms ±10%",
-            flags: flags(&[
-                "--max-concurrent",
-                "60",
-                "--latency",
-                "200ms",
-                "--latency-jitter",
-                "0.1",
-            ]),
-            rows: 6_000,
+            name: "large, limit 60, 200 ms",
+            flags: flags(&["--max-concurrent", "60", "--latency", "200ms"]),
+            rows: 3_000,
             schedule: vec![(0.0, 60.0)],
             latency: 0.2,
-            other: 0.0,
+            other: None,
         },
         Shape {
-            name: "limit 20 shared: other app 60/s × 100 ms (6 slots), 100 ms ±10%",
+            name: "changing, 20 → 8 at 5 s → 25 at 12 s, 100 ms",
             flags: flags(&[
                 "--max-concurrent",
                 "20",
                 "--latency",
                 "100ms",
-                "--latency-jitter",
-                "0.1",
-                "--other-rate",
-                "60",
-                "--other-latency",
-                "100ms",
-            ]),
-            rows: 2_000,
-            schedule: vec![(0.0, 20.0)],
-            latency: 0.1,
-            other: 60.0 * 0.1,
-        },
-        Shape {
-            name: "limit 20, falls to 8 at 5 s, rises to 25 at 12 s, 100 ms ±10%",
-            flags: flags(&[
-                "--max-concurrent",
-                "20",
-                "--latency",
-                "100ms",
-                "--latency-jitter",
-                "0.1",
                 "--limit-schedule",
                 "5s=8,12s=25",
             ]),
-            rows: 3_500,
+            rows: 3_000,
             schedule: vec![(0.0, 20.0), (5.0, 8.0), (12.0, 25.0)],
             latency: 0.1,
-            other: 0.0,
+            other: None,
         },
+        shared(
+            Arrivals::Regular,
+            "shared, limit 20, other app 60/s × 100 ms regular",
+        ),
+        shared(
+            Arrivals::Poisson,
+            "shared, limit 20, other app 60/s × 100 ms Poisson",
+        ),
     ]
 }
 
+/// The matrix: each shape, under each latency distribution and header convention, with
+/// default flags; one Markdown table.
 fn adaptive_table(dir: &Path) {
     println!();
     println!(
-        "| limit shape | header | possible (rows/s) | supersim-bulk: ratio | 429 share | other app's 429 share | settled at | naive 32 threads: ratio | 429 share | other app's 429 share |"
+        "| limit shape | latency | header | possible (rows/s) | ratio | 429 share | other app's 429 share | settled at |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let only = std::env::var("BENCH_SHAPES").unwrap_or_default();
     for shape in shapes()
         .into_iter()
         .filter(|s| s.name.contains(only.as_str()))
     {
-        eprintln!("{}: naive baseline...", shape.name);
-        let naive = run_naive(dir, &shape);
-        for header in [true, false] {
-            eprintln!("{}: header {header}...", shape.name);
-            let run = run_shape(dir, &shape, header);
-            let possible = shape.possible(run.wall);
-            let ratio = |r: &ShapeRun| r.rows as f64 / r.wall / shape.possible(r.wall);
-            let percent =
-                |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
-            println!(
-                "| {} | {} | {possible:.0} | {:.3} | {} | {} | {} | {:.3} | {} | {} |",
-                shape.name,
-                if header { "yes" } else { "no" },
-                ratio(&run),
-                percent(Some(run.share())),
-                percent(run.other_share()),
-                run.settled,
-                ratio(&naive),
-                percent(Some(naive.share())),
-                percent(naive.other_share()),
-            );
+        for latency in [Latency::Uniform, Latency::LongTail] {
+            for (flag, header) in CONVENTIONS {
+                eprintln!("{}, {}, header {header}...", shape.name, latency.name());
+                let run = run_shape(dir, &shape, latency, flag);
+                let possible = shape.possible(run.wall, latency);
+                let percent =
+                    |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
+                println!(
+                    "| {} | {} | {header} | {possible:.0} | {:.3} | {} | {} | {} |",
+                    shape.name,
+                    latency.name(),
+                    run.rows as f64 / run.wall / possible,
+                    percent(Some(run.share())),
+                    percent(run.other_share()),
+                    run.settled,
+                );
+            }
         }
     }
 }

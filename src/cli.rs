@@ -213,6 +213,10 @@ pub struct RegisterArgs {
 
     #[command(flatten)]
     pub input_options: InputArgs,
+
+    /// How the built-in emulator's account behaves (only with --emulator).
+    #[command(flatten)]
+    pub emulated_account: Box<EmulatedAccountArgs>,
 }
 
 fn max_failures(text: &str) -> Result<MaxFailures, String> {
@@ -240,33 +244,8 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
 
-    /// Delay added to every response, e.g. 100ms
-    #[arg(long, default_value = "0ms", value_parser = latency)]
-    pub latency: Duration,
-
-    /// Answer 429 (Twilio error 20429) when more requests than this are in flight on the account
-    #[arg(long, value_name = "N", value_parser = max_concurrent)]
-    pub max_concurrent: Option<usize>,
-
-    /// Change the concurrency limit on a schedule, counted from the first API request, e.g. `5s=8,12s=25`
-    #[arg(long, value_name = "AT=LIMIT,...", value_parser = limit_schedule)]
-    pub limit_schedule: Option<LimitSchedule>,
-
-    /// Spread each request's latency uniformly by this share either way (0 to 1), e.g. 0.2 for ±20%
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
-    pub latency_jitter: f64,
-
-    /// Another app on the same account: this many requests per second of its own, each holding a slot of the limit for --other-latency (with --latency-jitter); its 429s are counted in the stats
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative_rate)]
-    pub other_rate: f64,
-
-    /// How long each of the other app's requests holds its slot
-    #[arg(long, default_value = "100ms", value_parser = latency)]
-    pub other_latency: Duration,
-
-    /// Leave out the Twilio-Concurrent-Requests header (Twilio documents it as "may")
-    #[arg(long)]
-    pub no_concurrency_header: bool,
+    #[command(flatten)]
+    pub account: EmulatedAccountArgs,
 
     /// Share of registrations (0 to 1) that meet an injected fault: 5xx, an HTML 502, a slow or lost response
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
@@ -287,6 +266,116 @@ pub struct EmulatorArgs {
     /// Keep the account's SIMs in this file across runs (created if missing)
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+}
+
+/// How the emulated account behaves: its concurrency limit, latency and other traffic, and
+/// the conventions of the `Twilio-Concurrent-Requests` header that Twilio's documentation
+/// leaves open. Flags of `emulator`, and of `register` with `--emulator`; each is unset
+/// unless given, so `register` can tell that one was given without `--emulator`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EmulatedAccountArgs {
+    /// Delay added to every response, its mean whatever the distribution, e.g. 100ms [default: 0ms]
+    #[arg(long, value_parser = latency, help_heading = EMULATED_ACCOUNT)]
+    pub latency: Option<Duration>,
+
+    /// Answer 429 (Twilio error 20429) when more requests than this are in flight on the account
+    #[arg(long, value_name = "N", value_parser = max_concurrent, help_heading = EMULATED_ACCOUNT)]
+    pub max_concurrent: Option<usize>,
+
+    /// Change the concurrency limit on a schedule, counted from the first API request, e.g. `5s=8,12s=25`
+    #[arg(long, value_name = "AT=LIMIT,...", value_parser = limit_schedule, help_heading = EMULATED_ACCOUNT)]
+    pub limit_schedule: Option<LimitSchedule>,
+
+    /// Spread each request's latency uniformly by this share either way (0 to 1), e.g. 0.2 for ±20% [default: 0]
+    #[arg(long, value_parser = fraction, help_heading = EMULATED_ACCOUNT)]
+    pub latency_jitter: Option<f64>,
+
+    /// How latency is drawn: uniform (with --latency-jitter) or long-tail (lognormal, 99th percentile 5x the median) [default: uniform]
+    #[arg(long, value_name = "SHAPE", help_heading = EMULATED_ACCOUNT)]
+    pub latency_distribution: Option<LatencyDistributionArg>,
+
+    /// Another app on the same account: this many requests per second of its own, each holding a slot of the limit for --other-latency; its 429s are counted in the stats [default: 0]
+    #[arg(long, value_parser = non_negative_rate, help_heading = EMULATED_ACCOUNT)]
+    pub other_rate: Option<f64>,
+
+    /// How long each of the other app's requests holds its slot, on average [default: 100ms]
+    #[arg(long, value_parser = latency, help_heading = EMULATED_ACCOUNT)]
+    pub other_latency: Option<Duration>,
+
+    /// How the other app's requests arrive: regular (evenly spaced) or poisson (at random) [default: regular]
+    #[arg(long, value_name = "HOW", help_heading = EMULATED_ACCOUNT)]
+    pub other_arrivals: Option<ArrivalsArg>,
+
+    /// Which answers carry the Twilio-Concurrent-Requests header (Twilio documents it as "may") [default: every]
+    #[arg(long, value_name = "WHICH", conflicts_with = "no_concurrency_header", help_heading = EMULATED_ACCOUNT)]
+    pub concurrency_header: Option<HeaderArg>,
+
+    /// Leave out the Twilio-Concurrent-Requests header: the same as --concurrency-header never
+    #[arg(long, help_heading = EMULATED_ACCOUNT)]
+    pub no_concurrency_header: bool,
+
+    /// A 429's Twilio-Concurrent-Requests count leaves out the refused request (by default it includes it)
+    #[arg(long, help_heading = EMULATED_ACCOUNT)]
+    pub header_leaves_out_refused: bool,
+}
+
+const EMULATED_ACCOUNT: &str = "Emulated account (emulator, register --emulator)";
+
+impl EmulatedAccountArgs {
+    /// The first of these flags given, to name when it cannot be used.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.latency.is_some(), "--latency"),
+            (self.max_concurrent.is_some(), "--max-concurrent"),
+            (self.limit_schedule.is_some(), "--limit-schedule"),
+            (self.latency_jitter.is_some(), "--latency-jitter"),
+            (
+                self.latency_distribution.is_some(),
+                "--latency-distribution",
+            ),
+            (self.other_rate.is_some(), "--other-rate"),
+            (self.other_latency.is_some(), "--other-latency"),
+            (self.other_arrivals.is_some(), "--other-arrivals"),
+            (self.concurrency_header.is_some(), "--concurrency-header"),
+            (self.no_concurrency_header, "--no-concurrency-header"),
+            (
+                self.header_leaves_out_refused,
+                "--header-leaves-out-refused",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+/// `--concurrency-header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HeaderArg {
+    /// On every answer
+    Every,
+    /// On 429 answers only
+    #[value(name = "on-429")]
+    On429,
+    /// On no answer
+    Never,
+}
+
+/// `--latency-distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LatencyDistributionArg {
+    /// Uniform, spread by --latency-jitter
+    Uniform,
+    /// Lognormal: 99th percentile five times the median
+    LongTail,
+}
+
+/// `--other-arrivals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalsArg {
+    /// Evenly spaced
+    Regular,
+    /// A Poisson stream (seeded by --seed with `emulator`)
+    Poisson,
 }
 
 const VALIDATE_EXIT_HELP: &str = "\

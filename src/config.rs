@@ -6,13 +6,14 @@
 //! without touching the process environment.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::api::client::is_loopback;
 use crate::api::gate::GateLimits;
 use crate::api::retry::Backoff;
-use crate::cli::{InputArgs, RegisterArgs};
+use crate::cli::{EmulatedAccountArgs, InputArgs, RegisterArgs};
 use crate::input::failed_out::FailedOut;
 use crate::input::{InputSource, ReadOptions};
 use crate::paths;
@@ -43,6 +44,11 @@ impl RegisterConfig {
                 bail!("reading standard input needs --output PATH for the results file")
             }
         };
+        if !args.emulator
+            && let Some(flag) = args.emulated_account.first_given()
+        {
+            bail!("{flag} sets how the built-in emulator behaves: add --emulator, or leave it out");
+        }
         let profile = chosen_profile(args.emulator, args.profile.as_deref(), &env)?;
         let env = environment(profile.as_ref(), &env);
         let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
@@ -53,6 +59,7 @@ impl RegisterConfig {
             Target::Emulator { credentials, .. } => Target::Emulator {
                 credentials,
                 state: Some(emulator_state_beside(&output)),
+                account: Box::new(emulated_account(&args.emulated_account)),
             },
             api => api,
         };
@@ -150,6 +157,48 @@ fn sourced_from(target: Target, profile: Option<&Profile>) -> Target {
     }
 }
 
+/// The emulated account the flags describe (limit, latency, other traffic, header
+/// conventions), on the emulator's defaults otherwise; shared by `emulator` and `register
+/// --emulator`.
+pub fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::EmulatorConfig {
+    use crate::cli::{ArrivalsArg, HeaderArg, LatencyDistributionArg};
+    use crate::emulator::{
+        Arrivals, EmulatorConfig, HeaderConvention, LatencyDistribution, OtherApp,
+    };
+    let defaults = EmulatorConfig::default();
+    let header = match (args.no_concurrency_header, args.concurrency_header) {
+        (true, _) | (false, Some(HeaderArg::Never)) => HeaderConvention::Never,
+        (false, Some(HeaderArg::On429)) => HeaderConvention::On429Only,
+        (false, Some(HeaderArg::Every) | None) => HeaderConvention::EveryAnswer,
+    };
+    let other_rate = args.other_rate.unwrap_or(0.0);
+    EmulatorConfig {
+        latency: args.latency.unwrap_or(defaults.latency),
+        max_concurrent: args.max_concurrent,
+        limit_schedule: args
+            .limit_schedule
+            .clone()
+            .map(|schedule| schedule.0)
+            .unwrap_or_default(),
+        latency_jitter: args.latency_jitter.unwrap_or(defaults.latency_jitter),
+        latency_distribution: match args.latency_distribution {
+            Some(LatencyDistributionArg::LongTail) => LatencyDistribution::LongTail,
+            Some(LatencyDistributionArg::Uniform) | None => LatencyDistribution::Uniform,
+        },
+        concurrency_header: header,
+        header_counts_refused: !args.header_leaves_out_refused,
+        other_app: (other_rate > 0.0).then_some(OtherApp {
+            rate: other_rate,
+            latency: args.other_latency.unwrap_or(Duration::from_millis(100)),
+            arrivals: match args.other_arrivals {
+                Some(ArrivalsArg::Poisson) => Arrivals::Poisson,
+                Some(ArrivalsArg::Regular) | None => Arrivals::Regular,
+            },
+        }),
+        ..defaults
+    }
+}
+
 /// Where requests go, from `--emulator`, `--base-url` (or `TWILIO_REGION`/`TWILIO_EDGE`) and
 /// the credential variables; shared by every command that talks to the API.
 pub fn resolve_target(
@@ -166,6 +215,7 @@ pub fn resolve_target(
                     password: crate::emulator::TEST_AUTH_TOKEN.to_string(),
                 }),
             state: None,
+            account: Box::default(),
         });
     }
     let (base_url, source) = base_url_and_source(base_url, env);
@@ -653,5 +703,57 @@ mod tests {
             panic!()
         };
         assert!(RegisterConfig::resolve(&args, env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn emulated_account_flags_need_the_emulator_and_reach_it() {
+        use crate::emulator::{Arrivals, HeaderConvention, LatencyDistribution};
+        let parse = |argv: &[&str]| {
+            let crate::cli::Command::Register(args) = crate::cli::Cli::parse_from(argv).command
+            else {
+                panic!()
+            };
+            RegisterConfig::resolve(&args, env_of(&[]))
+        };
+        let error = parse(&[
+            "supersim-bulk",
+            "register",
+            "in.csv",
+            "--max-concurrent",
+            "20",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--max-concurrent") && error.contains("--emulator"),
+            "{error}"
+        );
+        let config = parse(&[
+            "supersim-bulk",
+            "register",
+            "in.csv",
+            "--emulator",
+            "--max-concurrent",
+            "20",
+            "--concurrency-header",
+            "on-429",
+            "--header-leaves-out-refused",
+            "--latency-distribution",
+            "long-tail",
+            "--other-rate",
+            "60",
+            "--other-arrivals",
+            "poisson",
+        ])
+        .unwrap();
+        let Target::Emulator { account, .. } = config.target else {
+            panic!("{:?}", config.target)
+        };
+        assert_eq!(account.max_concurrent, Some(20));
+        assert_eq!(account.concurrency_header, HeaderConvention::On429Only);
+        assert!(!account.header_counts_refused);
+        assert_eq!(account.latency_distribution, LatencyDistribution::LongTail);
+        let other = account.other_app.unwrap();
+        assert_eq!((other.rate, other.arrivals), (60.0, Arrivals::Poisson));
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use supersim_bulk::emulator::{EmulatorConfig, OtherApp};
+use supersim_bulk::emulator::{Arrivals, EmulatorConfig, HeaderConvention, OtherApp};
 
 /// Registers `rows` SIMs with default flags; returns the summary JSON and the emulator's
 /// stats.
@@ -39,7 +39,11 @@ fn config(limit: usize, latency_ms: u64, header: bool) -> EmulatorConfig {
         latency: Duration::from_millis(latency_ms),
         latency_jitter: 0.1,
         max_concurrent: Some(limit),
-        concurrency_header: header,
+        concurrency_header: if header {
+            HeaderConvention::EveryAnswer
+        } else {
+            HeaderConvention::Never
+        },
         ..EmulatorConfig::default()
     }
 }
@@ -85,6 +89,7 @@ async fn a_shared_account_leaves_the_other_app_room() {
             other_app: Some(OtherApp {
                 rate: 100.0,
                 latency: Duration::from_millis(60),
+                arrivals: Arrivals::Regular,
             }),
             ..config(20, 50, header)
         };

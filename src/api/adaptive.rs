@@ -9,8 +9,9 @@
 //! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by one per success
 //!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
 //!   handful of 429s at start-up, not a burst at the ceiling.
-//! - **With the header.** Every answer shows the account's count `R`; `R` minus this run's
-//!   own requests in flight is the *other* traffic. A 429 puts the account's limit at
+//! - **With the header.** An answer shows the account's count `R`; `R` minus the most this
+//!   run had in flight from the request's send to its answer (see [`ours`]) is the *other*
+//!   traffic, so a run alone never sees any. A 429 puts the account's limit at
 //!   `R - 1` (or at `R` when admitted answers just showed `R`: the header left the refused
 //!   request out); the window's target is then `min(ceiling, max_share × limit, limit −
 //!   room)`, where the room is the other traffic's usual high on the latest answers, not its
@@ -30,6 +31,10 @@
 //!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
 //!   borrows. A header probe only counts when an answer shows the account above the old
 //!   limit; otherwise it is withdrawn.
+//! - **Any convention.** Twilio does not say which answers carry the header: every one, 429s
+//!   only, or none. Where admitted answers carry no count (429s only), probes are timed and
+//!   judged as without the header, so a limit read from a 429's count is re-probed and a
+//!   rise is found; the header can only help.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
@@ -41,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use other::OtherTraffic;
+use ours::InFlightHighs;
 
 /// The window a run starts with (or the ceiling, if lower).
 pub const INITIAL_WINDOW: f64 = 4.0;
@@ -114,6 +120,8 @@ struct State {
     in_flight: usize,
     /// Requests sent so far; each slot carries its sequence number.
     sent: u64,
+    /// The most of ours in flight since each send, for reading other traffic off a count.
+    highs: InFlightHighs,
     slow_start: bool,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
@@ -144,6 +152,9 @@ struct State {
     last_round_peak: u32,
     /// The account's count on the last 429 (0 before any).
     refused_at: u32,
+    /// Whether an admitted answer carried the account's count (some servers send it on 429s
+    /// only: then nothing shows a probe's level held but the absence of a 429).
+    counts_admitted: bool,
     lowest: f64,
     highest: f64,
 }
@@ -198,6 +209,7 @@ impl ConcurrencyLimit {
                 window: start,
                 in_flight: 0,
                 sent: 0,
+                highs: InFlightHighs::default(),
                 slow_start: adaptive,
                 learned: None,
                 other: OtherTraffic::default(),
@@ -215,6 +227,7 @@ impl ConcurrencyLimit {
                 round_peak: 0,
                 last_round_peak: 0,
                 refused_at: 0,
+                counts_admitted: false,
                 lowest: start,
                 highest: start,
             }),
@@ -246,6 +259,8 @@ impl ConcurrencyLimit {
         }
         state.in_flight += 1;
         state.sent += 1;
+        let (seq, in_flight) = (state.sent, state.in_flight);
+        state.highs.sent(seq, in_flight);
         if state.in_flight >= allowed {
             state.round_full = true;
         }
@@ -309,28 +324,23 @@ impl ConcurrencyLimit {
             return;
         }
         let mut state = self.lock();
-        // This run's requests that the account counted. An admitted answer: ours now (this
-        // one included, its slot not yet freed) or at send, whichever is more, so this run's
-        // own growth is never taken for other traffic (requests on their way count here and
-        // not yet at the server, so other traffic may be seen a little low, which reading a
-        // high quantile of it makes up for). A 429 is answered at once: ours at
-        // send; but one of ours sent just after may have overtaken it on the way, so for the
-        // estimate of other traffic, one more.
-        let ours = match answer {
-            Answer::Throttled => slot.ours_at_send,
-            Answer::Admitted | Answer::Neutral => slot.ours_at_send.max(state.in_flight),
-        } as u32;
+        // This run's requests that the account counted: at most what this run had in
+        // flight at any moment from this request's send to now, since the server counted at
+        // one of those moments (see [`ours`]). So other traffic is never imagined: alone, a
+        // count shows none, whenever the server took it (as a 429 arrives, or as an answer
+        // leaves) and however late this answer is handled.
+        let ours = state.highs.since(slot.seq) as u32;
         let mut other_now = None;
         if let Some(reported) = reported {
-            other_now = Some(reported.saturating_sub(ours));
-            let overtaken = u32::from(answer == Answer::Throttled);
-            let other = reported.saturating_sub(ours + overtaken);
+            let other = reported.saturating_sub(ours);
+            other_now = Some(other);
             let full = answer == Answer::Throttled
                 || state
                     .learned
                     .is_some_and(|learned| f64::from(reported) >= learned.floor());
             state.other.note(other, full);
             if answer == Answer::Admitted {
+                state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);
                 // Admitted with the last 429's count in flight: the header leaves the refused
                 // request out, and the limit is that count. (A higher count may be the tail
@@ -486,7 +496,9 @@ impl ConcurrencyLimit {
             // A round trip at the probed level went by without a 429. With the header it
             // counts only if the account was seen above the old limit (other traffic that
             // happened to be quiet proves nothing); then the next step is twice as large.
-            let confirmed = !state.header_seen() || f64::from(peak) > probe.from;
+            // Without counts on admitted answers (no header, or a server that sends it on
+            // 429s only), a round trip at the probed level without a 429 is the evidence.
+            let confirmed = !state.counts_admitted || f64::from(peak) > probe.from;
             if confirmed && state.probe_step >= 2.0 {
                 // Two steps held: the limit rose by more than a little. Slow start again
                 // from here rather than creep up a step at a time.
@@ -517,15 +529,19 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// Full quiet round trips before the next probe. Without the header, a cut can read the
-    /// room one low, so the first probe after one comes soon and each probe that finds
-    /// nothing doubles the wait. With it, the limit a 429 shows is exact and probes only look
-    /// for a rise; with other traffic on the account they are rarer still.
+    /// Full quiet round trips before the next probe. Without counts on admitted answers (no
+    /// header, or a header on 429s only), a cut can read the room one low and nothing else
+    /// shows a rise, so the first probe after one comes soon and each probe that finds
+    /// nothing doubles the wait. With them, the limit a 429 shows is exact and probes only
+    /// look for a rise. With other traffic on the account they are rarer still, whichever
+    /// answers showed it.
     fn probe_wait(&self, state: &State) -> u64 {
-        if !state.header_seen() {
-            state.probe_wait_without_header
-        } else if state.other.room() > 0 {
+        if state.other.room() > 0 {
+            // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
+            // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
+        } else if !state.counts_admitted {
+            state.probe_wait_without_header
         } else {
             PROBE_AFTER_ROUNDS
         }
@@ -577,5 +593,6 @@ struct Probe {
 }
 
 mod other;
+mod ours;
 #[cfg(test)]
 mod tests;

@@ -32,13 +32,17 @@ pub async fn connect(
             credentials,
             ..
         } => (base_url.clone(), credentials.clone(), None),
-        Target::Emulator { credentials, state } => {
+        Target::Emulator {
+            credentials,
+            state,
+            account,
+        } => {
             let emulator_config = EmulatorConfig {
                 credentials: vec![(credentials.username.clone(), credentials.password.clone())],
                 state: state.clone(),
                 // Long enough that a rehearsal shows `scheduled` and what --wait does.
                 update_delay: Duration::from_secs(1),
-                ..EmulatorConfig::default()
+                ..(**account).clone()
             };
             let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
                 .await

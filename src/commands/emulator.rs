@@ -4,28 +4,19 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::EmulatorArgs;
-use crate::emulator::{EmulatorConfig, OtherApp, credentials_from_env};
+use crate::emulator::{EmulatorConfig, credentials_from_env};
 use crate::exit;
 
 /// `emulator`: serves the emulated API until `stop` (Ctrl-C, SIGTERM, SIGHUP), listing its
 /// Fleets at start-up.
 pub async fn run(args: EmulatorArgs, stop: CancellationToken) -> u8 {
     let mut config = EmulatorConfig {
-        latency: args.latency,
-        max_concurrent: args.max_concurrent,
-        limit_schedule: args.limit_schedule.map(|s| s.0).unwrap_or_default(),
-        latency_jitter: args.latency_jitter,
-        concurrency_header: !args.no_concurrency_header,
-        other_app: (args.other_rate > 0.0).then_some(OtherApp {
-            rate: args.other_rate,
-            latency: args.other_latency,
-        }),
         fail_rate: args.fail_rate,
         seed: args.seed,
         credentials: credentials_from_env(),
         update_delay: args.update_delay,
         state: args.state.clone(),
-        ..EmulatorConfig::default()
+        ..crate::config::emulated_account(&args.account)
     };
     config.fleets.extend(args.fleets);
     // A state file that is not a journal is refused before the banner says it is listening.

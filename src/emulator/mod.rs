@@ -1,7 +1,10 @@
 //! A local emulator of the Twilio Super SIM API (`POST /v1/Sims`, `GET /v1/Sims`,
 //! `GET /v1/Sims/{Sid}`, `POST /v1/Sims/{Sid}`, `GET /v1/Fleets`), with HTTP Basic auth,
 //! Twilio's error bodies, a concurrent-request limit (fixed or on a schedule, shared with
-//! another app's synthetic traffic), added latency with jitter, Fleets created at
+//! another app's synthetic traffic, arriving evenly or as a Poisson stream), added latency
+//! (uniform or long-tailed), the `Twilio-Concurrent-Requests` header under each convention
+//! Twilio's documentation leaves open (on every answer, on 429s only, or never; a 429's
+//! count with or without the refused request), Fleets created at
 //! start-up, asynchronous status changes (202 and `scheduled`, then the target status after
 //! `update_delay`), and injectable faults, including lost responses after a commit. It
 //! exists so registrations can be rehearsed (`supersim-bulk emulator`, `register --emulator`)
@@ -113,10 +116,13 @@ pub struct EmulatorConfig {
     /// before the first step): a limit that falls or rises during a run.
     pub limit_schedule: Vec<(Duration, usize)>,
     /// Each request's latency (the app's and the other app's) is drawn uniformly from
-    /// `latency × (1 ± latency_jitter)`.
+    /// `latency × (1 ± latency_jitter)`, or from a long tail (see [`LatencyDistribution`]).
     pub latency_jitter: f64,
-    /// Whether answers carry `Twilio-Concurrent-Requests` (Twilio documents it as "may").
-    pub concurrency_header: bool,
+    pub latency_distribution: LatencyDistribution,
+    /// Which answers carry `Twilio-Concurrent-Requests` (Twilio documents it as "may").
+    pub concurrency_header: HeaderConvention,
+    /// Whether a 429's count includes the refused request itself (Twilio does not say).
+    pub header_counts_refused: bool,
     /// Another app on the same account, from the first API request on.
     pub other_app: Option<OtherApp>,
     /// Probability that a `POST /v1/Sims` gets a random [`Fault`] (each kind equally likely).
@@ -144,10 +150,48 @@ pub struct EmulatorConfig {
 /// concurrency limit (and are refused when it is full) without going over HTTP.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OtherApp {
-    /// Its requests per second, evenly spaced.
+    /// Its requests per second, on average.
     pub rate: f64,
-    /// How long each of its requests holds a slot (spread by `latency_jitter`).
+    /// How long each of its requests holds a slot, on average (drawn like the run's own).
     pub latency: Duration,
+    /// Whether its requests come evenly spaced or at random.
+    pub arrivals: Arrivals,
+}
+
+/// Which answers carry `Twilio-Concurrent-Requests`. Twilio documents the header as "may"
+/// and says no more, so a client must work with each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeaderConvention {
+    /// Every answer, admitted or refused (the count taken when the answer is ready).
+    #[default]
+    EveryAnswer,
+    /// Only 429s (the count taken when the request is refused): while nothing is refused,
+    /// a client sees no count at all.
+    On429Only,
+    /// No answer.
+    Never,
+}
+
+/// How each request's latency is drawn; `latency` is its mean in each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatencyDistribution {
+    /// Uniform over `latency × (1 ± latency_jitter)` (exactly `latency` without jitter).
+    #[default]
+    Uniform,
+    /// Lognormal, its 99th percentile five times its median: most requests are quick, a few
+    /// hold their slot for long, as a busy API's are.
+    LongTail,
+}
+
+/// How the other app's requests arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arrivals {
+    /// Evenly spaced, `1 / rate` apart.
+    #[default]
+    Regular,
+    /// A Poisson stream: independent arrivals, exponential gaps of mean `1 / rate` (seeded
+    /// by `seed`), so bursts come as they do from real users.
+    Poisson,
 }
 
 impl Default for EmulatorConfig {
@@ -157,7 +201,9 @@ impl Default for EmulatorConfig {
             max_concurrent: None,
             limit_schedule: Vec::new(),
             latency_jitter: 0.0,
-            concurrency_header: true,
+            latency_distribution: LatencyDistribution::Uniform,
+            concurrency_header: HeaderConvention::EveryAnswer,
+            header_counts_refused: true,
             other_app: None,
             fail_rate: 0.0,
             seed: 0,
@@ -209,5 +255,17 @@ mod tests {
         assert!(rolls(1, 0.5).iter().any(Option::is_none));
         assert!(rolls(1, 1.0).iter().all(Option::is_some));
         assert!(rolls(1, 0.0).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_long_tail_keeps_the_mean_with_a_p99_five_times_the_median() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut drawn: Vec<f64> = (0..40_000).map(|_| long_tail_factor(&mut rng)).collect();
+        drawn.sort_by(f64::total_cmp);
+        let mean = drawn.iter().sum::<f64>() / drawn.len() as f64;
+        assert!((mean - 1.0).abs() < 0.03, "{mean}");
+        let (median, p99) = (drawn[20_000], drawn[39_600]);
+        assert!((4.5..5.5).contains(&(p99 / median)), "{median} {p99}");
     }
 }

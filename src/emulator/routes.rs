@@ -45,11 +45,15 @@ pub(super) async fn admit_request(
     }
     shared.start_clock();
     // A refused request is never processed, so it holds no slot: it does not make the next
-    // request (this client's or the other app's) meet a 429 too. Its header counts it.
-    let slot = {
+    // request (this client's or the other app's) meet a 429 too. Its count is taken at the
+    // moment it is refused: read later, requests that ended meanwhile would make the
+    // account look emptier than it was when it refused.
+    let (slot, refused_count) = {
         let mut store = shared.store();
         store.stats.requests += 1;
-        shared.take_slot(&mut store)
+        let slot = shared.take_slot(&mut store);
+        let counted_refused = usize::from(shared.config.header_counts_refused);
+        (slot, store.in_flight + counted_refused)
     };
     // Held until the answer is ready, so the request counts as in flight meanwhile.
     let over_limit = slot.is_none();
@@ -72,8 +76,18 @@ pub(super) async fn admit_request(
         StatusCode::UNAUTHORIZED => store.stats.unauthorized += 1,
         _ => {}
     }
-    if shared.config.concurrency_header {
-        let count = store.in_flight + usize::from(over_limit);
+    let carries_header = match shared.config.concurrency_header {
+        HeaderConvention::EveryAnswer => true,
+        HeaderConvention::On429Only => response.status() == StatusCode::TOO_MANY_REQUESTS,
+        HeaderConvention::Never => false,
+    };
+    // An admitted answer's count is the account's now, this request included.
+    let count = carries_header.then_some(if over_limit {
+        refused_count
+    } else {
+        store.in_flight
+    });
+    if let Some(count) = count {
         response
             .headers_mut()
             .insert(CONCURRENT_REQUESTS_HEADER, HeaderValue::from(count));

@@ -265,15 +265,17 @@ impl Shared {
         })
     }
 
-    /// `latency`, spread by `latency_jitter`.
+    /// One request's latency: `latency` on average, drawn as `latency_distribution` says.
     pub(super) fn jittered(&self, latency: std::time::Duration) -> std::time::Duration {
-        let jitter = self.config.latency_jitter.clamp(0.0, 1.0);
-        if jitter == 0.0 || latency.is_zero() {
+        if latency.is_zero() {
             return latency;
         }
-        let factor = {
-            let mut rng = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
-            rng.random_range((1.0 - jitter)..=(1.0 + jitter))
+        let jitter = self.config.latency_jitter.clamp(0.0, 1.0);
+        let mut rng = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+        let factor = match self.config.latency_distribution {
+            LatencyDistribution::Uniform if jitter == 0.0 => return latency,
+            LatencyDistribution::Uniform => rng.random_range((1.0 - jitter)..=(1.0 + jitter)),
+            LatencyDistribution::LongTail => long_tail_factor(&mut rng),
         };
         latency.mul_f64(factor)
     }
@@ -538,6 +540,19 @@ pub(super) struct UpdateParams {
 /// cancelled.
 pub(super) struct InFlight {
     pub(super) shared: Arc<Shared>,
+}
+
+/// A lognormal factor of mean 1 whose 99th percentile is five times its median
+/// (σ = ln 5 / z₀.₉₉), drawn by Box-Muller.
+pub(super) fn long_tail_factor(rng: &mut StdRng) -> f64 {
+    const Z_99: f64 = 2.326_347_874;
+    let sigma = 5f64.ln() / Z_99;
+    // 1 - u is in (0, 1], so its logarithm is finite.
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random();
+    let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    // The mean of exp(σZ) is exp(σ²/2): divided out, so `latency` stays the mean.
+    (sigma * normal - sigma * sigma / 2.0).exp()
 }
 
 impl Drop for InFlight {

@@ -26,6 +26,9 @@ pub enum Target {
         credentials: Credentials,
         /// Where the emulator keeps its account across runs, if anywhere.
         state: Option<PathBuf>,
+        /// How the emulated account behaves (its limit, latency, other traffic and header
+        /// conventions); its credentials and state are the fields above.
+        account: Box<crate::emulator::EmulatorConfig>,
     },
 }
 

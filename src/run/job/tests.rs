@@ -41,6 +41,7 @@ async fn the_run_hands_back_its_lock_still_held() {
                 password: "unused".into(),
             },
             state: None,
+            account: Box::default(),
         },
         limits: crate::api::gate::GateLimits {
             rate: 10.0,

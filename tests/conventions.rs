@@ -1,0 +1,252 @@
+//! End to end, the adaptive limit under each convention Twilio's documentation leaves open
+//! for `Twilio-Concurrent-Requests`: on every answer, on 429s only, or never, and a 429's
+//! count with or without the refused request. Whatever the convention, the header may only
+//! help: alone, the run sees no other traffic and finds the whole limit; a limit that rises
+//! is found; one that falls is followed. The bounds assert the shape of the behaviour, not
+//! throughput figures, and nothing is timed, so a busy machine only makes a run longer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use supersim_bulk::emulator::{
+    Arrivals, EmulatorConfig, HeaderConvention, LatencyDistribution, OtherApp,
+};
+
+/// Each convention, named for the messages.
+const CONVENTIONS: [(&str, HeaderConvention, bool); 5] = [
+    ("every answer", HeaderConvention::EveryAnswer, true),
+    (
+        "every answer, refused left out",
+        HeaderConvention::EveryAnswer,
+        false,
+    ),
+    ("429s only", HeaderConvention::On429Only, true),
+    (
+        "429s only, refused left out",
+        HeaderConvention::On429Only,
+        false,
+    ),
+    ("never", HeaderConvention::Never, true),
+];
+
+/// An account with this limit and convention, latency 40 ms ±50% (uniform from 20 to 60).
+fn account(limit: usize, header: HeaderConvention, counts_refused: bool) -> EmulatorConfig {
+    EmulatorConfig {
+        latency: Duration::from_millis(40),
+        latency_jitter: 0.5,
+        max_concurrent: Some(limit),
+        concurrency_header: header,
+        header_counts_refused: counts_refused,
+        seed: 19,
+        ..EmulatorConfig::default()
+    }
+}
+
+/// Registers `rows` SIMs with default flags; the summary's `concurrency` block and the
+/// emulator's stats.
+async fn run(
+    config: EmulatorConfig,
+    rows: u32,
+) -> (serde_json::Value, supersim_bulk::emulator::Stats) {
+    let env = TestEnv::with_config(config).await;
+    let sims: Vec<_> = (0..rows).map(good_sim).collect();
+    env.write_input(&sims);
+    let summary_path = env.dir.path().join("summary.json");
+    let output = env
+        .register(&["--summary-json", summary_path.to_str().unwrap()])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["this_run"]["registered"], rows, "{summary}");
+    (summary["concurrency"].clone(), env.emulator.stats())
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    part as f64 / whole.max(1) as f64
+}
+
+/// Alone, the account's count is this run's own: whatever it shows is no other traffic.
+fn assert_no_other_traffic_imagined(name: &str, c: &serde_json::Value) {
+    if let Some(mean) = c["other_in_flight"].as_f64() {
+        assert!(mean < 0.5, "{name}: other traffic imagined: {c}");
+        assert!(
+            c["other_peak"].as_u64().unwrap() <= 2,
+            "{name}: other traffic imagined: {c}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alone_the_whole_limit_is_found_and_no_other_traffic_imagined() {
+    for (name, header, counts_refused) in CONVENTIONS {
+        let (c, stats) = run(account(20, header, counts_refused), 800).await;
+        assert_no_other_traffic_imagined(name, &c);
+        // A count is a 429's exact news: with any header the whole limit is found. (The
+        // no-header path reads its room from its own in-flight count, which a busy machine
+        // can leave a few low for a while until a probe puts it right. A run may also end in
+        // a probe's slow start, with no limit learned at that moment.)
+        assert!(c["highest"].as_u64().unwrap() >= 20, "{name}: {c}");
+        if header != HeaderConvention::Never {
+            let learned = c["learned_limit"].as_u64();
+            assert!(
+                learned.is_none_or(|learned| learned >= 19),
+                "{name}: the limit found: {c}"
+            );
+            assert!(
+                c["settled"].as_u64().unwrap() >= 17,
+                "{name}: settled below the limit: {c}"
+            );
+        }
+        // Slow start's step past the limit (further on a busy machine, where 429s are
+        // handled late) and a probe every few round trips, in a run of 40 round trips: a
+        // few percent, up to about 7. A storm would be far more.
+        assert!(
+            share(stats.throttled, stats.requests) < 0.15,
+            "{name}: above the limit for long: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_that_rises_is_found_in_every_convention() {
+    for (name, header, counts_refused) in CONVENTIONS {
+        // 8 until 1.5 s, then 24. At best 300 rows go at 8 and the rest take over 2 s at 24,
+        // so a run finds the rise (probes come every few round trips of 40 ms) at any speed.
+        let config = EmulatorConfig {
+            limit_schedule: vec![(Duration::from_millis(1500), 24)],
+            ..account(8, header, counts_refused)
+        };
+        let (c, stats) = run(config, 1800).await;
+        assert!(
+            c["lowest"].as_u64().unwrap() <= 9,
+            "{name}: never at the first limit: {c}"
+        );
+        assert!(
+            c["highest"].as_u64().unwrap() >= 20 && c["settled"].as_u64().unwrap() >= 18,
+            "{name}: the rise was not found: {c}"
+        );
+        assert!(
+            share(stats.throttled, stats.requests) < 0.10,
+            "{name}: {stats:?}"
+        );
+        assert_no_other_traffic_imagined(name, &c);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_that_falls_is_followed_in_every_convention() {
+    for (name, header, counts_refused) in CONVENTIONS {
+        let config = EmulatorConfig {
+            limit_schedule: vec![(Duration::from_millis(800), 6)],
+            ..account(20, header, counts_refused)
+        };
+        let (c, stats) = run(config, 900).await;
+        let settled = c["settled"].as_u64().unwrap();
+        assert!(
+            (5..=7).contains(&settled) && c["lowest"].as_u64().unwrap() <= 6,
+            "{name}: did not follow the fall: {c}"
+        );
+        // The fall refuses the window's excess at once (14 of 20), and slow start's step
+        // past 20 and a probe every few round trips at 6 add theirs, in a run of about 1,000
+        // requests: around a tenth. A storm would be far more (the naive loop: 45%).
+        assert!(
+            share(stats.throttled, stats.requests) < 0.15,
+            "{name}: above the limit for long: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
+    // Long-tailed latency, alone: still the whole limit, still no other traffic imagined.
+    for (name, header, counts_refused) in CONVENTIONS {
+        let config = EmulatorConfig {
+            latency_distribution: LatencyDistribution::LongTail,
+            ..account(20, header, counts_refused)
+        };
+        let (c, stats) = run(config, 800).await;
+        assert_no_other_traffic_imagined(name, &c);
+        // A run may end in a probe's slow start, with no limit learned at that moment.
+        assert!(c["highest"].as_u64().unwrap() >= 20, "{name}: {c}");
+        assert!(
+            c["learned_limit"]
+                .as_u64()
+                .is_none_or(|learned| learned >= 18),
+            "{name}: {c}"
+        );
+        assert!(
+            share(stats.throttled, stats.requests) < 0.15,
+            "{name}: {stats:?}"
+        );
+    }
+    // Another app arriving at random, 150/s × 40 ms: 6 slots on average, often more. With
+    // the header on every answer the run leaves it room for its usual high.
+    let config = EmulatorConfig {
+        other_app: Some(OtherApp {
+            rate: 150.0,
+            latency: Duration::from_millis(40),
+            arrivals: Arrivals::Poisson,
+        }),
+        ..account(20, HeaderConvention::EveryAnswer, true)
+    };
+    let (c, stats) = run(config, 1200).await;
+    assert!(c["other_in_flight"].as_f64().unwrap() >= 3.0, "{c}");
+    assert!(c["settled"].as_u64().unwrap() <= 14, "room was left: {c}");
+    assert!(
+        share(stats.other_throttled, stats.other_requests) < 0.05,
+        "the other app was refused: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn register_emulator_takes_the_conventions_and_imagines_no_other_traffic() {
+    // The README's run: the built-in emulator in the same process, no limit, no latency.
+    // Its counts are this run's own, whatever the moment it reads them at.
+    for flags in [
+        &[][..],
+        &["--concurrency-header", "on-429", "--max-concurrent", "20"][..],
+        &[
+            "--max-concurrent",
+            "20",
+            "--latency",
+            "20ms",
+            "--latency-jitter",
+            "0.5",
+        ][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let sims: Vec<_> = (0..1000).map(good_sim).collect();
+        let mut text = String::from("Iccid,RegistrationCode\n");
+        for (iccid, code) in &sims {
+            text.push_str(&format!("{iccid},{code}\n"));
+        }
+        std::fs::write(dir.path().join("sims.csv"), text).unwrap();
+        let output = binary_command()
+            .current_dir(dir.path())
+            .args(["register", "sims.csv", "--emulator", "-q"])
+            .args(["--summary-json", "summary.json"])
+            .args(flags)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(exit_code(&output), 0, "{flags:?}: {}", stderr(&output));
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        let c = &summary["concurrency"];
+        let name = format!("{flags:?}");
+        assert_no_other_traffic_imagined(&name, c);
+        if flags.contains(&"--max-concurrent") {
+            assert!(
+                c["learned_limit"]
+                    .as_u64()
+                    .is_none_or(|learned| learned >= 18),
+                "{name}: {c}"
+            );
+        }
+    }
+}
