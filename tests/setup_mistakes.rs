@@ -264,3 +264,43 @@ async fn a_server_that_is_not_the_api_stops_the_fleet_lookup_naming_the_url() {
         "nothing is written against the SIMs: {rows:?}"
     );
 }
+
+/// A monitor reads `--summary-json`: a run that failed on its set-up must not leave the last
+/// run's green summary in place. It writes its own (`end: error`, exit 2), but never over the
+/// input or the results when the mistake is naming one of them.
+#[tokio::test]
+async fn a_set_up_failure_writes_the_summary_json_too() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let summary = env.dir.path().join("last-run.json");
+    std::fs::write(&summary, r#"{"end":"finished","exit_code":0}"#).unwrap();
+    // No credentials at all.
+    let output = binary_command()
+        .arg("register")
+        .arg(env.input_path())
+        .args(["--base-url", &env.emulator.base_url()])
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["end"], "error", "{json}");
+    assert_eq!(json["exit_code"], 2);
+    assert!(
+        json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no Twilio credentials"),
+        "{json}"
+    );
+    // The summary named as the input: the input is left as it was.
+    let before = std::fs::read(env.input_path()).unwrap();
+    let output = env
+        .register(&["--summary-json", env.input_path().to_str().unwrap()])
+        .await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    assert_eq!(std::fs::read(env.input_path()).unwrap(), before);
+}

@@ -23,26 +23,19 @@ use crate::run::summary::{EndReason, write_json_atomically};
 pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
-        Err(error) => {
-            crate::logs::error(format_args!("{error:#}"));
-            return exit::USAGE_OR_CONFIG;
-        }
+        Err(error) => return set_up_failed(&args, &error),
     };
     // Files written at the end of the run are checked now, before anything is sent: a
     // summary or failed-out file that cannot be written is a set-up error, not a surprise
     // after thousands of SIMs were registered.
     if let Err(error) = check_writable(&config) {
-        crate::logs::error(format_args!("{error:#}"));
-        return exit::USAGE_OR_CONFIG;
+        return set_up_failed(&args, &error);
     }
     log_start(&config, args.dry_run);
     let credentials_source = super::connect::credentials_source(&config.target).to_string();
     let (client, _emulator) = match connect(&config).await {
         Ok(connected) => connected,
-        Err(error) => {
-            crate::logs::error(format_args!("{error:#}"));
-            return exit::USAGE_OR_CONFIG;
-        }
+        Err(error) => return set_up_failed(&args, &error),
     };
     if args.dry_run {
         return match dry_run(&config, client, stop).await {
@@ -164,6 +157,39 @@ fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
         "exit_code": code,
     });
     write_summary_json(path, &json);
+}
+
+/// A set-up failure before the run started (no credentials, a flag that cannot be used, a
+/// file that cannot be written): said on stderr, and written as the `--summary-json` too, so
+/// a monitor reading it sees this run failed instead of the last one's green summary. Not
+/// when the summary path names one of the run's other files (that mistake may be the very
+/// failure): a summary never replaces the input or the results.
+fn set_up_failed(args: &RegisterArgs, error: &anyhow::Error) -> u8 {
+    let message = format!("{error:#}");
+    crate::logs::error(&message);
+    if let Some(path) = args.summary_json.as_deref()
+        && summary_has_its_own_path(args, path)
+    {
+        write_error_summary(Some(path), exit::USAGE_OR_CONFIG, &message);
+    }
+    exit::USAGE_OR_CONFIG
+}
+
+/// True when `summary` names no other file of the run (input, results, failed-out).
+fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> bool {
+    if is_stdout(summary) {
+        return true;
+    }
+    let input = (args.input.as_os_str() != "-").then(|| args.input.clone());
+    let output = args.output.clone().or_else(|| {
+        input
+            .as_deref()
+            .map(|input| crate::config::default_output(input, args.emulator))
+    });
+    [input, output, args.input_options.failed_out.clone()]
+        .iter()
+        .flatten()
+        .all(|other| !paths::same_file(summary, other))
 }
 
 /// `--summary-json -`: the JSON goes to standard output (and the human summary to stderr).
