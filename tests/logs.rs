@@ -158,3 +158,28 @@ async fn colour_follows_the_color_flag_and_no_color() {
     let output = env.register(&["--color", "never"]).await;
     assert!(!stderr(&output).contains('\u{1b}'));
 }
+
+/// Rows that need a person are logged at WARN as they finish; a soft warning about a row is
+/// logged when the row is sent, not again by every rerun that finds it done.
+#[tokio::test]
+async fn rows_needing_a_person_are_warnings_and_a_soft_warning_is_said_once() {
+    let env = TestEnv::new().await;
+    // `good_sim` ICCIDs fail the Luhn check: a soft warning, still sent.
+    let (a, code_a) = good_sim(1);
+    let (b, _) = good_sim(2);
+    env.write_input(&[(a, code_a), (b, "ZZZZZZZZZZ".into())]);
+    let first = env.register(&[]).await;
+    let log = stderr(&first);
+    let refused = log
+        .lines()
+        .find(|l| l.contains("row finished") && l.contains("outcome=rejected"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(refused.contains("WARN"), "{refused}");
+    assert!(log.contains("sending despite a warning"), "{log}");
+    let again = env.register(&[]).await;
+    assert!(
+        !stderr(&again).contains("sending despite a warning"),
+        "{}",
+        stderr(&again)
+    );
+}

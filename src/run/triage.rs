@@ -257,9 +257,6 @@ pub(super) fn triage(
         }
     };
     let warning = (!warnings.is_empty()).then(|| join_reasons(&warnings));
-    if let Some(warning) = &warning {
-        tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
-    }
     let fleet_sid = plan.fleet.as_deref().filter(|f| resume::is_fleet_sid(f));
     let code_changed = code_changed_since_refused(facts, &iccid, &row);
     if code_changed && !retry_rejected {
@@ -282,6 +279,10 @@ pub(super) fn triage(
         Resume::Update(prior) => Some(prior),
         Resume::Register => None,
     };
+    // Said when the row is sent, not on every rerun that finds it already done.
+    if let Some(warning) = &warning {
+        tracing::warn!(line = row.line, %iccid, %warning, "sending despite a warning");
+    }
     let job = Job {
         row: SendRow {
             line: row.line,

@@ -216,22 +216,33 @@ fn failed_out_reason(row: &ResultRow) -> Option<String> {
 }
 
 /// One log event per finished row, with stable field names for `--log-format json`.
-/// Rows that need a person's attention are logged at `info`, the rest at `debug`.
+/// Rows that need a person (`rejected`, `invalid`, `gave_up`, `update_failed`) are logged at
+/// `warn`, a `duplicate` at `info`, the SIMs that are done at `debug`.
 fn log_row(row: &ResultRow) {
     let sid = row.sid.as_deref().unwrap_or("");
     let message = row.error_message.as_deref().unwrap_or("");
-    if row.outcome.is_done() {
-        tracing::debug!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid, attempts = row.attempts, "row finished");
-    } else {
-        tracing::info!(
-            line = row.line,
-            iccid = %row.iccid,
-            outcome = %row.outcome,
-            error_code = row.error_code,
-            http_status = row.http_status,
-            error_message = message,
-            attempts = row.attempts,
-            "row finished"
-        );
+    macro_rules! finished {
+        ($level:ident) => {
+            tracing::$level!(
+                line = row.line,
+                iccid = %row.iccid,
+                outcome = %row.outcome,
+                error_code = row.error_code,
+                http_status = row.http_status,
+                error_message = message,
+                attempts = row.attempts,
+                "row finished"
+            )
+        };
+    }
+    match row.outcome {
+        Outcome::Registered | Outcome::AlreadyRegistered => {
+            tracing::debug!(line = row.line, iccid = %row.iccid, outcome = %row.outcome, sid, attempts = row.attempts, "row finished");
+        }
+        // A repeat is sent once, under its first line: nothing for a person to do.
+        Outcome::Duplicate => finished!(info),
+        Outcome::Rejected | Outcome::Invalid | Outcome::GaveUp | Outcome::UpdateFailed => {
+            finished!(warn)
+        }
     }
 }
