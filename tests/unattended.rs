@@ -318,3 +318,52 @@ async fn json_logs_are_one_object_per_line_with_stable_fields() {
     assert!(!stderr(&output).contains("WR0NGC0DE1"));
     assert!(!stderr(&output).contains(&sims[0].1));
 }
+
+/// The morning after: the summary JSON lists the rows that need a person (line, ICCID,
+/// outcome, Twilio code, message) with their total, and the text summary names the first few
+/// and says where the rest are. Never a registration code.
+#[tokio::test]
+async fn the_summary_names_the_rows_that_need_a_person() {
+    let env = TestEnv::new().await;
+    let mut sims: Vec<(String, String)> = (0..3).map(good_sim).collect();
+    for n in 10..17 {
+        let (iccid, _) = good_sim(n);
+        sims.push((iccid, "ZZZZZZZZZ9".into()));
+    }
+    env.write_input(&sims);
+    let summary = env.dir.path().join("last-run.json");
+    let output = env
+        .register(&["--summary-json", summary.to_str().unwrap()])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let listed = &json["needs_a_person"];
+    assert_eq!(listed["total"], 7, "{listed}");
+    let rows = listed["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 7);
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, (5..12).collect::<Vec<u64>>(), "in line order");
+    assert_eq!(rows[0]["iccid"], sims[3].0);
+    assert_eq!(rows[0]["outcome"], "rejected");
+    assert_eq!(rows[0]["error_code"], 83002);
+    assert!(
+        rows[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("do not match")
+    );
+    let text = stdout(&output);
+    assert!(text.contains("needs a person: 7 rows"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "line 5 {} rejected (Twilio error 83002)",
+            sims[3].0
+        )),
+        "{text}"
+    );
+    assert!(text.contains("and 2 more: see the results file"), "{text}");
+    for place in [text, std::fs::read_to_string(&summary).unwrap()] {
+        assert!(!place.contains("ZZZZZZZZZ9"), "{place}");
+    }
+}

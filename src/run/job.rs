@@ -298,6 +298,10 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
         plan_rows,
         input_sims,
     } = piped;
+    let needs_a_person = written
+        .as_ref()
+        .map(|w| w.needs_a_person.clone().in_line_order())
+        .unwrap_or_default();
     let (this_run, skipped, update_pending) = written.as_ref().map_or_else(
         || (Counts::default(), Counts::default(), 0),
         |w| {
@@ -341,6 +345,7 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
     let mut summary = summarize(config, started_at, &gate, (this_run, skipped), elapsed, end);
     summary.update_pending = update_pending;
     summary.not_in_input = not_in_input;
+    summary.needs_a_person = needs_a_person;
     summary
 }
 
@@ -409,6 +414,7 @@ fn summarize(
         end,
         update_pending: 0,
         not_in_input: 0,
+        needs_a_person: Default::default(),
     }
 }
 

@@ -68,6 +68,93 @@ pub struct RunSummary {
     pub update_pending: u64,
     /// Rows the results file keeps about SIMs that are not in this input (after its rows).
     pub not_in_input: u64,
+    /// The rows this run finished that need a person, the first [`NEEDS_A_PERSON_LISTED`].
+    pub needs_a_person: NeedsAPerson,
+}
+
+/// Rows listed by name in the summary JSON; the rest are counted, and in the results file.
+pub const NEEDS_A_PERSON_LISTED: usize = 1000;
+/// Rows named in the text summary.
+const NEEDS_A_PERSON_SHOWN: usize = 5;
+
+/// The rows a run finished that a person has to look at (`rejected`, `invalid`, `gave_up`,
+/// `update_failed`): the first [`NEEDS_A_PERSON_LISTED`] to finish, in line order once the
+/// run ends, and how many in all. Memory stays bounded whatever the run's size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NeedsAPerson {
+    pub total: u64,
+    pub rows: Vec<PersonRow>,
+}
+
+/// One row that needs a person, as the summary JSON lists it. Never a registration code.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersonRow {
+    pub line: u64,
+    pub iccid: String,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl NeedsAPerson {
+    /// Notes `row` if it needs a person.
+    pub fn note(&mut self, row: &crate::results::ResultRow) {
+        if !matches!(
+            row.outcome,
+            Outcome::Rejected | Outcome::Invalid | Outcome::GaveUp | Outcome::UpdateFailed
+        ) {
+            return;
+        }
+        self.total += 1;
+        if self.rows.len() < NEEDS_A_PERSON_LISTED {
+            self.rows.push(PersonRow {
+                line: row.line,
+                iccid: row.iccid.clone(),
+                outcome: row.outcome.as_str(),
+                error_code: row.error_code,
+                message: row.error_message.clone(),
+            });
+        }
+    }
+
+    /// The listed rows in input line order (they are noted in the order they finish, which
+    /// depends on timing).
+    pub fn in_line_order(mut self) -> Self {
+        self.rows.sort_by_key(|row| row.line);
+        self
+    }
+
+    /// The text summary's lines: the first few rows, and where the rest are.
+    fn describe(&self, results: &std::path::Path) -> String {
+        if self.total == 0 {
+            return String::new();
+        }
+        let mut text = format!(
+            "needs a person: {} row{}\n",
+            self.total,
+            if self.total == 1 { "" } else { "s" }
+        );
+        for row in self.rows.iter().take(NEEDS_A_PERSON_SHOWN) {
+            let code = row
+                .error_code
+                .map_or_else(String::new, |code| format!(" (Twilio error {code})"));
+            let message = row.message.as_deref().unwrap_or("");
+            text.push_str(&format!(
+                "  line {} {} {}{code}: {message}\n",
+                row.line, row.iccid, row.outcome
+            ));
+        }
+        let rest = self.total.saturating_sub(NEEDS_A_PERSON_SHOWN as u64);
+        if rest > 0 {
+            text.push_str(&format!(
+                "  and {rest} more: see the results file {} (and --summary-json)\n",
+                results.display()
+            ));
+        }
+        text
+    }
 }
 
 /// Where the in-flight limit ended up, and what the run saw of the account.
@@ -289,6 +376,7 @@ impl RunSummary {
         if self.requests > 0 {
             text.push_str(&self.concurrency.describe());
         }
+        text.push_str(&self.needs_a_person.describe(&self.results_path));
         let failed_earlier = failed(&self.skipped);
         if failed_earlier > 0 {
             text.push_str(&format!(
@@ -364,6 +452,7 @@ impl RunSummary {
             concurrency: self.concurrency,
             registered_update_pending: self.update_pending,
             rows_not_in_input: self.not_in_input,
+            needs_a_person: self.needs_a_person.clone(),
         }
     }
 }
@@ -421,6 +510,9 @@ pub struct SummaryJson {
     pub registered_update_pending: u64,
     /// Rows the results file keeps about SIMs that are not in this input.
     pub rows_not_in_input: u64,
+    /// The rows this run finished that need a person: `total`, and the first 1,000 as
+    /// `rows` (line, ICCID, outcome, Twilio error code, message).
+    pub needs_a_person: NeedsAPerson,
 }
 
 /// Counts keyed by outcome word.

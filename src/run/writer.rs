@@ -17,7 +17,7 @@ use crate::results::{Outcome, ResultRow, ResultsWriter};
 use crate::run::onboard::Checkpoint;
 use crate::run::progress::Progress;
 use crate::run::stop::{EndReason, RunStop};
-use crate::run::summary::MaxFailures;
+use crate::run::summary::{MaxFailures, NeedsAPerson};
 
 /// What the writer receives.
 pub(super) enum Written {
@@ -46,6 +46,8 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// What the writer hands back at the end of a run.
 pub(super) struct WriterEnd {
     pub(super) progress: Progress,
+    /// The rows this run finished that need a person, for the summary.
+    pub(super) needs_a_person: NeedsAPerson,
     /// Rows answered after the results file failed, so not recorded.
     pub(super) unrecorded: u64,
 }
@@ -132,6 +134,7 @@ pub(super) async fn write_results(
     let mut tick = tokio::time::interval(SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut limit_passed = false;
+    let mut needs_a_person = NeedsAPerson::default();
     loop {
         tokio::select! {
             next = rows.recv() => match next {
@@ -141,6 +144,7 @@ pub(super) async fn write_results(
                         files.copy_failed(&fields, &reason);
                     }
                     log_row(&row);
+                    needs_a_person.note(&row);
                     progress.row_done(row.line, row.outcome);
                     if !limit_passed {
                         let failed = progress.this_run.get(Outcome::Rejected)
@@ -190,6 +194,7 @@ pub(super) async fn write_results(
     }
     WriterEnd {
         progress,
+        needs_a_person,
         unrecorded: files.unrecorded,
     }
 }

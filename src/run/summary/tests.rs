@@ -22,6 +22,7 @@ fn summary(this_run: &[Outcome], skipped: &[Outcome]) -> RunSummary {
         end: EndReason::Finished,
         update_pending: 0,
         not_in_input: 0,
+        needs_a_person: Default::default(),
     }
 }
 
