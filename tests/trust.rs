@@ -304,3 +304,37 @@ async fn a_resumed_rehearsal_onboards_the_sims_it_registered() {
         );
     }
 }
+
+/// `--dry-run` says every step a run would take after registering: the Fleet (by name and
+/// SID), the status and the unique names, counted; a fresh file with `--fleet --activate`
+/// and a `unique_name` column once said only "update 0".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_counts_the_fleet_status_and_names_it_would_set() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..3).map(|n| good_sim(20_700 + n)).collect();
+    let mut text = String::from("Iccid,RegistrationCode,unique_name\n");
+    for (i, (iccid, code)) in sims.iter().enumerate() {
+        let name = if i == 0 {
+            String::new()
+        } else {
+            format!("meter-{i}")
+        };
+        text.push_str(&format!("{iccid},{code},{name}\n"));
+    }
+    env.write_csv(&text);
+    let output = env
+        .register(&["--dry-run", "--fleet", "field-devices", "--activate"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let said = stdout(&output);
+    assert!(said.contains("would register 3, update 0"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "then: 3 into Fleet field-devices ({}), 3 set active, 2 given a unique name",
+            supersim_bulk::emulator::fleet_sid_for("field-devices")
+        )),
+        "{said}"
+    );
+    assert_eq!(env.emulator.stats().create_requests, 0);
+    assert_eq!(env.emulator.stats().update_requests, 0);
+}

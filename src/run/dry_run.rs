@@ -29,14 +29,20 @@ pub struct DryRun {
     pub skip: u64,
     pub invalid: u64,
     pub duplicate: u64,
+    /// SIMs the run would move into each Fleet, by "unique name (SID)" (or the SID given).
+    pub fleets: std::collections::BTreeMap<String, u64>,
+    /// SIMs whose status the run would set, by status.
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// SIMs the run would give a unique name.
+    pub named: u64,
 }
 
 impl DryRun {
     /// One paragraph a person reads before the real run.
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "dry run against {} (account {}): would register {}, update {}, skip {} finished, \
-             {} invalid, {} duplicate\nnothing was sent and no results were written\n",
+             {} invalid, {} duplicate\n",
             self.url,
             self.account_sid.as_deref().unwrap_or("not known yet"),
             thousands(self.register),
@@ -44,7 +50,51 @@ impl DryRun {
             thousands(self.skip),
             thousands(self.invalid),
             thousands(self.duplicate),
-        )
+        );
+        let steps: Vec<String> = self
+            .fleets
+            .iter()
+            .map(|(fleet, n)| format!("{} into Fleet {fleet}", thousands(*n)))
+            .chain(
+                self.statuses
+                    .iter()
+                    .map(|(status, n)| format!("{} set {status}", thousands(*n))),
+            )
+            .chain(
+                (self.named > 0).then(|| format!("{} given a unique name", thousands(self.named))),
+            )
+            .collect();
+        if !steps.is_empty() {
+            text.push_str(&format!("then: {}\n", steps.join(", ")));
+        }
+        text.push_str("nothing was sent and no results were written\n");
+        text
+    }
+
+    /// Counts the steps after registration that `job` asks for.
+    fn count_steps(&mut self, job: &crate::run::onboard::Job) {
+        if let Some(fleet) = &job.plan.fleet {
+            let named = job
+                .requested
+                .as_deref()
+                .and_then(|requested| {
+                    requested
+                        .split(';')
+                        .find_map(|part| part.strip_prefix("fleet="))
+                })
+                .filter(|name| name != fleet);
+            let key = match named {
+                Some(name) => format!("{name} ({fleet})"),
+                None => fleet.clone(),
+            };
+            *self.fleets.entry(key).or_default() += 1;
+        }
+        if let Some(status) = &job.plan.status {
+            *self.statuses.entry(status.clone()).or_default() += 1;
+        }
+        if job.plan.unique_name.is_some() {
+            self.named += 1;
+        }
     }
 
     /// As `validate`'s: 1 when rows would not be sent because they are invalid.
@@ -158,8 +208,14 @@ async fn plan_dry_run(
             (&config.onboard, &fleets),
             &screen,
         ) {
-            Work::Send(job, _, _) if job.resume.is_some() => counts.update += 1,
-            Work::Send(..) => counts.register += 1,
+            Work::Send(job, _, _) => {
+                if job.resume.is_some() {
+                    counts.update += 1;
+                } else {
+                    counts.register += 1;
+                }
+                counts.count_steps(&job);
+            }
             Work::Report(row, _, _) if row.outcome == crate::results::Outcome::Duplicate => {
                 counts.duplicate += 1
             }
