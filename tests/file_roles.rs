@@ -294,3 +294,19 @@ async fn a_torn_last_line_of_the_state_journal_is_repaired() {
         "the journal names itself on its first line: {text}"
     );
 }
+
+/// The results file lists the account's SIMs: a new one is created owner-only (0600), as the
+/// export and the failed-out file are; an existing one keeps its mode.
+#[tokio::test]
+async fn a_new_results_file_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let mode = std::fs::metadata(env.results_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

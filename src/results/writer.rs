@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use super::earlier::earlier_rows;
 use super::*;
 use crate::paths;
+use std::os::unix::fs::OpenOptionsExt as _;
 
 /// Appends rows to the results file, one whole row per write, flushed at once.
 pub struct ResultsWriter {
@@ -36,10 +37,13 @@ impl ResultsWriter {
             )
         };
         let real = paths::resolve(path).map_err(cannot)?;
+        // Created owner-only, as export's and the failed-out file are: it lists the
+        // account's SIMs. An existing file keeps its mode.
         let mut file = paths::no_follow()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&real)
             .map_err(cannot)?;
         if !file.metadata().map_err(cannot)?.is_file() {
@@ -68,6 +72,7 @@ impl ResultsWriter {
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(path)
             .with_context(cannot_open)?;
         let columns = match read_header(&mut file).with_context(cannot_open)? {
