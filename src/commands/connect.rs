@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::api::Client;
 use crate::config::{AccountConfig, Target};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{CodeRule, Emulator, EmulatorConfig};
 use crate::secret::Credentials;
 
 /// The account settings of `export` or `reconcile` from their flags and the environment,
@@ -42,6 +42,10 @@ pub async fn connect(
                 state: state.clone(),
                 // Long enough that a rehearsal shows `scheduled` and what --wait does.
                 update_delay: Duration::from_secs(1),
+                // A rehearsal with the real box's file and the real command: every
+                // well-formed code registers (but `WR0NG...`), and the Fleets it names exist.
+                codes: CodeRule::AnyWellFormed,
+                make_up_fleets: true,
                 ..(**account).clone()
             };
             let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())

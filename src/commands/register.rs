@@ -33,7 +33,7 @@ pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     }
     log_start(&config, args.dry_run);
     let credentials_source = super::connect::credentials_source(&config.target).to_string();
-    let (client, _emulator) = match connect(&config).await {
+    let (client, emulator) = match connect(&config).await {
         Ok(connected) => connected,
         Err(error) => return set_up_failed(&args, &error),
     };
@@ -42,6 +42,7 @@ pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
             Ok(plan) => {
                 let mut out = super::Stdout::lock();
                 let _ = out.write_all(plan.render().as_bytes());
+                let _ = out.write_all(made_up_note(emulator.as_ref()).as_bytes());
                 plan.exit_code()
             }
             Err(RunError::CredentialsRefused) => {
@@ -62,7 +63,8 @@ pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let (code, json) = match ended.result {
         Ok(summary) => {
             summary.log();
-            print_summary(&summary.render(), summary_json.as_deref());
+            let text = summary.render() + &made_up_note(emulator.as_ref());
+            print_summary(&text, summary_json.as_deref());
             if summary.end == EndReason::CredentialsRefused {
                 crate::logs::error(format_args!(
                     "the API refused the credentials (HTTP 401, Twilio error 20003); \
@@ -278,6 +280,23 @@ fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
 /// Prints the summary, to stderr when `--summary-json -` keeps stdout for the JSON. A
 /// closed stdout (`| head -1`) is not an error: the summary JSON and the exit code still
 /// say how the run ended.
+/// For a rehearsal: the Fleets the emulated account made up because the run named them, so
+/// no one takes their existence as proof that the real account has them.
+fn made_up_note(emulator: Option<&Emulator>) -> String {
+    let made_up = emulator.map(Emulator::made_up_fleets).unwrap_or_default();
+    if made_up.is_empty() {
+        return String::new();
+    }
+    format!(
+        "rehearsal: Fleet{} {} made up on the emulated account because the run named {}; \
+         the real account must have {} (supersim-bulk check lists them)\n",
+        if made_up.len() == 1 { "" } else { "s" },
+        made_up.join(", "),
+        if made_up.len() == 1 { "it" } else { "them" },
+        if made_up.len() == 1 { "it" } else { "them" },
+    )
+}
+
 fn print_summary(text: &str, summary_json: Option<&std::path::Path>) {
     let printed = if summary_json.is_some_and(is_stdout) {
         let mut err = std::io::stderr().lock();

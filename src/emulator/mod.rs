@@ -141,6 +141,12 @@ pub struct EmulatorConfig {
     /// Keep the account's SIMs in this file across runs (an append-only journal); `None`
     /// starts empty and forgets everything on exit.
     pub state: Option<std::path::PathBuf>,
+    /// Which registration codes the emulated SIMs accept.
+    pub codes: CodeRule,
+    /// A Fleet looked up by a unique name the account does not have is made up on the spot
+    /// (a rehearsal names the real account's Fleets); [`Emulator::made_up_fleets`] lists
+    /// them.
+    pub make_up_fleets: bool,
     /// A fault for tests: the SIM list's last page (after the first) names the first page
     /// as its next, so a client that follows `next_page_url` blindly goes round for ever.
     pub paging_cycle: bool,
@@ -194,6 +200,36 @@ pub enum Arrivals {
     Poisson,
 }
 
+/// Which registration codes the emulator accepts for an ICCID.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CodeRule {
+    /// Only the code [`registration_code_for`] gives: tests and generated samples.
+    #[default]
+    Derived,
+    /// Any well-formed code (10 ASCII letters or digits) except one starting with
+    /// [`REFUSED_CODE_PREFIX`]: a rehearsal with a real box's file, where every row that
+    /// would be sent registers, and a refusal can still be rehearsed on purpose.
+    AnyWellFormed,
+}
+
+/// Under [`CodeRule::AnyWellFormed`], codes starting with this are refused (83002), as the
+/// sample's `WR0NGC0DE1` row is.
+pub const REFUSED_CODE_PREFIX: &str = "WR0NG";
+
+impl CodeRule {
+    /// True when `code` registers `iccid` under this rule.
+    pub fn accepts(self, iccid: &str, code: &str) -> bool {
+        match self {
+            CodeRule::Derived => code == registration_code_for(iccid),
+            CodeRule::AnyWellFormed => {
+                code.len() == 10
+                    && code.bytes().all(|b| b.is_ascii_alphanumeric())
+                    && !code.to_ascii_uppercase().starts_with(REFUSED_CODE_PREFIX)
+            }
+        }
+    }
+}
+
 impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
@@ -212,6 +248,8 @@ impl Default for EmulatorConfig {
             fleets: DEFAULT_FLEETS.iter().map(|name| name.to_string()).collect(),
             update_delay: Duration::ZERO,
             state: None,
+            codes: CodeRule::Derived,
+            make_up_fleets: false,
             paging_cycle: false,
         }
     }

@@ -194,7 +194,20 @@ pub(super) async fn fetch_fleet(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    let store = shared.store();
+    let mut store = shared.store();
+    let known = store
+        .fleets
+        .iter()
+        .any(|fleet| fleet.sid == sid || fleet.unique_name == sid);
+    // A rehearsal names the real account's Fleets: one asked for by unique name is made up.
+    if !known && shared.config.make_up_fleets && !sid.starts_with("HF") {
+        store.fleets.push(FleetRecord {
+            sid: fleet_sid_for(&sid),
+            unique_name: sid.clone(),
+            date_created: std::time::SystemTime::now(),
+        });
+        store.made_up_fleets.push(sid.clone());
+    }
     match store
         .fleets
         .iter()

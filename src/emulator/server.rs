@@ -99,6 +99,11 @@ impl Emulator {
         }
     }
 
+    /// The Fleets made up for a rehearsal because a run named them, in order.
+    pub fn made_up_fleets(&self) -> Vec<String> {
+        self.shared.store().made_up_fleets.clone()
+    }
+
     /// The Fleets on the account, in creation order.
     pub fn fleets(&self) -> Vec<FleetRecord> {
         self.shared.store().fleets.clone()

@@ -155,6 +155,8 @@ pub(super) struct Store {
     pub(super) attempts: HashMap<String, u64>,
     pub(super) in_flight: usize,
     pub(super) stats: Stats,
+    /// Fleets made up for a rehearsal ([`EmulatorConfig::make_up_fleets`]), in order.
+    pub(super) made_up_fleets: Vec<String>,
 }
 
 pub(super) struct Shared {
@@ -378,7 +380,7 @@ impl Shared {
         let registrable = (19..=20).contains(&iccid.len())
             && iccid.starts_with("89")
             && iccid.bytes().all(|b| b.is_ascii_digit())
-            && code == registration_code_for(&iccid);
+            && self.config.codes.accepts(&iccid, &code);
         if !registrable {
             return twilio_error(
                 StatusCode::BAD_REQUEST,

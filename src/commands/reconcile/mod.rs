@@ -66,10 +66,18 @@ fn write_counts(
 
 /// `reconcile`: the report to stdout, errors to stderr.
 pub async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
-    let config = match super::connect::account_config(&args.account) {
+    let mut config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // A rehearsal's results are compared with the rehearsal's account: the emulator state a
+    // `register --emulator` run kept beside them (only read; none is made up when absent).
+    if let crate::config::Target::Emulator { state, .. } = &mut config.target {
+        let beside = crate::config::emulator_state_beside(&args.results);
+        if beside.is_file() {
+            *state = Some(beside);
+        }
+    }
     super::connect::log_start(
         "reconcile",
         &config.target,
