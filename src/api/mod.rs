@@ -23,5 +23,7 @@ pub mod preflight;
 pub mod retry;
 pub mod transport;
 
-pub use client::{Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus};
+pub use client::{
+    Answered, Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus,
+};
 pub use error::*;
