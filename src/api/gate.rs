@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use rand::rngs::StdRng;
 
 use super::adaptive::{Answer, ConcurrencyLimit, RequestSlot};
+use super::backoff::{Backoff, PoolPause};
 pub use super::halt::Halt;
 use super::halt::HaltRegistry;
-use super::retry::{Backoff, PoolPause, jitter_for_row};
 use super::{Answered, ApiError, Client, ErrorClass};
 
 /// Counters for the summary, shared by all workers.
@@ -321,49 +321,12 @@ impl Gate {
             _ = tokio::time::sleep(wait) => true,
         }
     }
-
-    /// An idempotent read (a lookup or a fetch) through the gate, retrying transient
-    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or was halted
-    /// (see [`Halt`]); `Err(Some(error))` is the error that ended it.
-    pub(crate) async fn read_with_retries<T, F>(
-        &self,
-        jitter_seed: u64,
-        mut request: impl FnMut() -> F,
-    ) -> Result<T, Option<ApiError>>
-    where
-        F: Future<Output = Answered<T>>,
-    {
-        let mut jitter = jitter_for_row(jitter_seed);
-        let mut tries = 0;
-        loop {
-            let Some(answer) = self.send(request()).await else {
-                return Err(None);
-            };
-            tries += 1;
-            let error = match answer {
-                Ok(found) => return Ok(found),
-                Err(error) => error,
-            };
-            match error.classify() {
-                ErrorClass::Retry { throttled } if tries < self.limits.max_attempts => {
-                    if !self.retry_wait(tries, &error, throttled, &mut jitter).await {
-                        return Err(None);
-                    }
-                }
-                ErrorClass::CredentialsRefused => {
-                    self.refuse_credentials(&error);
-                    return Err(None);
-                }
-                _ => return Err(Some(error)),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::retry::{Backoff, MAX_RETRY_AFTER};
+    use crate::api::backoff::{Backoff, MAX_RETRY_AFTER, jitter_for_row};
     use crate::secret::Credentials;
     use tokio::sync::oneshot;
     use tokio::time::Instant;
