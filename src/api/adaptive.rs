@@ -40,7 +40,6 @@
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
 //! window stays at the ceiling.
 
-use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -61,27 +60,6 @@ pub const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
 pub const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
-
-tokio::task_local! {
-    /// The `Twilio-Concurrent-Requests` value of the answer being awaited in [`observe`].
-    static REPORTED: Cell<Option<u32>>;
-}
-
-/// Called by the client with the `Twilio-Concurrent-Requests` value of any answer, so the
-/// gate learns it for successes too. Does nothing outside [`observe`].
-pub fn note_reported(value: u32) {
-    let _ = REPORTED.try_with(|cell| cell.set(Some(value)));
-}
-
-/// Awaits `request` and returns its output with the header value the client saw meanwhile.
-pub async fn observe<F: Future>(request: F) -> (F::Output, Option<u32>) {
-    REPORTED
-        .scope(Cell::new(None), async {
-            let output = request.await;
-            (output, REPORTED.with(Cell::get))
-        })
-        .await
-}
 
 /// How an answer bears on the account's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,9 @@
 //!
 //! Nothing here sleeps or retries: that is the gate's job. This module only turns one HTTP
 //! exchange into a typed answer, so the retry policy can be read and tested on its own.
+//! Each answer comes back as an [`Answered`]: the result with the account's
+//! `Twilio-Concurrent-Requests` count it carried (success and error alike), which the gate
+//! hands to the adaptive limit.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -96,6 +99,46 @@ pub struct Client {
     /// The proxy requests go through, if the environment sets one, so a failure to reach it
     /// is told as the proxy's, not the API's.
     proxy: Option<super::transport::ProxyInUse>,
+}
+
+/// One exchange with the API: its result, and the `Twilio-Concurrent-Requests` count the
+/// answer carried, whatever the result (a success, a Twilio error, or a 2xx that is an
+/// answer in doubt). A request that got no answer at all carries no count.
+#[derive(Debug)]
+pub struct Answered<T> {
+    pub result: Result<T, ApiError>,
+    pub concurrent_requests: Option<u32>,
+}
+
+impl<T> Answered<T> {
+    /// A result without any count: no answer came, or it carried none.
+    pub fn uncounted(result: Result<T, ApiError>) -> Self {
+        Answered {
+            result,
+            concurrent_requests: None,
+        }
+    }
+
+    /// The result alone, for callers that do not feed an adaptive limit.
+    pub fn into_result(self) -> Result<T, ApiError> {
+        self.result
+    }
+
+    /// Judges a success further (`check` may turn it into an error); the count stays.
+    pub fn and_then<U>(self, check: impl FnOnce(T) -> Result<U, ApiError>) -> Answered<U> {
+        Answered {
+            result: self.result.and_then(check),
+            concurrent_requests: self.concurrent_requests,
+        }
+    }
+
+    /// Changes the error, if it is one; the count stays.
+    pub fn map_err(self, change: impl FnOnce(ApiError) -> ApiError) -> Self {
+        Answered {
+            result: self.result.map_err(change),
+            concurrent_requests: self.concurrent_requests,
+        }
+    }
 }
 
 /// The header in which Twilio reports the account's requests in flight.
@@ -198,17 +241,18 @@ impl Client {
     }
 
     /// `POST /v1/Sims`: registers a SIM to the account.
-    pub async fn create_sim(&self, iccid: &str, code: &RegistrationCode) -> Result<Sim, ApiError> {
+    pub async fn create_sim(&self, iccid: &str, code: &RegistrationCode) -> Answered<Sim> {
         let request = self
             .http
             .post(format!("{}/v1/Sims", self.base_url))
             .form(&[("Iccid", iccid), ("RegistrationCode", code.expose())]);
-        let (status, sim): (u16, Sim) = self
-            .send_with_status(request)
+        self.send_with_status(request)
             .await
-            .map_err(|e| e.redact(code))?;
-        self.check_sim(status, &sim, iccid, None)?;
-        Ok(sim)
+            .map_err(|e| e.redact(code))
+            .and_then(|(status, sim): (u16, Sim)| {
+                self.check_sim(status, &sim, iccid, None)?;
+                Ok(sim)
+            })
     }
 
     /// The full URL of `path_and_query` on this client's API.
@@ -225,33 +269,39 @@ impl Client {
     }
 
     /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any.
-    pub async fn find_sim(&self, iccid: &str) -> Result<Option<Sim>, ApiError> {
+    pub async fn find_sim(&self, iccid: &str) -> Answered<Option<Sim>> {
         let request = self
             .http
             .get(format!("{}/v1/Sims", self.base_url))
             .query(&[("Iccid", iccid)]);
-        let (status, list): (u16, SimList) = self.send_with_status(request).await?;
-        let found = list
-            .sims
-            .into_iter()
-            .find(|sim| sim.iccid.as_deref() == Some(iccid));
-        if let Some(sim) = &found {
-            self.check_sim(status, sim, iccid, None)?;
-        }
-        Ok(found)
+        self.send_with_status(request)
+            .await
+            .and_then(|(status, list): (u16, SimList)| {
+                let found = list
+                    .sims
+                    .into_iter()
+                    .find(|sim| sim.iccid.as_deref() == Some(iccid));
+                if let Some(sim) = &found {
+                    self.check_sim(status, sim, iccid, None)?;
+                }
+                Ok(found)
+            })
     }
 
     /// `GET /v1/Sims/{Sid}` (FetchSim): the SIM as it is now, which must be the one with
     /// `iccid` on this run's account.
-    pub async fn fetch_sim(&self, sid: &str, iccid: &str) -> Result<Sim, ApiError> {
+    pub async fn fetch_sim(&self, sid: &str, iccid: &str) -> Answered<Sim> {
         let request = self.http.get(format!("{}/v1/Sims/{sid}", self.base_url));
-        let (status, sim) = self.send_with_status(request).await?;
-        self.check_sim(status, &sim, iccid, Some(sid))?;
-        Ok(sim)
+        self.send_with_status(request)
+            .await
+            .and_then(|(status, sim): (u16, Sim)| {
+                self.check_sim(status, &sim, iccid, Some(sid))?;
+                Ok(sim)
+            })
     }
 
     /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
-    pub async fn fetch_fleet(&self, sid_or_name: &str) -> Result<Fleet, ApiError> {
+    pub async fn fetch_fleet(&self, sid_or_name: &str) -> Answered<Fleet> {
         let request = self.http.get(format!(
             "{}/v1/Fleets/{}",
             self.base_url,
@@ -262,13 +312,14 @@ impl Client {
 
     /// `GET /v1/Fleets?PageSize=`: the first `page_size` Fleets on the account, to name
     /// them when a Fleet asked for is not among them.
-    pub async fn list_fleets(&self, page_size: usize) -> Result<Vec<Fleet>, ApiError> {
+    pub async fn list_fleets(&self, page_size: usize) -> Answered<Vec<Fleet>> {
         let request = self
             .http
             .get(format!("{}/v1/Fleets", self.base_url))
             .query(&[("PageSize", page_size.to_string())]);
-        let list: FleetList = self.send(request).await?;
-        Ok(list.fleets)
+        self.send(request)
+            .await
+            .and_then(|list: FleetList| Ok(list.fleets))
     }
 
     /// The sentence saying why the latest request that got no answer at all could not
@@ -283,12 +334,7 @@ impl Client {
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
     /// reads `scheduled` until the change is done. The answer must show the SIM with `iccid`
     /// on this run's account.
-    pub async fn update_sim(
-        &self,
-        sid: &str,
-        iccid: &str,
-        update: &SimUpdate,
-    ) -> Result<Sim, ApiError> {
+    pub async fn update_sim(&self, sid: &str, iccid: &str, update: &SimUpdate) -> Answered<Sim> {
         let fields: Vec<(&str, &str)> = [
             ("Fleet", &update.fleet),
             ("Status", &update.status),
@@ -301,9 +347,12 @@ impl Client {
             .http
             .post(format!("{}/v1/Sims/{sid}", self.base_url))
             .form(&fields);
-        let (status, sim) = self.send_with_status(request).await?;
-        self.check_sim(status, &sim, iccid, Some(sid))?;
-        Ok(sim)
+        self.send_with_status(request)
+            .await
+            .and_then(|(status, sim): (u16, Sim)| {
+                self.check_sim(status, &sim, iccid, Some(sid))?;
+                Ok(sim)
+            })
     }
 
     /// Why `error` (a request that got no answer) could not reach `url`, as one sentence:
@@ -333,39 +382,53 @@ impl Client {
         ApiError::transport(error)
     }
 
-    async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Result<T, ApiError> {
-        Ok(self.send_with_status(request).await?.1)
+    async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Answered<T> {
+        self.send_with_status(request)
+            .await
+            .and_then(|(_, resource)| Ok(resource))
     }
 
     /// [`Client::send`], with the 2xx status the resource came with.
     async fn send_with_status<T: Resource>(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<(u16, T), ApiError> {
-        let response = request
+    ) -> Answered<(u16, T)> {
+        let sent = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        let status = response.status();
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Answered::uncounted(Err(self.unreachable(&error))),
+        };
         let (retry_after, concurrent_requests) = answer_headers(&response);
-        if let Some(count) = concurrent_requests {
-            crate::api::adaptive::note_reported(count);
-        }
-        if status.is_redirection() {
-            return Err(ApiError::redirect(status.as_u16(), location(&response)));
-        }
-        let body = read_capped(response).await?;
-        if status.is_success() {
-            return Ok((status.as_u16(), decode_success(status.as_u16(), &body)?));
-        }
-        Err(error_answer(
-            status,
-            &body,
-            retry_after,
+        Answered {
+            result: read_answer(response, retry_after, concurrent_requests).await,
             concurrent_requests,
-        ))
+        }
     }
+}
+
+/// The resource a 2xx answer carries, with its status, or the error any other answer is.
+async fn read_answer<T: Resource>(
+    response: reqwest::Response,
+    retry_after: Option<Duration>,
+    concurrent_requests: Option<u32>,
+) -> Result<(u16, T), ApiError> {
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(ApiError::redirect(status.as_u16(), location(&response)));
+    }
+    let body = read_capped(response).await?;
+    if status.is_success() {
+        return Ok((status.as_u16(), decode_success(status.as_u16(), &body)?));
+    }
+    Err(error_answer(
+        status,
+        &body,
+        retry_after,
+        concurrent_requests,
+    ))
 }
 
 /// Where a 3xx answer points (its `Location`), as given, or `None` when it names nowhere.
@@ -641,59 +704,73 @@ struct PageMeta {
 impl Client {
     /// `GET /v1/Sims` (ListSim), one page: `path` is [`SimFilter::first_page`] or the
     /// [`SimPage::next`] of the page before. An idempotent read, safe to retry.
-    pub async fn list_sims_page(&self, path: &str) -> Result<SimPage, ApiError> {
-        let response = self
+    pub async fn list_sims_page(&self, path: &str) -> Answered<SimPage> {
+        let sent = self
             .http
             .get(format!("{}{path}", self.base_url))
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
-            .await
-            .map_err(|e| ApiError::transport(&e))?;
-        let status = response.status();
-        if status.is_redirection() {
-            return Err(ApiError::redirect(status.as_u16(), location(&response)));
-        }
-        if !status.is_success() {
-            let (retry_after, concurrent_requests) = answer_headers(&response);
-            let body = read_capped(response).await?;
-            return Err(error_answer(
-                status,
-                &body,
-                retry_after,
-                concurrent_requests,
-            ));
-        }
-        let not_a_page = |what: &str| ApiError {
-            http_status: Some(status.as_u16()),
-            code: None,
-            message: format!("the response was not a page of SIMs: {what}"),
-            retry_after: None,
-            concurrent_requests: None,
-            maybe_processed: false,
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Answered::uncounted(Err(ApiError::transport(&error))),
         };
-        let mut body = Vec::new();
-        let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| ApiError::transport(&e))?
-        {
-            if body.len() + chunk.len() > MAX_PAGE_BODY {
-                return Err(not_a_page("the body is too large"));
-            }
-            body.extend_from_slice(&chunk);
+        let (retry_after, concurrent_requests) = answer_headers(&response);
+        Answered {
+            result: read_sim_page(response, retry_after, concurrent_requests).await,
+            concurrent_requests,
         }
-        let page: SimPageBody =
-            serde_json::from_slice(&body).map_err(|_| not_a_page("not the expected JSON"))?;
-        let next = match page.meta.and_then(|meta| meta.next_page_url) {
-            Some(url) if !url.is_empty() => Some(next_page_path(&url)?),
-            _ => None,
-        };
-        Ok(SimPage {
-            sims: page.sims,
-            next,
-        })
     }
+}
+
+/// The page of SIMs a 2xx answer carries, or the error any other answer is.
+async fn read_sim_page(
+    mut response: reqwest::Response,
+    retry_after: Option<Duration>,
+    concurrent_requests: Option<u32>,
+) -> Result<SimPage, ApiError> {
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(ApiError::redirect(status.as_u16(), location(&response)));
+    }
+    if !status.is_success() {
+        let body = read_capped(response).await?;
+        return Err(error_answer(
+            status,
+            &body,
+            retry_after,
+            concurrent_requests,
+        ));
+    }
+    let not_a_page = |what: &str| ApiError {
+        http_status: Some(status.as_u16()),
+        code: None,
+        message: format!("the response was not a page of SIMs: {what}"),
+        retry_after: None,
+        concurrent_requests: None,
+        maybe_processed: false,
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ApiError::transport(&e))?
+    {
+        if body.len() + chunk.len() > MAX_PAGE_BODY {
+            return Err(not_a_page("the body is too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let page: SimPageBody =
+        serde_json::from_slice(&body).map_err(|_| not_a_page("not the expected JSON"))?;
+    let next = match page.meta.and_then(|meta| meta.next_page_url) {
+        Some(url) if !url.is_empty() => Some(next_page_path(&url)?),
+        _ => None,
+    };
+    Ok(SimPage {
+        sims: page.sims,
+        next,
+    })
 }
 
 #[cfg(test)]

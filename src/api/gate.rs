@@ -3,8 +3,9 @@
 //! limit (see [`super::adaptive`]), then a token of the shared rate limiter, so both `--rate`
 //! and the in-flight limit hold across all workers; and if a pause began while it waited for
 //! those, it gives them back, waits the pause out and starts over, so a `Retry-After` holds
-//! at the moment a request is sent. The answer tells the concurrency limit whether to grow
-//! or shrink, and a `Retry-After` on a retryable answer pauses the whole pool. It also owns
+//! at the moment a request is sent. The answer, with the `Twilio-Concurrent-Requests` count
+//! the client returned beside it (see [`Answered`]), tells the concurrency limit whether to
+//! grow or shrink, and a `Retry-After` on a retryable answer pauses the whole pool. It also owns
 //! the retry waits, and watches the two stops (the run's stop token, and a [`Halt`] in the
 //! [`HaltRegistry`]: refused credentials, an API that never answers, an endpoint that is not
 //! the API), so no request of any kind starts after either.
@@ -24,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 use rand::rngs::StdRng;
 
-use super::adaptive::{self, Answer, ConcurrencyLimit, RequestSlot};
+use super::adaptive::{Answer, ConcurrencyLimit, RequestSlot};
+use super::backoff::{Backoff, PoolPause};
 pub use super::halt::Halt;
 use super::halt::HaltRegistry;
-use super::retry::{Backoff, PoolPause, jitter_for_row};
-use super::{ApiError, Client, ErrorClass};
+use super::{Answered, ApiError, Client, ErrorClass};
 
 /// Counters for the summary, shared by all workers.
 #[derive(Debug, Default)]
@@ -180,13 +181,13 @@ impl Gate {
 
     /// Sends one request through the run's gates (any pool pause, a slot of the concurrency
     /// limit, a rate token, and no pause at the moment it is sent) and tells the concurrency
-    /// limit how it went. `None` when the run stopped before the request could be sent, or
+    /// limit how it went, with the account's count the answer carried. `None` when the run stopped before the request could be sent, or
     /// when it failed and the run is halted meanwhile (the row is left for the next run).
     /// `request` is not polled before that, so nothing reaches the server without passing
     /// the gates.
     pub(crate) async fn send<T>(
         &self,
-        request: impl Future<Output = Result<T, ApiError>>,
+        request: impl Future<Output = Answered<T>>,
     ) -> Option<Result<T, ApiError>> {
         // `biased`: once the run is stopping, no new request starts, even when a slot and
         // a rate token are free at that very moment.
@@ -197,9 +198,11 @@ impl Gate {
             slot = self.admit() => slot,
         };
         RequestStats::bump(&self.stats.requests);
-        // The client notes `Twilio-Concurrent-Requests` of any answer, success included.
         let sent_at = tokio::time::Instant::now();
-        let (answer, reported) = adaptive::observe(request).await;
+        let Answered {
+            result: answer,
+            concurrent_requests: reported,
+        } = request.await;
         self.observe(!matches!(&answer, Err(error) if error.http_status.is_none()));
         if let Err(error) = &answer
             && let Some(asked) = error.retry_after
@@ -318,49 +321,12 @@ impl Gate {
             _ = tokio::time::sleep(wait) => true,
         }
     }
-
-    /// An idempotent read (a lookup or a fetch) through the gate, retrying transient
-    /// failures up to `--max-attempts`. `Err(None)` means the run stopped or was halted
-    /// (see [`Halt`]); `Err(Some(error))` is the error that ended it.
-    pub(crate) async fn read_with_retries<T, F>(
-        &self,
-        jitter_seed: u64,
-        mut request: impl FnMut() -> F,
-    ) -> Result<T, Option<ApiError>>
-    where
-        F: Future<Output = Result<T, ApiError>>,
-    {
-        let mut jitter = jitter_for_row(jitter_seed);
-        let mut tries = 0;
-        loop {
-            let Some(answer) = self.send(request()).await else {
-                return Err(None);
-            };
-            tries += 1;
-            let error = match answer {
-                Ok(found) => return Ok(found),
-                Err(error) => error,
-            };
-            match error.classify() {
-                ErrorClass::Retry { throttled } if tries < self.limits.max_attempts => {
-                    if !self.retry_wait(tries, &error, throttled, &mut jitter).await {
-                        return Err(None);
-                    }
-                }
-                ErrorClass::CredentialsRefused => {
-                    self.refuse_credentials(&error);
-                    return Err(None);
-                }
-                _ => return Err(Some(error)),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::retry::{Backoff, MAX_RETRY_AFTER};
+    use crate::api::backoff::{Backoff, MAX_RETRY_AFTER, jitter_for_row};
     use crate::secret::Credentials;
     use tokio::sync::oneshot;
     use tokio::time::Instant;
@@ -418,13 +384,16 @@ mod tests {
             one.send(async move {
                 in_flight.send(()).unwrap();
                 answered.await.unwrap();
-                Err::<Instant, _>(first)
+                Answered::uncounted(Err::<Instant, _>(first))
             })
             .await
         });
         first_sent.await.unwrap();
         let two = Arc::clone(&gate);
-        let second_task = tokio::spawn(async move { two.send(async { Ok(Instant::now()) }).await });
+        let second_task = tokio::spawn(async move {
+            two.send(async { Answered::uncounted(Ok(Instant::now())) })
+                .await
+        });
         // Let the second request reach the gate and wait there for the only slot.
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -492,11 +461,15 @@ mod tests {
     async fn requests_without_any_answer_before_the_first_answer_halt_the_run() {
         let gate = gate_with_attempts(10);
         for _ in 1..UNREACHABLE_AFTER {
-            let sent = gate.send(async { Err::<(), _>(no_answer()) }).await;
+            let sent = gate
+                .send(async { Answered::uncounted(Err::<(), _>(no_answer())) })
+                .await;
             assert!(matches!(sent, Some(Err(_))), "not yet halted");
         }
         assert!(!gate.halted().is_cancelled());
-        let sent = gate.send(async { Err::<(), _>(no_answer()) }).await;
+        let sent = gate
+            .send(async { Answered::uncounted(Err::<(), _>(no_answer())) })
+            .await;
         assert!(sent.is_none(), "the failure that halts is no SIM's verdict");
         assert!(gate.halted().is_cancelled());
         match gate.halt_reason() {
@@ -506,21 +479,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Nothing more is sent once halted.
-        assert!(gate.send(async { Ok::<_, ApiError>(()) }).await.is_none());
+        assert!(
+            gate.send(async { Answered::uncounted(Ok::<_, ApiError>(())) })
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn any_answer_resets_the_count_and_once_answered_the_api_is_reachable() {
         let gate = gate_with_attempts(10);
         for _ in 1..UNREACHABLE_AFTER {
-            let _ = gate.send(async { Err::<(), _>(no_answer()) }).await;
+            let _ = gate
+                .send(async { Answered::uncounted(Err::<(), _>(no_answer())) })
+                .await;
         }
         // A 503 is an answer: the API is there.
         let _ = gate
-            .send(async { Err::<(), _>(answer(503, 20503, None)) })
+            .send(async { Answered::uncounted(Err::<(), _>(answer(503, 20503, None))) })
             .await;
         for _ in 0..3 * UNREACHABLE_AFTER {
-            let sent = gate.send(async { Err::<(), _>(no_answer()) }).await;
+            let sent = gate
+                .send(async { Answered::uncounted(Err::<(), _>(no_answer())) })
+                .await;
             assert!(matches!(sent, Some(Err(_))));
         }
         assert!(!gate.halted().is_cancelled());
@@ -530,10 +511,12 @@ mod tests {
     #[tokio::test]
     async fn fewer_attempts_than_the_threshold_halt_before_any_sim_could_give_up() {
         let gate = gate_with_attempts(2);
-        let _ = gate.send(async { Err::<(), _>(no_answer()) }).await;
+        let _ = gate
+            .send(async { Answered::uncounted(Err::<(), _>(no_answer())) })
+            .await;
         assert!(!gate.halted().is_cancelled());
         assert!(
-            gate.send(async { Err::<(), _>(no_answer()) })
+            gate.send(async { Answered::uncounted(Err::<(), _>(no_answer())) })
                 .await
                 .is_none()
         );
@@ -561,8 +544,49 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             stopper.stop.cancel();
         });
-        let sent = gate.send(async { Ok::<_, ApiError>(()) }).await;
+        let sent = gate
+            .send(async { Answered::uncounted(Ok::<_, ApiError>(())) })
+            .await;
         assert!(sent.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_count_returned_with_a_success_or_an_error_reaches_the_adaptive_limit() {
+        // A success: the account shows 7 in flight while this run had 1, so 6 are another's.
+        let gate = gate(true);
+        let sent = gate
+            .send(async {
+                Answered {
+                    result: Ok::<_, ApiError>(()),
+                    concurrent_requests: Some(7),
+                }
+            })
+            .await;
+        assert!(matches!(sent, Some(Ok(()))));
+        let seen = gate.concurrency.observed();
+        assert!(seen.header_seen);
+        assert_eq!(seen.other_peak, Some(6));
+
+        // A refusal for good whose error does not carry the count itself: the count the
+        // answer came with still counts.
+        let gate = self::gate(true);
+        let sent = gate
+            .send(async {
+                Answered {
+                    result: Err::<(), _>(answer(400, 83002, None)),
+                    concurrent_requests: Some(4),
+                }
+            })
+            .await;
+        assert!(matches!(sent, Some(Err(_))));
+        assert_eq!(gate.concurrency.observed().other_peak, Some(3));
+
+        // No count: nothing is learned about other traffic.
+        let gate = self::gate(true);
+        let _ = gate
+            .send(async { Answered::uncounted(Ok::<_, ApiError>(())) })
+            .await;
+        assert!(!gate.concurrency.observed().header_seen);
     }
 
     #[tokio::test(start_paused = true)]
@@ -575,7 +599,7 @@ mod tests {
             for _ in 0..4 {
                 let answered = gate.send(async {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok::<_, ApiError>(())
+                    Answered::uncounted(Ok::<_, ApiError>(()))
                 });
                 assert!(answered.await.is_some());
             }

@@ -4,10 +4,12 @@
 //! - [`client`]: the HTTP client, the requests this tool makes and the resources it reads;
 //!   [`error`]: Twilio error decoding and the classification of every failure into "retry",
 //!   "already done", "refused for good" or "stop the run".
-//! - [`retry`]: backoff, `Retry-After`, and the pool-wide pause after a 429;
+//! - [`retry`]: the one retry loop for creates, updates and reads, with what differs as
+//!   hooks; [`backoff`]: backoff, `Retry-After`, and the pool-wide pause after a 429;
 //!   [`adaptive`]: the in-flight limit that adapts to the account's concurrency limit.
 //! - [`gate`]: the one gate every request passes, within the run's rate and concurrency
-//!   limits, and the retry waits; [`halt`]: the registry of why the API side stopped a run; [`preflight`]: one cheap request that proves the base URL,
+//!   limits, and the retry waits; [`admission`]: the gate as the retry loop's way to send
+//!   (where the two meet, so neither imports the other); [`halt`]: the registry of why the API side stopped a run; [`preflight`]: one cheap request that proves the base URL,
 //!   the credentials and the network before anything is registered; [`transport`]: why the
 //!   API could not be reached (DNS, refused, TLS, timeout), as one sentence.
 //!
@@ -15,6 +17,8 @@
 //! answers, and the run decides what they mean for a SIM.
 
 pub mod adaptive;
+pub mod admission;
+pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod gate;
@@ -23,5 +27,7 @@ pub mod preflight;
 pub mod retry;
 pub mod transport;
 
-pub use client::{Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus};
+pub use client::{
+    Answered, Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus,
+};
 pub use error::*;

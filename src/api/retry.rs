@@ -1,153 +1,193 @@
-//! The retry policy: how long to wait before the next attempt, and the pool-wide pause that
-//! follows a `Retry-After` (on a 429, a 503 or any other retryable answer) or a 429.
+//! The one retry loop: every request that is retried (a SIM's create and update, and the
+//! idempotent reads: a lookup by ICCID, a fetch or a `--wait` poll of a SIM, a Fleet, a page
+//! of SIMs) goes through [`with_retries`], which owns the attempts, the wait before each
+//! retry (backoff with jitter, or the server's `Retry-After`, see [`super::backoff`]), the
+//! stop on refused credentials, and the run's stop and halts.
 //!
-//! Backoff is exponential with full jitter (a random wait between zero and `base * 2^n`,
-//! capped), so that many workers failing together do not retry together. A server's
-//! `Retry-After` overrides the computed wait. A 429 means the *account* is over its limit,
-//! so it slows every worker, not only the one that got it: through the adaptive limit
-//! (`adaptive`), and through the pause here when adaptation is off. A server that names a
-//! wait (`Retry-After`, whatever the status) pauses every worker for that long: the gate
-//! checks the pause at the moment a request would be sent.
-
-use std::sync::Mutex;
-use std::time::Duration;
+//! The loop's shape: what it needs from the gate comes through the small [`Admission`]
+//! trait (send one attempt within the run's limits, wait before a retry, stop the run on
+//! refused credentials, the attempts allowed), implemented for the gate in
+//! [`super::admission`], so this module and the gate do not know each other. What differs
+//! between requests comes through [`Hooks`]: what to settle before an attempt (an update
+//! fetches the SIM it will change), what a success comes to, what a failure comes to (an
+//! 83003 is settled from the SID in its message, else by a lookup; a refusal for good or a
+//! wrong endpoint is final), what a retryable failure tells the next attempt (an update
+//! re-fetches the SIM after a lost or in-doubt answer; a create remembers it may have
+//! committed), and what is left when the attempts run out.
+//!
+//! The backoff itself and the pool-wide pause live in [`super::backoff`]; [`Backoff`] is
+//! named here too, where the run's configuration has always found it.
 
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use tokio::time::Instant;
 
-/// The longest `Retry-After` honoured as given; a larger one is clamped to this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub use super::backoff::Backoff;
+use super::backoff::jitter_for_row;
+use super::{Answered, ApiError, ErrorClass};
 
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub base: Duration,
-    pub cap: Duration,
+/// What the loop needs from whoever admits requests (the gate).
+pub trait Admission {
+    /// Sends one attempt within the run's limits; `None` when the run stopped or was halted
+    /// before it could be sent, or when it failed and the run is halted meanwhile.
+    fn send<T>(
+        &self,
+        request: impl Future<Output = Answered<T>>,
+    ) -> impl Future<Output = Option<Result<T, ApiError>>>;
+
+    /// Sleeps before retry number `tries` after the retryable `error`; false when the run
+    /// stopped meanwhile.
+    fn retry_wait(
+        &self,
+        tries: u32,
+        error: &ApiError,
+        throttled: bool,
+        jitter: &mut StdRng,
+    ) -> impl Future<Output = bool>;
+
+    /// Stops the run: the API refused the credentials, so every further request would too.
+    fn refuse_credentials(&self, error: &ApiError);
+
+    /// Attempts per request before a retryable failure is final (`--max-attempts`).
+    fn max_attempts(&self) -> u32;
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(30),
+/// Before an attempt: send it, or end without sending.
+pub enum Step<F> {
+    Send,
+    /// The loop ends with this (`None`: the run stopped).
+    End(Option<F>),
+}
+
+/// What a failed attempt comes to.
+pub enum Judged<F> {
+    /// The loop ends with this (`None`: the run stopped, or the hook halted it).
+    End(Option<F>),
+    /// Retried while attempts remain (`throttled`: a 429, which slows the whole pool).
+    Retry { error: ApiError, throttled: bool },
+}
+
+impl<F> Judged<F> {
+    /// A retryable error is retried; anything else ends the loop as `end(error)`.
+    pub fn by_class(error: ApiError, end: impl FnOnce(ApiError) -> Option<F>) -> Self {
+        match error.classify() {
+            ErrorClass::Retry { throttled } => Judged::Retry { error, throttled },
+            _ => Judged::End(end(error)),
         }
     }
 }
 
-impl Backoff {
-    /// The wait before retry number `retry` (1 for the first retry).
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>, rng: &mut StdRng) -> Duration {
-        if let Some(asked) = retry_after {
-            return asked.min(MAX_RETRY_AFTER);
+/// What differs between the requests the loop retries.
+pub trait Hooks {
+    /// What a successful attempt carries.
+    type Value;
+    /// What the loop hands back.
+    type Final;
+
+    /// Before each attempt: anything to settle first. Sends by default.
+    fn prepare(&mut self) -> impl Future<Output = Step<Self::Final>> {
+        async { Step::Send }
+    }
+
+    /// The attempt itself (not polled until the gate admits it).
+    fn request(&self) -> impl Future<Output = Answered<Self::Value>>;
+
+    /// What a success comes to.
+    fn succeeded(
+        &mut self,
+        value: Self::Value,
+        tries: u32,
+    ) -> impl Future<Output = Option<Self::Final>>;
+
+    /// Every failed attempt, first, for the log. Nothing by default.
+    fn attempt_failed(&self, _error: &ApiError, _tries: u32) {}
+
+    /// What a failure comes to; refused credentials never get here (the loop stops the run).
+    fn judge(&mut self, error: ApiError, tries: u32) -> impl Future<Output = Judged<Self::Final>>;
+
+    /// A failure to be retried: what it tells the next attempt, or the end. Nothing by
+    /// default.
+    fn retrying(&mut self, _error: &ApiError) {}
+
+    /// The attempts ran out on the retryable `error`.
+    fn exhausted(
+        &mut self,
+        error: ApiError,
+        tries: u32,
+    ) -> impl Future<Output = Option<Self::Final>>;
+}
+
+/// Runs `hooks`' request through `admission` until it comes to an end: `None` when the run
+/// stopped (or was halted) first. `jitter_seed` seeds the backoff's jitter, so a run is
+/// reproducible.
+pub async fn with_retries<A: Admission, H: Hooks>(
+    admission: &A,
+    jitter_seed: u64,
+    hooks: &mut H,
+) -> Option<H::Final> {
+    let mut jitter = jitter_for_row(jitter_seed);
+    let mut tries = 0;
+    loop {
+        if let Step::End(end) = hooks.prepare().await {
+            return end;
         }
-        let exponent = retry.saturating_sub(1).min(31);
-        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.cap);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.random_range(0..=nanos))
-    }
-}
-
-/// A jitter source per row, seeded from the row's line so that runs are reproducible.
-pub fn jitter_for_row(line: u64) -> StdRng {
-    StdRng::seed_from_u64(line)
-}
-
-/// A pause shared by every worker: nobody sends before `until`.
-#[derive(Debug, Default)]
-pub struct PoolPause {
-    until: Mutex<Option<Instant>>,
-}
-
-impl PoolPause {
-    /// Extends the pause so that nobody sends for at least `wait` from now.
-    pub fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut guard = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none_or(|current| current < until) {
-            *guard = Some(until);
+        let answer = admission.send(hooks.request()).await?;
+        tries += 1;
+        let error = match answer {
+            Ok(value) => return hooks.succeeded(value, tries).await,
+            Err(error) => error,
+        };
+        hooks.attempt_failed(&error, tries);
+        if error.classify() == ErrorClass::CredentialsRefused {
+            admission.refuse_credentials(&error);
+            return None;
         }
-    }
-
-    /// Pauses the pool for a server's `Retry-After`, clamped to [`MAX_RETRY_AFTER`].
-    pub fn obey_retry_after(&self, asked: Duration) {
-        self.pause_for(asked.min(MAX_RETRY_AFTER));
-    }
-
-    /// Whether the pool is paused right now.
-    pub fn is_paused(&self) -> bool {
-        let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
-        until.is_some_and(|until| until > Instant::now())
-    }
-
-    /// Waits until the pause, if any, is over.
-    pub async fn wait(&self) {
-        loop {
-            let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
-            match until {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
-                _ => return,
+        match hooks.judge(error, tries).await {
+            Judged::End(end) => return end,
+            Judged::Retry { error, throttled } => {
+                hooks.retrying(&error);
+                if tries >= admission.max_attempts() {
+                    return hooks.exhausted(error, tries).await;
+                }
+                if !admission
+                    .retry_wait(tries, &error, throttled, &mut jitter)
+                    .await
+                {
+                    return None;
+                }
             }
         }
+    }
+}
+
+/// An idempotent read: retried while it fails transiently, its last error final.
+pub struct Read<R> {
+    /// Makes one attempt.
+    pub request: R,
+}
+
+impl<T, R, F> Hooks for Read<R>
+where
+    R: Fn() -> F,
+    F: Future<Output = Answered<T>>,
+{
+    type Value = T;
+    type Final = Result<T, ApiError>;
+
+    fn request(&self) -> impl Future<Output = Answered<T>> {
+        (self.request)()
+    }
+
+    async fn succeeded(&mut self, value: T, _tries: u32) -> Option<Self::Final> {
+        Some(Ok(value))
+    }
+
+    async fn judge(&mut self, error: ApiError, _tries: u32) -> Judged<Self::Final> {
+        Judged::by_class(error, |error| Some(Err(error)))
+    }
+
+    async fn exhausted(&mut self, error: ApiError, _tries: u32) -> Option<Self::Final> {
+        Some(Err(error))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_jitter_stays_under_the_exponential_ceiling() {
-        let backoff = Backoff::default();
-        let mut rng = jitter_for_row(7);
-        for retry in 1..=12 {
-            let ceiling = (Duration::from_millis(500) * 2u32.pow(retry - 1)).min(backoff.cap);
-            for _ in 0..50 {
-                assert!(backoff.delay(retry, None, &mut rng) <= ceiling);
-            }
-        }
-    }
-
-    #[test]
-    fn jitter_spreads_waits() {
-        let backoff = Backoff::default();
-        let mut rng = jitter_for_row(1);
-        let waits: std::collections::HashSet<Duration> =
-            (0..20).map(|_| backoff.delay(4, None, &mut rng)).collect();
-        assert!(waits.len() > 10, "{waits:?}");
-    }
-
-    #[test]
-    fn retry_after_wins_and_is_clamped() {
-        let backoff = Backoff::default();
-        let mut rng = jitter_for_row(1);
-        assert_eq!(
-            backoff.delay(1, Some(Duration::from_secs(3)), &mut rng),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            backoff.delay(1, Some(Duration::from_secs(3600)), &mut rng),
-            MAX_RETRY_AFTER
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pool_pause_only_extends() {
-        let pause = PoolPause::default();
-        let start = Instant::now();
-        pause.pause_for(Duration::from_secs(2));
-        pause.pause_for(Duration::from_secs(1));
-        assert!(pause.is_paused());
-        pause.wait().await;
-        assert!(start.elapsed() >= Duration::from_secs(2));
-        assert!(!pause.is_paused());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_pauses_are_clamped() {
-        let pause = PoolPause::default();
-        let start = Instant::now();
-        pause.obey_retry_after(Duration::from_secs(86_400));
-        pause.wait().await;
-        assert_eq!(start.elapsed(), MAX_RETRY_AFTER);
-    }
-}
+mod tests;

@@ -126,7 +126,7 @@ async fn prove(config: &AccountConfig, report: &mut Report) -> u8 {
             "not known yet (no SIM or Fleet on the account names it)".to_string(),
         ),
     }
-    match client.list_fleets(FLEETS_SHOWN + 1).await {
+    match client.list_fleets(FLEETS_SHOWN + 1).await.into_result() {
         Ok(fleets) => report.line("fleets", describe_fleets(&fleets)),
         Err(error) => {
             report.line("fleets", format!("cannot be listed: {error}"));

@@ -8,7 +8,9 @@
 //! `update_failed`, transient failures that outlast the attempts are `gave_up`, and both rows
 //! carry the SID, so the next run resumes at the update step and never registers the SIM a
 //! second time. The checkpoint row written between the steps serves the same purpose when
-//! the process dies between them. Every request passes the gate, polls included.
+//! the process dies between them. Every request passes the gate, polls included, and the
+//! update's retries go through the one retry loop (see [`crate::api::retry`]), with the
+//! re-fetch rule as its hook.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,8 +18,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::api::gate::{Gate, Halt};
-use crate::api::retry::jitter_for_row;
-use crate::api::{ApiError, ErrorClass, Sim, SimUpdate};
+use crate::api::retry::{Hooks, Judged, Step, with_retries};
+use crate::api::{Answered, ApiError, ErrorClass, Sim, SimUpdate};
 use crate::results::{Outcome, PENDING_MESSAGE, PriorSim, ResultRow};
 use crate::run::registration::{self, SendRow};
 use crate::run::resume::is_fleet_sid;
@@ -163,89 +165,19 @@ impl Steps<'_> {
     async fn update(
         &self,
         plan: &SimUpdate,
-        mut known: Option<Sim>,
+        known: Option<Sim>,
         wait: Option<Duration>,
     ) -> Option<ResultRow> {
-        let mut jitter = jitter_for_row(self.line ^ 0x0b0a_4d00);
-        let mut tries = 0;
-        loop {
-            let current = match known.take() {
-                Some(sim) => sim,
-                None => match self.fetch().await {
-                    Ok(sim) => sim,
-                    Err(Some(error)) => return Some(self.failed(&error, None)),
-                    Err(None) => return None,
-                },
-            };
-            if current.status.as_deref() == Some(SCHEDULED) {
-                // An earlier change is still in progress; a new update would get 83009.
-                let Some(limit) = wait else {
-                    return Some(self.row(self.outcome, &current));
-                };
-                match self.wait_until_settled(limit, current).await {
-                    Ok(settled) => {
-                        known = Some(settled);
-                        continue;
-                    }
-                    Err(end) => return self.wait_failed(end, limit),
-                }
-            }
-            let missing = missing_fields(plan, &current);
-            if missing.is_empty() {
-                return Some(self.row(self.outcome, &current));
-            }
-            let answer = self
-                .gate
-                .send(
-                    self.gate
-                        .client()
-                        .update_sim(&self.sid, &self.iccid, &missing),
-                )
-                .await?;
-            tries += 1;
-            let error = match answer {
-                Ok(updated) => return self.after_update(updated, wait).await,
-                Err(error) => error,
-            };
-            tracing::debug!(line = self.line, iccid = %self.iccid, attempt = tries, error = %error, "update failed");
-            match error.classify() {
-                ErrorClass::Retry { throttled } => {
-                    if tries >= self.gate.limits().max_attempts {
-                        return Some(self.failed(&error, Some(&current)));
-                    }
-                    if !self
-                        .gate
-                        .retry_wait(tries, &error, throttled, &mut jitter)
-                        .await
-                    {
-                        return None;
-                    }
-                    // After a lost answer or an 83009 the SIM may have changed: fetch it again
-                    // so the retry sends only what is still missing.
-                    let changed = error.maybe_processed
-                        || error.code == Some(crate::api::CODE_UPDATE_SCHEDULED);
-                    if !changed {
-                        known = Some(current);
-                    }
-                }
-                ErrorClass::CredentialsRefused => {
-                    self.gate.refuse_credentials(&error);
-                    return None;
-                }
-                ErrorClass::Rejected if error.code.is_none() && error.is_wrong_endpoint() => {
-                    // No Twilio error: something that is not the API answered the update.
-                    let url = self.gate.client().url(&format!("/v1/Sims/{}", self.sid));
-                    let sentence = registration::wrong_endpoint_sentence(&url, "POST", &error);
-                    self.gate.halt(Halt::WrongEndpoint(sentence));
-                    return None;
-                }
-                ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
-                    return Some(self.failed(&error, Some(&current)));
-                }
-            }
-        }
+        let mut update = Update {
+            steps: self,
+            plan,
+            wait,
+            known,
+            current: None,
+            missing: SimUpdate::default(),
+        };
+        with_retries(self.gate, self.line ^ 0x0b0a_4d00, &mut update).await
     }
-
     /// The update was accepted: 200 with the new state, or 202 with `scheduled`.
     async fn after_update(&self, updated: Sim, wait: Option<Duration>) -> Option<ResultRow> {
         let scheduled = updated.status.as_deref() == Some(SCHEDULED);
@@ -348,6 +280,109 @@ impl Steps<'_> {
         row.error_message = Some(error.message.clone());
         row.http_status = error.http_status;
         row
+    }
+}
+
+/// A SIM's update, as the retry loop's hooks: before each attempt the SIM is read (unless
+/// its state is known) and only the fields that differ are sent; after a lost answer or an
+/// 83009 it is read again, since it may have changed.
+struct Update<'s, 'a> {
+    steps: &'s Steps<'a>,
+    plan: &'s SimUpdate,
+    wait: Option<Duration>,
+    /// The SIM's state when it need not be fetched before the next attempt.
+    known: Option<Sim>,
+    /// The SIM as the current attempt found it, and the fields that attempt sends.
+    current: Option<Sim>,
+    missing: SimUpdate,
+}
+
+impl Hooks for Update<'_, '_> {
+    type Value = Sim;
+    type Final = ResultRow;
+
+    async fn prepare(&mut self) -> Step<ResultRow> {
+        let steps = self.steps;
+        loop {
+            let current = match self.known.take() {
+                Some(sim) => sim,
+                None => match steps.fetch().await {
+                    Ok(sim) => sim,
+                    Err(Some(error)) => return Step::End(Some(steps.failed(&error, None))),
+                    Err(None) => return Step::End(None),
+                },
+            };
+            if current.status.as_deref() == Some(SCHEDULED) {
+                // An earlier change is still in progress; a new update would get 83009.
+                let Some(limit) = self.wait else {
+                    return Step::End(Some(steps.row(steps.outcome, &current)));
+                };
+                match steps.wait_until_settled(limit, current).await {
+                    Ok(settled) => {
+                        self.known = Some(settled);
+                        continue;
+                    }
+                    Err(end) => return Step::End(steps.wait_failed(end, limit)),
+                }
+            }
+            let missing = missing_fields(self.plan, &current);
+            if missing.is_empty() {
+                return Step::End(Some(steps.row(steps.outcome, &current)));
+            }
+            self.missing = missing;
+            self.current = Some(current);
+            return Step::Send;
+        }
+    }
+
+    fn request(&self) -> impl Future<Output = Answered<Sim>> {
+        let steps = self.steps;
+        steps
+            .gate
+            .client()
+            .update_sim(&steps.sid, &steps.iccid, &self.missing)
+    }
+
+    async fn succeeded(&mut self, updated: Sim, _tries: u32) -> Option<ResultRow> {
+        self.steps.after_update(updated, self.wait).await
+    }
+
+    fn attempt_failed(&self, error: &ApiError, tries: u32) {
+        let steps = self.steps;
+        tracing::debug!(line = steps.line, iccid = %steps.iccid, attempt = tries, error = %error, "update failed");
+    }
+
+    async fn judge(&mut self, error: ApiError, _tries: u32) -> Judged<ResultRow> {
+        let steps = self.steps;
+        match error.classify() {
+            ErrorClass::Retry { throttled } => Judged::Retry { error, throttled },
+            // The loop stops the run on refused credentials before asking.
+            ErrorClass::CredentialsRefused => Judged::End(None),
+            ErrorClass::Rejected if error.code.is_none() && error.is_wrong_endpoint() => {
+                // No Twilio error: something that is not the API answered the update.
+                let url = steps.gate.client().url(&format!("/v1/Sims/{}", steps.sid));
+                let sentence = registration::wrong_endpoint_sentence(&url, "POST", &error);
+                steps.gate.halt(Halt::WrongEndpoint(sentence));
+                Judged::End(None)
+            }
+            ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
+                Judged::End(Some(steps.failed(&error, self.current.as_ref())))
+            }
+        }
+    }
+
+    fn retrying(&mut self, error: &ApiError) {
+        // After a lost answer or an 83009 the SIM may have changed: fetch it again so the
+        // retry sends only what is still missing.
+        let changed =
+            error.maybe_processed || error.code == Some(crate::api::CODE_UPDATE_SCHEDULED);
+        if !changed {
+            self.known = self.current.clone();
+        }
+    }
+
+    async fn exhausted(&mut self, error: ApiError, _tries: u32) -> Option<ResultRow> {
+        Some(self.steps.failed(&error, self.current.as_ref()))
     }
 }
 

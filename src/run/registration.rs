@@ -4,11 +4,13 @@
 //! in doubt is looked up before it is reported as `gave_up`. A row says `registered` or
 //! `already_registered` only with a SID the account showed (the client checks every answer
 //! is about the SIM asked for, on this run's account): an 83003 whose SID cannot be found is
-//! retried like an answer in doubt. Every request goes through the [`Gate`].
+//! retried like an answer in doubt. Every request goes through the [`Gate`], and the
+//! create's retries through the one retry loop (see [`crate::api::retry`]), with the
+//! rules above as its hooks.
 
 use crate::api::gate::{Gate, Halt};
-use crate::api::retry::jitter_for_row;
-use crate::api::{ApiError, ErrorClass, Sim, sid_in_message};
+use crate::api::retry::{Hooks, Judged, with_retries};
+use crate::api::{Answered, ApiError, ErrorClass, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
 use crate::secret::RegistrationCode;
 
@@ -24,38 +26,64 @@ pub struct SendRow {
 /// Drives one SIM to its final row. `None` means the run stopped before the SIM reached
 /// a final outcome; it gets no row, so the next run tries it again.
 pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
-    let mut jitter = jitter_for_row(row.line);
-    let mut attempts = 0;
-    // Set once an attempt may have reached the server: an 83003 after that is most likely
-    // our own earlier attempt, so the SIM counts as registered by this run.
-    let mut maybe_committed = false;
-    loop {
-        let answer = gate
-            .send(gate.client().create_sim(&row.iccid, &row.code))
-            .await?;
-        attempts += 1;
-        let error = match answer {
-            Ok(sim) => return Some(success_row(&row, Outcome::Registered, &sim, attempts)),
-            Err(error) => error,
-        };
-        let class = error.classify();
-        if class == ErrorClass::AlreadyOnAccount {
+    let mut create = Create {
+        gate,
+        row: &row,
+        maybe_committed: false,
+    };
+    with_retries(gate, row.line, &mut create).await
+}
+
+/// A SIM's create, as the retry loop's hooks: an 83003 is settled from the SID in its
+/// message, else by a lookup; attempts that all ended in doubt are settled by a lookup too.
+struct Create<'a> {
+    gate: &'a Gate,
+    row: &'a SendRow,
+    /// Set once an attempt may have reached the server: an 83003 after that is most likely
+    /// our own earlier attempt, so the SIM counts as registered by this run.
+    maybe_committed: bool,
+}
+
+impl Hooks for Create<'_> {
+    type Value = Sim;
+    type Final = ResultRow;
+
+    fn request(&self) -> impl Future<Output = Answered<Sim>> {
+        self.gate
+            .client()
+            .create_sim(&self.row.iccid, &self.row.code)
+    }
+
+    async fn succeeded(&mut self, sim: Sim, attempts: u32) -> Option<ResultRow> {
+        Some(success_row(self.row, Outcome::Registered, &sim, attempts))
+    }
+
+    fn attempt_failed(&self, error: &ApiError, attempts: u32) {
+        let row = self.row;
+        if error.classify() == ErrorClass::AlreadyOnAccount {
             // 83003 is a success: the SIM is on the account.
             tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, "already on the account (83003)");
         } else {
             tracing::debug!(line = row.line, iccid = %row.iccid, attempt = attempts, error = %error, "create failed");
         }
-        let (error, throttled) = match class {
+    }
+
+    async fn judge(&mut self, error: ApiError, attempts: u32) -> Judged<ResultRow> {
+        let (gate, row) = (self.gate, self.row);
+        match error.classify() {
             ErrorClass::AlreadyOnAccount => {
-                let outcome = if maybe_committed {
+                let outcome = if self.maybe_committed {
                     Outcome::Registered
                 } else {
                     Outcome::AlreadyRegistered
                 };
-                match already_on_account(gate, &row, outcome, &error, attempts).await {
-                    Confirmed::Row(row) => return row.map(|row| *row),
+                match already_on_account(gate, row, outcome, &error, attempts).await {
+                    Confirmed::Row(row) => Judged::End(row.map(|row| *row)),
                     // Not shown by the account: retried, and `gave_up` if it never is.
-                    Confirmed::NotShown(unproven) => (unproven, false),
+                    Confirmed::NotShown(unproven) => Judged::Retry {
+                        error: unproven,
+                        throttled: false,
+                    },
                 }
             }
             ErrorClass::Rejected if error.is_wrong_endpoint() => {
@@ -67,27 +95,23 @@ pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
                     "POST",
                     &error,
                 )));
-                return None;
+                Judged::End(None)
             }
             ErrorClass::Rejected => {
-                return Some(error_row(&row, Outcome::Rejected, &error, attempts));
+                Judged::End(Some(error_row(row, Outcome::Rejected, &error, attempts)))
             }
-            ErrorClass::CredentialsRefused => {
-                gate.refuse_credentials(&error);
-                return None;
-            }
-            ErrorClass::Retry { throttled } => (error, throttled),
-        };
-        maybe_committed |= error.maybe_processed;
-        if attempts >= gate.limits().max_attempts {
-            return give_up(gate, &row, &error, attempts, maybe_committed).await;
+            // The loop stops the run on refused credentials before asking.
+            ErrorClass::CredentialsRefused => Judged::End(None),
+            ErrorClass::Retry { throttled } => Judged::Retry { error, throttled },
         }
-        if !gate
-            .retry_wait(attempts, &error, throttled, &mut jitter)
-            .await
-        {
-            return None;
-        }
+    }
+
+    fn retrying(&mut self, error: &ApiError) {
+        self.maybe_committed |= error.maybe_processed;
+    }
+
+    async fn exhausted(&mut self, error: ApiError, attempts: u32) -> Option<ResultRow> {
+        give_up(self.gate, self.row, &error, attempts, self.maybe_committed).await
     }
 }
 

@@ -397,19 +397,6 @@ async fn slots_block_at_the_limit_and_free_on_drop() {
     third.await.unwrap();
 }
 
-#[tokio::test]
-async fn observe_reads_the_header_the_client_noted() {
-    let (value, reported) = observe(async {
-        note_reported(7);
-        3
-    })
-    .await;
-    assert_eq!((value, reported), (3, Some(7)));
-    let (_, reported) = observe(async {}).await;
-    assert_eq!(reported, None);
-    note_reported(1); // outside observe: ignored
-}
-
 #[test]
 fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     // Another app holds 6 in flight, and 7 a fifth of the time: a run that leaves room for

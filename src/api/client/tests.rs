@@ -191,3 +191,58 @@ fn a_proxy_is_named_by_the_variable_that_set_it() {
         "https_proxy"
     );
 }
+
+/// A client of an emulator whose answers all carry `Twilio-Concurrent-Requests`.
+async fn counted_emulator() -> (crate::emulator::Emulator, Client) {
+    use crate::emulator::{Emulator, EmulatorConfig, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN};
+    let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let credentials = Credentials {
+        username: TEST_ACCOUNT_SID.into(),
+        password: TEST_AUTH_TOKEN.into(),
+    };
+    let client = Client::new(&emulator.base_url(), credentials, Duration::from_secs(10)).unwrap();
+    (emulator, client)
+}
+
+#[tokio::test]
+async fn every_answer_comes_back_with_the_count_it_carried() {
+    let (emulator, client) = counted_emulator().await;
+    let iccid = "89883070000123456789";
+    let code = RegistrationCode::new(crate::emulator::registration_code_for(iccid));
+    // A success: this request alone was in flight.
+    let created = client.create_sim(iccid, &code).await;
+    assert_eq!(created.concurrent_requests, Some(1));
+    let sid = created.result.unwrap().sid.unwrap();
+    // A Twilio error (83003, already on the account) carries its count too.
+    let again = client.create_sim(iccid, &code).await;
+    assert_eq!(again.concurrent_requests, Some(1));
+    assert_eq!(again.result.unwrap_err().code, Some(83003));
+    // A success turned into an answer in doubt by the client's own check keeps the count.
+    let mismatched = client.fetch_sim(&sid, "89883070000000000000").await;
+    assert_eq!(mismatched.concurrent_requests, Some(1));
+    assert!(mismatched.result.unwrap_err().maybe_processed);
+    // Reads and listings alike.
+    assert_eq!(client.find_sim(iccid).await.concurrent_requests, Some(1));
+    assert_eq!(client.list_fleets(5).await.concurrent_requests, Some(1));
+    let page = client
+        .list_sims_page(&SimFilter::default().first_page())
+        .await;
+    assert_eq!(page.concurrent_requests, Some(1));
+    assert_eq!(page.result.unwrap().sims.len(), 1);
+    emulator.shutdown().await;
+    // No answer at all (nothing listens on the port): no count.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = Client::new(
+        &nowhere,
+        client.credentials.clone(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let unanswered = client.find_sim(iccid).await;
+    assert_eq!(unanswered.concurrent_requests, None);
+    assert_eq!(unanswered.result.unwrap_err().http_status, None);
+}
