@@ -14,8 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::*;
-use super::{faults::*, responses::*, routes::*, store::*};
+use super::{config::*, faults::*, record::*, responses::*, routes::*, store::*};
 
 /// A running emulator. Dropping it or calling [`Emulator::shutdown`] stops it.
 pub struct Emulator {

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::SimRecord;
+use super::record::SimRecord;
 
 /// One line of the state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
