@@ -5,7 +5,10 @@
 //! # Layout
 //! Folders follow the architecture; each folder's `mod.rs` says what it owns. Doors open one
 //! way: a layer imports the ones below it, never the ones above, and no two files import
-//! each other.
+//! each other. A folder's `mod.rs` declares its files and re-exports what the layers above
+//! use; its files import their siblings by name, never the `mod.rs` back. One exception is
+//! left: `api/client.rs` takes its siblings through `use super::*`, so it and `api/mod.rs`
+//! import each other.
 //!
 //! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`], [`signals`]: the secret types
 //!   that never print, the exit codes, the external sort that keeps planning and compaction
