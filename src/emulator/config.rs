@@ -11,7 +11,7 @@ pub const TEST_AUTH_TOKEN: &str = "emulator-test-token";
 
 /// Stats are served here without auth and without being counted, so observing a run does not
 /// change what is observed.
-pub const STATS_PATH: &str = "/_emulator/stats";
+pub(crate) const STATS_PATH: &str = "/_emulator/stats";
 
 pub(super) const CONCURRENT_REQUESTS_HEADER: &str = "twilio-concurrent-requests";
 /// The Fleets every emulator has, besides those it is configured with.
@@ -24,7 +24,7 @@ pub(super) const MAX_PAGE_SIZE: usize = 1000;
 /// `TWILIO_ACCOUNT_SID`+`TWILIO_AUTH_TOKEN` when set (each pair only when both halves are set
 /// and non-empty), otherwise the fixed test pair. Lets a rehearsal run with the same
 /// environment as the real run.
-pub fn credentials_from_env() -> Vec<(String, String)> {
+pub(crate) fn credentials_from_env() -> Vec<(String, String)> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let pairs: Vec<(String, String)> = [
         ("TWILIO_API_KEY", "TWILIO_API_SECRET"),

@@ -39,13 +39,16 @@ mod store;
 
 pub use config::{
     Arrivals, DEFAULT_FLEETS, EmulatorConfig, HeaderConvention, LatencyDistribution, OtherApp,
-    STATS_PATH, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, credentials_from_env, fleet_sid_for,
-    registration_code_for,
+    TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, fleet_sid_for, registration_code_for,
 };
 pub use faults::Fault;
-pub use record::{FleetRecord, SimRecord};
-pub use server::{Emulator, serve};
-pub use state::check_state;
+pub use record::SimRecord;
+pub use server::Emulator;
+// The rest of the crate runs the emulator as a command and checks a state file before it
+// starts; tests only need the handle and the configuration.
+pub(crate) use config::credentials_from_env;
+pub(crate) use server::serve;
+pub(crate) use state::check_state;
 pub use store::Stats;
 
 #[cfg(test)]

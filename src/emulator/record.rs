@@ -59,7 +59,7 @@ impl SimRecord {
 
 /// A Fleet on the emulated account.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FleetRecord {
+pub(crate) struct FleetRecord {
     pub sid: String,
     pub unique_name: String,
     pub date_created: SystemTime,

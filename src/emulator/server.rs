@@ -43,10 +43,6 @@ impl Emulator {
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://127.0.0.1:PORT`, to use in place of `https://supersim.twilio.com`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -96,11 +92,6 @@ impl Emulator {
             sim.scheduled = None;
             sim.fleet_sid = fleet.map(fleet_sid_for);
         }
-    }
-
-    /// The Fleets on the account, in creation order.
-    pub fn fleets(&self) -> Vec<FleetRecord> {
-        self.shared.store().fleets.clone()
     }
 
     /// The next `POST /v1/Sims/{Sid}` requests for the SIM with this ICCID get these faults,
@@ -158,7 +149,7 @@ impl Drop for Emulator {
 
 /// Serves the emulator on `listener` until `shutdown` completes, then lets requests in
 /// progress finish. Used by the `emulator` subcommand.
-pub async fn serve(
+pub(crate) async fn serve(
     config: EmulatorConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
