@@ -1,12 +1,16 @@
 //! The process exit codes: the contract that wrapper scripts and cron jobs branch on.
 //!
 //! They are listed in `--help` and in docs/reference.md; change them only by adding new ones.
+//! A code describes this run: the rows it finished, not rows an earlier run left failed in
+//! the results file (those are in the summary).
 //! Why a started run stopped maps to one of them in one place,
 //! [`crate::run::stop::EndReason::ending`]; a panic never leaves with Rust's own 101.
 
-/// Every input row ended `registered` or `already_registered` (repeated ICCIDs aside).
+/// Every row this run finished ended `registered` or `already_registered` (repeated ICCIDs
+/// aside).
 pub const SUCCESS: u8 = 0;
-/// The run finished and some rows are `rejected` or `invalid`: a person has to look at them.
+/// The run finished and some rows it finished are `rejected`, `invalid` or `update_failed`,
+/// or `--max-failures` stopped it: a person has to look at them.
 pub const ROWS_FAILED: u8 = 1;
 /// Usage, configuration or input-file error, or the API refused the credentials.
 pub const USAGE_OR_CONFIG: u8 = 2;
@@ -24,8 +28,9 @@ pub const INTERRUPTED: u8 = 130;
 /// The text `--help` shows after the flags.
 pub const HELP: &str = "\
 Exit codes:
-  0    every input row ended registered or already_registered
-  1    the run finished; some rows are rejected or invalid (see the results file),
+  0    every row this run finished ended registered or already_registered
+  1    the run finished; some rows it finished are rejected, invalid or
+       update_failed (see the results file),
        or --max-failures stopped it (end: max_failures)
   2    usage, configuration or input-file error, credentials refused
        (end: credentials_refused), or the URL is not the API (end: wrong_endpoint)

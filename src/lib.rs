@@ -5,7 +5,11 @@
 //! # Layout
 //! Folders follow the architecture; each folder's `mod.rs` says what it owns. Doors open one
 //! way: a layer imports the ones below it, never the ones above, and no two files import
-//! each other.
+//! each other. A folder's `mod.rs` declares its files and re-exports what the layers above
+//! use; its files import their siblings by name. Where a `mod.rs` also defines the folder's
+//! shared vocabulary (`results/`: the columns and outcome words; `input/`: the row and its
+//! source), its files import that from it, and it imports nothing of theirs but the
+//! re-exports.
 //!
 //! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`], [`signals`]: the secret types
 //!   that never print, the exit codes, the external sort that keeps planning and compaction
@@ -28,8 +32,9 @@
 //!   configuration before any I/O, with [`profiles`]: twilio-cli's profiles as a source of
 //!   credentials; [`app`]: logging, the stop token, and dispatch to the commands.
 //!
-//! Where a change belongs: retries and backoff in `api/retry.rs`, CSV reading in `input/`,
-//! the results file in `results/`, the emulator in `emulator/`.
+//! Where a change belongs: the retry loop in `api/retry.rs` (its hooks beside each request),
+//! backoff in `api/backoff.rs`, CSV reading in `input/`, the results file in `results/`,
+//! the emulator in `emulator/`.
 
 pub mod api;
 pub mod app;

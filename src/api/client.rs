@@ -15,7 +15,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use serde::Deserialize;
 
 use super::error::TwilioErrorBody;
-use super::*;
+use super::error::*;
 use crate::secret::{Credentials, RegistrationCode};
 
 /// The statuses `register` can move a SIM to (UpdateSim's `Status`, less `inactive`).

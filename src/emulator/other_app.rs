@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
+use super::config::{Arrivals, fnv1a};
 use super::store::Shared;
-use super::{Arrivals, fnv1a};
 
 /// Runs the other app until the task is aborted.
 pub(super) async fn run(shared: Arc<Shared>) {

@@ -14,8 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::*;
-use super::{faults::*, responses::*, store::*};
+use super::{config::*, faults::*, record::*, responses::*, store::*};
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()

@@ -14,8 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::*;
-use super::{faults::*, responses::*, routes::*, store::*};
+use super::{config::*, faults::*, record::*, responses::*, routes::*, store::*};
 
 /// A running emulator. Dropping it or calling [`Emulator::shutdown`] stops it.
 pub struct Emulator {
@@ -42,10 +41,6 @@ impl Emulator {
             stop: Some(stop),
             task: Some(task),
         })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// `http://127.0.0.1:PORT`, to use in place of `https://supersim.twilio.com`.
@@ -104,11 +99,6 @@ impl Emulator {
         self.shared.store().made_up_fleets.clone()
     }
 
-    /// The Fleets on the account, in creation order.
-    pub fn fleets(&self) -> Vec<FleetRecord> {
-        self.shared.store().fleets.clone()
-    }
-
     /// The next `POST /v1/Sims/{Sid}` requests for the SIM with this ICCID get these faults,
     /// one per request, in order.
     pub fn inject_update(&self, iccid: &str, faults: Vec<Fault>) {
@@ -164,7 +154,7 @@ impl Drop for Emulator {
 
 /// Serves the emulator on `listener` until `shutdown` completes, then lets requests in
 /// progress finish. Used by the `emulator` subcommand.
-pub async fn serve(
+pub(crate) async fn serve(
     config: EmulatorConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::SimRecord;
+use super::record::SimRecord;
 
 /// One line of the state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ pub(super) struct StateFile {
 /// Refuses `path` as a state journal unless it is missing, empty, or a regular file that
 /// starts with [`HEADER`] (or with a part of it, a journal torn while it was being
 /// started). Reads the first line only; nothing is written.
-pub fn check_state(path: &Path) -> std::io::Result<()> {
+pub(crate) fn check_state(path: &Path) -> std::io::Result<()> {
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => Err(refused(path, "it is not a regular file")),
         Ok(_) => {

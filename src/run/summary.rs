@@ -1,8 +1,9 @@
 //! The end of a run as people and scripts read it: why it ended, the counts, the exit code,
 //! the human summary on stdout and the `--summary-json` file.
 //!
-//! The exit code describes every input row's latest outcome, this run's and those finished
-//! by earlier runs, so a resumed run over a file with old refusals still exits 1.
+//! The exit code describes this run: the rows it finished. A resumed run over a file whose
+//! earlier runs left refusals exits 0 when it finishes nothing new that failed; the whole
+//! file stays in the summary (`whole_file`, "N rows failed in earlier runs").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
