@@ -47,6 +47,11 @@ async fn a_base_url_ending_in_v1_is_a_setup_error_naming_the_url() {
         "{message}"
     );
     assert!(message.contains("no /v1 on the end"), "{message}");
+    // The region and edge are variables; no `--region` or `--edge` flag exists.
+    assert!(
+        message.contains("TWILIO_REGION or TWILIO_EDGE") && !message.contains("--region"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

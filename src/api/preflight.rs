@@ -137,8 +137,8 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
                 return Err(PreflightError::Setup(format!(
                     "{url} answered {status}: this is not the Super SIM API's address. \
                      Check --base-url or SUPERSIM_BASE_URL: it should be \
-                     https://supersim.twilio.com (no /v1 on the end); with --region or --edge, \
-                     check that both are right"
+                     https://supersim.twilio.com (no /v1 on the end); with TWILIO_REGION or \
+                     TWILIO_EDGE set, check that both are right"
                 )));
             }
             _ if is_html || twilio_error.is_none() => {
