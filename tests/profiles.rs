@@ -137,3 +137,26 @@ async fn export_reads_the_account_with_a_profile_too() {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(common::stdout(&output).contains(&good_sim(1).0));
 }
+
+#[tokio::test]
+async fn check_proves_a_profile_and_names_it() {
+    let (env, config) = set_up().await;
+    env.emulator.preregister(&good_sim(1).0);
+    let mut command = common::binary_command();
+    command
+        .args(["check", "--profile", "field", "--base-url"])
+        .arg(env.emulator.base_url())
+        .env("TWILIO_CONFIG_DIR", config.path());
+    let output = command.output().await.unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let report = common::stdout(&output);
+    assert!(
+        report.contains(&format!("{KEY} (from the twilio-cli profile 'field'")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("account      {ACCOUNT}")),
+        "{report}"
+    );
+    assert!(!report.contains(SECRET), "{report}");
+}

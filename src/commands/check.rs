@@ -100,13 +100,8 @@ async fn prove(config: &AccountConfig, report: &mut Report) -> u8 {
         }
     };
     report.line("reachable", "yes".to_string());
-    let said = match &config.target {
-        Target::Api { credentials, .. } if credentials.username.starts_with("AC") => {
-            Some(credentials.username.clone())
-        }
-        Target::Api { .. } => std::env::var("TWILIO_ACCOUNT_SID").ok(),
-        Target::Emulator { .. } => Some(crate::emulator::TEST_ACCOUNT_SID.to_string()),
-    };
+    // The account the credentials name, as the run works it out (a profile's included).
+    let said = config.account_sid.clone();
     match (proven.account_sid, said) {
         (Some(learned), Some(said)) if learned != said => {
             report.line("account", learned.clone());
