@@ -149,7 +149,8 @@ pub struct ResultRow {
     /// [`code_fingerprint`] of the registration code the row's request sent: a later run
     /// sends a refused SIM again when its code in the input is no longer that one. Never the
     /// code itself.
-    pub code_fingerprint: Option<String>,
+    #[serde(serialize_with = "code_fingerprint_cell")]
+    pub code_fingerprint: Option<u32>,
 }
 
 impl ResultRow {
@@ -224,16 +225,13 @@ pub fn request_key(update_requested: &str) -> u64 {
     fnv1a(update_requested.bytes()).max(1)
 }
 
-/// A 64-bit fingerprint of what an `invalid` or `duplicate` row says (outcome, ICCID cell,
-/// message): such a row is about its input line and what was on it, so a later run counts
-/// it as already reported only when the row now on that line would be written the same.
-/// A short fingerprint of the registration code sent for `iccid`: 6 hex digits (24 bits) of
-/// an FNV-1a hash of both. It is enough to notice that the code on an input line is not the
-/// one a SIM was refused with (a changed code looks unchanged once in 16 million), and far
-/// too short to stand for the code: each fingerprint fits about 200 million of the 36^10
-/// possible codes, so the results file still holds no claim secret. The ICCID is hashed in,
-/// so one code on two SIMs gives two fingerprints.
-pub fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> String {
+/// A short fingerprint of the registration code sent for `iccid`: 24 bits of an FNV-1a
+/// hash of both, written as 6 hex digits. It is enough to notice that the code on an input
+/// line is not the one a SIM was refused with (a changed code looks unchanged once in 16
+/// million), and far too short to stand for the code: each fingerprint fits about 200
+/// million of the 36^10 possible codes, so the results file still holds no claim secret.
+/// The ICCID is hashed in, so one code on two SIMs gives two fingerprints.
+pub fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> u32 {
     let parts = [
         b"supersim-bulk/code/".as_slice(),
         iccid.as_bytes(),
@@ -241,7 +239,7 @@ pub fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> 
         code.expose().as_bytes(),
     ];
     let hash = fnv1a(parts.iter().flat_map(|part| part.iter().copied()));
-    format!("{:06x}", (hash ^ (hash >> 32)) & 0xff_ffff)
+    ((hash ^ (hash >> 32)) & 0xff_ffff) as u32
 }
 
 /// The value of a `code_fingerprint` cell, if it holds one.
@@ -252,6 +250,20 @@ pub fn parse_code_fingerprint(cell: &str) -> Option<u32> {
     u32::from_str_radix(cell, 16).ok()
 }
 
+/// A `code_fingerprint` cell: the fingerprint as 6 hex digits, empty for none.
+fn code_fingerprint_cell<S: serde::Serializer>(
+    fingerprint: &Option<u32>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match fingerprint {
+        Some(fingerprint) => serializer.serialize_str(&format!("{fingerprint:06x}")),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// A 64-bit fingerprint of what an `invalid` or `duplicate` row says (outcome, ICCID cell,
+/// message): such a row is about its input line and what was on it, so a later run counts
+/// it as already reported only when the row now on that line would be written the same.
 pub fn report_key(outcome: Outcome, iccid: &str, message: &str) -> u64 {
     let text = [outcome.as_str(), iccid, message];
     fnv1a(text.iter().flat_map(|part| part.bytes().chain([0])))

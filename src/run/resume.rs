@@ -82,11 +82,13 @@ pub enum Resume {
 }
 
 /// Decides per step, without I/O, what a row still needs. `plan` is the update as the input
-/// and the flags name it; `fleet_sid` is its Fleet's SID once the Fleets are resolved.
+/// and the flags name it; `fleet_sid` is its Fleet's SID once the Fleets are resolved;
+/// `code` is [`crate::results::code_fingerprint`] of the code on the row now.
 pub fn resume(
     prior: Option<PriorSim>,
     plan: &SimUpdate,
     fleet_sid: Option<&str>,
+    code: Option<u32>,
     retry_rejected: bool,
 ) -> Resume {
     let Some(prior) = prior else {
@@ -102,8 +104,11 @@ pub fn resume(
         || (prior.sid.is_some()
             && matches!(prior.outcome, Outcome::GaveUp | Outcome::UpdateFailed));
     if !registered {
+        // A refusal is final for the code it was given; a fixed code is sent again, as a
+        // refused update asked for something else is (below).
+        let same_code = prior.code_fingerprint.is_none() || prior.code_fingerprint == code;
         return match prior.outcome {
-            Outcome::Rejected if !retry_rejected => Resume::Skip(Outcome::Rejected),
+            Outcome::Rejected if !retry_rejected && same_code => Resume::Skip(Outcome::Rejected),
             _ => Resume::Register,
         };
     }
@@ -254,17 +259,17 @@ mod tests {
         refused.error_code = Some(83010);
         refused.request_key = crate::results::request_key(&requested_text(&asked).unwrap());
         assert_eq!(
-            resume(Some(refused.clone()), &asked, None, false),
+            resume(Some(refused.clone()), &asked, None, None, false),
             Resume::Skip(UpdateFailed),
             "the same request would be refused the same way"
         );
         let changed = plan(Some("bench"), Some("active"));
         assert_eq!(
-            resume(Some(refused.clone()), &changed, None, false),
+            resume(Some(refused.clone()), &changed, None, None, false),
             Resume::Update(refused.clone())
         );
         assert_eq!(
-            resume(Some(refused.clone()), &asked, None, true),
+            resume(Some(refused.clone()), &asked, None, None, true),
             Resume::Update(refused.clone()),
             "--retry-rejected sends it again"
         );
@@ -279,55 +284,61 @@ mod tests {
     fn resume_per_step() {
         use Outcome::*;
         let active = plan(Some(FLEET), Some("active"));
-        assert_eq!(resume(None, &active, None, false), Resume::Register);
+        assert_eq!(resume(None, &active, None, None, false), Resume::Register);
         let done = prior(Registered, SimStatus::Active, Some(FLEET));
         assert_eq!(
-            resume(Some(done.clone()), &active, None, false),
+            resume(Some(done.clone()), &active, None, None, false),
             Resume::Skip(Registered)
         );
         let registered_only = prior(Registered, SimStatus::New, None);
         assert_eq!(
-            resume(Some(registered_only.clone()), &active, None, false),
+            resume(Some(registered_only.clone()), &active, None, None, false),
             Resume::Update(registered_only.clone()),
             "a SIM registered without the update gets only the update"
         );
         assert_eq!(
-            resume(Some(registered_only), &SimUpdate::default(), None, false),
+            resume(
+                Some(registered_only),
+                &SimUpdate::default(),
+                None,
+                None,
+                false
+            ),
             Resume::Skip(Registered)
         );
         let scheduled = prior(Registered, SimStatus::Scheduled, Some(FLEET));
         assert!(matches!(
-            resume(Some(scheduled), &active, None, false),
+            resume(Some(scheduled), &active, None, None, false),
             Resume::Update(_)
         ));
         let failed = prior(UpdateFailed, SimStatus::New, None);
         assert!(matches!(
-            resume(Some(failed.clone()), &active, None, false),
+            resume(Some(failed.clone()), &active, None, None, false),
             Resume::Update(_)
         ));
         assert_eq!(
-            resume(Some(failed), &SimUpdate::default(), None, false),
+            resume(Some(failed), &SimUpdate::default(), None, None, false),
             Resume::Skip(UpdateFailed)
         );
         let gave_up_updating = prior(GaveUp, SimStatus::New, None);
         assert!(matches!(
-            resume(Some(gave_up_updating), &active, None, false),
+            resume(Some(gave_up_updating), &active, None, None, false),
             Resume::Update(_)
         ));
         let mut gave_up_registering = prior(GaveUp, SimStatus::Unknown, None);
         gave_up_registering.sid = None;
         assert_eq!(
-            resume(Some(gave_up_registering), &active, None, false),
+            resume(Some(gave_up_registering), &active, None, None, false),
             Resume::Register
         );
         let mut rejected = prior(Rejected, SimStatus::Unknown, None);
         rejected.sid = None;
         assert_eq!(
-            resume(Some(rejected.clone()), &active, None, false),
+            resume(Some(rejected.clone()), &active, None, None, false),
             Resume::Skip(Rejected)
         );
         assert_eq!(
-            resume(Some(rejected), &active, None, true),
+            resume(Some(rejected), &active, None, None, true),
             Resume::Register
         );
         let mut checkpoint = prior(Registered, SimStatus::New, None);
@@ -337,7 +348,7 @@ mod tests {
             ..SimUpdate::default()
         };
         assert!(matches!(
-            resume(Some(checkpoint), &named, None, false),
+            resume(Some(checkpoint), &named, None, None, false),
             Resume::Update(_)
         ));
         let other_fleet = prior(
@@ -346,9 +357,37 @@ mod tests {
             Some(&FLEET.replace('0', "1")),
         );
         assert!(matches!(
-            resume(Some(other_fleet), &active, None, false),
+            resume(Some(other_fleet), &active, None, None, false),
             Resume::Update(_)
         ));
+    }
+
+    #[test]
+    fn a_refusal_is_final_for_its_code_only() {
+        let mut refused = prior(Outcome::Rejected, SimStatus::Unknown, None);
+        refused.sid = None;
+        refused.code_fingerprint = Some(0xabc);
+        let plain = SimUpdate::default();
+        let skip = Resume::Skip(Outcome::Rejected);
+        assert_eq!(
+            resume(Some(refused.clone()), &plain, None, Some(0xabc), false),
+            skip
+        );
+        assert_eq!(
+            resume(Some(refused.clone()), &plain, None, Some(0xabd), false),
+            Resume::Register,
+            "the code was fixed"
+        );
+        assert_eq!(
+            resume(Some(refused.clone()), &plain, None, Some(0xabc), true),
+            Resume::Register
+        );
+        // A file from before fingerprints cannot tell: only --retry-rejected sends it.
+        refused.code_fingerprint = None;
+        assert_eq!(
+            resume(Some(refused), &plain, None, Some(0xabd), false),
+            skip
+        );
     }
 
     #[test]
@@ -358,7 +397,13 @@ mod tests {
             let mut claimed = prior(outcome, SimStatus::New, None);
             claimed.sid = None;
             assert_eq!(
-                resume(Some(claimed.clone()), &SimUpdate::default(), None, false),
+                resume(
+                    Some(claimed.clone()),
+                    &SimUpdate::default(),
+                    None,
+                    None,
+                    false
+                ),
                 Resume::Update(claimed),
                 "{outcome} without a SID is looked up"
             );
@@ -373,23 +418,23 @@ mod tests {
         let mut placed = prior(Registered, SimStatus::New, Some(FLEET));
         placed.request_key = crate::results::request_key("fleet=field-units");
         assert_eq!(
-            resume(Some(placed.clone()), &by_name, Some(FLEET), false),
+            resume(Some(placed.clone()), &by_name, Some(FLEET), None, false),
             Resume::Skip(Registered)
         );
         assert_eq!(
-            resume(Some(placed.clone()), &by_name, Some(&other), false),
+            resume(Some(placed.clone()), &by_name, Some(&other), None, false),
             Resume::Update(placed.clone()),
             "the name now means another Fleet"
         );
         assert_eq!(
-            resume(Some(placed.clone()), &by_name, None, false),
+            resume(Some(placed.clone()), &by_name, None, None, false),
             Resume::Skip(Registered),
             "unresolved, the same request as recorded is done"
         );
         let spares = plan(Some("spares"), None);
         assert!(
             matches!(
-                resume(Some(placed), &spares, None, false),
+                resume(Some(placed), &spares, None, None, false),
                 Resume::Update(_)
             ),
             "unresolved, another name is not done: it must be resolved"

@@ -14,7 +14,7 @@ use crate::input::checks::Column;
 use crate::input::screen::locate;
 use crate::input::screen::{Problem, Screen, Verdict, join_reasons};
 use crate::input::{InputRow, SimReader};
-use crate::results::{Outcome, ResultRow, code_fingerprint, parse_code_fingerprint, report_key};
+use crate::results::{Outcome, ResultRow, code_fingerprint, report_key};
 use crate::run::fleets::{self, FleetStop, ResolvedFleets};
 use crate::run::onboard::Job;
 use crate::run::plan::{LineFacts, Plan};
@@ -173,33 +173,18 @@ fn needs_fleets(
     onboard: &OnboardConfig,
     screen: &Screen,
 ) -> bool {
-    if !matches!(screen.judge(row, facts.duplicate_of), Verdict::Send { .. }) {
-        return false;
-    }
-    let Ok(plan) = onboard.plan_for(row.fleet.clone(), row.unique_name.clone()) else {
-        return false;
-    };
     let Verdict::Send { iccid, .. } = screen.judge(row, facts.duplicate_of) else {
         return false;
     };
-    let retry = retry_rejected || code_changed_since_refused(facts, &iccid, row);
+    let Ok(plan) = onboard.plan_for(row.fleet.clone(), row.unique_name.clone()) else {
+        return false;
+    };
+    let code = Some(code_fingerprint(&iccid, &row.code));
     plan.fleet.is_some()
         && !matches!(
-            resume::resume(facts.sim(), &plan, None, retry),
+            resume::resume(facts.sim(), &plan, None, code, retry_rejected),
             Resume::Skip(_)
         )
-}
-
-/// True when an earlier run recorded this SIM `rejected` with a fingerprint of another code
-/// than the one on its line now: the code was fixed, so the SIM is sent again without
-/// `--retry-rejected`.
-fn code_changed_since_refused(facts: &LineFacts, iccid: &str, row: &InputRow) -> bool {
-    facts.sim().is_some_and(|prior| {
-        prior.outcome == Outcome::Rejected
-            && prior.code_fingerprint.is_some_and(|refused| {
-                parse_code_fingerprint(&code_fingerprint(iccid, &row.code)) != Some(refused)
-            })
-    })
 }
 
 /// Decides what happens to one input row: the shared checks and dedupe, the onboarding
@@ -258,16 +243,8 @@ pub(super) fn triage(
     };
     let warning = (!warnings.is_empty()).then(|| join_reasons(&warnings));
     let fleet_sid = plan.fleet.as_deref().filter(|f| resume::is_fleet_sid(f));
-    let code_changed = code_changed_since_refused(facts, &iccid, &row);
-    if code_changed && !retry_rejected {
-        tracing::info!(
-            line = row.line,
-            %iccid,
-            "the registration code changed since the API refused it: sending it again"
-        );
-    }
-    let retry = retry_rejected || code_changed;
-    let resume = match resume::resume(facts.sim(), &as_named, fleet_sid, retry) {
+    let code = Some(code_fingerprint(&iccid, &row.code));
+    let resume = match resume::resume(facts.sim(), &as_named, fleet_sid, code, retry_rejected) {
         Resume::Skip(Outcome::Rejected) => {
             let reason = format!(
                 "line {}: rejected by the API in an earlier run (see the results file)",
@@ -277,7 +254,16 @@ pub(super) fn triage(
         }
         Resume::Skip(outcome) => return Work::Skip(outcome, None),
         Resume::Update(prior) => Some(prior),
-        Resume::Register => None,
+        Resume::Register => {
+            if !retry_rejected && facts.outcome() == Some(Outcome::Rejected) {
+                tracing::info!(
+                    line = row.line,
+                    %iccid,
+                    "the registration code changed since the API refused it: sending it again"
+                );
+            }
+            None
+        }
     };
     // Said when the row is sent, not on every rerun that finds it already done.
     if let Some(warning) = &warning {

@@ -205,7 +205,7 @@ mod tests {
                     code_fingerprint: None,
                 };
                 let registers_again = matches!(
-                    resume(Some(prior), &SimUpdate::default(), None, false),
+                    resume(Some(prior), &SimUpdate::default(), None, None, false),
                     Resume::Register | Resume::Skip(Outcome::Rejected)
                 );
                 assert_eq!(
