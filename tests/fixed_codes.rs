@@ -4,12 +4,7 @@
 
 mod common;
 
-use common::{TestEnv, exit_code, good_sim, stderr};
-
-fn wrong(code: &str) -> String {
-    let first = if code.starts_with('Z') { 'Y' } else { 'Z' };
-    format!("{first}{}", &code[1..])
-}
+use common::{TestEnv, exit_code, good_sim, stderr, wrong_code};
 
 #[tokio::test]
 async fn a_fixed_code_is_sent_again_by_a_plain_rerun_and_an_unfixed_one_is_not() {
@@ -19,8 +14,8 @@ async fn a_fixed_code_is_sent_again_by_a_plain_rerun_and_an_unfixed_one_is_not()
     let (c, code_c) = good_sim(3);
     env.write_input(&[
         (a.clone(), code_a.clone()),
-        (b.clone(), wrong(&code_b)),
-        (c.clone(), wrong(&code_c)),
+        (b.clone(), wrong_code(&code_b)),
+        (c.clone(), wrong_code(&code_c)),
     ]);
     let output = env.register(&[]).await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
@@ -29,14 +24,17 @@ async fn a_fixed_code_is_sent_again_by_a_plain_rerun_and_an_unfixed_one_is_not()
     let fingerprint = rows[&b]["code_fingerprint"].clone();
     assert_eq!(fingerprint.len(), 6, "{:?}", rows[&b]);
     for row in rows.values() {
-        assert!(!row.values().any(|v| v == &wrong(&code_b) || v == &code_b));
+        assert!(
+            !row.values()
+                .any(|v| v == &wrong_code(&code_b) || v == &code_b)
+        );
     }
 
     // The code of b is fixed; c's is left as it was.
     env.write_input(&[
         (a.clone(), code_a),
         (b.clone(), code_b),
-        (c.clone(), wrong(&code_c)),
+        (c.clone(), wrong_code(&code_c)),
     ]);
     let creates = env.emulator.stats().create_requests;
     let output = env.register(&[]).await;

@@ -28,6 +28,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use supersim_bulk::emulator::{EmulatorConfig, Fault};
+use supersim_bulk::input::checks::luhn_ok;
 
 /// One line of the input as the model holds it.
 #[derive(Clone, Debug)]
@@ -54,32 +55,14 @@ impl Line {
     }
 }
 
-/// A code the emulator refuses (83002) for this ICCID: well-formed, but not the right one.
-fn wrong_code(iccid: &str) -> String {
-    let right = registration_code_for_sim(iccid);
-    let first = if right.starts_with('Z') { 'Y' } else { 'Z' };
-    format!("{first}{}", &right[1..])
-}
-
 /// A Super SIM ICCID for SIM number `n`, with a valid Luhn check digit so the run logs no
 /// warning about it.
 fn sim_iccid(n: u32) -> String {
     let body = format!("8988307000{n:09}");
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
+    (0..10)
+        .map(|check| format!("{body}{check}"))
+        .find(|iccid| luhn_ok(iccid))
+        .expect("one check digit fits")
 }
 
 fn registration_code_for_sim(iccid: &str) -> String {
@@ -101,7 +84,7 @@ impl World {
         self.next_sim += 1;
         let iccid = sim_iccid(self.next_sim);
         let code = if self.rng.random_range(0..5) == 0 {
-            wrong_code(&iccid)
+            wrong_code(&registration_code_for_sim(&iccid))
         } else {
             registration_code_for_sim(&iccid)
         };
@@ -225,26 +208,11 @@ fn whole_rows(env: &TestEnv) -> Vec<HashMap<String, String>> {
     let Ok(mut bytes) = std::fs::read(env.results_path()) else {
         return Vec::new();
     };
-    if let Some(end) = bytes.iter().rposition(|&b| b == b'\n') {
-        bytes.truncate(end + 1);
-    } else {
-        return Vec::new();
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => bytes.truncate(end + 1),
+        None => return Vec::new(),
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(bytes.as_slice());
-    let headers = reader.headers().unwrap().clone();
-    reader
-        .records()
-        .map(|record| {
-            let record = record.unwrap();
-            headers
-                .iter()
-                .map(String::from)
-                .zip(record.iter().map(String::from))
-                .collect()
-        })
-        .collect()
+    csv_rows(&bytes)
 }
 
 const SUCCEEDED: [&str; 2] = ["registered", "already_registered"];

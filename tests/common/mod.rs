@@ -113,20 +113,9 @@ impl TestEnv {
 
     /// The results file as rows of (column name -> value).
     pub fn results(&self) -> Vec<std::collections::HashMap<String, String>> {
-        let mut reader = csv::Reader::from_path(self.results_path()).unwrap();
-        let headers = reader.headers().unwrap().clone();
-        reader
-            .records()
-            .map(|record| {
-                let record = record.unwrap();
-                headers
-                    .iter()
-                    .map(String::from)
-                    .zip(record.iter().map(String::from))
-                    .collect()
-            })
-            .collect()
+        csv_rows(&std::fs::read(self.results_path()).unwrap())
     }
+
     /// The last row of each ICCID: what the results file says about each SIM.
     pub fn last_rows(
         &self,
@@ -177,6 +166,29 @@ pub fn binary_command() -> tokio::process::Command {
         command.env_remove(var);
     }
     command
+}
+
+/// The records of a CSV with a header, as rows of (column name -> value).
+pub fn csv_rows(bytes: &[u8]) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(record.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// A well-formed registration code that is not `code` (the emulator refuses it: 83002).
+pub fn wrong_code(code: &str) -> String {
+    let first = if code.starts_with('Z') { 'Y' } else { 'Z' };
+    format!("{first}{}", &code[1..])
 }
 
 /// A valid Super SIM ICCID, distinct per `n`.
