@@ -50,10 +50,8 @@ async fn run(
     config: EmulatorConfig,
     rows: u32,
 ) -> (serde_json::Value, supersim_bulk::emulator::Stats) {
-    // One run at a time: runs of this file's tests side by side would share the two cores
-    // and read each other's scheduling delays as the account's behaviour.
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _alone = ONE_AT_A_TIME.lock().await;
+    // Runs side by side would read each other's scheduling delays as the account's.
+    let _alone = common::timing_run().await;
     let env = TestEnv::with_config(config).await;
     let sims: Vec<_> = (0..rows).map(good_sim).collect();
     env.write_input(&sims);

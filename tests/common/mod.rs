@@ -168,6 +168,14 @@ pub fn binary_command() -> tokio::process::Command {
     command
 }
 
+/// Held while a test measures how a run behaves in time (the limit found, the 429s met):
+/// such runs go one at a time within a test binary, since side by side on two cores each
+/// would read the others' scheduling delays as the account's behaviour.
+pub async fn timing_run() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
+}
+
 /// The records of a CSV with a header, as rows of (column name -> value).
 pub fn csv_rows(bytes: &[u8]) -> Vec<std::collections::HashMap<String, String>> {
     let mut reader = csv::Reader::from_reader(bytes);
