@@ -21,24 +21,24 @@ struct Style {
 static STYLE: OnceLock<Style> = OnceLock::new();
 
 /// Records the choice made at start-up; the first call wins.
-pub fn set(json: bool, color: bool) {
+pub(crate) fn set(json: bool, color: bool) {
     let _ = STYLE.set(Style { json, color });
 }
 
 /// Whether every line on stderr is a JSON object (`--log-format json`).
-pub fn json() -> bool {
+pub(crate) fn json() -> bool {
     STYLE.get().is_some_and(|s| s.json)
 }
 
 /// Whether stderr may carry colour: `--color`, `NO_COLOR`, `TERM=dumb` and a terminal
 /// decided it at start-up.
-pub fn color() -> bool {
+pub(crate) fn color() -> bool {
     STYLE.get().is_some_and(|s| s.color)
 }
 
 /// `--color auto`: colour only on a terminal, and not when `NO_COLOR` is set (to anything
 /// but the empty string) or `TERM` is `dumb`.
-pub fn auto_color(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<String>) -> bool {
+pub(crate) fn auto_color(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<String>) -> bool {
     let no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
     let dumb = env("TERM").is_some_and(|v| v == "dumb");
     stderr_is_terminal && !no_color && !dumb
@@ -48,7 +48,7 @@ pub fn auto_color(stderr_is_terminal: bool, env: impl Fn(&str) -> Option<String>
 /// descriptor, a broken pipe, anything else) is dropped quietly, as if it had been written.
 /// Also the `MakeWriter` tracing writes its events with.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Stderr;
+pub(crate) struct Stderr;
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -71,7 +71,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
 }
 
 /// One line on stderr, dropped if it cannot be written.
-pub fn line(text: impl std::fmt::Display) {
+pub(crate) fn line(text: impl std::fmt::Display) {
     // One `write_all` of the whole line, so lines from several threads do not interleave.
     let _ = Stderr.write_all(format!("{text}\n").as_bytes());
 }
@@ -88,7 +88,7 @@ pub fn error(message: impl std::fmt::Display) {
 }
 
 /// A warning, the same way: an event in JSON logs, a plain `warning: …` line otherwise.
-pub fn warning(message: impl std::fmt::Display) {
+pub(crate) fn warning(message: impl std::fmt::Display) {
     if json() {
         tracing::warn!("{message}");
     } else {
@@ -97,7 +97,7 @@ pub fn warning(message: impl std::fmt::Display) {
 }
 
 /// A note, the same way (`note: …`, or an `info` event).
-pub fn note(message: impl std::fmt::Display) {
+pub(crate) fn note(message: impl std::fmt::Display) {
     if json() {
         tracing::info!("{message}");
     } else {

@@ -20,7 +20,7 @@ use crate::run::summary::{EndReason, write_json_atomically};
 /// `register`: resolves the flags, connects (starting the built-in emulator for
 /// `--emulator`), runs the job until it ends or `stop` (the signals) ends it, prints the
 /// summary and writes `--summary-json`.
-pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
+pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => return set_up_failed(&args, &error),

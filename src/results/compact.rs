@@ -55,9 +55,9 @@ pub struct Compacted {
     /// Rows in the file now.
     pub rows_after: u64,
     /// Rows about SIMs that are not in the current input, kept after its rows.
-    pub not_in_input: u64,
+    pub(crate) not_in_input: u64,
     /// False when the journal already was compact: nothing written.
-    pub rewritten: bool,
+    pub(crate) rewritten: bool,
 }
 
 /// Compacts the results file at `path` in place, with temporary sort files in `temp_dir`.
@@ -75,7 +75,7 @@ pub fn compact(
 /// Removes the temporary files a killed compaction left beside the results file at `path`
 /// (`.<name>.compacting.<pid>`: they hold ICCIDs and SIDs). Call it only while holding the
 /// run's lock, so no compaction is under way.
-pub fn remove_leftovers(path: &Path) {
+pub(crate) fn remove_leftovers(path: &Path) {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return;
     };

@@ -36,7 +36,7 @@ use crate::results::compact::compact;
 use crate::run::account::{Preflight, check_account};
 use crate::run::config::RegisterConfig;
 use crate::run::dispatch::{DispatchLimits, dispatch};
-pub use crate::run::error::RunError;
+pub(crate) use crate::run::error::RunError;
 use crate::run::fleets::ResolvedFleets;
 use crate::run::lock::RunLock;
 use crate::run::plan::{InputSims, Plan, Replayable, temp_dir_beside};
@@ -48,9 +48,9 @@ use crate::run::writer::{WriterEnd, write_results};
 
 /// How a run ended, with the lock on the results file when it was taken: the caller
 /// writes the summary JSON while still holding it, then drops it.
-pub struct Ended {
-    pub result: Result<RunSummary, RunError>,
-    pub lock: Option<RunLock>,
+pub(crate) struct Ended {
+    pub(crate) result: Result<RunSummary, RunError>,
+    pub(crate) lock: Option<RunLock>,
 }
 
 /// Runs a whole `register` job against the API `client` talks to. `interrupt` is cancelled
@@ -58,7 +58,11 @@ pub struct Ended {
 /// finish their current request and are written, and the run ends. The lock on the results
 /// file is handed back still held (when it was taken), so whatever the caller writes about
 /// the run is written before another run can start.
-pub async fn run(config: RegisterConfig, client: Client, interrupt: CancellationToken) -> Ended {
+pub(crate) async fn run(
+    config: RegisterConfig,
+    client: Client,
+    interrupt: CancellationToken,
+) -> Ended {
     let mut lock = None;
     let result = async {
         let prepared = prepare(&config, &mut lock).await?;

@@ -13,19 +13,19 @@ use crate::results::Outcome;
 
 /// Rows per outcome.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts([u64; Outcome::ALL.len()]);
+pub(crate) struct Counts([u64; Outcome::ALL.len()]);
 
 impl Counts {
-    pub fn add(&mut self, outcome: Outcome) {
+    pub(crate) fn add(&mut self, outcome: Outcome) {
         self.0[outcome as usize] += 1;
     }
-    pub fn get(&self, outcome: Outcome) -> u64 {
+    pub(crate) fn get(&self, outcome: Outcome) -> u64 {
         self.0[outcome as usize]
     }
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.iter().sum()
     }
-    pub fn plus(&self, other: &Counts) -> Counts {
+    pub(crate) fn plus(&self, other: &Counts) -> Counts {
         let mut sum = *self;
         for (a, b) in sum.0.iter_mut().zip(other.0) {
             *a += b;
@@ -33,7 +33,7 @@ impl Counts {
         sum
     }
     /// `registered 3, rejected 1`: the outcomes that occurred, in contract order.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let parts: Vec<String> = Outcome::ALL
             .into_iter()
             .filter(|o| self.get(*o) > 0)
@@ -48,14 +48,14 @@ impl Counts {
 }
 
 /// Live progress of a run.
-pub struct Progress {
+pub(crate) struct Progress {
     started: Instant,
     /// Input rows, as the plan counted them.
     expected_rows: u64,
     /// Rows that reached an outcome in this run.
-    pub this_run: Counts,
+    pub(crate) this_run: Counts,
     /// Rows skipped because an earlier run finished them, by their earlier outcome.
-    pub skipped: Counts,
+    pub(crate) skipped: Counts,
     bar: Option<ProgressBar>,
     plain_interval: Duration,
     last_plain: Instant,
@@ -66,7 +66,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(expected_rows: u64, plain_interval: Duration) -> Self {
+    pub(crate) fn new(expected_rows: u64, plain_interval: Duration) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -102,22 +102,22 @@ impl Progress {
 
     /// A SIM registered, its update step to follow: counted in the summary as registered
     /// if the run ends before its row does.
-    pub fn checkpoint(&mut self, line: u64) {
+    pub(crate) fn checkpoint(&mut self, line: u64) {
         self.awaiting_update.insert(line);
     }
 
     /// SIMs registered whose update step had not finished.
-    pub fn update_pending(&self) -> u64 {
+    pub(crate) fn update_pending(&self) -> u64 {
         self.awaiting_update.len() as u64
     }
 
-    pub fn row_done(&mut self, line: u64, outcome: Outcome) {
+    pub(crate) fn row_done(&mut self, line: u64, outcome: Outcome) {
         self.awaiting_update.remove(&line);
         self.this_run.add(outcome);
         self.advance();
     }
 
-    pub fn row_skipped(&mut self, earlier: Outcome) {
+    pub(crate) fn row_skipped(&mut self, earlier: Outcome) {
         self.skipped.add(earlier);
         self.advance();
     }
@@ -138,7 +138,7 @@ impl Progress {
 
     /// Logs the plain progress line when there is no bar and the interval has passed.
     /// Called on every row and on a timer, so a stalled run still reports.
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         if self.bar.is_some() || self.last_plain.elapsed() < self.plain_interval {
             return;
         }
@@ -184,7 +184,7 @@ impl Progress {
 
     /// Ends the display. Off a terminal, a run that logged no progress line since its last
     /// row (one shorter than `--progress-interval`) logs one now, so every run has one.
-    pub fn finish(&mut self) -> Duration {
+    pub(crate) fn finish(&mut self) -> Duration {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         } else if !self.logged_since_row && self.done() > 0 {
