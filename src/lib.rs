@@ -38,6 +38,9 @@
 //! backoff in `api/backoff.rs`, CSV reading in `input/`, the results file in `results/`,
 //! the emulator in `emulator/`.
 
+// These docs are for people working on the tool, read with `--document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod api;
 pub mod app;
 pub mod cli;
