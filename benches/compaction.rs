@@ -36,8 +36,9 @@ fn main() {
                 };
                 writeln!(
                     file,
-                    "{},8988307{n:013},registered,HS{n:032x},new,,,{message},,1,2026-11-27T00:00:00Z,,,fleet=field-devices,AC00000000000000000000000000000000",
-                    n + 2
+                    "{},8988307{n:013},registered,HS{n:032x},new,,,{message},,1,2026-11-27T00:00:00Z,,,fleet=field-devices,AC00000000000000000000000000000000,{:06x}",
+                    n + 2,
+                    n & 0xff_ffff
                 )
                 .unwrap();
             }
