@@ -89,6 +89,9 @@ pub(crate) struct Observed {
     pub(crate) other_in_flight: Option<f64>,
     /// The most other requests in flight one answer showed.
     pub(crate) other_peak: Option<u32>,
+    /// The most of this run's requests in flight at once: a run too short to fill its
+    /// window never had as many in flight as the window allowed.
+    pub(crate) peak_in_flight: usize,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,8 @@ struct State {
     /// Requests allowed in flight (fractional: growth adds fractions per success).
     window: f64,
     in_flight: usize,
+    /// The most of ours in flight at once, over the whole run.
+    peak_in_flight: usize,
     /// Requests sent so far; each slot carries its sequence number.
     sent: u64,
     /// The most of ours in flight since each send, for reading other traffic off a count.
@@ -186,6 +191,7 @@ impl ConcurrencyLimit {
             state: Mutex::new(State {
                 window: start,
                 in_flight: 0,
+                peak_in_flight: 0,
                 sent: 0,
                 highs: InFlightHighs::default(),
                 slow_start: adaptive,
@@ -236,6 +242,7 @@ impl ConcurrencyLimit {
             return None;
         }
         state.in_flight += 1;
+        state.peak_in_flight = state.peak_in_flight.max(state.in_flight);
         state.sent += 1;
         let (seq, in_flight) = (state.sent, state.in_flight);
         state.highs.sent(seq, in_flight);
@@ -272,6 +279,7 @@ impl ConcurrencyLimit {
             header_seen: state.header_seen(),
             other_in_flight: state.other.mean(),
             other_peak: state.other.peak(),
+            peak_in_flight: state.peak_in_flight,
         }
     }
 

@@ -51,7 +51,12 @@ pub(crate) async fn connect(
             let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
                 .await
                 .context("cannot start the built-in emulator")?;
-            tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
+            // On a terminal the start line says "against the built-in emulator" already.
+            if crate::logs::interactive() {
+                tracing::debug!(url = %emulator.base_url(), "running against the built-in emulator");
+            } else {
+                tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
+            }
             (emulator.base_url(), credentials.clone(), Some(emulator))
         }
     };

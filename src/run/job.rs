@@ -132,7 +132,9 @@ async fn prepare(
         results: results_name,
         done: false,
     };
-    if plan.earlier_rows > 0 {
+    if crate::logs::interactive() {
+        tracing::info!("{}", start_line(config, &plan));
+    } else if plan.earlier_rows > 0 {
         tracing::info!(rows = plan.earlier_rows, results = %config.output.display(), "resuming from an earlier run's results");
     }
     let failed_out = match &config.failed_out {
@@ -152,6 +154,30 @@ async fn prepare(
         failed_out,
         preflight,
     })
+}
+
+/// The start line on a terminal, once the input is counted: what, how many rows, where to.
+/// `registering 205 rows from sims.csv into sims.results.csv (180 earlier results to resume
+/// from), against the built-in emulator`.
+fn start_line(config: &RegisterConfig, plan: &Plan) -> String {
+    let mut line = format!(
+        "registering {} row{} from {} into {}",
+        plan.rows,
+        if plan.rows == 1 { "" } else { "s" },
+        config.input.display_name(),
+        config.output.display()
+    );
+    if plan.earlier_rows > 0 {
+        line.push_str(&format!(
+            " ({} earlier result{} to resume from)",
+            plan.earlier_rows,
+            if plan.earlier_rows == 1 { "" } else { "s" }
+        ));
+    }
+    if matches!(config.target, crate::config::Target::Emulator { .. }) {
+        line.push_str(", against the built-in emulator");
+    }
+    line
 }
 
 /// What the pipeline hands to [`finish`].

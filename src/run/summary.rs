@@ -182,6 +182,9 @@ pub(crate) struct ConcurrencyReport {
     pub(crate) other_peak: Option<u32>,
     /// Share of this run's requests answered 429.
     pub(crate) throttled_share: f64,
+    /// The most of this run's requests in flight at once; below `settled` when the run
+    /// ended before it filled its window.
+    pub(crate) peak_in_flight: usize,
 }
 
 impl ConcurrencyReport {
@@ -210,33 +213,44 @@ impl ConcurrencyReport {
             } else {
                 throttled as f64 / requests as f64
             },
+            peak_in_flight: seen.peak_in_flight,
         }
     }
 
-    /// The text summary's concurrency line(s).
-    fn describe(&self) -> String {
+    /// The text summary's concurrency line(s), for a run that met `throttled` 429s. A run
+    /// that never had as many requests in flight as its limit allowed (too few rows, or too
+    /// short) says how many it had at most, not where a limit it never reached "settled".
+    fn describe(&self, throttled: u64) -> String {
         if !self.adaptive {
-            return format!(
-                "concurrency: fixed at {}
-",
-                self.ceiling
-            );
+            return format!("concurrency: fixed at {}\n", self.ceiling);
         }
-        let mut text = format!(
-            "concurrency: settled at {} in flight (ceiling {}, lowest {}, highest {}",
-            self.settled, self.ceiling, self.lowest, self.highest
-        );
+        let mut text = if self.peak_in_flight > 0 && self.settled > self.peak_in_flight {
+            format!(
+                "concurrency: at most {} in flight, too few for the limit to settle (ceiling {}, \
+                 lowest {}",
+                self.peak_in_flight, self.ceiling, self.lowest
+            )
+        } else {
+            format!(
+                "concurrency: settled at {} in flight (ceiling {}, lowest {}, highest {}",
+                self.settled, self.ceiling, self.lowest, self.highest
+            )
+        };
         match (self.learned_limit, self.header_seen) {
             (Some(limit), true) => text.push_str(&format!("; account limit found: {limit}")),
             (Some(limit), false) => text.push_str(&format!("; room found: {limit}")),
+            // 429s met, but the limit they showed was outgrown (probes found it had risen).
+            (None, _) if throttled > 0 => text.push_str(&format!(
+                "; {throttled} 429{} met, the limit since risen",
+                if throttled == 1 { "" } else { "s" }
+            )),
             (None, _) => text.push_str("; no 429 met"),
         }
         if self.max_share < 1.0 {
             text.push_str(&format!("; --max-share {:.0}%", self.max_share * 100.0));
         }
         text.push_str(&format!(
-            "), 429 share {:.1}%
-",
+            "), 429 share {:.1}%\n",
             self.throttled_share * 100.0
         ));
         match (self.other_in_flight, self.other_peak) {
@@ -260,6 +274,12 @@ impl RunSummary {
         self.this_run.plus(&self.skipped)
     }
 
+    /// Rows this run took to an outcome, SIMs registered with their update step still to do
+    /// included: the sum of the per-outcome lines, where they count as registered.
+    pub(crate) fn rows_this_run(&self) -> u64 {
+        self.this_run.total() + self.update_pending
+    }
+
     /// The exit code of this run: it reflects the rows this run finished, so a SIM refused
     /// weeks ago does not make every later cron run exit 1. The whole file stays in the
     /// summary (`whole_file`, "N rows failed in earlier runs").
@@ -276,7 +296,7 @@ impl RunSummary {
             end = ending.end,
             reason = ending.reason,
             exit_code = u64::from(ending.exit_code),
-            rows = self.this_run.total(),
+            rows = self.rows_this_run(),
             registered = c(Outcome::Registered) + self.update_pending,
             registered_update_pending = self.update_pending,
             rows_not_in_input = self.not_in_input,
@@ -342,10 +362,10 @@ impl RunSummary {
             );
         }
         let seconds = self.elapsed.as_secs_f64();
+        let rows = self.rows_this_run();
         let mut text = format!(
-            "{} rows in {seconds:.1}s ({:.1} rows/s)\n",
-            self.this_run.total(),
-            self.this_run.total() as f64 / seconds.max(0.001)
+            "{rows} rows in {seconds:.1}s ({:.1} rows/s)\n",
+            rows as f64 / seconds.max(0.001)
         );
         for outcome in Outcome::ALL {
             if outcome == Outcome::Registered && self.update_pending > 0 {
@@ -375,7 +395,7 @@ impl RunSummary {
             self.requests, self.retries, self.throttled
         ));
         if self.requests > 0 {
-            text.push_str(&self.concurrency.describe());
+            text.push_str(&self.concurrency.describe(self.throttled));
         }
         text.push_str(&self.needs_a_person.describe(&self.results_path));
         let failed_earlier = failed(&self.skipped);
