@@ -33,8 +33,8 @@ pub(super) enum Work {
     /// the failed-out file with this reason if it has one.
     Report(ResultRow, csv::ByteRecord, Option<String>),
     /// Finished by an earlier run: count it, write nothing (but copy it to the failed-out
-    /// file, with this reason, when it ended `invalid` or `rejected`).
-    Skip(Outcome, Option<(csv::ByteRecord, String)>),
+    /// file, its line first, with this reason, when it ended `invalid` or `rejected`).
+    Skip(Outcome, Option<(u64, csv::ByteRecord, String)>),
 }
 
 /// Reads and checks the input, with the plan's facts for each line (repeats, earlier runs),
@@ -200,7 +200,10 @@ pub(super) fn triage(
     let verdict = screen.judge(&row, facts.duplicate_of);
     let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
         if facts.already_reported(report_key(outcome, &iccid, &message)) {
-            Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
+            Work::Skip(
+                outcome,
+                failed.map(|reason| (row.line, row.fields.clone(), reason)),
+            )
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
             result.error_message = Some(message);
@@ -250,7 +253,7 @@ pub(super) fn triage(
                 "line {}: rejected by the API in an earlier run (see the results file)",
                 row.line
             );
-            return Work::Skip(Outcome::Rejected, Some((row.fields, reason)));
+            return Work::Skip(Outcome::Rejected, Some((row.line, row.fields, reason)));
         }
         Resume::Skip(outcome) => return Work::Skip(outcome, None),
         Resume::Update(prior) => Some(prior),
