@@ -139,8 +139,13 @@ impl LazyFleets {
     /// (the gate halted it, with its reason, or it was interrupted).
     fn resolve(&mut self) -> Result<(), Option<RunError>> {
         self.pending = false;
-        let resolving =
-            fleets::resolve(&self.gate, self.flag.as_deref(), &self.named, self.too_many);
+        let resolving = fleets::resolve(
+            &self.gate,
+            self.flag.as_deref(),
+            &self.named,
+            self.too_many,
+            fleets::NOTHING_REGISTERED,
+        );
         match tokio::runtime::Handle::current().block_on(resolving) {
             Ok(resolved) => {
                 if resolved.unknown() > 0 {
