@@ -115,7 +115,8 @@ enum Sink {
     /// The CSV; its header waits for the first SIM (or the end), so a refused request
     /// prints no half an export.
     Csv {
-        writer: csv::Writer<std::io::BufWriter<Box<dyn Write>>>,
+        /// Boxed: the CSV writer carries its own buffer, the JSON side only a pointer.
+        writer: Box<csv::Writer<std::io::BufWriter<Box<dyn Write>>>>,
         header_written: bool,
     },
     Json(std::io::BufWriter<Box<dyn Write>>),
@@ -126,7 +127,7 @@ impl Sink {
         let out = std::io::BufWriter::new(out);
         match format {
             ExportFormat::Csv => Sink::Csv {
-                writer: csv::Writer::from_writer(out),
+                writer: Box::new(csv::Writer::from_writer(out)),
                 header_written: false,
             },
             ExportFormat::Json => Sink::Json(out),
