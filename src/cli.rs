@@ -464,7 +464,9 @@ Examples:
   # The active SIMs of one Fleet, to stdout
   supersim-bulk export --status active --fleet field-devices
   # What a rehearsal emulator holds
-  supersim-bulk export --base-url http://127.0.0.1:8080";
+  supersim-bulk export --base-url http://127.0.0.1:8080
+  # What a rehearsal with --emulator left, as JSON Lines for jq
+  supersim-bulk export --emulator --state sims.emulator.results.state.jsonl --format json";
 
 const CHECK_HELP: &str = "\
 Exit codes (the ones register would give for the same set-up):
@@ -485,7 +487,8 @@ const RECONCILE_HELP: &str = "\
 Exit codes:
   0  every SIM in the file is on the account as the file says
   1  something differs: a status, Fleet or name, a SIM missing from the account,
-     or (with --all) a SIM on the account that the file does not mention
+     or (with --all, or --fleet) a SIM on the account (in that Fleet) that the file
+     does not mention
   2  usage, configuration or API error
 
 Examples:
@@ -493,6 +496,8 @@ Examples:
   supersim-bulk reconcile sims.results.csv
   # Also list the SIMs on the account that the file does not mention
   supersim-bulk reconcile sims.results.csv --all
+  # On a shared account: only this Fleet's SIMs count as extra; JSON Lines for jq
+  supersim-bulk reconcile sims.results.csv --fleet field-devices --format json
   # Against a rehearsal emulator, listing the matches as well
   supersim-bulk reconcile sims.results.csv --base-url http://127.0.0.1:8080 --matches";
 
@@ -510,9 +515,13 @@ Examples:
 /// Where `export` and `reconcile` read the account from, and within which limits.
 #[derive(Debug, Args)]
 pub(crate) struct AccountArgs {
-    /// Run against a built-in emulator on a free loopback port (it starts empty)
+    /// Run against a built-in emulator on a free loopback port (it starts empty, unless --state names a journal)
     #[arg(long, conflicts_with = "base_url")]
     pub(crate) emulator: bool,
+
+    /// With --emulator: the emulated account is the one this state journal holds (a rehearsal's `<results stem>.state.jsonl`, or one `emulator --state` wrote); it is only read
+    #[arg(long, value_name = "FILE", requires = "emulator")]
+    pub(crate) state: Option<PathBuf>,
 
     /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
     #[arg(long, value_name = "URL")]
@@ -549,12 +558,32 @@ pub(crate) struct ExportArgs {
     #[arg(long, value_name = "HF...|NAME", value_parser = non_empty)]
     pub(crate) fleet: Option<String>,
 
-    /// Write the CSV here (atomically, replacing an earlier export) instead of to stdout
+    /// Write the export here (atomically, replacing an earlier export) instead of to stdout
     #[arg(short, long, value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
 
+    /// csv, or json: JSON Lines, one object per SIM with the CSV's columns as keys
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub(crate) format: ExportFormat,
+
     #[command(flatten)]
     pub(crate) account: AccountArgs,
+}
+
+/// How `export` writes the SIMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    Csv,
+    /// JSON Lines: one object per SIM, as it arrives.
+    Json,
+}
+
+/// How `reconcile` writes its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    Text,
+    /// JSON Lines: one object per SIM listed, then `{"summary": {...}}`.
+    Json,
 }
 
 /// The statuses a SIM can have, for `export --status`.
@@ -585,6 +614,14 @@ pub(crate) struct ReconcileArgs {
     /// Also list the rows that match, not only the differences
     #[arg(long)]
     pub(crate) matches: bool,
+
+    /// Report as extra the SIMs in this Fleet (SID or unique name) that the file does not mention, not the whole account's
+    #[arg(long, value_name = "HF...|NAME", value_parser = non_empty)]
+    pub(crate) fleet: Option<String>,
+
+    /// text, or json: JSON Lines, one object per SIM listed, then one with the summary
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub(crate) format: ReportFormat,
 
     #[command(flatten)]
     pub(crate) account: AccountArgs,

@@ -268,7 +268,19 @@ impl AccountConfig {
         };
         let profile = chosen_profile(args.emulator, args.profile.as_deref(), &env)?;
         let env = environment(profile.as_ref(), &env);
-        let target = resolve_target(args.emulator, args.base_url.as_deref(), &env)?;
+        let target = match resolve_target(args.emulator, args.base_url.as_deref(), &env)? {
+            // The account of a rehearsal, or of a standalone emulator's journal: only read.
+            Target::Emulator {
+                credentials,
+                account,
+                ..
+            } => Target::Emulator {
+                credentials,
+                state: args.state.clone(),
+                account,
+            },
+            api => api,
+        };
         Ok(AccountConfig {
             account_sid: account_of(&target, &env),
             target: sourced_from(target, profile.as_ref()),

@@ -32,8 +32,9 @@ Exit codes:
   1    the run finished; some rows it finished are rejected, invalid or
        update_failed (see the results file),
        or --max-failures stopped it (end: max_failures)
-  2    usage, configuration or input-file error, credentials refused
-       (end: credentials_refused), or the URL is not the API (end: wrong_endpoint)
+  2    usage, configuration or input-file error (end: error), credentials refused
+       (end: error at the start, credentials_refused once the run has started),
+       or the URL is not the API (end: wrong_endpoint)
   75   run again later: some rows gave_up, the API was unreachable (end: unreachable),
        the input changed (end: input_changed), the results file could not be written,
        as on a full disk (end: writer_failed), or another run holds its lock

@@ -404,3 +404,65 @@ async fn compaction_keeps_the_files_mode_and_removes_a_killed_compactions_leftov
         "the killed compaction's file was removed"
     );
 }
+
+/// Issue 20 item 4: rows finish out of order (many in flight, jittered latency, the first
+/// failing row held up by a fault), yet the failed-out file lists them in input line order,
+/// and it is owner-only: it holds registration codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_failed_out_file_is_in_line_order_and_owner_only() {
+    let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+        latency: std::time::Duration::from_millis(20),
+        latency_jitter: 0.9,
+        seed: 20,
+        ..Default::default()
+    })
+    .await;
+    // Every third SIM has a wrong code; the first of them meets a stall before its refusal.
+    let sims: Vec<(String, String)> = (0..30)
+        .map(|n| {
+            let (iccid, code) = good_sim(n);
+            if n % 3 == 0 {
+                (iccid, common::wrong_code(&code))
+            } else {
+                (iccid, code)
+            }
+        })
+        .collect();
+    env.emulator.inject(
+        &sims[0].0,
+        vec![supersim_bulk::emulator::Fault::StallBeforeCommit(
+            std::time::Duration::from_millis(400),
+        )],
+    );
+    env.write_input(&sims);
+    let fix = env.dir.path().join("fix.csv");
+    let output = env
+        .register(&[
+            "--failed-out",
+            fix.to_str().unwrap(),
+            "--no-adaptive",
+            "--concurrency",
+            "8",
+        ])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let rows = common::csv_rows(&std::fs::read(&fix).unwrap());
+    let lines: Vec<u64> = rows
+        .iter()
+        .map(|row| {
+            let reason = &row["reason"];
+            reason["line ".len()..reason.find(':').unwrap()]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let expected: Vec<u64> = (0..30).filter(|n| n % 3 == 0).map(|n| n + 2).collect();
+    assert_eq!(lines, expected, "{rows:?}");
+    let mode = std::fs::metadata(&fix).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let mode = std::fs::metadata(env.results_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

@@ -286,3 +286,87 @@ async fn a_reader_that_closes_the_pipe_early_ends_the_export_quietly() {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(!stderr(&output).contains("error"), "{}", stderr(&output));
 }
+
+/// `--format json` writes JSON Lines: one object per SIM with the export columns as keys,
+/// an absent value as null; an empty listing is an empty output.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_format_is_one_object_per_sim_with_the_export_columns() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..5).map(good_sim).collect();
+    env.write_input(&sims);
+    assert_eq!(exit_code(&env.register(&[]).await), 0);
+    env.emulator.set_status(&iccid(3), "active", Some("bench"));
+    let output = env
+        .account_command("export", &["--format", "json", "--page-size", "2"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let text = stdout(&output);
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(objects.len(), 5, "{text}");
+    for object in &objects {
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = HEADER.split(',').collect();
+        expected.sort();
+        let mut keys = keys.clone();
+        keys.sort();
+        assert_eq!(keys, expected, "{text}");
+        assert_eq!(object["unique_name"], serde_json::Value::Null, "{text}");
+    }
+    let moved = objects
+        .iter()
+        .find(|o| o["iccid"] == iccid(3).as_str())
+        .unwrap();
+    assert_eq!(moved["status"], "active");
+    assert_eq!(
+        moved["fleet_sid"],
+        supersim_bulk::emulator::fleet_sid_for("bench").as_str()
+    );
+    for (_, code) in &sims {
+        assert!(
+            !text.contains(code.as_str()),
+            "a registration code in {text}"
+        );
+    }
+
+    // To a file, replacing an earlier JSON export; an empty listing is an empty file.
+    let path = env.dir.path().join("account.jsonl");
+    for _ in 0..2 {
+        let output = env
+            .account_command("export", &["--format", "json", "-o", "account.jsonl"])
+            .await;
+        assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5);
+    }
+    let output = env
+        .account_command(
+            "export",
+            &[
+                "--format",
+                "json",
+                "--status",
+                "inactive",
+                "-o",
+                "account.jsonl",
+            ],
+        )
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    // A CSV export is not replaced by a JSON one, nor the other way round.
+    let output = env
+        .account_command("export", &["-o", "account.jsonl"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "an empty file may become any export");
+    let output = env
+        .account_command("export", &["--format", "json", "-o", "account.jsonl"])
+        .await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is not a JSON export"),
+        "{}",
+        stderr(&output)
+    );
+}

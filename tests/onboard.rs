@@ -458,3 +458,54 @@ async fn sigkill_between_registration_and_update_resumes_at_the_update() {
     assert_eq!(env.last_rows()[&sim.0]["status"], "active");
     assert_results_match_server(&env, &[sim.0]);
 }
+
+/// Issue 20 item 5: an 83011 names the unique name that clashed and says the Fleet and
+/// status asked for in the same request were not applied; the outcome stays
+/// `update_failed`, and once the name is fixed only the update is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_83011_names_the_taken_name_and_the_steps_still_to_do() {
+    let env = TestEnv::new().await;
+    let (first, first_code) = good_sim(60);
+    let (second, second_code) = good_sim(61);
+    env.write_csv(&format!(
+        "iccid,code,unique_name\n{first},{first_code},tracker-001\n"
+    ));
+    assert_eq!(exit_code(&env.register(&[]).await), 0);
+
+    env.write_csv(&format!(
+        "iccid,code,unique_name\n{first},{first_code},tracker-001\n{second},{second_code},tracker-001\n"
+    ));
+    let output = env
+        .register(&["--fleet", "field-devices", "--activate"])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let row = &env.last_rows()[&second];
+    assert_eq!(row["outcome"], "update_failed", "{row:?}");
+    assert_eq!(row["error_code"], "83011", "{row:?}");
+    let message = &row["error_message"];
+    assert!(message.contains("'tracker-001'"), "{message}");
+    assert!(
+        message.contains(
+            "the Fleet and the status asked for in the same request were not applied yet"
+        ),
+        "{message}"
+    );
+    assert_eq!(row["status"], "new", "{row:?}");
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    let sim = env.emulator.sim(&second).unwrap();
+    assert_eq!((sim.status.as_str(), sim.fleet_sid), ("new", None));
+    assert!(!message.contains(&second_code), "{message}");
+
+    // The name fixed: only the update is sent, and it does all three steps.
+    env.write_csv(&format!(
+        "iccid,code,unique_name\n{first},{first_code},tracker-001\n{second},{second_code},tracker-002\n"
+    ));
+    let output = env
+        .register(&["--fleet", "field-devices", "--activate"])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(env.emulator.commits(&second), 1);
+    let sim = env.emulator.sim(&second).unwrap();
+    assert_eq!(sim.unique_name.as_deref(), Some("tracker-002"));
+    assert_eq!(sim.fleet_sid, Some(fleet_sid_for("field-devices")));
+}

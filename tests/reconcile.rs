@@ -440,3 +440,140 @@ async fn with_an_api_key_the_account_is_learned_before_the_file_is_judged() {
     );
     assert!(!err.contains("key-secret"), "{err}");
 }
+
+/// On a shared account another app's SIMs sit in other Fleets: `--fleet` reports as extra
+/// only the unmentioned SIMs of that Fleet, and still compares every SIM of the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_limits_extra_to_the_sims_of_that_fleet() {
+    let env = registered(3).await;
+    // Another app's SIMs, in the bench Fleet.
+    for n in 500..504 {
+        env.emulator.preregister(&iccid(n));
+        env.emulator.set_status(&iccid(n), "active", Some("bench"));
+    }
+    let all = env
+        .account_command("reconcile", &["sims.results.csv", "--all"])
+        .await;
+    assert_eq!(exit_code(&all), 1, "{}", stdout(&all));
+    assert!(
+        stdout(&all).contains("  extra           4\n"),
+        "{}",
+        stdout(&all)
+    );
+
+    let fleet = env
+        .account_command(
+            "reconcile",
+            &["sims.results.csv", "--fleet", "field-devices"],
+        )
+        .await;
+    let text = stdout(&fleet);
+    assert_eq!(exit_code(&fleet), 0, "{text}{}", stderr(&fleet));
+    assert!(
+        text.contains("  extra           0 (in Fleet field-devices)\n"),
+        "{text}"
+    );
+    assert!(!text.contains(&iccid(500)), "{text}");
+
+    // One of this Fleet's SIMs the file does not mention is extra; a SIM of the file
+    // moved to another Fleet is still compared (differs, not missing).
+    env.emulator.preregister(&iccid(600));
+    env.emulator
+        .set_status(&iccid(600), "new", Some("field-devices"));
+    env.emulator.set_status(&iccid(1), "new", Some("bench"));
+    let fleet = env
+        .account_command(
+            "reconcile",
+            &["sims.results.csv", "--fleet", "field-devices", "--all"],
+        )
+        .await;
+    let text = stdout(&fleet);
+    assert_eq!(exit_code(&fleet), 1, "{text}{}", stderr(&fleet));
+    assert!(line_of(&text, &iccid(600)).starts_with("extra "), "{text}");
+    assert!(line_of(&text, &iccid(1)).starts_with("differs "), "{text}");
+    assert!(!text.contains(&iccid(501)), "{text}");
+    assert!(
+        text.contains("  extra           1 (in Fleet field-devices)\n"),
+        "{text}"
+    );
+
+    // A Fleet the account does not have is a set-up mistake, not an empty Fleet.
+    let typo = env
+        .account_command(
+            "reconcile",
+            &["sims.results.csv", "--fleet", "feild-devices"],
+        )
+        .await;
+    assert_eq!(exit_code(&typo), 2, "{}", stdout(&typo));
+    assert!(
+        stderr(&typo).contains("Fleet 'feild-devices' is not on this account"),
+        "{}",
+        stderr(&typo)
+    );
+    assert!(stderr(&typo).contains("field-devices"), "{}", stderr(&typo));
+}
+
+/// `--format json` writes JSON Lines: one object per SIM listed, then one summary object;
+/// jq reads it as it comes. No registration code appears in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_format_is_one_object_per_line_then_the_summary() {
+    let env = registered(4).await;
+    env.emulator
+        .set_status(&iccid(2), "active", Some("field-devices"));
+    env.emulator.preregister(&iccid(700));
+    let output = env
+        .account_command(
+            "reconcile",
+            &["sims.results.csv", "--all", "--matches", "--format", "json"],
+        )
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let text = stdout(&output);
+    let objects: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let (summary, sims) = objects.split_last().unwrap();
+    assert_eq!(sims.len(), 6, "{text}");
+    let by_iccid = |n: u32| {
+        sims.iter()
+            .find(|sim| sim["iccid"] == iccid(n).as_str())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    assert_eq!(by_iccid(0)["verdict"], "match");
+    assert_eq!(by_iccid(0)["line"], 2);
+    assert!(by_iccid(0)["sid"].as_str().unwrap().starts_with("HS"));
+    assert_eq!(by_iccid(2)["verdict"], "differs");
+    assert!(
+        by_iccid(2)["message"]
+            .as_str()
+            .unwrap()
+            .contains("status: file new, account active"),
+        "{text}"
+    );
+    assert_eq!(by_iccid(900)["verdict"], "not-registered");
+    assert_eq!(by_iccid(700)["verdict"], "extra");
+    assert_eq!(by_iccid(700)["line"], serde_json::Value::Null);
+    let summary = &summary["summary"];
+    assert_eq!(summary["file"], "sims.results.csv", "{text}");
+    assert_eq!(summary["file_sims"], 5);
+    assert_eq!(summary["account_sims"], 5);
+    assert_eq!(summary["match"], 3);
+    assert_eq!(summary["differ"], 1);
+    assert_eq!(summary["missing"], 0);
+    assert_eq!(summary["not_registered"], 1);
+    assert_eq!(summary["extra"], 1);
+    assert_eq!(summary["matches"], false);
+    assert_eq!(summary["exit_code"], 1);
+    for n in 0..4 {
+        let code = supersim_bulk::emulator::registration_code_for(&iccid(n));
+        assert!(!text.contains(&code), "a registration code in {text}");
+    }
+    // Without --all, extra is not checked: null, not 0.
+    let output = env
+        .account_command("reconcile", &["sims.results.csv", "--format", "json"])
+        .await;
+    let last: serde_json::Value =
+        serde_json::from_str(stdout(&output).lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["extra"], serde_json::Value::Null);
+}

@@ -2,6 +2,7 @@
 //! settings of the last two, and the API client for the resolved [`Target`], starting the
 //! built-in emulator first for `--emulator`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,10 +15,40 @@ use crate::secret::Credentials;
 /// The account settings of `export` or `reconcile` from their flags and the environment,
 /// or the exit code after saying why they cannot be used.
 pub(crate) fn account_config(args: &crate::cli::AccountArgs) -> Result<AccountConfig, u8> {
-    AccountConfig::resolve(args, |name| std::env::var(name).ok()).map_err(|error| {
+    let config = AccountConfig::resolve(args, |name| std::env::var(name).ok());
+    let checked = config.and_then(|config| {
+        if let Some(state) = &args.state {
+            check_state_to_read(state)?;
+        }
+        Ok(config)
+    });
+    checked.map_err(|error| {
         crate::logs::error(format_args!("{error:#}"));
         crate::exit::USAGE_OR_CONFIG
     })
+}
+
+/// Refuses a `--state` journal that cannot be read as one: a missing file (the emulator
+/// would start an empty account, and every SIM would seem to be gone), or a file that is
+/// not a journal. A results file given by mistake is answered with the journal beside it.
+fn check_state_to_read(state: &Path) -> anyhow::Result<()> {
+    let shown = state.display();
+    let beside = crate::config::emulator_state_beside(state);
+    let hint = if beside != state && beside.is_file() {
+        format!(
+            "; the journal of the rehearsal that wrote it is {} beside it: pass that",
+            beside.display()
+        )
+    } else {
+        String::new()
+    };
+    if !state.is_file() {
+        anyhow::bail!(
+            "--state {shown}: no such file; name the journal a rehearsal kept beside its \
+             results (<results stem>.state.jsonl) or the one `emulator --state` wrote{hint}"
+        );
+    }
+    crate::emulator::check_state(state).map_err(|error| anyhow::anyhow!("--state: {error}{hint}"))
 }
 
 /// The client for `target`, and the in-process emulator it talks to, if one was started

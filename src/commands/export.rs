@@ -7,6 +7,9 @@
 //! last page is written, so a failed export leaves any earlier one as it was; anything but
 //! a regular file at FILE (a symbolic link, a device, a pipe), or a file that is not an
 //! export, is refused rather than replaced.
+//!
+//! `--format json` writes JSON Lines: one object per SIM, keyed by the export columns, so
+//! it streams as the CSV does and `jq` reads each SIM as it comes.
 
 use std::io::{BufRead, Read as _, Write};
 
@@ -17,16 +20,18 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use super::listing::{EXPORT_COLUMNS, ListError, export_fields, list_sims};
+use crate::api::ListedSim;
 use crate::api::SimFilter;
 use crate::api::gate::Gate;
-use crate::cli::ExportArgs;
+use crate::cli::{ExportArgs, ExportFormat};
 use crate::config::AccountConfig;
 use crate::exit;
 
 /// Refuses an output path that must not be replaced: anything but a regular file or a new
-/// path (a symbolic link, whatever it points at, a device, a pipe), or a file whose first
-/// line is not the export header.
-pub(crate) fn check_output(path: &Path) -> anyhow::Result<()> {
+/// path (a symbolic link, whatever it points at, a device, a pipe), or a file that is not
+/// empty and is not an export in `format` (its first line is not the CSV header, or not a
+/// JSON object keyed by the export columns).
+pub(crate) fn check_output(path: &Path, format: ExportFormat) -> anyhow::Result<()> {
     let shown = path.display();
     let what = crate::paths::not_replaceable(path)
         .with_context(|| format!("cannot check the output {shown}"))?;
@@ -47,14 +52,122 @@ pub(crate) fn check_output(path: &Path) -> anyhow::Result<()> {
     .take(4096)
     .read_line(&mut first_line)
     .with_context(|| format!("cannot read the output {shown}"))?;
-    if first_line.trim_end() != EXPORT_COLUMNS.join(",") && metadata.len() > 0 {
-        bail!(
+    if metadata.len() == 0 {
+        return Ok(());
+    }
+    match format {
+        ExportFormat::Csv if first_line.trim_end() != EXPORT_COLUMNS.join(",") => bail!(
             "the output {shown} exists and is not an export (its first line is not \
              `{}`); export replaces only its own files: remove it or pass another path",
             EXPORT_COLUMNS.join(",")
-        );
+        ),
+        ExportFormat::Json if !is_json_export_line(&first_line) => bail!(
+            "the output {shown} exists and is not a JSON export (its first line is not an \
+             object with the keys {}); export replaces only its own files: remove it or \
+             pass another path",
+            EXPORT_COLUMNS.join(", ")
+        ),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// True for a line of a JSON export: an object whose keys are the export columns.
+fn is_json_export_line(line: &str) -> bool {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) {
+        Ok(object) => {
+            object.len() == EXPORT_COLUMNS.len()
+                && EXPORT_COLUMNS.iter().all(|key| object.contains_key(*key))
+        }
+        Err(_) => false,
+    }
+}
+
+/// One SIM as a JSON export line: the export columns, in their order, an absent value null.
+#[derive(serde::Serialize)]
+struct JsonSim<'a> {
+    sid: Option<&'a str>,
+    iccid: Option<&'a str>,
+    status: Option<&'a str>,
+    fleet_sid: Option<&'a str>,
+    unique_name: Option<&'a str>,
+    date_created: Option<&'a str>,
+    date_updated: Option<&'a str>,
+    account_sid: Option<&'a str>,
+}
+
+impl<'a> JsonSim<'a> {
+    fn of(sim: &'a ListedSim) -> Self {
+        JsonSim {
+            sid: sim.sid.as_deref(),
+            iccid: sim.iccid.as_deref(),
+            status: sim.status.as_deref(),
+            fleet_sid: sim.fleet_sid.as_deref(),
+            unique_name: sim.unique_name.as_deref(),
+            date_created: sim.date_created.as_deref(),
+            date_updated: sim.date_updated.as_deref(),
+            account_sid: sim.account_sid.as_deref(),
+        }
+    }
+}
+
+/// Where the SIMs go, in the chosen format.
+enum Sink {
+    /// The CSV; its header waits for the first SIM (or the end), so a refused request
+    /// prints no half an export.
+    Csv {
+        /// Boxed: the CSV writer carries its own buffer, the JSON side only a pointer.
+        writer: Box<csv::Writer<std::io::BufWriter<Box<dyn Write>>>>,
+        header_written: bool,
+    },
+    Json(std::io::BufWriter<Box<dyn Write>>),
+}
+
+impl Sink {
+    fn new(format: ExportFormat, out: Box<dyn Write>) -> Sink {
+        let out = std::io::BufWriter::new(out);
+        match format {
+            ExportFormat::Csv => Sink::Csv {
+                writer: Box::new(csv::Writer::from_writer(out)),
+                header_written: false,
+            },
+            ExportFormat::Json => Sink::Json(out),
+        }
+    }
+
+    fn header(&mut self) -> anyhow::Result<()> {
+        if let Sink::Csv {
+            writer,
+            header_written,
+        } = self
+            && !*header_written
+        {
+            writer.write_record(EXPORT_COLUMNS)?;
+            *header_written = true;
+        }
+        Ok(())
+    }
+
+    fn sim(&mut self, sim: &ListedSim) -> anyhow::Result<()> {
+        self.header()?;
+        match self {
+            Sink::Csv { writer, .. } => writer.write_record(export_fields(sim))?,
+            Sink::Json(out) => {
+                serde_json::to_writer(&mut *out, &JsonSim::of(sim))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        // An empty CSV export still has its header; an empty JSON Lines export is empty.
+        self.header()?;
+        match self {
+            Sink::Csv { writer, .. } => writer.flush()?,
+            Sink::Json(out) => out.flush()?,
+        }
+        Ok(())
+    }
 }
 
 /// `export`: lists the SIMs to stdout or `-o FILE`; `stop` ends it between pages.
@@ -66,7 +179,7 @@ pub(crate) async fn run(args: ExportArgs, stop: CancellationToken) -> u8 {
     super::connect::log_start("export", &config.target, None);
     let output = args.output.filter(|path| path.as_os_str() != "-");
     if let Some(path) = &output
-        && let Err(error) = check_output(path)
+        && let Err(error) = check_output(path, args.format)
     {
         crate::logs::error(format_args!("{error:#}"));
         return exit::USAGE_OR_CONFIG;
@@ -79,7 +192,7 @@ pub(crate) async fn run(args: ExportArgs, stop: CancellationToken) -> u8 {
         fleet: args.fleet,
         page_size: config.page_size,
     };
-    match export(&config, &filter, output.as_deref(), stop).await {
+    match export(&config, &filter, (args.format, output.as_deref()), stop).await {
         Ok((sims, pages)) => {
             let place = output
                 .as_ref()
@@ -106,11 +219,11 @@ pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Writes the CSV; returns (SIMs, pages).
+/// Writes the export; returns (SIMs, pages).
 async fn export(
     config: &AccountConfig,
     filter: &SimFilter,
-    output: Option<&Path>,
+    (format, output): (ExportFormat, Option<&Path>),
     stop: CancellationToken,
 ) -> Result<(u64, u64), ListError> {
     let (client, _emulator) = super::connect::connect(&config.target, config.timeout)
@@ -138,27 +251,15 @@ async fn export(
             (Box::new(file), Some((temp, path.to_path_buf())))
         }
     };
-    let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(sink));
-    // The header waits for the first page, so a refused request prints no half an export.
+    let mut writer = Sink::new(format, sink);
     let mut sims = 0u64;
     let pages = list_sims(&gate, filter, |sim| {
-        if sims == 0 {
-            writer.write_record(EXPORT_COLUMNS)?;
-        }
-        writer
-            .write_record(export_fields(&sim))
-            .context("cannot write the export")?;
+        writer.sim(&sim).context("cannot write the export")?;
         sims += 1;
         Ok(())
     })
     .await;
     let pages = pages?;
-    if sims == 0 {
-        writer
-            .write_record(EXPORT_COLUMNS)
-            .context("cannot write the export")
-            .map_err(other)?;
-    }
     writer
         .flush()
         .context("cannot write the export")

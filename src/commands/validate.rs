@@ -173,7 +173,7 @@ pub(crate) fn check(config: &ValidateConfig, out: &mut dyn Write) -> Result<Coun
                 }
                 if let Some(failed_out) = &mut failed_out {
                     failed_out
-                        .write(&row.fields, &locate(row.line, &problems))
+                        .write(row.line, &row.fields, &locate(row.line, &problems))
                         .context("cannot write the failed-out file")
                         .map_err(setup)?;
                 }

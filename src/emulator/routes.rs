@@ -253,13 +253,21 @@ pub(super) async fn list_sims(
         filter.is_none() || filter.as_deref() == value
     };
     let base = base_url(&shared, &headers);
-    // `Fleet` is a SID or a unique name, as in UpdateSim.
+    // `Fleet` is a SID or a unique name, as in UpdateSim. A rehearsal's made-up Fleets are
+    // not kept in its journal, so one named again in a later run (an export of the
+    // rehearsal) is the same made-up Fleet: its SID derives from its name.
     let fleet_sid = params.fleet.as_ref().map(|wanted| {
-        store
+        match store
             .fleets
             .iter()
             .find(|fleet| &fleet.unique_name == wanted)
-            .map_or_else(|| wanted.clone(), |fleet| fleet.sid.clone())
+        {
+            Some(fleet) => fleet.sid.clone(),
+            None if shared.config.make_up_fleets && !wanted.starts_with("HF") => {
+                fleet_sid_for(wanted)
+            }
+            None => wanted.clone(),
+        }
     });
     let selected: Vec<&SimRecord> = store
         .sims

@@ -9,20 +9,40 @@
 //! regular file (or a new path) is replaced, at `PATH` and at `PATH.partial`: a symbolic
 //! link, a device or a pipe there is refused before anything is written, and checked again
 //! before the rename at the end.
+//!
+//! Rows are written in input line order, however they finish (many SIMs are in flight at
+//! once, each taking its own time): each row goes first to an anonymous spool file beside
+//! `PATH` (owner-only, gone when the run ends), and its line, place and length to the
+//! external sort; the end of the run copies the rows into `PATH.partial` in line order. So
+//! memory stays flat whatever the number of failed rows.
 
 use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::extsort::Sorter;
 use crate::input::header_key;
+
+/// A sort record: the input line, then the row's offset and length in the spool, each
+/// big-endian, so byte order is line order (and arrival order within a line).
+type Placed = [u8; 24];
 
 /// Writes the fix-and-refeed file.
 pub(crate) struct FailedOut {
     path: PathBuf,
     partial: PathBuf,
-    csv: csv::Writer<BufWriter<File>>,
+    /// `PATH.partial`, holding the header until the rows are copied in at the end.
+    out: BufWriter<File>,
+    /// The input's delimiter, which the rows keep.
+    delimiter: u8,
+    /// The rows in the order they finished.
+    spool: BufWriter<File>,
+    /// Bytes written to the spool so far: where the next row starts.
+    spooled: u64,
+    /// Each row's line and place in the spool.
+    order: Sorter<24>,
     /// Number of the input's data columns; `reason` comes right after them.
     data_columns: usize,
     /// The input already ends with a `reason` column (it is an earlier failed-out file):
@@ -49,18 +69,27 @@ impl FailedOut {
             .next_back()
             .is_some_and(|last| header_key(&String::from_utf8_lossy(last)) == "reason");
         let data_columns = input_header.len() - usize::from(replaces_reason);
-        let mut csv = csv::WriterBuilder::new()
-            .delimiter(delimiter)
-            .flexible(true)
-            .from_writer(BufWriter::new(file));
         let mut header: csv::ByteRecord = input_header.iter().take(data_columns).collect();
         header.push_field(b"reason");
-        csv.write_byte_record(&header)
+        let mut out = BufWriter::new(file);
+        formatted(delimiter, &header)
+            .and_then(|bytes| out.write_all(&bytes))
             .with_context(|| format!("cannot write {}", partial.display()))?;
+        let folder = crate::paths::folder_of(&partial).to_path_buf();
+        let spool = tempfile::tempfile_in(&folder).with_context(|| {
+            format!(
+                "cannot create a temporary file in {} for the failed-out file",
+                folder.display()
+            )
+        })?;
         Ok(FailedOut {
             path: path.to_path_buf(),
             partial,
-            csv,
+            out,
+            delimiter,
+            spool: BufWriter::new(spool),
+            spooled: 0,
+            order: Sorter::new(&folder),
             data_columns,
             replaces_reason,
             rows: 0,
@@ -92,9 +121,15 @@ impl FailedOut {
         path.with_file_name(name)
     }
 
-    /// Writes one input row with its reason. Short rows are padded so `reason` stays under
-    /// its header; fields beyond the header come after it, so nothing the user wrote is lost.
-    pub(crate) fn write(&mut self, fields: &csv::ByteRecord, reason: &str) -> std::io::Result<()> {
+    /// Writes the row of input line `line` with its reason; rows may come in any order.
+    /// Short rows are padded so `reason` stays under its header; fields beyond the header
+    /// come after it, so nothing the user wrote is lost.
+    pub(crate) fn write(
+        &mut self,
+        line: u64,
+        fields: &csv::ByteRecord,
+        reason: &str,
+    ) -> std::io::Result<()> {
         let mut out = csv::ByteRecord::new();
         for index in 0..self.data_columns {
             out.push_field(fields.get(index).unwrap_or_default());
@@ -104,7 +139,14 @@ impl FailedOut {
         for extra in fields.iter().skip(skip) {
             out.push_field(extra);
         }
-        self.csv.write_byte_record(&out)?;
+        let bytes = formatted(self.delimiter, &out)?;
+        self.spool.write_all(&bytes)?;
+        let mut placed: Placed = [0; 24];
+        placed[..8].copy_from_slice(&line.to_be_bytes());
+        placed[8..16].copy_from_slice(&self.spooled.to_be_bytes());
+        placed[16..].copy_from_slice(&(bytes.len() as u64).to_be_bytes());
+        self.order.push(placed)?;
+        self.spooled += bytes.len() as u64;
         self.rows += 1;
         Ok(())
     }
@@ -117,12 +159,9 @@ impl FailedOut {
                 self.partial.display()
             )
         };
-        self.csv.flush().with_context(context)?;
-        self.csv
-            .get_ref()
-            .get_ref()
-            .sync_all()
-            .with_context(context)?;
+        copy_in_line_order(&mut self.spool, &mut self.out, self.order).with_context(context)?;
+        self.out.flush().with_context(context)?;
+        self.out.get_ref().sync_all().with_context(context)?;
         // Something else may have taken the file's place while the run went on.
         Self::check_replaceable(&self.path)
             .with_context(|| format!("the failed rows are left in {}", self.partial.display()))?;
@@ -135,6 +174,42 @@ impl FailedOut {
         })?;
         Ok(self.rows)
     }
+}
+
+/// One CSV record in `delimiter`, quoted where it needs to be, with its line end.
+fn formatted(delimiter: u8, record: &csv::ByteRecord) -> std::io::Result<Vec<u8>> {
+    let mut csv = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_writer(Vec::new());
+    csv.write_byte_record(record)?;
+    csv.into_inner()
+        .map_err(|error| std::io::Error::other(error.to_string()))
+}
+
+/// Copies the rows spooled in `spool` into `out` in line order.
+fn copy_in_line_order(
+    spool: &mut BufWriter<File>,
+    out: &mut BufWriter<File>,
+    order: Sorter<24>,
+) -> std::io::Result<()> {
+    spool.flush()?;
+    let spool = spool.get_mut();
+    let mut row = Vec::new();
+    for placed in order.finish()? {
+        let placed = placed?;
+        let number = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&placed[at..at + 8]);
+            u64::from_be_bytes(bytes)
+        };
+        let (offset, length) = (number(8), number(16));
+        row.resize(usize::try_from(length).unwrap_or(usize::MAX), 0);
+        spool.seek(SeekFrom::Start(offset))?;
+        spool.read_exact(&mut row)?;
+        out.write_all(&row)?;
+    }
+    Ok(())
 }
 
 /// Creates (replacing any earlier one) a file only its owner can read and write.
@@ -164,9 +239,13 @@ mod tests {
         let path = dir.path().join("failed.csv");
         let mut out =
             FailedOut::create(&path, &csv::ByteRecord::from(header.to_vec()), delimiter).unwrap();
-        for (fields, reason) in rows {
-            out.write(&csv::ByteRecord::from(fields.to_vec()), reason)
-                .unwrap();
+        for (line, (fields, reason)) in rows.iter().enumerate() {
+            out.write(
+                line as u64 + 2,
+                &csv::ByteRecord::from(fields.to_vec()),
+                reason,
+            )
+            .unwrap();
         }
         assert_eq!(out.finish().unwrap(), rows.len() as u64);
         (std::fs::read_to_string(&path).unwrap(), path, dir)
@@ -200,6 +279,29 @@ mod tests {
             b',',
         );
         assert_eq!(text, "iccid,code,reason\n1,2,new reason\n");
+    }
+
+    #[test]
+    fn rows_that_finish_out_of_order_are_written_in_line_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failed.csv");
+        let header = csv::ByteRecord::from(vec!["iccid", "code"]);
+        let mut out = FailedOut::create(&path, &header, b',').unwrap();
+        for line in [9u64, 3, 12, 2, 7] {
+            let iccid = format!("i{line}");
+            out.write(
+                line,
+                &csv::ByteRecord::from(vec![iccid.as_str(), "c,d"]),
+                "r",
+            )
+            .unwrap();
+        }
+        out.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "iccid,code,reason\ni2,\"c,d\",r\ni3,\"c,d\",r\ni7,\"c,d\",r\n\
+             i9,\"c,d\",r\ni12,\"c,d\",r\n"
+        );
     }
 
     #[cfg(unix)]

@@ -169,6 +169,7 @@ async fn plan_dry_run(
         config.onboard.fleet.as_deref(),
         &plan.fleet_names,
         plan.too_many_fleets,
+        fleets::NOTHING_REGISTERED,
     )
     .await
     {

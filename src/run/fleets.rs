@@ -17,6 +17,9 @@ use crate::run::registration::wrong_endpoint_sentence;
 /// request, and the names are held in memory).
 pub(crate) const MAX_DISTINCT_FLEETS: usize = 1000;
 
+/// What `register` (and its dry run) says it did not do when the Fleets stop it.
+pub(crate) const NOTHING_REGISTERED: &str = "nothing was registered";
+
 /// Fleets named in a reason when a Fleet is not on the account.
 pub(crate) const LISTED: usize = 20;
 
@@ -64,12 +67,15 @@ pub(crate) enum FleetStop {
 }
 
 /// Resolves the Fleet named by `--fleet` (`flag`) and those named in `fleet` cells
-/// (`cells`; `too_many` when there were more than [`MAX_DISTINCT_FLEETS`]).
+/// (`cells`; `too_many` when there were more than [`MAX_DISTINCT_FLEETS`]). A sentence
+/// that stops the command says `nothing_done` ([`NOTHING_REGISTERED`]), since each
+/// command that names a Fleet stops before its work.
 pub(crate) async fn resolve(
     gate: &Gate,
     flag: Option<&str>,
     cells: &BTreeSet<String>,
     too_many: bool,
+    nothing_done: &str,
 ) -> Result<ResolvedFleets, FleetStop> {
     if too_many {
         return Err(FleetStop::Setup(format!(
@@ -108,14 +114,13 @@ pub(crate) async fn resolve(
                     }
                     Lookup::Transient => {
                         return Err(FleetStop::Unavailable(format!(
-                            "cannot look up Fleet '{name}' at {url}: {error}; nothing was \
-                             registered: run again later"
+                            "cannot look up Fleet '{name}' at {url}: {error}; {nothing_done}: \
+                             run again later"
                         )));
                     }
                     Lookup::Refused => {
                         return Err(FleetStop::Setup(format!(
-                            "cannot look up Fleet '{name}' at {url}: {error}; nothing was \
-                             registered"
+                            "cannot look up Fleet '{name}' at {url}: {error}; {nothing_done}"
                         )));
                     }
                 }
@@ -139,7 +144,7 @@ pub(crate) async fn resolve(
                 |close| format!("Did you mean --fleet {close}?"),
             );
             return Err(FleetStop::Setup(format!(
-                "--fleet: {reason}; nothing was registered. {fix}"
+                "--fleet: {reason}; {nothing_done}. {fix}"
             )));
         }
         let reason = match close {

@@ -366,7 +366,13 @@ impl Hooks for Update<'_, '_> {
                 Judged::End(None)
             }
             ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
-                Judged::End(Some(steps.failed(&error, self.current.as_ref())))
+                let mut row = steps.failed(&error, self.current.as_ref());
+                if error.code == Some(crate::api::CODE_DUPLICATE_UNIQUE_NAME)
+                    && let Some(name) = &self.missing.unique_name
+                {
+                    row.error_message = Some(name_taken_message(name, &self.missing, &error));
+                }
+                Judged::End(Some(row))
             }
         }
     }
@@ -384,6 +390,41 @@ impl Hooks for Update<'_, '_> {
     async fn exhausted(&mut self, error: ApiError, _tries: u32) -> Option<ResultRow> {
         Some(self.steps.failed(&error, self.current.as_ref()))
     }
+}
+
+/// What an 83011 means for the row: the unique name that clashed (a name is not a secret),
+/// and that the Fleet and status sent in the same request were not applied either, since
+/// the API refuses the whole update.
+fn name_taken_message(name: &str, sent: &SimUpdate, error: &ApiError) -> String {
+    let steps: Vec<String> = [
+        sent.fleet.as_ref().map(|fleet| format!("Fleet {fleet}")),
+        sent.status
+            .as_ref()
+            .map(|status| format!("status {status}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let not_done = match (&sent.fleet, &sent.status) {
+        (Some(_), Some(_)) => "the Fleet and the status asked for in the same request were",
+        (Some(_), None) => "the Fleet asked for in the same request was",
+        (None, Some(_)) => "the status asked for in the same request was",
+        (None, None) => "",
+    };
+    let steps = if steps.is_empty() {
+        "the SIM is registered".to_string()
+    } else {
+        format!(
+            "the SIM is registered, but {not_done} not applied yet ({})",
+            steps.join(", ")
+        )
+    };
+    format!(
+        "the unique name '{name}' is already used by another SIM on this account ({}); \
+         {steps}: give this row another unique_name (or free the name) and run again, and \
+         only the update is sent",
+        error.message
+    )
 }
 
 /// The fields of `plan` the SIM does not show yet. The run resolves every Fleet to its SID

@@ -33,8 +33,8 @@ pub(super) enum Work {
     /// the failed-out file with this reason if it has one.
     Report(ResultRow, csv::ByteRecord, Option<String>),
     /// Finished by an earlier run: count it, write nothing (but copy it to the failed-out
-    /// file, with this reason, when it ended `invalid` or `rejected`).
-    Skip(Outcome, Option<(csv::ByteRecord, String)>),
+    /// file, its line first, with this reason, when it ended `invalid` or `rejected`).
+    Skip(Outcome, Option<(u64, csv::ByteRecord, String)>),
 }
 
 /// Reads and checks the input, with the plan's facts for each line (repeats, earlier runs),
@@ -139,8 +139,13 @@ impl LazyFleets {
     /// (the gate halted it, with its reason, or it was interrupted).
     fn resolve(&mut self) -> Result<(), Option<RunError>> {
         self.pending = false;
-        let resolving =
-            fleets::resolve(&self.gate, self.flag.as_deref(), &self.named, self.too_many);
+        let resolving = fleets::resolve(
+            &self.gate,
+            self.flag.as_deref(),
+            &self.named,
+            self.too_many,
+            fleets::NOTHING_REGISTERED,
+        );
         match tokio::runtime::Handle::current().block_on(resolving) {
             Ok(resolved) => {
                 if resolved.unknown() > 0 {
@@ -200,7 +205,10 @@ pub(super) fn triage(
     let verdict = screen.judge(&row, facts.duplicate_of);
     let settled = |outcome: Outcome, iccid: String, message: String, failed: Option<String>| {
         if facts.already_reported(report_key(outcome, &iccid, &message)) {
-            Work::Skip(outcome, failed.map(|reason| (row.fields.clone(), reason)))
+            Work::Skip(
+                outcome,
+                failed.map(|reason| (row.line, row.fields.clone(), reason)),
+            )
         } else {
             let mut result = ResultRow::new(row.line, iccid, outcome);
             result.error_message = Some(message);
@@ -250,7 +258,7 @@ pub(super) fn triage(
                 "line {}: rejected by the API in an earlier run (see the results file)",
                 row.line
             );
-            return Work::Skip(Outcome::Rejected, Some((row.fields, reason)));
+            return Work::Skip(Outcome::Rejected, Some((row.line, row.fields, reason)));
         }
         Resume::Skip(outcome) => return Work::Skip(outcome, None),
         Resume::Update(prior) => Some(prior),

@@ -22,7 +22,7 @@ use crate::run::summary::{MaxFailures, NeedsAPerson};
 /// What the writer receives.
 pub(super) enum Written {
     Row(ResultRow, csv::ByteRecord, Option<String>),
-    Skipped(Outcome, Option<(csv::ByteRecord, String)>),
+    Skipped(Outcome, Option<(u64, csv::ByteRecord, String)>),
     /// Registered, update to follow: written at once (not counted), then acknowledged.
     Checkpoint(ResultRow, oneshot::Sender<()>),
     /// The account the preflight proved, written on every later row that has no SIM to
@@ -90,11 +90,11 @@ impl Files {
         }
     }
 
-    fn copy_failed(&mut self, fields: &csv::ByteRecord, reason: &str) {
+    fn copy_failed(&mut self, line: u64, fields: &csv::ByteRecord, reason: &str) {
         let Some(out) = &mut self.failed_out else {
             return;
         };
-        if let Err(error) = out.write(fields, reason) {
+        if let Err(error) = out.write(line, fields, reason) {
             self.failed_out = None;
             self.fail(format!("cannot write the failed-out file: {error}"));
         }
@@ -141,7 +141,7 @@ pub(super) async fn write_results(
                 Some(Written::Row(row, fields, failed)) => {
                     files.write(&row);
                     if let Some(reason) = failed.or_else(|| failed_out_reason(&row)) {
-                        files.copy_failed(&fields, &reason);
+                        files.copy_failed(row.line, &fields, &reason);
                     }
                     log_row(&row);
                     needs_a_person.note(&row);
@@ -158,8 +158,8 @@ pub(super) async fn write_results(
                     }
                 }
                 Some(Written::Skipped(outcome, failed)) => {
-                    if let Some((fields, reason)) = failed {
-                        files.copy_failed(&fields, &reason);
+                    if let Some((line, fields, reason)) = failed {
+                        files.copy_failed(line, &fields, &reason);
                     }
                     progress.row_skipped(outcome);
                 }

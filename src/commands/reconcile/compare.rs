@@ -11,6 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
+use super::format::Report;
 use super::layout::{Layout, WrittenOn};
 use super::verdict::{AccountSim, Counts, Verdict, judge};
 use crate::api::SimFilter;
@@ -91,6 +92,9 @@ impl Seeker {
 pub(crate) struct Reconcile<'a> {
     pub(crate) path: &'a Path,
     pub(crate) all: bool,
+    /// With `--fleet`: the Fleet's SID. Only the SIMs in it the file does not mention are
+    /// extra (with or without `--all`); every SIM of the file is compared wherever it is.
+    pub(crate) fleet_sid: Option<&'a str>,
     pub(crate) matches: bool,
     pub(crate) temp_dir: &'a Path,
     /// The account the credentials name, if they do.
@@ -98,12 +102,21 @@ pub(crate) struct Reconcile<'a> {
 }
 
 impl Reconcile<'_> {
+    /// Whether a SIM on the account that the file does not mention is reported: with
+    /// `--fleet`, when it is in that Fleet; else with `--all`.
+    fn is_extra(&self, fleet_sid: &str) -> bool {
+        match self.fleet_sid {
+            Some(fleet) => fleet.eq_ignore_ascii_case(fleet_sid),
+            None => self.all,
+        }
+    }
+
     /// Compares; the report goes to `out`.
-    pub(crate) async fn run(
+    pub(super) async fn run(
         &self,
         gate: &Gate,
         filter: &SimFilter,
-        out: &mut dyn Write,
+        out: &mut Report<'_>,
     ) -> Result<Counts, ListError> {
         let other = ListError::Other;
         let mut counts = Counts::default();
@@ -131,14 +144,14 @@ impl Reconcile<'_> {
                 Some(key) => account.push(record(key, offset))?,
                 // Not a Super SIM ICCID as this tool knows them: it cannot be in the file,
                 // so it is reported at once rather than sorted.
-                None if self.all => {
+                None if self.is_extra(fields[3]) => {
                     counts.extra += 1;
-                    writeln!(
-                        out,
-                        "{:<14} line -       {}  {}  on the account, not in the file",
-                        Verdict::Extra.word(),
+                    out.sim(
+                        Verdict::Extra,
+                        None,
                         fields[1],
-                        fields[0]
+                        Some(fields[0]).filter(|sid| !sid.is_empty()),
+                        "on the account, not in the file",
                     )?;
                 }
                 None => {}
@@ -261,7 +274,7 @@ impl Reconcile<'_> {
         account_sorted: crate::extsort::Sorted<16>,
         mut spool: File,
         counts: &mut Counts,
-        out: &mut dyn Write,
+        out: &mut Report<'_>,
     ) -> anyhow::Result<()> {
         spool.seek(SeekFrom::Start(0))?;
         let mut file_rows = Seeker::new(File::open(self.path)?, true);
@@ -304,12 +317,16 @@ impl Reconcile<'_> {
                 None => None,
             };
             let (verdict, text) = judge(layout.results, row.as_ref(), sim.as_ref());
-            if verdict == Verdict::Extra && !self.all {
+            if verdict == Verdict::Extra
+                && !sim
+                    .as_ref()
+                    .is_some_and(|sim| self.is_extra(&sim.fleet_sid))
+            {
                 continue;
             }
             counts.add(verdict);
             if verdict != Verdict::Match || self.matches {
-                let line = row.as_ref().map_or("-", |r| r.line.as_str());
+                let line = row.as_ref().map(|r| r.line.as_str());
                 let iccid = row
                     .as_ref()
                     .map(|r| r.iccid.as_str())
@@ -319,13 +336,8 @@ impl Reconcile<'_> {
                     .as_ref()
                     .map(|s| s.sid.as_str())
                     .or(row.as_ref().map(|r| r.sid.as_str()))
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("-");
-                writeln!(
-                    out,
-                    "{:<14} line {line:<7} {iccid}  {sid}  {text}",
-                    verdict.word()
-                )?;
+                    .filter(|s| !s.is_empty());
+                out.sim(verdict, line, iccid, sid, &text)?;
             }
         }
         Ok(())
