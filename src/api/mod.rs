@@ -23,6 +23,7 @@ pub mod client;
 pub mod error;
 pub mod gate;
 pub mod halt;
+pub mod latency;
 pub mod preflight;
 pub mod retry;
 pub mod transport;

@@ -15,7 +15,8 @@
 //!   checked.
 //! - [`stop`]: the one owner of "this run must stop now", and why a run ended mapped to
 //!   its exit code; [`summary`]: the summary people and scripts read; [`error`]: why a
-//!   run ended before it had a summary; [`account`]: the account a run proves, shared by
+//!   run ended before it had a summary; [`timeline`]: the run second by second, for the
+//!   report, in flat memory; [`account`]: the account a run proves, shared by
 //!   the run and the dry run.
 //! - [`dry_run`]: `register --dry-run`, what a run would do, sending nothing.
 //!
@@ -36,6 +37,7 @@ pub mod registration;
 pub mod resume;
 pub mod stop;
 pub mod summary;
+pub mod timeline;
 pub mod triage;
 #[cfg(test)]
 mod verdicts_test;
