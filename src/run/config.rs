@@ -44,6 +44,10 @@ pub struct RegisterConfig {
     /// After an interrupt, how long the requests in flight may take to finish.
     pub grace: Duration,
     pub summary_json: Option<PathBuf>,
+    /// The HTML report written at the end, if asked for.
+    pub report: Option<PathBuf>,
+    /// The Prometheus metrics file written at the end, if asked for.
+    pub metrics_file: Option<PathBuf>,
     pub max_failures: Option<MaxFailures>,
     /// What happens after registration: Fleet, status, waiting.
     pub onboard: OnboardConfig,

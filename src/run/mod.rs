@@ -16,7 +16,8 @@
 //! - [`stop`]: the one owner of "this run must stop now", and why a run ended mapped to
 //!   its exit code; [`summary`]: the summary people and scripts read; [`error`]: why a
 //!   run ended before it had a summary; [`timeline`]: the run second by second, for the
-//!   report, in flat memory; [`account`]: the account a run proves, shared by
+//!   report, in flat memory; [`record`]: the run as the report and the metrics file see
+//!   it; [`account`]: the account a run proves, shared by
 //!   the run and the dry run.
 //! - [`dry_run`]: `register --dry-run`, what a run would do, sending nothing.
 //!
@@ -33,6 +34,7 @@ pub mod lock;
 pub mod onboard;
 pub mod plan;
 pub mod progress;
+pub mod record;
 pub mod registration;
 pub mod resume;
 pub mod stop;

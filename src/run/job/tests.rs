@@ -56,6 +56,8 @@ async fn the_run_hands_back_its_lock_still_held() {
         progress_interval: Duration::from_secs(60),
         grace: Duration::from_secs(1),
         summary_json: None,
+        report: None,
+        metrics_file: None,
         max_failures: None,
         onboard: OnboardConfig::default(),
         read: crate::input::ReadOptions::default(),
