@@ -671,7 +671,7 @@ mod tests {
         let at = |name: &str| dir.path().join(name);
         let output = at("x.results.csv");
         let refused = |out: &Path, failed: Option<&Path>, summary: Option<&Path>| {
-            check_distinct_files(&input, out, failed, summary)
+            check_distinct_files(&input, out, failed, &[("--summary-json", summary)])
                 .map_err(|e| e.to_string())
                 .err()
         };
@@ -699,6 +699,26 @@ mod tests {
             refused(&output, Some(&at("fix.csv")), Some(&at("s.json"))),
             None
         );
+        // The report and the metrics file are renamed over their path at the end: never the
+        // results, nor each other.
+        let at_end = |report: &Path, metrics: &Path| {
+            let files = [
+                ("--report", Some(report)),
+                ("--metrics-file", Some(metrics)),
+            ];
+            check_distinct_files(&input, &output, None, &files)
+                .map_err(|e| e.to_string())
+                .err()
+        };
+        let over_results = at_end(&at("sub/../x.results.csv"), &at("run.prom")).unwrap();
+        assert!(over_results.starts_with("--report "), "{over_results}");
+        assert!(
+            over_results.contains("is the results file"),
+            "{over_results}"
+        );
+        let twice = at_end(&at("run.html"), &at("./run.html")).unwrap();
+        assert!(twice.contains("is the --report file"), "{twice}");
+        assert_eq!(at_end(&at("run.html"), &at("run.prom")), None);
     }
 
     #[test]

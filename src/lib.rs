@@ -50,6 +50,7 @@ pub mod logs;
 pub mod metrics;
 pub mod paths;
 pub mod profiles;
+pub mod report;
 pub mod signals;
 
 pub mod input;

@@ -149,6 +149,18 @@ impl EndFiles {
     /// Writes each file asked for; one that cannot be written is said on stderr, and the
     /// exit code stays the run's.
     fn write(&self, record: &RunRecord) {
+        if let Some(path) = &self.report {
+            let written = match replace_refusal("--report", path) {
+                Some(refusal) => Err(refusal),
+                None => crate::report::write(path, record).map_err(|error| error.to_string()),
+            };
+            if let Err(error) = written {
+                crate::logs::error(format_args!(
+                    "cannot write --report {}: {error}",
+                    path.display()
+                ));
+            }
+        }
         if let Some(path) = &self.metrics {
             let written = match replace_refusal("--metrics-file", path) {
                 Some(refusal) => Err(refusal),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api::adaptive::Sampled;
 use crate::api::gate::{Gate, RequestStats};
 use crate::api::latency::{self, BINS};
 use crate::results::Outcome;
@@ -86,6 +87,27 @@ impl Default for Bucket {
 }
 
 impl Bucket {
+    /// One sample: rows finished by outcome, (requests, 429s), the limit at the moment,
+    /// and the answer times, all since the previous sample.
+    pub fn sampled(
+        rows: [u64; Outcome::ALL.len()],
+        (requests, throttled): (u64, u64),
+        limit: Sampled,
+        latency: [u32; BINS],
+    ) -> Self {
+        Bucket {
+            rows,
+            requests,
+            throttled,
+            window_sum: limit.window as u64,
+            samples: 1,
+            learned_limit: limit.learned_limit,
+            other_sum: limit.other_in_flight.unwrap_or(0.0),
+            other_samples: u32::from(limit.other_in_flight.is_some()),
+            latency,
+        }
+    }
+
     /// Rows finished with `outcome`.
     pub fn rows_of(&self, outcome: Outcome) -> u64 {
         self.rows[index_of(outcome)]
@@ -235,18 +257,12 @@ fn sample(gate: &Gate, rows: &RowTally, counted: &mut (u64, u64)) -> Bucket {
     let stats = &gate.stats;
     let requests = RequestStats::get(&stats.requests);
     let throttled = RequestStats::get(&stats.throttled);
-    let limit = gate.concurrency.sample();
-    let seen = Bucket {
-        rows: rows.take(),
-        requests: requests - counted.0,
-        throttled: throttled - counted.1,
-        window_sum: limit.window as u64,
-        samples: 1,
-        learned_limit: limit.learned_limit,
-        other_sum: limit.other_in_flight.unwrap_or(0.0),
-        other_samples: u32::from(limit.other_in_flight.is_some()),
-        latency: stats.latency.take(),
-    };
+    let seen = Bucket::sampled(
+        rows.take(),
+        (requests - counted.0, throttled - counted.1),
+        gate.concurrency.sample(),
+        stats.latency.take(),
+    );
     *counted = (requests, throttled);
     seen
 }
