@@ -184,3 +184,291 @@ async fn a_run_that_stops_before_it_starts_still_writes_its_metrics() {
         "no counts for a run that sent nothing: {text}"
     );
 }
+
+/// Headless Chromium driven over the DevTools protocol: one page, with what it logged and
+/// requested.
+mod chromium {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+    use tungstenite::{Message, WebSocket};
+
+    /// What loading a page showed.
+    pub struct Loaded {
+        /// Console messages and log entries at error level, and uncaught exceptions.
+        pub errors: Vec<String>,
+        /// Every URL the page requested, the page itself included.
+        pub requests: Vec<String>,
+        /// The answers to the expressions asked for, in order.
+        pub answers: Vec<Value>,
+        /// A screenshot of the page, PNG.
+        pub screenshot: Vec<u8>,
+    }
+
+    /// The browser, killed on drop.
+    struct Browser {
+        child: Child,
+        _profile: tempfile::TempDir,
+    }
+
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Loads `url` in a fresh headless Chromium, waits for its load event, evaluates
+    /// `expressions` and takes a screenshot. Fails, not skips, when Chromium is missing.
+    pub fn load(url: &str, expressions: &[&str]) -> Loaded {
+        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1100,2400",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start {binary}: {error}; install Chromium (Debian: apt-get install -y \
+                     chromium; .ci/run installs it) or name it in CHROMIUM"
+                )
+            });
+        let mut browser = Browser {
+            child,
+            _profile: profile,
+        };
+        let endpoint = devtools_endpoint(&mut browser.child);
+        let mut cdp = Cdp::connect(&endpoint);
+        let target = cdp.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
+        let attached = cdp.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        let session = attached["sessionId"].as_str().unwrap().to_string();
+        let page = Some(session.as_str());
+        for domain in ["Runtime", "Log", "Network", "Page"] {
+            cdp.call(page, &format!("{domain}.enable"), json!({}));
+        }
+        cdp.call(page, "Page.navigate", json!({ "url": url }));
+        cdp.wait_for(page, "Page.loadEventFired");
+        let answers = expressions
+            .iter()
+            .map(|expression| {
+                let answer = cdp.call(
+                    page,
+                    "Runtime.evaluate",
+                    json!({ "expression": expression, "returnByValue": true }),
+                );
+                answer["result"]["value"].clone()
+            })
+            .collect();
+        let shot = cdp.call(page, "Page.captureScreenshot", json!({ "format": "png" }));
+        use base64::Engine as _;
+        let screenshot = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        let _ = cdp.call(None, "Browser.close", json!({}));
+        Loaded {
+            errors: cdp.errors,
+            requests: cdp.requests,
+            answers,
+            screenshot,
+        }
+    }
+
+    /// Reads Chromium's stderr up to the line naming its DevTools websocket; the rest is
+    /// drained on a thread so the browser never blocks on a full pipe.
+    fn devtools_endpoint(child: &mut Child) -> String {
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("Chromium ended without a DevTools endpoint:\n{said}");
+            }
+            if let Some(at) = line.find("ws://") {
+                std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+                return line[at..].trim().to_string();
+            }
+            said.push_str(&line);
+        }
+    }
+
+    /// A DevTools connection: calls wait for their answer, and every event met meanwhile is
+    /// sorted into errors and requests.
+    struct Cdp {
+        socket: WebSocket<TcpStream>,
+        next_id: u64,
+        errors: Vec<String>,
+        requests: Vec<String>,
+        /// Events not yet waited for, by method and session.
+        seen: Vec<(String, Option<String>)>,
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    impl Cdp {
+        fn connect(endpoint: &str) -> Self {
+            let address = endpoint
+                .trim_start_matches("ws://")
+                .split('/')
+                .next()
+                .unwrap();
+            let stream = TcpStream::connect(address).unwrap();
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            let (socket, _) = tungstenite::client(endpoint, stream).expect("the DevTools socket");
+            Cdp {
+                socket,
+                next_id: 0,
+                errors: Vec::new(),
+                requests: Vec::new(),
+                seen: Vec::new(),
+            }
+        }
+
+        fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+            self.next_id += 1;
+            let id = self.next_id;
+            let mut message = json!({ "id": id, "method": method, "params": params });
+            if let Some(session) = session {
+                message["sessionId"] = json!(session);
+            }
+            self.socket
+                .send(Message::text(message.to_string()))
+                .unwrap();
+            let started = Instant::now();
+            loop {
+                let message = self.next_message(started);
+                if message["id"] == json!(id) {
+                    if let Some(error) = message.get("error") {
+                        panic!("{method}: {error}");
+                    }
+                    return message["result"].clone();
+                }
+            }
+        }
+
+        fn wait_for(&mut self, session: Option<&str>, method: &str) {
+            let wanted = (method.to_string(), session.map(String::from));
+            let started = Instant::now();
+            while !self.seen.contains(&wanted) {
+                self.next_message(started);
+            }
+        }
+
+        /// The next message; events are noted as they pass.
+        fn next_message(&mut self, started: Instant) -> Value {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "Chromium did not answer in time"
+            );
+            let message = match self.socket.read().expect("a DevTools message") {
+                Message::Text(text) => serde_json::from_str::<Value>(&text).unwrap(),
+                _ => return Value::Null,
+            };
+            if let Some(method) = message["method"].as_str() {
+                let params = &message["params"];
+                match method {
+                    "Network.requestWillBeSent" => self
+                        .requests
+                        .push(params["request"]["url"].as_str().unwrap_or("").to_string()),
+                    "Runtime.consoleAPICalled" if params["type"] == "error" => {
+                        self.errors.push(format!("console: {params}"))
+                    }
+                    "Runtime.exceptionThrown" => self.errors.push(format!("exception: {params}")),
+                    "Log.entryAdded" if params["entry"]["level"] == "error" => {
+                        self.errors.push(format!("log: {}", params["entry"]))
+                    }
+                    _ => {}
+                }
+                let session = message["sessionId"].as_str().map(String::from);
+                self.seen.push((method.to_string(), session));
+            }
+            message
+        }
+    }
+}
+
+/// Distinct colours in a PNG, and the share of its pixels that are not white.
+fn colours_of(png_bytes: &[u8]) -> (usize, f64) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let channels = frame.color_type.samples();
+    let pixels = &pixels[..frame.buffer_size()];
+    let mut distinct = std::collections::HashSet::new();
+    let mut not_white = 0;
+    for pixel in pixels.chunks(channels) {
+        distinct.insert(pixel[..3.min(channels)].to_vec());
+        if pixel.iter().take(3).any(|&c| c < 250) {
+            not_white += 1;
+        }
+    }
+    let total = pixels.len() / channels;
+    (distinct.len(), not_white as f64 / total as f64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_of_a_throttled_run_renders_offline_in_chromium() {
+    let (env, code, summary) = throttled_run(1500, &[]).await;
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary["throttled"].as_u64().unwrap() > 0,
+        "429s were met: {summary}"
+    );
+    let report = env.dir.path().join("run.html");
+    let url = format!("file://{}", report.display());
+    let expressions = [
+        "document.querySelectorAll('figure.chart svg').length",
+        "document.querySelectorAll('figure.chart svg polyline, figure.chart svg path').length",
+        "document.querySelectorAll('table.needs-a-person tr').length - 1",
+        "document.title",
+    ];
+    let page_url = url.clone();
+    let loaded = tokio::task::spawn_blocking(move || chromium::load(&page_url, &expressions))
+        .await
+        .unwrap();
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(
+        loaded.requests,
+        vec![url],
+        "the page itself is the only request"
+    );
+    let answers = &loaded.answers;
+    assert_eq!(answers[0], 4, "four charts");
+    assert!(
+        answers[1].as_u64().unwrap() >= 4,
+        "lines drawn: {answers:?}"
+    );
+    assert_eq!(
+        answers[2].as_u64().unwrap(),
+        summary["needs_a_person"]["total"].as_u64().unwrap(),
+        "every row that needs a person is in the table"
+    );
+    assert_eq!(answers[3], "supersim-bulk register: finished, exit 1");
+    let (colours, not_white) = colours_of(&loaded.screenshot);
+    assert!(colours > 16, "{colours} colours: a blank screenshot");
+    assert!(not_white > 0.01, "{not_white} of the pixels drawn");
+}
