@@ -472,3 +472,134 @@ async fn the_report_of_a_throttled_run_renders_offline_in_chromium() {
     assert!(colours > 16, "{colours} colours: a blank screenshot");
     assert!(not_white > 0.01, "{not_white} of the pixels drawn");
 }
+
+/// The report and the metrics of a run in `env` that wrote them to `run.html` and
+/// `run.prom`.
+fn end_files(env: &TestEnv) -> (String, HashMap<String, f64>) {
+    let report = std::fs::read_to_string(env.dir.path().join("run.html")).expect("the report");
+    let metrics = std::fs::read_to_string(env.dir.path().join("run.prom")).expect("the metrics");
+    (report, parse_metrics(&metrics))
+}
+
+fn end_flags(env: &TestEnv) -> [String; 4] {
+    let dir = env.dir.path();
+    [
+        "--report".into(),
+        dir.join("run.html").display().to_string(),
+        "--metrics-file".into(),
+        dir.join("run.prom").display().to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_stops_early_writes_its_report_saying_why() {
+    // --max-failures: every row refused.
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (0..40)
+        .map(|n| {
+            let (iccid, code) = good_sim(31_000 + n);
+            (iccid, wrong_code(&code))
+        })
+        .collect();
+    env.write_input(&sims);
+    let flags = end_flags(&env);
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["--max-failures", "3", "--concurrency", "2"]);
+    let output = env.register(&args).await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let (report, metrics) = end_files(&env);
+    assert!(report.contains("max_failures, exit 1"), "{report}");
+    assert!(
+        report.contains("more than --max-failures 3"),
+        "the reason is given"
+    );
+    assert!(report.contains("<svg"), "the timeline of what was sent");
+    assert_eq!(
+        metrics["supersim_bulk_last_run_info{end=max_failures,version=0.1.0}"],
+        1.0
+    );
+
+    // Credentials refused by the API.
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(32_000)]);
+    let flags = end_flags(&env);
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let output = env
+        .register_with_env(
+            &args,
+            &[
+                (
+                    "TWILIO_ACCOUNT_SID",
+                    supersim_bulk::emulator::TEST_ACCOUNT_SID,
+                ),
+                ("TWILIO_AUTH_TOKEN", "not-the-token"),
+            ],
+        )
+        .await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let (report, metrics) = end_files(&env);
+    assert!(
+        report.contains("the API refused the credentials"),
+        "{report}"
+    );
+    assert!(!report.contains("not-the-token"));
+    assert_eq!(metrics["supersim_bulk_last_run_exit_code"], 2.0);
+
+    // An API that cannot be reached: nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(33_000)]);
+    let flags = end_flags(&env);
+    let mut command = binary_command();
+    command
+        .current_dir(env.dir.path())
+        .args([
+            "register",
+            "sims.csv",
+            "--base-url",
+            &url,
+            "--backoff-base",
+            "1ms",
+        ])
+        .args(&flags)
+        .envs(TestEnv::test_credentials());
+    let output = command.output().await.unwrap();
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+    let (report, metrics) = end_files(&env);
+    // Found by the preflight, before the run proper: the end word is `error`.
+    assert!(report.contains("exit 75"), "{report}");
+    assert!(report.contains("cannot reach the API"), "{report}");
+    assert_eq!(metrics["supersim_bulk_last_run_exit_code"], 75.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_run_writes_its_report_and_metrics() {
+    let env = TestEnv::with_config(EmulatorConfig {
+        latency: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let sims: Vec<_> = (0..2000).map(|n| good_sim(34_000 + n)).collect();
+    env.write_input(&sims);
+    let flags = end_flags(&env);
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["--concurrency", "4", "--grace", "1s"]);
+    let child = env.spawn_register(&args);
+    wait_until("some rows are written", || env.results_rows_so_far() >= 5).await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let (report, metrics) = end_files(&env);
+    assert!(report.contains("interrupted, exit 130"), "{report}");
+    assert!(report.contains("run the same command again to resume"));
+    assert_eq!(metrics["supersim_bulk_last_run_exit_code"], 130.0);
+    let registered = metrics["supersim_bulk_last_run_rows{outcome=registered}"];
+    assert!(registered >= 5.0 && registered < 2000.0, "{registered}");
+}
