@@ -181,7 +181,6 @@ fn run_section(page: &mut String, record: &RunRecord) {
             );
         }
     }
-    drop(row);
     let _ = writeln!(
         page,
         "<tr><th>command</th><td><code>{}</code></td></tr>\n</table>",
