@@ -221,16 +221,27 @@ fn command_line() -> String {
         .join(" ")
 }
 
-/// `word` with the user and password of a URL in it replaced by `***`.
+/// `word` with the user and password of any URL in it replaced by `***`, wherever the URL
+/// stands in it (`--base-url=http://user:password@host` as much as the URL alone).
 fn without_userinfo(word: &str) -> String {
-    match url::Url::parse(word) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("***");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after.find(['/', '?', '#', ' ']).unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
         }
-        _ => word.to_string(),
+        rest = &after[authority_end..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// The start line: what this run is, against what, within which limits. Never a secret:
@@ -471,4 +482,25 @@ fn print_summary(text: &str, summary_json: Option<&std::path::Path>) {
 /// Starts the in-process emulator when asked to, and builds the API client.
 async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emulator>)> {
     super::connect::connect(&config.target, config.timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn a_urls_user_and_password_are_replaced_wherever_it_stands() {
+        for (word, shown) in [
+            ("http://u:pw@127.0.0.1:9/v1", "http://***@127.0.0.1:9/v1"),
+            (
+                "--base-url=https://u:pw@host",
+                "--base-url=https://***@host",
+            ),
+            ("https://host/path@x", "https://host/path@x"),
+            ("sims.csv", "sims.csv"),
+            ("a=http://p@h b=ftp://q:r@i", "a=http://***@h b=ftp://***@i"),
+        ] {
+            assert_eq!(without_userinfo(word), shown, "{word}");
+        }
+    }
 }
