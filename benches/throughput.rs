@@ -20,7 +20,8 @@
 //! the other app, the most that leaves it under 2% of its requests refused, simulated from
 //! its arrivals and holding times), the ratio reached, the 429 shares of this run and of the
 //! other app, and where concurrency settled. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
-//! `BENCH_SHAPES=text` only the shapes whose name contains it.
+//! `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every` (or
+//! `on-429`, `never`) only that convention of the header.
 //!
 //! The third table is the cost of `--report` (issue 21): the 1,000,000-row registration
 //! against the instant server without it and with it (CPU, peak memory, the page's size).
@@ -547,12 +548,16 @@ fn adaptive_table(dir: &Path) {
     );
     println!("|---|---|---|---|---|---|---|---|");
     let only = std::env::var("BENCH_SHAPES").unwrap_or_default();
+    let headers = std::env::var("BENCH_HEADERS").unwrap_or_default();
     for shape in shapes()
         .into_iter()
         .filter(|s| s.name.contains(only.as_str()))
     {
         for latency in [Latency::Uniform, Latency::LongTail] {
-            for (flag, header) in CONVENTIONS {
+            for (flag, header) in CONVENTIONS
+                .into_iter()
+                .filter(|(flag, _)| headers.is_empty() || headers.split(',').any(|h| h == *flag))
+            {
                 eprintln!("{}, {}, header {header}...", shape.name, latency.name());
                 let run = run_shape(dir, &shape, latency, flag);
                 let possible = shape.possible(run.wall, latency);

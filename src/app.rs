@@ -43,15 +43,19 @@ pub fn init_tracing(cli: &Cli) {
             filter = filter.add_directive(directive);
         }
     }
+    let terminal = std::io::stderr().is_terminal();
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => crate::logs::auto_color(std::io::stderr().is_terminal(), |name| {
-            std::env::var(name).ok()
-        }),
+        ColorChoice::Auto => crate::logs::auto_color(terminal, |name| std::env::var(name).ok()),
     };
     let json = cli.log_format == LogFormat::Json;
-    crate::logs::set(json, color && !json);
+    crate::logs::set(crate::logs::Style {
+        json,
+        color: color && !json,
+        terminal,
+        quiet: cli.quiet,
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(crate::logs::Stderr)
@@ -60,7 +64,12 @@ pub fn init_tracing(cli: &Cli) {
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(color).compact().init(),
+        // Off a terminal each line also names the process (see `logs::Stamp`).
+        LogFormat::Text => builder
+            .with_ansi(color)
+            .with_timer(crate::logs::Stamp)
+            .compact()
+            .init(),
     }
 }
 

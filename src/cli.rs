@@ -42,11 +42,11 @@ Examples:
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 
     /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Logging")]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 
     /// Only errors on stderr
     #[arg(
@@ -56,33 +56,33 @@ pub struct Cli {
         conflicts_with = "verbose",
         help_heading = "Logging"
     )]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Log line format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 
     /// Colour in logs and the progress bar: auto (on a terminal, unless NO_COLOR is set or
     /// TERM=dumb), always or never
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, help_heading = "Logging")]
-    pub color: ColorChoice,
+    pub(crate) color: ColorChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
+pub(crate) enum ColorChoice {
     Auto,
     Always,
     Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Register every SIM in a CSV of ICCIDs and registration codes; resumes from its results file
     #[command(after_help = format!("{CREDENTIALS_HELP}\n\n{}\n\n{REGISTER_EXAMPLES}", crate::exit::HELP))]
     Register(RegisterArgs),
@@ -113,79 +113,79 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct RegisterArgs {
+pub(crate) struct RegisterArgs {
     /// CSV of ICCIDs and registration codes (header row optional); `-` reads stdin
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
 
     /// Results CSV [default: the input's name with .results.csv, beside it]
     #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 
     /// Run against a built-in emulator on a free loopback port (no credentials, no network)
     #[arg(long, conflicts_with = "base_url")]
-    pub emulator: bool,
+    pub(crate) emulator: bool,
 
     /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
     // The variable is read by `config`, not by clap, so an error names the one that was used.
     #[arg(long, value_name = "URL")]
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
 
     /// Use this twilio-cli profile's credentials (from ~/.twilio-cli/config.json, or TWILIO_CONFIG_DIR); without it, the credential variables, then twilio-cli's active profile
     #[arg(short = 'p', long, value_name = "NAME", env = "TWILIO_PROFILE")]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
 
     /// Most requests in flight at once; the pool starts low and adapts below this to the account's limit (Twilio accounts commonly allow about 100)
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
-    pub concurrency: u32,
+    pub(crate) concurrency: u32,
 
     /// Most of the account's concurrency limit this run takes once it has found it, e.g. 50% to leave half to the account's other traffic [default: 100%: all that the other traffic the API reports leaves]
     #[arg(long, value_name = "PERCENT", value_parser = percent, help_heading = "Limits")]
-    pub max_share: Option<f64>,
+    pub(crate) max_share: Option<f64>,
 
     /// Keep --concurrency fixed instead of adapting it to 429s
     #[arg(long, help_heading = "Limits")]
-    pub no_adaptive: bool,
+    pub(crate) no_adaptive: bool,
 
     /// Most requests per second, every attempt and lookup included [default: no cap; the account's concurrency limit sets the pace]
     #[arg(long, value_parser = rate, help_heading = "Limits")]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 
     /// Attempts per SIM before it is recorded as gave_up
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Limits")]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
 
     /// Time limit of one request, e.g. 30s or 1500ms
     #[arg(long, default_value = "30s", value_parser = request_timeout, help_heading = "Limits")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// First retry waits up to this long; each further retry doubles it
     #[arg(long, default_value = "500ms", value_parser = backoff, help_heading = "Limits")]
-    pub backoff_base: Duration,
+    pub(crate) backoff_base: Duration,
 
     /// Longest wait between two attempts (a server's Retry-After can ask for more)
     #[arg(long, default_value = "30s", value_parser = backoff, help_heading = "Limits")]
-    pub backoff_cap: Duration,
+    pub(crate) backoff_cap: Duration,
 
     /// Send again the SIMs an earlier run recorded as rejected
     #[arg(long)]
-    pub retry_rejected: bool,
+    pub(crate) retry_rejected: bool,
 
     /// Check the set-up and say what a run would do: the preflight, the Fleets and the
     /// plan, with no registration, no update and no results written
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// How often a plain progress line is logged when stderr is not a terminal
     #[arg(long, default_value = "10s", value_parser = progress_interval, help_heading = "Unattended runs")]
-    pub progress_interval: Duration,
+    pub(crate) progress_interval: Duration,
 
     /// After an interrupt, how long requests in flight may take to finish [default: --timeout]
     #[arg(long, value_parser = grace, value_name = "DURATION", help_heading = "Unattended runs")]
-    pub grace: Option<Duration>,
+    pub(crate) grace: Option<Duration>,
 
     /// Write a JSON summary of the run here at the end (atomically), also on interrupt; `-` writes it to stdout (the summary then goes to stderr)
     #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
-    pub summary_json: Option<PathBuf>,
+    pub(crate) summary_json: Option<PathBuf>,
 
     /// Write an HTML report of the run here at the end, also when it stops early: timeline charts (rows, requests, 429s, in-flight limit, other traffic, latency), outcomes and the rows that need a person; one self-contained file
     #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
@@ -197,34 +197,34 @@ pub struct RegisterArgs {
 
     /// Stop taking new rows once more than N rows (or N% of rows, judged after 100) were refused for good
     #[arg(long, value_name = "N|N%", value_parser = max_failures, help_heading = "Unattended runs")]
-    pub max_failures: Option<MaxFailures>,
+    pub(crate) max_failures: Option<MaxFailures>,
 
     /// Assign every SIM to this Fleet (SID or unique name); a `fleet` input column overrides it per row
     #[arg(long, value_name = "HF...|NAME", value_parser = non_empty, help_heading = "Onboarding")]
-    pub fleet: Option<String>,
+    pub(crate) fleet: Option<String>,
 
     /// Set every SIM's status to active after registration (same as --status active; needs a Fleet)
     #[arg(long, conflicts_with = "status", help_heading = "Onboarding")]
-    pub activate: bool,
+    pub(crate) activate: bool,
 
     /// Set every SIM's status after registration (active needs a Fleet)
     #[arg(long, value_enum, help_heading = "Onboarding")]
-    pub status: Option<TargetStatus>,
+    pub(crate) status: Option<TargetStatus>,
 
     /// Poll each updated SIM until it is no longer `scheduled`, and record its final status
     #[arg(long, help_heading = "Onboarding")]
-    pub wait: bool,
+    pub(crate) wait: bool,
 
     /// Longest time --wait polls one SIM before it is recorded as gave_up
     #[arg(long, default_value = "5m", value_parser = wait_timeout, help_heading = "Onboarding")]
-    pub wait_timeout: Duration,
+    pub(crate) wait_timeout: Duration,
 
     #[command(flatten)]
-    pub input_options: InputArgs,
+    pub(crate) input_options: InputArgs,
 
     /// How the built-in emulator's account behaves (only with --emulator).
     #[command(flatten)]
-    pub emulated_account: Box<EmulatedAccountArgs>,
+    pub(crate) emulated_account: Box<EmulatedAccountArgs>,
 }
 
 fn max_failures(text: &str) -> Result<MaxFailures, String> {
@@ -243,37 +243,37 @@ fn max_failures(text: &str) -> Result<MaxFailures, String> {
 }
 
 #[derive(Debug, Args)]
-pub struct EmulatorArgs {
+pub(crate) struct EmulatorArgs {
     /// TCP port to listen on (0 picks a free one)
     #[arg(long, default_value_t = 8080)]
-    pub port: u16,
+    pub(crate) port: u16,
 
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1")]
-    pub host: std::net::IpAddr,
+    pub(crate) host: std::net::IpAddr,
 
     #[command(flatten)]
-    pub account: EmulatedAccountArgs,
+    pub(crate) account: EmulatedAccountArgs,
 
     /// Share of registrations (0 to 1) that meet an injected fault: 5xx, an HTML 502, a slow or lost response
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
-    pub fail_rate: f64,
+    pub(crate) fail_rate: f64,
 
     /// Seed for fault injection and SIDs, so a rehearsal can be repeated exactly
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
 
     /// Also create a Fleet with this unique name (repeatable); its SID is listed at start-up
     #[arg(long = "fleet", value_name = "NAME", value_parser = non_empty)]
-    pub fleets: Vec<String>,
+    pub(crate) fleets: Vec<String>,
 
     /// How long an accepted status change stays `scheduled` before it takes effect
     #[arg(long, default_value = "2s", value_parser = update_delay)]
-    pub update_delay: Duration,
+    pub(crate) update_delay: Duration,
 
     /// Keep the account's SIMs in this file across runs (created if missing)
     #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
 }
 
 /// How the emulated account behaves: its concurrency limit, latency and other traffic, and
@@ -281,57 +281,57 @@ pub struct EmulatorArgs {
 /// leaves open. Flags of `emulator`, and of `register` with `--emulator`; each is unset
 /// unless given, so `register` can tell that one was given without `--emulator`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct EmulatedAccountArgs {
+pub(crate) struct EmulatedAccountArgs {
     /// Delay added to every response, its mean whatever the distribution, e.g. 100ms [default: 0ms]
     #[arg(long, value_parser = latency, help_heading = EMULATED_ACCOUNT)]
-    pub latency: Option<Duration>,
+    pub(crate) latency: Option<Duration>,
 
     /// Answer 429 (Twilio error 20429) when more requests than this are in flight on the account
     #[arg(long, value_name = "N", value_parser = max_concurrent, help_heading = EMULATED_ACCOUNT)]
-    pub max_concurrent: Option<usize>,
+    pub(crate) max_concurrent: Option<usize>,
 
     /// Change the concurrency limit on a schedule, counted from the first API request, e.g. `5s=8,12s=25`
     #[arg(long, value_name = "AT=LIMIT,...", value_parser = limit_schedule, help_heading = EMULATED_ACCOUNT)]
-    pub limit_schedule: Option<LimitSchedule>,
+    pub(crate) limit_schedule: Option<LimitSchedule>,
 
     /// Spread each request's latency uniformly by this share either way (0 to 1), e.g. 0.2 for ±20% [default: 0]
     #[arg(long, value_parser = fraction, help_heading = EMULATED_ACCOUNT)]
-    pub latency_jitter: Option<f64>,
+    pub(crate) latency_jitter: Option<f64>,
 
     /// How latency is drawn: uniform (with --latency-jitter) or long-tail (lognormal, 99th percentile 5x the median) [default: uniform]
     #[arg(long, value_name = "SHAPE", help_heading = EMULATED_ACCOUNT)]
-    pub latency_distribution: Option<LatencyDistributionArg>,
+    pub(crate) latency_distribution: Option<LatencyDistributionArg>,
 
     /// Another app on the same account: this many requests per second of its own, each holding a slot of the limit for --other-latency; its 429s are counted in the stats [default: 0]
     #[arg(long, value_parser = non_negative_rate, help_heading = EMULATED_ACCOUNT)]
-    pub other_rate: Option<f64>,
+    pub(crate) other_rate: Option<f64>,
 
     /// How long each of the other app's requests holds its slot, on average [default: 100ms]
     #[arg(long, value_parser = latency, help_heading = EMULATED_ACCOUNT)]
-    pub other_latency: Option<Duration>,
+    pub(crate) other_latency: Option<Duration>,
 
     /// How the other app's requests arrive: regular (evenly spaced) or poisson (at random) [default: regular]
     #[arg(long, value_name = "HOW", help_heading = EMULATED_ACCOUNT)]
-    pub other_arrivals: Option<ArrivalsArg>,
+    pub(crate) other_arrivals: Option<ArrivalsArg>,
 
     /// Which answers carry the Twilio-Concurrent-Requests header (Twilio documents it as "may") [default: every]
     #[arg(long, value_name = "WHICH", conflicts_with = "no_concurrency_header", help_heading = EMULATED_ACCOUNT)]
-    pub concurrency_header: Option<HeaderArg>,
+    pub(crate) concurrency_header: Option<HeaderArg>,
 
     /// Leave out the Twilio-Concurrent-Requests header: the same as --concurrency-header never
     #[arg(long, help_heading = EMULATED_ACCOUNT)]
-    pub no_concurrency_header: bool,
+    pub(crate) no_concurrency_header: bool,
 
     /// A 429's Twilio-Concurrent-Requests count leaves out the refused request (by default it includes it)
     #[arg(long, help_heading = EMULATED_ACCOUNT)]
-    pub header_leaves_out_refused: bool,
+    pub(crate) header_leaves_out_refused: bool,
 }
 
 const EMULATED_ACCOUNT: &str = "Emulated account (emulator, register --emulator)";
 
 impl EmulatedAccountArgs {
     /// The first of these flags given, to name when it cannot be used.
-    pub fn first_given(&self) -> Option<&'static str> {
+    pub(crate) fn first_given(&self) -> Option<&'static str> {
         [
             (self.latency.is_some(), "--latency"),
             (self.max_concurrent.is_some(), "--max-concurrent"),
@@ -358,7 +358,7 @@ impl EmulatedAccountArgs {
 
 /// `--concurrency-header`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HeaderArg {
+pub(crate) enum HeaderArg {
     /// On every answer
     Every,
     /// On 429 answers only
@@ -370,7 +370,7 @@ pub enum HeaderArg {
 
 /// `--latency-distribution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LatencyDistributionArg {
+pub(crate) enum LatencyDistributionArg {
     /// Uniform, spread by --latency-jitter
     Uniform,
     /// Lognormal: 99th percentile five times the median
@@ -379,7 +379,7 @@ pub enum LatencyDistributionArg {
 
 /// `--other-arrivals`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ArrivalsArg {
+pub(crate) enum ArrivalsArg {
     /// Evenly spaced
     Regular,
     /// A Poisson stream (seeded by --seed with `emulator`)
@@ -394,35 +394,35 @@ Exit codes:
 
 /// How the input is read and checked; the same for `register` and `validate`.
 #[derive(Debug, Args)]
-pub struct InputArgs {
+pub(crate) struct InputArgs {
     /// Field delimiter: `,` `;` `|` `tab`, or another single character [default: detected from the header line]
     #[arg(long, value_name = "CHAR", value_parser = delimiter, help_heading = "Input")]
-    pub delimiter: Option<u8>,
+    pub(crate) delimiter: Option<u8>,
 
     /// The file has no header row: columns are ICCID, registration code, then anything
     #[arg(long, help_heading = "Input")]
-    pub no_header: bool,
+    pub(crate) no_header: bool,
 
     /// Count warnings (Luhn check digit, unknown ICCID prefix, lowercase code) as invalid
     #[arg(long, help_heading = "Input")]
-    pub strict: bool,
+    pub(crate) strict: bool,
 
     /// Write the input rows that failed (invalid, rejected, gave_up) to PATH, in the input's columns plus `reason`; created owner-only (0600) as it holds registration codes
     #[arg(long, value_name = "PATH", help_heading = "Input")]
-    pub failed_out: Option<PathBuf>,
+    pub(crate) failed_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// CSV of ICCIDs and registration codes; `-` reads stdin
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
 
     /// List every problem, not only the first 50
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 
     #[command(flatten)]
-    pub input_options: InputArgs,
+    pub(crate) input_options: InputArgs,
 }
 
 const REGISTER_EXAMPLES: &str = "\
@@ -517,57 +517,57 @@ Examples:
 
 /// Where `export` and `reconcile` read the account from, and within which limits.
 #[derive(Debug, Args)]
-pub struct AccountArgs {
+pub(crate) struct AccountArgs {
     /// Run against a built-in emulator on a free loopback port (it starts empty)
     #[arg(long, conflicts_with = "base_url")]
-    pub emulator: bool,
+    pub(crate) emulator: bool,
 
     /// API base URL [env: SUPERSIM_BASE_URL]; plain http:// only for loopback hosts
     #[arg(long, value_name = "URL")]
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
 
     /// Use this twilio-cli profile's credentials (from ~/.twilio-cli/config.json, or TWILIO_CONFIG_DIR); without it, the credential variables, then twilio-cli's active profile
     #[arg(short = 'p', long, value_name = "NAME", env = "TWILIO_PROFILE")]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
 
     /// Most requests per second
     #[arg(long, default_value_t = 25.0, value_parser = rate, help_heading = "Limits")]
-    pub rate: f64,
+    pub(crate) rate: f64,
 
     /// Attempts per page before giving up
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Limits")]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
 
     /// Time limit of one request, e.g. 30s or 1500ms
     #[arg(long, default_value = "30s", value_parser = request_timeout, help_heading = "Limits")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// SIMs asked for per page (1 to 1000)
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Limits")]
-    pub page_size: u32,
+    pub(crate) page_size: u32,
 }
 
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// Only SIMs with this status
     #[arg(long, value_enum)]
-    pub status: Option<SimStatusFilter>,
+    pub(crate) status: Option<SimStatusFilter>,
 
     /// Only SIMs in this Fleet (SID or unique name)
     #[arg(long, value_name = "HF...|NAME", value_parser = non_empty)]
-    pub fleet: Option<String>,
+    pub(crate) fleet: Option<String>,
 
     /// Write the CSV here (atomically, replacing an earlier export) instead of to stdout
     #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 
     #[command(flatten)]
-    pub account: AccountArgs,
+    pub(crate) account: AccountArgs,
 }
 
 /// The statuses a SIM can have, for `export --status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SimStatusFilter {
+pub(crate) enum SimStatusFilter {
     New,
     Ready,
     Active,
@@ -576,33 +576,33 @@ pub enum SimStatusFilter {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
-    pub account: AccountArgs,
+    pub(crate) account: AccountArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct ReconcileArgs {
+pub(crate) struct ReconcileArgs {
     /// A results file written by register (or a CSV written by export)
-    pub results: PathBuf,
+    pub(crate) results: PathBuf,
 
     /// Also report the SIMs on the account that the file does not mention
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 
     /// Also list the rows that match, not only the differences
     #[arg(long)]
-    pub matches: bool,
+    pub(crate) matches: bool,
 
     #[command(flatten)]
-    pub account: AccountArgs,
+    pub(crate) account: AccountArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to write completions for
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub(crate) shell: clap_complete::Shell,
 }
 
 fn delimiter(text: &str) -> Result<u8, String> {
@@ -719,7 +719,7 @@ fn non_negative_rate(text: &str) -> Result<f64, String> {
 
 /// The emulator's `--limit-schedule`: (from, limit) steps in time order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LimitSchedule(pub Vec<(Duration, usize)>);
+pub(crate) struct LimitSchedule(pub Vec<(Duration, usize)>);
 
 /// `5s=8,12s=25`: from 5 s the limit is 8, from 12 s it is 25.
 fn limit_schedule(text: &str) -> Result<LimitSchedule, String> {

@@ -18,21 +18,21 @@ use crate::input::failed_out::FailedOut;
 use crate::input::{InputSource, ReadOptions};
 use crate::paths;
 use crate::profiles::{self, Profile};
-pub use crate::run::config::{RegisterConfig, Target};
+pub(crate) use crate::run::config::{RegisterConfig, Target};
 use crate::run::lock::lock_path;
 use crate::run::resume::OnboardConfig;
 use crate::secret::Credentials;
 
-pub const DEFAULT_BASE_URL: &str = "https://supersim.twilio.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://supersim.twilio.com";
 
 /// The variable that sets the API base URL when `--base-url` is not given.
-pub const BASE_URL_VAR: &str = "SUPERSIM_BASE_URL";
+pub(crate) const BASE_URL_VAR: &str = "SUPERSIM_BASE_URL";
 
 const API_KEY_VARS: &str = "TWILIO_API_KEY and TWILIO_API_SECRET";
 const AUTH_TOKEN_VARS: &str = "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN";
 
 impl RegisterConfig {
-    pub fn resolve(
+    pub(crate) fn resolve(
         args: &RegisterArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
@@ -162,7 +162,7 @@ fn sourced_from(target: Target, profile: Option<&Profile>) -> Target {
 /// The emulated account the flags describe (limit, latency, other traffic, header
 /// conventions), on the emulator's defaults otherwise; shared by `emulator` and `register
 /// --emulator`.
-pub fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::EmulatorConfig {
+pub(crate) fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::EmulatorConfig {
     use crate::cli::{ArrivalsArg, HeaderArg, LatencyDistributionArg};
     use crate::emulator::{
         Arrivals, EmulatorConfig, HeaderConvention, LatencyDistribution, OtherApp,
@@ -203,7 +203,7 @@ pub fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::Emulator
 
 /// Where requests go, from `--emulator`, `--base-url` (or `TWILIO_REGION`/`TWILIO_EDGE`) and
 /// the credential variables; shared by every command that talks to the API.
-pub fn resolve_target(
+pub(crate) fn resolve_target(
     emulator: bool,
     base_url: Option<&str>,
     env: &impl Fn(&str) -> Option<String>,
@@ -250,17 +250,17 @@ fn account_of(target: &Target, env: &impl Fn(&str) -> Option<String>) -> Option<
 
 /// `export` and `reconcile`: where the account is read from, and within which limits.
 #[derive(Debug, Clone)]
-pub struct AccountConfig {
-    pub target: Target,
-    pub limits: GateLimits,
-    pub timeout: std::time::Duration,
-    pub page_size: u32,
+pub(crate) struct AccountConfig {
+    pub(crate) target: Target,
+    pub(crate) limits: GateLimits,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) page_size: u32,
     /// The account the credentials name, when they do (see [`account_of`]).
-    pub account_sid: Option<String>,
+    pub(crate) account_sid: Option<String>,
 }
 
 impl AccountConfig {
-    pub fn resolve(
+    pub(crate) fn resolve(
         args: &crate::cli::AccountArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
@@ -289,7 +289,7 @@ impl AccountConfig {
     }
 }
 
-pub fn read_options(args: &InputArgs) -> ReadOptions {
+pub(crate) fn read_options(args: &InputArgs) -> ReadOptions {
     ReadOptions {
         delimiter: args.delimiter,
         no_header: args.no_header,
@@ -375,13 +375,13 @@ fn check_distinct_files(
 
 /// `sims.csv` -> `sims.results.csv`, in the same folder.
 /// The emulator's state file of a rehearsal writing `results`: `<results stem>.state.jsonl`.
-pub fn emulator_state_beside(results: &Path) -> PathBuf {
+pub(crate) fn emulator_state_beside(results: &Path) -> PathBuf {
     results.with_extension("state.jsonl")
 }
 
 /// `<stem>.results.csv` beside the input; `<stem>.emulator.results.csv` for a rehearsal,
 /// so a rehearsal never writes the file the real run will resume from.
-pub fn default_output(input: &Path, emulator: bool) -> PathBuf {
+pub(crate) fn default_output(input: &Path, emulator: bool) -> PathBuf {
     let stem = input
         .file_stem()
         .map_or_else(|| "sims".into(), |s| s.to_string_lossy().into_owned());
@@ -390,7 +390,7 @@ pub fn default_output(input: &Path, emulator: bool) -> PathBuf {
 }
 
 /// `https://supersim.{edge}.{region}.twilio.com`, as Twilio's own tools build it.
-pub fn regional_base_url(region: Option<String>, edge: Option<String>) -> String {
+pub(crate) fn regional_base_url(region: Option<String>, edge: Option<String>) -> String {
     let region = region.filter(|r| !r.is_empty());
     let edge = edge.filter(|e| !e.is_empty());
     match (edge, region) {

@@ -8,25 +8,25 @@
 
 /// Every row this run finished ended `registered` or `already_registered` (repeated ICCIDs
 /// aside).
-pub const SUCCESS: u8 = 0;
+pub(crate) const SUCCESS: u8 = 0;
 /// The run finished and some rows it finished are `rejected`, `invalid` or `update_failed`,
 /// or `--max-failures` stopped it: a person has to look at them.
-pub const ROWS_FAILED: u8 = 1;
+pub(crate) const ROWS_FAILED: u8 = 1;
 /// Usage, configuration or input-file error, or the API refused the credentials.
 pub const USAGE_OR_CONFIG: u8 = 2;
 /// Nothing was refused for good, but some rows `gave_up` on transient errors; the API could
 /// not be reached; the input changed under the run; the results file could not be written
 /// (a full disk, an I/O error); or another run holds the results file: run again later.
-pub const TEMPORARY_FAILURE: u8 = 75;
+pub(crate) const TEMPORARY_FAILURE: u8 = 75;
 /// An internal error (a bug): a row's work, the reader or the writer failed unexpectedly.
 /// The rows concerned are left unfinished, so the next run tries them again; please report it.
 pub const INTERNAL_ERROR: u8 = 70;
 /// Interrupted (Ctrl-C, SIGTERM or SIGHUP) after the rows in flight were written; run again
 /// to resume.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// The text `--help` shows after the flags.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Exit codes:
   0    every row this run finished ended registered or already_registered
   1    the run finished; some rows it finished are rejected, invalid or
@@ -42,7 +42,7 @@ Exit codes:
        (Ctrl-C, SIGTERM or SIGHUP; end: interrupted)";
 
 /// What `code` means, in a few words, for the report and the metrics' readers.
-pub fn meaning(code: u8) -> &'static str {
+pub(crate) fn meaning(code: u8) -> &'static str {
     match code {
         SUCCESS => "every row finished registered or already registered",
         ROWS_FAILED => {

@@ -17,7 +17,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Bytes of records kept in memory before a chunk is sorted and written out.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
 
 /// Bytes read ahead from each run during the merge.
 const RUN_BUFFER_BYTES: usize = 16 << 10;
@@ -33,7 +33,7 @@ struct Run {
 }
 
 /// Collects records, then hands them back in byte order.
-pub struct Sorter<const N: usize> {
+pub(crate) struct Sorter<const N: usize> {
     chunk: Vec<[u8; N]>,
     chunk_records: usize,
     dir: PathBuf,
@@ -49,12 +49,12 @@ struct Spilled {
 
 impl<const N: usize> Sorter<N> {
     /// A sorter that keeps about [`CHUNK_BYTES`] in memory and spills to `dir`.
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self::with_chunk_records(dir, (CHUNK_BYTES / N).max(1))
     }
 
     /// A sorter that spills every `chunk_records` records (tests use tiny chunks).
-    pub fn with_chunk_records(dir: &Path, chunk_records: usize) -> Self {
+    pub(crate) fn with_chunk_records(dir: &Path, chunk_records: usize) -> Self {
         Sorter {
             chunk: Vec::new(),
             chunk_records: chunk_records.max(1),
@@ -63,7 +63,7 @@ impl<const N: usize> Sorter<N> {
         }
     }
 
-    pub fn push(&mut self, record: [u8; N]) -> io::Result<()> {
+    pub(crate) fn push(&mut self, record: [u8; N]) -> io::Result<()> {
         if self.chunk.capacity() == 0 {
             // Reserved once: pages are only touched as records arrive, and the chunk never
             // grows by doubling (which would briefly hold two copies).
@@ -104,7 +104,7 @@ impl<const N: usize> Sorter<N> {
     }
 
     /// All records pushed, in byte order.
-    pub fn finish(mut self) -> io::Result<Sorted<N>> {
+    pub(crate) fn finish(mut self) -> io::Result<Sorted<N>> {
         let Some(_) = &self.spilled else {
             self.chunk.sort_unstable();
             return Ok(Sorted::Memory(std::mem::take(&mut self.chunk).into_iter()));
@@ -148,7 +148,7 @@ fn merge_in_groups<const N: usize>(
 }
 
 /// The records of a [`Sorter`], in byte order.
-pub enum Sorted<const N: usize> {
+pub(crate) enum Sorted<const N: usize> {
     Memory(std::vec::IntoIter<[u8; N]>),
     Merge(Merge<N>),
 }
@@ -165,7 +165,7 @@ impl<const N: usize> Iterator for Sorted<N> {
 }
 
 /// A k-way merge of sorted runs that share one file.
-pub struct Merge<const N: usize> {
+pub(crate) struct Merge<const N: usize> {
     file: std::sync::Arc<File>,
     readers: Vec<RunReader>,
     /// The next record of each run that has one, smallest first; ties go to the earlier run.

@@ -9,7 +9,9 @@
 //! use; its files import their siblings by name. Where a `mod.rs` also defines the folder's
 //! shared vocabulary (`results/`: the columns and outcome words; `input/`: the row and its
 //! source), its files import that from it, and it imports nothing of theirs but the
-//! re-exports.
+//! re-exports. Items are `pub(crate)` unless an integration test, a benchmark or `main.rs`
+//! needs them, so the dead-code lint sees the whole crate; `emulator` is public, since tests
+//! start it as a library.
 //!
 //! - [`secret`], [`exit`], [`extsort`], [`paths`], [`logs`], [`signals`]: the secret types
 //!   that never print, the exit codes, the external sort that keeps planning and compaction
@@ -37,6 +39,9 @@
 //! Where a change belongs: the retry loop in `api/retry.rs` (its hooks beside each request),
 //! backoff in `api/backoff.rs`, CSV reading in `input/`, the results file in `results/`,
 //! the emulator in `emulator/`.
+
+// These docs are for people working on the tool, read with `--document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod api;
 pub mod app;

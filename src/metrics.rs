@@ -21,13 +21,13 @@ use crate::run::progress::Counts;
 use crate::run::record::RunRecord;
 
 /// Every metric's name starts with this.
-pub const PREFIX: &str = "supersim_bulk";
+pub(crate) const PREFIX: &str = "supersim_bulk";
 
 type Value = Gauge<f64, AtomicU64>;
 type ByLabel = Family<Vec<(String, String)>, Value>;
 
 /// The metrics of `record`, as the text the textfile collector reads.
-pub fn render(record: &RunRecord) -> String {
+pub(crate) fn render(record: &RunRecord) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
     let mut gauge = |name: &str, help: &str, value: f64| {
         let metric = Value::default();
@@ -141,6 +141,6 @@ fn unix_seconds(time: SystemTime) -> f64 {
 }
 
 /// Writes the metrics of `record` to `path` atomically.
-pub fn write(path: &Path, record: &RunRecord) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, record: &RunRecord) -> std::io::Result<()> {
     crate::paths::write_atomically(path, render(record).as_bytes())
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// What a path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileId {
+pub(crate) enum FileId {
     /// A file that exists: its device and inode (symlinks followed).
     Existing { dev: u64, ino: u64 },
     /// A file not created yet: where it would be created, with every symlink resolved.
@@ -27,7 +27,7 @@ pub enum FileId {
 
 /// The identity of the file at `path`. An error means the path cannot name a file at all
 /// (its folder is missing or is not a folder, a symlink loop, ...).
-pub fn file_id(path: &Path) -> io::Result<FileId> {
+pub(crate) fn file_id(path: &Path) -> io::Result<FileId> {
     match std::fs::metadata(path) {
         Ok(meta) => Ok(FileId::Existing {
             dev: meta.dev(),
@@ -42,7 +42,7 @@ pub fn file_id(path: &Path) -> io::Result<FileId> {
 
 /// Whether `a` and `b` are known to be one file. A path whose identity cannot be worked out
 /// is never the same as another: it cannot be opened either, and says so when it is.
-pub fn same_file(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     match (file_id(a), file_id(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -52,7 +52,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// The real path of `path`: the file itself when it exists, or where it would be created,
 /// with every symlink on the way resolved (a symlink to a missing file included, since
 /// creating the file would follow it).
-pub fn resolve(path: &Path) -> io::Result<PathBuf> {
+pub(crate) fn resolve(path: &Path) -> io::Result<PathBuf> {
     let mut path = path.to_path_buf();
     // The limit the kernel uses for symlinks in one lookup.
     for _ in 0..40 {
@@ -80,7 +80,7 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// The folder a path's file lives in (`.` for a bare file name).
-pub fn folder_of(path: &Path) -> &Path {
+pub(crate) fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -90,7 +90,7 @@ pub fn folder_of(path: &Path) -> &Path {
 /// What stands at `path` if a file renamed over it would replace something other than a
 /// regular file: "a symbolic link (to ...)", "a named pipe", "a character device", ...
 /// `None` for a regular file or a path where nothing is yet.
-pub fn not_replaceable(path: &Path) -> io::Result<Option<String>> {
+pub(crate) fn not_replaceable(path: &Path) -> io::Result<Option<String>> {
     use std::os::unix::fs::FileTypeExt;
     let file_type = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta.file_type(),
@@ -125,7 +125,7 @@ pub fn not_replaceable(path: &Path) -> io::Result<Option<String>> {
 /// that counts is the one `path` names; callers refuse a symlink there first, with
 /// [`not_replaceable`]). Creates and removes a probe file there; nothing at `path` is
 /// touched.
-pub fn check_writable(path: &Path) -> io::Result<()> {
+pub(crate) fn check_writable(path: &Path) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "it names a folder, not a file")
     })?;
@@ -149,7 +149,7 @@ pub fn check_writable(path: &Path) -> io::Result<()> {
 }
 
 /// Creates a new file for writing; fails if anything (a symlink included) is in its place.
-pub fn create_new(path: &Path) -> io::Result<File> {
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -160,7 +160,7 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 /// Writes `contents` to `path` atomically: to a new file beside it (whatever was in that
 /// place, a leftover or a planted symlink, is removed, never followed), synced, then renamed
 /// over `path`, so a reader sees the old file or the whole new one, never half of it.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let name = path
         .file_name()
@@ -183,14 +183,14 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 }
 
 /// Options that refuse to open a symlink (`O_NOFOLLOW`): the error is `ELOOP`.
-pub fn no_follow() -> OpenOptions {
+pub(crate) fn no_follow() -> OpenOptions {
     let mut options = OpenOptions::new();
     options.custom_flags(libc::O_NOFOLLOW);
     options
 }
 
 /// True when `error` is what [`no_follow`] gives for a symlink.
-pub fn is_symlink_refused(error: &io::Error) -> bool {
+pub(crate) fn is_symlink_refused(error: &io::Error) -> bool {
     error.raw_os_error() == Some(libc::ELOOP)
 }
 

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// The variables that carry credentials; when any is set, the active profile is not used.
-pub const CREDENTIAL_VARS: [&str; 4] = [
+pub(crate) const CREDENTIAL_VARS: [&str; 4] = [
     "TWILIO_API_KEY",
     "TWILIO_API_SECRET",
     "TWILIO_ACCOUNT_SID",
@@ -57,10 +57,10 @@ struct LegacyProject {
 
 /// The profile a command uses, ready to stand in for the credential variables.
 #[derive(Clone)]
-pub struct Profile {
-    pub name: String,
+pub(crate) struct Profile {
+    pub(crate) name: String,
     /// The config file it came from, for messages.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     account_sid: Option<String>,
     api_key: String,
     api_secret: String,
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Profile {
 
 impl Profile {
     /// What the credentials' source is called in messages (a 401 names it).
-    pub fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         format!(
             "the twilio-cli profile '{}' in {}",
             self.name,
@@ -92,7 +92,7 @@ impl Profile {
     /// The environment as the profile makes it: its credentials in place of the credential
     /// variables; `TWILIO_REGION` and `TWILIO_EDGE` from the environment when set there,
     /// else the profile's; every other variable as it is.
-    pub fn overlay<'a>(
+    pub(crate) fn overlay<'a>(
         &'a self,
         env: &'a impl Fn(&str) -> Option<String>,
     ) -> impl Fn(&str) -> Option<String> + 'a {
@@ -114,7 +114,7 @@ impl Profile {
 
 /// twilio-cli's config file: `$TWILIO_CONFIG_DIR/config.json`, else
 /// `$HOME/.twilio-cli/config.json`; `None` when neither variable is set.
-pub fn config_path(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+pub(crate) fn config_path(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let dir = env("TWILIO_CONFIG_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -130,7 +130,7 @@ pub fn config_path(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
 /// `TWILIO_PROFILE`) always; else none when any credential variable is set; else the active
 /// profile, if the config file names one. An explicitly named profile that cannot be used
 /// is an error that says why; a missing or unreadable config file is one only then.
-pub fn choose(
+pub(crate) fn choose(
     named: Option<&str>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Option<Profile>> {

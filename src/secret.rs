@@ -24,7 +24,7 @@ impl std::fmt::Debug for Credentials {
 pub struct RegistrationCode(String);
 
 impl RegistrationCode {
-    pub fn new(code: String) -> Self {
+    pub(crate) fn new(code: String) -> Self {
         RegistrationCode(code)
     }
     /// The code itself, for the one place that needs it: the request body.
@@ -42,7 +42,7 @@ impl std::fmt::Debug for RegistrationCode {
 /// A value shown in place of one that may be a secret: the first two and the last two
 /// characters, a star for each one between (`HC******UC`), enough to find the row in the
 /// file without printing a claim secret. Values of four characters or fewer are all stars.
-pub fn mask(value: &str) -> String {
+pub(crate) fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     if chars.len() <= 4 {
         return "*".repeat(chars.len());

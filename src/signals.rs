@@ -17,7 +17,7 @@ use crate::exit;
 /// SIGTERM or SIGHUP: the token is cancelled, so the command winds down and records what is
 /// in flight. Second: leave at once with [`exit::INTERRUPTED`]; the results file is valid
 /// after any whole row. Must be called inside the runtime.
-pub fn watch() -> CancellationToken {
+pub(crate) fn watch() -> CancellationToken {
     let stop = CancellationToken::new();
     let mut hangup = listen(SignalKind::hangup(), "SIGHUP");
     let mut terminate = listen(SignalKind::terminate(), "SIGTERM");

@@ -48,22 +48,22 @@ use other::OtherTraffic;
 use ours::InFlightHighs;
 
 /// The window a run starts with (or the ceiling, if lower).
-pub const INITIAL_WINDOW: f64 = 4.0;
+pub(crate) const INITIAL_WINDOW: f64 = 4.0;
 /// Round trips at a learned limit without a 429 before it is probed upward, at most: the
 /// first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`], and the wait doubles
 /// with each probe that finds nothing.
-pub const PROBE_AFTER_ROUNDS: u64 = 16;
+pub(crate) const PROBE_AFTER_ROUNDS: u64 = 16;
 /// Round trips after a cut before the first probe: a cut can read the room one low.
-pub const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
+pub(crate) const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
 /// With other traffic on the account, round trips between probes: a probe takes a slot the
 /// other traffic would have had, so it is rarer (about every 6 s at 100 ms a round trip).
-pub const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
+pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
 
 /// How an answer bears on the account's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The request was admitted (any answer other than 429, 5xx and transport failures).
     Admitted,
     /// 429: the account was over its limit.
@@ -74,32 +74,35 @@ pub enum Answer {
 
 /// What the run saw, for the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// The window at the end of the run.
-    pub settled: usize,
+    pub(crate) settled: usize,
     /// The lowest the window was cut to.
-    pub lowest: usize,
+    pub(crate) lowest: usize,
     /// The highest the window reached.
-    pub highest: usize,
+    pub(crate) highest: usize,
     /// The account's limit as last learned (with the header), or this run's room (without).
-    pub learned_limit: Option<usize>,
+    pub(crate) learned_limit: Option<usize>,
     /// Whether any answer carried `Twilio-Concurrent-Requests`.
-    pub header_seen: bool,
+    pub(crate) header_seen: bool,
     /// Other traffic on the account: its mean requests in flight, from the header.
-    pub other_in_flight: Option<f64>,
+    pub(crate) other_in_flight: Option<f64>,
     /// The most other requests in flight one answer showed.
-    pub other_peak: Option<u32>,
+    pub(crate) other_peak: Option<u32>,
+    /// The most of this run's requests in flight at once: a run too short to fill its
+    /// window never had as many in flight as the window allowed.
+    pub(crate) peak_in_flight: usize,
 }
 
 /// The limit at one moment, for the report's timeline.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sampled {
+pub(crate) struct Sampled {
     /// Requests this run may have in flight.
-    pub window: usize,
+    pub(crate) window: usize,
     /// The account's limit (or this run's room) as learned so far.
-    pub learned_limit: Option<usize>,
+    pub(crate) learned_limit: Option<usize>,
     /// Other traffic's mean in flight on the answers since the previous sample.
-    pub other_in_flight: Option<f64>,
+    pub(crate) other_in_flight: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -107,6 +110,8 @@ struct State {
     /// Requests allowed in flight (fractional: growth adds fractions per success).
     window: f64,
     in_flight: usize,
+    /// The most of ours in flight at once, over the whole run.
+    peak_in_flight: usize,
     /// Requests sent so far; each slot carries its sequence number.
     sent: u64,
     /// The most of ours in flight since each send, for reading other traffic off a count.
@@ -152,7 +157,7 @@ struct State {
 
 /// The shared in-flight limit. Clone the `Arc` into every worker.
 #[derive(Debug)]
-pub struct ConcurrencyLimit {
+pub(crate) struct ConcurrencyLimit {
     ceiling: usize,
     adaptive: bool,
     /// Most of the learned limit this run takes (1.0: all that other traffic leaves).
@@ -163,7 +168,7 @@ pub struct ConcurrencyLimit {
 
 /// A slot for one request; dropping it frees the slot.
 #[derive(Debug)]
-pub struct RequestSlot {
+pub(crate) struct RequestSlot {
     limit: Arc<ConcurrencyLimit>,
     /// This request's sequence number.
     seq: u64,
@@ -181,7 +186,7 @@ impl Drop for RequestSlot {
 impl ConcurrencyLimit {
     /// A limit of at most `ceiling` in flight, taking at most `max_share` (0 to 1) of the
     /// account's limit once it is known.
-    pub fn new(ceiling: usize, adaptive: bool, max_share: f64) -> Arc<Self> {
+    pub(crate) fn new(ceiling: usize, adaptive: bool, max_share: f64) -> Arc<Self> {
         let ceiling = ceiling.max(1);
         let start = if adaptive {
             INITIAL_WINDOW.min(ceiling as f64)
@@ -199,6 +204,7 @@ impl ConcurrencyLimit {
             state: Mutex::new(State {
                 window: start,
                 in_flight: 0,
+                peak_in_flight: 0,
                 sent: 0,
                 highs: InFlightHighs::default(),
                 slow_start: adaptive,
@@ -232,7 +238,7 @@ impl ConcurrencyLimit {
     }
 
     /// Waits for a free slot under the current window.
-    pub async fn acquire(self: &Arc<Self>) -> RequestSlot {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> RequestSlot {
         loop {
             let freed = self.freed.notified();
             if let Some(slot) = self.try_acquire() {
@@ -243,13 +249,14 @@ impl ConcurrencyLimit {
     }
 
     /// A slot if one is free now.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<RequestSlot> {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<RequestSlot> {
         let mut state = self.lock();
         let allowed = (state.window.floor() as usize).max(1);
         if state.in_flight >= allowed {
             return None;
         }
         state.in_flight += 1;
+        state.peak_in_flight = state.peak_in_flight.max(state.in_flight);
         state.sent += 1;
         let (seq, in_flight) = (state.sent, state.in_flight);
         state.highs.sent(seq, in_flight);
@@ -264,22 +271,13 @@ impl ConcurrencyLimit {
     }
 
     /// The current window, rounded down.
-    pub fn current(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> usize {
         (self.lock().window.floor() as usize).max(1)
     }
 
-    /// The lowest level the window was cut to, rounded down.
-    pub fn lowest(&self) -> usize {
-        (self.lock().lowest.floor() as usize).max(1)
-    }
-
-    /// Round trips completed so far.
-    pub fn rounds(&self) -> u64 {
-        self.lock().rounds
-    }
-
     /// What the run saw, for the summary.
-    pub fn observed(&self) -> Observed {
+    pub(crate) fn observed(&self) -> Observed {
         let state = self.lock();
         let whole = |v: f64| (v.floor() as usize).max(1);
         Observed {
@@ -295,13 +293,14 @@ impl ConcurrencyLimit {
             header_seen: state.header_seen(),
             other_in_flight: state.other.mean(),
             other_peak: state.other.peak(),
+            peak_in_flight: state.peak_in_flight,
         }
     }
 
     /// The limit now, for the report's timeline: the window, the limit learned so far, and
     /// the other traffic's mean in flight on the answers since the last sample (which this
     /// call starts anew).
-    pub fn sample(&self) -> Sampled {
+    pub(crate) fn sample(&self) -> Sampled {
         let mut state = self.lock();
         let (sum, answers) = std::mem::take(&mut state.other_since_sample);
         let whole = |v: f64| (v.floor() as usize).max(1);
@@ -329,7 +328,7 @@ impl ConcurrencyLimit {
 
     /// `slot`'s request was answered; `reported` is the `Twilio-Concurrent-Requests` header
     /// of the answer, if it had one. Call before dropping the slot.
-    pub fn on_answer(&self, slot: &RequestSlot, answer: Answer, reported: Option<u32>) {
+    pub(crate) fn on_answer(&self, slot: &RequestSlot, answer: Answer, reported: Option<u32>) {
         if !self.adaptive {
             return;
         }

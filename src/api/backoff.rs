@@ -17,12 +17,12 @@ use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 /// The longest `Retry-After` honoured as given; a larger one is clamped to this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub base: Duration,
-    pub cap: Duration,
+pub(crate) struct Backoff {
+    pub(crate) base: Duration,
+    pub(crate) cap: Duration,
 }
 
 impl Default for Backoff {
@@ -36,7 +36,12 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The wait before retry number `retry` (1 for the first retry).
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>, rng: &mut StdRng) -> Duration {
+    pub(crate) fn delay(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        rng: &mut StdRng,
+    ) -> Duration {
         if let Some(asked) = retry_after {
             return asked.min(MAX_RETRY_AFTER);
         }
@@ -48,19 +53,19 @@ impl Backoff {
 }
 
 /// A jitter source per row, seeded from the row's line so that runs are reproducible.
-pub fn jitter_for_row(line: u64) -> StdRng {
+pub(crate) fn jitter_for_row(line: u64) -> StdRng {
     StdRng::seed_from_u64(line)
 }
 
 /// A pause shared by every worker: nobody sends before `until`.
 #[derive(Debug, Default)]
-pub struct PoolPause {
+pub(crate) struct PoolPause {
     until: Mutex<Option<Instant>>,
 }
 
 impl PoolPause {
     /// Extends the pause so that nobody sends for at least `wait` from now.
-    pub fn pause_for(&self, wait: Duration) {
+    pub(crate) fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
         let mut guard = self.until.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none_or(|current| current < until) {
@@ -69,18 +74,18 @@ impl PoolPause {
     }
 
     /// Pauses the pool for a server's `Retry-After`, clamped to [`MAX_RETRY_AFTER`].
-    pub fn obey_retry_after(&self, asked: Duration) {
+    pub(crate) fn obey_retry_after(&self, asked: Duration) {
         self.pause_for(asked.min(MAX_RETRY_AFTER));
     }
 
     /// Whether the pool is paused right now.
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
         until.is_some_and(|until| until > Instant::now())
     }
 
     /// Waits until the pause, if any, is over.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
             match until {

@@ -20,13 +20,13 @@ use crate::secret::{Credentials, RegistrationCode};
 
 /// The statuses `register` can move a SIM to (UpdateSim's `Status`, less `inactive`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TargetStatus {
+pub(crate) enum TargetStatus {
     Ready,
     Active,
 }
 
 impl TargetStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TargetStatus::Ready => "ready",
             TargetStatus::Active => "active",
@@ -36,30 +36,30 @@ impl TargetStatus {
 
 /// The parts of a Sim resource this tool records or compares.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Sim {
-    pub sid: Option<String>,
-    pub iccid: Option<String>,
-    pub status: Option<String>,
-    pub fleet_sid: Option<String>,
+pub(crate) struct Sim {
+    pub(crate) sid: Option<String>,
+    pub(crate) iccid: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) fleet_sid: Option<String>,
     #[serde(default)]
-    pub unique_name: Option<String>,
+    pub(crate) unique_name: Option<String>,
     /// The account the SIM belongs to.
     #[serde(default)]
-    pub account_sid: Option<String>,
+    pub(crate) account_sid: Option<String>,
 }
 
 /// The fields of one `POST /v1/Sims/{Sid}` (UpdateSim); `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SimUpdate {
+pub(crate) struct SimUpdate {
     /// A Fleet SID (`HF...`) or unique name.
-    pub fleet: Option<String>,
+    pub(crate) fleet: Option<String>,
     /// `ready` or `active`.
-    pub status: Option<String>,
-    pub unique_name: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) unique_name: Option<String>,
 }
 
 impl SimUpdate {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.fleet.is_none() && self.status.is_none() && self.unique_name.is_none()
     }
 }
@@ -67,10 +67,10 @@ impl SimUpdate {
 /// The part of a Fleet resource this tool needs: its SID, to compare with a SIM's, and its
 /// unique name, to list the Fleets an account has.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Fleet {
-    pub sid: Option<String>,
+pub(crate) struct Fleet {
+    pub(crate) sid: Option<String>,
     #[serde(default)]
-    pub unique_name: Option<String>,
+    pub(crate) unique_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -105,14 +105,14 @@ pub struct Client {
 /// answer carried, whatever the result (a success, a Twilio error, or a 2xx that is an
 /// answer in doubt). A request that got no answer at all carries no count.
 #[derive(Debug)]
-pub struct Answered<T> {
-    pub result: Result<T, ApiError>,
-    pub concurrent_requests: Option<u32>,
+pub(crate) struct Answered<T> {
+    pub(crate) result: Result<T, ApiError>,
+    pub(crate) concurrent_requests: Option<u32>,
 }
 
 impl<T> Answered<T> {
     /// A result without any count: no answer came, or it carried none.
-    pub fn uncounted(result: Result<T, ApiError>) -> Self {
+    pub(crate) fn uncounted(result: Result<T, ApiError>) -> Self {
         Answered {
             result,
             concurrent_requests: None,
@@ -120,12 +120,12 @@ impl<T> Answered<T> {
     }
 
     /// The result alone, for callers that do not feed an adaptive limit.
-    pub fn into_result(self) -> Result<T, ApiError> {
+    pub(crate) fn into_result(self) -> Result<T, ApiError> {
         self.result
     }
 
     /// Judges a success further (`check` may turn it into an error); the count stays.
-    pub fn and_then<U>(self, check: impl FnOnce(T) -> Result<U, ApiError>) -> Answered<U> {
+    pub(crate) fn and_then<U>(self, check: impl FnOnce(T) -> Result<U, ApiError>) -> Answered<U> {
         Answered {
             result: self.result.and_then(check),
             concurrent_requests: self.concurrent_requests,
@@ -133,7 +133,7 @@ impl<T> Answered<T> {
     }
 
     /// Changes the error, if it is one; the count stays.
-    pub fn map_err(self, change: impl FnOnce(ApiError) -> ApiError) -> Self {
+    pub(crate) fn map_err(self, change: impl FnOnce(ApiError) -> ApiError) -> Self {
         Answered {
             result: self.result.map_err(change),
             concurrent_requests: self.concurrent_requests,
@@ -142,7 +142,7 @@ impl<T> Answered<T> {
 }
 
 /// The header in which Twilio reports the account's requests in flight.
-pub const CONCURRENT_REQUESTS_HEADER: &str = "twilio-concurrent-requests";
+pub(crate) const CONCURRENT_REQUESTS_HEADER: &str = "twilio-concurrent-requests";
 
 /// Error bodies larger than this are not read further: a gateway page is not worth memory.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -196,14 +196,14 @@ impl Client {
 
     /// Sets the account this run works on, once the run knows it (the preflight proved it,
     /// or `TWILIO_ACCOUNT_SID` names it beside an API key); `None` leaves it as it is.
-    pub fn know_account(&self, account: Option<&str>) {
+    pub(crate) fn know_account(&self, account: Option<&str>) {
         if let Some(account) = account {
             *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(account.to_string());
         }
     }
 
     /// The account this run works on, if known.
-    pub fn account(&self) -> Option<String> {
+    pub(crate) fn account(&self) -> Option<String> {
         self.account
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -241,7 +241,7 @@ impl Client {
     }
 
     /// `POST /v1/Sims`: registers a SIM to the account.
-    pub async fn create_sim(&self, iccid: &str, code: &RegistrationCode) -> Answered<Sim> {
+    pub(crate) async fn create_sim(&self, iccid: &str, code: &RegistrationCode) -> Answered<Sim> {
         let request = self
             .http
             .post(format!("{}/v1/Sims", self.base_url))
@@ -256,7 +256,7 @@ impl Client {
     }
 
     /// The full URL of `path_and_query` on this client's API.
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("{}{path_and_query}", self.base_url)
     }
 
@@ -269,7 +269,7 @@ impl Client {
     }
 
     /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any.
-    pub async fn find_sim(&self, iccid: &str) -> Answered<Option<Sim>> {
+    pub(crate) async fn find_sim(&self, iccid: &str) -> Answered<Option<Sim>> {
         let request = self
             .http
             .get(format!("{}/v1/Sims", self.base_url))
@@ -290,7 +290,7 @@ impl Client {
 
     /// `GET /v1/Sims/{Sid}` (FetchSim): the SIM as it is now, which must be the one with
     /// `iccid` on this run's account.
-    pub async fn fetch_sim(&self, sid: &str, iccid: &str) -> Answered<Sim> {
+    pub(crate) async fn fetch_sim(&self, sid: &str, iccid: &str) -> Answered<Sim> {
         let request = self.http.get(format!("{}/v1/Sims/{sid}", self.base_url));
         self.send_with_status(request)
             .await
@@ -301,7 +301,7 @@ impl Client {
     }
 
     /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
-    pub async fn fetch_fleet(&self, sid_or_name: &str) -> Answered<Fleet> {
+    pub(crate) async fn fetch_fleet(&self, sid_or_name: &str) -> Answered<Fleet> {
         let request = self.http.get(format!(
             "{}/v1/Fleets/{}",
             self.base_url,
@@ -312,7 +312,7 @@ impl Client {
 
     /// `GET /v1/Fleets?PageSize=`: the first `page_size` Fleets on the account, to name
     /// them when a Fleet asked for is not among them.
-    pub async fn list_fleets(&self, page_size: usize) -> Answered<Vec<Fleet>> {
+    pub(crate) async fn list_fleets(&self, page_size: usize) -> Answered<Vec<Fleet>> {
         let request = self
             .http
             .get(format!("{}/v1/Fleets", self.base_url))
@@ -324,7 +324,7 @@ impl Client {
 
     /// The sentence saying why the latest request that got no answer at all could not
     /// reach the API (DNS, refused, TLS or a timeout, with its URL), if one did not.
-    pub fn last_unreachable(&self) -> Option<String> {
+    pub(crate) fn last_unreachable(&self) -> Option<String> {
         self.last_unreachable
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -334,7 +334,12 @@ impl Client {
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
     /// reads `scheduled` until the change is done. The answer must show the SIM with `iccid`
     /// on this run's account.
-    pub async fn update_sim(&self, sid: &str, iccid: &str, update: &SimUpdate) -> Answered<Sim> {
+    pub(crate) async fn update_sim(
+        &self,
+        sid: &str,
+        iccid: &str,
+        update: &SimUpdate,
+    ) -> Answered<Sim> {
         let fields: Vec<(&str, &str)> = [
             ("Fleet", &update.fleet),
             ("Status", &update.status),
@@ -357,7 +362,7 @@ impl Client {
 
     /// Why `error` (a request that got no answer) could not reach `url`, as one sentence:
     /// the proxy's failure, when a proxy is in between and it is what failed.
-    pub fn unreachable_sentence(&self, error: &reqwest::Error, url: &str) -> String {
+    pub(crate) fn unreachable_sentence(&self, error: &reqwest::Error, url: &str) -> String {
         match &self.proxy {
             Some(proxy) => super::transport::unreachable_through_proxy(error, url, proxy),
             None => super::transport::unreachable_sentence(error, url),
@@ -445,7 +450,7 @@ fn is_account_sid(text: &str) -> bool {
 }
 
 /// Whether `text` is a Super SIM SID: `HS` and 32 hex digits, nothing else.
-pub fn is_sim_sid(text: &str) -> bool {
+pub(crate) fn is_sim_sid(text: &str) -> bool {
     text.len() == 34 && text.starts_with("HS") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -586,7 +591,7 @@ fn decode_success<T: Resource>(status: u16, body: &[u8]) -> Result<T, ApiError> 
 /// Whether the URL's host is this machine: `localhost`, 127.0.0.0/8 or ::1 (also written as
 /// an IPv4-mapped IPv6 address). Such a host is reached directly, never through a proxy,
 /// and is the only kind that may be spoken to in plain `http://`.
-pub fn is_loopback(url: &reqwest::Url) -> bool {
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => {
             let name = name.strip_suffix('.').unwrap_or(name);
@@ -622,23 +627,23 @@ fn proxy_for(matcher: &Matcher, target: &reqwest::Url) -> Option<String> {
 
 /// A Sim resource as `export` writes it: every field of `supersim.v1.sim` but the URLs.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct ListedSim {
-    pub sid: Option<String>,
-    pub iccid: Option<String>,
-    pub status: Option<String>,
-    pub fleet_sid: Option<String>,
-    pub unique_name: Option<String>,
-    pub date_created: Option<String>,
-    pub date_updated: Option<String>,
-    pub account_sid: Option<String>,
+pub(crate) struct ListedSim {
+    pub(crate) sid: Option<String>,
+    pub(crate) iccid: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) fleet_sid: Option<String>,
+    pub(crate) unique_name: Option<String>,
+    pub(crate) date_created: Option<String>,
+    pub(crate) date_updated: Option<String>,
+    pub(crate) account_sid: Option<String>,
 }
 
 /// One page of `GET /v1/Sims` (ListSim): its SIMs, and where the next page is.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SimPage {
-    pub sims: Vec<ListedSim>,
+pub(crate) struct SimPage {
+    pub(crate) sims: Vec<ListedSim>,
     /// The path and query of `meta.next_page_url` (`/v1/Sims?...`), `None` on the last page.
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 /// A page of 1000 SIMs is about 600 KB; a body above this is not a page of SIMs.
@@ -646,15 +651,15 @@ const MAX_PAGE_BODY: usize = 32 << 20;
 
 /// Which SIMs a listing asks for: `Status`, `Fleet` and `PageSize` of ListSim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SimFilter {
-    pub status: Option<String>,
-    pub fleet: Option<String>,
-    pub page_size: u32,
+pub(crate) struct SimFilter {
+    pub(crate) status: Option<String>,
+    pub(crate) fleet: Option<String>,
+    pub(crate) page_size: u32,
 }
 
 impl SimFilter {
     /// The path and query of the first page.
-    pub fn first_page(&self) -> String {
+    pub(crate) fn first_page(&self) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         if let Some(status) = &self.status {
             query.append_pair("Status", status);
@@ -670,7 +675,7 @@ impl SimFilter {
 /// The path and query of a `next_page_url`, to be sent to the configured base URL: Twilio's
 /// page URLs name the public host, which may not be the one this run talks to (a region, a
 /// proxy, an emulator). Anything but a SIM listing is refused.
-pub fn next_page_path(next_page_url: &str) -> Result<String, ApiError> {
+pub(crate) fn next_page_path(next_page_url: &str) -> Result<String, ApiError> {
     let refused = || ApiError {
         http_status: None,
         code: None,
@@ -704,7 +709,7 @@ struct PageMeta {
 impl Client {
     /// `GET /v1/Sims` (ListSim), one page: `path` is [`SimFilter::first_page`] or the
     /// [`SimPage::next`] of the page before. An idempotent read, safe to retry.
-    pub async fn list_sims_page(&self, path: &str) -> Answered<SimPage> {
+    pub(crate) async fn list_sims_page(&self, path: &str) -> Answered<SimPage> {
         let sent = self
             .http
             .get(format!("{}{path}", self.base_url))

@@ -18,25 +18,25 @@ pub(super) struct TwilioErrorBody {
 /// Everything that can go wrong with one request, with what the retry policy needs to know.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", self.describe())]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// The HTTP status, when a response arrived.
-    pub http_status: Option<u16>,
+    pub(crate) http_status: Option<u16>,
     /// The Twilio error code from the body, when the body was a Twilio error.
-    pub code: Option<u32>,
+    pub(crate) code: Option<u32>,
     /// Twilio's message, or what happened on the wire.
-    pub message: String,
+    pub(crate) message: String,
     /// How long the server asked us to wait (`Retry-After`).
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
     /// `Twilio-Concurrent-Requests`: the account's requests in flight when this one was
     /// answered, when the server says.
-    pub concurrent_requests: Option<u32>,
+    pub(crate) concurrent_requests: Option<u32>,
     /// False only when the request certainly never reached the server (connection refused).
-    pub maybe_processed: bool,
+    pub(crate) maybe_processed: bool,
 }
 
 /// What to do about an [`ApiError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// Try again after a backoff. `throttled` marks a 429, which slows the whole pool down.
     Retry { throttled: bool },
     /// 83003: the SIM is on this account already; success.
@@ -47,28 +47,28 @@ pub enum ErrorClass {
     CredentialsRefused,
 }
 
-pub const CODE_AUTHENTICATE: u32 = 20003;
-pub const CODE_TOO_MANY_REQUESTS: u32 = 20429;
-pub const CODE_INTERNAL: u32 = 20500;
-pub const CODE_UNAVAILABLE: u32 = 20503;
-pub const CODE_REGISTRATION_INTERNAL: u32 = 83000;
-pub const CODE_ALREADY_ON_ACCOUNT: u32 = 83003;
+pub(crate) const CODE_AUTHENTICATE: u32 = 20003;
+pub(crate) const CODE_TOO_MANY_REQUESTS: u32 = 20429;
+pub(crate) const CODE_INTERNAL: u32 = 20500;
+pub(crate) const CODE_UNAVAILABLE: u32 = 20503;
+pub(crate) const CODE_REGISTRATION_INTERNAL: u32 = 83000;
+pub(crate) const CODE_ALREADY_ON_ACCOUNT: u32 = 83003;
 /// UpdateSim/FetchSim: the Super SIM is not on the account.
-pub const CODE_SIM_NOT_FOUND: u32 = 83005;
+pub(crate) const CODE_SIM_NOT_FOUND: u32 = 83005;
 /// UpdateSim: the target Fleet does not exist.
-pub const CODE_FLEET_NOT_FOUND: u32 = 83006;
+pub(crate) const CODE_FLEET_NOT_FOUND: u32 = 83006;
 /// UpdateSim: `active` asked for a SIM that belongs to no Fleet.
-pub const CODE_NO_FLEET: u32 = 83007;
+pub(crate) const CODE_NO_FLEET: u32 = 83007;
 /// UpdateSim: refused while an earlier change is still `scheduled`; Twilio says retry later.
-pub const CODE_UPDATE_SCHEDULED: u32 = 83009;
+pub(crate) const CODE_UPDATE_SCHEDULED: u32 = 83009;
 /// UpdateSim: the status change is not allowed (`ready` is only reachable from `new`).
-pub const CODE_FORBIDDEN_TRANSITION: u32 = 83010;
+pub(crate) const CODE_FORBIDDEN_TRANSITION: u32 = 83010;
 /// UpdateSim: another Super SIM already has that UniqueName.
-pub const CODE_DUPLICATE_UNIQUE_NAME: u32 = 83011;
+pub(crate) const CODE_DUPLICATE_UNIQUE_NAME: u32 = 83011;
 
 impl ApiError {
     /// Decides by Twilio code first (the 830xx statuses are not published), HTTP status second.
-    pub fn classify(&self) -> ErrorClass {
+    pub(crate) fn classify(&self) -> ErrorClass {
         match self.code {
             Some(CODE_AUTHENTICATE) => return ErrorClass::CredentialsRefused,
             Some(CODE_TOO_MANY_REQUESTS) => return ErrorClass::Retry { throttled: true },
@@ -110,7 +110,7 @@ impl ApiError {
     /// stays about the SIM.
     ///
     /// A 3xx is one too: the API never redirects, and no redirect is followed.
-    pub fn is_wrong_endpoint(&self) -> bool {
+    pub(crate) fn is_wrong_endpoint(&self) -> bool {
         match self.http_status {
             Some(300..=399) => true,
             Some(404 | 405) => true,
@@ -148,7 +148,7 @@ impl ApiError {
     }
 
     /// Where a 3xx answer pointed (its `Location`), for a 3xx; `None` for anything else.
-    pub fn redirected_to(&self) -> Option<&str> {
+    pub(crate) fn redirected_to(&self) -> Option<&str> {
         match self.http_status {
             Some(300..=399) => Some(
                 self.message
@@ -187,7 +187,7 @@ impl ApiError {
 const REDIRECTED_TO: &str = "a redirect to ";
 
 /// Finds a Sim SID (`HS` + 32 hex digits) in a Twilio message, as 83003 messages carry one.
-pub fn sid_in_message(message: &str) -> Option<String> {
+pub(crate) fn sid_in_message(message: &str) -> Option<String> {
     let bytes = message.as_bytes();
     (0..bytes.len().saturating_sub(33)).find_map(|start| {
         let candidate = &message.get(start..start + 34)?;
@@ -202,7 +202,7 @@ pub fn sid_in_message(message: &str) -> Option<String> {
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

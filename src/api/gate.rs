@@ -27,56 +27,56 @@ use rand::rngs::StdRng;
 
 use super::adaptive::{Answer, ConcurrencyLimit, RequestSlot};
 use super::backoff::{Backoff, PoolPause};
-pub use super::halt::Halt;
+pub(crate) use super::halt::Halt;
 use super::halt::HaltRegistry;
 use super::latency::Latencies;
 use super::{Answered, ApiError, Client, ErrorClass};
 
 /// Counters for the summary, shared by all workers.
 #[derive(Debug, Default)]
-pub struct RequestStats {
-    pub requests: AtomicU64,
-    pub retries: AtomicU64,
-    pub throttled: AtomicU64,
+pub(crate) struct RequestStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) throttled: AtomicU64,
     /// How long each HTTP answer took, for the report's timeline.
-    pub latency: Latencies,
+    pub(crate) latency: Latencies,
 }
 
 impl RequestStats {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
 
 /// Requests in a row that got no answer at all, before any answer in this run, that stop
 /// the run as unreachable (fewer when `--max-attempts` is lower, so no SIM gives up first).
-pub const UNREACHABLE_AFTER: u32 = 5;
+pub(crate) const UNREACHABLE_AFTER: u32 = 5;
 
 /// The limits a pool works within.
 #[derive(Debug, Clone, Copy)]
-pub struct GateLimits {
+pub(crate) struct GateLimits {
     /// Requests per second, across all workers (`f64::INFINITY`: no cap, the default).
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Create attempts per SIM before it is `gave_up`.
-    pub max_attempts: u32,
-    pub backoff: Backoff,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
     /// Requests in flight at most (`--concurrency`): the ceiling of the adaptive limit.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Whether the in-flight limit adapts to 429s (`--no-adaptive` turns it off).
-    pub adaptive: bool,
+    pub(crate) adaptive: bool,
     /// Most of the account's learned limit this run takes, 0 to 1 (`--max-share`).
-    pub max_share: f64,
+    pub(crate) max_share: f64,
 }
 
 /// What every worker shares.
-pub struct Gate {
+pub(crate) struct Gate {
     client: Client,
     limiter: DefaultDirectRateLimiter,
     /// Requests allowed in flight right now; adapts to the account's limit.
-    pub concurrency: Arc<ConcurrencyLimit>,
+    pub(crate) concurrency: Arc<ConcurrencyLimit>,
     /// A `Retry-After` on any retryable answer pauses every worker; so does a 429 without
     /// adaptation.
     pause: PoolPause,
@@ -92,11 +92,11 @@ pub struct Gate {
     unanswered: AtomicU32,
     /// Smoothed round trip of admitted requests, in nanoseconds (0 until one is answered).
     round_trip: AtomicU64,
-    pub stats: Arc<RequestStats>,
+    pub(crate) stats: Arc<RequestStats>,
 }
 
 impl Gate {
-    pub fn new(client: Client, limits: GateLimits, stop: CancellationToken) -> Self {
+    pub(crate) fn new(client: Client, limits: GateLimits, stop: CancellationToken) -> Self {
         let period = Duration::from_secs_f64(1.0 / limits.rate.max(0.001));
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -121,17 +121,17 @@ impl Gate {
     }
 
     /// Cancelled once the API has refused the credentials.
-    pub fn credentials_refused(&self) -> &CancellationToken {
+    pub(crate) fn credentials_refused(&self) -> &CancellationToken {
         self.halts.credentials_refused()
     }
 
     /// Cancelled once the run is halted for any [`Halt`] reason.
-    pub fn halted(&self) -> &CancellationToken {
+    pub(crate) fn halted(&self) -> &CancellationToken {
         self.halts.halted()
     }
 
     /// Why the run was halted, if it was: the first reason wins.
-    pub fn halt_reason(&self) -> Option<Halt> {
+    pub(crate) fn halt_reason(&self) -> Option<Halt> {
         self.halts.reason()
     }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Why the API side stopped the whole run: every further request would fail the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Halt {
+pub(crate) enum Halt {
     /// The API refused the credentials (401 / 20003).
     CredentialsRefused,
     /// No request has been answered, and [`super::gate::UNREACHABLE_AFTER`] in a row got no
@@ -26,7 +26,7 @@ pub enum Halt {
 
 /// The first [`Halt`] of a run, and the tokens cancelled by it.
 #[derive(Debug, Default)]
-pub struct HaltRegistry {
+pub(crate) struct HaltRegistry {
     /// Cancelled on any halt.
     halted: CancellationToken,
     /// Cancelled when the halt is refused credentials.
@@ -37,7 +37,7 @@ pub struct HaltRegistry {
 impl HaltRegistry {
     /// Records `why` unless a halt was recorded before (the first reason wins), and
     /// cancels the tokens. Logs the sentence of the reason that is kept.
-    pub fn halt(&self, why: Halt) {
+    pub(crate) fn halt(&self, why: Halt) {
         {
             let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
             if reason.is_none() {
@@ -56,17 +56,17 @@ impl HaltRegistry {
     }
 
     /// Cancelled once the run is halted for any reason.
-    pub fn halted(&self) -> &CancellationToken {
+    pub(crate) fn halted(&self) -> &CancellationToken {
         &self.halted
     }
 
     /// Cancelled once the API has refused the credentials.
-    pub fn credentials_refused(&self) -> &CancellationToken {
+    pub(crate) fn credentials_refused(&self) -> &CancellationToken {
         &self.credentials_refused
     }
 
     /// Why the run was halted, if it was.
-    pub fn reason(&self) -> Option<Halt> {
+    pub(crate) fn reason(&self) -> Option<Halt> {
         self.reason
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 /// Bins: four per doubling, from [`FLOOR_MICROS`] up (the last bin holds everything above
 /// about 20 minutes): a quantile read off them is within 9% of the true one.
-pub const BINS: usize = 96;
+pub(crate) const BINS: usize = 96;
 const BINS_PER_DOUBLING: f64 = 4.0;
 /// The first bin's upper edge: answers faster than this are counted in it.
 const FLOOR_MICROS: f64 = 100.0;
 
 /// Answer times by bin, added to by every worker.
 #[derive(Debug)]
-pub struct Latencies {
+pub(crate) struct Latencies {
     bins: [AtomicU32; BINS],
 }
 
@@ -29,18 +29,18 @@ impl Default for Latencies {
 
 impl Latencies {
     /// Counts one answer that took `took`.
-    pub fn record(&self, took: Duration) {
+    pub(crate) fn record(&self, took: Duration) {
         self.bins[bin_of(took)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counts since the last call, each bin emptied as it is read.
-    pub fn take(&self) -> [u32; BINS] {
+    pub(crate) fn take(&self) -> [u32; BINS] {
         std::array::from_fn(|bin| self.bins[bin].swap(0, Ordering::Relaxed))
     }
 }
 
 /// The bin an answer time falls in.
-pub fn bin_of(took: Duration) -> usize {
+pub(crate) fn bin_of(took: Duration) -> usize {
     let micros = took.as_secs_f64() * 1e6;
     if micros <= FLOOR_MICROS {
         return 0;
@@ -50,13 +50,13 @@ pub fn bin_of(took: Duration) -> usize {
 }
 
 /// The time a bin stands for: the geometric middle of its edges.
-pub fn bin_value(bin: usize) -> Duration {
+pub(crate) fn bin_value(bin: usize) -> Duration {
     let exponent = (bin as f64 - 0.5).max(0.0) / BINS_PER_DOUBLING;
     Duration::from_secs_f64(FLOOR_MICROS * 2f64.powf(exponent) / 1e6)
 }
 
 /// The `q` quantile (0 to 1) of the answers counted in `bins`; `None` when there are none.
-pub fn quantile(bins: &[u32; BINS], q: f64) -> Option<Duration> {
+pub(crate) fn quantile(bins: &[u32; BINS], q: f64) -> Option<Duration> {
     let total: u64 = bins.iter().map(|&n| u64::from(n)).sum();
     if total == 0 {
         return None;

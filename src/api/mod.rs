@@ -16,19 +16,18 @@
 //! Nothing here knows about CSV files or results rows: this layer turns requests into typed
 //! answers, and the run decides what they mean for a SIM.
 
-pub mod adaptive;
-pub mod admission;
-pub mod backoff;
-pub mod client;
-pub mod error;
-pub mod gate;
-pub mod halt;
-pub mod latency;
+pub(crate) mod adaptive;
+pub(crate) mod admission;
+pub(crate) mod backoff;
+pub(crate) mod client;
+pub(crate) mod error;
+pub(crate) mod gate;
+pub(crate) mod halt;
+pub(crate) mod latency;
 pub mod preflight;
-pub mod retry;
-pub mod transport;
+pub(crate) mod retry;
+pub(crate) mod transport;
 
-pub use client::{
-    Answered, Client, Fleet, ListedSim, Sim, SimFilter, SimPage, SimUpdate, TargetStatus,
-};
-pub use error::*;
+pub use client::Client;
+pub(crate) use client::{Answered, ListedSim, Sim, SimFilter, SimUpdate, TargetStatus};
+pub(crate) use error::*;

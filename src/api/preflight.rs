@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::client::Client;
-pub use super::transport::unreachable_sentence;
 
 /// Tries before an unreachable or overloaded API stops the run.
 const ATTEMPTS: u32 = 3;

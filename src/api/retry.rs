@@ -20,12 +20,12 @@
 
 use rand::rngs::StdRng;
 
-pub use super::backoff::Backoff;
+pub(crate) use super::backoff::Backoff;
 use super::backoff::jitter_for_row;
 use super::{Answered, ApiError, ErrorClass};
 
 /// What the loop needs from whoever admits requests (the gate).
-pub trait Admission {
+pub(crate) trait Admission {
     /// Sends one attempt within the run's limits; `None` when the run stopped or was halted
     /// before it could be sent, or when it failed and the run is halted meanwhile.
     fn send<T>(
@@ -51,14 +51,14 @@ pub trait Admission {
 }
 
 /// Before an attempt: send it, or end without sending.
-pub enum Step<F> {
+pub(crate) enum Step<F> {
     Send,
     /// The loop ends with this (`None`: the run stopped).
     End(Option<F>),
 }
 
 /// What a failed attempt comes to.
-pub enum Judged<F> {
+pub(crate) enum Judged<F> {
     /// The loop ends with this (`None`: the run stopped, or the hook halted it).
     End(Option<F>),
     /// Retried while attempts remain (`throttled`: a 429, which slows the whole pool).
@@ -67,7 +67,7 @@ pub enum Judged<F> {
 
 impl<F> Judged<F> {
     /// A retryable error is retried; anything else ends the loop as `end(error)`.
-    pub fn by_class(error: ApiError, end: impl FnOnce(ApiError) -> Option<F>) -> Self {
+    pub(crate) fn by_class(error: ApiError, end: impl FnOnce(ApiError) -> Option<F>) -> Self {
         match error.classify() {
             ErrorClass::Retry { throttled } => Judged::Retry { error, throttled },
             _ => Judged::End(end(error)),
@@ -76,7 +76,7 @@ impl<F> Judged<F> {
 }
 
 /// What differs between the requests the loop retries.
-pub trait Hooks {
+pub(crate) trait Hooks {
     /// What a successful attempt carries.
     type Value;
     /// What the loop hands back.
@@ -118,7 +118,7 @@ pub trait Hooks {
 /// Runs `hooks`' request through `admission` until it comes to an end: `None` when the run
 /// stopped (or was halted) first. `jitter_seed` seeds the backoff's jitter, so a run is
 /// reproducible.
-pub async fn with_retries<A: Admission, H: Hooks>(
+pub(crate) async fn with_retries<A: Admission, H: Hooks>(
     admission: &A,
     jitter_seed: u64,
     hooks: &mut H,
@@ -159,9 +159,9 @@ pub async fn with_retries<A: Admission, H: Hooks>(
 }
 
 /// An idempotent read: retried while it fails transiently, its last error final.
-pub struct Read<R> {
+pub(crate) struct Read<R> {
     /// Makes one attempt.
-    pub request: R,
+    pub(crate) request: R,
 }
 
 impl<T, R, F> Hooks for Read<R>

@@ -6,17 +6,21 @@
 
 /// A proxy the requests go through, as set in the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyInUse {
+pub(crate) struct ProxyInUse {
     /// `scheme://host:port`, without any user name or password.
-    pub url: String,
+    pub(crate) url: String,
     /// The variable it was read from (`HTTPS_PROXY`, `ALL_PROXY`, ...).
-    pub variable: &'static str,
+    pub(crate) variable: &'static str,
 }
 
 /// [`unreachable_sentence`] for a request sent through `proxy`: the proxy's own failure
 /// (refused, or its name not resolved) names the proxy; anything else names the API and
 /// the proxy it was tried through.
-pub fn unreachable_through_proxy(error: &reqwest::Error, url: &str, proxy: &ProxyInUse) -> String {
+pub(crate) fn unreachable_through_proxy(
+    error: &reqwest::Error,
+    url: &str,
+    proxy: &ProxyInUse,
+) -> String {
     let chain = error_chain(error);
     // The SOCKS connector keeps the cause of a failed connection to the proxy out of the
     // error chain; its debug form still names it.
@@ -103,7 +107,7 @@ fn proxy_failure(
 }
 
 /// One sentence saying why `url` could not be reached: DNS, refused, TLS or a timeout.
-pub fn unreachable_sentence(error: &reqwest::Error, url: &str) -> String {
+pub(crate) fn unreachable_sentence(error: &reqwest::Error, url: &str) -> String {
     let chain = error_chain(error);
     let why = transport_reason(error.is_timeout(), &chain);
     format!("cannot reach the API at {url}: {why}; check the network, then run again")

@@ -16,7 +16,7 @@ use crate::exit;
 const FLEETS_SHOWN: usize = 20;
 
 /// `check`: prints what it proved, one `name  value` line each, and returns the exit code.
-pub async fn run(args: CheckArgs) -> u8 {
+pub(crate) async fn run(args: CheckArgs) -> u8 {
     let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,

@@ -13,7 +13,7 @@ use crate::secret::Credentials;
 
 /// The account settings of `export` or `reconcile` from their flags and the environment,
 /// or the exit code after saying why they cannot be used.
-pub fn account_config(args: &crate::cli::AccountArgs) -> Result<AccountConfig, u8> {
+pub(crate) fn account_config(args: &crate::cli::AccountArgs) -> Result<AccountConfig, u8> {
     AccountConfig::resolve(args, |name| std::env::var(name).ok()).map_err(|error| {
         crate::logs::error(format_args!("{error:#}"));
         crate::exit::USAGE_OR_CONFIG
@@ -22,7 +22,7 @@ pub fn account_config(args: &crate::cli::AccountArgs) -> Result<AccountConfig, u
 
 /// The client for `target`, and the in-process emulator it talks to, if one was started
 /// (dropping it stops the emulator).
-pub async fn connect(
+pub(crate) async fn connect(
     target: &Target,
     timeout: Duration,
 ) -> anyhow::Result<(Client, Option<Emulator>)> {
@@ -51,7 +51,12 @@ pub async fn connect(
             let emulator = Emulator::start(emulator_config, ([127, 0, 0, 1], 0).into())
                 .await
                 .context("cannot start the built-in emulator")?;
-            tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
+            // On a terminal the start line says "against the built-in emulator" already.
+            if crate::logs::interactive() {
+                tracing::debug!(url = %emulator.base_url(), "running against the built-in emulator");
+            } else {
+                tracing::info!(url = %emulator.base_url(), "running against the built-in emulator");
+            }
             (emulator.base_url(), credentials.clone(), Some(emulator))
         }
     };
@@ -60,7 +65,7 @@ pub async fn connect(
 }
 
 /// The variables the credentials came from, for the message after a 401.
-pub fn credentials_source(target: &Target) -> &str {
+pub(crate) fn credentials_source(target: &Target) -> &str {
     match target {
         Target::Api {
             credentials_source, ..
@@ -70,7 +75,7 @@ pub fn credentials_source(target: &Target) -> &str {
 }
 
 /// The start line of `export` and `reconcile`: what runs, against which API, as whom.
-pub fn log_start(command: &str, target: &Target, input: Option<&str>) {
+pub(crate) fn log_start(command: &str, target: &Target, input: Option<&str>) {
     let api = match target {
         Target::Api { base_url, .. } => base_url.clone(),
         Target::Emulator { .. } => "emulator".to_string(),

@@ -9,7 +9,7 @@ use crate::exit;
 
 /// `emulator`: serves the emulated API until `stop` (Ctrl-C, SIGTERM, SIGHUP), listing its
 /// Fleets at start-up.
-pub async fn run(args: EmulatorArgs, stop: CancellationToken) -> u8 {
+pub(crate) async fn run(args: EmulatorArgs, stop: CancellationToken) -> u8 {
     let mut config = EmulatorConfig {
         fail_rate: args.fail_rate,
         seed: args.seed,
@@ -65,7 +65,7 @@ pub async fn run(args: EmulatorArgs, stop: CancellationToken) -> u8 {
 
 /// Which credentials the emulator accepts, by the names of the variables they came from (or
 /// the fixed test pair, which is no secret); never a value from the environment.
-pub fn accepted_credentials(env: impl Fn(&str) -> Option<String>) -> String {
+pub(crate) fn accepted_credentials(env: impl Fn(&str) -> Option<String>) -> String {
     let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
     let pairs: Vec<String> = [
         ("TWILIO_API_KEY", "TWILIO_API_SECRET"),

@@ -26,7 +26,7 @@ use crate::exit;
 /// Refuses an output path that must not be replaced: anything but a regular file or a new
 /// path (a symbolic link, whatever it points at, a device, a pipe), or a file whose first
 /// line is not the export header.
-pub fn check_output(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_output(path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
     let what = crate::paths::not_replaceable(path)
         .with_context(|| format!("cannot check the output {shown}"))?;
@@ -58,7 +58,7 @@ pub fn check_output(path: &Path) -> anyhow::Result<()> {
 }
 
 /// `export`: lists the SIMs to stdout or `-o FILE`; `stop` ends it between pages.
-pub async fn run(args: ExportArgs, stop: CancellationToken) -> u8 {
+pub(crate) async fn run(args: ExportArgs, stop: CancellationToken) -> u8 {
     let config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,
@@ -94,7 +94,7 @@ pub async fn run(args: ExportArgs, stop: CancellationToken) -> u8 {
 }
 
 /// True when writing failed because the reader of a pipe went away.
-pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
             match cause.downcast_ref::<csv::Error>().map(csv::Error::kind) {

@@ -19,7 +19,7 @@ use crate::config::Target;
 use crate::exit;
 
 /// The export columns, in order: a contract, like the results columns.
-pub const EXPORT_COLUMNS: [&str; 8] = [
+pub(crate) const EXPORT_COLUMNS: [&str; 8] = [
     "sid",
     "iccid",
     "status",
@@ -32,7 +32,7 @@ pub const EXPORT_COLUMNS: [&str; 8] = [
 
 /// Why a listing stopped before its last page.
 #[derive(Debug)]
-pub enum ListError {
+pub(crate) enum ListError {
     /// Ctrl-C or SIGTERM.
     Interrupted,
     /// The API answered 401: the credentials are wrong.
@@ -47,7 +47,7 @@ pub enum ListError {
 
 impl ListError {
     /// Prints the error for a person and returns the exit code.
-    pub fn report(self, target: &Target) -> u8 {
+    pub(crate) fn report(self, target: &Target) -> u8 {
         match self {
             ListError::Interrupted => {
                 crate::logs::error("interrupted before the last page");
@@ -79,7 +79,7 @@ impl ListError {
 
 /// Reads every page of the listing `filter` asks for, through `gate`, handing each SIM to
 /// `each` as it arrives. Returns the number of pages read.
-pub async fn list_sims(
+pub(crate) async fn list_sims(
     gate: &Gate,
     filter: &SimFilter,
     mut each: impl FnMut(ListedSim) -> anyhow::Result<()>,
@@ -220,7 +220,7 @@ impl PageTrail {
 }
 
 /// The fields of a SIM in [`EXPORT_COLUMNS`] order; an absent value is an empty cell.
-pub fn export_fields(sim: &ListedSim) -> [&str; 8] {
+pub(crate) fn export_fields(sim: &ListedSim) -> [&str; 8] {
     [
         &sim.sid,
         &sim.iccid,

@@ -3,15 +3,15 @@
 //! exit code. `listing` is the account's SIM list, page by page, that `export` and
 //! `reconcile` share.
 
-pub mod check;
-pub mod connect;
-pub mod emulator;
-pub mod export;
-pub mod listing;
-pub mod reconcile;
-pub mod register;
-pub mod shell;
-pub mod validate;
+pub(crate) mod check;
+pub(crate) mod connect;
+pub(crate) mod emulator;
+pub(crate) mod export;
+pub(crate) mod listing;
+pub(crate) mod reconcile;
+pub(crate) mod register;
+pub(crate) mod shell;
+pub(crate) mod validate;
 
 /// Standard output, where a reader that went away (`| head -1`) is not an error: once the
 /// pipe is closed, the rest of the output is dropped quietly and the command goes on to

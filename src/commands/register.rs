@@ -21,7 +21,7 @@ use crate::run::summary::{EndReason, write_json_atomically};
 /// `register`: resolves the flags, connects (starting the built-in emulator for
 /// `--emulator`), runs the job until it ends or `stop` (the signals) ends it, prints the
 /// summary and writes `--summary-json`.
-pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
+pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let started_at = std::time::SystemTime::now();
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
@@ -68,8 +68,11 @@ pub async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     let (code, json, record) = match ended.result {
         Ok(summary) => {
             summary.log();
-            let text = summary.render() + &made_up_note(emulator.as_ref());
-            print_summary(&text, summary_json.as_deref());
+            // `-q`: errors only; the summary JSON and the exit code still say how it ended.
+            if !crate::logs::quiet() {
+                let text = summary.render() + &made_up_note(emulator.as_ref());
+                print_summary(&text, summary_json.as_deref());
+            }
             if summary.end == EndReason::CredentialsRefused {
                 crate::logs::error(format_args!(
                     "the API refused the credentials (HTTP 401, Twilio error 20003); \
@@ -245,7 +248,8 @@ fn without_userinfo(word: &str) -> String {
 }
 
 /// The start line: what this run is, against what, within which limits. Never a secret:
-/// the account SID is an identifier, the token is not logged.
+/// the account SID is an identifier, the token is not logged. On a terminal this whole
+/// configuration is a debug line (`-v`): the run's own short start line follows its plan.
 fn log_start(config: &RegisterConfig, dry_run: bool) {
     let (api, state) = match &config.target {
         crate::config::Target::Api { base_url, .. } => (base_url.clone(), None),
@@ -254,22 +258,31 @@ fn log_start(config: &RegisterConfig, dry_run: bool) {
             state.as_ref().map(|p| p.display().to_string()),
         ),
     };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        command = "register",
-        dry_run,
-        input = %config.input.display_name(),
-        results = %config.output.display(),
-        api = %api,
-        emulator_state = state,
-        account_sid = config.account_sid.as_deref(),
-        pid = std::process::id(),
-        concurrency = config.limits.concurrency as u64,
-        adaptive = config.limits.adaptive,
-        // No cap is infinity, which JSON cannot hold: the field is left out then.
-        rate = config.limits.rate.is_finite().then_some(config.limits.rate),
-        "starting"
-    );
+    macro_rules! starting {
+        ($level:ident) => {
+            tracing::$level!(
+                version = env!("CARGO_PKG_VERSION"),
+                command = "register",
+                dry_run,
+                input = %config.input.display_name(),
+                results = %config.output.display(),
+                api = %api,
+                emulator_state = state,
+                account_sid = config.account_sid.as_deref(),
+                pid = std::process::id(),
+                concurrency = config.limits.concurrency as u64,
+                adaptive = config.limits.adaptive,
+                // No cap is infinity, which JSON cannot hold: the field is left out then.
+                rate = config.limits.rate.is_finite().then_some(config.limits.rate),
+                "starting"
+            )
+        };
+    }
+    if crate::logs::interactive() {
+        starting!(debug);
+    } else {
+        starting!(info);
+    }
 }
 
 /// The `--summary-json` of a run that stopped before it started.
@@ -378,7 +391,7 @@ fn write_summary_json(path: &std::path::Path, json: &serde_json::Value) {
             "cannot write the summary to {}: {error}; the summary follows on stderr",
             path.display()
         ));
-        crate::logs::line(json);
+        crate::logs::document(json);
     }
 }
 
@@ -446,9 +459,6 @@ fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the summary, to stderr when `--summary-json -` keeps stdout for the JSON. A
-/// closed stdout (`| head -1`) is not an error: the summary JSON and the exit code still
-/// say how the run ended.
 /// For a rehearsal: the Fleets the emulated account made up because the run named them, so
 /// no one takes their existence as proof that the real account has them.
 fn made_up_note(emulator: Option<&Emulator>) -> String {
@@ -466,10 +476,14 @@ fn made_up_note(emulator: Option<&Emulator>) -> String {
     )
 }
 
+/// Prints the summary, to stderr when `--summary-json -` keeps stdout for the JSON. A
+/// closed stdout (`| head -1`) is not an error: the summary JSON and the exit code still
+/// say how the run ended.
 fn print_summary(text: &str, summary_json: Option<&std::path::Path>) {
     let printed = if summary_json.is_some_and(is_stdout) {
-        let mut err = std::io::stderr().lock();
-        err.write_all(text.as_bytes()).and_then(|()| err.flush())
+        // On stderr, among the log lines: dated like them off a terminal.
+        text.lines().for_each(crate::logs::line);
+        Ok(())
     } else {
         let mut out = super::Stdout::lock();
         out.write_all(text.as_bytes()).and_then(|()| out.flush())

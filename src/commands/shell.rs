@@ -9,7 +9,7 @@ use crate::cli::{Cli, CompletionsArgs};
 use crate::exit;
 
 /// `completions SHELL`: the script on stdout.
-pub fn completions(args: CompletionsArgs) -> u8 {
+pub(crate) fn completions(args: CompletionsArgs) -> u8 {
     let mut script = Vec::new();
     // Generated into memory: clap_complete panics when its writer fails (a closed pipe).
     clap_complete::generate(
@@ -22,7 +22,7 @@ pub fn completions(args: CompletionsArgs) -> u8 {
 }
 
 /// `man`: the roff source of `supersim-bulk(1)` on stdout, the subcommands included.
-pub fn man() -> u8 {
+pub(crate) fn man() -> u8 {
     let mut page = Vec::new();
     if let Err(error) = render_man(&mut page) {
         crate::logs::error(format_args!("cannot render the man page: {error}"));
@@ -45,7 +45,7 @@ fn print_all(bytes: &[u8], what: &str) -> u8 {
 
 /// The man page: the top-level page, then a section per subcommand with its options and the
 /// text after its options (exit codes and examples).
-pub fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+pub(crate) fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let command = Cli::command();
     let man = clap_mangen::Man::new(command.clone());
     man.render_title(out)?;

@@ -25,33 +25,33 @@ use crate::run::job::RunError;
 use crate::run::plan::{Plan, Replayable};
 
 /// Problem lines printed before the rest are only counted.
-pub const SHOWN_PROBLEMS: usize = 50;
+pub(crate) const SHOWN_PROBLEMS: usize = 50;
 
 /// The `validate` job, resolved from its flags.
 #[derive(Debug, Clone)]
-pub struct ValidateConfig {
-    pub input: InputSource,
-    pub read: ReadOptions,
-    pub strict: bool,
+pub(crate) struct ValidateConfig {
+    pub(crate) input: InputSource,
+    pub(crate) read: ReadOptions,
+    pub(crate) strict: bool,
     /// List every problem, not only the first [`SHOWN_PROBLEMS`].
-    pub all: bool,
-    pub failed_out: Option<PathBuf>,
+    pub(crate) all: bool,
+    pub(crate) failed_out: Option<PathBuf>,
 }
 
 /// Rows by what would happen to them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub rows: u64,
-    pub would_send: u64,
-    pub invalid: u64,
-    pub duplicate: u64,
+pub(crate) struct Counts {
+    pub(crate) rows: u64,
+    pub(crate) would_send: u64,
+    pub(crate) invalid: u64,
+    pub(crate) duplicate: u64,
     /// Rows that would be sent with a warning.
-    pub warned: u64,
+    pub(crate) warned: u64,
 }
 
 impl Counts {
     /// 0 when every row would be sent (repeats aside), 1 when some are invalid.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.invalid > 0 {
             crate::exit::ROWS_FAILED
         } else {
@@ -114,7 +114,7 @@ fn spool_file() -> anyhow::Result<File> {
 }
 
 /// Reads and checks the whole input, writes the report to `out`, and returns the counts.
-pub fn check(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
+pub(crate) fn check(config: &ValidateConfig, out: &mut dyn Write) -> Result<Counts, RunError> {
     // Temporary files (the plan's sort, a spool of standard input) go to the system's.
     let temp_dir = std::env::temp_dir();
     let setup = RunError::Setup;
@@ -290,7 +290,7 @@ fn write_report(
 }
 
 /// `validate`: the report goes to stdout, a file-level error to stderr (exit 2).
-pub fn run(args: ValidateArgs) -> u8 {
+pub(crate) fn run(args: ValidateArgs) -> u8 {
     let config = ValidateConfig {
         input: crate::input::InputSource::from_arg(&args.input),
         read: crate::config::read_options(&args.input_options),

@@ -41,7 +41,7 @@ pub struct Stats {
     pub throttled: u64,
     /// 401 responses sent.
     pub unauthorized: u64,
-    /// Registrations committed over HTTP (not counting [`Emulator::preregister`]).
+    /// Registrations committed over HTTP (not counting [`super::Emulator::preregister`]).
     pub commits: u64,
     /// `POST /v1/Sims/{Sid}` requests that got past auth and the limit.
     #[serde(default)]

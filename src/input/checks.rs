@@ -7,7 +7,7 @@
 
 /// Which column a problem is in, as the `validate` report names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
+pub(crate) enum Column {
     /// The record as a whole (too long, broken quoting, an unused field that is not text).
     Row,
     Iccid,
@@ -15,7 +15,7 @@ pub enum Column {
 }
 
 impl Column {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Column::Row => "row",
             Column::Iccid => "iccid",
@@ -24,7 +24,7 @@ impl Column {
     }
 
     /// The column as a sentence names it.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Column::Row => "row",
             Column::Iccid => "ICCID",
@@ -59,7 +59,7 @@ pub enum Invalid {
 }
 
 impl Invalid {
-    pub fn column(&self) -> Column {
+    pub(crate) fn column(&self) -> Column {
         match self {
             Invalid::IccidEmpty
             | Invalid::IccidScientific
@@ -106,7 +106,7 @@ impl std::fmt::Display for Invalid {
 
 /// Something odd about a row that is still sent (unless `--strict`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Warning {
+pub(crate) enum Warning {
     /// The last digit is not the Luhn check digit of the others. The API's own example ICCID
     /// fails this, so it cannot be a rejection.
     IccidCheckDigit,
@@ -117,10 +117,10 @@ pub enum Warning {
 }
 
 /// ICCID prefixes seen on Super SIMs.
-pub const SUPER_SIM_PREFIXES: [&str; 3] = ["8988307", "8910392", "8988323"];
+pub(crate) const SUPER_SIM_PREFIXES: [&str; 3] = ["8988307", "8910392", "8988323"];
 
 impl Warning {
-    pub fn column(&self) -> Column {
+    pub(crate) fn column(&self) -> Column {
         match self {
             Warning::IccidCheckDigit | Warning::IccidPrefix(_) => Column::Iccid,
             Warning::CodeLowercase => Column::Code,
@@ -160,7 +160,7 @@ fn is_iccid_separator(c: char) -> bool {
 
 /// The ICCID as the API wants it: the printed form without spaces and hyphens, and without
 /// the `F` filler some cards print after a 19-digit number.
-pub fn normalize_iccid(raw: &str) -> String {
+pub(crate) fn normalize_iccid(raw: &str) -> String {
     let mut iccid: String = raw.chars().filter(|c| !is_iccid_separator(*c)).collect();
     if iccid.ends_with(['F', 'f']) {
         iccid.pop();
@@ -206,7 +206,7 @@ pub fn check_code(code: &str) -> Result<(), Invalid> {
 }
 
 /// Soft checks of an ICCID that passed [`check_iccid`].
-pub fn iccid_warnings(iccid: &str) -> Vec<Warning> {
+pub(crate) fn iccid_warnings(iccid: &str) -> Vec<Warning> {
     let mut warnings = Vec::new();
     if !luhn_ok(iccid) {
         warnings.push(Warning::IccidCheckDigit);
@@ -219,7 +219,7 @@ pub fn iccid_warnings(iccid: &str) -> Vec<Warning> {
 }
 
 /// Soft checks of a code that passed [`check_code`].
-pub fn code_warnings(code: &str) -> Vec<Warning> {
+pub(crate) fn code_warnings(code: &str) -> Vec<Warning> {
     if code.bytes().any(|b| b.is_ascii_lowercase()) {
         vec![Warning::CodeLowercase]
     } else {
@@ -245,20 +245,10 @@ pub fn luhn_ok(digits: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// The ICCID as a number, a compact key for the sets that dedupe input and remember results.
-pub fn iccid_key(iccid: &str) -> Option<u128> {
-    if !(19..=20).contains(&iccid.len()) || !iccid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // 19 and 20 digit forms of the same number are different ICCIDs, so the length is part of the key.
-    let value: u128 = iccid.parse().ok()?;
-    Some(value * 100 + iccid.len() as u128)
-}
-
 /// A 64-bit key for an ICCID that passed [`check_iccid`], for the input dedupe map. Such an
 /// ICCID starts `89`, so what follows is under 10^18 (20 digits) or 10^17 (19 digits); one
 /// more bit keeps the two lengths apart. Exact, so no two ICCIDs share a key, and half the
-/// size of [`iccid_key`], which matters with a million rows.
+/// size of a `u128`, which matters with a million rows.
 pub fn checked_iccid_key(iccid: &str) -> Option<u64> {
     check_iccid(iccid).ok()?;
     let rest: u64 = iccid[2..].parse().ok()?;
@@ -406,19 +396,6 @@ mod tests {
                 assert!(!reason.to_lowercase().contains("secret"), "{reason}");
             }
         }
-    }
-
-    #[test]
-    fn keys_distinguish_leading_zero_lengths() {
-        assert_ne!(
-            iccid_key("8988307000012345678"),
-            iccid_key("08988307000012345678")
-        );
-        assert_eq!(
-            iccid_key("89883070000123456789"),
-            iccid_key("89883070000123456789")
-        );
-        assert_eq!(iccid_key("123"), None);
     }
 
     #[test]

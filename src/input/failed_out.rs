@@ -19,7 +19,7 @@ use anyhow::Context;
 use crate::input::header_key;
 
 /// Writes the fix-and-refeed file.
-pub struct FailedOut {
+pub(crate) struct FailedOut {
     path: PathBuf,
     partial: PathBuf,
     csv: csv::Writer<BufWriter<File>>,
@@ -29,13 +29,13 @@ pub struct FailedOut {
     /// that column is replaced rather than a second one added.
     replaces_reason: bool,
     /// Rows written.
-    pub rows: u64,
+    pub(crate) rows: u64,
 }
 
 impl FailedOut {
     /// Creates `PATH.partial` (mode 0600) and writes the header: the input's header, then
     /// `reason`.
-    pub fn create(
+    pub(crate) fn create(
         path: &Path,
         input_header: &csv::ByteRecord,
         delimiter: u8,
@@ -69,7 +69,7 @@ impl FailedOut {
 
     /// Refuses a `PATH` (or `PATH.partial`) that is not a regular file or a new path: the
     /// rename at the end would replace a symbolic link, a device or a pipe with a file.
-    pub fn check_replaceable(path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn check_replaceable(path: &Path) -> anyhow::Result<()> {
         for place in [path.to_path_buf(), Self::partial_path(path)] {
             let what = crate::paths::not_replaceable(&place)
                 .with_context(|| format!("cannot check --failed-out {}", place.display()))?;
@@ -86,7 +86,7 @@ impl FailedOut {
     }
 
     /// `PATH.partial`, where the file is written until the run ends.
-    pub fn partial_path(path: &Path) -> PathBuf {
+    pub(crate) fn partial_path(path: &Path) -> PathBuf {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".partial");
         path.with_file_name(name)
@@ -94,7 +94,7 @@ impl FailedOut {
 
     /// Writes one input row with its reason. Short rows are padded so `reason` stays under
     /// its header; fields beyond the header come after it, so nothing the user wrote is lost.
-    pub fn write(&mut self, fields: &csv::ByteRecord, reason: &str) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, fields: &csv::ByteRecord, reason: &str) -> std::io::Result<()> {
         let mut out = csv::ByteRecord::new();
         for index in 0..self.data_columns {
             out.push_field(fields.get(index).unwrap_or_default());
@@ -110,7 +110,7 @@ impl FailedOut {
     }
 
     /// Flushes the file to disk and moves it to its final name. Returns the rows written.
-    pub fn finish(mut self) -> anyhow::Result<u64> {
+    pub(crate) fn finish(mut self) -> anyhow::Result<u64> {
         let context = || {
             format!(
                 "cannot write the failed-out file {}",

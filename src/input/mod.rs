@@ -25,13 +25,13 @@
 //! the run or the command line.
 
 mod frame;
-pub mod reader;
+pub(crate) mod reader;
 mod sniff;
 #[cfg(test)]
 mod tests;
 
 pub mod checks;
-pub mod failed_out;
+pub(crate) mod failed_out;
 pub mod screen;
 
 use std::path::{Path, PathBuf};
@@ -40,11 +40,10 @@ use crate::secret::RegistrationCode;
 use checks::Column;
 
 pub use reader::SimReader;
-pub use sniff::detect_delimiter;
 
 /// Longest record kept, in bytes. SIM rows are under 100 bytes; anything near this is pasted
 /// text or a broken quote, and capping it keeps memory flat whatever the file holds.
-pub const MAX_RECORD_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = 8 * 1024;
 /// Most physical lines one quoted field may span before the opening quote is taken as stray.
 const MAX_RECORD_LINES: usize = 32;
 
@@ -131,8 +130,8 @@ pub enum InputError {
 /// What is wrong with one record, and in which column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
-    pub column: Column,
-    pub reason: String,
+    pub(crate) column: Column,
+    pub(crate) reason: String,
 }
 
 /// One data record of the input.
@@ -143,16 +142,16 @@ pub struct InputRow {
     /// The line where it ends: the same line unless a quoted field holds line breaks.
     pub end_line: u64,
     /// The ICCID field as written (trimmed; lossy if not UTF-8), before normalisation.
-    pub iccid: String,
+    pub(crate) iccid: String,
     pub code: RegistrationCode,
     /// Set when the record cannot be read as an ICCID and a code at all.
     pub unreadable: Option<Unreadable>,
     /// Every field as read (trimmed), for the fix-and-refeed file. It holds the code.
-    pub fields: csv::ByteRecord,
+    pub(crate) fields: csv::ByteRecord,
     /// The `fleet` cell, when the file has that column and the cell is not empty.
-    pub fleet: Option<String>,
+    pub(crate) fleet: Option<String>,
     /// The `unique_name` cell (the third column of a headerless file), when not empty.
-    pub unique_name: Option<String>,
+    pub(crate) unique_name: Option<String>,
 }
 
 impl std::fmt::Debug for InputRow {
@@ -185,7 +184,7 @@ impl InputRow {
 }
 
 /// A header cell reduced for matching: lowercase, without spaces, `_` and `-`.
-pub fn header_key(name: &str) -> String {
+pub(crate) fn header_key(name: &str) -> String {
     name.chars()
         .filter(|c| !c.is_whitespace() && *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
@@ -194,13 +193,13 @@ pub fn header_key(name: &str) -> String {
 
 /// Where the input comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputSource {
+pub(crate) enum InputSource {
     Stdin,
     File(PathBuf),
 }
 
 impl InputSource {
-    pub fn from_arg(arg: &Path) -> Self {
+    pub(crate) fn from_arg(arg: &Path) -> Self {
         if arg == Path::new("-") {
             InputSource::Stdin
         } else {
@@ -208,7 +207,7 @@ impl InputSource {
         }
     }
 
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         match self {
             InputSource::Stdin => "standard input".to_string(),
             InputSource::File(path) => path.display().to_string(),

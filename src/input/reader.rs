@@ -35,7 +35,7 @@ pub struct SimReader {
 impl SimReader {
     /// Opens the input, checks that it is text, finds the delimiter and the columns, and
     /// reads ahead to the first data row. Fails with an [`InputError`] naming the fix.
-    pub fn open(source: &InputSource, options: ReadOptions) -> Result<Self, InputError> {
+    pub(crate) fn open(source: &InputSource, options: ReadOptions) -> Result<Self, InputError> {
         let display_name = source.display_name();
         let raw: Box<dyn Read + Send> = match source {
             InputSource::Stdin => Box::new(std::io::stdin()),
@@ -202,13 +202,13 @@ impl SimReader {
     }
 
     /// The delimiter in use, detected or given.
-    pub fn delimiter(&self) -> u8 {
+    pub(crate) fn delimiter(&self) -> u8 {
         self.delimiter
     }
 
     /// The header row as written, or `iccid,registration_code,unique_name,...` for a
     /// headerless file.
-    pub fn header(&self) -> &csv::ByteRecord {
+    pub(crate) fn header(&self) -> &csv::ByteRecord {
         &self.header
     }
 
@@ -217,12 +217,12 @@ impl SimReader {
         self.header_line
     }
 
-    pub fn display_name(&self) -> &str {
+    pub(crate) fn display_name(&self) -> &str {
         &self.display_name
     }
 
     /// True when the header names a per-row Fleet column.
-    pub fn has_fleet_column(&self) -> bool {
+    pub(crate) fn has_fleet_column(&self) -> bool {
         self.fleet_column.is_some()
     }
 

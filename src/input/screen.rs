@@ -15,16 +15,16 @@ use crate::input::checks::{
 use crate::secret::mask;
 
 /// Longest ICCID-as-written kept for an invalid row; anything longer is not an ICCID anyway.
-pub const SHOWN_ICCID_CHARS: usize = 64;
+pub(crate) const SHOWN_ICCID_CHARS: usize = 64;
 
 /// Said of a row whose ICCID column holds a code and whose code column holds an ICCID.
-pub const SWAPPED_COLUMNS: &str = "the ICCID and registration code columns look swapped \
+pub(crate) const SWAPPED_COLUMNS: &str = "the ICCID and registration code columns look swapped \
                                    (the ICCID column holds a registration code); name the \
                                    columns in the header row";
 
 /// The ICCID as written, for an invalid row: shortened if absurdly long, and masked when it
 /// could be a registration code (a file with its columns swapped must not print its codes).
-pub fn shown_iccid(raw: &str) -> String {
+pub(crate) fn shown_iccid(raw: &str) -> String {
     let shown: String = raw.chars().take(SHOWN_ICCID_CHARS).collect();
     if could_be_a_code(raw) {
         mask(shown.trim())
@@ -44,8 +44,8 @@ fn could_be_a_code(raw: &str) -> bool {
 /// One problem or warning, located by column. The reason never quotes the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub column: Column,
-    pub reason: String,
+    pub(crate) column: Column,
+    pub(crate) reason: String,
 }
 
 impl Problem {
@@ -58,7 +58,7 @@ impl Problem {
 }
 
 /// Reasons joined for one results cell: `reason; reason`.
-pub fn join_reasons(problems: &[Problem]) -> String {
+pub(crate) fn join_reasons(problems: &[Problem]) -> String {
     problems
         .iter()
         .map(|p| p.reason.as_str())
@@ -86,7 +86,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The duplicate as a located problem, for reports.
-    pub fn duplicate_problem(first_line: u64) -> Problem {
+    pub(crate) fn duplicate_problem(first_line: u64) -> Problem {
         Problem::new(
             Column::Iccid,
             format!("same ICCID as line {first_line}; it is sent only once"),
@@ -110,7 +110,7 @@ impl Screen {
     /// if the row is invalid. Only such rows count as the first occurrence of an ICCID: an
     /// invalid row is never a duplicate, nor the original of a later row. This is what the
     /// plan's first pass records; it builds no messages, so that pass stays cheap.
-    pub fn sendable_key(&self, row: &InputRow) -> Option<u64> {
+    pub(crate) fn sendable_key(&self, row: &InputRow) -> Option<u64> {
         if row.unreadable.is_some() {
             return None;
         }
@@ -179,7 +179,7 @@ impl Screen {
 }
 
 /// `line N: column: reason; column: reason`, the locator used in failed-out reasons.
-pub fn locate(line: u64, problems: &[Problem]) -> String {
+pub(crate) fn locate(line: u64, problems: &[Problem]) -> String {
     let parts: Vec<String> = problems
         .iter()
         .map(|p| format!("{}: {}", p.column, p.reason))

@@ -70,7 +70,7 @@ pub(super) fn excel_separator_line(line: &[u8]) -> Option<u8> {
 }
 
 /// The candidate delimiter seen most often outside quotes on the header line; `,` if none.
-pub fn detect_delimiter(line: &[u8]) -> u8 {
+pub(crate) fn detect_delimiter(line: &[u8]) -> u8 {
     let mut counts = [0usize; DELIMITERS.len()];
     let mut in_quotes = false;
     for &byte in line {

@@ -1,5 +1,6 @@
 //! The reader's tests: framing, sniffing, columns and rows, on bytes in memory.
 
+use super::sniff::detect_delimiter;
 use super::*;
 
 fn open_bytes(bytes: &[u8], options: ReadOptions) -> Result<SimReader, InputError> {

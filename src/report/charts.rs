@@ -31,7 +31,7 @@ const OUTCOME_COLOURS: [RGBColor; 7] = [
 ];
 
 /// The four charts of `timeline`, as SVG text, each with its title.
-pub fn draw(timeline: &Timeline) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn draw(timeline: &Timeline) -> Result<Vec<(String, String)>, String> {
     let axis = TimeAxis::of(timeline);
     let buckets = timeline.buckets();
     let rate = |value: u64| value as f64 / timeline.seconds_per_bucket() as f64;

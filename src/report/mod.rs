@@ -40,7 +40,7 @@ figure svg { width: 100%; height: auto; }
 ";
 
 /// The report of `record` as one HTML page.
-pub fn render(record: &RunRecord) -> String {
+pub(crate) fn render(record: &RunRecord) -> String {
     let mut page = String::with_capacity(256 * 1024);
     let _ = write!(
         page,
@@ -109,7 +109,7 @@ pub fn render(record: &RunRecord) -> String {
 }
 
 /// Writes the report of `record` to `path` atomically.
-pub fn write(path: &Path, record: &RunRecord) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, record: &RunRecord) -> std::io::Result<()> {
     crate::paths::write_atomically(path, render(record).as_bytes())
 }
 

@@ -22,7 +22,7 @@
 //! each surviving row is read back from the journal by its byte offset.
 
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, BufReader, BufWriter, Read};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -55,9 +55,9 @@ pub struct Compacted {
     /// Rows in the file now.
     pub rows_after: u64,
     /// Rows about SIMs that are not in the current input, kept after its rows.
-    pub not_in_input: u64,
+    pub(crate) not_in_input: u64,
     /// False when the journal already was compact: nothing written.
-    pub rewritten: bool,
+    pub(crate) rewritten: bool,
 }
 
 /// Compacts the results file at `path` in place, with temporary sort files in `temp_dir`.
@@ -75,7 +75,7 @@ pub fn compact(
 /// Removes the temporary files a killed compaction left beside the results file at `path`
 /// (`.<name>.compacting.<pid>`: they hold ICCIDs and SIDs). Call it only while holding the
 /// run's lock, so no compaction is under way.
-pub fn remove_leftovers(path: &Path) {
+pub(crate) fn remove_leftovers(path: &Path) {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return;
     };
@@ -269,6 +269,8 @@ fn compact_with_chunks(
         next_order: 0,
         last_identical: None,
         writing: None,
+        placed: csv::ByteRecord::new(),
+        line: Vec::new(),
         written: 0,
     };
     let mut group: Option<(u64, Option<Placed>, Option<Placed>)> = None;
@@ -327,6 +329,9 @@ struct Output<'a> {
     /// The offset of the last row of that identical start.
     last_identical: Option<u64>,
     writing: Option<(csv::Writer<BufWriter<File>>, PathBuf)>,
+    /// The row being written, and its line number's digits, reused for every row.
+    placed: csv::ByteRecord,
+    line: Vec<u8>,
     /// Rows in the compacted file.
     written: u64,
 }
@@ -340,20 +345,26 @@ impl Output<'_> {
             return Ok(());
         }
         self.start_writing()?;
-        let mut position = csv::Position::new();
-        position.set_byte(row.offset);
-        self.reader.seek(position)?;
+        // A seek empties the reader's buffer: skip it when the row is the next one anyway.
+        if self.reader.position().byte() != row.offset {
+            let mut position = csv::Position::new();
+            position.set_byte(row.offset);
+            self.reader.seek(position)?;
+        }
         anyhow::ensure!(
             self.reader.read_byte_record(&mut self.record)?,
             "a row vanished while compacting"
         );
-        let mut placed = csv::ByteRecord::new();
-        placed.push_field(row.line.to_string().as_bytes());
+        // One record and one number buffer for every row: a million rows, no allocations.
+        self.placed.clear();
+        self.line.clear();
+        write!(self.line, "{}", row.line)?;
+        self.placed.push_field(&self.line);
         for field in self.record.iter().skip(1) {
-            placed.push_field(field);
+            self.placed.push_field(field);
         }
         let (writer, _) = self.writing.as_mut().expect("writing has started");
-        writer.write_byte_record(&placed)?;
+        writer.write_byte_record(&self.placed)?;
         Ok(())
     }
 

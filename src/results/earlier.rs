@@ -14,25 +14,25 @@ use super::*;
 
 /// What the last row of an ICCID says about the SIM, as resuming needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PriorSim {
-    pub outcome: Outcome,
-    pub sid: Option<String>,
-    pub status: SimStatus,
-    pub fleet_sid: Option<String>,
+pub(crate) struct PriorSim {
+    pub(crate) outcome: Outcome,
+    pub(crate) sid: Option<String>,
+    pub(crate) status: SimStatus,
+    pub(crate) fleet_sid: Option<String>,
     /// The row is a checkpoint ([`PENDING_MESSAGE`]): the update step had not finished.
-    pub pending: bool,
+    pub(crate) pending: bool,
     /// The Twilio error code of the row's last failure, if any.
-    pub error_code: Option<u32>,
+    pub(crate) error_code: Option<u32>,
     /// [`crate::results::request_key`] of the row's `update_requested`; 0 for none.
-    pub request_key: u64,
+    pub(crate) request_key: u64,
     /// The row's `code_fingerprint` ([`crate::results::code_fingerprint`]), if it has one.
-    pub code_fingerprint: Option<u32>,
+    pub(crate) code_fingerprint: Option<u32>,
 }
 
 /// [`PriorSim`] packed into 40 bytes: a results file of a million SIMs must load in a few
 /// tens of megabytes, so no `String` is kept per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PackedSim {
+pub(crate) struct PackedSim {
     /// The SID's 32 hex digits as bytes; meaningful only with [`HAS_SID`].
     sid: [u8; 16],
     /// 1 + index into the results file's table of Fleet SIDs; 0 for no Fleet.
@@ -73,7 +73,7 @@ fn unpack_sid(bytes: &[u8; 16]) -> String {
 
 impl PackedSim {
     /// Bytes in [`PackedSim::to_bytes`], for the resume plan's sort records.
-    pub const BYTES: usize = 40;
+    pub(crate) const BYTES: usize = 40;
 
     /// Packs what a results row says about its SIM, interning its Fleet SID in `fleets`.
     pub(super) fn from_row(outcome: Outcome, sim: &RowSim<'_>, fleets: &mut Fleets) -> PackedSim {
@@ -103,7 +103,7 @@ impl PackedSim {
         }
     }
 
-    pub fn to_bytes(&self) -> [u8; Self::BYTES] {
+    pub(crate) fn to_bytes(self) -> [u8; Self::BYTES] {
         let mut bytes = [0u8; Self::BYTES];
         bytes[..16].copy_from_slice(&self.sid);
         bytes[16..20].copy_from_slice(&self.fleet.to_be_bytes());
@@ -119,7 +119,7 @@ impl PackedSim {
         bytes
     }
 
-    pub fn from_bytes(bytes: &[u8; Self::BYTES]) -> PackedSim {
+    pub(crate) fn from_bytes(bytes: &[u8; Self::BYTES]) -> PackedSim {
         const STATUSES: [SimStatus; 7] = [
             SimStatus::Unknown,
             SimStatus::New,
@@ -152,7 +152,7 @@ impl PackedSim {
     }
 
     /// The [`PriorSim`] this packs; `fleets` is the table it was packed with.
-    pub fn unpack(&self, fleets: &[String]) -> PriorSim {
+    pub(crate) fn unpack(&self, fleets: &[String]) -> PriorSim {
         PriorSim {
             outcome: self.outcome,
             sid: (self.flags & HAS_SID != 0).then(|| unpack_sid(&self.sid)),
@@ -192,7 +192,7 @@ impl Fleets {
 
 /// One row an earlier run wrote, as resuming needs it.
 #[derive(Debug, Clone, Copy)]
-pub enum EarlierRow {
+pub(crate) enum EarlierRow {
     /// The input line was written `invalid` or `duplicate`: a re-run does not repeat it
     /// while the line holds a row that would be written the same
     /// ([`crate::results::report_key`] of it is `content`).
@@ -212,9 +212,9 @@ pub struct EarlierRows {
     /// For error messages.
     path: String,
     /// Rows read so far.
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// The accounts the rows read so far were written against (a file should hold one).
-    pub accounts: Vec<String>,
+    pub(crate) accounts: Vec<String>,
 }
 
 /// More accounts than this in one results file are not listed one by one.
@@ -223,7 +223,7 @@ const MAX_ACCOUNTS_NOTED: usize = 8;
 impl EarlierRows {
     /// The rows of the results file at `path`, read only (nothing is created, repaired or
     /// locked): what `--dry-run` plans from. No file means no earlier rows.
-    pub fn read_only(path: &Path) -> anyhow::Result<EarlierRows> {
+    pub(crate) fn read_only(path: &Path) -> anyhow::Result<EarlierRows> {
         match File::open(path) {
             Ok(file) => earlier_rows(file, path)
                 .map(|(rows, _)| rows)
@@ -246,7 +246,7 @@ impl EarlierRows {
     }
 
     /// The next row, in file order.
-    pub fn next_row(&mut self) -> anyhow::Result<Option<EarlierRow>> {
+    pub(crate) fn next_row(&mut self) -> anyhow::Result<Option<EarlierRow>> {
         let Some(reader) = &mut self.reader else {
             return Ok(None);
         };
@@ -293,7 +293,7 @@ impl EarlierRows {
     }
 
     /// The Fleet SIDs the packed rows index into.
-    pub fn into_fleets(self) -> Vec<String> {
+    pub(crate) fn into_fleets(self) -> Vec<String> {
         self.fleets.sids
     }
 }

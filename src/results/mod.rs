@@ -13,13 +13,14 @@
 //! CSV.
 
 pub mod compact;
-pub mod earlier;
+pub(crate) mod earlier;
 #[cfg(test)]
 mod tests;
-pub mod writer;
+pub(crate) mod writer;
 
-pub use earlier::{EarlierRow, EarlierRows, PackedSim, PriorSim};
-pub use writer::ResultsWriter;
+pub use earlier::EarlierRows;
+pub(crate) use earlier::{EarlierRow, PackedSim, PriorSim};
+pub(crate) use writer::ResultsWriter;
 
 use std::str::FromStr;
 
@@ -66,7 +67,7 @@ const KNOWN_WIDTHS: [usize; 4] = [
 /// How a row ended. The words are part of the results-file contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Registered,
     AlreadyRegistered,
     Rejected,
@@ -78,7 +79,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// In contract order; new outcomes go at the end so counts indexed by outcome stay put.
-    pub const ALL: [Outcome; 7] = [
+    pub(crate) const ALL: [Outcome; 7] = [
         Outcome::Registered,
         Outcome::AlreadyRegistered,
         Outcome::Rejected,
@@ -88,7 +89,7 @@ impl Outcome {
         Outcome::UpdateFailed,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Registered => "registered",
             Outcome::AlreadyRegistered => "already_registered",
@@ -101,7 +102,7 @@ impl Outcome {
     }
 
     /// True when the SIM is on the account: nothing more to do for it.
-    pub fn is_done(self) -> bool {
+    pub(crate) fn is_done(self) -> bool {
         matches!(self, Outcome::Registered | Outcome::AlreadyRegistered)
     }
 }
@@ -124,38 +125,38 @@ impl std::fmt::Display for Outcome {
 
 /// One results row. Field order is [`COLUMNS`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ResultRow {
-    pub line: u64,
-    pub iccid: String,
-    pub outcome: Outcome,
-    pub sid: Option<String>,
-    pub status: Option<String>,
-    pub fleet_sid: Option<String>,
-    pub error_code: Option<u32>,
-    pub error_message: Option<String>,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub finished_at: String,
+pub(crate) struct ResultRow {
+    pub(crate) line: u64,
+    pub(crate) iccid: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) sid: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) fleet_sid: Option<String>,
+    pub(crate) error_code: Option<u32>,
+    pub(crate) error_message: Option<String>,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) attempts: u32,
+    pub(crate) finished_at: String,
     /// Soft check warnings (Luhn, ICCID prefix, lowercase code); the row was still sent.
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
     /// The SIM's UniqueName as the API last showed it.
-    pub unique_name: Option<String>,
+    pub(crate) unique_name: Option<String>,
     /// The update this run asked for (`fleet=...;status=...;unique_name=...`), if any: a
     /// later run sends a refused update again only when it asks for something else.
-    pub update_requested: Option<String>,
+    pub(crate) update_requested: Option<String>,
     /// The account the row was written against: the Sim's, or this run's for a row with no
     /// SIM. A results file is never resumed against another account.
-    pub account_sid: Option<String>,
+    pub(crate) account_sid: Option<String>,
     /// [`code_fingerprint`] of the registration code the row's request sent: a later run
     /// sends a refused SIM again when its code in the input is no longer that one. Never the
     /// code itself.
     #[serde(serialize_with = "code_fingerprint_cell")]
-    pub code_fingerprint: Option<u32>,
+    pub(crate) code_fingerprint: Option<u32>,
 }
 
 impl ResultRow {
     /// A row with only its identity and outcome filled in; the caller sets the rest.
-    pub fn new(line: u64, iccid: impl Into<String>, outcome: Outcome) -> Self {
+    pub(crate) fn new(line: u64, iccid: impl Into<String>, outcome: Outcome) -> Self {
         ResultRow {
             line,
             iccid: iccid.into(),
@@ -177,19 +178,19 @@ impl ResultRow {
     }
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// What the `error_message` of a checkpoint row says: the SIM is registered and an update
 /// step follows. A run writes it before the update request, so a crash between the two
 /// steps leaves a row that lets the next run skip straight to the update.
-pub const PENDING_MESSAGE: &str = "registered; the update step has not finished yet";
+pub(crate) const PENDING_MESSAGE: &str = "registered; the update step has not finished yet";
 
 /// A SIM status as the results record it, in one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
-pub enum SimStatus {
+pub(crate) enum SimStatus {
     /// Not recorded (the row carries no status).
     #[default]
     Unknown,
@@ -203,7 +204,7 @@ pub enum SimStatus {
 }
 
 impl SimStatus {
-    pub fn parse(word: &str) -> SimStatus {
+    pub(crate) fn parse(word: &str) -> SimStatus {
         match word {
             "" => SimStatus::Unknown,
             "new" => SimStatus::New,
@@ -218,7 +219,7 @@ impl SimStatus {
 
 /// A 64-bit fingerprint of an `update_requested` cell (FNV-1a), so resuming can tell a
 /// repeated request from a changed one without keeping a string per row. 0 means none.
-pub fn request_key(update_requested: &str) -> u64 {
+pub(crate) fn request_key(update_requested: &str) -> u64 {
     if update_requested.is_empty() {
         return 0;
     }
@@ -231,7 +232,7 @@ pub fn request_key(update_requested: &str) -> u64 {
 /// million), and far too short to stand for the code: each fingerprint fits about 200
 /// million of the 36^10 possible codes, so the results file still holds no claim secret.
 /// The ICCID is hashed in, so one code on two SIMs gives two fingerprints.
-pub fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> u32 {
+pub(crate) fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> u32 {
     let parts = [
         b"supersim-bulk/code/".as_slice(),
         iccid.as_bytes(),
@@ -243,7 +244,7 @@ pub fn code_fingerprint(iccid: &str, code: &crate::secret::RegistrationCode) -> 
 }
 
 /// The value of a `code_fingerprint` cell, if it holds one.
-pub fn parse_code_fingerprint(cell: &str) -> Option<u32> {
+pub(crate) fn parse_code_fingerprint(cell: &str) -> Option<u32> {
     if cell.len() != 6 {
         return None;
     }
@@ -264,7 +265,7 @@ fn code_fingerprint_cell<S: serde::Serializer>(
 /// A 64-bit fingerprint of what an `invalid` or `duplicate` row says (outcome, ICCID cell,
 /// message): such a row is about its input line and what was on it, so a later run counts
 /// it as already reported only when the row now on that line would be written the same.
-pub fn report_key(outcome: Outcome, iccid: &str, message: &str) -> u64 {
+pub(crate) fn report_key(outcome: Outcome, iccid: &str, message: &str) -> u64 {
     let text = [outcome.as_str(), iccid, message];
     fnv1a(text.iter().flat_map(|part| part.bytes().chain([0])))
 }

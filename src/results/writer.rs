@@ -15,7 +15,7 @@ use crate::paths;
 use std::os::unix::fs::OpenOptionsExt as _;
 
 /// Appends rows to the results file, one whole row per write, flushed at once.
-pub struct ResultsWriter {
+pub(crate) struct ResultsWriter {
     csv: csv::Writer<BufWriter<File>>,
     /// How many of [`COLUMNS`] the file has: all of them, or an older 11 or 12.
     columns: usize,
@@ -28,7 +28,7 @@ impl ResultsWriter {
     /// empty when it is missing, and checks it starts with the results header. Nothing is
     /// written into a file that exists: one that is not a results file is refused as it is.
     /// Returns the real path, which the lock and [`ResultsWriter::open`] then use.
-    pub fn claim(path: &Path) -> anyhow::Result<PathBuf> {
+    pub(crate) fn claim(path: &Path) -> anyhow::Result<PathBuf> {
         let cannot = |error: std::io::Error| {
             anyhow::anyhow!(
                 "cannot write the results file {}: {error}; \
@@ -63,7 +63,7 @@ impl ResultsWriter {
     /// The rows already in it are handed back as a stream (read once by the resume plan),
     /// not loaded. `path` is the real path [`ResultsWriter::claim`] returned; a symlink in
     /// its place is refused, not followed.
-    pub fn open(path: &Path) -> anyhow::Result<(ResultsWriter, EarlierRows)> {
+    pub(crate) fn open(path: &Path) -> anyhow::Result<(ResultsWriter, EarlierRows)> {
         let cannot_open = || format!("cannot open results file {}", path.display());
         // Under the run's lock no compaction is under way: any temporary file of one is a
         // killed compaction's, holding ICCIDs and SIDs.
@@ -133,12 +133,12 @@ impl ResultsWriter {
     }
 
     /// Sets the account written on rows that have no SIM to name one (`invalid`, say).
-    pub fn set_account(&mut self, account_sid: Option<String>) {
+    pub(crate) fn set_account(&mut self, account_sid: Option<String>) {
         self.account_sid = account_sid;
     }
 
     /// Writes one row and flushes it to the operating system.
-    pub fn write(&mut self, row: &ResultRow) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, row: &ResultRow) -> std::io::Result<()> {
         let with_account;
         let row = match (&row.account_sid, &self.account_sid) {
             (None, Some(account)) => {
@@ -181,7 +181,7 @@ impl ResultsWriter {
     }
 
     /// Flushes and asks the OS to put the rows on disk.
-    pub fn sync(&mut self) -> std::io::Result<()> {
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         self.csv.flush()?;
         self.csv.get_ref().get_ref().sync_data()
     }

@@ -12,7 +12,7 @@ use crate::secret::Credentials;
 
 /// Where requests go.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// A real (or external) API at this base URL.
     Api {
         base_url: String,
@@ -33,31 +33,31 @@ pub enum Target {
 }
 
 #[derive(Debug, Clone)]
-pub struct RegisterConfig {
-    pub input: InputSource,
-    pub output: PathBuf,
-    pub target: Target,
-    pub limits: GateLimits,
-    pub timeout: Duration,
-    pub retry_rejected: bool,
-    pub progress_interval: Duration,
+pub(crate) struct RegisterConfig {
+    pub(crate) input: InputSource,
+    pub(crate) output: PathBuf,
+    pub(crate) target: Target,
+    pub(crate) limits: GateLimits,
+    pub(crate) timeout: Duration,
+    pub(crate) retry_rejected: bool,
+    pub(crate) progress_interval: Duration,
     /// After an interrupt, how long the requests in flight may take to finish.
-    pub grace: Duration,
-    pub summary_json: Option<PathBuf>,
+    pub(crate) grace: Duration,
+    pub(crate) summary_json: Option<PathBuf>,
     /// The HTML report written at the end, if asked for.
-    pub report: Option<PathBuf>,
+    pub(crate) report: Option<PathBuf>,
     /// The Prometheus metrics file written at the end, if asked for.
-    pub metrics_file: Option<PathBuf>,
-    pub max_failures: Option<MaxFailures>,
+    pub(crate) metrics_file: Option<PathBuf>,
+    pub(crate) max_failures: Option<MaxFailures>,
     /// What happens after registration: Fleet, status, waiting.
-    pub onboard: OnboardConfig,
-    pub read: ReadOptions,
+    pub(crate) onboard: OnboardConfig,
+    pub(crate) read: ReadOptions,
     /// Warnings count as invalid.
-    pub strict: bool,
+    pub(crate) strict: bool,
     /// Where the rows that failed are copied for fixing, if anywhere.
-    pub failed_out: Option<PathBuf>,
+    pub(crate) failed_out: Option<PathBuf>,
     /// The account this run registers on, when known (from the credentials, or learned by
     /// the preflight). Rows are stamped with it, and a results file written against another
     /// account is never resumed.
-    pub account_sid: Option<String>,
+    pub(crate) account_sid: Option<String>,
 }

@@ -17,29 +17,29 @@ use crate::run::triage::{Work, triage};
 
 /// What a run would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DryRun {
+pub(crate) struct DryRun {
     /// The API's base URL, or the emulator's.
-    pub url: String,
+    pub(crate) url: String,
     /// The account the run would register on, when known.
-    pub account_sid: Option<String>,
-    pub register: u64,
+    pub(crate) account_sid: Option<String>,
+    pub(crate) register: u64,
     /// Registered by an earlier run, with an update step still to do.
-    pub update: u64,
+    pub(crate) update: u64,
     /// Finished by an earlier run: nothing to send.
-    pub skip: u64,
-    pub invalid: u64,
-    pub duplicate: u64,
+    pub(crate) skip: u64,
+    pub(crate) invalid: u64,
+    pub(crate) duplicate: u64,
     /// SIMs the run would move into each Fleet, by "unique name (SID)" (or the SID given).
-    pub fleets: std::collections::BTreeMap<String, u64>,
+    pub(crate) fleets: std::collections::BTreeMap<String, u64>,
     /// SIMs whose status the run would set, by status.
-    pub statuses: std::collections::BTreeMap<String, u64>,
+    pub(crate) statuses: std::collections::BTreeMap<String, u64>,
     /// SIMs the run would give a unique name.
-    pub named: u64,
+    pub(crate) named: u64,
 }
 
 impl DryRun {
     /// One paragraph a person reads before the real run.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = format!(
             "dry run against {} (account {}): would register {}, update {}, skip {} finished, \
              {} invalid, {} duplicate\n",
@@ -98,7 +98,7 @@ impl DryRun {
     }
 
     /// As `validate`'s: 1 when rows would not be sent because they are invalid.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.invalid > 0 {
             crate::exit::ROWS_FAILED
         } else {
@@ -122,7 +122,7 @@ fn thousands(n: u64) -> String {
 
 /// Plans the run `config` describes against `client`, sending nothing but the preflight
 /// and the Fleet lookups; `stop` (the signals) ends the lookups early.
-pub async fn dry_run(
+pub(crate) async fn dry_run(
     config: &RegisterConfig,
     client: Client,
     stop: CancellationToken,

@@ -10,7 +10,7 @@ use crate::run::plan::PlanError;
 
 /// Why a run ended without a summary worth an exit code of its own.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
     /// Another run holds the results file (exit 75: try again later).
@@ -46,7 +46,7 @@ pub enum RunError {
 impl RunError {
     /// The exit code: what can be fixed by waiting (a lock, an unreachable API, an input
     /// still being written, a full disk) is 75, everything else is a set-up error, 2.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             RunError::Locked(_) | RunError::Unreachable(_) | RunError::InputChanged(_) => {
                 exit::TEMPORARY_FAILURE

@@ -15,14 +15,14 @@ use crate::run::registration::wrong_endpoint_sentence;
 
 /// Distinct Fleets a run may name; more stops the run before anything is sent (each is one
 /// request, and the names are held in memory).
-pub const MAX_DISTINCT_FLEETS: usize = 1000;
+pub(crate) const MAX_DISTINCT_FLEETS: usize = 1000;
 
 /// Fleets named in a reason when a Fleet is not on the account.
-pub const LISTED: usize = 20;
+pub(crate) const LISTED: usize = 20;
 
 /// Each Fleet named by the run, as resolved before the first registration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResolvedFleets {
+pub(crate) struct ResolvedFleets {
     /// Name as written (SID or unique name) → the Fleet's SID.
     sids: HashMap<String, String>,
     /// Name as written → why rows naming it are invalid.
@@ -33,7 +33,7 @@ impl ResolvedFleets {
     /// Puts the resolved SID in `plan` in place of the name the row gave. `Err` is the
     /// reason the row is invalid: its Fleet is not on the account. A name that was not
     /// resolved (none was asked for) is left as it is.
-    pub fn apply(&self, plan: &mut SimUpdate) -> Result<(), String> {
+    pub(crate) fn apply(&self, plan: &mut SimUpdate) -> Result<(), String> {
         let Some(name) = plan.fleet.as_deref() else {
             return Ok(());
         };
@@ -47,14 +47,14 @@ impl ResolvedFleets {
     }
 
     /// Fleets named by the run that are not on the account.
-    pub fn unknown(&self) -> usize {
+    pub(crate) fn unknown(&self) -> usize {
         self.unknown.len()
     }
 }
 
 /// Why the Fleets could not be resolved, so the run stops before registering anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FleetStop {
+pub(crate) enum FleetStop {
     /// A set-up mistake (exit 2): the sentence says which and what to do.
     Setup(String),
     /// The Fleet lookups kept failing on transient errors (exit 75).
@@ -65,7 +65,7 @@ pub enum FleetStop {
 
 /// Resolves the Fleet named by `--fleet` (`flag`) and those named in `fleet` cells
 /// (`cells`; `too_many` when there were more than [`MAX_DISTINCT_FLEETS`]).
-pub async fn resolve(
+pub(crate) async fn resolve(
     gate: &Gate,
     flag: Option<&str>,
     cells: &BTreeSet<String>,

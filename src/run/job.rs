@@ -36,7 +36,7 @@ use crate::results::compact::compact;
 use crate::run::account::{Preflight, check_account};
 use crate::run::config::RegisterConfig;
 use crate::run::dispatch::{DispatchLimits, dispatch};
-pub use crate::run::error::RunError;
+pub(crate) use crate::run::error::RunError;
 use crate::run::fleets::ResolvedFleets;
 use crate::run::lock::RunLock;
 use crate::run::plan::{InputSims, Plan, Replayable, temp_dir_beside};
@@ -50,10 +50,10 @@ use crate::run::writer::{WriterEnd, write_results};
 /// How a run ended, with the lock on the results file when it was taken: the caller
 /// writes the summary JSON while still holding it, then drops it. The timeline is there
 /// once requests could be sent (the pipeline started), whatever ended the run.
-pub struct Ended {
-    pub result: Result<RunSummary, RunError>,
-    pub lock: Option<RunLock>,
-    pub timeline: Option<Timeline>,
+pub(crate) struct Ended {
+    pub(crate) result: Result<RunSummary, RunError>,
+    pub(crate) lock: Option<RunLock>,
+    pub(crate) timeline: Option<Timeline>,
 }
 
 /// Runs a whole `register` job against the API `client` talks to. `interrupt` is cancelled
@@ -61,7 +61,11 @@ pub struct Ended {
 /// finish their current request and are written, and the run ends. The lock on the results
 /// file is handed back still held (when it was taken), so whatever the caller writes about
 /// the run is written before another run can start.
-pub async fn run(config: RegisterConfig, client: Client, interrupt: CancellationToken) -> Ended {
+pub(crate) async fn run(
+    config: RegisterConfig,
+    client: Client,
+    interrupt: CancellationToken,
+) -> Ended {
     let mut lock = None;
     let mut timeline = None;
     let result = async {
@@ -136,7 +140,9 @@ async fn prepare(
         results: results_name,
         done: false,
     };
-    if plan.earlier_rows > 0 {
+    if crate::logs::interactive() {
+        tracing::info!("{}", start_line(config, &plan));
+    } else if plan.earlier_rows > 0 {
         tracing::info!(rows = plan.earlier_rows, results = %config.output.display(), "resuming from an earlier run's results");
     }
     let failed_out = match &config.failed_out {
@@ -156,6 +162,30 @@ async fn prepare(
         failed_out,
         preflight,
     })
+}
+
+/// The start line on a terminal, once the input is counted: what, how many rows, where to.
+/// `registering 205 rows from sims.csv into sims.results.csv (180 earlier results to resume
+/// from), against the built-in emulator`.
+fn start_line(config: &RegisterConfig, plan: &Plan) -> String {
+    let mut line = format!(
+        "registering {} row{} from {} into {}",
+        plan.rows,
+        if plan.rows == 1 { "" } else { "s" },
+        config.input.display_name(),
+        config.output.display()
+    );
+    if plan.earlier_rows > 0 {
+        line.push_str(&format!(
+            " ({} earlier result{} to resume from)",
+            plan.earlier_rows,
+            if plan.earlier_rows == 1 { "" } else { "s" }
+        ));
+    }
+    if matches!(config.target, crate::config::Target::Emulator { .. }) {
+        line.push_str(", against the built-in emulator");
+    }
+    line
 }
 
 /// What the pipeline hands to [`finish`].

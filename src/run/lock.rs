@@ -19,13 +19,12 @@ use crate::paths;
 
 /// Held while it lives; dropping it releases the lock.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "another run{} is using {results} (lock {lock}); this run left it untouched. \
          Wait for it to finish, then run again",
@@ -52,7 +51,7 @@ pub enum LockError {
 }
 
 /// `sims.results.csv` -> `sims.results.csv.lock`.
-pub fn lock_path(results: &Path) -> PathBuf {
+pub(crate) fn lock_path(results: &Path) -> PathBuf {
     let mut name = results.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
@@ -60,7 +59,7 @@ pub fn lock_path(results: &Path) -> PathBuf {
 
 impl RunLock {
     /// Takes the lock for `results` (its real path) without waiting.
-    pub fn acquire(results: &Path) -> Result<RunLock, LockError> {
+    pub(crate) fn acquire(results: &Path) -> Result<RunLock, LockError> {
         let path = lock_path(results);
         let io_error = |source| LockError::Io {
             lock: path.display().to_string(),
@@ -106,7 +105,7 @@ impl RunLock {
         file.set_len(0).map_err(io_error)?;
         file.seek(SeekFrom::Start(0)).map_err(io_error)?;
         writeln!(file, "{}", std::process::id()).map_err(io_error)?;
-        Ok(RunLock { _file: file, path })
+        Ok(RunLock { _file: file })
     }
 }
 

@@ -23,24 +23,24 @@
 //!
 //! The run sits above the input, the results file and the API, and below the command line.
 
-pub mod account;
-pub mod config;
-pub mod dispatch;
-pub mod dry_run;
-pub mod error;
-pub mod fleets;
-pub mod job;
-pub mod lock;
-pub mod onboard;
+pub(crate) mod account;
+pub(crate) mod config;
+pub(crate) mod dispatch;
+pub(crate) mod dry_run;
+pub(crate) mod error;
+pub(crate) mod fleets;
+pub(crate) mod job;
+pub(crate) mod lock;
+pub(crate) mod onboard;
 pub mod plan;
-pub mod progress;
-pub mod record;
-pub mod registration;
-pub mod resume;
-pub mod stop;
-pub mod summary;
-pub mod timeline;
-pub mod triage;
+pub(crate) mod progress;
+pub(crate) mod record;
+pub(crate) mod registration;
+pub(crate) mod resume;
+pub(crate) mod stop;
+pub(crate) mod summary;
+pub(crate) mod timeline;
+pub(crate) mod triage;
 #[cfg(test)]
 mod verdicts_test;
-pub mod writer;
+pub(crate) mod writer;

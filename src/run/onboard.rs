@@ -26,26 +26,26 @@ use crate::run::resume::is_fleet_sid;
 
 /// One SIM's work, as the reader hands it to a worker.
 #[derive(Debug)]
-pub struct Job {
-    pub row: SendRow,
+pub(crate) struct Job {
+    pub(crate) row: SendRow,
     /// What to change after registration; empty for a plain registration.
-    pub plan: SimUpdate,
+    pub(crate) plan: SimUpdate,
     /// Set when an earlier run registered the SIM: registration is skipped.
-    pub resume: Option<PriorSim>,
+    pub(crate) resume: Option<PriorSim>,
     /// The update as the input and the flags name it (a Fleet by the name given), for the
     /// `update_requested` column that a later run compares its own request with.
-    pub requested: Option<String>,
+    pub(crate) requested: Option<String>,
 }
 
 /// Records a checkpoint row and returns once it is in the results file, so a crash after
 /// that point cannot lose the fact that the SIM is registered.
-pub trait Checkpoint: Sync {
+pub(crate) trait Checkpoint: Sync {
     fn record(&self, row: ResultRow) -> impl Future<Output = ()> + Send;
 }
 
 /// Drives one SIM through every step it still needs. `None` means the run stopped first;
 /// the SIM gets no final row, and the next run resumes from its last written row.
-pub async fn onboard(
+pub(crate) async fn onboard(
     gate: &Gate,
     job: Job,
     wait: Option<Duration>,

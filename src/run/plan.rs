@@ -62,36 +62,36 @@ pub struct LineFacts {
     pub duplicate_of: Option<u64>,
     /// What the last `invalid` or `duplicate` row an earlier run wrote for this line said
     /// ([`crate::results::report_key`]), if any.
-    pub reported: Option<u64>,
+    pub(crate) reported: Option<u64>,
     /// What the last results row of this row's ICCID recorded (set on the first line of
     /// the ICCID only: a duplicate line is never sent).
-    pub prior: Option<PriorSim>,
+    pub(crate) prior: Option<PriorSim>,
     /// The ICCID key pass 1 read on this line, carried with the facts that are about an
     /// ICCID (`duplicate_of`, `prior`), so they are never applied to another row.
-    pub iccid_key: Option<u64>,
+    pub(crate) iccid_key: Option<u64>,
 }
 
 impl LineFacts {
     /// Everything the last results row of this line's ICCID recorded about the SIM.
-    pub fn sim(&self) -> Option<PriorSim> {
+    pub(crate) fn sim(&self) -> Option<PriorSim> {
         self.prior.clone()
     }
 
     /// The outcome an earlier run left for this line's ICCID.
-    pub fn outcome(&self) -> Option<crate::results::Outcome> {
+    pub(crate) fn outcome(&self) -> Option<crate::results::Outcome> {
         self.prior.as_ref().map(|p| p.outcome)
     }
 
     /// True when an earlier run already wrote this line as `invalid` or `duplicate`, saying
     /// what a row of this `content` ([`crate::results::report_key`]) would say now. A line
     /// that holds another row since is reported again.
-    pub fn already_reported(&self, content: u64) -> bool {
+    pub(crate) fn already_reported(&self, content: u64) -> bool {
         self.reported == Some(content)
     }
 
     /// False when the row now on this line is not the one pass 1 read there (the input
     /// changed while the run was going): its facts belong to another ICCID.
-    pub fn fit_row(&self, sendable_key: Option<u64>) -> bool {
+    pub(crate) fn fit_row(&self, sendable_key: Option<u64>) -> bool {
         self.iccid_key.is_none() || self.iccid_key == sendable_key
     }
 }
@@ -172,7 +172,7 @@ impl Fingerprints {
 /// Every ICCID the input would send, with the line it is first on, in key order: what
 /// compaction needs to put each SIM's row on its current line (see
 /// [`crate::results::compact`]). Read from an anonymous temporary file, once.
-pub struct InputSims {
+pub(crate) struct InputSims {
     read: BufReader<File>,
 }
 
@@ -198,19 +198,19 @@ pub struct Plan {
     /// The Fleet SIDs that packed prior records index into.
     fleets: Vec<String>,
     /// Rows in the results file.
-    pub earlier_rows: u64,
+    pub(crate) earlier_rows: u64,
     /// The accounts the results file's rows were written against (one, in a sound file).
-    pub earlier_accounts: Vec<String>,
+    pub(crate) earlier_accounts: Vec<String>,
     /// Input rows seen by pass 1.
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// The line of the last input row pass 1 saw. Rows after it (appended to the file since)
     /// are not planned, so the main pass leaves them to the next run.
-    pub last_line: Option<u64>,
+    pub(crate) last_line: Option<u64>,
     /// The distinct `fleet` cells of rows that would be sent, at most
     /// [`MAX_DISTINCT_FLEETS`] of them.
-    pub fleet_names: BTreeSet<String>,
+    pub(crate) fleet_names: BTreeSet<String>,
     /// True when rows name more than [`MAX_DISTINCT_FLEETS`] distinct Fleets.
-    pub too_many_fleets: bool,
+    pub(crate) too_many_fleets: bool,
 }
 
 impl Plan {
@@ -415,13 +415,13 @@ impl Plan {
     }
 
     /// The input's ICCIDs and their first lines, for compaction once the run ends.
-    pub fn take_input_sims(&mut self) -> Option<InputSims> {
+    pub(crate) fn take_input_sims(&mut self) -> Option<InputSims> {
         self.input_sims.take()
     }
 
     /// True when `row` is the row pass 1 read next: same line, same fields. Rows must be
     /// given in the order they are read, each once (a row after [`Plan::covers`] is not).
-    pub fn matches(&mut self, row: &InputRow) -> io::Result<bool> {
+    pub(crate) fn matches(&mut self, row: &InputRow) -> io::Result<bool> {
         Ok(match self.fingerprints.next()? {
             Some((line, print)) => {
                 line == row.line && print == fingerprint(&self.fingerprints.key, row)
@@ -432,7 +432,7 @@ impl Plan {
 
     /// At the end of the main pass: true when every row pass 1 read was matched; else the
     /// line of the first planned row that was not read again (the input shrank).
-    pub fn all_rows_matched(&mut self) -> io::Result<Result<(), u64>> {
+    pub(crate) fn all_rows_matched(&mut self) -> io::Result<Result<(), u64>> {
         Ok(match self.fingerprints.next()? {
             Some((line, _)) => Err(line),
             None => Ok(()),
@@ -440,7 +440,7 @@ impl Plan {
     }
 
     /// False for a row after the last one pass 1 saw.
-    pub fn covers(&self, line: u64) -> bool {
+    pub(crate) fn covers(&self, line: u64) -> bool {
         self.last_line.is_some_and(|last| line <= last)
     }
 }
@@ -476,7 +476,7 @@ impl LatestPerKey {
 }
 
 /// The input, readable twice: a file by its path, standard input through a spool file.
-pub enum Replayable {
+pub(crate) enum Replayable {
     File(InputSource),
     /// Standard input, copied to an anonymous owner-only temporary file.
     Spool(File),
@@ -484,7 +484,7 @@ pub enum Replayable {
 
 impl Replayable {
     /// Spools standard input into `dir`; a file needs nothing.
-    pub fn new(source: &InputSource, dir: &Path) -> Result<Replayable, PlanError> {
+    pub(crate) fn new(source: &InputSource, dir: &Path) -> Result<Replayable, PlanError> {
         match source {
             InputSource::File(_) => Ok(Replayable::File(source.clone())),
             InputSource::Stdin => {
@@ -505,7 +505,7 @@ impl Replayable {
 
     /// A reader from the start of the input. Readers of a spool keep their own position,
     /// so two may be open at once (used one after the other, not from two threads at once).
-    pub fn open(&self, options: ReadOptions) -> Result<SimReader, InputError> {
+    pub(crate) fn open(&self, options: ReadOptions) -> Result<SimReader, InputError> {
         match self {
             Replayable::File(source) => SimReader::open(source, options),
             Replayable::Spool(file) => {
@@ -536,7 +536,7 @@ impl Read for SpoolReader {
 }
 
 /// Where `register` makes its temporary files: beside the results file.
-pub fn temp_dir_beside(results: &Path) -> PathBuf {
+pub(crate) fn temp_dir_beside(results: &Path) -> PathBuf {
     match results.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),

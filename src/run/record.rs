@@ -9,28 +9,32 @@ use crate::run::summary::RunSummary;
 use crate::run::timeline::Timeline;
 
 #[derive(Debug, Clone)]
-pub struct RunRecord {
-    pub started_at: SystemTime,
-    pub finished_at: SystemTime,
-    pub exit_code: u8,
+pub(crate) struct RunRecord {
+    pub(crate) started_at: SystemTime,
+    pub(crate) finished_at: SystemTime,
+    pub(crate) exit_code: u8,
     /// The summary JSON's `end` word (`finished`, `interrupted`, ...), or `error` for a run
     /// that stopped before its summary.
-    pub end: String,
+    pub(crate) end: String,
     /// Why it ended, when the end word needs a sentence.
-    pub reason: Option<String>,
-    pub summary: Option<RunSummary>,
-    pub timeline: Option<Timeline>,
+    pub(crate) reason: Option<String>,
+    pub(crate) summary: Option<RunSummary>,
+    pub(crate) timeline: Option<Timeline>,
     /// The command line, with anything secret in it replaced.
-    pub command_line: String,
+    pub(crate) command_line: String,
     /// The account the run registers on, when the credentials name it.
-    pub account: Option<String>,
+    pub(crate) account: Option<String>,
     /// The API's base URL, or the built-in emulator.
-    pub api: String,
+    pub(crate) api: String,
 }
 
 impl RunRecord {
     /// The record of a run that ended with `summary`.
-    pub fn of_summary(summary: RunSummary, timeline: Option<Timeline>, about: About) -> Self {
+    pub(crate) fn of_summary(
+        summary: RunSummary,
+        timeline: Option<Timeline>,
+        about: About,
+    ) -> Self {
         let ending = summary.end.ending(&summary.this_run);
         RunRecord {
             started_at: summary.started_at,
@@ -47,7 +51,7 @@ impl RunRecord {
     }
 
     /// The record of a run that stopped with `exit_code` before it had a summary.
-    pub fn of_error(
+    pub(crate) fn of_error(
         started_at: SystemTime,
         exit_code: u8,
         reason: String,
@@ -71,8 +75,8 @@ impl RunRecord {
 
 /// What a run ran: its command line (no secret in it), account and API.
 #[derive(Debug, Clone, Default)]
-pub struct About {
-    pub command_line: String,
-    pub account: Option<String>,
-    pub api: String,
+pub(crate) struct About {
+    pub(crate) command_line: String,
+    pub(crate) account: Option<String>,
+    pub(crate) api: String,
 }

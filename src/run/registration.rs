@@ -16,16 +16,16 @@ use crate::secret::RegistrationCode;
 
 /// A row that passed the local checks and is to be registered.
 #[derive(Debug)]
-pub struct SendRow {
-    pub line: u64,
+pub(crate) struct SendRow {
+    pub(crate) line: u64,
     /// The normalised ICCID, as sent.
-    pub iccid: String,
-    pub code: RegistrationCode,
+    pub(crate) iccid: String,
+    pub(crate) code: RegistrationCode,
 }
 
 /// Drives one SIM to its final row. `None` means the run stopped before the SIM reached
 /// a final outcome; it gets no row, so the next run tries it again.
-pub async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
+pub(crate) async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
     let mut create = Create {
         gate,
         row: &row,

@@ -11,21 +11,25 @@ use crate::results::{Outcome, PriorSim, SimStatus};
 
 /// What the run does after registering each SIM.
 #[derive(Debug, Clone, Default)]
-pub struct OnboardConfig {
+pub(crate) struct OnboardConfig {
     /// `--fleet`: a Fleet SID or unique name, for rows whose `fleet` cell is empty.
-    pub fleet: Option<String>,
+    pub(crate) fleet: Option<String>,
     /// `--status` / `--activate`.
-    pub status: Option<TargetStatus>,
+    pub(crate) status: Option<TargetStatus>,
     /// `--wait`: poll a `scheduled` SIM until its change is done.
-    pub wait: bool,
+    pub(crate) wait: bool,
     /// `--wait-timeout`: the longest wait for one SIM.
-    pub wait_timeout: Duration,
+    pub(crate) wait_timeout: Duration,
 }
 
 impl OnboardConfig {
     /// Refuses activation that no row could satisfy, before any request is sent: `active`
     /// needs a Fleet, from `--fleet` or from a `fleet` column of the input.
-    pub fn check_fleet_source(&self, has_fleet_column: bool, input: &str) -> anyhow::Result<()> {
+    pub(crate) fn check_fleet_source(
+        &self,
+        has_fleet_column: bool,
+        input: &str,
+    ) -> anyhow::Result<()> {
         if self.status == Some(TargetStatus::Active) && self.fleet.is_none() && !has_fleet_column {
             bail!(
                 "cannot activate SIMs without a Fleet: Twilio refuses `active` for a SIM in no \
@@ -37,13 +41,13 @@ impl OnboardConfig {
     }
 
     /// `--wait-timeout` when `--wait` is on.
-    pub fn wait_limit(&self) -> Option<Duration> {
+    pub(crate) fn wait_limit(&self) -> Option<Duration> {
         self.wait.then_some(self.wait_timeout)
     }
 
     /// The update one input row asks for: its `fleet` cell wins over `--fleet`. `Err` is the
     /// reason the row is invalid (activation without any Fleet).
-    pub fn plan_for(
+    pub(crate) fn plan_for(
         &self,
         fleet_cell: Option<String>,
         unique_name: Option<String>,
@@ -64,7 +68,7 @@ impl OnboardConfig {
 }
 
 /// A Fleet SID (`HF` + 32 hex digits), as opposed to a Fleet's unique name.
-pub fn is_fleet_sid(fleet: &str) -> bool {
+pub(crate) fn is_fleet_sid(fleet: &str) -> bool {
     fleet.len() == 34
         && fleet.starts_with("HF")
         && fleet[2..].bytes().all(|b| b.is_ascii_hexdigit())
@@ -72,7 +76,7 @@ pub fn is_fleet_sid(fleet: &str) -> bool {
 
 /// Where a row starts, given what an earlier run recorded for its ICCID.
 #[derive(Debug, PartialEq)]
-pub enum Resume {
+pub(crate) enum Resume {
     /// Nothing left to do: count the earlier outcome, send nothing.
     Skip(Outcome),
     /// Registered earlier: go straight to the update step with this SID.
@@ -84,7 +88,7 @@ pub enum Resume {
 /// Decides per step, without I/O, what a row still needs. `plan` is the update as the input
 /// and the flags name it; `fleet_sid` is its Fleet's SID once the Fleets are resolved;
 /// `code` is [`crate::results::code_fingerprint`] of the code on the row now.
-pub fn resume(
+pub(crate) fn resume(
     prior: Option<PriorSim>,
     plan: &SimUpdate,
     fleet_sid: Option<&str>,
@@ -168,7 +172,7 @@ fn recorded_state_satisfies(prior: &PriorSim, plan: &SimUpdate, fleet_sid: Optio
 
 /// The update a run asks of a SIM, as the results' `update_requested` cell says it:
 /// `fleet=...;status=...;unique_name=...`, only the fields asked for; `None` for none.
-pub fn requested_text(plan: &SimUpdate) -> Option<String> {
+pub(crate) fn requested_text(plan: &SimUpdate) -> Option<String> {
     let parts: Vec<String> = [
         ("fleet", &plan.fleet),
         ("status", &plan.status),

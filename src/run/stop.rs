@@ -28,7 +28,7 @@ use crate::run::progress::Counts;
 
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndReason {
+pub(crate) enum EndReason {
     /// Every input row was read and every row sent was finished.
     Finished,
     /// SIGINT, SIGTERM or SIGHUP.
@@ -58,19 +58,19 @@ pub enum EndReason {
 
 /// What a run's end means to the people and scripts reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
-    pub exit_code: u8,
+pub(crate) struct Ending {
+    pub(crate) exit_code: u8,
     /// The summary's `end` word.
-    pub end: &'static str,
+    pub(crate) end: &'static str,
     /// The sentence the summary's `reason` and the logs carry, when there is one.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 impl EndReason {
     /// The one mapping from why a run ended to its exit code, `end` word and reason. A
     /// finished run's code depends on the rows it finished (`this_run`): refusals exit 1,
     /// rows that gave up on transient errors 75, else 0.
-    pub fn ending(&self, this_run: &Counts) -> Ending {
+    pub(crate) fn ending(&self, this_run: &Counts) -> Ending {
         let (exit_code, end, reason) = match self {
             EndReason::Finished => {
                 let code = if failed(this_run) > 0 {
@@ -126,7 +126,7 @@ pub(crate) fn failed(counts: &Counts) -> u64 {
 /// reader and the dispatcher) and `no_new_requests` (the gate, so retries and updates
 /// stop too). Both are children of the process's interrupt token.
 #[derive(Debug)]
-pub struct RunStop {
+pub(crate) struct RunStop {
     interrupt: CancellationToken,
     no_new_requests: CancellationToken,
     no_new_rows: CancellationToken,
@@ -135,7 +135,7 @@ pub struct RunStop {
 
 impl RunStop {
     /// A run that stops on `interrupt` (the signals) or on its own reasons.
-    pub fn new(interrupt: &CancellationToken) -> Self {
+    pub(crate) fn new(interrupt: &CancellationToken) -> Self {
         let no_new_requests = interrupt.child_token();
         let no_new_rows = no_new_requests.child_token();
         RunStop {
@@ -147,7 +147,7 @@ impl RunStop {
     }
 
     /// Stops the run for `why` unless it stopped already (the first reason wins).
-    pub fn stop(&self, why: EndReason) {
+    pub(crate) fn stop(&self, why: EndReason) {
         let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if reason.is_some() {
             return;
@@ -160,18 +160,18 @@ impl RunStop {
     }
 
     /// Cancelled once nothing new may be read or dispatched.
-    pub fn no_new_rows(&self) -> &CancellationToken {
+    pub(crate) fn no_new_rows(&self) -> &CancellationToken {
         &self.no_new_rows
     }
 
     /// Cancelled once no request may start: the token the gate is built with.
-    pub fn no_new_requests(&self) -> &CancellationToken {
+    pub(crate) fn no_new_requests(&self) -> &CancellationToken {
         &self.no_new_requests
     }
 
     /// Folds in the stops this owner did not see happen: a halt the gate recorded, or an
     /// interrupt. Called when the gate halts and once more when the run ends.
-    pub fn notice(&self, gate: &Gate) {
+    pub(crate) fn notice(&self, gate: &Gate) {
         if let Some(halt) = gate.halt_reason() {
             self.stop(halt.into());
         } else if self.interrupt.is_cancelled() {
@@ -180,7 +180,7 @@ impl RunStop {
     }
 
     /// Why the run stopped, if it did.
-    pub fn reason(&self) -> Option<EndReason> {
+    pub(crate) fn reason(&self) -> Option<EndReason> {
         self.reason
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -189,7 +189,7 @@ impl RunStop {
 
     /// Records every stop as it happens (a halt, an interrupt), so the first reason is
     /// the one kept; ends when either has happened or the run is over.
-    pub async fn watch(&self, gate: &Gate, run_over: &CancellationToken) {
+    pub(crate) async fn watch(&self, gate: &Gate, run_over: &CancellationToken) {
         tokio::select! {
             _ = gate.halted().cancelled() => {}
             _ = self.interrupt.cancelled() => {}

@@ -13,12 +13,12 @@ use serde::Serialize;
 
 use crate::results::Outcome;
 use crate::run::progress::Counts;
-pub use crate::run::stop::EndReason;
+pub(crate) use crate::run::stop::EndReason;
 use crate::run::stop::failed;
 
 /// The `--max-failures` limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxFailures {
+pub(crate) enum MaxFailures {
     /// More than this many rejected rows stops the run.
     Count(u64),
     /// More than this share (percent) of finished rows rejected stops the run, once at least
@@ -27,10 +27,10 @@ pub enum MaxFailures {
 }
 
 impl MaxFailures {
-    pub const MIN_ROWS_FOR_PERCENT: u64 = 100;
+    pub(crate) const MIN_ROWS_FOR_PERCENT: u64 = 100;
 
     /// A sentence saying the limit was passed, or `None` while it holds.
-    pub fn exceeded(&self, failed: u64, finished: u64) -> Option<String> {
+    pub(crate) fn exceeded(&self, failed: u64, finished: u64) -> Option<String> {
         match *self {
             MaxFailures::Count(limit) => (failed > limit).then(|| {
                 format!("{failed} rows were refused for good, more than --max-failures {limit}")
@@ -50,31 +50,31 @@ impl MaxFailures {
 
 /// Everything the end-of-run summary says.
 #[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub started_at: SystemTime,
-    pub finished_at: SystemTime,
-    pub input: String,
-    pub results_path: PathBuf,
-    pub this_run: Counts,
+pub(crate) struct RunSummary {
+    pub(crate) started_at: SystemTime,
+    pub(crate) finished_at: SystemTime,
+    pub(crate) input: String,
+    pub(crate) results_path: PathBuf,
+    pub(crate) this_run: Counts,
     /// Rows skipped because an earlier run finished them, by that earlier outcome.
-    pub skipped: Counts,
-    pub elapsed: Duration,
-    pub requests: u64,
-    pub retries: u64,
-    pub throttled: u64,
-    pub concurrency: ConcurrencyReport,
-    pub end: EndReason,
+    pub(crate) skipped: Counts,
+    pub(crate) elapsed: Duration,
+    pub(crate) requests: u64,
+    pub(crate) retries: u64,
+    pub(crate) throttled: u64,
+    pub(crate) concurrency: ConcurrencyReport,
+    pub(crate) end: EndReason,
     /// SIMs registered by this run whose update step (Fleet, status) had not finished when
     /// it ended: their checkpoint row is in the results file, and the next run resumes them.
-    pub update_pending: u64,
+    pub(crate) update_pending: u64,
     /// Rows the results file keeps about SIMs that are not in this input (after its rows).
-    pub not_in_input: u64,
+    pub(crate) not_in_input: u64,
     /// The rows this run finished that need a person, the first [`NEEDS_A_PERSON_LISTED`].
-    pub needs_a_person: NeedsAPerson,
+    pub(crate) needs_a_person: NeedsAPerson,
 }
 
 /// Rows listed by name in the summary JSON; the rest are counted, and in the results file.
-pub const NEEDS_A_PERSON_LISTED: usize = 1000;
+pub(crate) const NEEDS_A_PERSON_LISTED: usize = 1000;
 /// Rows named in the text summary.
 const NEEDS_A_PERSON_SHOWN: usize = 5;
 
@@ -82,26 +82,26 @@ const NEEDS_A_PERSON_SHOWN: usize = 5;
 /// `update_failed`): the first [`NEEDS_A_PERSON_LISTED`] to finish, in line order once the
 /// run ends, and how many in all. Memory stays bounded whatever the run's size.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct NeedsAPerson {
-    pub total: u64,
-    pub rows: Vec<PersonRow>,
+pub(crate) struct NeedsAPerson {
+    pub(crate) total: u64,
+    pub(crate) rows: Vec<PersonRow>,
 }
 
 /// One row that needs a person, as the summary JSON lists it. Never a registration code.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PersonRow {
-    pub line: u64,
-    pub iccid: String,
-    pub outcome: &'static str,
+pub(crate) struct PersonRow {
+    pub(crate) line: u64,
+    pub(crate) iccid: String,
+    pub(crate) outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<u32>,
+    pub(crate) error_code: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 impl NeedsAPerson {
     /// Notes `row` if it needs a person.
-    pub fn note(&mut self, row: &crate::results::ResultRow) {
+    pub(crate) fn note(&mut self, row: &crate::results::ResultRow) {
         if !matches!(
             row.outcome,
             Outcome::Rejected | Outcome::Invalid | Outcome::GaveUp | Outcome::UpdateFailed
@@ -122,7 +122,7 @@ impl NeedsAPerson {
 
     /// The listed rows in input line order (they are noted in the order they finish, which
     /// depends on timing).
-    pub fn in_line_order(mut self) -> Self {
+    pub(crate) fn in_line_order(mut self) -> Self {
         self.rows.sort_by_key(|row| row.line);
         self
     }
@@ -160,33 +160,36 @@ impl NeedsAPerson {
 
 /// Where the in-flight limit ended up, and what the run saw of the account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct ConcurrencyReport {
+pub(crate) struct ConcurrencyReport {
     /// `--concurrency`.
-    pub ceiling: usize,
-    pub adaptive: bool,
+    pub(crate) ceiling: usize,
+    pub(crate) adaptive: bool,
     /// The limit at the end of the run.
-    pub settled: usize,
+    pub(crate) settled: usize,
     /// The lowest the limit was cut to.
-    pub lowest: usize,
+    pub(crate) lowest: usize,
     /// The highest the limit reached.
-    pub highest: usize,
+    pub(crate) highest: usize,
     /// The account's concurrency limit as last learned from a 429 (this run's room when the
     /// API sends no `Twilio-Concurrent-Requests`); `None` when no 429 came.
-    pub learned_limit: Option<usize>,
+    pub(crate) learned_limit: Option<usize>,
     /// `--max-share`, 0 to 1.
-    pub max_share: f64,
+    pub(crate) max_share: f64,
     /// Whether the API reported the account's requests in flight.
-    pub header_seen: bool,
+    pub(crate) header_seen: bool,
     /// Other traffic on the account: its mean and highest requests in flight, from the header.
-    pub other_in_flight: Option<f64>,
-    pub other_peak: Option<u32>,
+    pub(crate) other_in_flight: Option<f64>,
+    pub(crate) other_peak: Option<u32>,
     /// Share of this run's requests answered 429.
-    pub throttled_share: f64,
+    pub(crate) throttled_share: f64,
+    /// The most of this run's requests in flight at once; below `settled` when the run
+    /// ended before it filled its window.
+    pub(crate) peak_in_flight: usize,
 }
 
 impl ConcurrencyReport {
     /// The report for a run with this ceiling and share, from what the limit saw.
-    pub fn new(
+    pub(crate) fn new(
         ceiling: usize,
         adaptive: bool,
         max_share: f64,
@@ -210,33 +213,44 @@ impl ConcurrencyReport {
             } else {
                 throttled as f64 / requests as f64
             },
+            peak_in_flight: seen.peak_in_flight,
         }
     }
 
-    /// The text summary's concurrency line(s).
-    fn describe(&self) -> String {
+    /// The text summary's concurrency line(s), for a run that met `throttled` 429s. A run
+    /// that never had as many requests in flight as its limit allowed (too few rows, or too
+    /// short) says how many it had at most, not where a limit it never reached "settled".
+    fn describe(&self, throttled: u64) -> String {
         if !self.adaptive {
-            return format!(
-                "concurrency: fixed at {}
-",
-                self.ceiling
-            );
+            return format!("concurrency: fixed at {}\n", self.ceiling);
         }
-        let mut text = format!(
-            "concurrency: settled at {} in flight (ceiling {}, lowest {}, highest {}",
-            self.settled, self.ceiling, self.lowest, self.highest
-        );
+        let mut text = if self.peak_in_flight > 0 && self.settled > self.peak_in_flight {
+            format!(
+                "concurrency: at most {} in flight, too few for the limit to settle (ceiling {}, \
+                 lowest {}",
+                self.peak_in_flight, self.ceiling, self.lowest
+            )
+        } else {
+            format!(
+                "concurrency: settled at {} in flight (ceiling {}, lowest {}, highest {}",
+                self.settled, self.ceiling, self.lowest, self.highest
+            )
+        };
         match (self.learned_limit, self.header_seen) {
             (Some(limit), true) => text.push_str(&format!("; account limit found: {limit}")),
             (Some(limit), false) => text.push_str(&format!("; room found: {limit}")),
+            // 429s met, but the limit they showed was outgrown (probes found it had risen).
+            (None, _) if throttled > 0 => text.push_str(&format!(
+                "; {throttled} 429{} met, the limit since risen",
+                if throttled == 1 { "" } else { "s" }
+            )),
             (None, _) => text.push_str("; no 429 met"),
         }
         if self.max_share < 1.0 {
             text.push_str(&format!("; --max-share {:.0}%", self.max_share * 100.0));
         }
         text.push_str(&format!(
-            "), 429 share {:.1}%
-",
+            "), 429 share {:.1}%\n",
             self.throttled_share * 100.0
         ));
         match (self.other_in_flight, self.other_peak) {
@@ -256,27 +270,33 @@ impl ConcurrencyReport {
 
 impl RunSummary {
     /// Every input row's latest outcome: this run's rows plus those finished earlier.
-    pub fn all_rows(&self) -> Counts {
+    pub(crate) fn all_rows(&self) -> Counts {
         self.this_run.plus(&self.skipped)
+    }
+
+    /// Rows this run took to an outcome, SIMs registered with their update step still to do
+    /// included: the sum of the per-outcome lines, where they count as registered.
+    pub(crate) fn rows_this_run(&self) -> u64 {
+        self.this_run.total() + self.update_pending
     }
 
     /// The exit code of this run: it reflects the rows this run finished, so a SIM refused
     /// weeks ago does not make every later cron run exit 1. The whole file stays in the
     /// summary (`whole_file`, "N rows failed in earlier runs").
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         self.end.ending(&self.this_run).exit_code
     }
 
     /// The end of the run as one log event on stderr, with stable field names: a dated
     /// record in `>> register.log 2>&1`, and one JSON object with `--log-format json`.
-    pub fn log(&self) {
+    pub(crate) fn log(&self) {
         let c = |o: Outcome| self.this_run.get(o);
         let ending = self.end.ending(&self.this_run);
         tracing::info!(
             end = ending.end,
             reason = ending.reason,
             exit_code = u64::from(ending.exit_code),
-            rows = self.this_run.total(),
+            rows = self.rows_this_run(),
             registered = c(Outcome::Registered) + self.update_pending,
             registered_update_pending = self.update_pending,
             rows_not_in_input = self.not_in_input,
@@ -318,7 +338,7 @@ impl RunSummary {
     }
 
     /// The human summary printed on stdout at the end of a run.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         if self.nothing_to_do() {
             let failed_earlier = failed(&self.skipped);
             let failed_note = if failed_earlier > 0 {
@@ -342,10 +362,10 @@ impl RunSummary {
             );
         }
         let seconds = self.elapsed.as_secs_f64();
+        let rows = self.rows_this_run();
         let mut text = format!(
-            "{} rows in {seconds:.1}s ({:.1} rows/s)\n",
-            self.this_run.total(),
-            self.this_run.total() as f64 / seconds.max(0.001)
+            "{rows} rows in {seconds:.1}s ({:.1} rows/s)\n",
+            rows as f64 / seconds.max(0.001)
         );
         for outcome in Outcome::ALL {
             if outcome == Outcome::Registered && self.update_pending > 0 {
@@ -375,7 +395,7 @@ impl RunSummary {
             self.requests, self.retries, self.throttled
         ));
         if self.requests > 0 {
-            text.push_str(&self.concurrency.describe());
+            text.push_str(&self.concurrency.describe(self.throttled));
         }
         text.push_str(&self.needs_a_person.describe(&self.results_path));
         let failed_earlier = failed(&self.skipped);
@@ -430,7 +450,7 @@ impl RunSummary {
     }
 
     /// The `--summary-json` document.
-    pub fn to_json(&self) -> SummaryJson {
+    pub(crate) fn to_json(&self) -> SummaryJson {
         let ending = self.end.ending(&self.this_run);
         SummaryJson {
             tool: "supersim-bulk",
@@ -477,48 +497,48 @@ fn rfc3339(time: SystemTime) -> String {
 
 /// The stable shape of `--summary-json`.
 #[derive(Debug, Serialize)]
-pub struct SummaryJson {
-    pub tool: &'static str,
-    pub version: &'static str,
-    pub started_at: String,
-    pub finished_at: String,
-    pub elapsed_seconds: f64,
-    pub input: String,
-    pub results: String,
+pub(crate) struct SummaryJson {
+    pub(crate) tool: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
+    pub(crate) elapsed_seconds: f64,
+    pub(crate) input: String,
+    pub(crate) results: String,
     /// `finished`, `interrupted`, `max_failures`, `credentials_refused`, `unreachable`,
     /// `wrong_endpoint`, `input_changed`, `writer_failed` or `internal_error` (see
     /// [`EndReason::ending`]).
-    pub end: &'static str,
+    pub(crate) end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub exit_code: u8,
+    pub(crate) reason: Option<String>,
+    pub(crate) exit_code: u8,
     /// Rows finished by this run.
-    pub this_run: OutcomeCounts,
+    pub(crate) this_run: OutcomeCounts,
     /// Input rows skipped because an earlier run had finished them.
-    pub skipped_as_finished: u64,
+    pub(crate) skipped_as_finished: u64,
     /// The latest outcome of every input row: this run's plus those finished earlier.
-    pub whole_file: OutcomeCounts,
+    pub(crate) whole_file: OutcomeCounts,
     /// Rows skipped as finished that an earlier run left `rejected`, `invalid` or
     /// `update_failed`: in the file, but not in this run's exit code.
-    pub failed_in_earlier_runs: u64,
+    pub(crate) failed_in_earlier_runs: u64,
     /// HTTP requests sent: creates, retries and lookups.
-    pub requests: u64,
-    pub retries: u64,
+    pub(crate) requests: u64,
+    pub(crate) retries: u64,
     /// Answers of 429 (too many requests).
-    pub throttled: u64,
-    pub concurrency: ConcurrencyReport,
+    pub(crate) throttled: u64,
+    pub(crate) concurrency: ConcurrencyReport,
     /// SIMs registered by this run whose update step had not finished when it ended.
-    pub registered_update_pending: u64,
+    pub(crate) registered_update_pending: u64,
     /// Rows the results file keeps about SIMs that are not in this input.
-    pub rows_not_in_input: u64,
+    pub(crate) rows_not_in_input: u64,
     /// The rows this run finished that need a person: `total`, and the first 1,000 as
     /// `rows` (line, ICCID, outcome, Twilio error code, message).
-    pub needs_a_person: NeedsAPerson,
+    pub(crate) needs_a_person: NeedsAPerson,
 }
 
 /// Counts keyed by outcome word.
 #[derive(Debug, Serialize)]
-pub struct OutcomeCounts(std::collections::BTreeMap<&'static str, u64>);
+pub(crate) struct OutcomeCounts(std::collections::BTreeMap<&'static str, u64>);
 
 impl From<&Counts> for OutcomeCounts {
     fn from(counts: &Counts) -> Self {
@@ -533,7 +553,7 @@ impl From<&Counts> for OutcomeCounts {
 
 /// Writes `value` as JSON to `path` atomically: a reader sees the old file or the whole new
 /// one, never half of it.
-pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+pub(crate) fn write_json_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let dir = crate::paths::folder_of(path);
     let name = path
         .file_name()

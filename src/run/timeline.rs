@@ -21,20 +21,20 @@ use crate::results::Outcome;
 
 /// Buckets kept at most: a run of up to 17 minutes is kept per second, a day's run in
 /// buckets of two minutes.
-pub const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 
 /// How often the sampler reads the counters.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Rows finished by this run, by outcome: the writer adds, the sampler takes.
 #[derive(Debug, Default)]
-pub struct RowTally {
+pub(crate) struct RowTally {
     counts: [AtomicU64; Outcome::ALL.len()],
 }
 
 impl RowTally {
     /// One row finished with `outcome`.
-    pub fn finished(&self, outcome: Outcome) {
+    pub(crate) fn finished(&self, outcome: Outcome) {
         self.counts[index_of(outcome)].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -52,17 +52,17 @@ fn index_of(outcome: Outcome) -> usize {
 
 /// What one stretch of the run saw: one second, or several merged.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Rows finished, in [`Outcome::ALL`] order.
-    pub rows: [u64; Outcome::ALL.len()],
-    pub requests: u64,
+    pub(crate) rows: [u64; Outcome::ALL.len()],
+    pub(crate) requests: u64,
     /// 429s retried (the summary's `throttled`).
-    pub throttled: u64,
+    pub(crate) throttled: u64,
     /// The in-flight window summed over the samples, and the samples taken.
     window_sum: u64,
     samples: u32,
     /// The account's limit as learned by the end of the stretch, once one was.
-    pub learned_limit: Option<usize>,
+    pub(crate) learned_limit: Option<usize>,
     /// Other traffic's mean in flight, summed over the samples that saw any, and those.
     other_sum: f64,
     other_samples: u32,
@@ -89,7 +89,7 @@ impl Default for Bucket {
 impl Bucket {
     /// One sample: rows finished by outcome, (requests, 429s), the limit at the moment,
     /// and the answer times, all since the previous sample.
-    pub fn sampled(
+    pub(crate) fn sampled(
         rows: [u64; Outcome::ALL.len()],
         (requests, throttled): (u64, u64),
         limit: Sampled,
@@ -109,27 +109,28 @@ impl Bucket {
     }
 
     /// Rows finished with `outcome`.
-    pub fn rows_of(&self, outcome: Outcome) -> u64 {
+    pub(crate) fn rows_of(&self, outcome: Outcome) -> u64 {
         self.rows[index_of(outcome)]
     }
 
     /// The in-flight window's mean over the stretch, when it was sampled.
-    pub fn window(&self) -> Option<f64> {
+    pub(crate) fn window(&self) -> Option<f64> {
         (self.samples > 0).then(|| self.window_sum as f64 / f64::from(self.samples))
     }
 
     /// Other traffic's mean in flight, when an answer showed it.
-    pub fn other_in_flight(&self) -> Option<f64> {
+    pub(crate) fn other_in_flight(&self) -> Option<f64> {
         (self.other_samples > 0).then(|| self.other_sum / f64::from(self.other_samples))
     }
 
     /// The `q` quantile of the answer times, when any answer came.
-    pub fn latency(&self, q: f64) -> Option<Duration> {
+    pub(crate) fn latency(&self, q: f64) -> Option<Duration> {
         latency::quantile(&self.latency, q)
     }
 
     /// Answers whose time was counted.
-    pub fn answers(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn answers(&self) -> u64 {
         self.latency.iter().map(|&n| u64::from(n)).sum()
     }
 
@@ -154,7 +155,7 @@ impl Bucket {
 /// The run's samples, in buckets of [`Timeline::seconds_per_bucket`] seconds from its
 /// start; never more than [`CAPACITY`] of them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     seconds_per_bucket: u64,
     buckets: Vec<Bucket>,
     capacity: usize,
@@ -168,7 +169,7 @@ impl Default for Timeline {
 
 impl Timeline {
     /// An empty timeline of at most `capacity` buckets (at least 2, so merging halves it).
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         Timeline {
             seconds_per_bucket: 1,
             buckets: Vec::new(),
@@ -177,17 +178,17 @@ impl Timeline {
     }
 
     /// Seconds each bucket covers: 1 until the run outgrew the capacity.
-    pub fn seconds_per_bucket(&self) -> u64 {
+    pub(crate) fn seconds_per_bucket(&self) -> u64 {
         self.seconds_per_bucket
     }
 
     /// The buckets in time order; bucket `i` starts `i × seconds_per_bucket` seconds in.
-    pub fn buckets(&self) -> &[Bucket] {
+    pub(crate) fn buckets(&self) -> &[Bucket] {
         &self.buckets
     }
 
     /// Files what was seen during `second` (counted from the run's start).
-    pub fn record(&mut self, second: u64, seen: &Bucket) {
+    pub(crate) fn record(&mut self, second: u64, seen: &Bucket) {
         while second / self.seconds_per_bucket >= self.capacity as u64 {
             self.merge_pairs();
         }
@@ -213,8 +214,9 @@ impl Timeline {
         self.seconds_per_bucket *= 2;
     }
 
-    /// The whole run as one bucket.
-    pub fn totals(&self) -> Bucket {
+    /// The whole run as one bucket: the tests' check that nothing is lost between samples.
+    #[cfg(test)]
+    pub(crate) fn totals(&self) -> Bucket {
         let mut total = Bucket::default();
         for bucket in &self.buckets {
             total.absorb(bucket);
@@ -226,7 +228,7 @@ impl Timeline {
 /// Reads the gate's and the writer's counters every second into a timeline until `over` is
 /// cancelled, then takes a last sample (so the totals include the run's last answers) and
 /// returns the timeline.
-pub async fn sample_until(
+pub(crate) async fn sample_until(
     gate: Arc<Gate>,
     rows: Arc<RowTally>,
     over: CancellationToken,

@@ -400,9 +400,10 @@ async fn slots_block_at_the_limit_and_free_on_drop() {
 #[test]
 fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     // Another app holds 6 in flight, and 7 a fifth of the time: a run that leaves room for
-    // its mean (6.2) takes the slot it needs whenever it is at 7. Leaving room for 7 costs
-    // this run little and the other app nothing; a probe for a rise borrows a slot only
-    // every PROBE_AFTER_ROUNDS_SHARED.
+    // its mean (6.2) takes the slot it needs whenever it is at 7. Leaving room for 7 still
+    // fills the account a fifth of the time, when any further request of the other app
+    // would be refused: more than the 2% a shared run aims for, so the run leaves one slot
+    // more. A probe for a rise borrows a slot only every PROBE_AFTER_ROUNDS_SHARED.
     let control = ConcurrencyLimit::new(100, true, 1.0);
     let (mut over, mut sum) = (0, 0);
     let rounds = 320;
@@ -416,7 +417,7 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
         }
     }
     let mean = sum as f64 / (rounds - 20) as f64;
-    assert!(mean >= 12.9, "{mean}");
+    assert!((11.9..=13.0).contains(&mean), "{mean}");
     let probes = (rounds - 20) / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
     assert!(over <= 2 * probes, "{over} rounds over the limit");
 }

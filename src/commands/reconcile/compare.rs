@@ -88,18 +88,18 @@ impl Seeker {
 }
 
 /// The work of one reconcile.
-pub struct Reconcile<'a> {
-    pub path: &'a Path,
-    pub all: bool,
-    pub matches: bool,
-    pub temp_dir: &'a Path,
+pub(crate) struct Reconcile<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) all: bool,
+    pub(crate) matches: bool,
+    pub(crate) temp_dir: &'a Path,
     /// The account the credentials name, if they do.
-    pub account_sid: Option<&'a str>,
+    pub(crate) account_sid: Option<&'a str>,
 }
 
 impl Reconcile<'_> {
     /// Compares; the report goes to `out`.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         gate: &Gate,
         filter: &SimFilter,

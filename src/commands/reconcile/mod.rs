@@ -14,8 +14,8 @@ mod compare;
 mod layout;
 mod verdict;
 
-pub use compare::Reconcile;
-pub use verdict::{Counts, Verdict};
+pub(crate) use compare::Reconcile;
+pub(crate) use verdict::Counts;
 
 use std::io::Write;
 use std::path::Path;
@@ -65,7 +65,7 @@ fn write_counts(
 }
 
 /// `reconcile`: the report to stdout, errors to stderr.
-pub async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
+pub(crate) async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
     let mut config = match super::connect::account_config(&args.account) {
         Ok(config) => config,
         Err(code) => return code,

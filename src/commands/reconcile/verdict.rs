@@ -7,7 +7,7 @@ use crate::results::Outcome;
 
 /// How a SIM compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// On the account as the file says.
     Match,
     /// On the account, but its status, Fleet, name or SID differ from the file, or the file
@@ -35,16 +35,16 @@ impl Verdict {
 
 /// SIMs by verdict.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub file_sims: u64,
-    pub account_sims: u64,
-    pub matched: u64,
-    pub differ: u64,
-    pub missing: u64,
-    pub not_registered: u64,
-    pub extra: u64,
+pub(crate) struct Counts {
+    pub(crate) file_sims: u64,
+    pub(crate) account_sims: u64,
+    pub(crate) matched: u64,
+    pub(crate) differ: u64,
+    pub(crate) missing: u64,
+    pub(crate) not_registered: u64,
+    pub(crate) extra: u64,
     /// Rows skipped: an ICCID that is not one, or a row cut short.
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
 }
 
 impl Counts {
@@ -59,7 +59,7 @@ impl Counts {
     }
 
     /// 0 when everything matches, 1 when something differs.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.differ + self.missing + self.extra > 0 {
             exit::ROWS_FAILED
         } else {
