@@ -23,6 +23,10 @@
 //! `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every` (or
 //! `on-429`, `never`) only that convention of the header.
 //!
+//! The third table is the cost of `--report` (issue 21): the 1,000,000-row registration
+//! against the instant server without it and with it (CPU, peak memory, the page's size).
+//! `BENCH_REPORT_ONLY=1` runs only this table.
+//!
 //! Nothing here is part of `cargo test`; it prints a Markdown table for the README.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -573,6 +577,49 @@ fn adaptive_table(dir: &Path) {
     }
 }
 
+/// The 1,000,000-row registration against the instant server without `--report` and with
+/// it: what the timeline and the page cost in CPU and memory. One Markdown table.
+fn report_table(dir: &Path) {
+    const ROWS: u64 = 1_000_000;
+    let report = dir.join("run.html");
+    let report_path = report.to_str().unwrap().to_string();
+    let mut measured = Vec::new();
+    for with_report in [false, true] {
+        let _ = std::fs::remove_file(&report);
+        eprintln!("instant server ({ROWS} rows), --report {with_report}...");
+        let flags: Vec<&str> = if with_report {
+            vec!["--report", &report_path]
+        } else {
+            Vec::new()
+        };
+        let run = register(dir, &[], ROWS, &flags);
+        let size = std::fs::metadata(&report).map_or(0, |m| m.len());
+        measured.push((with_report, run, size));
+    }
+    println!();
+    println!("| register 1M, instant server | wall | client CPU | peak RSS | report size | exit |");
+    println!("|---|---|---|---|---|---|");
+    for (with_report, m, size) in &measured {
+        println!(
+            "| {} | {:.1}s | {:.2}s | {:.1} MB | {} | {} |",
+            if *with_report {
+                "with --report"
+            } else {
+                "without"
+            },
+            m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            m.peak_rss_mb,
+            if *with_report {
+                format!("{:.0} kB", *size as f64 / 1000.0)
+            } else {
+                "n/a".to_string()
+            },
+            m.exit
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         // Test-harness discovery (`cargo test --benches`): nothing to list.
@@ -586,6 +633,11 @@ fn main() {
     if std::env::var_os("BENCH_ADAPTIVE_ONLY").is_some() {
         println!("Machine: {}", machine());
         adaptive_table(dir);
+        return;
+    }
+    if std::env::var_os("BENCH_REPORT_ONLY").is_some() {
+        println!("Machine: {}", machine());
+        report_table(dir);
         return;
     }
 
@@ -677,6 +729,9 @@ fn main() {
 
     println!("Machine: {}", machine());
     print_table(&table);
+    if !quick {
+        report_table(dir);
+    }
     adaptive_table(dir);
 }
 

@@ -187,6 +187,14 @@ pub(crate) struct RegisterArgs {
     #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
     pub(crate) summary_json: Option<PathBuf>,
 
+    /// Write an HTML report of the run here at the end, also when it stops early: timeline charts (rows, requests, 429s, in-flight limit, other traffic, latency), outcomes and the rows that need a person; one self-contained file
+    #[arg(long, value_name = "PATH", help_heading = "Unattended runs")]
+    pub(crate) report: Option<PathBuf>,
+
+    /// Write the run's metrics here at the end (atomically, also when it fails), in the Prometheus text format node_exporter's textfile collector reads
+    #[arg(long, value_name = "FILE.prom", help_heading = "Unattended runs")]
+    pub(crate) metrics_file: Option<PathBuf>,
+
     /// Stop taking new rows once more than N rows (or N% of rows, judged after 100) were refused for good
     #[arg(long, value_name = "N|N%", value_parser = max_failures, help_heading = "Unattended runs")]
     pub(crate) max_failures: Option<MaxFailures>,

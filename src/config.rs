@@ -64,12 +64,12 @@ impl RegisterConfig {
             api => api,
         };
         let failed_out = args.input_options.failed_out.clone();
-        check_distinct_files(
-            &input,
-            &output,
-            failed_out.as_deref(),
-            args.summary_json.as_deref(),
-        )?;
+        let written_at_end = [
+            ("--summary-json", args.summary_json.as_deref()),
+            ("--report", args.report.as_deref()),
+            ("--metrics-file", args.metrics_file.as_deref()),
+        ];
+        check_distinct_files(&input, &output, failed_out.as_deref(), &written_at_end)?;
         let account_sid = account_of(&target, &env);
         Ok(RegisterConfig {
             account_sid,
@@ -92,6 +92,8 @@ impl RegisterConfig {
             progress_interval: args.progress_interval,
             grace: args.grace.unwrap_or(args.timeout),
             summary_json: args.summary_json.clone(),
+            report: args.report.clone(),
+            metrics_file: args.metrics_file.clone(),
             max_failures: args.max_failures,
             onboard: OnboardConfig {
                 fleet: args.fleet.clone(),
@@ -307,7 +309,8 @@ pub(crate) fn read_options(args: &InputArgs) -> ReadOptions {
 }
 
 /// Refuses to give one file two roles: the results written over the input, the failed-out
-/// file or the summary renamed over the results, the summary over the input. Files are
+/// file or a file written at the end (the summary, the report, the metrics) renamed over
+/// the results, the input or another of them. Files are
 /// compared by identity (device and inode, or the real path of one not yet created), so
 /// `./x.csv`, `sub/../x.csv`, a symlink and a hard link are all caught. The failed-out file
 /// may be the input (it is replaced whole when the run ends, never truncated under the
@@ -316,7 +319,7 @@ fn check_distinct_files(
     input: &InputSource,
     output: &Path,
     failed_out: Option<&Path>,
-    summary_json: Option<&Path>,
+    written_at_end: &[(&str, Option<&Path>)],
 ) -> anyhow::Result<()> {
     if let InputSource::File(input) = input
         && paths::same_file(input, output)
@@ -350,22 +353,30 @@ fn check_distinct_files(
         }
     }
     // `--summary-json -` is standard output: no file of its own.
-    if let Some(summary) = summary_json.filter(|path| path.as_os_str() != "-") {
-        let mut taken = vec![("the results file", output)];
+    let at_end: Vec<(&str, &Path)> = written_at_end
+        .iter()
+        .filter_map(|&(flag, path)| Some((flag, path?)))
+        .filter(|(_, path)| path.as_os_str() != "-")
+        .collect();
+    for (n, &(flag, file)) in at_end.iter().enumerate() {
+        let mut taken = vec![("the results file".to_string(), output)];
         if let Some(lock) = &lock {
-            taken.push(("the lock", lock));
+            taken.push(("the lock".to_string(), lock));
         }
         if let InputSource::File(input) = input {
-            taken.push(("the input file", input));
+            taken.push(("the input file".to_string(), input));
         }
         if let Some(failed_out) = failed_out {
-            taken.push(("the --failed-out file", failed_out));
+            taken.push(("the --failed-out file".to_string(), failed_out));
+        }
+        for &(other_flag, other) in &at_end[..n] {
+            taken.push((format!("the {other_flag} file"), other));
         }
         for (role, path) in taken {
-            if paths::same_file(summary, path) {
+            if paths::same_file(file, path) {
                 bail!(
-                    "--summary-json {} is {role} {}; give it another name",
-                    summary.display(),
+                    "{flag} {} is {role} {}; give it another name",
+                    file.display(),
                     path.display()
                 );
             }
@@ -672,7 +683,7 @@ mod tests {
         let at = |name: &str| dir.path().join(name);
         let output = at("x.results.csv");
         let refused = |out: &Path, failed: Option<&Path>, summary: Option<&Path>| {
-            check_distinct_files(&input, out, failed, summary)
+            check_distinct_files(&input, out, failed, &[("--summary-json", summary)])
                 .map_err(|e| e.to_string())
                 .err()
         };
@@ -700,6 +711,26 @@ mod tests {
             refused(&output, Some(&at("fix.csv")), Some(&at("s.json"))),
             None
         );
+        // The report and the metrics file are renamed over their path at the end: never the
+        // results, nor each other.
+        let at_end = |report: &Path, metrics: &Path| {
+            let files = [
+                ("--report", Some(report)),
+                ("--metrics-file", Some(metrics)),
+            ];
+            check_distinct_files(&input, &output, None, &files)
+                .map_err(|e| e.to_string())
+                .err()
+        };
+        let over_results = at_end(&at("sub/../x.results.csv"), &at("run.prom")).unwrap();
+        assert!(over_results.starts_with("--report "), "{over_results}");
+        assert!(
+            over_results.contains("is the results file"),
+            "{over_results}"
+        );
+        let twice = at_end(&at("run.html"), &at("./run.html")).unwrap();
+        assert!(twice.contains("is the --report file"), "{twice}");
+        assert_eq!(at_end(&at("run.html"), &at("run.prom")), None);
     }
 
     #[test]

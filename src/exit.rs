@@ -41,3 +41,20 @@ Exit codes:
   70   internal error (a bug; end: internal_error): rows left unfinished for the next run
   130  interrupted; rows in flight were written: run again to resume
        (Ctrl-C, SIGTERM or SIGHUP; end: interrupted)";
+
+/// What `code` means, in a few words, for the report and the metrics' readers.
+pub(crate) fn meaning(code: u8) -> &'static str {
+    match code {
+        SUCCESS => "every row finished registered or already registered",
+        ROWS_FAILED => {
+            "some rows were refused and need a person (or --max-failures stopped the run)"
+        }
+        USAGE_OR_CONFIG => "usage, configuration or input error, or the credentials were refused",
+        TEMPORARY_FAILURE => {
+            "run again later: rows gave up, the API was unreachable, or a file could not be written"
+        }
+        INTERNAL_ERROR => "internal error (a bug): rows were left for the next run",
+        INTERRUPTED => "interrupted: run the same command again to resume",
+        _ => "not an exit code of this tool",
+    }
+}

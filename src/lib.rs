@@ -29,7 +29,9 @@
 //!   lock, progress, the summary, and the dry run.
 //! - [`emulator`]: a local Super SIM API for rehearsals and tests; it imports nothing else.
 //! - [`commands`]: thin entry points for `register`, `validate`, `export`, `reconcile`, `check`,
-//!   `emulator`, `completions` and `man`, and connecting to the account; [`cli`]: the
+//!   `emulator`, `completions` and `man`, and connecting to the account; [`report`] and
+//!   [`metrics`]: the HTML report and the Prometheus metrics file a run writes at its end,
+//!   above [`run`], whose record of the run they read; [`cli`]: the
 //!   clap types; [`config`]: flags and environment resolved into a checked run
 //!   configuration before any I/O, with [`profiles`]: twilio-cli's profiles as a source of
 //!   credentials; [`app`]: logging, the stop token, and dispatch to the commands.
@@ -50,8 +52,10 @@ pub mod emulator;
 pub mod exit;
 pub mod extsort;
 pub mod logs;
+pub mod metrics;
 pub mod paths;
 pub mod profiles;
+pub mod report;
 pub mod signals;
 
 pub mod input;

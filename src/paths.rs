@@ -157,6 +157,31 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Writes `contents` to `path` atomically: to a new file beside it (whatever was in that
+/// place, a leftover or a planted symlink, is removed, never followed), synced, then renamed
+/// over `path`, so a reader sees the old file or the whole new one, never half of it.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = folder_of(path).join(format!(".{name}.{}.tmp", std::process::id()));
+    match std::fs::remove_file(&temp) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = create_new(&temp)?;
+    let result = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
 /// Options that refuse to open a symlink (`O_NOFOLLOW`): the error is `ELOOP`.
 pub(crate) fn no_follow() -> OpenOptions {
     let mut options = OpenOptions::new();

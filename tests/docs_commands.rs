@@ -63,6 +63,10 @@ const GUIDE_RECONCILE_ALL: &str =
 const GUIDE_RECONCILE_FLEET: &str = "supersim-bulk reconcile sims.results.csv --fleet field-devices --base-url http://127.0.0.1:8080";
 const GUIDE_RECONCILE_JQ: &str = "supersim-bulk reconcile sims.results.csv --all --format json --base-url http://127.0.0.1:8080 | jq -c 'select(.verdict == \"differs\")'";
 const GUIDE_WRAPPER: &str = "supersim-bulk register incoming.csv --summary-json last-run.json";
+const GUIDE_REPORT: &str =
+    "supersim-bulk register incoming.csv --summary-json last-run.json --report last-run.html";
+const GUIDE_METRICS: &str = "supersim-bulk register incoming.csv --metrics-file /var/lib/node_exporter/textfile/supersim_bulk.prom";
+const README_REPORT_REHEARSAL: &str = "supersim-bulk register rehearsal.csv --emulator --max-concurrent 20 --latency 100ms --latency-jitter 0.5 --limit-schedule 5s=8,12s=25 --other-rate 30 --report rehearsal.html";
 
 /// Commands the tests do not run, and why.
 const NOT_RUN: [(&str, &str); 5] = [
@@ -99,7 +103,10 @@ const RUN_IN_BLOCKS: [&str; 7] = [
     "*/30 *  *   *   *    cd /srv/sims && /usr/local/bin/supersim-bulk register incoming.csv --profile field --summary-json last-run.json --max-failures 5\\% >> register.log 2>&1",
 ];
 
-const RUN: [&str; 23] = [
+const RUN: [&str; 26] = [
+    GUIDE_REPORT,
+    GUIDE_METRICS,
+    README_REPORT_REHEARSAL,
     README_REHEARSAL,
     README_VALIDATE,
     README_RECONCILE_REHEARSAL,
@@ -969,4 +976,63 @@ async fn refused_credentials_end_as_the_reference_says() {
         "as the reference lists them"
     );
     assert!(!summary.to_string().contains("not-the-token"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_and_the_metrics_file_as_the_docs_show_them() {
+    // The README's rehearsal with a report: every 97th row with a code a rehearsal refuses
+    // (it starts `WR0NG`, as the sample's refused row), so the run ends 1 (rows need a
+    // person) as the picture beside it shows, and the page is written.
+    let shell = Shell::new();
+    let mut csv = String::from("Iccid,RegistrationCode\n");
+    for n in 0..300 {
+        let (iccid, code) = good_sim(n);
+        let code = if n % 97 == 96 {
+            format!("WR0NG{n:05}")
+        } else {
+            code
+        };
+        csv.push_str(&format!("{iccid},{code}\n"));
+    }
+    std::fs::write(shell.path("rehearsal.csv"), &csv).unwrap();
+    let output = shell.run(shown(README_REPORT_REHEARSAL)).await;
+    assert_eq!(exit_code(&output), 1, "{}", said(&output));
+    let page = std::fs::read_to_string(shell.path("rehearsal.html")).unwrap();
+    assert!(page.contains("<svg"), "the report has its charts");
+    assert!(
+        page.contains("rejected"),
+        "the refused rows are in the report"
+    );
+
+    // The guide's report and metrics lines against a stand-in account; the collector's
+    // folder is one of the test's own.
+    let account = stand_in_account().await;
+    let mut shell = Shell::new();
+    shell.set("SUPERSIM_BASE_URL", &account.base_url());
+    shell.export(shown(GUIDE_CREDENTIALS));
+    let mut csv = String::from("Iccid,RegistrationCode\n");
+    for n in 0..3 {
+        let (iccid, code) = good_sim(n);
+        csv.push_str(&format!("{iccid},{code}\n"));
+    }
+    std::fs::write(shell.path("incoming.csv"), &csv).unwrap();
+    let output = shell.run(shown(GUIDE_REPORT)).await;
+    assert_eq!(exit_code(&output), 0, "{}", said(&output));
+    assert!(shell.path("last-run.json").is_file());
+    let page = std::fs::read_to_string(shell.path("last-run.html")).unwrap();
+    assert!(page.contains("<svg"), "the report has its charts");
+
+    let textfile = shell.path("textfile");
+    std::fs::create_dir_all(&textfile).unwrap();
+    let command = shown(GUIDE_METRICS).replace(
+        "/var/lib/node_exporter/textfile",
+        &textfile.display().to_string(),
+    );
+    let output = shell.run(&command).await;
+    assert_eq!(exit_code(&output), 0, "{}", said(&output));
+    let metrics = std::fs::read_to_string(textfile.join("supersim_bulk.prom")).unwrap();
+    assert!(
+        metrics.contains("supersim_bulk_last_run_exit_code 0"),
+        "{metrics}"
+    );
 }

@@ -311,10 +311,18 @@ async fn secrets_never_reach_output_or_results_even_at_trace_level() {
     env.emulator
         .inject(&sims[1].0, vec![Fault::DropAfterCommit]);
     env.write_input(&sims);
+    let report = env.dir.path().join("run.html");
+    let metrics = env.dir.path().join("run.prom");
 
     let output = env
         .register_with_env(
-            &["-vv"],
+            &[
+                "-vv",
+                "--report",
+                report.to_str().unwrap(),
+                "--metrics-file",
+                metrics.to_str().unwrap(),
+            ],
             &[
                 ("TWILIO_ACCOUNT_SID", USER),
                 ("TWILIO_AUTH_TOKEN", TOKEN),
@@ -324,7 +332,15 @@ async fn secrets_never_reach_output_or_results_even_at_trace_level() {
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
     let results = std::fs::read_to_string(env.results_path()).unwrap();
-    let everything = format!("{}{}{results}", stdout(&output), stderr(&output));
+    // The report and the metrics file too: they name the run, never its secrets.
+    let report = std::fs::read_to_string(&report).unwrap();
+    let metrics = std::fs::read_to_string(&metrics).unwrap();
+    assert!(report.contains("Rows that need a person") && metrics.contains("exit_code"));
+    let everything = format!(
+        "{}{}{results}{report}{metrics}",
+        stdout(&output),
+        stderr(&output)
+    );
     assert!(
         stderr(&output).contains("TRACE") || stderr(&output).contains("DEBUG"),
         "trace logging was on"

@@ -94,6 +94,17 @@ pub(crate) struct Observed {
     pub(crate) peak_in_flight: usize,
 }
 
+/// The limit at one moment, for the report's timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Sampled {
+    /// Requests this run may have in flight.
+    pub(crate) window: usize,
+    /// The account's limit (or this run's room) as learned so far.
+    pub(crate) learned_limit: Option<usize>,
+    /// Other traffic's mean in flight on the answers since the previous sample.
+    pub(crate) other_in_flight: Option<f64>,
+}
+
 #[derive(Debug)]
 struct State {
     /// Requests allowed in flight (fractional: growth adds fractions per success).
@@ -140,6 +151,8 @@ struct State {
     counts_admitted: bool,
     lowest: f64,
     highest: f64,
+    /// Other traffic shown since the last [`ConcurrencyLimit::sample`]: sum and answers.
+    other_since_sample: (u64, u64),
 }
 
 /// The shared in-flight limit. Clone the `Arc` into every worker.
@@ -214,6 +227,7 @@ impl ConcurrencyLimit {
                 counts_admitted: false,
                 lowest: start,
                 highest: start,
+                other_since_sample: (0, 0),
             }),
             freed: Notify::new(),
         })
@@ -283,6 +297,24 @@ impl ConcurrencyLimit {
         }
     }
 
+    /// The limit now, for the report's timeline: the window, the limit learned so far, and
+    /// the other traffic's mean in flight on the answers since the last sample (which this
+    /// call starts anew).
+    pub(crate) fn sample(&self) -> Sampled {
+        let mut state = self.lock();
+        let (sum, answers) = std::mem::take(&mut state.other_since_sample);
+        let whole = |v: f64| (v.floor() as usize).max(1);
+        Sampled {
+            window: whole(state.window),
+            learned_limit: state
+                .probe
+                .map(|probe| probe.from)
+                .or(state.learned)
+                .map(whole),
+            other_in_flight: (answers > 0).then(|| sum as f64 / answers as f64),
+        }
+    }
+
     /// The most the window may be: the ceiling, the share of the learned limit, and with the
     /// header the learned limit less the room other traffic needs (see [`other`]).
     fn target(&self, state: &State) -> f64 {
@@ -316,6 +348,8 @@ impl ConcurrencyLimit {
                     .learned
                     .is_some_and(|learned| f64::from(reported) >= learned.floor());
             state.other.note(other, full);
+            state.other_since_sample.0 += u64::from(other);
+            state.other_since_sample.1 += 1;
             if answer == Answer::Admitted {
                 state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);

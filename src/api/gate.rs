@@ -29,6 +29,7 @@ use super::adaptive::{Answer, ConcurrencyLimit, RequestSlot};
 use super::backoff::{Backoff, PoolPause};
 pub(crate) use super::halt::Halt;
 use super::halt::HaltRegistry;
+use super::latency::Latencies;
 use super::{Answered, ApiError, Client, ErrorClass};
 
 /// Counters for the summary, shared by all workers.
@@ -37,6 +38,8 @@ pub(crate) struct RequestStats {
     pub(crate) requests: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) throttled: AtomicU64,
+    /// How long each HTTP answer took, for the report's timeline.
+    pub(crate) latency: Latencies,
 }
 
 impl RequestStats {
@@ -203,7 +206,11 @@ impl Gate {
             result: answer,
             concurrent_requests: reported,
         } = request.await;
-        self.observe(!matches!(&answer, Err(error) if error.http_status.is_none()));
+        let got_an_answer = !matches!(&answer, Err(error) if error.http_status.is_none());
+        self.observe(got_an_answer);
+        if got_an_answer {
+            self.stats.latency.record(sent_at.elapsed());
+        }
         if let Err(error) = &answer
             && let Some(asked) = error.retry_after
             && matches!(error.classify(), ErrorClass::Retry { .. })

@@ -23,6 +23,7 @@ pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod gate;
 pub(crate) mod halt;
+pub(crate) mod latency;
 pub mod preflight;
 pub(crate) mod retry;
 pub(crate) mod transport;

@@ -15,27 +15,29 @@ use crate::input::failed_out::FailedOut;
 use crate::paths;
 use crate::run::dry_run::dry_run;
 use crate::run::job::{self, RunError};
+use crate::run::record::{About, RunRecord};
 use crate::run::summary::{EndReason, write_json_atomically};
 
 /// `register`: resolves the flags, connects (starting the built-in emulator for
 /// `--emulator`), runs the job until it ends or `stop` (the signals) ends it, prints the
 /// summary and writes `--summary-json`.
 pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
+    let started_at = std::time::SystemTime::now();
     let config = match RegisterConfig::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(config) => config,
-        Err(error) => return set_up_failed(&args, &error),
+        Err(error) => return set_up_failed(&args, started_at, &error),
     };
     // Files written at the end of the run are checked now, before anything is sent: a
     // summary or failed-out file that cannot be written is a set-up error, not a surprise
     // after thousands of SIMs were registered.
     if let Err(error) = check_writable(&config) {
-        return set_up_failed(&args, &error);
+        return set_up_failed(&args, started_at, &error);
     }
     log_start(&config, args.dry_run);
     let credentials_source = super::connect::credentials_source(&config.target).to_string();
     let (client, emulator) = match connect(&config).await {
         Ok(connected) => connected,
-        Err(error) => return set_up_failed(&args, &error),
+        Err(error) => return set_up_failed(&args, started_at, &error),
     };
     if args.dry_run {
         return match dry_run(&config, client, stop).await {
@@ -59,8 +61,11 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
         };
     }
     let summary_json = config.summary_json.clone();
+    let end_files = EndFiles::of(&config);
+    let about = about_run(&args, Some(&config));
     let ended = job::run(config, client, stop).await;
-    let (code, json) = match ended.result {
+    let timeline = ended.timeline;
+    let (code, json, record) = match ended.result {
         Ok(summary) => {
             summary.log();
             // `-q`: errors only; the summary JSON and the exit code still say how it ended.
@@ -74,9 +79,11 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
                      check {credentials_source}"
                 ));
             }
+            let json = serde_json::to_value(summary.to_json());
             (
                 summary.exit_code(),
-                Some(serde_json::to_value(summary.to_json())),
+                Some(json),
+                RunRecord::of_summary(summary, timeline, about),
             )
         }
         Err(RunError::CredentialsRefused) => {
@@ -86,10 +93,13 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
             );
             crate::logs::error(format_args!("{message}"));
             write_error_summary(summary_json.as_deref(), exit::USAGE_OR_CONFIG, &message);
-            (exit::USAGE_OR_CONFIG, None)
+            let record =
+                RunRecord::of_error(started_at, exit::USAGE_OR_CONFIG, message, timeline, about);
+            (exit::USAGE_OR_CONFIG, None, record)
         }
         Err(RunError::Locked(error)) => {
-            // The other run owns the results and the summary: touch neither.
+            // The other run owns the results, the summary, the report and the metrics:
+            // touch none of them.
             crate::logs::error(format_args!("{error}"));
             return exit::TEMPORARY_FAILURE;
         }
@@ -111,7 +121,8 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
                 "reason": error.to_string(),
                 "exit_code": code,
             });
-            (code, Some(Ok(json)))
+            let record = RunRecord::of_error(started_at, code, error.to_string(), timeline, about);
+            (code, Some(Ok(json)), record)
         }
     };
     // Written while the run still holds the lock on the results file, so the next run on
@@ -119,8 +130,121 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
     if let (Some(path), Some(Ok(json))) = (summary_json, json) {
         write_summary_json(&path, &json);
     }
+    end_files.write(&record);
     drop(ended.lock);
     code
+}
+
+/// The report and metrics files a run writes at its end, whatever ended it.
+struct EndFiles {
+    report: Option<std::path::PathBuf>,
+    metrics: Option<std::path::PathBuf>,
+}
+
+impl EndFiles {
+    fn of(config: &RegisterConfig) -> Self {
+        EndFiles {
+            report: config.report.clone(),
+            metrics: config.metrics_file.clone(),
+        }
+    }
+
+    /// Writes each file asked for; one that cannot be written is said on stderr, and the
+    /// exit code stays the run's.
+    fn write(&self, record: &RunRecord) {
+        if let Some(path) = &self.report {
+            let written = match replace_refusal("--report", path) {
+                Some(refusal) => Err(refusal),
+                None => crate::report::write(path, record).map_err(|error| error.to_string()),
+            };
+            if let Err(error) = written {
+                crate::logs::error(format_args!(
+                    "cannot write --report {}: {error}",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(path) = &self.metrics {
+            let written = match replace_refusal("--metrics-file", path) {
+                Some(refusal) => Err(refusal),
+                None => crate::metrics::write(path, record).map_err(|error| error.to_string()),
+            };
+            if let Err(error) = written {
+                crate::logs::error(format_args!(
+                    "cannot write --metrics-file {}: {error}",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// What the run ran, for the report: its command line with no secret in it, the account
+/// the credentials name, and the API (the configuration's once resolved, else the flags').
+fn about_run(args: &RegisterArgs, config: Option<&RegisterConfig>) -> About {
+    let api = match config.map(|config| &config.target) {
+        Some(crate::config::Target::Api { base_url, .. }) => without_userinfo(base_url),
+        Some(crate::config::Target::Emulator { .. }) => "the built-in emulator".to_string(),
+        None if args.emulator => "the built-in emulator".to_string(),
+        None => args.base_url.as_deref().map_or_else(
+            || crate::config::DEFAULT_BASE_URL.to_string(),
+            without_userinfo,
+        ),
+    };
+    About {
+        command_line: command_line(),
+        account: config.and_then(|config| config.account_sid.clone()),
+        api,
+    }
+}
+
+/// This process's command line, each word quoted when it needs it, and any URL's user and
+/// password replaced: credentials come from the environment or a profile, never from here,
+/// but a base URL may carry them.
+fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(n, word)| {
+            let word = if n == 0 {
+                "supersim-bulk".to_string()
+            } else {
+                without_userinfo(&word)
+            };
+            if !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,%@+".contains(c))
+            {
+                word
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `word` with the user and password of any URL in it replaced by `***`, wherever the URL
+/// stands in it (`--base-url=http://user:password@host` as much as the URL alone).
+fn without_userinfo(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after.find(['/', '?', '#', ' ']).unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The start line: what this run is, against what, within which limits. Never a secret:
@@ -179,7 +303,11 @@ fn write_error_summary(path: Option<&std::path::Path>, code: u8, reason: &str) {
 /// a monitor reading it sees this run failed instead of the last one's green summary. Not
 /// when the summary path names one of the run's other files (that mistake may be the very
 /// failure): a summary never replaces the input or the results.
-fn set_up_failed(args: &RegisterArgs, error: &anyhow::Error) -> u8 {
+fn set_up_failed(
+    args: &RegisterArgs,
+    started_at: std::time::SystemTime,
+    error: &anyhow::Error,
+) -> u8 {
     let message = format!("{error:#}");
     crate::logs::error(&message);
     if let Some(path) = args.summary_json.as_deref()
@@ -187,10 +315,37 @@ fn set_up_failed(args: &RegisterArgs, error: &anyhow::Error) -> u8 {
     {
         write_error_summary(Some(path), exit::USAGE_OR_CONFIG, &message);
     }
+    // The report and the metrics too, each only where it has a path of its own and a
+    // regular file (or nothing) is there.
+    let own = |path: &Option<std::path::PathBuf>| {
+        path.clone().filter(|path| {
+            !is_stdout(path)
+                && summary_has_its_own_path(args, path)
+                && [&args.summary_json, &args.report, &args.metrics_file]
+                    .into_iter()
+                    .flatten()
+                    .filter(|other| paths::same_file(path, other))
+                    .count()
+                    <= 1
+        })
+    };
+    let end_files = EndFiles {
+        report: own(&args.report),
+        metrics: own(&args.metrics_file),
+    };
+    let record = RunRecord::of_error(
+        started_at,
+        exit::USAGE_OR_CONFIG,
+        message,
+        None,
+        about_run(args, None),
+    );
+    end_files.write(&record);
     exit::USAGE_OR_CONFIG
 }
 
-/// True when `summary` names no other file of the run (input, results, failed-out).
+/// True when `summary` (or another file written at the end) names no other file of the
+/// run (input, results, failed-out).
 fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> bool {
     if is_stdout(summary) {
         return true;
@@ -243,18 +398,21 @@ fn write_summary_json(path: &std::path::Path, json: &serde_json::Value) {
 /// Why the summary may not replace what is at `path` (a symbolic link, a device, a pipe):
 /// it is written beside `path` and renamed over it.
 fn summary_json_refusal(path: &std::path::Path) -> Option<String> {
+    replace_refusal("--summary-json", path)
+        .map(|refusal| format!("{refusal}, or - for standard output"))
+}
+
+/// Why the file `flag` names may not replace what is at `path` (a symbolic link, a device,
+/// a pipe): it is written beside `path` and renamed over it.
+fn replace_refusal(flag: &str, path: &std::path::Path) -> Option<String> {
     match paths::not_replaceable(path) {
         Ok(None) => None,
         Ok(Some(what)) => Some(format!(
-            "--summary-json {} is {what}: the summary is written beside it and renamed over \
-             it, which replaces only a regular file; pass the path of a regular file or a new \
-             one, or - for standard output",
+            "{flag} {} is {what}: the file is written beside it and renamed over it, which \
+             replaces only a regular file; pass the path of a regular file or a new one",
             path.display()
         )),
-        Err(error) => Some(format!(
-            "cannot check --summary-json {}: {error}",
-            path.display()
-        )),
+        Err(error) => Some(format!("cannot check {flag} {}: {error}", path.display())),
     }
 }
 
@@ -271,10 +429,21 @@ fn check_writable(config: &RegisterConfig) -> anyhow::Result<()> {
     if let Some(path) = &config.failed_out {
         FailedOut::check_replaceable(path)?;
     }
+    let at_end = [
+        ("--report", config.report.as_ref()),
+        ("--metrics-file", config.metrics_file.as_ref()),
+    ];
+    for (flag, path) in at_end {
+        if let Some(refusal) = path.and_then(|path| replace_refusal(flag, path)) {
+            anyhow::bail!(refusal);
+        }
+    }
     let summary_json = config.summary_json.as_ref().filter(|path| !is_stdout(path));
     let targets = [
         ("--summary-json", summary_json),
         ("--failed-out", config.failed_out.as_ref()),
+        at_end[0],
+        at_end[1],
     ];
     for (flag, path) in targets {
         if let Some(path) = path {
@@ -327,4 +496,25 @@ fn print_summary(text: &str, summary_json: Option<&std::path::Path>) {
 /// Starts the in-process emulator when asked to, and builds the API client.
 async fn connect(config: &RegisterConfig) -> anyhow::Result<(Client, Option<Emulator>)> {
     super::connect::connect(&config.target, config.timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn a_urls_user_and_password_are_replaced_wherever_it_stands() {
+        for (word, shown) in [
+            ("http://u:pw@127.0.0.1:9/v1", "http://***@127.0.0.1:9/v1"),
+            (
+                "--base-url=https://u:pw@host",
+                "--base-url=https://***@host",
+            ),
+            ("https://host/path@x", "https://host/path@x"),
+            ("sims.csv", "sims.csv"),
+            ("a=http://p@h b=ftp://q:r@i", "a=http://***@h b=ftp://***@i"),
+        ] {
+            assert_eq!(without_userinfo(word), shown, "{word}");
+        }
+    }
 }

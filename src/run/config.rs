@@ -44,6 +44,10 @@ pub(crate) struct RegisterConfig {
     /// After an interrupt, how long the requests in flight may take to finish.
     pub(crate) grace: Duration,
     pub(crate) summary_json: Option<PathBuf>,
+    /// The HTML report written at the end, if asked for.
+    pub(crate) report: Option<PathBuf>,
+    /// The Prometheus metrics file written at the end, if asked for.
+    pub(crate) metrics_file: Option<PathBuf>,
     pub(crate) max_failures: Option<MaxFailures>,
     /// What happens after registration: Fleet, status, waiting.
     pub(crate) onboard: OnboardConfig,

@@ -43,14 +43,17 @@ use crate::run::plan::{InputSims, Plan, Replayable, temp_dir_beside};
 use crate::run::progress::{Counts, Progress};
 use crate::run::stop::{EndReason, RunStop};
 use crate::run::summary::{ConcurrencyReport, RunSummary};
+use crate::run::timeline::{RowTally, Timeline, sample_until};
 use crate::run::triage::{LazyFleets, read_input};
 use crate::run::writer::{WriterEnd, write_results};
 
 /// How a run ended, with the lock on the results file when it was taken: the caller
-/// writes the summary JSON while still holding it, then drops it.
+/// writes the summary JSON while still holding it, then drops it. The timeline is there
+/// once requests could be sent (the pipeline started), whatever ended the run.
 pub(crate) struct Ended {
     pub(crate) result: Result<RunSummary, RunError>,
     pub(crate) lock: Option<RunLock>,
+    pub(crate) timeline: Option<Timeline>,
 }
 
 /// Runs a whole `register` job against the API `client` talks to. `interrupt` is cancelled
@@ -64,13 +67,18 @@ pub(crate) async fn run(
     interrupt: CancellationToken,
 ) -> Ended {
     let mut lock = None;
+    let mut timeline = None;
     let result = async {
         let prepared = prepare(&config, &mut lock).await?;
-        let piped = pipeline(&config, client, prepared, &interrupt).await?;
+        let piped = pipeline(&config, client, prepared, &interrupt, &mut timeline).await?;
         Ok(finish(&config, piped).await)
     }
     .await;
-    Ended { result, lock }
+    Ended {
+        result,
+        lock,
+        timeline,
+    }
 }
 
 /// What a run has before its first request: nothing sent yet.
@@ -196,12 +204,14 @@ struct Piped {
 }
 
 /// Runs the reader, the dispatcher and its workers, and the writer, until the input ends
-/// or the run stops. Every stop goes through one [`RunStop`].
+/// or the run stops. Every stop goes through one [`RunStop`]. The run's timeline is left
+/// in `timeline` however the pipeline ends.
 async fn pipeline(
     config: &RegisterConfig,
     client: Client,
     prepared: Prepared,
     interrupt: &CancellationToken,
+    timeline: &mut Option<Timeline>,
 ) -> Result<Piped, RunError> {
     let Prepared {
         started_at,
@@ -225,6 +235,12 @@ async fn pipeline(
         let (stop, gate, run_over) = (Arc::clone(&stop), Arc::clone(&gate), run_over.clone());
         tokio::spawn(async move { stop.watch(&gate, &run_over).await })
     };
+    let tally = Arc::new(RowTally::default());
+    let sampler = tokio::spawn(sample_until(
+        Arc::clone(&gate),
+        Arc::clone(&tally),
+        run_over.clone(),
+    ));
     // Every Fleet the run names is looked up once, before the first SIM that needs work.
     let fleets = LazyFleets {
         gate: Arc::clone(&gate),
@@ -260,7 +276,7 @@ async fn pipeline(
         (writer, config.output.display().to_string()),
         failed_out,
         written_rx,
-        progress,
+        (progress, tally),
         config.max_failures,
         Arc::clone(&stop),
     ));
@@ -287,6 +303,7 @@ async fn pipeline(
     let read = reader_thread.await;
     run_over.cancel();
     let _ = watcher.await;
+    *timeline = sampler.await.ok();
     if let Some(error) = dispatched.refused {
         return Err(error);
     }

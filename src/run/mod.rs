@@ -15,7 +15,9 @@
 //!   checked.
 //! - [`stop`]: the one owner of "this run must stop now", and why a run ended mapped to
 //!   its exit code; [`summary`]: the summary people and scripts read; [`error`]: why a
-//!   run ended before it had a summary; [`account`]: the account a run proves, shared by
+//!   run ended before it had a summary; [`timeline`]: the run second by second, for the
+//!   report, in flat memory; [`record`]: the run as the report and the metrics file see
+//!   it; [`account`]: the account a run proves, shared by
 //!   the run and the dry run.
 //! - [`dry_run`]: `register --dry-run`, what a run would do, sending nothing.
 //!
@@ -32,10 +34,12 @@ pub(crate) mod lock;
 pub(crate) mod onboard;
 pub mod plan;
 pub(crate) mod progress;
+pub(crate) mod record;
 pub(crate) mod registration;
 pub(crate) mod resume;
 pub(crate) mod stop;
 pub(crate) mod summary;
+pub(crate) mod timeline;
 pub(crate) mod triage;
 #[cfg(test)]
 mod verdicts_test;

@@ -18,6 +18,7 @@ use crate::run::onboard::Checkpoint;
 use crate::run::progress::Progress;
 use crate::run::stop::{EndReason, RunStop};
 use crate::run::summary::{MaxFailures, NeedsAPerson};
+use crate::run::timeline::RowTally;
 
 /// What the writer receives.
 pub(super) enum Written {
@@ -120,7 +121,7 @@ pub(super) async fn write_results(
     (writer, results_name): (ResultsWriter, String),
     failed_out: Option<FailedOut>,
     mut rows: mpsc::Receiver<Written>,
-    mut progress: Progress,
+    (mut progress, tally): (Progress, Arc<RowTally>),
     max_failures: Option<MaxFailures>,
     stop: Arc<RunStop>,
 ) -> WriterEnd {
@@ -146,6 +147,7 @@ pub(super) async fn write_results(
                     log_row(&row);
                     needs_a_person.note(&row);
                     progress.row_done(row.line, row.outcome);
+                    tally.finished(row.outcome);
                     if !limit_passed {
                         let failed = progress.this_run.get(Outcome::Rejected)
                             + progress.this_run.get(Outcome::UpdateFailed);

@@ -56,6 +56,8 @@ async fn the_run_hands_back_its_lock_still_held() {
         progress_interval: Duration::from_secs(60),
         grace: Duration::from_secs(1),
         summary_json: None,
+        report: None,
+        metrics_file: None,
         max_failures: None,
         onboard: OnboardConfig::default(),
         read: crate::input::ReadOptions::default(),
@@ -84,6 +86,103 @@ async fn the_run_hands_back_its_lock_still_held() {
     ));
     drop(lock);
     RunLock::acquire(&std::fs::canonicalize(&output).unwrap()).expect("free once dropped");
+}
+
+/// The report draws the timeline the run hands back: its totals must be the summary's, so
+/// no row, request or 429 is lost between samples (the last one included).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timeline_adds_up_to_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sims.csv");
+    let mut text = String::from("Iccid,RegistrationCode\n");
+    for n in 0..300u32 {
+        let iccid = format!("898830700000{n:08}");
+        let code = crate::emulator::registration_code_for(&iccid);
+        // Every 25th row refused (83002), and one invalid row.
+        let code = if n % 25 == 3 {
+            let first = if code.starts_with('Z') { 'Y' } else { 'Z' };
+            format!("{first}{}", &code[1..])
+        } else {
+            code
+        };
+        text.push_str(&format!("{iccid},{code}\n"));
+    }
+    text.push_str("12345,H3LL0W0RLD\n");
+    std::fs::write(&input, text).unwrap();
+    let output = dir.path().join("sims.results.csv");
+    let config = RegisterConfig {
+        account_sid: Some(TEST_ACCOUNT_SID.into()),
+        input: crate::input::InputSource::File(input),
+        output,
+        target: crate::run::config::Target::Emulator {
+            credentials: crate::secret::Credentials {
+                username: TEST_ACCOUNT_SID.into(),
+                password: TEST_AUTH_TOKEN.into(),
+            },
+            state: None,
+            account: Box::default(),
+        },
+        limits: crate::api::gate::GateLimits {
+            rate: f64::INFINITY,
+            max_attempts: 6,
+            backoff: crate::api::retry::Backoff {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(10),
+            },
+            concurrency: 16,
+            adaptive: true,
+            max_share: 1.0,
+        },
+        timeout: Duration::from_secs(5),
+        retry_rejected: false,
+        progress_interval: Duration::from_secs(60),
+        grace: Duration::from_secs(1),
+        summary_json: None,
+        report: None,
+        metrics_file: None,
+        max_failures: None,
+        onboard: OnboardConfig::default(),
+        read: crate::input::ReadOptions::default(),
+        strict: false,
+        failed_out: None,
+    };
+    // A limit of 3 in flight: a run of up to 16 meets 429s.
+    let emulator = Emulator::start(
+        EmulatorConfig {
+            latency: Duration::from_millis(5),
+            max_concurrent: Some(3),
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = Client::new(
+        &emulator.base_url(),
+        crate::secret::Credentials {
+            username: TEST_ACCOUNT_SID.into(),
+            password: TEST_AUTH_TOKEN.into(),
+        },
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let ended = run(config, client, CancellationToken::new()).await;
+    let summary = ended.result.expect("the run ends normally");
+    let totals = ended.timeline.expect("a timeline").totals();
+    assert!(summary.throttled > 0, "429s were met");
+    assert!(summary.this_run.get(Outcome::Rejected) >= 12);
+    assert_eq!(summary.this_run.get(Outcome::Invalid), 1);
+    for outcome in Outcome::ALL {
+        assert_eq!(
+            totals.rows_of(outcome),
+            summary.this_run.get(outcome),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(totals.requests, summary.requests);
+    assert_eq!(totals.throttled, summary.throttled);
+    assert!(totals.answers() > 0 && totals.answers() <= summary.requests);
+    assert!(totals.window().is_some());
 }
 
 #[test]
