@@ -23,6 +23,20 @@ fn kind(work: &Work) -> String {
 /// The caller writes the summary JSON after the run and before dropping the lock it
 /// hands back; this checks that lock is still held when the run has ended, so no other
 /// run on the results file can start until the summary is in place.
+
+/// A client of `emulator` with its test account's credentials.
+fn emulator_client(emulator: &Emulator, timeout: Duration) -> Client {
+    Client::new(
+        &emulator.base_url(),
+        crate::secret::Credentials {
+            username: TEST_ACCOUNT_SID.into(),
+            password: TEST_AUTH_TOKEN.into(),
+        },
+        timeout,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn the_run_hands_back_its_lock_still_held() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,15 +81,7 @@ async fn the_run_hands_back_its_lock_still_held() {
     let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let client = Client::new(
-        &emulator.base_url(),
-        crate::secret::Credentials {
-            username: TEST_ACCOUNT_SID.into(),
-            password: TEST_AUTH_TOKEN.into(),
-        },
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let client = emulator_client(&emulator, Duration::from_secs(1));
     let ended = run(config, client, CancellationToken::new()).await;
     let summary = ended.result.expect("the run ends normally");
     assert_eq!(summary.this_run.get(Outcome::Invalid), 1);
@@ -157,15 +163,7 @@ async fn the_timeline_adds_up_to_the_summary() {
     )
     .await
     .unwrap();
-    let client = Client::new(
-        &emulator.base_url(),
-        crate::secret::Credentials {
-            username: TEST_ACCOUNT_SID.into(),
-            password: TEST_AUTH_TOKEN.into(),
-        },
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let client = emulator_client(&emulator, Duration::from_secs(5));
     let ended = run(config, client, CancellationToken::new()).await;
     let summary = ended.result.expect("the run ends normally");
     let totals = ended.timeline.expect("a timeline").totals();
