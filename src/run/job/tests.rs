@@ -20,10 +20,6 @@ fn kind(work: &Work) -> String {
     }
 }
 
-/// The caller writes the summary JSON after the run and before dropping the lock it
-/// hands back; this checks that lock is still held when the run has ended, so no other
-/// run on the results file can start until the summary is in place.
-
 /// A client of `emulator` with its test account's credentials.
 fn emulator_client(emulator: &Emulator, timeout: Duration) -> Client {
     Client::new(
@@ -37,6 +33,9 @@ fn emulator_client(emulator: &Emulator, timeout: Duration) -> Client {
     .unwrap()
 }
 
+/// The caller writes the summary JSON after the run and before dropping the lock it
+/// hands back; this checks that lock is still held when the run has ended, so no other
+/// run on the results file can start until the summary is in place.
 #[tokio::test]
 async fn the_run_hands_back_its_lock_still_held() {
     let dir = tempfile::tempdir().unwrap();
