@@ -39,6 +39,9 @@ pub(crate) struct Sorter<const N: usize> {
     dir: PathBuf,
     /// The runs written so far, and the file holding them.
     spilled: Option<Spilled>,
+    /// With [`Sorter::last_of_each`]: records whose first this-many bytes are equal are one
+    /// key, and only the last of them in byte order is kept within each chunk.
+    key_bytes: Option<usize>,
 }
 
 struct Spilled {
@@ -60,6 +63,31 @@ impl<const N: usize> Sorter<N> {
             chunk_records: chunk_records.max(1),
             dir: dir.to_path_buf(),
             spilled: None,
+            key_bytes: None,
+        }
+    }
+
+    /// Keeps, within each chunk, only the last record (in byte order) of those whose first
+    /// `key_bytes` bytes are equal: for a caller that reads only the last record of each key,
+    /// so the runs written and merged are smaller. The merge may still hand back several
+    /// records of one key, from different chunks.
+    pub(crate) fn last_of_each(mut self, key_bytes: usize) -> Self {
+        self.key_bytes = Some(key_bytes.min(N));
+        self
+    }
+
+    /// Sorts the chunk, then drops what [`Sorter::last_of_each`] says is not needed.
+    fn sort_chunk(&mut self) {
+        self.chunk.sort_unstable();
+        if let Some(key_bytes) = self.key_bytes {
+            // `dedup_by` keeps the first of a run of equal keys: move the later one into it.
+            self.chunk.dedup_by(|later, kept| {
+                let same = later[..key_bytes] == kept[..key_bytes];
+                if same {
+                    *kept = *later;
+                }
+                same
+            });
         }
     }
 
@@ -81,7 +109,7 @@ impl<const N: usize> Sorter<N> {
         if self.chunk.is_empty() {
             return Ok(());
         }
-        self.chunk.sort_unstable();
+        self.sort_chunk();
         let spilled = match &mut self.spilled {
             Some(spilled) => spilled,
             None => self.spilled.insert(Spilled {
@@ -106,7 +134,7 @@ impl<const N: usize> Sorter<N> {
     /// All records pushed, in byte order.
     pub(crate) fn finish(mut self) -> io::Result<Sorted<N>> {
         let Some(_) = &self.spilled else {
-            self.chunk.sort_unstable();
+            self.sort_chunk();
             return Ok(Sorted::Memory(std::mem::take(&mut self.chunk).into_iter()));
         };
         self.spill()?;
@@ -289,6 +317,36 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn last_of_each_keeps_every_keys_last_record_in_order(
+            records in proptest::collection::vec(any::<[u8; 3]>(), 0..300),
+            chunk in 1usize..20,
+        ) {
+            // Keys of one byte, so that many records share one.
+            let dir = tempfile::tempdir().unwrap();
+            let mut sorter = Sorter::with_chunk_records(dir.path(), chunk).last_of_each(1);
+            for record in &records {
+                sorter.push(*record).unwrap();
+            }
+            let got: Vec<[u8; 3]> = sorter.finish().unwrap().map(Result::unwrap).collect();
+            prop_assert!(got.windows(2).all(|pair| pair[0] <= pair[1]), "in byte order");
+            let mut expected = records.clone();
+            expected.sort();
+            // Of each key, the last record got is the last record of the whole sort.
+            let last_of = |all: &[[u8; 3]]| {
+                let mut last = std::collections::BTreeMap::new();
+                for record in all {
+                    last.insert(record[0], *record);
+                }
+                last
+            };
+            prop_assert_eq!(last_of(&got), last_of(&expected));
+            prop_assert!(got.iter().all(|record| expected.contains(record)));
+            // A chunk keeps one record of each key it holds.
+            let keys = last_of(&expected).len();
+            prop_assert!(got.len() <= records.len().div_ceil(chunk) * keys);
+        }
+
         #[test]
         fn sorts_like_sort(records in proptest::collection::vec(any::<[u8; 3]>(), 0..300), chunk in 1usize..20) {
             let mut expected = records.clone();

@@ -173,7 +173,8 @@ fn compact_with_chunks(
         .from_reader(BufReader::new(journal));
     reader.byte_headers()?;
     let data_start = reader.position().byte();
-    let mut by_key = sorter::<BY_KEY>(temp_dir, chunk_records);
+    // Only the last row of each ICCID is placed: a chunk keeps just that of each.
+    let mut by_key = sorter::<BY_KEY>(temp_dir, chunk_records).last_of_each(8);
     let mut placed_rows = sorter::<PLACED>(temp_dir, chunk_records);
     let mut record = csv::ByteRecord::new();
     let mut rows = 0u64;
