@@ -999,9 +999,15 @@ async fn the_report_and_the_metrics_file_as_the_docs_show_them() {
     assert_eq!(exit_code(&output), 1, "{}", said(&output));
     let page = std::fs::read_to_string(shell.path("rehearsal.html")).unwrap();
     assert!(page.contains("<svg"), "the report has its charts");
+    // The needing-a-person table lists each refused row by its ICCID (the outcome table
+    // would name `rejected` whether or not a row was).
+    for n in [96, 193, 290] {
+        let (iccid, _) = good_sim(n);
+        assert!(page.contains(&iccid), "refused row {n} is in the report");
+    }
     assert!(
-        page.contains("rejected"),
-        "the refused rows are in the report"
+        !page.contains(&good_sim(95).0),
+        "a registered row is not listed"
     );
 
     // The guide's report and metrics lines against a stand-in account; the collector's

@@ -485,9 +485,8 @@ async fn an_83011_names_the_taken_name_and_the_steps_still_to_do() {
     let message = &row["error_message"];
     assert!(message.contains("'tracker-001'"), "{message}");
     assert!(
-        message.contains(
-            "the Fleet and the status asked for in the same request were not applied yet"
-        ),
+        message
+            .contains("the Fleet and the status asked for in the same request are not confirmed"),
         "{message}"
     );
     assert_eq!(row["status"], "new", "{row:?}");

@@ -393,8 +393,9 @@ impl Hooks for Update<'_, '_> {
 }
 
 /// What an 83011 means for the row: the unique name that clashed (a name is not a secret),
-/// and that the Fleet and status sent in the same request were not applied either, since
-/// the API refuses the whole update.
+/// and that the Fleet and status sent in the same request are not confirmed. Twilio does
+/// not say whether a refused update applies any of its fields, so the row claims neither;
+/// the rerun sends the whole update again, which is right either way.
 fn name_taken_message(name: &str, sent: &SimUpdate, error: &ApiError) -> String {
     let steps: Vec<String> = [
         sent.fleet.as_ref().map(|fleet| format!("Fleet {fleet}")),
@@ -406,16 +407,16 @@ fn name_taken_message(name: &str, sent: &SimUpdate, error: &ApiError) -> String 
     .flatten()
     .collect();
     let not_done = match (&sent.fleet, &sent.status) {
-        (Some(_), Some(_)) => "the Fleet and the status asked for in the same request were",
-        (Some(_), None) => "the Fleet asked for in the same request was",
-        (None, Some(_)) => "the status asked for in the same request was",
+        (Some(_), Some(_)) => "the Fleet and the status asked for in the same request are",
+        (Some(_), None) => "the Fleet asked for in the same request is",
+        (None, Some(_)) => "the status asked for in the same request is",
         (None, None) => "",
     };
     let steps = if steps.is_empty() {
         "the SIM is registered".to_string()
     } else {
         format!(
-            "the SIM is registered, but {not_done} not applied yet ({})",
+            "the SIM is registered, but {not_done} not confirmed ({})",
             steps.join(", ")
         )
     };
