@@ -6,7 +6,7 @@ use crate::api::adaptive::Sampled;
 use crate::api::latency::Latencies;
 use crate::run::progress::Counts;
 use crate::run::record::About;
-use crate::run::summary::{ConcurrencyReport, EndReason, NeedsAPerson, PersonRow};
+use crate::run::summary::{NeedsAPerson, PersonRow};
 use crate::run::timeline::{Bucket, CAPACITY, Timeline};
 
 /// A summary of a run that finished `rows` rows, of which `refused` need a person (each
@@ -37,17 +37,10 @@ fn summary(rows: u64, refused: u64, message: &str) -> RunSummary {
         finished_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_086_000),
         input: "sims.csv".into(),
         results_path: PathBuf::from("sims.results.csv"),
-        this_run,
-        skipped: Counts::default(),
         elapsed: Duration::from_secs(86_000),
         requests: rows,
-        retries: 0,
-        throttled: 0,
-        concurrency: ConcurrencyReport::default(),
-        end: EndReason::Finished,
-        update_pending: 0,
-        not_in_input: 0,
         needs_a_person,
+        ..RunSummary::for_test(this_run, Counts::default())
     }
 }
 

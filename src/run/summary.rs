@@ -580,4 +580,28 @@ pub(crate) fn write_json_atomically(path: &Path, value: &impl Serialize) -> std:
 }
 
 #[cfg(test)]
+impl RunSummary {
+    /// A summary of `this_run` and `skipped` and nothing else, for tests to change a field of.
+    pub(crate) fn for_test(this_run: Counts, skipped: Counts) -> RunSummary {
+        RunSummary {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            input: "in.csv".into(),
+            results_path: PathBuf::from("r.csv"),
+            this_run,
+            skipped,
+            elapsed: Duration::from_secs(1),
+            requests: 0,
+            retries: 0,
+            throttled: 0,
+            concurrency: ConcurrencyReport::default(),
+            end: EndReason::Finished,
+            update_pending: 0,
+            not_in_input: 0,
+            needs_a_person: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

@@ -7,23 +7,7 @@ fn summary(this_run: &[Outcome], skipped: &[Outcome]) -> RunSummary {
     this_run.iter().for_each(|o| counts.add(*o));
     let mut earlier = Counts::default();
     skipped.iter().for_each(|o| earlier.add(*o));
-    RunSummary {
-        started_at: SystemTime::UNIX_EPOCH,
-        finished_at: SystemTime::UNIX_EPOCH,
-        input: "in.csv".into(),
-        results_path: PathBuf::from("r.csv"),
-        this_run: counts,
-        skipped: earlier,
-        elapsed: Duration::from_secs(1),
-        requests: 0,
-        retries: 0,
-        throttled: 0,
-        concurrency: ConcurrencyReport::default(),
-        end: EndReason::Finished,
-        update_pending: 0,
-        not_in_input: 0,
-        needs_a_person: Default::default(),
-    }
+    RunSummary::for_test(counts, earlier)
 }
 
 #[test]
