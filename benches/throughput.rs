@@ -425,8 +425,41 @@ fn run_shape(dir: &Path, shape: &Shape, latency: Latency, header: &str) -> Shape
     let mut flags: Vec<&str> = shape.flags.iter().map(String::as_str).collect();
     flags.extend_from_slice(latency.flags());
     flags.extend(["--concurrency-header", header]);
-    let emulator = EmulatorProcess::start(&flags);
-    let input = input_file(dir, shape.rows);
+    run_against(dir, &flags, shape.rows, &[])
+}
+
+/// The same client told the limit: `--no-adaptive --concurrency P`, P the polite share of
+/// the shape's first limit, against the shape held at that limit (no schedule). Its rows
+/// per second over the possible ones is what the tool reaches at this latency when nothing
+/// is left to find: the credential check, the first and last round trips, the emulator's
+/// rounding of each latency to the millisecond and the client's own turnaround.
+fn run_told(dir: &Path, shape: &Shape, latency: Latency) -> (ShapeRun, f64) {
+    let mut flags: Vec<&str> = Vec::new();
+    let mut given = shape.flags.iter().map(String::as_str);
+    while let Some(flag) = given.next() {
+        if flag == "--limit-schedule" {
+            given.next();
+        } else {
+            flags.push(flag);
+        }
+    }
+    flags.extend_from_slice(latency.flags());
+    let polite = shape.polite_limit(shape.schedule[0].1, latency);
+    let concurrency = (polite as usize).to_string();
+    let run = run_against(
+        dir,
+        &flags,
+        shape.rows,
+        &["--no-adaptive", "--concurrency", &concurrency],
+    );
+    let efficiency = run.rows as f64 / run.wall / (polite / shape.latency);
+    (run, efficiency)
+}
+
+/// `register` with `client_flags` against a fresh emulator started with `emulator_flags`.
+fn run_against(dir: &Path, emulator_flags: &[&str], rows: u64, client_flags: &[&str]) -> ShapeRun {
+    let emulator = EmulatorProcess::start(emulator_flags);
+    let input = input_file(dir, rows);
     let output = dir.join("shape.results.csv");
     let summary = dir.join("shape.summary.json");
     let _ = std::fs::remove_file(&output);
@@ -435,7 +468,7 @@ fn run_shape(dir: &Path, shape: &Shape, latency: Latency, header: &str) -> Shape
         output.to_str().unwrap().to_string(),
         summary.to_str().unwrap().to_string(),
     );
-    let args = [
+    let mut args = vec![
         "register",
         &input,
         "-q",
@@ -446,6 +479,7 @@ fn run_shape(dir: &Path, shape: &Shape, latency: Latency, header: &str) -> Shape
         "--summary-json",
         &summary_path,
     ];
+    args.extend_from_slice(client_flags);
     let (wall, _, _, _) = run_client(&args);
     let summary: serde_json::Value = std::fs::read_to_string(&summary)
         .ok()
@@ -540,20 +574,31 @@ fn shapes() -> Vec<Shape> {
 }
 
 /// The matrix: each shape, under each latency distribution and header convention, with
-/// default flags; one Markdown table.
+/// default flags; then the same client told the limit, per shape and latency. Two
+/// Markdown tables.
 fn adaptive_table(dir: &Path) {
-    println!();
-    println!(
-        "| limit shape | latency | header | possible (rows/s) | ratio | 429 share | other app's 429 share | settled at |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
     let only = std::env::var("BENCH_SHAPES").unwrap_or_default();
     let headers = std::env::var("BENCH_HEADERS").unwrap_or_default();
+    let mut lines = Vec::new();
+    let mut told_lines = Vec::new();
     for shape in shapes()
         .into_iter()
         .filter(|s| s.name.contains(only.as_str()))
     {
         for latency in [Latency::Uniform, Latency::LongTail] {
+            eprintln!("{}, {}, told the limit...", shape.name, latency.name());
+            let (told, efficiency) = run_told(dir, &shape, latency);
+            let percent =
+                |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
+            told_lines.push(format!(
+                "| {} | {} | {:.0} | {:.0} | {efficiency:.3} | {} | {} |",
+                shape.name,
+                latency.name(),
+                shape.polite_limit(shape.schedule[0].1, latency),
+                told.rows as f64 / told.wall,
+                percent(Some(told.share())),
+                percent(told.other_share()),
+            ));
             for (flag, header) in CONVENTIONS
                 .into_iter()
                 .filter(|(flag, _)| headers.is_empty() || headers.split(',').any(|h| h == *flag))
@@ -561,19 +606,36 @@ fn adaptive_table(dir: &Path) {
                 eprintln!("{}, {}, header {header}...", shape.name, latency.name());
                 let run = run_shape(dir, &shape, latency, flag);
                 let possible = shape.possible(run.wall, latency);
-                let percent =
-                    |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
-                println!(
-                    "| {} | {} | {header} | {possible:.0} | {:.3} | {} | {} | {} |",
+                let rate = run.rows as f64 / run.wall;
+                lines.push(format!(
+                    "| {} | {} | {header} | {possible:.0} | {:.0} | **{:.3}** | {:.3} | {} | {} | {} |",
                     shape.name,
                     latency.name(),
-                    run.rows as f64 / run.wall / possible,
+                    possible * efficiency,
+                    rate / (possible * efficiency),
+                    rate / possible,
                     percent(Some(run.share())),
                     percent(run.other_share()),
                     run.settled,
-                );
+                ));
             }
         }
+    }
+    println!();
+    println!(
+        "| limit shape | latency | header | possible (rows/s) | told the limit (rows/s) | ratio to told | ratio to possible | 429 share | other app's 429 share | settled at |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for line in lines {
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "| the same client told the limit | latency | --concurrency | rows/s | ratio to possible | 429 share | other app's 429 share |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for line in told_lines {
+        println!("{line}");
     }
 }
 

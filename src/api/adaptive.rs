@@ -6,8 +6,8 @@
 //! `Twilio-Concurrent-Requests` header, when sent, counts the whole account's requests in
 //! flight, this run's and everyone else's. The controller, per answer:
 //!
-//! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by one per success
-//!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
+//! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by two per success
+//!   (tripling every round trip) until the first 429 or the ceiling, so a small limit costs a
 //!   handful of 429s at start-up, not a burst at the ceiling.
 //! - **With the header.** An answer shows the account's count `R`; `R` minus the most this
 //!   run had in flight from the request's send to its answer (see [`ours`]) is the *other*
@@ -30,7 +30,8 @@
 //!   with it, probes only look for a rise: every [`PROBE_AFTER_ROUNDS`], or
 //!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
 //!   borrows. A header probe only counts when an answer shows the account above the old
-//!   limit; otherwise it is withdrawn.
+//!   limit; otherwise it is withdrawn. At a small window probes are spaced further, so that
+//!   [`REQUESTS_PER_PROBE`] requests go by between two (a probe that finds nothing is a 429).
 //! - **Any convention.** Twilio does not say which answers carry the header: every one, 429s
 //!   only, or none. Where admitted answers carry no count (429s only), probes are timed and
 //!   judged as without the header, so a limit read from a 429's count is re-probed and a
@@ -58,6 +59,13 @@ pub(crate) const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
 /// With other traffic on the account, round trips between probes: a probe takes a slot the
 /// other traffic would have had, so it is rarer (about every 6 s at 100 ms a round trip).
 pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
+/// Requests sent between two probes, at least: a probe that finds nothing costs one 429,
+/// and this keeps that under 1% of the requests, at any window.
+const REQUESTS_PER_PROBE: u64 = 100;
+/// Slow start's growth per success: the window triples per round trip. A 429 comes back at
+/// once, so the overshoot past the limit is the few requests one answer releases, not a
+/// round trip's worth.
+const SLOW_START_GROWTH: f64 = 2.0;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
 
@@ -390,9 +398,11 @@ impl ConcurrencyLimit {
         if state.window >= target {
             return;
         }
-        // Slow start, and below a known target: one per success (doubles per round trip).
-        // Close to the target: one per round trip.
-        let step = if state.slow_start || state.window + 1.0 < target {
+        // Slow start: two per success (triples per round trip). Below a known target: one
+        // per success (doubles). Close to the target: one per round trip.
+        let step = if state.slow_start {
+            SLOW_START_GROWTH
+        } else if state.window + 1.0 < target {
             1.0
         } else {
             1.0 / state.window
@@ -547,7 +557,7 @@ impl ConcurrencyLimit {
     /// look for a rise. With other traffic on the account they are rarer still, whichever
     /// answers showed it.
     fn probe_wait(&self, state: &State) -> u64 {
-        if state.other.room() > 0 {
+        let rounds = if state.other.room() > 0 {
             // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
             // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
@@ -555,7 +565,11 @@ impl ConcurrencyLimit {
             state.probe_wait_without_header
         } else {
             PROBE_AFTER_ROUNDS
-        }
+        };
+        // A probe that finds nothing costs one 429: at a small window, rounds are few
+        // requests, so they are spaced to keep that cost a small share of the requests.
+        let window = state.window.floor().max(1.0) as u64;
+        rounds.max(REQUESTS_PER_PROBE.div_ceil(window))
     }
 
     /// Lets the window go `probe_step` above the learned limit `from`.

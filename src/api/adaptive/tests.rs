@@ -68,10 +68,10 @@ fn account(limit: usize, other: usize, header: bool) -> Account {
 }
 
 #[test]
-fn slow_start_begins_low_and_doubles_each_round_trip() {
+fn slow_start_begins_low_and_triples_each_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    let (_, throttled, levels) = account(1000, 0, true).run(&control, 6);
-    assert_eq!(levels, [4, 8, 16, 32, 64, 100]);
+    let (_, throttled, levels) = account(1000, 0, true).run(&control, 5);
+    assert_eq!(levels, [4, 12, 36, 100, 100]);
     assert_eq!(throttled, 0);
 }
 
@@ -93,6 +93,25 @@ fn a_small_limit_costs_a_handful_of_429s_then_none() {
         assert!(
             at_limit * 10 >= settled.len() * 8,
             "header {header}: {levels:?}"
+        );
+    }
+}
+
+#[test]
+fn at_a_small_window_probes_cost_at_most_one_request_in_a_hundred() {
+    // At 5 in flight a round trip is 5 requests: a probe every 16 of them was one 429 in 80,
+    // which with slow start's own left a small run at the edge of 2%.
+    for (header, counts_admitted) in [(true, true), (true, false), (false, false)] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let probes_only = Account {
+            counts_admitted,
+            ..account(5, 0, header)
+        };
+        probes_only.run(&control, 20);
+        let (requests, throttled, _) = probes_only.run(&control, 400);
+        assert!(
+            throttled * 100 <= requests,
+            "header {header}, on admitted answers {counts_admitted}: {throttled} of {requests}"
         );
     }
 }
@@ -241,7 +260,8 @@ fn a_429_long_after_two_cuts_in_a_row_is_no_storm() {
 #[test]
 fn with_the_header_a_fall_is_followed_in_one_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    account(20, 0, true).run(&control, 20);
+    // Before the first probe (it comes 16 round trips after the cut that ends slow start).
+    account(20, 0, true).run(&control, 12);
     assert_eq!(control.current(), 20);
     account(8, 0, true).round(&control);
     assert_eq!(control.current(), 8);
@@ -289,7 +309,8 @@ fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
     );
     drop(slots);
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    account(20, 0, true).run(&control, 20);
+    // Before the first probe (it comes 16 round trips after the cut that ends slow start).
+    account(20, 0, true).run(&control, 12);
     assert_eq!(control.current(), 20);
     account(20, 8, true).run(&control, 3);
     assert!(control.current() <= 12, "{}", control.current());
