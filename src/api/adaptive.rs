@@ -35,7 +35,10 @@
 //! - **Any convention.** Twilio does not say which answers carry the header: every one, 429s
 //!   only, or none. Where admitted answers carry no count (429s only), probes are timed and
 //!   judged as without the header, so a limit read from a 429's count is re-probed and a
-//!   rise is found; the header can only help.
+//!   rise is found; the header can only help. There, once the counts show other traffic, a
+//!   probe that met no 429 adds one step and the next waits a whole probe wait: the other
+//!   app's refusals show in no count, so silence is weak evidence, too weak for a slow
+//!   start toward the ceiling.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
@@ -518,9 +521,23 @@ impl ConcurrencyLimit {
             // counts only if the account was seen above the old limit (other traffic that
             // happened to be quiet proves nothing); then the next step is twice as large.
             // Without counts on admitted answers (no header, or a server that sends it on
-            // 429s only), a round trip at the probed level without a 429 is the evidence.
-            let confirmed = !state.counts_admitted || f64::from(peak) > probe.from;
-            if confirmed && state.probe_step >= 2.0 {
+            // 429s only), a full round trip at the probed level without a 429 is the
+            // evidence; one that did not fill the window (the last rows of a run) is none.
+            let confirmed = if state.counts_admitted {
+                f64::from(peak) > probe.from
+            } else {
+                full
+            };
+            if confirmed && !state.counts_admitted && state.other.room() > 0 {
+                // Counts come on 429s only and show other traffic: a round without a 429
+                // of ours may be one in which the other app's requests were refused
+                // instead, and nothing shows those. The level is kept, one step at a
+                // time and a whole probe wait apart, never a slow start to the ceiling.
+                state.learned = Some(probe.level);
+                state.probe = None;
+                state.probe_step = 1.0;
+                state.quiet_rounds = 0;
+            } else if confirmed && state.probe_step >= 2.0 {
                 // Two steps held: the limit rose by more than a little. Slow start again
                 // from here rather than creep up a step at a time.
                 state.learned = None;
@@ -566,6 +583,10 @@ impl ConcurrencyLimit {
         } else {
             PROBE_AFTER_ROUNDS
         };
+        if rounds < PROBE_AFTER_ROUNDS {
+            // The first probe after a cut puts right a room read one low: worth its 429.
+            return rounds;
+        }
         // A probe that finds nothing costs one 429: at a small window, rounds are few
         // requests, so they are spaced to keep that cost a small share of the requests.
         let window = state.window.floor().max(1.0) as u64;
