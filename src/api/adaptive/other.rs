@@ -66,7 +66,16 @@ impl OtherTraffic {
         while self.levels.last() == Some(&0) {
             self.levels.pop();
         }
-        self.room = self.work_out_room();
+        let room = self.work_out_room();
+        if room != self.room {
+            tracing::trace!(
+                room,
+                full = self.full,
+                samples = self.ring.len(),
+                "room for other traffic"
+            );
+        }
+        self.room = room;
     }
 
     /// The other traffic's mean in flight over the run, once an answer showed it.
