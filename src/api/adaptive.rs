@@ -96,6 +96,8 @@ pub(crate) struct Observed {
     pub(crate) learned_limit: Option<usize>,
     /// Whether any answer carried `Twilio-Concurrent-Requests`.
     pub(crate) header_seen: bool,
+    /// Whether an admitted answer carried it (not only 429s).
+    pub(crate) header_on_admitted: bool,
     /// Other traffic on the account: its mean requests in flight, from the header.
     pub(crate) other_in_flight: Option<f64>,
     /// The most other requests in flight one answer showed.
@@ -302,6 +304,7 @@ impl ConcurrencyLimit {
                 .or(state.learned)
                 .map(whole),
             header_seen: state.header_seen(),
+            header_on_admitted: state.counts_admitted,
             other_in_flight: state.other.mean(),
             other_peak: state.other.peak(),
             peak_in_flight: state.peak_in_flight,

@@ -177,6 +177,9 @@ pub(crate) struct ConcurrencyReport {
     pub(crate) max_share: f64,
     /// Whether the API reported the account's requests in flight.
     pub(crate) header_seen: bool,
+    /// Whether admitted answers reported it too; false when only 429s did (or none), and
+    /// then the other traffic is seen only when the account is full, at what this run left.
+    pub(crate) header_on_admitted: bool,
     /// Other traffic on the account: its mean and highest requests in flight, from the header.
     pub(crate) other_in_flight: Option<f64>,
     pub(crate) other_peak: Option<u32>,
@@ -206,6 +209,7 @@ impl ConcurrencyReport {
             learned_limit: seen.learned_limit,
             max_share,
             header_seen: seen.header_seen,
+            header_on_admitted: seen.header_on_admitted,
             other_in_flight: seen.other_in_flight.map(|v| (v * 10.0).round() / 10.0),
             other_peak: seen.other_peak,
             throttled_share: if requests == 0 {
@@ -254,12 +258,22 @@ impl ConcurrencyReport {
             self.throttled_share * 100.0
         ));
         match (self.other_in_flight, self.other_peak) {
+            (Some(mean), Some(peak)) if peak > 0 && !self.header_on_admitted => {
+                text.push_str(&format!(
+                    "other traffic on the account: {mean:.1} requests in flight on average at \
+                     this run's 429s, {peak} at most; the API counts them on 429s only, when the \
+                     account is full, which shows what this run left the other traffic, not \
+                     what it needs: --max-share leaves it room
+"
+                ))
+            }
             (Some(mean), Some(peak)) => text.push_str(&format!(
                 "other traffic on the account: {mean:.1} requests in flight on average, {peak} at most
 "
             )),
             _ if !self.header_seen => text.push_str(
-                "other traffic on the account: not visible (the API sent no Twilio-Concurrent-Requests)
+                "other traffic on the account: not visible (the API sent no \
+                 Twilio-Concurrent-Requests); --max-share leaves it room
 ",
             ),
             _ => {}

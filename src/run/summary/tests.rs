@@ -112,3 +112,44 @@ fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
+    let report = |header_seen, header_on_admitted, other: Option<(f64, u32)>| ConcurrencyReport {
+        ceiling: 100,
+        adaptive: true,
+        settled: 9,
+        lowest: 4,
+        highest: 18,
+        learned_limit: Some(20),
+        max_share: 1.0,
+        header_seen,
+        header_on_admitted,
+        other_in_flight: other.map(|(mean, _)| mean),
+        other_peak: other.map(|(_, peak)| peak),
+        throttled_share: 0.01,
+        peak_in_flight: 18,
+    };
+    let every = report(true, true, Some((5.8, 12))).describe(3);
+    assert!(
+        every.contains("5.8 requests in flight on average, 12 at most")
+            && !every.contains("--max-share"),
+        "{every}"
+    );
+    // On 429s only, a count shows the account full: what the run left the other app.
+    let on_429 = report(true, false, Some((11.0, 13))).describe(3);
+    assert!(
+        on_429.contains("on 429s only") && on_429.contains("--max-share leaves it room"),
+        "{on_429}"
+    );
+    let alone_on_429 = report(true, false, Some((0.0, 0))).describe(3);
+    assert!(
+        alone_on_429.contains("0.0 requests in flight on average, 0 at most"),
+        "{alone_on_429}"
+    );
+    let never = report(false, false, None).describe(3);
+    assert!(
+        never.contains("not visible") && never.contains("--max-share leaves it room"),
+        "{never}"
+    );
+}
