@@ -86,6 +86,12 @@ async fn alone_the_whole_limit_is_found_and_no_other_traffic_imagined() {
     for (name, header, counts_refused) in CONVENTIONS {
         let (c, stats) = run(account(20, header, counts_refused), 800).await;
         assert_no_other_traffic_imagined(name, &c);
+        // What the summary tells the reader it could see of other traffic.
+        assert_eq!(
+            c["header_on_admitted"],
+            header == HeaderConvention::EveryAnswer,
+            "{name}: {c}"
+        );
         // A count is a 429's exact news: with any header the whole limit is found. (The
         // no-header path reads its room from its own in-flight count, which a busy machine
         // can leave a few low for a while until a probe puts it right. A run may also end in
