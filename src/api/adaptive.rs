@@ -23,8 +23,10 @@
 //!   first reading can be one high: one of ours overtook the refused request); a third round
 //!   in a row with a 429 cuts multiplicatively, so a storm never persists.
 //! - **Ageing.** A learned limit is a hint, not a wall: after some round trips at it without
-//!   a 429 the limit is probed one higher, then two, four, ... for each further round trip
-//!   the probe holds. A refused probe goes back to where it started. Without the header the
+//!   a 429 the limit is probed one higher, then two higher, then slow start from there,
+//!   for each further round trip the probe holds (with counts on admitted answers, one
+//!   that shows the account above the old limit starts the slow start at once). A refused
+//!   probe goes back to where it started. Without the header the
 //!   first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the
 //!   room one low) and each refused one doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
 //!   with it, probes only look for a rise: every [`PROBE_AFTER_ROUNDS`], or
@@ -540,9 +542,10 @@ impl ConcurrencyLimit {
                 state.probe = None;
                 state.probe_step = 1.0;
                 state.quiet_rounds = 0;
-            } else if confirmed && state.probe_step >= 2.0 {
-                // Two steps held: the limit rose by more than a little. Slow start again
-                // from here rather than creep up a step at a time.
+            } else if confirmed && (state.probe_step >= 2.0 || state.counts_admitted) {
+                // The limit rose: an answer counted the account above the old limit, or two
+                // steps held without a count. Slow start again from here rather than creep
+                // up a step at a time (a rise of one costs the few 429s of the overshoot).
                 state.learned = None;
                 state.probe = None;
                 state.probe_step = 1.0;

@@ -228,6 +228,34 @@ fn counts_on_429s_only_with_other_traffic_let_a_silent_probe_add_one_step_not_sl
 }
 
 #[test]
+fn a_count_above_the_old_limit_starts_the_climb_at_once() {
+    // A probe at 21 over a learned 20, and an answer counts 21 in flight: the account took
+    // more than the old limit, so the limit rose. A second step at 23 would only cost a
+    // round trip and more before the climb; a rise from 8 to 25 was found that much later.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    {
+        let mut state = control.lock();
+        state.window = 21.0;
+        state.slow_start = false;
+        state.learned = Some(21.0);
+        state.counts_admitted = true;
+        state.probe = Some(Probe {
+            from: 20.0,
+            level: 21.0,
+            reached: true,
+        });
+    }
+    let slots: Vec<_> = (0..21).map(|_| control.try_acquire().unwrap()).collect();
+    for slot in &slots {
+        control.on_answer(slot, Answer::Admitted, Some(21));
+    }
+    drop(slots);
+    let state = control.lock();
+    assert!(state.slow_start && state.probe.is_none(), "{state:?}");
+    assert_eq!(state.learned, None, "{state:?}");
+}
+
+#[test]
 fn a_large_limit_is_reached_in_a_few_round_trips() {
     for header in [true, false] {
         let control = ConcurrencyLimit::new(100, true, 1.0);
