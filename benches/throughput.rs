@@ -19,7 +19,10 @@
 //! throughput (the polite share of the limit over the mean latency: all of it alone; with
 //! the other app, the most that leaves it under 2% of its requests refused, simulated from
 //! its arrivals and holding times), the ratio reached, the 429 shares of this run and of the
-//! other app, and where concurrency settled. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
+//! other app, and where concurrency settled. Beside each shape and latency runs the same
+//! client told the limit (`--no-adaptive --concurrency P`, P the polite share), whose rows
+//! per second are the yardstick of the ratio to told: what finding the limit costs, beyond
+//! what a run that knew it pays anyway. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
 //! `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every` (or
 //! `on-429`, `never`) only that convention of the header.
 //!
