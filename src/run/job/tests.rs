@@ -33,38 +33,28 @@ fn emulator_client(emulator: &Emulator, timeout: Duration) -> Client {
     .unwrap()
 }
 
-/// The caller writes the summary JSON after the run and before dropping the lock it
-/// hands back; this checks that lock is still held when the run has ended, so no other
-/// run on the results file can start until the summary is in place.
-#[tokio::test]
-async fn the_run_hands_back_its_lock_still_held() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("sims.csv");
-    // Rows that fail the checks: the run sends nothing but the preflight, which proves the
-    // account its rows carry.
-    std::fs::write(&input, "Iccid,RegistrationCode\n12345,H3LL0W0RLD\n").unwrap();
-    let output = dir.path().join("sims.results.csv");
-    let config = RegisterConfig {
-        account_sid: None,
+/// A run of `input` against the emulator's test account with these limits, every other
+/// setting at its default.
+fn emulator_run(
+    input: std::path::PathBuf,
+    output: std::path::PathBuf,
+    limits: crate::api::gate::GateLimits,
+    timeout: Duration,
+) -> RegisterConfig {
+    RegisterConfig {
+        account_sid: Some(TEST_ACCOUNT_SID.into()),
         input: crate::input::InputSource::File(input),
-        output: output.clone(),
+        output,
         target: crate::run::config::Target::Emulator {
             credentials: crate::secret::Credentials {
-                username: "AC0".into(),
-                password: "unused".into(),
+                username: TEST_ACCOUNT_SID.into(),
+                password: TEST_AUTH_TOKEN.into(),
             },
             state: None,
             account: Box::default(),
         },
-        limits: crate::api::gate::GateLimits {
-            rate: 10.0,
-            max_attempts: 1,
-            backoff: crate::api::retry::Backoff::default(),
-            concurrency: 1,
-            adaptive: false,
-            max_share: 1.0,
-        },
-        timeout: Duration::from_secs(1),
+        limits,
+        timeout,
         retry_rejected: false,
         progress_interval: Duration::from_secs(60),
         grace: Duration::from_secs(1),
@@ -76,7 +66,29 @@ async fn the_run_hands_back_its_lock_still_held() {
         read: crate::input::ReadOptions::default(),
         strict: false,
         failed_out: None,
+    }
+}
+
+/// The caller writes the summary JSON after the run and before dropping the lock it
+/// hands back; this checks that lock is still held when the run has ended, so no other
+/// run on the results file can start until the summary is in place.
+#[tokio::test]
+async fn the_run_hands_back_its_lock_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sims.csv");
+    // Rows that fail the checks: the run sends nothing but the preflight, which proves the
+    // account its rows carry.
+    std::fs::write(&input, "Iccid,RegistrationCode\n12345,H3LL0W0RLD\n").unwrap();
+    let output = dir.path().join("sims.results.csv");
+    let limits = crate::api::gate::GateLimits {
+        rate: 10.0,
+        max_attempts: 1,
+        backoff: crate::api::retry::Backoff::default(),
+        concurrency: 1,
+        adaptive: false,
+        max_share: 1.0,
     };
+    let config = emulator_run(input, output.clone(), limits, Duration::from_secs(1));
     let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -115,42 +127,18 @@ async fn the_timeline_adds_up_to_the_summary() {
     text.push_str("12345,H3LL0W0RLD\n");
     std::fs::write(&input, text).unwrap();
     let output = dir.path().join("sims.results.csv");
-    let config = RegisterConfig {
-        account_sid: Some(TEST_ACCOUNT_SID.into()),
-        input: crate::input::InputSource::File(input),
-        output,
-        target: crate::run::config::Target::Emulator {
-            credentials: crate::secret::Credentials {
-                username: TEST_ACCOUNT_SID.into(),
-                password: TEST_AUTH_TOKEN.into(),
-            },
-            state: None,
-            account: Box::default(),
+    let limits = crate::api::gate::GateLimits {
+        rate: f64::INFINITY,
+        max_attempts: 6,
+        backoff: crate::api::retry::Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(10),
         },
-        limits: crate::api::gate::GateLimits {
-            rate: f64::INFINITY,
-            max_attempts: 6,
-            backoff: crate::api::retry::Backoff {
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(10),
-            },
-            concurrency: 16,
-            adaptive: true,
-            max_share: 1.0,
-        },
-        timeout: Duration::from_secs(5),
-        retry_rejected: false,
-        progress_interval: Duration::from_secs(60),
-        grace: Duration::from_secs(1),
-        summary_json: None,
-        report: None,
-        metrics_file: None,
-        max_failures: None,
-        onboard: OnboardConfig::default(),
-        read: crate::input::ReadOptions::default(),
-        strict: false,
-        failed_out: None,
+        concurrency: 16,
+        adaptive: true,
+        max_share: 1.0,
     };
+    let config = emulator_run(input, output, limits, Duration::from_secs(5));
     // A limit of 3 in flight: a run of up to 16 meets 429s.
     let emulator = Emulator::start(
         EmulatorConfig {
