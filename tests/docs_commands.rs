@@ -132,22 +132,12 @@ const RUN: [&str; 26] = [
     GUIDE_TEST_PAIR,
 ];
 
-/// The subcommands: a line that runs one of them is a command.
-const SUBCOMMANDS: [&str; 8] = [
-    "register",
-    "validate",
-    "export",
-    "reconcile",
-    "check",
-    "emulator",
-    "completions",
-    "man",
-];
-
 /// The command lines in the fenced blocks of `doc`: lines that run `supersim-bulk` (a
 /// subcommand after its name or path) or `cargo`, and `export` lines that set the
 /// credentials; a `$ ` prompt is dropped and a line ending in `\` joined with the next.
 fn shown_commands(doc: &str) -> Vec<String> {
+    // A line that runs one of the subcommands is a command.
+    let subcommands = common::subcommands();
     let mut commands = Vec::new();
     let mut in_block = false;
     let mut pending = String::new();
@@ -170,7 +160,7 @@ fn shown_commands(doc: &str) -> Vec<String> {
         }
         pending.clear();
         let text = joined.strip_prefix("$ ").unwrap_or(&joined);
-        let runs_the_tool = SUBCOMMANDS
+        let runs_the_tool = subcommands
             .iter()
             .any(|sub| text.contains(&format!("supersim-bulk {sub}")));
         if runs_the_tool || text.starts_with("cargo ") || text.starts_with("export TWILIO_") {

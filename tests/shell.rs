@@ -60,17 +60,9 @@ async fn the_man_page_covers_every_subcommand_and_the_exit_codes() {
 
 #[tokio::test]
 async fn each_subcommands_help_ends_with_worked_examples() {
-    for subcommand in [
-        "",
-        "register",
-        "validate",
-        "export",
-        "reconcile",
-        "check",
-        "emulator",
-        "completions",
-        "man",
-    ] {
+    let subcommands = common::subcommands();
+    let top = std::iter::once("");
+    for subcommand in top.chain(subcommands.iter().map(String::as_str)) {
         let args: Vec<&str> = [subcommand, "--help"]
             .into_iter()
             .filter(|a| !a.is_empty())

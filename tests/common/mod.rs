@@ -281,3 +281,13 @@ impl TestEnv {
         command.output().await.expect("the binary runs")
     }
 }
+
+/// The tool's subcommands, read from its clap definition (not `help`), so a subcommand
+/// added later is covered by every test that walks them.
+pub fn subcommands() -> Vec<String> {
+    use clap::CommandFactory;
+    supersim_bulk::cli::Cli::command()
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect()
+}
