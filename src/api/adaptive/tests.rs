@@ -349,7 +349,7 @@ fn a_429_long_after_two_cuts_in_a_row_is_no_storm() {
 #[test]
 fn with_the_header_a_fall_is_followed_in_one_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    // Before the first probe (it comes 16 round trips after the cut that ends slow start).
+    // Before the first probe (it comes 10 round trips after the cut that ends slow start).
     account(20, 0, true).run(&control, 12);
     assert_eq!(control.current(), 20);
     account(8, 0, true).round(&control);
@@ -398,7 +398,7 @@ fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
     );
     drop(slots);
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    // Before the first probe (it comes 16 round trips after the cut that ends slow start).
+    // Before the first probe (it comes 10 round trips after the cut that ends slow start).
     account(20, 0, true).run(&control, 12);
     assert_eq!(control.current(), 20);
     account(20, 8, true).run(&control, 3);
