@@ -23,7 +23,9 @@
 //! other app, and where concurrency settled. Beside each shape and latency runs the same
 //! client told the limit (`--no-adaptive --concurrency P`, P the polite share), whose rows
 //! per second are the yardstick of the ratio to told: what finding the limit costs, beyond
-//! what a run that knew it pays anyway. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
+//! what a run that knew it pays anyway. On a shared account the told run also shows how
+//! often its answers found the account full beside how often the other app did (its 429
+//! share): the first is all the header lets a client see of the second. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
 //! `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every` (or
 //! `on-429`, `never`) only that convention of the header.
 //!
@@ -397,6 +399,8 @@ struct ShapeRun {
     throttled: u64,
     other_requests: u64,
     other_throttled: u64,
+    /// Admitted answers given with the account at its limit.
+    answers_at_limit: u64,
     settled: String,
 }
 
@@ -406,6 +410,12 @@ impl ShapeRun {
     }
     fn other_share(&self) -> Option<f64> {
         (self.other_requests > 0).then(|| self.other_throttled as f64 / self.other_requests as f64)
+    }
+    /// The share of this run's admitted answers that found the account at its limit: all a
+    /// client reading the count can know of how often the other app finds it full.
+    fn full_share(&self) -> f64 {
+        let admitted = self.requests.saturating_sub(self.throttled);
+        self.answers_at_limit as f64 / admitted.max(1) as f64
     }
 }
 
@@ -419,6 +429,7 @@ fn shape_stats(emulator: &EmulatorProcess, wall: f64, rows: u64, settled: String
         throttled: get("throttled"),
         other_requests: get("other_requests"),
         other_throttled: get("other_throttled"),
+        answers_at_limit: get("answers_at_limit"),
         settled,
     }
 }
@@ -595,13 +606,14 @@ fn adaptive_table(dir: &Path) {
             let percent =
                 |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}%", 100.0 * v));
             told_lines.push(format!(
-                "| {} | {} | {:.0} | {:.0} | {efficiency:.3} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {efficiency:.3} | {} | {} | {} |",
                 shape.name,
                 latency.name(),
                 shape.polite_limit(shape.schedule[0].1, latency),
                 told.rows as f64 / told.wall,
                 percent(Some(told.share())),
                 percent(told.other_share()),
+                percent(told.other_share().map(|_| told.full_share())),
             ));
             for (flag, header) in CONVENTIONS
                 .into_iter()
@@ -635,9 +647,9 @@ fn adaptive_table(dir: &Path) {
     }
     println!();
     println!(
-        "| the same client told the limit | latency | --concurrency | rows/s | ratio to possible | 429 share | other app's 429 share |"
+        "| the same client told the limit | latency | --concurrency | rows/s | ratio to possible | 429 share | other app's 429 share | its answers with the account full |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for line in told_lines {
         println!("{line}");
     }

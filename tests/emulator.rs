@@ -467,6 +467,29 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
 }
 
 #[tokio::test]
+async fn stats_count_the_answers_given_with_the_account_at_its_limit() -> TestResult {
+    // One request at a time: with a limit of 1 each answer finds the account full (its own
+    // request fills it); with a limit of 2 none does.
+    for (limit, at_limit) in [(1, 3), (2, 0)] {
+        let emulator = start(EmulatorConfig {
+            max_concurrent: Some(limit),
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let client = client();
+        let url = format!("{}/v1/Sims", emulator.base_url());
+        for _ in 0..3 {
+            let request = client
+                .get(&url)
+                .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN));
+            assert_eq!(exchange(request).await?.status, StatusCode::OK);
+        }
+        assert_eq!(emulator.stats().answers_at_limit, at_limit, "limit {limit}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_response_dropped_after_commit_is_a_connection_error_but_registers() -> TestResult {
     let emulator = start(EmulatorConfig::default()).await;
     let client = client();
@@ -689,6 +712,7 @@ async fn stats_are_served_without_auth_and_without_being_counted() -> TestResult
         update_requests: 0,
         other_requests: 0,
         other_throttled: 0,
+        answers_at_limit: 0,
     };
     assert_eq!(first, expected);
     assert_eq!(second, expected);

@@ -70,6 +70,9 @@ pub(super) async fn admit_request(
         next.run(request).await
     };
     let mut store = shared.store();
+    if !over_limit && shared.limit_now().is_some_and(|max| store.in_flight >= max) {
+        store.stats.answers_at_limit += 1;
+    }
     match response.status() {
         StatusCode::TOO_MANY_REQUESTS => store.stats.throttled += 1,
         StatusCode::UNAUTHORIZED => store.stats.unauthorized += 1,

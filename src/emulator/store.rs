@@ -52,6 +52,11 @@ pub struct Stats {
     /// The other app's requests refused because the account was at its limit.
     #[serde(default)]
     pub other_throttled: u64,
+    /// Admitted answers given while the account was at its limit, this request included:
+    /// how often a client reading the count saw the account full. Beside `other_throttled`
+    /// it shows how far that is from how often the other app found it full.
+    #[serde(default)]
+    pub answers_at_limit: u64,
 }
 
 /// What the emulator remembers. One lock, never held across an await.
