@@ -17,17 +17,17 @@
 //! ±50%, long-tailed) and each convention of the `Twilio-Concurrent-Requests` header (on
 //! every answer, on 429s only, never), all with default flags and 3,000 rows (300 for the
 //! small limit), as the issue measured them. Each row gives the possible throughput (the
-//! polite share of the limit over the mean latency: all of it alone; with
-//! the other app, the most that leaves it under 2% of its requests refused, simulated from
-//! its arrivals and holding times), the ratio reached, the 429 shares of this run and of the
-//! other app, and where concurrency settled. Beside each shape and latency runs the same
-//! client told the limit (`--no-adaptive --concurrency P`, P the polite share), whose rows
-//! per second are the yardstick of the ratio to told: what finding the limit costs, beyond
-//! what a run that knew it pays anyway. On a shared account the told run also shows how
-//! often its answers found the account full beside how often the other app did (its 429
-//! share): the first is all the header lets a client see of the second. `BENCH_ADAPTIVE_ONLY=1` runs only this table,
-//! `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every` (or
-//! `on-429`, `never`) only that convention of the header.
+//! polite share of the limit over the mean latency: all of it alone; with the other app, the
+//! most that leaves it under 2% of its requests refused, simulated from its arrivals and
+//! holding times), the ratio reached, the 429 shares of this run and of the other app, and
+//! where concurrency settled. Beside each shape and latency runs the same client told the
+//! limit (`--no-adaptive --concurrency P`, P the polite share), whose rows per second are
+//! the yardstick of the ratio to told: what finding the limit costs, beyond what a run that
+//! knew it pays anyway. On a shared account the told run also shows how often its answers
+//! found the account full beside how often the other app did (its 429 share): the first is
+//! all the header lets a client see of the second. `BENCH_ADAPTIVE_ONLY=1` runs only this
+//! table, `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every`
+//! (or `on-429`, `never`) only that convention of the header.
 //!
 //! The third table is the cost of `--report` (issue 21): the 1,000,000-row registration
 //! against the instant server without it and with it (CPU, peak memory, the page's size).

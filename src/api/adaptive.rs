@@ -525,7 +525,7 @@ impl ConcurrencyLimit {
                 return;
             }
             match ProbeEvidence::of_round(state.counts_admitted, peak, probe.from, full) {
-                ProbeEvidence::Counted => self.climb_from(state),
+                ProbeEvidence::Counted => self.resume_slow_start(state),
                 ProbeEvidence::Unrefused if state.other.room() > 0 => {
                     // Counts come on 429s only and show other traffic: a round without a 429
                     // of ours may be one in which the other app's requests were refused
@@ -537,7 +537,9 @@ impl ConcurrencyLimit {
                     state.quiet_rounds = 0;
                 }
                 // Two steps held without a count: as good a sign of a rise as a count.
-                ProbeEvidence::Unrefused if state.probe_step >= 2.0 => self.climb_from(state),
+                ProbeEvidence::Unrefused if state.probe_step >= 2.0 => {
+                    self.resume_slow_start(state)
+                }
                 ProbeEvidence::Unrefused => {
                     state.learned = Some(probe.level);
                     state.probe_step *= 2.0;
@@ -590,7 +592,7 @@ impl ConcurrencyLimit {
 
     /// The limit rose: slow start again from the window, rather than creep up a step at a
     /// time (a rise of one costs only the few 429s of the overshoot).
-    fn climb_from(&self, state: &mut State) {
+    fn resume_slow_start(&self, state: &mut State) {
         state.learned = None;
         state.probe = None;
         state.probe_step = 1.0;

@@ -286,8 +286,10 @@ impl TestEnv {
 /// added later is covered by every test that walks them.
 pub fn subcommands() -> Vec<String> {
     use clap::CommandFactory;
-    supersim_bulk::cli::Cli::command()
+    let names: Vec<String> = supersim_bulk::cli::Cli::command()
         .get_subcommands()
         .map(|sub| sub.get_name().to_string())
-        .collect()
+        .collect();
+    assert!(names.iter().any(|name| name == "register"), "{names:?}");
+    names
 }
