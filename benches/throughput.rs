@@ -411,11 +411,12 @@ impl ShapeRun {
     fn other_share(&self) -> Option<f64> {
         (self.other_requests > 0).then(|| self.other_throttled as f64 / self.other_requests as f64)
     }
-    /// The share of this run's admitted answers that found the account at its limit: all a
-    /// client reading the count can know of how often the other app finds it full.
-    fn full_share(&self) -> f64 {
+    /// On a shared account, the share of this run's admitted answers that found it at its
+    /// limit: all a client reading the count can know of how often the other app finds it
+    /// full.
+    fn full_share(&self) -> Option<f64> {
         let admitted = self.requests.saturating_sub(self.throttled);
-        self.answers_at_limit as f64 / admitted.max(1) as f64
+        (self.other_requests > 0).then(|| self.answers_at_limit as f64 / admitted.max(1) as f64)
     }
 }
 
@@ -613,7 +614,7 @@ fn adaptive_table(dir: &Path) {
                 told.rows as f64 / told.wall,
                 percent(Some(told.share())),
                 percent(told.other_share()),
-                percent(told.other_share().map(|_| told.full_share())),
+                percent(told.full_share()),
             ));
             for (flag, header) in CONVENTIONS
                 .into_iter()

@@ -166,28 +166,42 @@ fn a_refused_probe_goes_back_to_the_level_it_probed_from() {
     }
 }
 
+/// A limit past slow start, its window at `window`, with a probe from `from` to `level`
+/// that has run a full round trip at its level: the next round trip is its evidence.
+fn probe_reached(from: f64, level: f64, window: f64) -> Arc<ConcurrencyLimit> {
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    {
+        let mut state = control.lock();
+        state.window = window;
+        state.slow_start = false;
+        state.learned = Some(level);
+        state.probe = Some(Probe {
+            from,
+            level,
+            reached: true,
+        });
+    }
+    control
+}
+
+/// Sends `requests` at once and answers each as admitted, with `reported` in the header.
+fn admit_round(control: &Arc<ConcurrencyLimit>, requests: usize, reported: Option<u32>) {
+    let slots: Vec<_> = (0..requests)
+        .map(|_| control.try_acquire().expect("a slot under the window"))
+        .collect();
+    for slot in &slots {
+        control.on_answer(slot, Answer::Admitted, reported);
+    }
+}
+
 #[test]
 fn a_probe_round_trip_that_does_not_fill_the_window_proves_nothing() {
     // The last rows of a run: a probe at 21 has been reached, then a round trip sends only
     // 5. No 429 came, but nothing was tried above 20: without counts on admitted answers
     // the probe was taken for a find, and the limit climbed step after step to the end.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
-    {
-        let mut state = control.lock();
-        state.window = 21.0;
-        state.slow_start = false;
-        state.learned = Some(21.0);
-        state.probe = Some(Probe {
-            from: 20.0,
-            level: 21.0,
-            reached: true,
-        });
-    }
+    let control = probe_reached(20.0, 21.0, 21.0);
     for _ in 0..4 {
-        let slots: Vec<_> = (0..5).map(|_| control.try_acquire().unwrap()).collect();
-        for slot in &slots {
-            control.on_answer(slot, Answer::Admitted, None);
-        }
+        admit_round(&control, 5, None);
     }
     let seen = control.observed();
     assert_eq!(seen.learned_limit, Some(20), "{seen:?}");
@@ -200,27 +214,15 @@ fn counts_on_429s_only_with_other_traffic_let_a_silent_probe_add_one_step_not_sl
     // instead, and a server that counts on 429s only shows nothing of that. Two such
     // probes in a row used to slow-start the run toward the ceiling, into the other app's
     // room (4.7% of its requests refused in the benchmark's Poisson, long-tailed cell).
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = probe_reached(20.0, 22.0, 14.0);
     {
         let mut state = control.lock();
         for _ in 0..50 {
             state.other.note(7, true);
         }
-        state.window = 14.0;
-        state.slow_start = false;
-        state.learned = Some(22.0);
         state.probe_step = 2.0;
-        state.probe = Some(Probe {
-            from: 20.0,
-            level: 22.0,
-            reached: true,
-        });
     }
-    let slots: Vec<_> = (0..14).map(|_| control.try_acquire().unwrap()).collect();
-    for slot in &slots {
-        control.on_answer(slot, Answer::Admitted, None);
-    }
-    drop(slots);
+    admit_round(&control, 14, None);
     let seen = control.observed();
     assert_eq!(seen.learned_limit, Some(22), "{seen:?}");
     let state = control.lock();
@@ -232,24 +234,9 @@ fn a_count_above_the_old_limit_starts_the_climb_at_once() {
     // A probe at 21 over a learned 20, and an answer counts 21 in flight: the account took
     // more than the old limit, so the limit rose. A second step at 23 would only cost a
     // round trip and more before the climb; a rise from 8 to 25 was found that much later.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
-    {
-        let mut state = control.lock();
-        state.window = 21.0;
-        state.slow_start = false;
-        state.learned = Some(21.0);
-        state.counts_admitted = true;
-        state.probe = Some(Probe {
-            from: 20.0,
-            level: 21.0,
-            reached: true,
-        });
-    }
-    let slots: Vec<_> = (0..21).map(|_| control.try_acquire().unwrap()).collect();
-    for slot in &slots {
-        control.on_answer(slot, Answer::Admitted, Some(21));
-    }
-    drop(slots);
+    let control = probe_reached(20.0, 21.0, 21.0);
+    control.lock().counts_admitted = true;
+    admit_round(&control, 21, Some(21));
     let state = control.lock();
     assert!(state.slow_start && state.probe.is_none(), "{state:?}");
     assert_eq!(state.learned, None, "{state:?}");
@@ -349,8 +336,8 @@ fn a_429_long_after_two_cuts_in_a_row_is_no_storm() {
 #[test]
 fn with_the_header_a_fall_is_followed_in_one_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    // Before the first probe (it comes 10 round trips after the cut that ends slow start).
-    account(20, 0, true).run(&control, 12);
+    // Before the first probe: it comes PROBE_AFTER_ROUNDS after the cut that ends slow start.
+    account(20, 0, true).run(&control, PROBE_AFTER_ROUNDS as usize);
     assert_eq!(control.current(), 20);
     account(8, 0, true).round(&control);
     assert_eq!(control.current(), 8);
@@ -398,8 +385,8 @@ fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
     );
     drop(slots);
     let control = ConcurrencyLimit::new(100, true, 1.0);
-    // Before the first probe (it comes 10 round trips after the cut that ends slow start).
-    account(20, 0, true).run(&control, 12);
+    // Before the first probe: it comes PROBE_AFTER_ROUNDS after the cut that ends slow start.
+    account(20, 0, true).run(&control, PROBE_AFTER_ROUNDS as usize);
     assert_eq!(control.current(), 20);
     account(20, 8, true).run(&control, 3);
     assert!(control.current() <= 12, "{}", control.current());
