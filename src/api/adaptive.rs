@@ -613,6 +613,9 @@ impl ConcurrencyLimit {
             level,
             reached: false,
         });
+        // The probe asks at once: growing to its level would take a round trip more.
+        let step = state.window + state.probe_step;
+        state.window = state.window.max(self.target(state).min(step));
         tracing::trace!(from, level, "probing above the learned limit");
     }
 }

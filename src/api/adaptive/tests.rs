@@ -407,7 +407,8 @@ fn a_learned_limit_ages_and_a_rise_is_found() {
     for header in [true, false] {
         let control = ConcurrencyLimit::new(100, true, 1.0);
         account(8, 0, header).run(&control, 10);
-        assert_eq!(control.current(), 8, "header {header}");
+        let found = control.observed().learned_limit;
+        assert_eq!(found, Some(8), "header {header}");
         // The limit rises to 25: found within the probe wait and a few doubling rounds.
         let (_, _, levels) = account(25, 0, header).run(&control, PROBE_AFTER_ROUNDS as usize + 12);
         assert!(
@@ -497,10 +498,10 @@ async fn slots_block_at_the_limit_and_free_on_drop() {
 #[test]
 fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     // Another app holds 6 in flight, and 7 a fifth of the time: a run that leaves room for
-    // its mean (6.2) takes the slot it needs whenever it is at 7. Leaving room for 7 still
-    // fills the account a fifth of the time, when any further request of the other app
-    // would be refused: more than the 2% a shared run aims for, so the run leaves one slot
-    // more. A probe for a rise borrows a slot only every PROBE_AFTER_ROUNDS_SHARED.
+    // its mean (6.2) takes the slot it needs whenever it is at 7. Leaving room for 7 fills
+    // the account a fifth of the time, but a count that varies this little is an app that
+    // never asks for an eighth (see `other`): 7 is its room. A probe for a rise borrows a
+    // slot only every PROBE_AFTER_ROUNDS_SHARED.
     let control = ConcurrencyLimit::new(100, true, 1.0);
     let (mut over, mut sum) = (0, 0);
     let rounds = 320;
@@ -514,7 +515,7 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
         }
     }
     let mean = sum as f64 / (rounds - 20) as f64;
-    assert!((11.9..=13.0).contains(&mean), "{mean}");
+    assert!((12.9..=13.1).contains(&mean), "{mean}");
     let probes = (rounds - 20) / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
     assert!(over <= 2 * probes, "{over} rounds over the limit");
 }
@@ -554,7 +555,7 @@ fn a_server_that_counts_on_429s_only_lets_a_rise_be_found() {
     };
     let control = ConcurrencyLimit::new(100, true, 1.0);
     on_429_only(8).run(&control, 10);
-    assert_eq!(control.current(), 8);
+    assert_eq!(control.observed().learned_limit, Some(8));
     assert!(control.observed().header_seen);
     let (_, _, levels) = on_429_only(25).run(&control, PROBE_AFTER_ROUNDS as usize + 12);
     let first = levels.iter().position(|&l| l >= 24);
@@ -578,4 +579,31 @@ fn a_server_that_counts_on_429s_only_still_spares_other_traffic_its_probes() {
     let (_, throttled, levels) = shared.run(&control, rounds);
     let probes = rounds / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
     assert!(throttled <= 2 * probes, "{throttled} 429s: {levels:?}");
+}
+
+#[test]
+fn a_probe_tries_its_level_at_once() {
+    // A rise from 8 to 25, found at the next probe. Where admitted answers carry no count,
+    // two steps held are the evidence (9, then 11), and the window grew to the second
+    // step's level over a round trip before the round trips that fill it and answer it:
+    // one round trip more below 25 (5 from the probe to the rise in use, now 4).
+    for (header, counts_admitted) in [(false, false), (true, false), (true, true)] {
+        let at = |limit| Account {
+            counts_admitted,
+            ..account(limit, 0, header)
+        };
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        at(8).run(&control, 40);
+        let (_, _, levels) = at(25).run(&control, 40);
+        let probe = levels.iter().position(|&l| l > 8).expect("a probe");
+        let found = levels
+            .iter()
+            .position(|&l| l >= 24)
+            .expect("the rise found");
+        let rounds = if counts_admitted { 2 } else { 4 };
+        assert!(
+            found - probe <= rounds,
+            "header {header}, on admitted answers {counts_admitted}: {levels:?}"
+        );
+    }
 }
