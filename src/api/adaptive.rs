@@ -23,12 +23,13 @@
 //!   first reading can be one high: one of ours overtook the refused request); a third round
 //!   in a row with a 429 cuts multiplicatively, so a storm never persists.
 //! - **Ageing.** A learned limit is a hint, not a wall: after some round trips at it without
-//!   a 429 the limit is probed one higher, then two higher, then slow start from there,
-//!   for each further round trip the probe holds (with counts on admitted answers, one
-//!   that shows the account above the old limit starts the slow start at once). A refused
-//!   probe goes back to where it started. Without the header the
-//!   first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the
-//!   room one low) and each refused one doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
+//!   a 429 the limit is probed one higher (the window goes there at once), then two
+//!   higher, then slow start from there, for each further round trip the probe holds
+//!   (with counts on admitted answers, one that shows the account above the old limit
+//!   starts the slow start at once). A refused probe goes back to where it started.
+//!   Without the header the first probe after a cut comes after
+//!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low) and each refused one
+//!   doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
 //!   with it, probes only look for a rise: every [`PROBE_AFTER_ROUNDS`], or
 //!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
 //!   borrows. A header probe only counts when an answer shows the account above the old
