@@ -83,7 +83,8 @@ impl OtherTraffic {
         while self.levels.last() == Some(&0) {
             self.levels.pop();
         }
-        let peakedness = self.peakedness();
+        let usual_high = self.usual_high();
+        let peakedness = self.peakedness(usual_high);
         // Where only 429s carry a count, every sample is of a full account and shows
         // nothing of how the other app's requests come: the slot is given up.
         let refused = if self.full == self.ring.len() {
@@ -96,7 +97,7 @@ impl OtherTraffic {
         } else if refused < UNCROWDED_SHARE {
             self.crowded = false;
         }
-        let room = self.work_out_room();
+        let room = usual_high + u32::from(usual_high > 0 && self.crowded);
         if room != self.room {
             tracing::trace!(
                 room,
@@ -127,11 +128,14 @@ impl OtherTraffic {
     }
 
     /// The other traffic's count's variance over its mean on the latest answers: 1 for
-    /// requests arriving at random, less for requests on a regular beat.
-    fn peakedness(&self) -> f64 {
+    /// requests arriving at random, less for requests on a regular beat. Counts above
+    /// `usual_high` are taken as it: the top 1% that the room leaves out, a garbage count
+    /// among them, must not make the traffic look peaked.
+    fn peakedness(&self, usual_high: u32) -> f64 {
         let (mut n, mut sum, mut squares) = (0.0, 0.0, 0.0);
         for (level, &count) in self.levels.iter().enumerate() {
-            let (level, count) = (level as f64, f64::from(count));
+            let level = f64::from((level as u32).min(usual_high));
+            let count = f64::from(count);
             n += count;
             sum += level * count;
             squares += level * level * count;
@@ -143,22 +147,17 @@ impl OtherTraffic {
         (squares / n - mean * mean) / mean
     }
 
-    fn work_out_room(&self) -> u32 {
-        let samples = self.ring.len();
-        if samples == 0 {
-            return 0;
-        }
-        let above = ((samples as f64) * (1.0 - QUANTILE)).floor() as usize;
+    /// What all but the top 1% of the latest answers showed in flight.
+    fn usual_high(&self) -> u32 {
+        let above = ((self.ring.len() as f64) * (1.0 - QUANTILE)).floor() as usize;
         let mut seen = 0;
-        let mut level = 0;
-        for (value, &count) in self.levels.iter().enumerate().rev() {
+        for (level, &count) in self.levels.iter().enumerate().rev() {
             seen += count as usize;
             if seen > above {
-                level = value as u32;
-                break;
+                return level as u32;
             }
         }
-        level + u32::from(level > 0 && self.crowded)
+        0
     }
 }
 
@@ -207,11 +206,8 @@ mod tests {
         let random = [3, 6, 9];
         let mut other = OtherTraffic::default();
         fill(&mut other, &random, 100);
-        assert!(
-            (other.peakedness() - 1.0).abs() < 0.01,
-            "{}",
-            other.peakedness()
-        );
+        let peakedness = other.peakedness(other.usual_high());
+        assert!((peakedness - 1.0).abs() < 0.01, "{peakedness}");
         assert_eq!(other.room(), 9, "full on 1% of the answers");
         fill(&mut other, &random, 50);
         assert_eq!(other.room(), 10, "full on 2% of the answers");
@@ -231,10 +227,24 @@ mod tests {
         // requests come when the account is at its emptiest.
         let mut other = OtherTraffic::default();
         fill(&mut other, &[5, 6, 7], 25);
-        assert!(other.peakedness() < 0.2, "{}", other.peakedness());
+        let peakedness = other.peakedness(other.usual_high());
+        assert!(peakedness < 0.2, "{peakedness}");
         assert_eq!(other.room(), 7, "full on 4% of the answers");
         fill(&mut other, &[5, 6, 7], 5);
         assert_eq!(other.room(), 8, "full on 20% of the answers");
+    }
+
+    #[test]
+    fn one_garbage_count_does_not_make_the_other_traffic_look_peaked() {
+        // A count of 4096 among counts of 5 to 7 has a variance of thousands: taken as it
+        // is, it would cost a slot for as long as it stays among the latest answers. Like
+        // the usual high, the peakedness leaves out the top 1%.
+        let mut other = OtherTraffic::default();
+        fill(&mut other, &[5, 6, 7], 25);
+        other.note(u32::MAX, false);
+        let peakedness = other.peakedness(other.usual_high());
+        assert!(peakedness < 0.2, "{peakedness}");
+        assert_eq!(other.room(), 7);
     }
 
     #[test]
