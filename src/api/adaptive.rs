@@ -576,7 +576,7 @@ impl ConcurrencyLimit {
     /// look for a rise. With other traffic on the account they are rarer still, whichever
     /// answers showed it.
     fn probe_wait(&self, state: &State) -> u64 {
-        let rounds = if state.other.room() > 0 {
+        let rounds = if state.other_room() > 0 {
             // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
             // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
@@ -638,7 +638,13 @@ impl State {
     /// this run's 3,005 were). A probe's silence proves nothing there, so the learned limit
     /// is not probed; a 429 whose count shows the account above it is what shows a rise.
     fn blind_to_other_refusals(&self) -> bool {
-        !self.counts_admitted && self.other.room() > 0
+        !self.counts_admitted && self.other_room() > 0
+    }
+
+    /// The room for other traffic under the learned limit (see [`OtherTraffic::room_under`]).
+    fn other_room(&self) -> u32 {
+        self.learned
+            .map_or(self.other.room(), |learned| self.other.room_under(learned))
     }
 
     /// The room the account leaves this run under `limit`: all of it without the header,
@@ -647,7 +653,7 @@ impl State {
         if !self.header_seen() {
             return limit;
         }
-        limit - f64::from(self.other.room())
+        limit - f64::from(self.other.room_under(limit))
     }
 }
 

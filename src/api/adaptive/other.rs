@@ -127,6 +127,29 @@ impl OtherTraffic {
         self.room
     }
 
+    /// [`Self::room`] under an account limit of `limit`: answers that showed more other
+    /// traffic than that are left out, since the account cannot hold them now. They are a
+    /// garbage count, or the other app's level before the limit fell; where counts come on
+    /// 429s only they are few, and one such count would otherwise be the usual high for
+    /// the rest of the run.
+    pub(super) fn room_under(&self, limit: f64) -> u32 {
+        let limit = limit.max(0.0).floor() as usize;
+        if self.levels.len() <= limit + 1 {
+            return self.room;
+        }
+        let possible = self.levels[..=limit].iter().sum::<u32>() as usize;
+        let above = ((possible as f64) * (1.0 - QUANTILE)).floor() as usize;
+        let mut seen = 0;
+        for (level, &count) in self.levels[..=limit].iter().enumerate().rev() {
+            seen += count as usize;
+            if seen > above {
+                let usual_high = level as u32;
+                return usual_high + u32::from(usual_high > 0 && self.crowded);
+            }
+        }
+        0
+    }
+
     /// The other traffic's count's variance over its mean on the latest answers: 1 for
     /// requests arriving at random, less for requests on a regular beat. Counts above
     /// `usual_high` are taken as it: the top 1% that the room leaves out, a garbage count
@@ -190,6 +213,28 @@ mod tests {
             3,
             "the garbage count has left the table"
         );
+    }
+
+    #[test]
+    fn the_room_under_a_limit_leaves_out_counts_the_account_cannot_hold() {
+        let mut other = OtherTraffic::default();
+        for _ in 0..5 {
+            other.note(8, true);
+        }
+        assert_eq!(
+            other.room_under(20.0),
+            other.room(),
+            "nothing above the limit"
+        );
+        assert_eq!(other.room(), 9, "every answer full: one slot more");
+        other.note(3988, true);
+        assert_eq!(
+            other.room(),
+            3989,
+            "few samples: the garbage is the usual high"
+        );
+        assert_eq!(other.room_under(20.0), 9);
+        assert_eq!(other.room_under(7.0), 0, "nothing the account could hold");
     }
 
     /// Fills the ring with `values` in turn, every `full_every`th answer finding the

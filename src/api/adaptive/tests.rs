@@ -655,3 +655,31 @@ fn a_probe_tries_its_level_at_once() {
         );
     }
 }
+
+#[test]
+fn a_garbage_count_on_a_429_does_not_hold_the_run_down() {
+    // Where counts come on 429s only they are few, so one garbage count was the other
+    // traffic's usual high: the room it left was nothing, and with the window at 1 no 429
+    // came to put it right before the run's end.
+    for counts_admitted in [false, true] {
+        let at_20 = Account {
+            counts_admitted,
+            ..account(20, 0, true)
+        };
+        // The garbage count comes after the limit was learned. (On the very first 429 of a
+        // server that counts on 429s only, nothing can tell it from an account full of
+        // another app's requests, and no later count comes to correct it.)
+        for rounds_before in [10, 3] {
+            let control = ConcurrencyLimit::new(100, true, 1.0);
+            at_20.run(&control, rounds_before);
+            let slot = control.try_acquire().expect("a slot");
+            control.on_answer(&slot, Answer::Throttled, Some(4000));
+            drop(slot);
+            let (_, _, levels) = at_20.run(&control, 200);
+            assert!(
+                levels[100..].iter().all(|&l| l >= 18),
+                "on admitted answers {counts_admitted}, after {rounds_before}: {levels:?}"
+            );
+        }
+    }
+}
