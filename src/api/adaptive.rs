@@ -634,8 +634,8 @@ impl State {
     /// Whether counts come on 429s only and have shown other traffic. Then nothing shows the
     /// other app's refusals, and this run's own requests are rarely refused: each is sent
     /// into a slot one of its own answers just freed, while the other app's arrive whenever
-    /// they come (over loopback, beside a Poisson app refused on 7.4% of its requests, 5 of
-    /// this run's 3,005 were). A probe's silence proves nothing there, so the learned limit
+    /// they come (over loopback, beside a Poisson app refused on 7.4% of its requests, 0.2%
+    /// of this run's were). A probe's silence proves nothing there, so the learned limit
     /// is not probed; a 429 whose count shows the account above it is what shows a rise.
     fn blind_to_other_refusals(&self) -> bool {
         !self.counts_admitted && self.other_room() > 0

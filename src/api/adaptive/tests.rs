@@ -228,7 +228,7 @@ fn beside_an_app_counted_on_429s_only(window: f64) -> Arc<ConcurrencyLimit> {
 fn counts_on_429s_only_beside_another_app_are_not_probed() {
     // Each of this run's requests is sent into a slot one of its own answers just freed, so
     // it is rarely the one refused: beside a Poisson app refused on 7.4% of its requests,
-    // 5 of this run's 3,005 were. A round trip without a 429 of ours says nothing of the
+    // 0.2% of this run's were. A round trip without a 429 of ours says nothing of the
     // other app's refusals, and probes that climbed on that silence took its slots (the
     // limit read 21, then 22, and the window stood at 11 where 8 was polite).
     let control = beside_an_app_counted_on_429s_only(12.0);
