@@ -97,7 +97,7 @@ impl OtherTraffic {
         } else if refused < UNCROWDED_SHARE {
             self.crowded = false;
         }
-        let room = usual_high + u32::from(usual_high > 0 && self.crowded);
+        let room = self.room_for(usual_high);
         if room != self.room {
             tracing::trace!(
                 room,
@@ -133,21 +133,16 @@ impl OtherTraffic {
     /// 429s only they are few, and one such count would otherwise be the usual high for
     /// the rest of the run.
     pub(super) fn room_under(&self, limit: f64) -> u32 {
-        let limit = limit.max(0.0).floor() as usize;
-        if self.levels.len() <= limit + 1 {
+        let top = limit.max(0.0).floor() as usize;
+        if self.levels.len() <= top + 1 {
             return self.room;
         }
-        let possible = self.levels[..=limit].iter().sum::<u32>() as usize;
-        let above = ((possible as f64) * (1.0 - QUANTILE)).floor() as usize;
-        let mut seen = 0;
-        for (level, &count) in self.levels[..=limit].iter().enumerate().rev() {
-            seen += count as usize;
-            if seen > above {
-                let usual_high = level as u32;
-                return usual_high + u32::from(usual_high > 0 && self.crowded);
-            }
-        }
-        0
+        self.room_for(self.usual_high_up_to(top))
+    }
+
+    /// The room for a usual high of `usual_high`: one slot more while crowded.
+    fn room_for(&self, usual_high: u32) -> u32 {
+        usual_high + u32::from(usual_high > 0 && self.crowded)
     }
 
     /// The other traffic's count's variance over its mean on the latest answers: 1 for
@@ -172,9 +167,16 @@ impl OtherTraffic {
 
     /// What all but the top 1% of the latest answers showed in flight.
     fn usual_high(&self) -> u32 {
-        let above = ((self.ring.len() as f64) * (1.0 - QUANTILE)).floor() as usize;
+        self.usual_high_up_to(self.levels.len())
+    }
+
+    /// What all but the top 1% of the latest answers showing at most `top` showed in flight.
+    fn usual_high_up_to(&self, top: usize) -> u32 {
+        let levels = &self.levels[..self.levels.len().min(top + 1)];
+        let samples: usize = levels.iter().map(|&count| count as usize).sum();
+        let above = ((samples as f64) * (1.0 - QUANTILE)).floor() as usize;
         let mut seen = 0;
-        for (level, &count) in self.levels.iter().enumerate().rev() {
+        for (level, &count) in levels.iter().enumerate().rev() {
             seen += count as usize;
             if seen > above {
                 return level as u32;

@@ -269,6 +269,13 @@ fn counts_on_429s_only_beside_another_app_show_a_rise_on_a_429() {
     control.on_answer(&slots[11], Answer::Throttled, Some(26));
     assert_eq!(control.observed().learned_limit, Some(25));
     drop(slots);
+    // A server whose count leaves the refused request out shows the same rise as 25 in
+    // flight: read one low, as its every 429 is, but above the old limit all the same.
+    let control = beside_an_app_counted_on_429s_only(12.0);
+    let slots: Vec<_> = (0..12).map(|_| control.try_acquire().unwrap()).collect();
+    control.on_answer(&slots[11], Answer::Throttled, Some(25));
+    assert_eq!(control.observed().learned_limit, Some(24));
+    drop(slots);
 
     let control = beside_an_app_counted_on_429s_only(12.0);
     let slots: Vec<_> = (0..12).map(|_| control.try_acquire().unwrap()).collect();
@@ -660,7 +667,8 @@ fn a_probe_tries_its_level_at_once() {
 fn a_garbage_count_on_a_429_does_not_hold_the_run_down() {
     // Where counts come on 429s only they are few, so one garbage count was the other
     // traffic's usual high: the room it left was nothing, and with the window at 1 no 429
-    // came to put it right before the run's end.
+    // came to put it right before the run's end. With counts on every answer the run
+    // stayed at 1 until a hundred answers had pushed it out of the top 1% (65 round trips).
     for counts_admitted in [false, true] {
         let at_20 = Account {
             counts_admitted,
@@ -677,7 +685,7 @@ fn a_garbage_count_on_a_429_does_not_hold_the_run_down() {
             drop(slot);
             let (_, _, levels) = at_20.run(&control, 200);
             assert!(
-                levels[100..].iter().all(|&l| l >= 18),
+                levels[20..].iter().all(|&l| l >= 18),
                 "on admitted answers {counts_admitted}, after {rounds_before}: {levels:?}"
             );
         }
