@@ -298,6 +298,10 @@ pub(crate) struct EmulatedAccountArgs {
     #[arg(long, value_parser = fraction, help_heading = EMULATED_ACCOUNT)]
     pub(crate) latency_jitter: Option<f64>,
 
+    /// A network round trip between client and account on top of --latency, e.g. 40ms: a slot an answer frees stays free that long before the client's next request can take it [default: 0ms]
+    #[arg(long, value_parser = latency, help_heading = EMULATED_ACCOUNT)]
+    pub(crate) network_delay: Option<Duration>,
+
     /// How latency is drawn: uniform (with --latency-jitter) or long-tail (lognormal, 99th percentile 5x the median) [default: uniform]
     #[arg(long, value_name = "SHAPE", help_heading = EMULATED_ACCOUNT)]
     pub(crate) latency_distribution: Option<LatencyDistributionArg>,
@@ -337,6 +341,7 @@ impl EmulatedAccountArgs {
             (self.max_concurrent.is_some(), "--max-concurrent"),
             (self.limit_schedule.is_some(), "--limit-schedule"),
             (self.latency_jitter.is_some(), "--latency-jitter"),
+            (self.network_delay.is_some(), "--network-delay"),
             (
                 self.latency_distribution.is_some(),
                 "--latency-distribution",

@@ -183,6 +183,7 @@ pub(crate) fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::E
             .map(|schedule| schedule.0)
             .unwrap_or_default(),
         latency_jitter: args.latency_jitter.unwrap_or(defaults.latency_jitter),
+        network_delay: args.network_delay.unwrap_or(defaults.network_delay),
         latency_distribution: match args.latency_distribution {
             Some(LatencyDistributionArg::LongTail) => LatencyDistribution::LongTail,
             Some(LatencyDistributionArg::Uniform) | None => LatencyDistribution::Uniform,
@@ -787,6 +788,8 @@ mod tests {
             "60",
             "--other-arrivals",
             "poisson",
+            "--network-delay",
+            "40ms",
         ])
         .unwrap();
         let Target::Emulator { account, .. } = config.target else {
@@ -796,6 +799,7 @@ mod tests {
         assert_eq!(account.concurrency_header, HeaderConvention::On429Only);
         assert!(!account.header_counts_refused);
         assert_eq!(account.latency_distribution, LatencyDistribution::LongTail);
+        assert_eq!(account.network_delay, Duration::from_millis(40));
         let other = account.other_app.unwrap();
         assert_eq!((other.rate, other.arrivals), (60.0, Arrivals::Poisson));
     }

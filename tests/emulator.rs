@@ -467,6 +467,31 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_network_delay_holds_each_request_and_answer_on_the_wire() -> TestResult {
+    // Half the round trip on the way there and half on the way back: an answer comes a
+    // whole round trip after its request at the earliest, though its slot was held for the
+    // latency only.
+    let round_trip = Duration::from_millis(300);
+    let emulator = start(EmulatorConfig {
+        max_concurrent: Some(1),
+        network_delay: round_trip,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = client();
+    let url = format!("{}/v1/Sims", emulator.base_url());
+    let started = std::time::Instant::now();
+    let request = client
+        .get(&url)
+        .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN));
+    assert_eq!(exchange(request).await?.status, StatusCode::OK);
+    assert!(started.elapsed() >= round_trip, "{:?}", started.elapsed());
+    let stats = emulator.stats();
+    assert_eq!((stats.requests, stats.throttled), (1, 0));
+    Ok(())
+}
+
+#[tokio::test]
 async fn stats_count_the_answers_given_with_the_account_at_its_limit() -> TestResult {
     // One request at a time: with a limit of 1 each answer finds the account full (its own
     // request fills it); with a limit of 2 none does.

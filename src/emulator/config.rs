@@ -85,6 +85,12 @@ pub struct EmulatorConfig {
     /// Each request's latency (the app's and the other app's) is drawn uniformly from
     /// `latency × (1 ± latency_jitter)`, or from a long tail (see [`LatencyDistribution`]).
     pub latency_jitter: f64,
+    /// The network's round trip between the client and the account, on top of `latency`:
+    /// a request is counted half of it after it was sent, and its answer arrives half of it
+    /// after its slot was freed. So the client's requests in flight are more than the
+    /// account counts, and a slot an answer frees stays free for a whole round trip before
+    /// the client's next request can take it, as against Twilio (loopback has none).
+    pub network_delay: Duration,
     pub latency_distribution: LatencyDistribution,
     /// Which answers carry `Twilio-Concurrent-Requests` (Twilio documents it as "may").
     pub concurrency_header: HeaderConvention,
@@ -203,6 +209,7 @@ impl Default for EmulatorConfig {
             max_concurrent: None,
             limit_schedule: Vec::new(),
             latency_jitter: 0.0,
+            network_delay: Duration::ZERO,
             latency_distribution: LatencyDistribution::Uniform,
             concurrency_header: HeaderConvention::EveryAnswer,
             header_counts_refused: true,

@@ -32,8 +32,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// What every request goes through, in the order Twilio is assumed to apply it: counting,
-/// the concurrency limit, auth, then latency while in flight.
+/// What every request goes through, in the order Twilio is assumed to apply it: the way
+/// there, counting, the concurrency limit, auth, latency while in flight, then the way back.
 pub(super) async fn admit_request(
     State(shared): State<Arc<Shared>>,
     request: Request,
@@ -42,6 +42,8 @@ pub(super) async fn admit_request(
     if request.uri().path() == STATS_PATH {
         return next.run(request).await;
     }
+    let half_round_trip = shared.config.network_delay / 2;
+    on_the_wire(half_round_trip).await;
     shared.start_clock();
     // A refused request is never processed, so it holds no slot: it does not make the next
     // request (this client's or the other app's) meet a 429 too. Its count is taken at the
@@ -69,32 +71,45 @@ pub(super) async fn admit_request(
         tokio::time::sleep(shared.jittered(shared.config.latency)).await;
         next.run(request).await
     };
-    let mut store = shared.store();
-    if !over_limit && shared.limit_now().is_some_and(|max| store.in_flight >= max) {
-        store.stats.answers_at_limit += 1;
+    {
+        let mut store = shared.store();
+        if !over_limit && shared.limit_now().is_some_and(|max| store.in_flight >= max) {
+            store.stats.answers_at_limit += 1;
+        }
+        match response.status() {
+            StatusCode::TOO_MANY_REQUESTS => store.stats.throttled += 1,
+            StatusCode::UNAUTHORIZED => store.stats.unauthorized += 1,
+            _ => {}
+        }
+        let carries_header = match shared.config.concurrency_header {
+            HeaderConvention::EveryAnswer => true,
+            HeaderConvention::On429Only => response.status() == StatusCode::TOO_MANY_REQUESTS,
+            HeaderConvention::Never => false,
+        };
+        // An admitted answer's count is the account's now, this request included.
+        let count = carries_header.then_some(if over_limit {
+            refused_count
+        } else {
+            store.in_flight
+        });
+        if let Some(count) = count {
+            response
+                .headers_mut()
+                .insert(CONCURRENT_REQUESTS_HEADER, HeaderValue::from(count));
+        }
     }
-    match response.status() {
-        StatusCode::TOO_MANY_REQUESTS => store.stats.throttled += 1,
-        StatusCode::UNAUTHORIZED => store.stats.unauthorized += 1,
-        _ => {}
-    }
-    let carries_header = match shared.config.concurrency_header {
-        HeaderConvention::EveryAnswer => true,
-        HeaderConvention::On429Only => response.status() == StatusCode::TOO_MANY_REQUESTS,
-        HeaderConvention::Never => false,
-    };
-    // An admitted answer's count is the account's now, this request included.
-    let count = carries_header.then_some(if over_limit {
-        refused_count
-    } else {
-        store.in_flight
-    });
-    if let Some(count) = count {
-        response
-            .headers_mut()
-            .insert(CONCURRENT_REQUESTS_HEADER, HeaderValue::from(count));
-    }
+    // The slot is free from here; the answer is still on its way to the client.
+    drop(slot);
+    on_the_wire(half_round_trip).await;
     response
+}
+
+/// Half the network's round trip (see [`EmulatorConfig::network_delay`]). None is no
+/// wait at all: a zero sleep still waits for the timer's next tick.
+async fn on_the_wire(half_round_trip: std::time::Duration) {
+    if !half_round_trip.is_zero() {
+        tokio::time::sleep(half_round_trip).await;
+    }
 }
 
 pub(super) async fn create_sim(
