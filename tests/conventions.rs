@@ -216,6 +216,30 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn over_a_network_round_trip_the_limit_costs_no_storm_in_any_convention() {
+    // Requests on the way to the account and answers on the way back are in this run's
+    // flight but not in the account's count, so the room this run's window has wanders with
+    // the latencies, and a 429 comes back a round trip after the request that overshot.
+    // Probes then held by luck and the climbs after them overshot: before the budget on
+    // what probes cost, 3.8% to 6.4% of the requests were refused here without counts on
+    // admitted answers, in two runs; after it, 1.5% to 1.7%. The goal is under 2%; the
+    // bound leaves a busy machine, whose late answers wander the room further, some room.
+    for (name, header, counts_refused) in CONVENTIONS {
+        let config = EmulatorConfig {
+            network_delay: Duration::from_millis(16),
+            ..account(20, header, counts_refused)
+        };
+        let (c, stats) = run(config, 2500).await;
+        assert_no_other_traffic_imagined(name, &c);
+        assert!(c["highest"].as_u64().unwrap() >= 20, "{name}: {c}");
+        assert!(
+            share(stats.throttled, stats.requests) < 0.03,
+            "{name}: a storm: {stats:?} {c}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn register_emulator_takes_the_conventions_and_imagines_no_other_traffic() {
     // The README's run: the built-in emulator in the same process, no limit, no latency.
     // Its counts are this run's own, whatever the moment it reads them at.

@@ -24,9 +24,13 @@
 //!   in a row with a 429 cuts multiplicatively, so a storm never persists.
 //! - **Ageing.** A learned limit is a hint, not a wall: after some round trips at it without
 //!   a 429 the limit is probed one higher (the window goes there at once), then two
-//!   higher, then slow start from there, for each further round trip the probe holds
-//!   (with counts on admitted answers, one that shows the account above the old limit
-//!   starts the slow start at once). A refused probe goes back to where it started.
+//!   higher, then slow start from there, doubling per round trip rather than tripling,
+//!   for each further round trip the probe holds (with counts on admitted answers, one
+//!   that shows the account above the old limit starts the slow start at once, tripling).
+//!   A refused probe goes back to where it started. What probes and the climbs they set
+//!   off cost in 429s is held to one in [`REQUESTS_PER_PROBE`] requests (see
+//!   [`ProbeCharge`]): over a network the room this run sees wanders, a level can hold by
+//!   luck, and the climb after it can cost a dozen or two.
 //!   Without the header the first probe after a cut comes after
 //!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low) and each refused one
 //!   doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
@@ -68,12 +72,18 @@ pub(crate) const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
 /// other traffic would have had, so it is rarer (about every 6 s at 100 ms a round trip).
 pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// Requests sent between two probes, at least: a probe that finds nothing costs one 429,
-/// and this keeps that under 1% of the requests, at any window.
+/// and this keeps that under 1% of the requests, at any window. It is also the budget of
+/// what probes cost in all: the 429s of a probe and of the climb it starts (see
+/// [`ProbeCharge`]), at most one per this many requests, for a probe that held by luck
+/// and set off a climb can cost a dozen.
 const REQUESTS_PER_PROBE: u64 = 100;
-/// Slow start's growth per success: the window triples per round trip. A 429 comes back at
-/// once, so the overshoot past the limit is the few requests one answer releases, not a
-/// round trip's worth.
+/// Slow start's growth per success: the window triples per round trip. A 429 comes back
+/// without the latency (over a network, after its round trip only), so the overshoot past
+/// the limit is what the window grew meanwhile, not a latency's worth.
 const SLOW_START_GROWTH: f64 = 2.0;
+/// Slow start's growth per success after a probe's levels held without a count to show a
+/// rise: the window doubles per round trip (see [`ConcurrencyLimit::resume_slow_start`]).
+const CLIMB_GROWTH: f64 = 1.0;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
 
@@ -135,6 +145,9 @@ struct State {
     /// The most of ours in flight since each send, for reading other traffic off a count.
     highs: InFlightHighs,
     slow_start: bool,
+    /// Slow start's growth per success: [`SLOW_START_GROWTH`] from the first request,
+    /// [`CLIMB_GROWTH`] after a probe.
+    growth: f64,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
     /// Other traffic on the latest answers, and over the whole run.
@@ -159,6 +172,8 @@ struct State {
     /// The next probe's step, and the probe under way.
     probe_step: f64,
     probe: Option<Probe>,
+    /// The 429s probes and their climbs have cost, and the requests they are charged for.
+    probe_charge: ProbeCharge,
     /// The most the account showed in flight on an admitted answer this round, and the last.
     round_peak: u32,
     last_round_peak: u32,
@@ -226,6 +241,7 @@ impl ConcurrencyLimit {
                 sent: 0,
                 highs: InFlightHighs::default(),
                 slow_start: adaptive,
+                growth: SLOW_START_GROWTH,
                 learned: None,
                 other: OtherTraffic::default(),
                 rounds: 0,
@@ -239,6 +255,7 @@ impl ConcurrencyLimit {
                 probe_wait_without_header: FIRST_PROBE_AFTER_ROUNDS,
                 probe_step: 1.0,
                 probe: None,
+                probe_charge: ProbeCharge::default(),
                 round_peak: 0,
                 last_round_peak: 0,
                 refused_at: 0,
@@ -412,7 +429,7 @@ impl ConcurrencyLimit {
         // Slow start: two per success (triples per round trip). Below a known target: one
         // per success (doubles). Close to the target: one per round trip.
         let step = if state.slow_start {
-            SLOW_START_GROWTH
+            state.growth
         } else if state.window + 1.0 < target {
             1.0
         } else {
@@ -428,13 +445,14 @@ impl ConcurrencyLimit {
     /// A 429 for `slot`'s request; `header` is the account's count on it and the other
     /// traffic that count shows, when the answer had the header.
     fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
+        let fresh = slot.seq > state.cut_seq;
+        state.probe_charge.refused(slot.seq, fresh);
         state.slow_start = false;
         state.quiet_rounds = 0;
         state.probe_step = 1.0;
         // A probe refused found no rise: the level it started from held for many round
         // trips and still does, unless the header says the limit fell.
         let probe = state.probe.take();
-        let fresh = slot.seq > state.cut_seq;
         let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
         if fresh {
             state.probe_wait_without_header = match probe {
@@ -507,6 +525,8 @@ impl ConcurrencyLimit {
 
     /// A round trip ended: age the learned limit.
     fn end_round(&self, state: &mut State) {
+        let cut_in_it = state.cut_round >= state.rounds.max(1);
+        state.probe_charge.round_ended(state.sent, cut_in_it);
         state.rounds += 1;
         state.round_mark = state.sent + 1;
         let full = std::mem::take(&mut state.round_full);
@@ -529,18 +549,19 @@ impl ConcurrencyLimit {
                 return;
             }
             match ProbeEvidence::of_round(state.counts_admitted, peak, probe.from, full) {
-                ProbeEvidence::Counted => self.resume_slow_start(state),
+                ProbeEvidence::Counted => self.resume_slow_start(state, SLOW_START_GROWTH),
                 ProbeEvidence::Unrefused if state.blind_to_other_refusals() => {
                     // The other app appeared while the probe was under way: its silence
                     // proves nothing (see `State::blind_to_other_refusals`).
                     state.learned = Some(probe.from);
                     state.probe = None;
+                    state.probe_charge.close(state.sent);
                     state.probe_step = 1.0;
                     state.quiet_rounds = 0;
                 }
                 // Two steps held without a count: as good a sign of a rise as a count.
                 ProbeEvidence::Unrefused if state.probe_step >= 2.0 => {
-                    self.resume_slow_start(state)
+                    self.resume_slow_start(state, CLIMB_GROWTH)
                 }
                 ProbeEvidence::Unrefused => {
                     state.learned = Some(probe.level);
@@ -550,6 +571,7 @@ impl ConcurrencyLimit {
                 ProbeEvidence::Nothing => {
                     state.learned = Some(probe.from);
                     state.probe = None;
+                    state.probe_charge.close(state.sent);
                     state.quiet_rounds = 0;
                 }
             }
@@ -563,6 +585,7 @@ impl ConcurrencyLimit {
         if state.quiet_rounds >= self.probe_wait(state)
             && !share_bound
             && !state.blind_to_other_refusals()
+            && state.probe_charge.allows_another(state.sent)
         {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
@@ -596,12 +619,17 @@ impl ConcurrencyLimit {
     }
 
     /// The limit rose: slow start again from the window, rather than creep up a step at a
-    /// time (a rise of one costs only the few 429s of the overshoot).
-    fn resume_slow_start(&self, state: &mut State) {
+    /// time (a rise of one costs only the few 429s of the overshoot), growing by `growth`
+    /// per success. Where only the absence of a 429 showed the rise, the window doubles
+    /// each round trip rather than tripling: a probe's level can hold by luck, and over a
+    /// network the 429 that ends the climb comes back a round trip after the request that
+    /// overshot, so the overshoot is what the window grew in that time.
+    fn resume_slow_start(&self, state: &mut State, growth: f64) {
         state.learned = None;
         state.probe = None;
         state.probe_step = 1.0;
         state.slow_start = true;
+        state.growth = growth;
     }
 
     /// Lets the window go `probe_step` above the learned limit `from`.
@@ -612,6 +640,7 @@ impl ConcurrencyLimit {
             return;
         }
         let level = (from + state.probe_step).min(ceiling);
+        state.probe_charge.open(state.sent);
         state.learned = Some(level);
         state.probe = Some(Probe {
             from,
@@ -654,6 +683,70 @@ impl State {
             return limit;
         }
         limit - f64::from(self.other.room_under(limit))
+    }
+}
+
+/// What probes have cost. A probe is charged for the 429s of the requests sent from its
+/// start until a round trip passes without a cut: its own refusal, or the overshoot of the
+/// climb it set off and the cuts in a row that end it. One that met nothing is usually one
+/// 429; one whose level held by luck (the room as this run sees it wanders when the network
+/// holds some of its requests) sets off a climb that can cost a dozen or two, and the next
+/// probe waits until the budget has them back.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProbeCharge {
+    /// 429s charged so far.
+    refused: u64,
+    /// Requests after this sequence number are charged, up to `until` (open while the
+    /// probe or its climb is under way).
+    since: Option<u64>,
+    until: Option<u64>,
+    /// Whether a cut has come since the probe started: the climb is over once a round trip
+    /// passes without another.
+    cut: bool,
+}
+
+impl ProbeCharge {
+    /// A probe starts with `sent` requests sent. One under way (a second step) goes on.
+    fn open(&mut self, sent: u64) {
+        if self.since.is_none() || self.until.is_some() {
+            *self = ProbeCharge {
+                refused: self.refused,
+                since: Some(sent),
+                until: None,
+                cut: false,
+            };
+        }
+    }
+
+    /// The probe ended with `sent` requests sent: 429s for those still come back, later
+    /// ones are not the probe's.
+    fn close(&mut self, sent: u64) {
+        if self.since.is_some() && self.until.is_none() {
+            self.until = Some(sent);
+        }
+    }
+
+    /// A 429 for request `seq`; `fresh` if it is news (a cut).
+    fn refused(&mut self, seq: u64, fresh: bool) {
+        let Some(since) = self.since else {
+            return;
+        };
+        if seq > since && self.until.is_none_or(|until| seq <= until) {
+            self.refused += 1;
+            self.cut |= fresh;
+        }
+    }
+
+    /// A round trip ended with `sent` requests sent; `cut_in_it` whether it had a cut.
+    fn round_ended(&mut self, sent: u64, cut_in_it: bool) {
+        if self.cut && !cut_in_it {
+            self.close(sent);
+        }
+    }
+
+    /// Whether another probe fits the budget, with `sent` requests sent.
+    fn allows_another(&self, sent: u64) -> bool {
+        self.refused * REQUESTS_PER_PROBE <= sent
     }
 }
 

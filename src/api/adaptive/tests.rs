@@ -14,6 +14,9 @@ struct Account {
     counts_refused: bool,
     /// Whether admitted answers carry the header too, or only 429s do.
     counts_admitted: bool,
+    /// Whether 429s come back after the round's admitted answers rather than at once, as
+    /// over a network whose round trip is long against the latency.
+    refusals_late: bool,
 }
 
 impl Account {
@@ -24,23 +27,27 @@ impl Account {
         // slots are held to the end of the round, so the round sends at most the window.
         let capacity = self.limit.saturating_sub(self.other);
         let (mut admitted, mut refused) = (Vec::new(), Vec::new());
+        let refuse = |slot: &RequestSlot| {
+            let count = self.other + capacity + usize::from(self.counts_refused);
+            control.on_answer(slot, Answer::Throttled, self.header.then_some(count as u32));
+        };
         while let Some(slot) = control.try_acquire() {
             if admitted.len() < capacity {
                 admitted.push(slot);
                 continue;
             }
-            let count = self.other + admitted.len() + usize::from(self.counts_refused);
-            control.on_answer(
-                &slot,
-                Answer::Throttled,
-                self.header.then_some(count as u32),
-            );
+            if !self.refusals_late {
+                refuse(&slot);
+            }
             refused.push(slot);
         }
         for slot in &admitted {
             let reported = (self.header && self.counts_admitted)
                 .then_some((self.other + admitted.len()) as u32);
             control.on_answer(slot, Answer::Admitted, reported);
+        }
+        if self.refusals_late {
+            refused.iter().for_each(refuse);
         }
         (admitted.len() + refused.len(), refused.len())
     }
@@ -64,6 +71,7 @@ fn account(limit: usize, other: usize, header: bool) -> Account {
         header,
         counts_refused: true,
         counts_admitted: true,
+        refusals_late: false,
     }
 }
 
@@ -641,7 +649,8 @@ fn a_probe_tries_its_level_at_once() {
     // A rise from 8 to 25, found at the next probe. Where admitted answers carry no count,
     // two steps held are the evidence (9, then 11), and the window grew to the second
     // step's level over a round trip before the round trips that fill it and answer it:
-    // one round trip more below 25 (5 from the probe to the rise in use, now 4).
+    // one round trip more below 25 (5 from the probe to the rise in use, then 4). The climb
+    // from 11 then doubles rather than triples (a level can hold by luck): one more, 5.
     for (header, counts_admitted) in [(false, false), (true, false), (true, true)] {
         let at = |limit| Account {
             counts_admitted,
@@ -655,7 +664,7 @@ fn a_probe_tries_its_level_at_once() {
             .iter()
             .position(|&l| l >= 24)
             .expect("the rise found");
-        let rounds = if counts_admitted { 2 } else { 4 };
+        let rounds = if counts_admitted { 2 } else { 5 };
         assert!(
             found - probe <= rounds,
             "header {header}, on admitted answers {counts_admitted}: {levels:?}"
@@ -689,5 +698,53 @@ fn a_garbage_count_on_a_429_does_not_hold_the_run_down() {
                 "on admitted answers {counts_admitted}, after {rounds_before}: {levels:?}"
             );
         }
+    }
+}
+
+/// Rounds against an account whose room, as this run's window sees it, wanders from round
+/// to round: over a network, requests on the way there and answers on the way back are in
+/// this run's flight but not the account's count, and how many varies with the latencies.
+/// A probe's level can then hold for a round by luck and the climb after it overshoot.
+/// Returns (requests, 429s).
+fn noisy_rounds(
+    control: &Arc<ConcurrencyLimit>,
+    rounds: usize,
+    rooms: std::ops::RangeInclusive<usize>,
+    header: bool,
+    seed: u64,
+) -> (usize, usize) {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut requests, mut throttled) = (0, 0);
+    for _ in 0..rounds {
+        let room = rng.random_range(rooms.clone());
+        let (sent, refused) = Account {
+            counts_admitted: false,
+            refusals_late: true,
+            ..account(room, 0, header)
+        }
+        .round(control);
+        requests += sent;
+        throttled += refused;
+    }
+    (requests, throttled)
+}
+
+#[test]
+fn a_room_that_wanders_does_not_make_probes_a_storm() {
+    // Against the emulator with a 40 ms network round trip on 100 ms ±50% holds, without
+    // counts on admitted answers, probes held by luck and the slow start after them
+    // overshot before its 429s came back: a dozen or two 429s a climb, 3.5% of the requests.
+    // Here the room wanders from 21 to 24 and 429s come back after the round's answers:
+    // without the budget on what probes and their climbs cost, 1.6% of the requests were
+    // refused with one seed; with it, at most 1.0% with each.
+    for (header, seed) in [(false, 1), (false, 2), (true, 3), (true, 4)] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        noisy_rounds(&control, 20, 21..=24, header, seed);
+        let (requests, throttled) = noisy_rounds(&control, 600, 21..=24, header, seed + 10);
+        assert!(
+            throttled * 100 <= requests * 5 / 4,
+            "header on 429s {header}: {throttled} 429s in {requests} requests"
+        );
     }
 }
