@@ -27,7 +27,10 @@
 //! found the account full beside how often the other app did (its 429 share): the first is
 //! all the header lets a client see of the second. `BENCH_ADAPTIVE_ONLY=1` runs only this
 //! table, `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every`
-//! (or `on-429`, `never`) only that convention of the header.
+//! (or `on-429`, `never`) only that convention of the header. `BENCH_NETWORK_DELAY=40ms`
+//! puts a network round trip between client and account in every run (the emulator's
+//! `--network-delay`; loopback has none): then the told client's share is of the account's
+//! count, which the client's requests in flight exceed by those on the wire.
 //!
 //! The third table is the cost of `--report` (issue 21): the 1,000,000-row registration
 //! against the instant server without it and with it (CPU, peak memory, the page's size).
@@ -474,7 +477,12 @@ fn run_told(dir: &Path, shape: &Shape, latency: Latency) -> (ShapeRun, f64) {
 
 /// `register` with `client_flags` against a fresh emulator started with `emulator_flags`.
 fn run_against(dir: &Path, emulator_flags: &[&str], rows: u64, client_flags: &[&str]) -> ShapeRun {
-    let emulator = EmulatorProcess::start(emulator_flags);
+    let network_delay = std::env::var("BENCH_NETWORK_DELAY").unwrap_or_default();
+    let mut emulator_flags = emulator_flags.to_vec();
+    if !network_delay.is_empty() {
+        emulator_flags.extend(["--network-delay", &network_delay]);
+    }
+    let emulator = EmulatorProcess::start(&emulator_flags);
     let input = input_file(dir, rows);
     let output = dir.join("shape.results.csv");
     let summary = dir.join("shape.summary.json");
@@ -639,6 +647,10 @@ fn adaptive_table(dir: &Path) {
         }
     }
     println!();
+    if let Ok(delay) = std::env::var("BENCH_NETWORK_DELAY") {
+        println!("Network round trip between client and account: {delay}.");
+        println!();
+    }
     println!(
         "| limit shape | latency | header | possible (rows/s) | told the limit (rows/s) | ratio to told | ratio to possible | 429 share | other app's 429 share | settled at |"
     );
