@@ -446,7 +446,9 @@ impl ConcurrencyLimit {
     /// traffic that count shows, when the answer had the header.
     fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
         let fresh = slot.seq > state.cut_seq;
-        state.probe_charge.refused(slot.seq, fresh);
+        state
+            .probe_charge
+            .refused(slot.seq, slot.ours_at_send, fresh);
         state.slow_start = false;
         state.quiet_rounds = 0;
         state.probe_step = 1.0;
@@ -640,7 +642,7 @@ impl ConcurrencyLimit {
             return;
         }
         let level = (from + state.probe_step).min(ceiling);
-        state.probe_charge.open(state.sent);
+        state.probe_charge.open(state.sent, state.window);
         state.learned = Some(level);
         state.probe = Some(Probe {
             from,
@@ -686,12 +688,13 @@ impl State {
     }
 }
 
-/// What probes have cost. A probe is charged for the 429s of the requests sent from its
-/// start until a round trip passes without a cut: its own refusal, or the overshoot of the
-/// climb it set off and the cuts in a row that end it. One that met nothing is usually one
-/// 429; one whose level held by luck (the room as this run sees it wanders when the network
-/// holds some of its requests) sets off a climb that can cost a dozen or two, and the next
-/// probe waits until the budget has them back.
+/// What probes have cost. A probe is charged for the 429s of the requests it and the
+/// climb it set off sent above the window it started from, from its start until a round
+/// trip passes without a cut: its own refusal, or the climb's overshoot. One that met
+/// nothing is usually one 429; one whose level held by luck (the room as this run sees it
+/// wanders when the network holds some of its requests) sets off a climb that can cost a
+/// dozen or two, and the next probe waits until the budget has them back. A limit that
+/// falls meanwhile refuses requests sent at or below that window: not the probe's doing.
 #[derive(Debug, Clone, Copy, Default)]
 struct ProbeCharge {
     /// 429s charged so far.
@@ -700,19 +703,24 @@ struct ProbeCharge {
     /// probe or its climb is under way).
     since: Option<u64>,
     until: Option<u64>,
-    /// Whether a cut has come since the probe started: the climb is over once a round trip
-    /// passes without another.
+    /// The window the probe started from: requests sent with no more of ours in flight
+    /// would have been sent without it.
+    from_window: f64,
+    /// Whether a cut has come since the probe started: it is over once a round trip passes
+    /// without another.
     cut: bool,
 }
 
 impl ProbeCharge {
-    /// A probe starts with `sent` requests sent. One under way (a second step) goes on.
-    fn open(&mut self, sent: u64) {
+    /// A probe starts with `sent` requests sent and `window` allowed in flight. One under
+    /// way (a second step) goes on.
+    fn open(&mut self, sent: u64, window: f64) {
         if self.since.is_none() || self.until.is_some() {
             *self = ProbeCharge {
                 refused: self.refused,
                 since: Some(sent),
                 until: None,
+                from_window: window.floor(),
                 cut: false,
             };
         }
@@ -726,13 +734,16 @@ impl ProbeCharge {
         }
     }
 
-    /// A 429 for request `seq`; `fresh` if it is news (a cut).
-    fn refused(&mut self, seq: u64, fresh: bool) {
+    /// A 429 for request `seq`, sent with `ours_at_send` in flight; `fresh` if it is news
+    /// (a cut).
+    fn refused(&mut self, seq: u64, ours_at_send: usize, fresh: bool) {
         let Some(since) = self.since else {
             return;
         };
         if seq > since && self.until.is_none_or(|until| seq <= until) {
-            self.refused += 1;
+            if ours_at_send as f64 > self.from_window {
+                self.refused += 1;
+            }
             self.cut |= fresh;
         }
     }
