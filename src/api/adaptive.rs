@@ -77,6 +77,11 @@ pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// [`ProbeCharge`]), at most one per this many requests, for a probe that held by luck
 /// and set off a climb can cost a dozen.
 const REQUESTS_PER_PROBE: u64 = 100;
+/// Round trips from one probe to the next at most, however far over budget probes are (see
+/// [`ProbeCharge`]): a rise must be found within seconds. At 40 ms a round trip on 100 ms
+/// holds, a probe that holds by luck and its climb cost about 20 429s, so this keeps them
+/// near 2% of the requests at worst; the budget alone had a rise to 25 found 25 s late.
+const PROBE_BUDGET_MAX_WAIT_ROUNDS: u64 = 40;
 /// Slow start's growth per success: the window triples per round trip. A 429 comes back
 /// without the latency (over a network, after its round trip only), so the overshoot past
 /// the limit is what the window grew meanwhile, not a latency's worth.
@@ -587,7 +592,7 @@ impl ConcurrencyLimit {
         if state.quiet_rounds >= self.probe_wait(state)
             && !share_bound
             && !state.blind_to_other_refusals()
-            && state.probe_charge.allows_another(state.sent)
+            && state.probe_charge.allows_another(state.sent, state.rounds)
         {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
@@ -642,7 +647,9 @@ impl ConcurrencyLimit {
             return;
         }
         let level = (from + state.probe_step).min(ceiling);
-        state.probe_charge.open(state.sent, state.window);
+        state
+            .probe_charge
+            .open(state.sent, state.window, state.rounds);
         state.learned = Some(level);
         state.probe = Some(Probe {
             from,
@@ -709,12 +716,14 @@ struct ProbeCharge {
     /// Whether a cut has come since the probe started: it is over once a round trip passes
     /// without another.
     cut: bool,
+    /// The round trip the last probe started in.
+    opened_round: u64,
 }
 
 impl ProbeCharge {
-    /// A probe starts with `sent` requests sent and `window` allowed in flight. One under
-    /// way (a second step) goes on.
-    fn open(&mut self, sent: u64, window: f64) {
+    /// A probe starts with `sent` requests sent and `window` allowed in flight, in round
+    /// trip `round`. One under way (a second step) goes on.
+    fn open(&mut self, sent: u64, window: f64, round: u64) {
         if self.since.is_none() || self.until.is_some() {
             *self = ProbeCharge {
                 refused: self.refused,
@@ -722,6 +731,7 @@ impl ProbeCharge {
                 until: None,
                 from_window: window.floor(),
                 cut: false,
+                opened_round: round,
             };
         }
     }
@@ -755,9 +765,12 @@ impl ProbeCharge {
         }
     }
 
-    /// Whether another probe fits the budget, with `sent` requests sent.
-    fn allows_another(&self, sent: u64) -> bool {
+    /// Whether another probe fits the budget, with `sent` requests sent, in round trip
+    /// `round`. However far over it, a probe comes every [`PROBE_BUDGET_MAX_WAIT_ROUNDS`],
+    /// so a limit that rises is still found within seconds.
+    fn allows_another(&self, sent: u64, round: u64) -> bool {
         self.refused * REQUESTS_PER_PROBE <= sent
+            || round.saturating_sub(self.opened_round) >= PROBE_BUDGET_MAX_WAIT_ROUNDS
     }
 }
 

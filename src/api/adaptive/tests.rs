@@ -775,3 +775,27 @@ fn a_limit_that_falls_during_a_probe_does_not_spend_the_probe_budget() {
         );
     }
 }
+
+#[test]
+fn a_probe_budget_in_debt_still_finds_a_rise_within_seconds() {
+    // With the emulator's 40 ms round trip, the changing limit without the header fell to
+    // 0.450 of the told client: climbs after probes that held by luck had put the budget
+    // so far in debt that no probe came for 25 s after the rise. However deep the debt, a
+    // probe comes every PROBE_BUDGET_MAX_WAIT_ROUNDS round trips.
+    for (header, seed) in [(false, 5), (true, 6)] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        noisy_rounds(&control, 100, 21..=24, header, seed);
+        control.lock().probe_charge.refused += 1_000;
+        let at = |limit| Account {
+            counts_admitted: false,
+            ..account(limit, 0, header)
+        };
+        at(8).run(&control, 20);
+        // Twice the longest wait, at most (the limit went to 8 in the middle of one).
+        let (_, _, levels) = at(25).run(&control, 80);
+        assert!(
+            levels.iter().any(|&l| l >= 24),
+            "header on 429s {header}: {levels:?}"
+        );
+    }
+}
