@@ -467,27 +467,40 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_network_delay_holds_each_request_and_answer_on_the_wire() -> TestResult {
-    // Half the round trip on the way there and half on the way back: an answer comes a
-    // whole round trip after its request at the earliest, though its slot was held for the
-    // latency only.
-    let round_trip = Duration::from_millis(300);
+async fn a_network_delay_frees_the_slot_before_the_answer_is_back() -> TestResult {
+    // A round trip of 4 s around a 1 s hold, with a limit of 1: A is counted 2 s after it
+    // is sent, holds its slot until 3 s, and its answer is back at 5 s. B, sent once A is
+    // counted, arrives at 4 s or later: the slot is free though A's answer is still on the
+    // wire. (Held until the answer is back, the slot would refuse B.) Each answer comes a
+    // whole round trip and a hold after its request at the earliest.
+    let (round_trip, hold) = (Duration::from_secs(4), Duration::from_secs(1));
     let emulator = start(EmulatorConfig {
         max_concurrent: Some(1),
+        latency: hold,
         network_delay: round_trip,
         ..EmulatorConfig::default()
     })
     .await;
     let client = client();
     let url = format!("{}/v1/Sims", emulator.base_url());
+    let request = || {
+        client
+            .get(&url)
+            .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN))
+    };
     let started = std::time::Instant::now();
-    let request = client
-        .get(&url)
-        .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN));
-    assert_eq!(exchange(request).await?.status, StatusCode::OK);
-    assert!(started.elapsed() >= round_trip, "{:?}", started.elapsed());
+    let first = tokio::spawn(exchange(request()));
+    while emulator.stats().requests == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(started.elapsed() >= round_trip / 2, "counted on the way");
+    let second_sent = std::time::Instant::now();
+    let second = exchange(request()).await?;
+    assert_eq!(second.status, StatusCode::OK, "the slot was still held");
+    assert!(second_sent.elapsed() >= round_trip + hold);
+    assert_eq!(first.await??.status, StatusCode::OK);
     let stats = emulator.stats();
-    assert_eq!((stats.requests, stats.throttled), (1, 0));
+    assert_eq!((stats.requests, stats.throttled), (2, 0));
     Ok(())
 }
 

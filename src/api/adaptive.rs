@@ -150,8 +150,8 @@ struct State {
     /// The most of ours in flight since each send, for reading other traffic off a count.
     highs: InFlightHighs,
     slow_start: bool,
-    /// Slow start's growth per success: [`SLOW_START_GROWTH`] from the first request,
-    /// [`CLIMB_GROWTH`] after a probe.
+    /// Slow start's growth per success: [`SLOW_START_GROWTH`] from the first request and
+    /// after a count showed a probe's rise, [`CLIMB_GROWTH`] after a probe's silence did.
     growth: f64,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
