@@ -78,10 +78,10 @@ pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// and set off a climb can cost a dozen.
 const REQUESTS_PER_PROBE: u64 = 100;
 /// Round trips from one probe to the next at most, however far over budget probes are (see
-/// [`ProbeCharge`]): a rise must be found within seconds. At 40 ms a round trip on 100 ms
-/// holds, a probe that holds by luck and its climb cost about 20 429s, so this keeps them
-/// near 2% of the requests at worst; the budget alone had a rise to 25 found 25 s late.
-const PROBE_BUDGET_MAX_WAIT_ROUNDS: u64 = 40;
+/// [`ProbeCharge`]): a rise must be found within seconds, and a storm's cut below the room
+/// put right. The budget alone had a rise to 25 found 25 s late at a 40 ms network round
+/// trip; at 40 round trips a run that cut to 17 after a rise to 24 sometimes ended there.
+const PROBE_BUDGET_MAX_WAIT_ROUNDS: u64 = 20;
 /// Slow start's growth per success: the window triples per round trip. A 429 comes back
 /// without the latency (over a network, after its round trip only), so the overshoot past
 /// the limit is what the window grew meanwhile, not a latency's worth.
