@@ -17,6 +17,10 @@
 //!   room)`, where the room is the other traffic's usual high on the latest answers, not its
 //!   mean, which would leave it too little half the time (see [`other`]). A 429 that shows
 //!   more requests than this run's own cuts at once (to the room the header says is left).
+//!   A 429 that shows the account full at fewer requests than it admitted or refused at
+//!   before shows the limit fell: the account drains what it admitted under the old one,
+//!   and a second such 429 in a row cuts the window as a storm does, rather than follow
+//!   the drain down one refused request at a time.
 //! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
 //!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
 //!   cut are the same news). A 429 in the round right after a cut reads the room again (the
@@ -31,6 +35,9 @@
 //!   off cost in 429s is held to one in [`REQUESTS_PER_PROBE`] requests (see
 //!   [`ProbeCharge`]): over a network the room this run sees wanders, a level can hold by
 //!   luck, and the climb after it can cost a dozen or two.
+//!   Below a limit held before (a fall of a quarter or more), probes come as often as
+//!   they would at the limit held, a few of them ahead of the budget, as TCP CUBIC goes
+//!   back quickly toward the window it had before a loss.
 //!   Without the header the first probe after a cut comes after
 //!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low) and each refused one
 //!   doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
@@ -48,8 +55,9 @@
 //!   a 429 that counts the account above the learned limit is what shows a rise.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
-//! sent after the previous round's end comes back. With adaptation off (`--no-adaptive`) the
-//! window stays at the ceiling.
+//! sent after the previous round's end comes back. Answers to requests sent before the
+//! last cut do not grow the window: they tell of the window before it. With adaptation off
+//! (`--no-adaptive`) the window stays at the ceiling.
 
 use std::sync::{Arc, Mutex};
 
@@ -91,6 +99,16 @@ const SLOW_START_GROWTH: f64 = 2.0;
 const CLIMB_GROWTH: f64 = 1.0;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
+/// A learned limit at most this share of one held before it is a fall, not a reading one
+/// low: probes then come as often as they would at the limit held (see
+/// [`ConcurrencyLimit::probe_wait`]).
+const FALLEN_SHARE: f64 = 0.75;
+/// Round trips between probes below a limit held before, at least.
+const PROBE_AFTER_ROUNDS_FALLEN: u64 = 5;
+/// Probes that may be spent ahead of the budget below a limit held before: finding it back
+/// is worth the held limit over the current one in throughput, and the budget a short run
+/// has earned by the fall is a few probes.
+const PROBE_BUDGET_AFTER_A_FALL: u64 = 10;
 
 /// How an answer bears on the account's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +173,8 @@ struct State {
     growth: f64,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
+    /// The highest learned limit a cut has lowered: a limit that fell may come back.
+    held: Option<f64>,
     /// Other traffic on the latest answers, and over the whole run.
     other: OtherTraffic,
     /// Round trips completed, and the sequence number whose answer ends the current one.
@@ -176,14 +196,18 @@ struct State {
     probe_wait_without_header: u64,
     /// The next probe's step, and the probe under way.
     probe_step: f64,
+    /// Requests sent when the last probe started.
+    probe_sent: u64,
     probe: Option<Probe>,
     /// The 429s probes and their climbs have cost, and the requests they are charged for.
     probe_charge: ProbeCharge,
     /// The most the account showed in flight on an admitted answer this round, and the last.
     round_peak: u32,
     last_round_peak: u32,
-    /// The account's count on the last 429 (0 before any).
+    /// The account's count on the last 429 (0 before any), and whether it showed the limit
+    /// had fallen (see [`ConcurrencyLimit::cut_window`]).
     refused_at: u32,
+    refused_in_fall: bool,
     /// Whether an admitted answer carried the account's count (some servers send it on 429s
     /// only: then nothing shows a probe's level held but the absence of a 429).
     counts_admitted: bool,
@@ -248,6 +272,7 @@ impl ConcurrencyLimit {
                 slow_start: adaptive,
                 growth: SLOW_START_GROWTH,
                 learned: None,
+                held: None,
                 other: OtherTraffic::default(),
                 rounds: 0,
                 round_mark: 1,
@@ -259,11 +284,13 @@ impl ConcurrencyLimit {
                 quiet_rounds: 0,
                 probe_wait_without_header: FIRST_PROBE_AFTER_ROUNDS,
                 probe_step: 1.0,
+                probe_sent: 0,
                 probe: None,
                 probe_charge: ProbeCharge::default(),
                 round_peak: 0,
                 last_round_peak: 0,
                 refused_at: 0,
+                refused_in_fall: false,
                 counts_admitted: false,
                 lowest: start,
                 highest: start,
@@ -395,9 +422,11 @@ impl ConcurrencyLimit {
                 state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);
                 // Admitted with the last 429's count in flight: the header leaves the refused
-                // request out, and the limit is that count. (A higher count may be the tail
-                // of a limit that has just fallen.)
+                // request out, and the limit is that count. Not while the limit falls: the
+                // account then drains what it admitted before, one answer at a time, and
+                // each count is the tail of the old limit. (So may a higher count be.)
                 if state.probe.is_none()
+                    && !state.refused_in_fall
                     && reported == state.refused_at
                     && state
                         .learned
@@ -411,7 +440,7 @@ impl ConcurrencyLimit {
             self.end_round(&mut state);
         }
         match answer {
-            Answer::Admitted => self.grow(&mut state),
+            Answer::Admitted => self.grow(&mut state, slot.seq),
             Answer::Throttled => self.cut(&mut state, slot, reported.zip(other_now)),
             Answer::Neutral => {}
         }
@@ -423,8 +452,12 @@ impl ConcurrencyLimit {
         state.highest = state.highest.max(state.window);
     }
 
-    fn grow(&self, state: &mut State) {
-        if !(state.round_full || state.last_round_full) {
+    /// An answer admitted request `seq`: the window may grow.
+    fn grow(&self, state: &mut State, seq: u64) {
+        // A request sent before the last cut tells of the window before it: after a fall,
+        // the answers of the drain would grow the window back into the requests the drain
+        // is still refusing.
+        if !(state.round_full || state.last_round_full) || seq <= state.cut_seq {
             return;
         }
         let target = self.target(state);
@@ -450,6 +483,17 @@ impl ConcurrencyLimit {
     /// A 429 for `slot`'s request; `header` is the account's count on it and the other
     /// traffic that count shows, when the answer had the header.
     fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
+        let learned_before = state.probe.map(|probe| probe.from).or(state.learned);
+        self.cut_window(state, slot, header);
+        if let (Some(before), Some(after)) = (learned_before, state.learned)
+            && after < before
+        {
+            state.held = Some(state.held.map_or(before, |held| held.max(before)));
+        }
+    }
+
+    /// The cut itself: the learned limit and the window, from a 429.
+    fn cut_window(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
         let fresh = slot.seq > state.cut_seq;
         state
             .probe_charge
@@ -475,6 +519,9 @@ impl ConcurrencyLimit {
                 // only ever lowers a learned limit and rises are found by probing, except
                 // where probes are off (see `State::blind_to_other_refusals`).
                 let admitted_peak = state.round_peak.max(state.last_round_peak);
+                // Full at fewer requests than the account admitted or refused at before: the
+                // limit fell, by how much the drain of what it admitted before will show.
+                let fell = probe.is_none() && reported < admitted_peak.max(state.refused_at);
                 let limit = if admitted_peak == reported {
                     f64::from(reported)
                 } else {
@@ -489,11 +536,21 @@ impl ConcurrencyLimit {
                 };
                 state.learned = Some(limit);
                 state.refused_at = reported;
+                state.refused_in_fall = fell;
                 if probe_refused {
                     state.window = state.window.min(limit);
                 } else if fresh {
                     // Room left now, by this very answer (the average may lag a surge).
-                    state.window = state.window.min((limit - f64::from(other)).max(1.0));
+                    let room_left = (limit - f64::from(other)).max(1.0);
+                    // A second fall in a row: each answer of the drain frees a slot, and a
+                    // window that follows the count down one at a time sends a request into
+                    // each, to be refused. Cut as in a storm, and let the drain finish.
+                    let storm = fell && in_a_row && state.cut_streak >= 1;
+                    state.window = if storm {
+                        room_left.min(state.window * STORM_FACTOR).max(1.0)
+                    } else {
+                        state.window.min(room_left)
+                    };
                 }
             }
             None => {
@@ -590,9 +647,14 @@ impl ConcurrencyLimit {
         // A run held to its --max-share stays below the limit: a probe there proves nothing.
         let share_bound = self.max_share * learned < state.room(learned);
         if state.quiet_rounds >= self.probe_wait(state)
+            && state.fallen_probe_spaced()
             && !share_bound
             && !state.blind_to_other_refusals()
-            && state.probe_charge.allows_another(state.sent, state.rounds)
+            && state.probe_charge.allows_another(
+                state.sent,
+                state.rounds,
+                state.fallen_from().is_some(),
+            )
         {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
@@ -610,6 +672,12 @@ impl ConcurrencyLimit {
             // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
             // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
+        } else if let Some(held) = state.fallen_from() {
+            // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
+            // had before a loss: probes come as often as they would at the limit held, and
+            // the budget lets a few go ahead of it (see [`ProbeCharge::allows_another`]).
+            let held = held.floor().max(1.0) as u64;
+            return PROBE_AFTER_ROUNDS_FALLEN.max(REQUESTS_PER_PROBE.div_ceil(held));
         } else if !state.counts_admitted {
             state.probe_wait_without_header
         } else {
@@ -647,6 +715,7 @@ impl ConcurrencyLimit {
             return;
         }
         let level = (from + state.probe_step).min(ceiling);
+        state.probe_sent = state.sent;
         state
             .probe_charge
             .open(state.sent, state.window, state.rounds);
@@ -683,6 +752,24 @@ impl State {
     fn other_room(&self) -> u32 {
         self.learned
             .map_or(self.other.room(), |learned| self.other.room_under(learned))
+    }
+
+    /// The limit held before, when the learned one is a fall from it (see [`FALLEN_SHARE`]).
+    fn fallen_from(&self) -> Option<f64> {
+        let (learned, held) = (self.learned?, self.held?);
+        (learned <= held * FALLEN_SHARE).then_some(held)
+    }
+
+    /// Whether, below a limit held before, enough requests went by since the last probe:
+    /// [`REQUESTS_PER_PROBE`] times the learned limit over the held one (40 at 8 of 20).
+    /// Round trips alone would not do: a 429 comes back at once, and a round trip that
+    /// ends with one is short.
+    fn fallen_probe_spaced(&self) -> bool {
+        let (Some(held), Some(learned)) = (self.fallen_from(), self.learned) else {
+            return true;
+        };
+        let requests = (REQUESTS_PER_PROBE as f64 * learned / held).ceil() as u64;
+        self.sent >= self.probe_sent + requests
     }
 
     /// The room the account leaves this run under `limit`: all of it without the header,
@@ -766,10 +853,12 @@ impl ProbeCharge {
     }
 
     /// Whether another probe fits the budget, with `sent` requests sent, in round trip
-    /// `round`. However far over it, a probe comes every [`PROBE_BUDGET_MAX_WAIT_ROUNDS`],
-    /// so a limit that rises is still found within seconds.
-    fn allows_another(&self, sent: u64, round: u64) -> bool {
-        self.refused * REQUESTS_PER_PROBE <= sent
+    /// `round`; `fallen` below a limit held before, when [`PROBE_BUDGET_AFTER_A_FALL`]
+    /// probes may go ahead of it. However far over it, a probe comes every
+    /// [`PROBE_BUDGET_MAX_WAIT_ROUNDS`], so a limit that rises is still found within seconds.
+    fn allows_another(&self, sent: u64, round: u64, fallen: bool) -> bool {
+        let ahead = if fallen { PROBE_BUDGET_AFTER_A_FALL } else { 0 };
+        self.refused * REQUESTS_PER_PROBE <= sent + ahead * REQUESTS_PER_PROBE
             || round.saturating_sub(self.opened_round) >= PROBE_BUDGET_MAX_WAIT_ROUNDS
     }
 }
