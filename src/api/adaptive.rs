@@ -36,8 +36,9 @@
 //!   [`ProbeCharge`]): over a network the room this run sees wanders, a level can hold by
 //!   luck, and the climb after it can cost a dozen or two.
 //!   Below a limit held before (a fall of a quarter or more), probes come as often as
-//!   they would at the limit held, a few of them ahead of the budget, as TCP CUBIC goes
-//!   back quickly toward the window it had before a loss.
+//!   they would at the limit held, a few of them ahead of the budget, and one level that
+//!   holds starts the climb, as TCP CUBIC goes back quickly toward the window it had
+//!   before a loss.
 //!   Without the header the first probe after a cut comes after
 //!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low) and each refused one
 //!   doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
@@ -624,7 +625,10 @@ impl ConcurrencyLimit {
                     state.quiet_rounds = 0;
                 }
                 // Two steps held without a count: as good a sign of a rise as a count.
-                ProbeEvidence::Unrefused if state.probe_step >= 2.0 => {
+                // Below a limit held before, one is: the limit coming back is likely.
+                ProbeEvidence::Unrefused
+                    if state.probe_step >= 2.0 || state.fallen_from().is_some() =>
+                {
                     self.resume_slow_start(state, CLIMB_GROWTH)
                 }
                 ProbeEvidence::Unrefused => {
