@@ -205,10 +205,8 @@ struct State {
     /// The most the account showed in flight on an admitted answer this round, and the last.
     round_peak: u32,
     last_round_peak: u32,
-    /// The account's count on the last 429 (0 before any), and whether it showed the limit
-    /// had fallen (see [`ConcurrencyLimit::cut_window`]).
+    /// The account's count on the last 429 (0 before any).
     refused_at: u32,
-    refused_in_fall: bool,
     /// Whether an admitted answer carried the account's count (some servers send it on 429s
     /// only: then nothing shows a probe's level held but the absence of a 429).
     counts_admitted: bool,
@@ -291,7 +289,6 @@ impl ConcurrencyLimit {
                 round_peak: 0,
                 last_round_peak: 0,
                 refused_at: 0,
-                refused_in_fall: false,
                 counts_admitted: false,
                 lowest: start,
                 highest: start,
@@ -423,11 +420,9 @@ impl ConcurrencyLimit {
                 state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);
                 // Admitted with the last 429's count in flight: the header leaves the refused
-                // request out, and the limit is that count. Not while the limit falls: the
-                // account then drains what it admitted before, one answer at a time, and
-                // each count is the tail of the old limit. (So may a higher count be.)
+                // request out, and the limit is that count. (A higher count may be the tail
+                // of a limit that has just fallen.)
                 if state.probe.is_none()
-                    && !state.refused_in_fall
                     && reported == state.refused_at
                     && state
                         .learned
@@ -537,7 +532,6 @@ impl ConcurrencyLimit {
                 };
                 state.learned = Some(limit);
                 state.refused_at = reported;
-                state.refused_in_fall = fell;
                 if probe_refused {
                     state.window = state.window.min(limit);
                 } else if fresh {
@@ -676,12 +670,12 @@ impl ConcurrencyLimit {
             // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
             // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
-        } else if let Some(held) = state.fallen_from() {
+        } else if state.fallen_from().is_some() {
             // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
-            // had before a loss: probes come as often as they would at the limit held, and
-            // the budget lets a few go ahead of it (see [`ProbeCharge::allows_another`]).
-            let held = held.floor().max(1.0) as u64;
-            return PROBE_AFTER_ROUNDS_FALLEN.max(REQUESTS_PER_PROBE.div_ceil(held));
+            // had before a loss: probes come as often as they would at the limit held (see
+            // `State::fallen_probe_spaced`), and the budget lets a few go ahead of it (see
+            // [`ProbeCharge::allows_another`]).
+            return PROBE_AFTER_ROUNDS_FALLEN;
         } else if !state.counts_admitted {
             state.probe_wait_without_header
         } else {

@@ -75,6 +75,18 @@ fn account(limit: usize, other: usize, header: bool) -> Account {
     }
 }
 
+/// The conventions of the header the model plays: whether it is sent, and whether admitted
+/// answers carry it too (or only 429s do).
+const CONVENTIONS: [(bool, bool); 3] = [(true, true), (true, false), (false, false)];
+
+/// An account alone at `limit`, under one of [`CONVENTIONS`].
+fn alone_at(limit: usize, header: bool, counts_admitted: bool) -> Account {
+    Account {
+        counts_admitted,
+        ..account(limit, 0, header)
+    }
+}
+
 #[test]
 fn slow_start_begins_low_and_triples_each_round_trip() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
@@ -109,12 +121,9 @@ fn a_small_limit_costs_a_handful_of_429s_then_none() {
 fn at_a_small_window_probes_cost_at_most_one_request_in_a_hundred() {
     // At 5 in flight a round trip is 5 requests: a probe every 16 of them was one 429 in 80,
     // which with slow start's own left a small run at the edge of 2%.
-    for (header, counts_admitted) in [(true, true), (true, false), (false, false)] {
+    for (header, counts_admitted) in CONVENTIONS {
         let control = ConcurrencyLimit::new(100, true, 1.0);
-        let probes_only = Account {
-            counts_admitted,
-            ..account(5, 0, header)
-        };
+        let probes_only = alone_at(5, header, counts_admitted);
         probes_only.run(&control, 20);
         let (requests, throttled, _) = probes_only.run(&control, 400);
         assert!(
@@ -651,11 +660,8 @@ fn a_probe_tries_its_level_at_once() {
     // step's level over a round trip before the round trips that fill it and answer it:
     // one round trip more below 25 (5 from the probe to the rise in use, then 4). The climb
     // from 11 then doubles rather than triples (a level can hold by luck): one more, 5.
-    for (header, counts_admitted) in [(false, false), (true, false), (true, true)] {
-        let at = |limit| Account {
-            counts_admitted,
-            ..account(limit, 0, header)
-        };
+    for (header, counts_admitted) in CONVENTIONS {
+        let at = |limit| alone_at(limit, header, counts_admitted);
         let control = ConcurrencyLimit::new(100, true, 1.0);
         at(8).run(&control, 40);
         let (_, _, levels) = at(25).run(&control, 40);
@@ -756,7 +762,7 @@ fn a_limit_that_falls_during_a_probe_does_not_spend_the_probe_budget() {
     // were charged to the probe, and no probe came for the next 1,300 requests, so the
     // rise to 25 was found 8 s late (0.586 of the told client). Requests sent at or below
     // the window a probe started from are not the probe's doing.
-    for (header, counts_admitted) in [(true, true), (true, false), (false, false)] {
+    for (header, counts_admitted) in CONVENTIONS {
         let at = |limit, refusals_late| Account {
             counts_admitted,
             refusals_late,
@@ -818,12 +824,9 @@ fn a_limit_that_comes_back_after_a_fall_is_found_within_a_second() {
     // the told client. Below a limit held before, probes come as often as they would at it,
     // and without counts on admitted answers one level that holds starts the climb (two
     // did, a round trip or two more: up to 9 here).
-    for (header, counts_admitted) in [(true, true), (true, false), (false, false)] {
+    for (header, counts_admitted) in CONVENTIONS {
         for low_rounds in [60, 62, 64, 66, 68, 70] {
-            let at = |limit| Account {
-                counts_admitted,
-                ..account(limit, 0, header)
-            };
+            let at = |limit| alone_at(limit, header, counts_admitted);
             let control = ConcurrencyLimit::new(100, true, 1.0);
             at(20).run(&control, 50);
             at(8).run(&control, low_rounds);
@@ -843,11 +846,8 @@ fn a_limit_that_stays_low_after_a_fall_costs_few_probes() {
     // earned before the fall, and a few probes ahead of it. Once that is spent, probes are
     // back to one per hundred requests, so a fall for good costs a few more 429s, not 2% of
     // the requests for as long as it lasts.
-    for (header, counts_admitted) in [(true, true), (true, false), (false, false)] {
-        let at = |limit| Account {
-            counts_admitted,
-            ..account(limit, 0, header)
-        };
+    for (header, counts_admitted) in CONVENTIONS {
+        let at = |limit| alone_at(limit, header, counts_admitted);
         let control = ConcurrencyLimit::new(100, true, 1.0);
         let (before, _, _) = at(20).run(&control, 50);
         at(8).run(&control, 10);
@@ -939,7 +939,7 @@ fn slow_starts_overshoot_is_not_a_limit_held() {
     // Slow start ends with a burst of 429s and a cut or two in a row: a limit that never
     // held. Taken for a limit held before, it would have probes come every few round trips
     // ahead of the budget at a limit that has not moved.
-    for (header, counts_admitted) in [(true, true), (true, false), (false, false)] {
+    for (header, counts_admitted) in CONVENTIONS {
         for (limit, refusals_late) in [(5, false), (5, true), (20, true), (60, true)] {
             let control = ConcurrencyLimit::new(100, true, 1.0);
             let at = Account {
@@ -958,4 +958,40 @@ fn slow_starts_overshoot_is_not_a_limit_held() {
             }
         }
     }
+}
+
+#[test]
+fn below_a_limit_held_probes_are_spaced_by_requests_not_only_round_trips() {
+    // A round trip ends with the answer to its first request; with long-tailed latencies
+    // that answer often comes before most of the others, and a round trip is a few
+    // requests. Counted in round trips alone, the probes below a limit held came 21 times
+    // in 6.4 s at 8 against the emulator, where 40 requests between two make 12.
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    account(20, 0, false).run(&control, 50);
+    account(8, 0, false).run(&control, 20);
+    assert!(control.lock().fallen_from().is_some());
+    let mut in_flight: Vec<RequestSlot> = Vec::new();
+    let mut probes_at = Vec::new();
+    for _ in 0..4_000 {
+        while let Some(slot) = control.try_acquire() {
+            if in_flight.len() < 8 {
+                in_flight.push(slot);
+            } else {
+                control.on_answer(&slot, Answer::Throttled, None);
+            }
+        }
+        // Answers come back in any order, as latencies spread.
+        let leaving = in_flight.swap_remove(rng.random_range(0..in_flight.len()));
+        control.on_answer(&leaving, Answer::Admitted, None);
+        drop(leaving);
+        let started = control.lock().probe_sent;
+        if probes_at.last() != Some(&started) {
+            probes_at.push(started);
+        }
+    }
+    let gaps: Vec<u64> = probes_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() >= 5, "{gaps:?}");
+    assert!(gaps.iter().all(|&gap| gap >= 40), "{gaps:?}");
 }
