@@ -225,9 +225,9 @@ async fn over_a_network_round_trip_the_limit_costs_no_storm_in_any_convention() 
     // wanders with the machine (one in 15 went over 3% with both cores busy, at 16 ms on
     // 40 ms holds), their sum much less. Before the budget on what probes cost, the sum was
     // 3.6% here (one of them alone 3.9% in another run); with it, 1.7% and 2.1% with both
-    // cores busy. The
-    // goal is under 2%; the bound leaves a busy machine some room. The round trip and the
-    // holds are twice the other tests' 40 ms, so a busy machine's delays are less of them.
+    // cores busy. The goal is under 2%; the bound leaves a busy machine some room. The round
+    // trip and the holds are twice the other tests' 40 ms, so a busy machine's delays are
+    // less of them.
     let (mut refused, mut requests) = (0, 0);
     for (name, header, counts_refused) in CONVENTIONS {
         let config = EmulatorConfig {
