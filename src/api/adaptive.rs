@@ -35,10 +35,12 @@
 //!   off cost in 429s is held to one in [`REQUESTS_PER_PROBE`] requests (see
 //!   [`ProbeCharge`]): over a network the room this run sees wanders, a level can hold by
 //!   luck, and the climb after it can cost a dozen or two.
-//!   Below a limit held before (a fall of a quarter or more), probes come as often as
-//!   they would at the limit held, a few of them ahead of the budget, and one level that
-//!   holds starts the climb, as TCP CUBIC goes back quickly toward the window it had
-//!   before a loss.
+//!   Below a limit held before (a fall of a quarter or more from a limit in use for some
+//!   round trips), probes come as often as they would at the limit held, a few of them
+//!   ahead of the budget, and one level that holds starts the climb, as TCP CUBIC goes
+//!   back quickly toward the window it had before a loss. Without the header, a climb
+//!   soon after a storm stops where the storm read the room, as TCP's slow start stops at
+//!   its threshold.
 //!   Without the header the first probe after a cut comes after
 //!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low) and each refused one
 //!   doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
@@ -104,6 +106,13 @@ const STORM_FACTOR: f64 = 0.7;
 /// low: probes then come as often as they would at the limit held (see
 /// [`ConcurrencyLimit::probe_wait`]).
 const FALLEN_SHARE: f64 = 0.75;
+/// Round trips a learned limit must have been in use for before a cut that lowers it makes
+/// it a limit held: the same as the first probe waits. At a 40 ms network round trip with
+/// long-tailed holds, the room this run sees at a limit of 20 wanders from the low 20s to
+/// about 30; a climb read it at 31, then a storm cut to 18, and taken for a limit held
+/// that reading had probes come every few round trips, each level that held by luck
+/// starting a climb (5.2% of one run's requests refused).
+const HELD_AFTER_ROUNDS: u64 = FIRST_PROBE_AFTER_ROUNDS;
 /// Round trips between probes below a limit held before, at least.
 const PROBE_AFTER_ROUNDS_FALLEN: u64 = 5;
 /// Probes that may be spent ahead of the budget below a limit held before: finding it back
@@ -174,8 +183,16 @@ struct State {
     growth: f64,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
-    /// The highest learned limit a cut has lowered: a limit that fell may come back.
+    /// The highest learned limit a cut has lowered after it was in use for
+    /// [`HELD_AFTER_ROUNDS`]: a limit that fell may come back.
     held: Option<f64>,
+    /// The round trip in which a cut (or a climb's stop) last changed the learned limit.
+    learned_round: u64,
+    /// Without the header, the room the last storm read and the round trip it did: a climb
+    /// soon after stops there (see [`ConcurrencyLimit::cap_the_climb`]).
+    storm_room: Option<(f64, u64)>,
+    /// The level the climb under way stops at, if any.
+    climb_cap: Option<f64>,
     /// Other traffic on the latest answers, and over the whole run.
     other: OtherTraffic,
     /// Round trips completed, and the sequence number whose answer ends the current one.
@@ -272,6 +289,9 @@ impl ConcurrencyLimit {
                 growth: SLOW_START_GROWTH,
                 learned: None,
                 held: None,
+                learned_round: 0,
+                storm_room: None,
+                climb_cap: None,
                 other: OtherTraffic::default(),
                 rounds: 0,
                 round_mark: 1,
@@ -471,6 +491,18 @@ impl ConcurrencyLimit {
         };
         let before = state.window.floor();
         state.window = (state.window + step).min(target);
+        if state.slow_start
+            && let Some(cap) = state.climb_cap
+            && state.window >= cap
+        {
+            state.window = cap.min(target);
+            state.slow_start = false;
+            state.climb_cap = None;
+            state.learned = Some(cap);
+            state.learned_round = state.rounds;
+            state.quiet_rounds = 0;
+            tracing::trace!(cap, "climb stopped where the last storm read the room");
+        }
         if state.window.floor() > before {
             tracing::trace!(window = state.window.floor(), "concurrency raised");
         }
@@ -481,8 +513,16 @@ impl ConcurrencyLimit {
     fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
         let learned_before = state.probe.map(|probe| probe.from).or(state.learned);
         self.cut_window(state, slot, header);
+        if state.learned == learned_before {
+            return;
+        }
+        // Only a limit in use for some round trips is one the account held: the readings of
+        // a run of cuts (slow start's overshoot, a room that wanders over a network) are not.
+        let in_use_for = state.rounds.saturating_sub(state.learned_round);
+        state.learned_round = state.rounds;
         if let (Some(before), Some(after)) = (learned_before, state.learned)
             && after < before
+            && in_use_for >= HELD_AFTER_ROUNDS
         {
             state.held = Some(state.held.map_or(before, |held| held.max(before)));
         }
@@ -495,6 +535,7 @@ impl ConcurrencyLimit {
             .probe_charge
             .refused(slot.seq, slot.ours_at_send, fresh);
         state.slow_start = false;
+        state.climb_cap = None;
         state.quiet_rounds = 0;
         state.probe_step = 1.0;
         // A probe refused found no rise: the level it started from held for many round
@@ -558,6 +599,7 @@ impl ConcurrencyLimit {
                 // (one of ours overtook the refused request); a third is a storm.
                 let storm = probe.is_none() && in_a_row && state.cut_streak >= 2;
                 let window = if storm {
+                    state.storm_room = Some((room, state.rounds));
                     room.min(state.window * STORM_FACTOR)
                 } else {
                     room.min(state.window)
@@ -623,7 +665,8 @@ impl ConcurrencyLimit {
                 ProbeEvidence::Unrefused
                     if state.probe_step >= 2.0 || state.fallen_from().is_some() =>
                 {
-                    self.resume_slow_start(state, CLIMB_GROWTH)
+                    self.resume_slow_start(state, CLIMB_GROWTH);
+                    self.cap_the_climb(state);
                 }
                 ProbeEvidence::Unrefused => {
                     state.learned = Some(probe.level);
@@ -703,6 +746,23 @@ impl ConcurrencyLimit {
         state.probe_step = 1.0;
         state.slow_start = true;
         state.growth = growth;
+    }
+
+    /// A climb that a probe's silence set off soon after a storm (within
+    /// [`PROBE_BUDGET_MAX_WAIT_ROUNDS`]) stops where the storm read the room, as TCP's slow
+    /// start stops at its threshold, and probes go on from there. A storm cuts the window
+    /// to 70% and over a network the room as this run sees it wanders: the climb back
+    /// doubled each round trip past the room, and its 429s, a round trip late, came by the
+    /// dozen, every few seconds. A limit that has risen since is found by the probes after.
+    fn cap_the_climb(&self, state: &mut State) {
+        state.climb_cap = match state.storm_room.take() {
+            Some((room, round))
+                if state.rounds <= round + PROBE_BUDGET_MAX_WAIT_ROUNDS && room > state.window =>
+            {
+                Some(room)
+            }
+            _ => None,
+        };
     }
 
     /// Lets the window go `probe_step` above the learned limit `from`.
