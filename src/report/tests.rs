@@ -145,3 +145,16 @@ fn a_run_that_stopped_before_any_request_says_why_without_a_timeline() {
     assert!(page.contains("the run stopped before it sent any request"));
     assert!(!page.contains("<svg"));
 }
+
+#[test]
+fn the_in_flight_row_says_whose_limit_was_found() {
+    for (counted, says) in [(true, "account limit found: 20"), (false, "room found: 20")] {
+        let mut run = summary(10, 0, "");
+        run.concurrency.adaptive = true;
+        run.concurrency.learned_limit = Some(20);
+        run.concurrency.limit_counted = counted;
+        let page = render(&record(Some(run), None));
+        assert!(page.contains(says), "counted {counted}: {page}");
+        assert_eq!(page.contains("account limit found"), counted);
+    }
+}

@@ -154,3 +154,34 @@ fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
         "{never}"
     );
 }
+
+#[test]
+fn the_limit_found_is_the_accounts_only_when_a_count_showed_it() {
+    let report = |header_seen, limit_counted| ConcurrencyReport {
+        ceiling: 100,
+        adaptive: true,
+        settled: 24,
+        lowest: 4,
+        highest: 30,
+        learned_limit: Some(24),
+        max_share: 1.0,
+        header_seen,
+        header_on_admitted: false,
+        limit_counted,
+        other_in_flight: header_seen.then_some(0.0),
+        other_peak: header_seen.then_some(0),
+        throttled_share: 0.01,
+        peak_in_flight: 30,
+    };
+    let counted = report(true, true).describe(3);
+    assert!(counted.contains("account limit found: 24"), "{counted}");
+    // A server that counts on 429s only, alone and over a network: the room the refused
+    // requests showed is this run's, larger than the account's limit.
+    let room = report(true, false).describe(3);
+    assert!(
+        room.contains("room found: 24") && !room.contains("account limit"),
+        "{room}"
+    );
+    let never = report(false, false).describe(3);
+    assert!(never.contains("room found: 24"), "{never}");
+}
