@@ -55,7 +55,10 @@
 //!   rise is found; the header can only help. There, once the counts show other traffic,
 //!   the limit is no longer probed: the other app's refusals show in no count and this
 //!   run's own requests are rarely the ones refused, so a probe's silence proves nothing;
-//!   a 429 that counts the account above the learned limit is what shows a rise.
+//!   a 429 that counts the account above the learned limit is what shows a rise. Until
+//!   the counts show other traffic, a 429 there reads this run's room as without the
+//!   header: over a network the run's requests on the wire are in its flight but not in
+//!   the count, and the account's limit taken as this run's held it below its room.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. Answers to requests sent before the
