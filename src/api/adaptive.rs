@@ -192,9 +192,6 @@ struct State {
     /// The highest learned limit a cut has lowered after it was in use for
     /// [`HELD_AFTER_ROUNDS`]: a limit that fell may come back.
     held: Option<f64>,
-    /// Whether the learned limit was read from a 429's count (the account's limit) rather
-    /// than from the refused request's room (this run's).
-    learned_counted: bool,
     /// The round trip in which a cut (or a climb's stop) last changed the learned limit.
     learned_round: u64,
     /// Without the header, the room the last storm read and the round trip it did: a climb
@@ -298,7 +295,6 @@ impl ConcurrencyLimit {
                 growth: SLOW_START_GROWTH,
                 learned: None,
                 held: None,
-                learned_counted: false,
                 learned_round: 0,
                 storm_room: None,
                 climb_cap: None,
@@ -387,7 +383,7 @@ impl ConcurrencyLimit {
                 .map(whole),
             header_seen: state.header_seen(),
             header_on_admitted: state.counts_admitted,
-            limit_counted: state.learned_counted,
+            limit_counted: state.counts_show_the_accounts_limit(),
             other_in_flight: state.other.mean(),
             other_peak: state.other.peak(),
             peak_in_flight: state.peak_in_flight,
@@ -565,9 +561,8 @@ impl ConcurrencyLimit {
         // so the account's limit, taken as this run's, held it below its room while probes
         // found the levels above holding and climbed past it. The room is read as without
         // the header.
-        let header = header
-            .filter(|&(_, other)| state.counts_admitted || other > 0 || state.other_room() > 0);
-        state.learned_counted = header.is_some();
+        let header =
+            header.filter(|&(_, other)| other > 0 || state.counts_show_the_accounts_limit());
         match header {
             Some((reported, other)) => {
                 // Refused with `reported` in flight: the limit is one less if the count
@@ -824,6 +819,13 @@ impl State {
     /// is not probed; a 429 whose count shows the account above it is what shows a rise.
     fn blind_to_other_refusals(&self) -> bool {
         !self.counts_admitted && self.other_room() > 0
+    }
+
+    /// Whether a 429's count is read as the account's limit: where admitted answers carry
+    /// counts too, or once counts have shown other traffic (see
+    /// [`ConcurrencyLimit::cut_window`]); otherwise a 429 reads this run's room.
+    fn counts_show_the_accounts_limit(&self) -> bool {
+        self.counts_admitted || self.other_room() > 0
     }
 
     /// The room for other traffic under the learned limit (see [`OtherTraffic::room_under`]).

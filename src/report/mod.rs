@@ -164,9 +164,13 @@ fn run_section(page: &mut String, record: &RunRecord) {
         if summary.requests > 0 && c.adaptive {
             let limit = c.learned_limit.map_or_else(
                 || "no 429 met".to_string(),
-                |limit| match c.limit_counted {
-                    true => format!("account limit found: {limit}"),
-                    false => format!("room found: {limit}"),
+                |limit| {
+                    let whose = if c.limit_counted {
+                        "account limit"
+                    } else {
+                        "room"
+                    };
+                    format!("{whose} found: {limit}")
                 },
             );
             row(

@@ -1084,9 +1084,43 @@ fn over_a_network_a_count_on_429s_only_does_not_hold_the_run_below_its_room() {
             levels[250..].iter().all(|&level| level >= 24),
             "header on 429s {header}: {levels:?}"
         );
+        assert!(!control.observed().limit_counted, "header on 429s {header}");
         assert!(
             throttled * 100 <= requests,
             "header on 429s {header}: {throttled} 429s in {requests} requests"
         );
     }
+}
+
+#[test]
+fn a_climb_stopped_at_a_storms_reading_is_not_a_limit_held() {
+    // The level a climb stops at is a storm's reading, in use from the stop, not from the
+    // storm: a dip right after it is no fall from a limit held, to probe back to as often
+    // as after one. Counted from the storm's cut, it was.
+    let over_a_network = |room| Account {
+        counts_admitted: false,
+        refusals_late: true,
+        ..account(room, 0, false)
+    };
+    // Slow start, then the dip: no limit was in use long enough to be one held.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    over_a_network(24).run(&control, 4);
+    for room in [22, 21, 20] {
+        over_a_network(room).round(&control);
+    }
+    assert_eq!(control.lock().held, None);
+    let (reading, _) = control.lock().storm_room.expect("the dip is a storm");
+    let mut rounds = 0;
+    while control.lock().slow_start || control.lock().learned != Some(reading) {
+        over_a_network(22).round(&control);
+        rounds += 1;
+        assert!(rounds < 40, "the climb stopped at {reading}");
+    }
+    over_a_network((reading * FALLEN_SHARE) as usize).round(&control);
+    let learned = control.lock().learned;
+    assert!(
+        learned.is_some_and(|l| l <= reading * FALLEN_SHARE),
+        "{reading} then {learned:?}"
+    );
+    assert_eq!(control.lock().fallen_from(), None);
 }

@@ -113,9 +113,14 @@ fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
-#[test]
-fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
-    let report = |header_seen, header_on_admitted, other: Option<(f64, u32)>| ConcurrencyReport {
+/// An adaptive run's report that found a limit of 20, as the API's header let it see.
+fn seen(
+    header_seen: bool,
+    header_on_admitted: bool,
+    limit_counted: bool,
+    other: Option<(f64, u32)>,
+) -> ConcurrencyReport {
+    ConcurrencyReport {
         ceiling: 100,
         adaptive: true,
         settled: 9,
@@ -125,11 +130,18 @@ fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
         max_share: 1.0,
         header_seen,
         header_on_admitted,
-        limit_counted: header_seen,
+        limit_counted,
         other_in_flight: other.map(|(mean, _)| mean),
         other_peak: other.map(|(_, peak)| peak),
         throttled_share: 0.01,
         peak_in_flight: 18,
+    }
+}
+
+#[test]
+fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
+    let report = |header_seen, header_on_admitted, other| {
+        seen(header_seen, header_on_admitted, header_seen, other)
     };
     let every = report(true, true, Some((5.8, 12))).describe(3);
     assert!(
@@ -157,31 +169,15 @@ fn the_other_traffic_line_says_what_the_header_convention_lets_the_run_see() {
 
 #[test]
 fn the_limit_found_is_the_accounts_only_when_a_count_showed_it() {
-    let report = |header_seen, limit_counted| ConcurrencyReport {
-        ceiling: 100,
-        adaptive: true,
-        settled: 24,
-        lowest: 4,
-        highest: 30,
-        learned_limit: Some(24),
-        max_share: 1.0,
-        header_seen,
-        header_on_admitted: false,
-        limit_counted,
-        other_in_flight: header_seen.then_some(0.0),
-        other_peak: header_seen.then_some(0),
-        throttled_share: 0.01,
-        peak_in_flight: 30,
-    };
-    let counted = report(true, true).describe(3);
-    assert!(counted.contains("account limit found: 24"), "{counted}");
+    let counted = seen(true, false, true, Some((0.0, 0))).describe(3);
+    assert!(counted.contains("account limit found: 20"), "{counted}");
     // A server that counts on 429s only, alone and over a network: the room the refused
     // requests showed is this run's, larger than the account's limit.
-    let room = report(true, false).describe(3);
+    let room = seen(true, false, false, Some((0.0, 0))).describe(3);
     assert!(
-        room.contains("room found: 24") && !room.contains("account limit"),
+        room.contains("room found: 20") && !room.contains("account limit"),
         "{room}"
     );
-    let never = report(false, false).describe(3);
-    assert!(never.contains("room found: 24"), "{never}");
+    let never = seen(false, false, false, None).describe(3);
+    assert!(never.contains("room found: 20"), "{never}");
 }
