@@ -14,7 +14,8 @@
 //! The second table is the matrix of the account's concurrency limit (issue 19): each shape
 //! (alone at 20, small, large, changing, and shared with another app whose requests come
 //! evenly spaced or as a Poisson stream), under each latency distribution (uniform over
-//! ±50%, long-tailed) and each convention of the `Twilio-Concurrent-Requests` header (on
+//! ±50%, long-tailed, and where no other app holds slots, fixed: answers in a train) and
+//! each convention of the `Twilio-Concurrent-Requests` header (on
 //! every answer, on 429s only, never), all with default flags and 3,000 rows (300 for the
 //! small limit), as the issue measured them. Each row gives the possible throughput (the
 //! polite share of the limit over the mean latency: all of it alone; with the other app, the
@@ -27,7 +28,8 @@
 //! found the account full beside how often the other app did (its 429 share): the first is
 //! all the header lets a client see of the second. `BENCH_ADAPTIVE_ONLY=1` runs only this
 //! table, `BENCH_SHAPES=text` only the shapes whose name contains it, `BENCH_HEADERS=every`
-//! (or `on-429`, `never`) only that convention of the header. `BENCH_NETWORK_DELAY=40ms`
+//! (or `on-429`, `never`) only that convention of the header, `BENCH_LATENCIES=fixed` (or
+//! `uniform`, `long`, comma-separated) only those latencies. `BENCH_NETWORK_DELAY=40ms`
 //! puts a network round trip between client and account in every run (the emulator's
 //! `--network-delay`; loopback has none): then the told client's share is of the account's
 //! count, which the client's requests in flight exceed by those on the wire.
@@ -295,13 +297,16 @@ enum Arrivals {
     Poisson,
 }
 
-/// How each request's latency is drawn (the mean is the shape's in both).
+/// How each request's latency is drawn (the mean is the shape's in each).
 #[derive(Clone, Copy, PartialEq)]
 enum Latency {
     /// Uniform over ±50%: 50 to 150 ms at 100 ms.
     Uniform,
     /// Lognormal, the 99th percentile five times the median.
     LongTail,
+    /// Every latency the same (the emulator's default): a round trip's answers come in a
+    /// train.
+    Fixed,
 }
 
 impl Latency {
@@ -309,12 +314,23 @@ impl Latency {
         match self {
             Latency::Uniform => &["--latency-jitter", "0.5"],
             Latency::LongTail => &["--latency-distribution", "long-tail"],
+            Latency::Fixed => &[],
         }
     }
     fn name(self) -> &'static str {
         match self {
             Latency::Uniform => "uniform ±50%",
             Latency::LongTail => "long tail",
+            Latency::Fixed => "fixed",
+        }
+    }
+    /// The latencies a shape runs under: all three alone; beside the other app, whose
+    /// requests would then hold their slots for exactly as long, the two that spread.
+    fn for_shape(shape: &Shape) -> &'static [Latency] {
+        if shape.other.is_some() {
+            &[Latency::Uniform, Latency::LongTail]
+        } else {
+            &[Latency::Uniform, Latency::LongTail, Latency::Fixed]
         }
     }
 }
@@ -382,6 +398,7 @@ fn refused_share(slots: usize, rate: f64, hold: f64, arrivals: Arrivals, latency
             continue;
         }
         let factor = match latency {
+            Latency::Fixed => 1.0,
             Latency::Uniform => rng.random_range(0.5..=1.5),
             Latency::LongTail => {
                 let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
@@ -609,7 +626,10 @@ fn adaptive_table(dir: &Path) {
         .into_iter()
         .filter(|s| s.name.contains(only.as_str()))
     {
-        for latency in [Latency::Uniform, Latency::LongTail] {
+        let latencies = std::env::var("BENCH_LATENCIES").unwrap_or_default();
+        for &latency in Latency::for_shape(&shape).iter().filter(|l| {
+            latencies.is_empty() || latencies.split(',').any(|name| l.name().starts_with(name))
+        }) {
             eprintln!("{}, {}, told the limit...", shape.name, latency.name());
             let (told, efficiency) = run_told(dir, &shape, latency);
             let percent =

@@ -6,8 +6,8 @@
 //! `Twilio-Concurrent-Requests` header, when sent, counts the whole account's requests in
 //! flight, this run's and everyone else's. The controller, per answer:
 //!
-//! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by two per success
-//!   (tripling every round trip) until the first 429 or the ceiling, so a small limit costs a
+//! - **Slow start.** The window starts at [`INITIAL_WINDOW`] and grows by one per success
+//!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
 //!   handful of 429s at start-up, not a burst at the ceiling.
 //! - **With the header.** An answer shows the account's count `R`; `R` minus the most this
 //!   run had in flight from the request's send to its answer (see [`ours`]) is the *other*
@@ -23,14 +23,15 @@
 //!   the drain down one refused request at a time.
 //! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
 //!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
-//!   cut are the same news). A 429 in the round right after a cut reads the room again (the
+//!   cut are the same news, though one for a request sent before the one that read the room
+//!   lowers the reading by one: it was taken for held). A 429 in the round right after a cut reads the room again (the
 //!   first reading can be one high: one of ours overtook the refused request); a third round
 //!   in a row with a 429 cuts multiplicatively, so a storm never persists.
 //! - **Ageing.** A learned limit is a hint, not a wall: after some round trips at it without
 //!   a 429 the limit is probed one higher (the window goes there at once), then two
-//!   higher, then slow start from there, doubling per round trip rather than tripling,
-//!   for each further round trip the probe holds (with counts on admitted answers, one
-//!   that shows the account above the old limit starts the slow start at once, tripling).
+//!   higher, then slow start from there for each further round trip the probe holds
+//!   (with counts on admitted answers, one that shows the account above the old limit
+//!   starts the slow start at once).
 //!   A refused probe goes back to where it started. What probes and the climbs they set
 //!   off cost in 429s is held to one in [`REQUESTS_PER_PROBE`] requests (see
 //!   [`ProbeCharge`]): over a network the room this run sees wanders, a level can hold by
@@ -72,8 +73,12 @@ use tokio::sync::Notify;
 use other::OtherTraffic;
 use ours::InFlightHighs;
 
-/// The window a run starts with (or the ceiling, if lower).
-pub(crate) const INITIAL_WINDOW: f64 = 4.0;
+/// The window a run starts with (or the ceiling, if lower). With slow start doubling, 8
+/// reaches a limit of 60 in three round trips, as 4 tripling did, while a server whose
+/// answers come in a train (every latency the same) refuses at most the window's growth
+/// in one round trip: at a limit of 5, three requests rather than seven, and at 60, four
+/// rather than 48 (see [`SLOW_START_GROWTH`]).
+pub(crate) const INITIAL_WINDOW: f64 = 8.0;
 /// Round trips at a learned limit without a 429 before it is probed upward, at most: the
 /// first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`], and the wait doubles
 /// with each probe that finds nothing. A rise is found at the next probe, half this wait
@@ -96,13 +101,14 @@ const REQUESTS_PER_PROBE: u64 = 100;
 /// put right. The budget alone had a rise to 25 found 25 s late at a 40 ms network round
 /// trip; at 40 round trips a run that cut to 17 after a rise to 24 sometimes ended there.
 const PROBE_BUDGET_MAX_WAIT_ROUNDS: u64 = 20;
-/// Slow start's growth per success: the window triples per round trip. A 429 comes back
-/// without the latency (over a network, after its round trip only), so the overshoot past
-/// the limit is what the window grew meanwhile, not a latency's worth.
-const SLOW_START_GROWTH: f64 = 2.0;
-/// Slow start's growth per success after a probe's levels held without a count to show a
-/// rise: the window doubles per round trip (see [`ConcurrencyLimit::resume_slow_start`]).
-const CLIMB_GROWTH: f64 = 1.0;
+/// Slow start's growth per success: the window doubles per round trip, as TCP's does.
+/// Where latencies vary, a 429 comes back before the next answer releases more requests,
+/// and the overshoot is a request or two whatever the growth; where answers come in a
+/// train, every request a round trip's growth released is sent before the first 429 can
+/// come back, and tripling sent twice the window's worth past the limit. A climb after a
+/// probe grows the same way: a level can hold by luck, and over a network the 429 that
+/// ends a climb comes back a round trip after the request that overshot.
+const SLOW_START_GROWTH: f64 = 1.0;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
 const STORM_FACTOR: f64 = 0.7;
 /// A learned limit at most this share of one held before it is a fall, not a reading one
@@ -184,9 +190,6 @@ struct State {
     /// The most of ours in flight since each send, for reading other traffic off a count.
     highs: InFlightHighs,
     slow_start: bool,
-    /// Slow start's growth per success: [`SLOW_START_GROWTH`] from the first request and
-    /// after a count showed a probe's rise, [`CLIMB_GROWTH`] after a probe's silence did.
-    growth: f64,
     /// The account's limit (header) or this run's room (no header), once a 429 showed it.
     learned: Option<f64>,
     /// The highest learned limit a cut has lowered after it was in use for
@@ -213,6 +216,9 @@ struct State {
     cut_round: u64,
     /// Round trips in a row, up to this one, with a fresh cut.
     cut_streak: u32,
+    /// Without the header, the last cut's reading of the room and the request whose 429
+    /// read it (see [`State::correct_the_reading`]).
+    reading: Option<(u64, f64)>,
     /// Full round trips since the last 429 or probe.
     quiet_rounds: u64,
     /// Without the header: full quiet round trips before the next probe (see
@@ -292,7 +298,6 @@ impl ConcurrencyLimit {
                 sent: 0,
                 highs: InFlightHighs::default(),
                 slow_start: adaptive,
-                growth: SLOW_START_GROWTH,
                 learned: None,
                 held: None,
                 learned_round: 0,
@@ -306,6 +311,7 @@ impl ConcurrencyLimit {
                 cut_seq: 0,
                 cut_round: 0,
                 cut_streak: 0,
+                reading: None,
                 quiet_rounds: 0,
                 probe_wait_without_header: FIRST_PROBE_AFTER_ROUNDS,
                 probe_step: 1.0,
@@ -487,10 +493,10 @@ impl ConcurrencyLimit {
         if state.window >= target {
             return;
         }
-        // Slow start: two per success (triples per round trip). Below a known target: one
-        // per success (doubles). Close to the target: one per round trip.
+        // Slow start, and below a known target: one per success (doubles per round trip).
+        // Close to the target: one per round trip.
         let step = if state.slow_start {
-            state.growth
+            SLOW_START_GROWTH
         } else if state.window + 1.0 < target {
             1.0
         } else {
@@ -606,6 +612,7 @@ impl ConcurrencyLimit {
             }
             None => {
                 if !fresh {
+                    state.correct_the_reading(slot.seq);
                     return;
                 }
                 let room = (slot.ours_at_send as f64 - 1.0).max(1.0);
@@ -621,6 +628,7 @@ impl ConcurrencyLimit {
                 };
                 state.window = window.max(1.0);
                 state.learned = Some(state.window);
+                state.reading = (!storm && probe.is_none()).then_some((slot.seq, state.window));
             }
         }
         if fresh {
@@ -665,7 +673,7 @@ impl ConcurrencyLimit {
                 return;
             }
             match ProbeEvidence::of_round(state.counts_admitted, peak, probe.from, full) {
-                ProbeEvidence::Counted => self.resume_slow_start(state, SLOW_START_GROWTH),
+                ProbeEvidence::Counted => self.resume_slow_start(state),
                 ProbeEvidence::Unrefused if state.blind_to_other_refusals() => {
                     // The other app appeared while the probe was under way: its silence
                     // proves nothing (see `State::blind_to_other_refusals`).
@@ -680,7 +688,7 @@ impl ConcurrencyLimit {
                 ProbeEvidence::Unrefused
                     if state.probe_step >= 2.0 || state.fallen_from().is_some() =>
                 {
-                    self.resume_slow_start(state, CLIMB_GROWTH);
+                    self.resume_slow_start(state);
                     self.cap_the_climb(state);
                 }
                 ProbeEvidence::Unrefused => {
@@ -750,17 +758,12 @@ impl ConcurrencyLimit {
     }
 
     /// The limit rose: slow start again from the window, rather than creep up a step at a
-    /// time (a rise of one costs only the few 429s of the overshoot), growing by `growth`
-    /// per success. Where only the absence of a 429 showed the rise, the window doubles
-    /// each round trip rather than tripling: a probe's level can hold by luck, and over a
-    /// network the 429 that ends the climb comes back a round trip after the request that
-    /// overshot, so the overshoot is what the window grew in that time.
-    fn resume_slow_start(&self, state: &mut State, growth: f64) {
+    /// time (a rise of one costs only the few 429s of the overshoot).
+    fn resume_slow_start(&self, state: &mut State) {
         state.learned = None;
         state.probe = None;
         state.probe_step = 1.0;
         state.slow_start = true;
-        state.growth = growth;
     }
 
     /// A climb that a probe's silence set off soon after a storm (within
@@ -826,6 +829,26 @@ impl State {
     /// [`ConcurrencyLimit::cut_window`]); otherwise a 429 reads this run's room.
     fn counts_show_the_accounts_limit(&self) -> bool {
         self.counts_admitted || self.other_room() > 0
+    }
+
+    /// A 429 for request `seq`, which an earlier cut already answered. If `seq` was sent
+    /// before the request whose 429 read the room, it was among the requests of ours in
+    /// flight that the reading took for held by the account, and it was not: the room is
+    /// one less. Where answers come in a train (a server whose latency does not vary) the
+    /// refusals come in one too, handled in any order: a limit of 5 was read as 9 from the
+    /// last of seven sent, then 7 and a storm, 13 429s in the first half second.
+    fn correct_the_reading(&mut self, seq: u64) {
+        let Some((read_by, room)) = self.reading else {
+            return;
+        };
+        if seq >= read_by || room <= 1.0 {
+            return;
+        }
+        let room = room - 1.0;
+        self.reading = Some((read_by, room));
+        self.window = self.window.min(room);
+        self.learned = self.learned.map(|learned| learned.min(room));
+        tracing::debug!(window = self.window.floor(), "429: room read again");
     }
 
     /// The room for other traffic under the learned limit (see [`OtherTraffic::room_under`]).
