@@ -21,12 +21,11 @@
 //!   before shows the limit fell: the account drains what it admitted under the old one,
 //!   and a second such 429 in a row cuts the window as a storm does, rather than follow
 //!   the drain down one refused request at a time.
-//! - **Without the header.** A 429 for a request sent with `k` of ours in flight puts this
-//!   run's room at `k − 1` (at most one cut per round trip: 429s for requests sent before the
-//!   cut are the same news, though one for a request sent before the one that read the room
-//!   lowers the reading by one: it was taken for held). A 429 in the round right after a cut reads the room again (the
-//!   first reading can be one high: one of ours overtook the refused request); a third round
-//!   in a row with a 429 cuts multiplicatively, so a storm never persists.
+//! - **Without the header.** A 429 puts this run's room at the rest of ours in flight as it
+//!   comes back, at most one cut per round trip: 429s for requests sent before the cut are
+//!   the same news, though each lowers the reading by one (it was taken for held). A 429 in
+//!   the round right after a cut reads the room again; a third round in a row with a 429
+//!   cuts multiplicatively, so a storm never persists.
 //! - **Ageing.** A learned limit is a hint, not a wall: after some round trips at it without
 //!   a 429 the limit is probed one higher (the window goes there at once), then two
 //!   higher, then slow start from there for each further round trip the probe holds
@@ -43,8 +42,9 @@
 //!   soon after a storm stops where the storm read the room, as TCP's slow start stops at
 //!   its threshold.
 //!   Without the header the first probe after a cut comes after
-//!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low) and each refused one
-//!   doubles the wait, up to [`PROBE_AFTER_ROUNDS`];
+//!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low; if it holds, that was
+//!   all, and the probing stops there) and each refused one doubles the wait, up to
+//!   [`PROBE_AFTER_ROUNDS`];
 //!   with it, probes only look for a rise: every [`PROBE_AFTER_ROUNDS`], or
 //!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
 //!   borrows. A header probe only counts when an answer shows the account above the old
@@ -73,12 +73,14 @@ use tokio::sync::Notify;
 use other::OtherTraffic;
 use ours::InFlightHighs;
 
-/// The window a run starts with (or the ceiling, if lower). With slow start doubling, 8
-/// reaches a limit of 60 in three round trips, as 4 tripling did, while a server whose
-/// answers come in a train (every latency the same) refuses at most the window's growth
-/// in one round trip: at a limit of 5, three requests rather than seven, and at 60, four
-/// rather than 48 (see [`SLOW_START_GROWTH`]).
-pub(crate) const INITIAL_WINDOW: f64 = 8.0;
+/// The window a run starts with (or the ceiling, if lower). Its requests go at once, over
+/// new connections, so the account sees them in any order, and a limit below it refuses
+/// the difference: at 6, a limit of 5 costs one 429 (8 cost three, a 1% of a 300-row
+/// run). Doubling from 6 reaches 60 in four round trips, one more than tripling from 4,
+/// which at 200 ms costs about 1% of a 3,000-row run; but where answers come in a train
+/// (every latency the same) tripling had twice the window's worth refused (see
+/// [`SLOW_START_GROWTH`]).
+pub(crate) const INITIAL_WINDOW: f64 = 6.0;
 /// Round trips at a learned limit without a 429 before it is probed upward, at most: the
 /// first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`], and the wait doubles
 /// with each probe that finds nothing. A rise is found at the next probe, half this wait
@@ -216,9 +218,9 @@ struct State {
     cut_round: u64,
     /// Round trips in a row, up to this one, with a fresh cut.
     cut_streak: u32,
-    /// Without the header, the last cut's reading of the room and the request whose 429
-    /// read it (see [`State::correct_the_reading`]).
-    reading: Option<(u64, f64)>,
+    /// Without the header, the last cut's reading of the room (see
+    /// [`State::correct_the_reading`]), until the first probe after it checks it.
+    reading: Option<f64>,
     /// Full round trips since the last 429 or probe.
     quiet_rounds: u64,
     /// Without the header: full quiet round trips before the next probe (see
@@ -612,10 +614,14 @@ impl ConcurrencyLimit {
             }
             None => {
                 if !fresh {
-                    state.correct_the_reading(slot.seq);
+                    state.correct_the_reading();
                     return;
                 }
-                let room = (slot.ours_at_send as f64 - 1.0).max(1.0);
+                // The room: the rest of ours in flight now (see `State::correct_the_reading`).
+                // Counted at this request's send instead, it depended on the order in which
+                // requests sent together reached the account: the first six of a run, sent
+                // at once over new connections, had the room of a limit of 5 read as 1.
+                let room = (state.in_flight as f64 - 1.0).max(1.0);
                 let room = probe.map_or(room, |probe| room.max(probe.from));
                 // A second cut in a row may only correct the first's reading of the room
                 // (one of ours overtook the refused request); a third is a storm.
@@ -628,7 +634,7 @@ impl ConcurrencyLimit {
                 };
                 state.window = window.max(1.0);
                 state.learned = Some(state.window);
-                state.reading = (!storm && probe.is_none()).then_some((slot.seq, state.window));
+                state.reading = (!storm && probe.is_none()).then_some(state.window);
             }
         }
         if fresh {
@@ -691,6 +697,16 @@ impl ConcurrencyLimit {
                     self.resume_slow_start(state);
                     self.cap_the_climb(state);
                 }
+                // The room was read one low. Probing two higher at once cost two 429s at a
+                // limit of 5 (a third of a 300-row run's share), for a rise that a cut a
+                // few round trips before makes unlikely: the next probe looks for it.
+                ProbeEvidence::Unrefused if probe.checks_a_reading => {
+                    state.learned = Some(probe.level);
+                    state.probe = None;
+                    state.probe_charge.close(state.sent);
+                    state.quiet_rounds = 0;
+                    state.probe_wait_without_header = PROBE_AFTER_ROUNDS;
+                }
                 ProbeEvidence::Unrefused => {
                     state.learned = Some(probe.level);
                     state.probe_step *= 2.0;
@@ -710,8 +726,9 @@ impl ConcurrencyLimit {
         }
         // A run held to its --max-share stays below the limit: a probe there proves nothing.
         let share_bound = self.max_share * learned < state.room(learned);
-        if state.quiet_rounds >= self.probe_wait(state)
-            && state.fallen_probe_spaced()
+        let wait = self.probe_wait(state);
+        if state.quiet_rounds >= wait
+            && state.probe_spaced(wait < PROBE_AFTER_ROUNDS)
             && !share_bound
             && !state.blind_to_other_refusals()
             && state.probe_charge.allows_another(
@@ -732,29 +749,21 @@ impl ConcurrencyLimit {
     /// look for a rise. With other traffic on the account they are rarer still, whichever
     /// answers showed it.
     fn probe_wait(&self, state: &State) -> u64 {
-        let rounds = if state.other_room() > 0 {
+        if state.other_room() > 0 {
             // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
             // one of its slots.
             PROBE_AFTER_ROUNDS_SHARED
         } else if state.fallen_from().is_some() {
             // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
             // had before a loss: probes come as often as they would at the limit held (see
-            // `State::fallen_probe_spaced`), and the budget lets a few go ahead of it (see
+            // `State::probe_spaced`), and the budget lets a few go ahead of it (see
             // [`ProbeCharge::allows_another`]).
-            return PROBE_AFTER_ROUNDS_FALLEN;
+            PROBE_AFTER_ROUNDS_FALLEN
         } else if !state.counts_admitted {
             state.probe_wait_without_header
         } else {
             PROBE_AFTER_ROUNDS
-        };
-        if rounds < PROBE_AFTER_ROUNDS {
-            // The first probe after a cut puts right a room read one low: worth its 429.
-            return rounds;
         }
-        // A probe that finds nothing costs one 429: at a small window, rounds are few
-        // requests, so they are spaced to keep that cost a small share of the requests.
-        let window = state.window.floor().max(1.0) as u64;
-        rounds.max(REQUESTS_PER_PROBE.div_ceil(window))
     }
 
     /// The limit rose: slow start again from the window, rather than creep up a step at a
@@ -796,10 +805,12 @@ impl ConcurrencyLimit {
             .probe_charge
             .open(state.sent, state.window, state.rounds);
         state.learned = Some(level);
+        let checks_a_reading = state.probe_step == 1.0 && state.reading.take().is_some();
         state.probe = Some(Probe {
             from,
             level,
             reached: false,
+            checks_a_reading,
         });
         // The probe asks at once: growing to its level would take a round trip more.
         let step = state.window + state.probe_step;
@@ -831,21 +842,18 @@ impl State {
         self.counts_admitted || self.other_room() > 0
     }
 
-    /// A 429 for request `seq`, which an earlier cut already answered. If `seq` was sent
-    /// before the request whose 429 read the room, it was among the requests of ours in
-    /// flight that the reading took for held by the account, and it was not: the room is
-    /// one less. Where answers come in a train (a server whose latency does not vary) the
-    /// refusals come in one too, handled in any order: a limit of 5 was read as 9 from the
-    /// last of seven sent, then 7 and a storm, 13 429s in the first half second.
-    fn correct_the_reading(&mut self, seq: u64) {
-        let Some((read_by, room)) = self.reading else {
+    /// A 429 for a request sent before the last cut, which already answered it. The cut
+    /// read the room as the rest of ours in flight, this request among them, taken for held
+    /// by the account: it was not, and the room is one less. Where answers come in a train
+    /// (a server whose latency does not vary) every request the train released is sent
+    /// before the first 429 comes back, and the refusals come back together, handled in any
+    /// order: read from the first handled alone, a limit of 5 was 9, then 7 and a storm.
+    fn correct_the_reading(&mut self) {
+        let Some(room) = self.reading.filter(|&room| room > 1.0) else {
             return;
         };
-        if seq >= read_by || room <= 1.0 {
-            return;
-        }
         let room = room - 1.0;
-        self.reading = Some((read_by, room));
+        self.reading = Some(room);
         self.window = self.window.min(room);
         self.learned = self.learned.map(|learned| learned.min(room));
         tracing::debug!(window = self.window.floor(), "429: room read again");
@@ -863,16 +871,20 @@ impl State {
         (learned <= held * FALLEN_SHARE).then_some(held)
     }
 
-    /// Whether, below a limit held before, enough requests went by since the last probe:
-    /// [`REQUESTS_PER_PROBE`] times the learned limit over the held one (40 at 8 of 20).
-    /// Round trips alone would not do: a 429 comes back at once, and a round trip that
-    /// ends with one is short.
-    fn fallen_probe_spaced(&self) -> bool {
-        let (Some(held), Some(learned)) = (self.fallen_from(), self.learned) else {
-            return true;
+    /// Whether enough requests went by since the last probe for another: a probe that finds
+    /// nothing costs one 429, so [`REQUESTS_PER_PROBE`]; below a limit held before, that
+    /// times the learned limit over the held one (40 at 8 of 20); none for the first probe
+    /// after a cut (`first_after_cut`), which puts right a room read one low. Round trips
+    /// alone would not do: at a small window they are few requests, with long-tailed
+    /// latencies a round trip ends with its quickest answer, and one that ends with a 429
+    /// is shorter still (at a limit of 5, a probe every 3.5 s rather than every 6).
+    fn probe_spaced(&self, first_after_cut: bool) -> bool {
+        let requests = match (self.fallen_from(), self.learned) {
+            (Some(held), Some(learned)) => (REQUESTS_PER_PROBE as f64 * learned / held).ceil(),
+            _ if first_after_cut => 0.0,
+            _ => REQUESTS_PER_PROBE as f64,
         };
-        let requests = (REQUESTS_PER_PROBE as f64 * learned / held).ceil() as u64;
-        self.sent >= self.probe_sent + requests
+        self.sent >= self.probe_sent + requests as u64
     }
 
     /// The room the account leaves this run under `limit`: all of it without the header,
@@ -975,6 +987,9 @@ struct Probe {
     level: f64,
     /// Whether the window has run a full round trip at `level`.
     reached: bool,
+    /// Whether it is the first probe after a cut that read the room: it checks the reading,
+    /// which can be one low, and holding says that much, not that the limit rose.
+    checks_a_reading: bool,
 }
 
 /// What a round trip at a probe's level showed.
