@@ -75,7 +75,7 @@ use ours::InFlightHighs;
 
 /// The window a run starts with (or the ceiling, if lower). Its requests go at once, over
 /// new connections, so the account sees them in any order, and a limit below it refuses
-/// the difference: at 6, a limit of 5 costs one 429 (8 cost three, a 1% of a 300-row
+/// the difference: at 6, a limit of 5 costs one 429 (8 cost three, 1% of a 300-row
 /// run). Doubling from 6 reaches 60 in four round trips, one more than tripling from 4,
 /// which at 200 ms costs about 1% of a 3,000-row run; but where answers come in a train
 /// (every latency the same) tripling had twice the window's worth refused (see
@@ -624,7 +624,7 @@ impl ConcurrencyLimit {
                 let room = (state.in_flight as f64 - 1.0).max(1.0);
                 let room = probe.map_or(room, |probe| room.max(probe.from));
                 // A second cut in a row may only correct the first's reading of the room
-                // (one of ours overtook the refused request); a third is a storm.
+                // (requests of ours still on their way were counted); a third is a storm.
                 let storm = probe.is_none() && in_a_row && state.cut_streak >= 2;
                 let window = if storm {
                     state.storm_room = Some((room, state.rounds));
