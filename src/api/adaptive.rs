@@ -115,7 +115,7 @@ const SLOW_START_GROWTH: f64 = 1.0;
 const STORM_FACTOR: f64 = 0.7;
 /// A learned limit at most this share of one held before it is a fall, not a reading one
 /// low: probes then come as often as they would at the limit held (see
-/// [`ConcurrencyLimit::probe_wait`]).
+/// [`State::probe_wait`]).
 const FALLEN_SHARE: f64 = 0.75;
 /// Round trips a learned limit must have been in use for before a cut that lowers it makes
 /// it a limit held: the same as the first probe waits. At a 40 ms network round trip with
@@ -224,7 +224,7 @@ struct State {
     /// Full round trips since the last 429 or probe.
     quiet_rounds: u64,
     /// Without the header: full quiet round trips before the next probe (see
-    /// [`ConcurrencyLimit::probe_wait`]).
+    /// [`State::probe_wait`]).
     probe_wait_without_header: u64,
     /// The next probe's step, and the probe under way.
     probe_step: f64,
@@ -726,9 +726,8 @@ impl ConcurrencyLimit {
         }
         // A run held to its --max-share stays below the limit: a probe there proves nothing.
         let share_bound = self.max_share * learned < state.room(learned);
-        let wait = self.probe_wait(state);
-        if state.quiet_rounds >= wait
-            && state.probe_spaced(wait < PROBE_AFTER_ROUNDS)
+        if state.quiet_rounds >= state.probe_wait()
+            && state.probe_spaced()
             && !share_bound
             && !state.blind_to_other_refusals()
             && state.probe_charge.allows_another(
@@ -739,30 +738,6 @@ impl ConcurrencyLimit {
         {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
-        }
-    }
-
-    /// Full quiet round trips before the next probe. Without counts on admitted answers (no
-    /// header, or a header on 429s only), a cut can read the room one low and nothing else
-    /// shows a rise, so the first probe after one comes soon and each probe that finds
-    /// nothing doubles the wait. With them, the limit a 429 shows is exact and probes only
-    /// look for a rise. With other traffic on the account they are rarer still, whichever
-    /// answers showed it.
-    fn probe_wait(&self, state: &State) -> u64 {
-        if state.other_room() > 0 {
-            // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
-            // one of its slots.
-            PROBE_AFTER_ROUNDS_SHARED
-        } else if state.fallen_from().is_some() {
-            // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
-            // had before a loss: probes come as often as they would at the limit held (see
-            // `State::probe_spaced`), and the budget lets a few go ahead of it (see
-            // [`ProbeCharge::allows_another`]).
-            PROBE_AFTER_ROUNDS_FALLEN
-        } else if !state.counts_admitted {
-            state.probe_wait_without_header
-        } else {
-            PROBE_AFTER_ROUNDS
         }
     }
 
@@ -871,17 +846,44 @@ impl State {
         (learned <= held * FALLEN_SHARE).then_some(held)
     }
 
+    /// Full quiet round trips before the next probe. Without counts on admitted answers (no
+    /// header, or a header on 429s only), a cut can read the room one low and nothing else
+    /// shows a rise, so the first probe after one comes soon and each probe that finds
+    /// nothing doubles the wait. With them, the limit a 429 shows is exact and probes only
+    /// look for a rise. With other traffic on the account they are rarer still, whichever
+    /// answers showed it.
+    fn probe_wait(&self) -> u64 {
+        if self.other_room() > 0 {
+            // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
+            // one of its slots.
+            PROBE_AFTER_ROUNDS_SHARED
+        } else if self.fallen_from().is_some() {
+            // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
+            // had before a loss: probes come as often as they would at the limit held (see
+            // `State::probe_spaced`), and the budget lets a few go ahead of it (see
+            // [`ProbeCharge::allows_another`]).
+            PROBE_AFTER_ROUNDS_FALLEN
+        } else if !self.counts_admitted {
+            self.probe_wait_without_header
+        } else {
+            PROBE_AFTER_ROUNDS
+        }
+    }
+
     /// Whether enough requests went by since the last probe for another: a probe that finds
     /// nothing costs one 429, so [`REQUESTS_PER_PROBE`]; below a limit held before, that
     /// times the learned limit over the held one (40 at 8 of 20); none for the first probe
-    /// after a cut (`first_after_cut`), which puts right a room read one low. Round trips
+    /// after a cut without counts on admitted answers, which puts right a room read one
+    /// low. Round trips
     /// alone would not do: at a small window they are few requests, with long-tailed
     /// latencies a round trip ends with its quickest answer, and one that ends with a 429
     /// is shorter still (at a limit of 5, a probe every 3.5 s rather than every 6).
-    fn probe_spaced(&self, first_after_cut: bool) -> bool {
+    fn probe_spaced(&self) -> bool {
+        let first_after_a_cut =
+            !self.counts_admitted && self.probe_wait_without_header == FIRST_PROBE_AFTER_ROUNDS;
         let requests = match (self.fallen_from(), self.learned) {
             (Some(held), Some(learned)) => (REQUESTS_PER_PROBE as f64 * learned / held).ceil(),
-            _ if first_after_cut => 0.0,
+            _ if first_after_a_cut => 0.0,
             _ => REQUESTS_PER_PROBE as f64,
         };
         self.sent >= self.probe_sent + requests as u64
