@@ -178,3 +178,32 @@ async fn the_emulator_can_leave_the_header_out() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_run_starts_wider_and_its_resume_with_a_few_rows_left_does_not() {
+    // The start window is sized by the rows the results file has not recorded: 10 for
+    // 3,000, and 6 for the ten rows a second run over the same file has left. "lowest" is
+    // where the window started, at a limit nothing here reaches.
+    let env = TestEnv::with_config(config(1000, 0, false)).await;
+    let summary_path = env.dir.path().join("summary.json");
+    let summary_args = ["--summary-json", summary_path.to_str().unwrap()];
+    let lowest = || {
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+        summary["concurrency"]["lowest"].as_u64().unwrap()
+    };
+    let mut sims: Vec<_> = (0..3_000).map(good_sim).collect();
+    env.write_input(&sims);
+    let output = env.register(&summary_args).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(lowest(), 10, "3,000 rows");
+    sims.extend((3_000..3_010).map(good_sim));
+    env.write_input(&sims);
+    let output = env.register(&summary_args).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(lowest(), 6, "ten rows left of 3,010");
+    assert_eq!(env.emulator.stats().throttled, 0);
+    for (iccid, _) in &sims {
+        assert_eq!(env.emulator.commits(iccid), 1, "{iccid} registered once");
+    }
+}

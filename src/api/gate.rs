@@ -97,6 +97,17 @@ pub(crate) struct Gate {
 
 impl Gate {
     pub(crate) fn new(client: Client, limits: GateLimits, stop: CancellationToken) -> Self {
+        Self::for_run(client, limits, stop, 0)
+    }
+
+    /// [`Gate::new`] for a run that plans to send at least `planned_rows` rows: a longer run
+    /// starts its in-flight window wider (see [`ConcurrencyLimit::for_run`]).
+    pub(crate) fn for_run(
+        client: Client,
+        limits: GateLimits,
+        stop: CancellationToken,
+        planned_rows: u64,
+    ) -> Self {
         let period = Duration::from_secs_f64(1.0 / limits.rate.max(0.001));
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -104,10 +115,11 @@ impl Gate {
         Gate {
             client,
             limiter: RateLimiter::direct(quota),
-            concurrency: ConcurrencyLimit::new(
+            concurrency: ConcurrencyLimit::for_run(
                 limits.concurrency,
                 limits.adaptive,
                 limits.max_share,
+                planned_rows,
             ),
             pause: PoolPause::default(),
             limits,

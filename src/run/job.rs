@@ -224,10 +224,14 @@ async fn pipeline(
         preflight,
     } = prepared;
     let stop = Arc::new(RunStop::new(interrupt));
-    let gate = Arc::new(Gate::new(
+    // Rows the results file has not recorded: about the requests this run sends (invalid
+    // rows send none, the file's failures are sent again), which size its start.
+    let planned_rows = plan.rows.saturating_sub(plan.earlier_rows);
+    let gate = Arc::new(Gate::for_run(
         client,
         config.limits,
         stop.no_new_requests().clone(),
+        planned_rows,
     ));
     // Halts and interrupts are recorded as they happen, so the first reason is kept.
     let run_over = CancellationToken::new();

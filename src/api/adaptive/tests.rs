@@ -100,15 +100,46 @@ fn slow_start_begins_at_six_and_doubles_each_round_trip() {
     assert_eq!(throttled, 0);
 }
 
+#[test]
+fn a_long_run_starts_wider_as_far_as_a_limit_of_one_costs_it_little() {
+    for (planned, start) in [
+        (0, 6),
+        (300, 6),
+        (1_666, 6),
+        (2_000, 7),
+        (3_000, 10),
+        (10_000, 10),
+    ] {
+        let control = ConcurrencyLimit::for_run(100, true, 1.0, planned);
+        assert_eq!(control.current(), start, "{planned} rows");
+        // The worst, a limit of 1, refuses all but one of the first requests.
+        let refused = start - 1;
+        assert!(
+            refused <= 5 || refused as f64 <= planned as f64 * START_COST_SHARE,
+            "{planned} rows: {refused} refused"
+        );
+    }
+    let control = ConcurrencyLimit::for_run(100, true, 1.0, 3_000);
+    let (_, throttled, levels) = account(1000, 0, true).run(&control, 4);
+    assert_eq!(levels, [10, 20, 40, 80]);
+    assert_eq!(throttled, 0);
+    assert_eq!(ConcurrencyLimit::for_run(8, true, 1.0, 3_000).current(), 8);
+    assert_eq!(
+        ConcurrencyLimit::for_run(32, false, 1.0, 3_000).current(),
+        32
+    );
+}
+
 /// Round trips against a server whose latency does not vary, alone at `limit` without the
 /// header: the answers of a round trip come in a train, each releasing its requests at
 /// once, and the 429s of those come back only after the train, handled in an order drawn
-/// from `seed`. Returns the 429s and the window after each round trip.
-fn train_rounds(limit: usize, rounds: usize, seed: u64) -> (usize, Vec<usize>) {
+/// from `seed`, in a run of `planned` rows. Returns the 429s and the window after each round
+/// trip.
+fn train_rounds(limit: usize, rounds: usize, seed: u64, planned: u64) -> (usize, Vec<usize>) {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::for_run(100, true, 1.0, planned);
     let (mut held, mut refused, mut throttled, mut windows) =
         (Vec::new(), Vec::new(), 0, Vec::new());
     let send = |held: &mut Vec<RequestSlot>, refused: &mut Vec<RequestSlot>| {
@@ -157,15 +188,21 @@ fn answers_in_a_train_read_the_room_exactly_and_cost_only_a_round_trips_growth()
     // missed those sent after it that reached the account first; a limit of 5 was read as
     // 9, then 7, then a storm, and the run ended below the limit (4 of 5, 43 of 60).
     // Tripling from 4, a limit of 5 had seven refused at once, and 60 about 48.
-    for limit in [5, 12, 20, 33, 60] {
-        let grown_past = std::iter::successors(Some(INITIAL_WINDOW as usize), |w| Some(w * 2))
-            .find(|&w| w > limit)
-            .unwrap();
-        for seed in 0..8 {
-            let (throttled, windows) = train_rounds(limit, 6, seed);
-            let why = format!("limit {limit}, seed {seed}: {throttled} 429s, {windows:?}");
-            assert_eq!(windows.last(), Some(&limit), "{why}");
-            assert_eq!(throttled, grown_past.min(100) - limit, "{why}");
+    // A long run starts at 10, and at 60 its train refuses 20 rather than 36.
+    for planned in [0, 3_000] {
+        let start = initial_window(planned) as usize;
+        for limit in [5, 12, 20, 33, 60] {
+            let grown_past = std::iter::successors(Some(start), |w| Some(w * 2))
+                .find(|&w| w > limit)
+                .unwrap();
+            for seed in 0..8 {
+                let (throttled, windows) = train_rounds(limit, 6, seed, planned);
+                let why = format!(
+                    "{planned} rows, limit {limit}, seed {seed}: {throttled} 429s, {windows:?}"
+                );
+                assert_eq!(windows.last(), Some(&limit), "{why}");
+                assert_eq!(throttled, grown_past.min(100) - limit, "{why}");
+            }
         }
     }
 }
@@ -1242,17 +1279,20 @@ fn the_first_requests_reach_the_account_in_any_order() {
     // in any order: at a limit of 5, the refused one can be the second sent. Read from its
     // send (one of ours in flight before it) the room was 1, and the run took 18 s to
     // climb back to 5.
-    for refused in 0..INITIAL_WINDOW as usize {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
-        let first: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
-        assert_eq!(first.len(), INITIAL_WINDOW as usize);
-        control.on_answer(&first[refused], Answer::Throttled, None);
-        assert_eq!(
-            control.current(),
-            5,
-            "request {} of the first refused",
-            refused + 1
-        );
+    for planned in [0, 3_000] {
+        let start = initial_window(planned) as usize;
+        for refused in 0..start {
+            let control = ConcurrencyLimit::for_run(100, true, 1.0, planned);
+            let first: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+            assert_eq!(first.len(), start);
+            control.on_answer(&first[refused], Answer::Throttled, None);
+            assert_eq!(
+                control.current(),
+                start - 1,
+                "{planned} rows: request {} of the first refused",
+                refused + 1
+            );
+        }
     }
 }
 
