@@ -100,7 +100,7 @@ impl Gate {
         Self::for_run(client, limits, stop, 0)
     }
 
-    /// [`Gate::new`] for a run that plans to send at least `planned_rows` rows: a longer run
+    /// [`Gate::new`] for a run that plans to send about `planned_rows` rows: a long run
     /// starts its in-flight window wider (see [`ConcurrencyLimit::for_run`]).
     pub(crate) fn for_run(
         client: Client,
