@@ -184,6 +184,7 @@ async fn a_long_run_starts_wider_and_its_resume_with_a_few_rows_left_does_not() 
     // The start window is sized by the rows the results file has not recorded: 12 for
     // 3,000, and 6 for the ten rows a second run over the same file has left. "lowest" is
     // where the window started, at a limit nothing here reaches.
+    let _alone = common::timing_run().await;
     let env = TestEnv::with_config(config(1000, 0, false)).await;
     let summary_path = env.dir.path().join("summary.json");
     let summary_args = ["--summary-json", summary_path.to_str().unwrap()];

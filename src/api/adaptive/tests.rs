@@ -182,7 +182,16 @@ fn answers_in_a_train_read_the_room_exactly_and_cost_only_a_round_trips_growth()
     // missed those sent after it that reached the account first; a limit of 5 was read as
     // 9, then 7, then a storm, and the run ended below the limit (4 of 5, 43 of 60).
     // Tripling from 4, a limit of 5 had seven refused at once, and 60 about 48.
-    // A long run starts at 12: at each limit, the same 429s as from 6.
+    // A long run starts at 12: from 12 up, each limit costs the same 429s as from 6.
+    for limit in [12, 20, 33, 60] {
+        for seed in 0..8 {
+            assert_eq!(
+                train_rounds(limit, 6, seed, 3_000).0,
+                train_rounds(limit, 6, seed, 0).0,
+                "limit {limit}, seed {seed}"
+            );
+        }
+    }
     for planned in [0, 3_000] {
         let start = initial_window(planned) as usize;
         for limit in [5, 12, 20, 33, 60] {
