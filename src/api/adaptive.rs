@@ -87,8 +87,9 @@ pub(crate) const INITIAL_WINDOW: f64 = 6.0;
 /// start's first round trip. Doubling from 12 meets every limit of 12 or more where
 /// doubling from 6 does, so above 12 it costs the same 429s, a round trip sooner: at a
 /// limit of 60 and a fixed 200 ms, a 3,000-row run made 279.5 rows/s against 274.1 from 6
-/// (three runs each). Starting at 10 (TCP's initial window) made 278.9, but a limit of 20
-/// was then a doubling's worth past the start, and its train refused 20 rather than 4.
+/// (by hand, two or three runs each). Starting at 10 (TCP's initial window) made 278.9,
+/// but a limit of 20 was then a doubling's worth past the start, and its train refused 20
+/// rather than 4.
 const INITIAL_WINDOW_LONG_RUN: f64 = 2.0 * INITIAL_WINDOW;
 /// The most of a run's rows a start at [`INITIAL_WINDOW_LONG_RUN`] may cost in 429s: a limit
 /// of 1, the worst, refuses all but one of the first requests (11 of 12: a run of 2,750
