@@ -181,7 +181,7 @@ async fn the_emulator_can_leave_the_header_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_run_starts_wider_and_its_resume_with_a_few_rows_left_does_not() {
-    // The start window is sized by the rows the results file has not recorded: 12 for
+    // The start window is sized by the SIMs the results file has no row for: 12 for
     // 3,000, and 6 for the ten rows a second run over the same file has left. "lowest" is
     // where the window started, at a limit nothing here reaches.
     let _alone = common::timing_run().await;

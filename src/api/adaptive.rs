@@ -93,7 +93,7 @@ pub(crate) const INITIAL_WINDOW: f64 = 6.0;
 const INITIAL_WINDOW_LONG_RUN: f64 = 2.0 * INITIAL_WINDOW;
 /// The most of a run's rows a start at [`INITIAL_WINDOW_LONG_RUN`] may cost in 429s: a limit
 /// of 1, the worst, refuses all but one of the first requests (11 of 12: a run of 2,750
-/// rows or more).
+/// SIMs or more).
 const START_COST_SHARE: f64 = 0.004;
 /// Round trips at a learned limit without a 429 before it is probed upward, at most: the
 /// first probe after a cut comes after [`FIRST_PROBE_AFTER_ROUNDS`], and the wait doubles
@@ -297,7 +297,7 @@ impl ConcurrencyLimit {
         Self::for_run(ceiling, adaptive, max_share, 0)
     }
 
-    /// [`ConcurrencyLimit::new`] for a run that plans to send about `planned` rows: it
+    /// [`ConcurrencyLimit::new`] for a run that sends at least `planned` SIMs: it
     /// starts at the [`initial_window`] for them.
     pub(crate) fn for_run(
         ceiling: usize,
@@ -709,11 +709,8 @@ impl ConcurrencyLimit {
                 ProbeEvidence::Unrefused if state.blind_to_other_refusals() => {
                     // The other app appeared while the probe was under way: its silence
                     // proves nothing (see `State::blind_to_other_refusals`).
-                    state.learned = Some(probe.from);
-                    state.probe = None;
-                    state.probe_charge.close(state.sent);
+                    state.end_probe(probe.from);
                     state.probe_step = 1.0;
-                    state.quiet_rounds = 0;
                 }
                 // Two steps held without a count: as good a sign of a rise as a count.
                 // Below a limit held before, one is: the limit coming back is likely.
@@ -727,10 +724,7 @@ impl ConcurrencyLimit {
                 // limit of 5 (a third of a 300-row run's share), for a rise that a cut a
                 // few round trips before makes unlikely: the next probe looks for it.
                 ProbeEvidence::Unrefused if probe.checks_a_reading => {
-                    state.learned = Some(probe.level);
-                    state.probe = None;
-                    state.probe_charge.close(state.sent);
-                    state.quiet_rounds = 0;
+                    state.end_probe(probe.level);
                     state.probe_wait_without_header = PROBE_AFTER_ROUNDS;
                 }
                 ProbeEvidence::Unrefused => {
@@ -738,12 +732,7 @@ impl ConcurrencyLimit {
                     state.probe_step *= 2.0;
                     self.start_probe(state, probe.level);
                 }
-                ProbeEvidence::Nothing => {
-                    state.learned = Some(probe.from);
-                    state.probe = None;
-                    state.probe_charge.close(state.sent);
-                    state.quiet_rounds = 0;
-                }
+                ProbeEvidence::Nothing => state.end_probe(probe.from),
             }
             return;
         }
@@ -820,9 +809,9 @@ impl ConcurrencyLimit {
     }
 }
 
-/// The window a run of `planned` rows starts with: [`INITIAL_WINDOW_LONG_RUN`] where the
+/// The window a run of `planned` SIMs starts with: [`INITIAL_WINDOW_LONG_RUN`] where the
 /// worst its start can cost, all but one of the first requests refused at a limit of 1, is
-/// within [`START_COST_SHARE`] of its rows, else [`INITIAL_WINDOW`]. The start's round trips
+/// within [`START_COST_SHARE`] of them, else [`INITIAL_WINDOW`]. The start's round trips
 /// cost a long run as much time as a short one, and a smaller share of it.
 fn initial_window(planned: u64) -> f64 {
     if planned as f64 * START_COST_SHARE >= INITIAL_WINDOW_LONG_RUN - 1.0 {
@@ -870,6 +859,15 @@ impl State {
         self.window = self.window.min(room);
         self.learned = self.learned.map(|learned| learned.min(room));
         tracing::debug!(window = self.window.floor(), "429: room read again");
+    }
+
+    /// The probe under way is over, the limit learned at `learned`; the next one waits its
+    /// turn from here.
+    fn end_probe(&mut self, learned: f64) {
+        self.learned = Some(learned);
+        self.probe = None;
+        self.probe_charge.close(self.sent);
+        self.quiet_rounds = 0;
     }
 
     /// The room for other traffic under the learned limit (see [`OtherTraffic::room_under`]).

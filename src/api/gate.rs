@@ -100,13 +100,13 @@ impl Gate {
         Self::for_run(client, limits, stop, 0)
     }
 
-    /// [`Gate::new`] for a run that plans to send about `planned_rows` rows: a long run
+    /// [`Gate::new`] for a run that sends at least `planned` SIMs: a long run
     /// starts its in-flight window wider (see [`ConcurrencyLimit::for_run`]).
     pub(crate) fn for_run(
         client: Client,
         limits: GateLimits,
         stop: CancellationToken,
-        planned_rows: u64,
+        planned: u64,
     ) -> Self {
         let period = Duration::from_secs_f64(1.0 / limits.rate.max(0.001));
         let quota = Quota::with_period(period)
@@ -119,7 +119,7 @@ impl Gate {
                 limits.concurrency,
                 limits.adaptive,
                 limits.max_share,
-                planned_rows,
+                planned,
             ),
             pause: PoolPause::default(),
             limits,

@@ -224,14 +224,12 @@ async fn pipeline(
         preflight,
     } = prepared;
     let stop = Arc::new(RunStop::new(interrupt));
-    // Rows the results file has not recorded: about the requests this run sends (invalid
-    // rows send none, the file's failures are sent again), which size its start.
-    let planned_rows = plan.rows.saturating_sub(plan.earlier_rows);
+    // SIMs the results file has no row for go out whatever it says: they size the start.
     let gate = Arc::new(Gate::for_run(
         client,
         config.limits,
         stop.no_new_requests().clone(),
-        planned_rows,
+        plan.new_sims,
     ));
     // Halts and interrupts are recorded as they happen, so the first reason is kept.
     let run_over = CancellationToken::new();

@@ -203,6 +203,9 @@ pub struct Plan {
     pub(crate) earlier_accounts: Vec<String>,
     /// Input rows seen by pass 1.
     pub(crate) rows: u64,
+    /// The distinct ICCIDs of rows that would be sent that the results file has no row for:
+    /// SIMs this run sends for the first time.
+    pub(crate) new_sims: u64,
     /// The line of the last input row pass 1 saw. Rows after it (appended to the file since)
     /// are not planned, so the main pass leaves them to the next run.
     pub(crate) last_line: Option<u64>,
@@ -324,6 +327,7 @@ impl Plan {
         };
         let mut next_sim = latest.next().map_err(temp)?;
         let mut group: Option<(u64, u64)> = None;
+        let mut new_sims = 0;
         let mut input_sims = BufWriter::new(tempfile::tempfile_in(dir).map_err(temp)?);
         for record in firsts.finish().map_err(temp)? {
             let record = record.map_err(temp)?;
@@ -344,6 +348,8 @@ impl Plan {
                         && sim_key == key
                     {
                         facts.push(fact(line, PRIOR, key, &sim)).map_err(temp)?;
+                    } else {
+                        new_sims += 1;
                     }
                 }
             }
@@ -362,6 +368,7 @@ impl Plan {
             earlier_rows,
             earlier_accounts,
             rows: rows_seen,
+            new_sims,
             last_line,
             fleet_names,
             too_many_fleets,

@@ -53,6 +53,7 @@ fn duplicates_point_at_the_first_line_across_chunks_whatever_the_key_order() {
         assert_eq!(facts.reported, None);
     }
     assert_eq!(plan.rows, 200);
+    assert_eq!(plan.new_sims, 37, "each ICCID once");
     assert_eq!(plan.last_line, Some(201));
     assert!(plan.covers(201) && !plan.covers(202));
 }
@@ -165,6 +166,10 @@ fn resume_facts_come_from_the_last_row_of_each_iccid_and_the_lines_reported() {
     let (_writer, earlier) = ResultsWriter::open(&results).unwrap();
     let mut plan = plan(&rows, earlier, dir.path(), 2);
     assert_eq!(plan.earlier_rows, 7);
+    assert_eq!(
+        plan.new_sims, 1,
+        "ICCID 9: the invalid row sends nothing, and the others have rows"
+    );
     assert_eq!(plan.at(2).unwrap(), LineFacts::default(), "a new SIM");
     let one = plan.at(3).unwrap();
     assert_eq!(
