@@ -217,6 +217,43 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_limit_that_rises_beside_another_app_is_found_where_answers_count_the_account() {
+    // The other app as above, 6 slots on average; the limit goes from 20 to 34 after 1.5 s.
+    // Beside it the run leaves room for its usual high and the account is rarely full by
+    // this run's doing, so a window one above the polite share shows nothing: the account
+    // must be full by the old limit when a probe's request reaches it. At best 300 rows go
+    // before the rise and the rest take over 2 s after it, so the rise is there to find
+    // at any speed; before, the window stayed at the old polite share to the end.
+    for (name, header, counts_refused) in &CONVENTIONS[..2] {
+        let config = EmulatorConfig {
+            limit_schedule: vec![(Duration::from_millis(1500), 34)],
+            other_app: Some(OtherApp {
+                rate: 150.0,
+                latency: Duration::from_millis(40),
+                arrivals: Arrivals::Poisson,
+            }),
+            ..account(20, *header, *counts_refused)
+        };
+        let (c, stats) = run(config, 2400).await;
+        // Room for the other app's high under 34 still leaves over 16, the most under 20.
+        assert!(
+            c["highest"].as_u64().unwrap() >= 18,
+            "{name}: the rise was not found: {c}"
+        );
+        assert!(
+            c["learned_limit"]
+                .as_u64()
+                .is_none_or(|learned| learned >= 30),
+            "{name}: the rise was not found: {c}"
+        );
+        assert!(
+            share(stats.other_throttled, stats.other_requests) < 0.15,
+            "{name}: the other app was refused: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn over_a_network_round_trip_the_limit_costs_no_storm_in_any_convention() {
     // Requests on the way to the account and answers on the way back are in this run's
     // flight but not in the account's count, so the room this run's window has wanders with

@@ -46,11 +46,15 @@
 //!   [`FIRST_PROBE_AFTER_ROUNDS`] (a cut can read the room one low; if it holds, that was
 //!   all, and the probing stops there) and each refused one doubles the wait, up to
 //!   [`PROBE_AFTER_ROUNDS`];
-//!   with it, probes only look for a rise: every [`PROBE_AFTER_ROUNDS`], or
-//!   [`PROBE_AFTER_ROUNDS_SHARED`] when other traffic is on the account, whose slot a probe
-//!   borrows. A header probe only counts when an answer shows the account above the old
-//!   limit; otherwise it is withdrawn. At a small window probes are spaced further, so that
-//!   [`REQUESTS_PER_PROBE`] requests go by between two (a probe that finds nothing is a 429).
+//!   with it, probes only look for a rise, every [`PROBE_AFTER_ROUNDS`]. A header probe
+//!   counts when an answer shows the account above the old limit (the slow start begins at
+//!   that answer); otherwise it is withdrawn. With other traffic on the account the run
+//!   leaves it room, so a window one higher seldom fills the account: a probe that is due
+//!   waits for an answer that counts the account full, and its request, sent then, is
+//!   refused at once unless the limit rose (or starts anyway after
+//!   [`PROBE_AFTER_ROUNDS_SHARED`] more). At a small window probes are spaced further, so
+//!   that [`REQUESTS_PER_PROBE`] requests go by between two (a probe that finds nothing is
+//!   a 429).
 //! - **Any convention.** Twilio does not say which answers carry the header: every one, 429s
 //!   only, or none. Where admitted answers carry no count (429s only), probes are timed and
 //!   judged as without the header, so a limit read from a 429's count is re-probed and a
@@ -103,8 +107,10 @@ const START_COST_SHARE: f64 = 0.004;
 pub(crate) const PROBE_AFTER_ROUNDS: u64 = 10;
 /// Round trips after a cut before the first probe: a cut can read the room one low.
 pub(crate) const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
-/// With other traffic on the account, round trips between probes: a probe takes a slot the
-/// other traffic would have had, so it is rarer (about every 6 s at 100 ms a round trip).
+/// With other traffic on the account and counts on admitted answers, round trips a probe
+/// that is due waits for an answer that counts the account full (see
+/// [`ConcurrencyLimit::probe_when_full`]) before it starts without one, taking a slot the
+/// other traffic could have had: about 6 s at 100 ms a round trip.
 pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// Requests sent between two probes, at least: a probe that finds nothing costs one 429,
 /// and this keeps that under 1% of the requests, at any window. It is also the budget of
@@ -245,6 +251,10 @@ struct State {
     /// Requests sent when the last probe started.
     probe_sent: u64,
     probe: Option<Probe>,
+    /// Beside other traffic, with counts on admitted answers: the round trip since which a
+    /// probe is due, waiting for an answer that shows the account full (see
+    /// [`ConcurrencyLimit::probe_when_full`]).
+    probe_due_since: Option<u64>,
     /// The 429s probes and their climbs have cost, and the requests they are charged for.
     probe_charge: ProbeCharge,
     /// The most the account showed in flight on an admitted answer this round, and the last.
@@ -345,6 +355,7 @@ impl ConcurrencyLimit {
                 probe_step: 1.0,
                 probe_sent: 0,
                 probe: None,
+                probe_due_since: None,
                 probe_charge: ProbeCharge::default(),
                 round_peak: 0,
                 last_round_peak: 0,
@@ -474,12 +485,30 @@ impl ConcurrencyLimit {
                 || state
                     .learned
                     .is_some_and(|learned| f64::from(reported) >= learned.floor());
-            state.other.note(other, full);
-            state.other_since_sample.0 += u64::from(other);
-            state.other_since_sample.1 += 1;
+            // A probe's own 429 was sent because the account was full: where admitted
+            // answers sample how often it is, that one would count the probe, not the
+            // other app.
+            let a_probes_refusal = answer == Answer::Throttled
+                && state.counts_admitted
+                && state.probe.is_some()
+                && state.probe_charge.sent_above_its_start(slot.ours_at_send);
+            if !a_probes_refusal {
+                state.other.note(other, full);
+                state.other_since_sample.0 += u64::from(other);
+                state.other_since_sample.1 += 1;
+            }
             if answer == Answer::Admitted {
                 state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);
+                if state
+                    .probe
+                    .is_some_and(|probe| f64::from(reported) > probe.from)
+                {
+                    // The account admitted more than the old limit: it rose.
+                    self.resume_slow_start(&mut state);
+                } else if full {
+                    self.probe_when_full(&mut state);
+                }
                 // Admitted with the last 429's count in flight: the header leaves the refused
                 // request out, and the limit is that count. (A higher count may be the tail
                 // of a limit that has just fallen.)
@@ -578,6 +607,7 @@ impl ConcurrencyLimit {
         state.slow_start = false;
         state.climb_cap = None;
         state.quiet_rounds = 0;
+        state.probe_due_since = None;
         state.probe_step = 1.0;
         // A probe refused found no rise: the level it started from held for many round
         // trips and still does, unless the header says the limit fell.
@@ -751,9 +781,38 @@ impl ConcurrencyLimit {
                 state.fallen_from().is_some(),
             )
         {
+            if state.counts_admitted && state.other_room() > 0 {
+                // Beside other traffic the probe waits for the account to be full (see
+                // `probe_when_full`), unless that does not come for long.
+                let due_since = *state.probe_due_since.get_or_insert(state.rounds);
+                if state.rounds < due_since + PROBE_AFTER_ROUNDS_SHARED {
+                    return;
+                }
+            }
+            state.probe_due_since = None;
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
         }
+    }
+
+    /// An admitted answer counted the account full at the learned limit: a probe that is
+    /// due starts now. Beside other traffic the run leaves room for the other app's high,
+    /// so the account is rarely full by this run's doing, and one request above the window
+    /// proves nothing unless the account is full when it arrives: then it is refused at
+    /// once if the limit has not risen (a 429 of this run's, holding no slot the other app
+    /// could have had), and admitted, with a count above the old limit, if it has. A probe
+    /// started at any other moment left the window one above the polite share for round
+    /// trips, for a count that showed a rise of 14 in none of 20 seconds.
+    fn probe_when_full(&self, state: &mut State) {
+        if state.probe.is_some() || state.probe_due_since.is_none() {
+            return;
+        }
+        let Some(learned) = state.learned else {
+            return;
+        };
+        state.probe_due_since = None;
+        state.quiet_rounds = 0;
+        self.start_probe(state, learned);
     }
 
     /// The limit rose: slow start again from the window, rather than creep up a step at a
@@ -889,11 +948,7 @@ impl State {
     /// look for a rise. With other traffic on the account they are rarer still, whichever
     /// answers showed it.
     fn probe_wait(&self) -> u64 {
-        if self.other_room() > 0 {
-            // Counts (on every answer, or on 429s only) show other traffic: a probe borrows
-            // one of its slots.
-            PROBE_AFTER_ROUNDS_SHARED
-        } else if self.fallen_from().is_some() {
+        if self.fallen_from().is_some() {
             // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
             // had before a loss: probes come as often as they would at the limit held (see
             // `State::probe_spaced`), and the budget lets a few go ahead of it (see
@@ -1003,6 +1058,12 @@ impl ProbeCharge {
         if self.cut && !cut_in_it {
             self.close(sent);
         }
+    }
+
+    /// Whether a request sent with `ours_at_send` of this run's in flight, itself included,
+    /// went above the window the probe under way started from.
+    fn sent_above_its_start(&self, ours_at_send: usize) -> bool {
+        self.since.is_some() && ours_at_send as f64 > self.from_window
     }
 
     /// Whether another probe fits the budget, with `sent` requests sent, in round trip

@@ -672,8 +672,8 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     // Another app holds 6 in flight, and 7 a fifth of the time: a run that leaves room for
     // its mean (6.2) takes the slot it needs whenever it is at 7. Leaving room for 7 fills
     // the account a fifth of the time, but a count that varies this little is an app that
-    // never asks for an eighth (see `other`): 7 is its room. A probe for a rise borrows a
-    // slot only every PROBE_AFTER_ROUNDS_SHARED.
+    // never asks for an eighth (see `other`): 7 is its room. A probe for a rise starts when
+    // an answer counts the account full, and is refused at once.
     let control = ConcurrencyLimit::new(100, true, 1.0);
     let (mut over, mut sum) = (0, 0);
     let rounds = 320;
@@ -690,6 +690,62 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     assert!((12.9..=13.1).contains(&mean), "{mean}");
     let probes = (rounds - 20) / PROBE_AFTER_ROUNDS_SHARED as usize + 1;
     assert!(over <= 2 * probes, "{over} rounds over the limit");
+}
+
+/// A round trip of `window` requests answered with the account's count: `admitted` of them
+/// admitted, showing `counted` in flight, the rest refused, showing `counted + 1`.
+fn counted_round(control: &Arc<ConcurrencyLimit>, admitted: usize, counted: u32) {
+    let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+    for (n, slot) in slots.iter().enumerate() {
+        if n < admitted {
+            control.on_answer(slot, Answer::Admitted, Some(counted));
+        } else {
+            control.on_answer(slot, Answer::Throttled, Some(counted + 1));
+        }
+    }
+}
+
+#[test]
+fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_at_once() {
+    // Another app holds 6 or 7 of 20, and the run leaves it room for 7. A window one higher
+    // fills the account only when the other app is at 7, so a probe started at any moment
+    // proved nothing for round trips, taking a slot the other app could have had: a rise
+    // from 20 to 34 went unfound for 20 s.
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    {
+        let mut state = control.lock();
+        state.window = 13.0;
+        state.slow_start = false;
+        state.learned = Some(20.0);
+        state.counts_admitted = true;
+        for _ in 0..2048 {
+            state.other.note(7, false);
+        }
+    }
+    // The other app at 6: no answer counts the account full, and no probe starts, long
+    // after one is due.
+    for _ in 0..PROBE_AFTER_ROUNDS_SHARED {
+        assert_eq!(control.current(), 13);
+        counted_round(&control, 13, 19);
+    }
+    // At 7 the account is full: the probe starts at that answer, its request is refused
+    // at once, and the window is back where it was.
+    counted_round(&control, 13, 20);
+    assert_eq!(control.current(), 14);
+    counted_round(&control, 13, 20);
+    assert_eq!(control.current(), 13);
+    assert_eq!(control.observed().learned_limit, Some(20));
+    // The limit has risen to 34. The next probe's request is admitted, with the account
+    // counted above the old limit: the slow start begins at that answer.
+    for _ in 0..PROBE_AFTER_ROUNDS {
+        counted_round(&control, 13, 19);
+    }
+    assert_eq!(control.current(), 13);
+    counted_round(&control, 13, 20);
+    assert_eq!(control.current(), 14);
+    counted_round(&control, 14, 21);
+    assert_eq!(control.observed().learned_limit, None, "slow start");
+    assert_eq!(control.current(), 28);
 }
 
 #[test]
