@@ -61,7 +61,10 @@
 //!   rise is found; the header can only help. There, once the counts show other traffic,
 //!   the limit is no longer probed: the other app's refusals show in no count and this
 //!   run's own requests are rarely the ones refused, so a probe's silence proves nothing;
-//!   a 429 that counts the account above the learned limit is what shows a rise. Until
+//!   a 429 that counts the account above the learned limit is what shows a rise, and
+//!   after [`PROBE_AFTER_ROUNDS_SHARED`] quiet round trips the run climbs as in slow start
+//!   until one does (its requests beyond the window go into slots no answer of its own
+//!   freed, so the first of them to find the account full is refused). Until
 //!   the counts show other traffic, a 429 there reads this run's room as without the
 //!   header: over a network the run's requests on the wire are in its flight but not in
 //!   the count, and the account's limit taken as this run's held it below its room.
@@ -110,7 +113,10 @@ pub(crate) const FIRST_PROBE_AFTER_ROUNDS: u64 = 8;
 /// With other traffic on the account and counts on admitted answers, round trips a probe
 /// that is due waits for an answer that counts the account full (see
 /// [`ConcurrencyLimit::probe_when_full`]) before it starts without one, taking a slot the
-/// other traffic could have had: about 6 s at 100 ms a round trip.
+/// other traffic could have had: about 6 s at 100 ms a round trip. With counts on 429s
+/// only, quiet round trips between two climbs to a count (see
+/// [`ConcurrencyLimit::climb_to_a_count`]), each of which leaves the other app a full
+/// account for a moment.
 pub(crate) const PROBE_AFTER_ROUNDS_SHARED: u64 = 64;
 /// Requests sent between two probes, at least: a probe that finds nothing costs one 429,
 /// and this keeps that under 1% of the requests, at any window. It is also the budget of
@@ -774,13 +780,18 @@ impl ConcurrencyLimit {
         if state.quiet_rounds >= state.probe_wait()
             && state.probe_spaced()
             && !share_bound
-            && !state.blind_to_other_refusals()
             && state.probe_charge.allows_another(
                 state.sent,
                 state.rounds,
                 state.fallen_from().is_some(),
             )
         {
+            if state.blind_to_other_refusals() {
+                if state.quiet_rounds >= PROBE_AFTER_ROUNDS_SHARED {
+                    self.climb_to_a_count(state);
+                }
+                return;
+            }
             if state.counts_admitted && state.other_room() > 0 {
                 // Beside other traffic the probe waits for the account to be full (see
                 // `probe_when_full`), unless that does not come for long.
@@ -793,6 +804,22 @@ impl ConcurrencyLimit {
             state.quiet_rounds = 0;
             self.start_probe(state, learned);
         }
+    }
+
+    /// Where counts come on 429s only and have shown other traffic, the one way to learn the
+    /// limit now is a 429's count, and this run's requests are refused only when the
+    /// account is full as they arrive: slow start from the window, whose second request
+    /// per answer goes into a slot no answer of ours freed, is refused within an answer
+    /// of the account filling, and its count shows the limit, risen or not, and the other
+    /// traffic at that moment.
+    fn climb_to_a_count(&self, state: &mut State) {
+        state.quiet_rounds = 0;
+        state.probe_sent = state.sent;
+        state
+            .probe_charge
+            .open(state.sent, state.window, state.rounds);
+        self.resume_slow_start(state);
+        tracing::trace!(window = state.window.floor(), "climbing to a count");
     }
 
     /// An admitted answer counted the account full at the learned limit: a probe that is
@@ -891,7 +918,8 @@ impl State {
     /// into a slot one of its own answers just freed, while the other app's arrive whenever
     /// they come (over loopback, beside a Poisson app refused on 7.4% of its requests, 0.2%
     /// of this run's were). A probe's silence proves nothing there, so the learned limit
-    /// is not probed; a 429 whose count shows the account above it is what shows a rise.
+    /// is not probed; a 429's count is what shows a rise (see
+    /// [`ConcurrencyLimit::climb_to_a_count`]).
     fn blind_to_other_refusals(&self) -> bool {
         !self.counts_admitted && self.other_room() > 0
     }

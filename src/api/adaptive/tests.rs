@@ -343,20 +343,43 @@ fn beside_an_app_counted_on_429s_only(window: f64) -> Arc<ConcurrencyLimit> {
 }
 
 #[test]
-fn counts_on_429s_only_beside_another_app_are_not_probed() {
+fn counts_on_429s_only_beside_another_app_are_not_probed_but_climbed_to_a_count() {
     // Each of this run's requests is sent into a slot one of its own answers just freed, so
     // it is rarely the one refused: beside a Poisson app refused on 7.4% of its requests,
     // 0.2% of this run's were. A round trip without a 429 of ours says nothing of the
     // other app's refusals, and probes that climbed on that silence took its slots (the
     // limit read 21, then 22, and the window stood at 11 where 8 was polite).
     let control = beside_an_app_counted_on_429s_only(12.0);
-    for _ in 0..4 * PROBE_AFTER_ROUNDS_SHARED {
+    for _ in 0..PROBE_AFTER_ROUNDS_SHARED {
         let window = control.current();
+        assert_eq!(window, 12);
         admit_round(&control, window, None);
     }
-    let seen = control.observed();
-    assert_eq!(seen.learned_limit, Some(20), "{seen:?}");
-    assert_eq!(seen.highest, 12, "{seen:?}");
+    // Now and then the run climbs until a 429's count shows the limit: without it, a
+    // limit that rose beside another app was never found (the window stood at 11 of 30).
+    // The climb ends at the first round trip with a 429, back at the polite share.
+    let shared = Account {
+        counts_admitted: false,
+        ..account(20, 7, true)
+    };
+    let (requests, throttled, levels) =
+        shared.run(&control, 4 * PROBE_AFTER_ROUNDS_SHARED as usize);
+    let climbs = levels.iter().filter(|&&window| window > 12).count();
+    assert!((3..=5).contains(&climbs), "{levels:?}");
+    assert!(
+        throttled <= 12 * climbs,
+        "{throttled} 429s in {requests}: {levels:?}"
+    );
+    assert_eq!(control.observed().learned_limit, Some(20));
+    assert_eq!(control.current(), 12);
+    // The limit rose to 30: the next climb's count shows it.
+    let risen = Account {
+        limit: 30,
+        ..shared
+    };
+    risen.run(&control, PROBE_AFTER_ROUNDS_SHARED as usize + 4);
+    assert_eq!(control.observed().learned_limit, Some(30));
+    assert_eq!(control.current(), 22);
 }
 
 #[test]
