@@ -484,6 +484,7 @@ impl ConcurrencyLimit {
         // leaves) and however late this answer is handled.
         let ours = state.highs.since(slot.seq) as u32;
         let mut other_now = None;
+        let mut full_at_the_limit = false;
         if let Some(reported) = reported {
             let other = reported.saturating_sub(ours);
             other_now = Some(other);
@@ -506,15 +507,19 @@ impl ConcurrencyLimit {
             if answer == Answer::Admitted {
                 state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);
-                if state
-                    .probe
-                    .is_some_and(|probe| f64::from(reported) > probe.from)
-                {
-                    // The account admitted more than the old limit: it rose.
-                    self.resume_slow_start(&mut state);
-                } else if full {
-                    self.probe_when_full(&mut state);
+                if let Some(probe) = state.probe {
+                    if f64::from(reported) > probe.from {
+                        // The account admitted more than the old limit: it rose.
+                        self.resume_slow_start(&mut state);
+                    } else if state.other_room() > 0
+                        && state.probe_charge.sent_above_its_start(slot.ours_at_send)
+                    {
+                        // The probe's request found a slot the other app had just left:
+                        // holding the level longer only takes the next one it needs.
+                        state.end_probe(probe.from);
+                    }
                 }
+                full_at_the_limit = full;
                 // Admitted with the last 429's count in flight: the header leaves the refused
                 // request out, and the limit is that count. (A higher count may be the tail
                 // of a limit that has just fallen.)
@@ -530,6 +535,11 @@ impl ConcurrencyLimit {
         }
         if slot.seq >= state.round_mark {
             self.end_round(&mut state);
+        }
+        // After the round's end: a probe started at the answer that ends a round would
+        // count that round as one at its level.
+        if full_at_the_limit {
+            self.probe_when_full(&mut state);
         }
         match answer {
             Answer::Admitted => self.grow(&mut state, slot.seq),

@@ -110,6 +110,12 @@ impl OtherTraffic {
         self.room = room;
     }
 
+    /// How many of the latest answers found the account full.
+    #[cfg(test)]
+    pub(super) fn full_answers(&self) -> usize {
+        self.full
+    }
+
     /// The other traffic's mean in flight over the run, once an answer showed it.
     pub(super) fn mean(&self) -> Option<f64> {
         (self.answers > 0).then(|| self.sum as f64 / self.answers as f64)

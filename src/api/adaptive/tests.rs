@@ -715,16 +715,16 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     assert!(over <= 2 * probes, "{over} rounds over the limit");
 }
 
-/// A round trip of `window` requests answered with the account's count: `admitted` of them
-/// admitted, showing `counted` in flight, the rest refused, showing `counted + 1`.
+/// A round trip of the window's requests answered with the account's count: `admitted` of
+/// them admitted, showing `counted` in flight, the rest refused as they arrive, showing
+/// `counted + 1`, and answered first.
 fn counted_round(control: &Arc<ConcurrencyLimit>, admitted: usize, counted: u32) {
     let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
-    for (n, slot) in slots.iter().enumerate() {
-        if n < admitted {
-            control.on_answer(slot, Answer::Admitted, Some(counted));
-        } else {
-            control.on_answer(slot, Answer::Throttled, Some(counted + 1));
-        }
+    for slot in &slots[admitted.min(slots.len())..] {
+        control.on_answer(slot, Answer::Throttled, Some(counted + 1));
+    }
+    for slot in &slots[..admitted.min(slots.len())] {
+        control.on_answer(slot, Answer::Admitted, Some(counted));
     }
 }
 
@@ -755,9 +755,13 @@ fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_a
     // at once, and the window is back where it was.
     counted_round(&control, 13, 20);
     assert_eq!(control.current(), 14);
+    let full_before = control.lock().other.full_answers();
     counted_round(&control, 13, 20);
     assert_eq!(control.current(), 13);
     assert_eq!(control.observed().learned_limit, Some(20));
+    // The probe's 429 was sent because the account was full: it is not a sample of how
+    // often the other app finds it so, which would take the other app's slot back.
+    assert_eq!(control.lock().other.full_answers(), full_before + 13);
     // The limit has risen to 34. The next probe's request is admitted, with the account
     // counted above the old limit: the slow start begins at that answer.
     for _ in 0..PROBE_AFTER_ROUNDS {
