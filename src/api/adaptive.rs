@@ -261,6 +261,9 @@ struct State {
     /// probe is due, waiting for an answer that shows the account full (see
     /// [`ConcurrencyLimit::probe_when_full`]).
     probe_due_since: Option<u64>,
+    /// The learned limit a climb to a count started from (see
+    /// [`ConcurrencyLimit::climb_to_a_count`]), until its 429.
+    climbing_from: Option<f64>,
     /// The 429s probes and their climbs have cost, and the requests they are charged for.
     probe_charge: ProbeCharge,
     /// The most the account showed in flight on an admitted answer this round, and the last.
@@ -362,6 +365,7 @@ impl ConcurrencyLimit {
                 probe_sent: 0,
                 probe: None,
                 probe_due_since: None,
+                climbing_from: None,
                 probe_charge: ProbeCharge::default(),
                 round_peak: 0,
                 last_round_peak: 0,
@@ -426,12 +430,7 @@ impl ConcurrencyLimit {
             settled: whole(state.window),
             lowest: whole(state.lowest),
             highest: whole(state.highest),
-            // During a probe, the limit as it was before: the probe is a question, not a find.
-            learned_limit: state
-                .probe
-                .map(|probe| probe.from)
-                .or(state.learned)
-                .map(whole),
+            learned_limit: state.shown_limit().map(whole),
             header_seen: state.header_seen(),
             header_on_admitted: state.counts_admitted,
             limit_counted: state.counts_show_the_accounts_limit(),
@@ -450,11 +449,7 @@ impl ConcurrencyLimit {
         let whole = |v: f64| (v.floor() as usize).max(1);
         Sampled {
             window: whole(state.window),
-            learned_limit: state
-                .probe
-                .map(|probe| probe.from)
-                .or(state.learned)
-                .map(whole),
+            learned_limit: state.shown_limit().map(whole),
             other_in_flight: (answers > 0).then(|| sum as f64 / answers as f64),
         }
     }
@@ -597,6 +592,7 @@ impl ConcurrencyLimit {
     /// A 429 for `slot`'s request; `header` is the account's count on it and the other
     /// traffic that count shows, when the answer had the header.
     fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
+        state.climbing_from = None;
         let learned_before = state.probe.map(|probe| probe.from).or(state.learned);
         self.cut_window(state, slot, header);
         if state.learned == learned_before {
@@ -828,7 +824,9 @@ impl ConcurrencyLimit {
         state
             .probe_charge
             .open(state.sent, state.window, state.rounds);
+        let climbing_from = state.learned;
         self.resume_slow_start(state);
+        state.climbing_from = climbing_from;
         tracing::trace!(window = state.window.floor(), "climbing to a count");
     }
 
@@ -856,6 +854,7 @@ impl ConcurrencyLimit {
     /// time (a rise of one costs only the few 429s of the overshoot).
     fn resume_slow_start(&self, state: &mut State) {
         state.learned = None;
+        state.climbing_from = None;
         state.probe = None;
         state.probe_step = 1.0;
         state.slow_start = true;
@@ -918,6 +917,15 @@ fn initial_window(planned: u64) -> f64 {
 }
 
 impl State {
+    /// The limit to show: during a probe or a climb to a count, the limit as it was before
+    /// (each is a question, not a find).
+    fn shown_limit(&self) -> Option<f64> {
+        self.probe
+            .map(|probe| probe.from)
+            .or(self.learned)
+            .or(self.climbing_from)
+    }
+
     /// Whether any answer carried `Twilio-Concurrent-Requests` (each is noted in `other`).
     fn header_seen(&self) -> bool {
         self.other.peak().is_some()

@@ -355,6 +355,10 @@ fn counts_on_429s_only_beside_another_app_are_not_probed_but_climbed_to_a_count(
         assert_eq!(window, 12);
         admit_round(&control, window, None);
     }
+    // A climb is a question, not a find: the limit shown is still 20.
+    admit_round(&control, 12, None);
+    assert!(control.current() > 12, "climbing");
+    assert_eq!(control.observed().learned_limit, Some(20));
     // Now and then the run climbs until a 429's count shows the limit: without it, a
     // limit that rose beside another app was never found (the window stood at 11 of 30).
     // The climb ends at the first round trip with a 429, back at the polite share.
