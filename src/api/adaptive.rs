@@ -991,8 +991,9 @@ impl State {
     /// header, or a header on 429s only), a cut can read the room one low and nothing else
     /// shows a rise, so the first probe after one comes soon and each probe that finds
     /// nothing doubles the wait. With them, the limit a 429 shows is exact and probes only
-    /// look for a rise. With other traffic on the account they are rarer still, whichever
-    /// answers showed it.
+    /// look for a rise. With other traffic on the account, a probe that is due then waits
+    /// for a full account (see [`ConcurrencyLimit::probe_when_full`]), or, with counts on
+    /// 429s only, a climb to a count comes after [`PROBE_AFTER_ROUNDS_SHARED`].
     fn probe_wait(&self) -> u64 {
         if self.fallen_from().is_some() {
             // Below a limit held before, as TCP CUBIC goes back quickly toward the window it
