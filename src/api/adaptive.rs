@@ -515,15 +515,26 @@ impl ConcurrencyLimit {
                     }
                 }
                 full_at_the_limit = full;
-                // Admitted with the last 429's count in flight: the header leaves the refused
-                // request out, and the limit is that count. (A higher count may be the tail
-                // of a limit that has just fallen.)
-                if state.probe.is_none()
-                    && reported == state.refused_at
+                let above_the_limit = state.probe.is_none()
                     && state
                         .learned
-                        .is_some_and(|learned| f64::from(reported) > learned)
+                        .is_some_and(|learned| f64::from(reported) > learned);
+                if above_the_limit
+                    && state.other_room() > 0
+                    && state.cut_round > 0
+                    && state.rounds > state.cut_round + 1
                 {
+                    // Beside other traffic, a count above the limit a round trip or more
+                    // after the last cut (not the drain of a fall): the account held more
+                    // at once than the limit allowed. Read as the count of a header that
+                    // leaves the refused request out (below), it raised the limit by one
+                    // and the rise behind it went unfound for seconds, the probes' own
+                    // 429s having set that count.
+                    self.resume_slow_start(&mut state);
+                } else if above_the_limit && reported == state.refused_at {
+                    // Admitted with the last 429's count in flight: the header leaves the
+                    // refused request out, and the limit is that count. (A higher count may
+                    // be the tail of a limit that has just fallen.)
                     state.learned = Some(f64::from(reported));
                 }
             }

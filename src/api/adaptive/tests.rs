@@ -732,12 +732,9 @@ fn counted_round(control: &Arc<ConcurrencyLimit>, admitted: usize, counted: u32)
     }
 }
 
-#[test]
-fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_at_once() {
-    // Another app holds 6 or 7 of 20, and the run leaves it room for 7. A window one higher
-    // fills the account only when the other app is at 7, so a probe started at any moment
-    // proved nothing for round trips, taking a slot the other app could have had: a rise
-    // from 20 to 34 went unfound for 20 s.
+/// A run at 13 under a learned limit of 20, on a server that counts on every answer, beside
+/// another app whose counts have shown 7 in flight, the account not full.
+fn beside_an_app_counted_on_every_answer() -> Arc<ConcurrencyLimit> {
     let control = ConcurrencyLimit::new(100, true, 1.0);
     {
         let mut state = control.lock();
@@ -749,6 +746,36 @@ fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_a
             state.other.note(7, false);
         }
     }
+    control
+}
+
+#[test]
+fn beside_other_traffic_a_count_above_the_limit_is_a_rise() {
+    // A probe's 429 counted 21 at a limit of 20 (the refused request included). After a
+    // rise, an answer counts 21: read as a header that leaves the refused request out, the
+    // limit went to 21 and the rise behind it went unfound (a run stayed at 8 of 34).
+    let control = beside_an_app_counted_on_every_answer();
+    for _ in 0..PROBE_AFTER_ROUNDS {
+        counted_round(&control, 13, 19);
+    }
+    counted_round(&control, 13, 20);
+    counted_round(&control, 13, 20);
+    assert_eq!(control.current(), 13, "the probe refused");
+    for _ in 0..3 {
+        counted_round(&control, 13, 19);
+    }
+    counted_round(&control, 13, 21);
+    assert_eq!(control.observed().learned_limit, None, "slow start");
+    assert!(control.current() > 13, "{}", control.current());
+}
+
+#[test]
+fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_at_once() {
+    // Another app holds 6 or 7 of 20, and the run leaves it room for 7. A window one higher
+    // fills the account only when the other app is at 7, so a probe started at any moment
+    // proved nothing for round trips, taking a slot the other app could have had: a rise
+    // from 20 to 34 went unfound for 20 s.
+    let control = beside_an_app_counted_on_every_answer();
     // The other app at 6: no answer counts the account full, and no probe starts, long
     // after one is due.
     for _ in 0..PROBE_AFTER_ROUNDS_SHARED {
