@@ -70,6 +70,19 @@ fn share(part: u64, whole: u64) -> f64 {
     part as f64 / whole.max(1) as f64
 }
 
+/// The window went to `highest` at least, and the limit last learned is `learned` at least.
+/// A run may end in a slow start (after a probe found a rise), with no limit learned at that
+/// moment; a probe or a climb to a count shows the limit it started from.
+fn assert_limit_reached(name: &str, c: &serde_json::Value, highest: u64, learned: u64) {
+    assert!(c["highest"].as_u64().unwrap() >= highest, "{name}: {c}");
+    assert!(
+        c["learned_limit"]
+            .as_u64()
+            .is_none_or(|found| found >= learned),
+        "{name}: {c}"
+    );
+}
+
 /// Alone, the account's count is this run's own: whatever it shows is no other traffic.
 fn assert_no_other_traffic_imagined(name: &str, c: &serde_json::Value) {
     if let Some(mean) = c["other_in_flight"].as_f64() {
@@ -178,14 +191,7 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
         };
         let (c, stats) = run(config, 800).await;
         assert_no_other_traffic_imagined(name, &c);
-        // A run may end in a probe's slow start, with no limit learned at that moment.
-        assert!(c["highest"].as_u64().unwrap() >= 20, "{name}: {c}");
-        assert!(
-            c["learned_limit"]
-                .as_u64()
-                .is_none_or(|learned| learned >= 18),
-            "{name}: {c}"
-        );
+        assert_limit_reached(name, &c, 20, 18);
         assert!(
             share(stats.throttled, stats.requests) < 0.15,
             "{name}: {stats:?}"
@@ -236,16 +242,7 @@ async fn a_limit_that_rises_beside_another_app_is_found_wherever_counts_come() {
         };
         let (c, stats) = run(config, 2400).await;
         // Room for the other app's high under 34 still leaves over 16, the most under 20.
-        assert!(
-            c["highest"].as_u64().unwrap() >= 18,
-            "{name}: the rise was not found: {c}"
-        );
-        assert!(
-            c["learned_limit"]
-                .as_u64()
-                .is_none_or(|learned| learned >= 30),
-            "{name}: the rise was not found: {c}"
-        );
+        assert_limit_reached(&format!("{name}, the rise"), &c, 18, 30);
         assert!(
             share(stats.other_throttled, stats.other_requests) < 0.15,
             "{name}: the other app was refused: {stats:?}"
