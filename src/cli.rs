@@ -329,6 +329,10 @@ pub(crate) struct EmulatedAccountArgs {
     /// A 429's Twilio-Concurrent-Requests count leaves out the refused request (by default it includes it)
     #[arg(long, help_heading = EMULATED_ACCOUNT)]
     pub(crate) header_leaves_out_refused: bool,
+
+    /// An admitted answer's Twilio-Concurrent-Requests count is the account's as the request was admitted (by default, as it is answered)
+    #[arg(long, help_heading = EMULATED_ACCOUNT)]
+    pub(crate) header_counted_at_admission: bool,
 }
 
 const EMULATED_ACCOUNT: &str = "Emulated account (emulator, register --emulator)";
@@ -354,6 +358,10 @@ impl EmulatedAccountArgs {
             (
                 self.header_leaves_out_refused,
                 "--header-leaves-out-refused",
+            ),
+            (
+                self.header_counted_at_admission,
+                "--header-counted-at-admission",
             ),
         ]
         .into_iter()

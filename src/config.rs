@@ -190,6 +190,7 @@ pub(crate) fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::E
         },
         concurrency_header: header,
         header_counts_refused: !args.header_leaves_out_refused,
+        header_counted_at_admission: args.header_counted_at_admission,
         other_app: (other_rate > 0.0).then_some(OtherApp {
             rate: other_rate,
             latency: args.other_latency.unwrap_or(Duration::from_millis(100)),
@@ -782,6 +783,7 @@ mod tests {
             "--concurrency-header",
             "on-429",
             "--header-leaves-out-refused",
+            "--header-counted-at-admission",
             "--latency-distribution",
             "long-tail",
             "--other-rate",
@@ -798,6 +800,7 @@ mod tests {
         assert_eq!(account.max_concurrent, Some(20));
         assert_eq!(account.concurrency_header, HeaderConvention::On429Only);
         assert!(!account.header_counts_refused);
+        assert!(account.header_counted_at_admission);
         assert_eq!(account.latency_distribution, LatencyDistribution::LongTail);
         assert_eq!(account.network_delay, Duration::from_millis(40));
         let other = account.other_app.unwrap();

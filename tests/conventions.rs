@@ -14,31 +14,60 @@ use supersim_bulk::emulator::{
     Arrivals, EmulatorConfig, HeaderConvention, LatencyDistribution, OtherApp,
 };
 
-/// Each convention, named for the messages.
-const CONVENTIONS: [(&str, HeaderConvention, bool); 5] = [
-    ("every answer", HeaderConvention::EveryAnswer, true),
-    (
-        "every answer, refused left out",
-        HeaderConvention::EveryAnswer,
-        false,
-    ),
-    ("429s only", HeaderConvention::On429Only, true),
-    (
-        "429s only, refused left out",
-        HeaderConvention::On429Only,
-        false,
-    ),
-    ("never", HeaderConvention::Never, true),
+/// How one server may use the header, named for the messages.
+#[derive(Clone, Copy)]
+struct Convention {
+    name: &'static str,
+    header: HeaderConvention,
+    /// A 429's count includes the refused request.
+    counts_refused: bool,
+    /// An admitted answer's count is taken as the request was admitted, not as it is answered.
+    counted_at_admission: bool,
+}
+
+const fn convention(name: &'static str, header: HeaderConvention) -> Convention {
+    Convention {
+        name,
+        header,
+        counts_refused: true,
+        counted_at_admission: false,
+    }
+}
+
+/// Each convention.
+const CONVENTIONS: [Convention; 6] = [
+    convention("every answer", HeaderConvention::EveryAnswer),
+    Convention {
+        counts_refused: false,
+        ..convention(
+            "every answer, refused left out",
+            HeaderConvention::EveryAnswer,
+        )
+    },
+    Convention {
+        counted_at_admission: true,
+        ..convention(
+            "every answer, counted at admission",
+            HeaderConvention::EveryAnswer,
+        )
+    },
+    convention("429s only", HeaderConvention::On429Only),
+    Convention {
+        counts_refused: false,
+        ..convention("429s only, refused left out", HeaderConvention::On429Only)
+    },
+    convention("never", HeaderConvention::Never),
 ];
 
 /// An account with this limit and convention, latency 40 ms ±50% (uniform from 20 to 60).
-fn account(limit: usize, header: HeaderConvention, counts_refused: bool) -> EmulatorConfig {
+fn account(limit: usize, convention: Convention) -> EmulatorConfig {
     EmulatorConfig {
         latency: Duration::from_millis(40),
         latency_jitter: 0.5,
         max_concurrent: Some(limit),
-        concurrency_header: header,
-        header_counts_refused: counts_refused,
+        concurrency_header: convention.header,
+        header_counts_refused: convention.counts_refused,
+        header_counted_at_admission: convention.counted_at_admission,
         seed: 19,
         ..EmulatorConfig::default()
     }
@@ -96,8 +125,8 @@ fn assert_no_other_traffic_imagined(name: &str, c: &serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alone_the_whole_limit_is_found_and_no_other_traffic_imagined() {
-    for (name, header, counts_refused) in CONVENTIONS {
-        let (c, stats) = run(account(20, header, counts_refused), 800).await;
+    for convention @ Convention { name, header, .. } in CONVENTIONS {
+        let (c, stats) = run(account(20, convention), 800).await;
         assert_no_other_traffic_imagined(name, &c);
         // What the summary tells the reader it could see of other traffic.
         assert_eq!(
@@ -134,12 +163,12 @@ async fn alone_the_whole_limit_is_found_and_no_other_traffic_imagined() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_that_rises_is_found_in_every_convention() {
-    for (name, header, counts_refused) in CONVENTIONS {
+    for convention @ Convention { name, .. } in CONVENTIONS {
         // 8 until 1.5 s, then 24. At best 300 rows go at 8 and the rest take over 2 s at 24,
         // so a run finds the rise (probes come every few round trips of 40 ms) at any speed.
         let config = EmulatorConfig {
             limit_schedule: vec![(Duration::from_millis(1500), 24)],
-            ..account(8, header, counts_refused)
+            ..account(8, convention)
         };
         let (c, stats) = run(config, 1800).await;
         assert!(
@@ -160,10 +189,10 @@ async fn a_limit_that_rises_is_found_in_every_convention() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_that_falls_is_followed_in_every_convention() {
-    for (name, header, counts_refused) in CONVENTIONS {
+    for convention @ Convention { name, .. } in CONVENTIONS {
         let config = EmulatorConfig {
             limit_schedule: vec![(Duration::from_millis(800), 6)],
-            ..account(20, header, counts_refused)
+            ..account(20, convention)
         };
         let (c, stats) = run(config, 900).await;
         let settled = c["settled"].as_u64().unwrap();
@@ -184,10 +213,10 @@ async fn a_limit_that_falls_is_followed_in_every_convention() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
     // Long-tailed latency, alone: still the whole limit, still no other traffic imagined.
-    for (name, header, counts_refused) in CONVENTIONS {
+    for convention @ Convention { name, .. } in CONVENTIONS {
         let config = EmulatorConfig {
             latency_distribution: LatencyDistribution::LongTail,
-            ..account(20, header, counts_refused)
+            ..account(20, convention)
         };
         let (c, stats) = run(config, 800).await;
         assert_no_other_traffic_imagined(name, &c);
@@ -205,7 +234,7 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
             latency: Duration::from_millis(40),
             arrivals: Arrivals::Poisson,
         }),
-        ..account(20, HeaderConvention::EveryAnswer, true)
+        ..account(20, CONVENTIONS[0])
     };
     let (c, stats) = run(config, 1200).await;
     assert!(c["other_in_flight"].as_f64().unwrap() >= 3.0, "{c}");
@@ -230,7 +259,10 @@ async fn a_limit_that_rises_beside_another_app_is_found_wherever_counts_come() {
     // showed nothing; with counts on 429s only no probe was made at all: in both, the
     // window stayed at the old polite share to the end. At best 300 rows go before the
     // rise and the rest take over 2 s after it, so the rise is there to find at any speed.
-    for (name, header, counts_refused) in &CONVENTIONS[..4] {
+    for convention @ Convention { name, .. } in CONVENTIONS
+        .into_iter()
+        .filter(|c| c.header != HeaderConvention::Never)
+    {
         let config = EmulatorConfig {
             limit_schedule: vec![(Duration::from_millis(1500), 34)],
             other_app: Some(OtherApp {
@@ -238,7 +270,7 @@ async fn a_limit_that_rises_beside_another_app_is_found_wherever_counts_come() {
                 latency: Duration::from_millis(40),
                 arrivals: Arrivals::Poisson,
             }),
-            ..account(20, *header, *counts_refused)
+            ..account(20, convention)
         };
         let (c, stats) = run(config, 2400).await;
         // Room for the other app's high under 34 still leaves over 16, the most under 20.
@@ -264,11 +296,11 @@ async fn over_a_network_round_trip_the_limit_costs_no_storm_in_any_convention() 
     // trip and the holds are twice the other tests' 40 ms, so a busy machine's delays are
     // less of them.
     let (mut refused, mut requests) = (0, 0);
-    for (name, header, counts_refused) in CONVENTIONS {
+    for convention @ Convention { name, header, .. } in CONVENTIONS {
         let config = EmulatorConfig {
             latency: Duration::from_millis(80),
             network_delay: Duration::from_millis(32),
-            ..account(20, header, counts_refused)
+            ..account(20, convention)
         };
         let (c, stats) = run(config, 2500).await;
         assert_no_other_traffic_imagined(name, &c);

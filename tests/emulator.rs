@@ -505,6 +505,42 @@ async fn a_network_delay_frees_the_slot_before_the_answer_is_back() -> TestResul
 }
 
 #[tokio::test]
+async fn an_admitted_answer_is_counted_as_it_leaves_or_as_it_was_admitted() -> TestResult {
+    // A holds its slot 2 s; B is sent once A is counted, so it is admitted while A is in
+    // flight and still in flight when A's answer leaves. As they leave, A's count is 2 (B
+    // in flight) and B's 1 (A gone); as they were admitted, A's is 1 and B's 2.
+    for (at_admission, expected) in [(false, ["2", "1"]), (true, ["1", "2"])] {
+        let emulator = start(EmulatorConfig {
+            latency: Duration::from_secs(2),
+            header_counted_at_admission: at_admission,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let client = client();
+        let url = format!("{}/v1/Sims", emulator.base_url());
+        let request = || {
+            client
+                .get(&url)
+                .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN))
+        };
+        let first = tokio::spawn(exchange(request()));
+        while emulator.stats().requests == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = exchange(request()).await?;
+        let first = first.await??;
+        let counts = [&first, &second].map(|answer| {
+            answer.headers["twilio-concurrent-requests"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        });
+        assert_eq!(counts, expected, "counted at admission: {at_admission}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn stats_count_the_answers_given_with_the_account_at_its_limit() -> TestResult {
     // One request at a time: with a limit of 1 each answer finds the account full (its own
     // request fills it); with a limit of 2 none does.

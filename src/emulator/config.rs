@@ -96,6 +96,10 @@ pub struct EmulatorConfig {
     pub concurrency_header: HeaderConvention,
     /// Whether a 429's count includes the refused request itself (Twilio does not say).
     pub header_counts_refused: bool,
+    /// Whether an admitted answer's count is the account's as the request was admitted, not
+    /// as it is answered (Twilio does not say which). Counted at admission, it includes
+    /// requests that ended while this one was in flight and leaves out those that came after.
+    pub header_counted_at_admission: bool,
     /// Another app on the same account, from the first API request on.
     pub other_app: Option<OtherApp>,
     /// Probability that a `POST /v1/Sims` gets a random [`Fault`](super::Fault) (each kind equally likely).
@@ -213,6 +217,7 @@ impl Default for EmulatorConfig {
             latency_distribution: LatencyDistribution::Uniform,
             concurrency_header: HeaderConvention::EveryAnswer,
             header_counts_refused: true,
+            header_counted_at_admission: false,
             other_app: None,
             fail_rate: 0.0,
             seed: 0,

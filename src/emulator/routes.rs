@@ -49,11 +49,11 @@ pub(super) async fn admit_request(
     // request (this client's or the other app's) meet a 429 too. Its count is taken at the
     // moment it is refused: read later, requests that ended meanwhile would make the
     // account look emptier than it was when it refused.
-    let (slot, refused_count) = {
+    let (slot, count_at_admission) = {
         let mut store = shared.store();
         store.stats.requests += 1;
         let slot = shared.take_slot(&mut store);
-        let counted_refused = usize::from(shared.config.header_counts_refused);
+        let counted_refused = usize::from(slot.is_none() && shared.config.header_counts_refused);
         (slot, store.in_flight + counted_refused)
     };
     // Held until the answer is ready, so the request counts as in flight meanwhile.
@@ -86,12 +86,14 @@ pub(super) async fn admit_request(
             HeaderConvention::On429Only => response.status() == StatusCode::TOO_MANY_REQUESTS,
             HeaderConvention::Never => false,
         };
-        // An admitted answer's count is the account's now, this request included.
-        let count = carries_header.then_some(if over_limit {
-            refused_count
-        } else {
-            store.in_flight
-        });
+        // An admitted answer's count is the account's now, this request included, or as it
+        // was admitted (see `EmulatorConfig::header_counted_at_admission`).
+        let count =
+            carries_header.then_some(if over_limit || shared.config.header_counted_at_admission {
+                count_at_admission
+            } else {
+                store.in_flight
+            });
         if let Some(count) = count {
             response
                 .headers_mut()
