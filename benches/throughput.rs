@@ -33,6 +33,9 @@
 //! puts a network round trip between client and account in every run (the emulator's
 //! `--network-delay`; loopback has none): then the told client's share is of the account's
 //! count, which the client's requests in flight exceed by those on the wire.
+//! `BENCH_EMULATOR_FLAGS` adds its flags to every emulator of the matrix, as
+//! `BENCH_EMULATOR_FLAGS=--header-counted-at-admission` for the other moment a server may
+//! take an admitted answer's count at.
 //!
 //! The third table is the cost of `--report` (issue 21): the 1,000,000-row registration
 //! against the instant server without it and with it (CPU, peak memory, the page's size).
@@ -495,10 +498,12 @@ fn run_told(dir: &Path, shape: &Shape, latency: Latency) -> (ShapeRun, f64) {
 /// `register` with `client_flags` against a fresh emulator started with `emulator_flags`.
 fn run_against(dir: &Path, emulator_flags: &[&str], rows: u64, client_flags: &[&str]) -> ShapeRun {
     let network_delay = std::env::var("BENCH_NETWORK_DELAY").unwrap_or_default();
+    let extra_flags = std::env::var("BENCH_EMULATOR_FLAGS").unwrap_or_default();
     let mut emulator_flags = emulator_flags.to_vec();
     if !network_delay.is_empty() {
         emulator_flags.extend(["--network-delay", &network_delay]);
     }
+    emulator_flags.extend(extra_flags.split_whitespace());
     let emulator = EmulatorProcess::start(&emulator_flags);
     let input = input_file(dir, rows);
     let output = dir.join("shape.results.csv");
@@ -667,6 +672,10 @@ fn adaptive_table(dir: &Path) {
         }
     }
     println!();
+    if let Ok(flags) = std::env::var("BENCH_EMULATOR_FLAGS") {
+        println!("Every emulator run with: `{flags}`.");
+        println!();
+    }
     if let Ok(delay) = std::env::var("BENCH_NETWORK_DELAY") {
         println!("Network round trip between client and account: {delay}.");
         println!();
