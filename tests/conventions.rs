@@ -1,9 +1,10 @@
 //! End to end, the adaptive limit under each convention Twilio's documentation leaves open
-//! for `Twilio-Concurrent-Requests`: on every answer, on 429s only, or never, and a 429's
-//! count with or without the refused request. Whatever the convention, the header may only
-//! help: alone, the run sees no other traffic and finds the whole limit; a limit that rises
-//! is found; one that falls is followed. The bounds assert the shape of the behaviour, not
-//! throughput figures, and nothing is timed, so a busy machine only makes a run longer.
+//! for `Twilio-Concurrent-Requests`: on every answer, on 429s only, or never; a 429's count
+//! with or without the refused request; and an admitted answer's taken as it leaves or as
+//! the request was admitted. Whatever the convention, the header may only help: alone, the
+//! run sees no other traffic and finds the whole limit; a limit that rises is found; one
+//! that falls is followed. The bounds assert the shape of the behaviour, not throughput
+//! figures, and nothing is timed, so a busy machine only makes a run longer.
 
 mod common;
 
