@@ -333,6 +333,10 @@ pub(crate) struct EmulatedAccountArgs {
     /// An admitted answer's Twilio-Concurrent-Requests count is the account's as the request was admitted (by default, as it is answered)
     #[arg(long, help_heading = EMULATED_ACCOUNT)]
     pub(crate) header_counted_at_admission: bool,
+
+    /// The limit's 429s carry Retry-After with this many seconds [default: none]
+    #[arg(long, value_name = "SECONDS", help_heading = EMULATED_ACCOUNT)]
+    pub(crate) limit_retry_after: Option<u64>,
 }
 
 const EMULATED_ACCOUNT: &str = "Emulated account (emulator, register --emulator)";
@@ -363,6 +367,7 @@ impl EmulatedAccountArgs {
                 self.header_counted_at_admission,
                 "--header-counted-at-admission",
             ),
+            (self.limit_retry_after.is_some(), "--limit-retry-after"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))

@@ -191,6 +191,7 @@ pub(crate) fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::E
         concurrency_header: header,
         header_counts_refused: !args.header_leaves_out_refused,
         header_counted_at_admission: args.header_counted_at_admission,
+        limit_retry_after: args.limit_retry_after,
         other_app: (other_rate > 0.0).then_some(OtherApp {
             rate: other_rate,
             latency: args.other_latency.unwrap_or(Duration::from_millis(100)),
@@ -784,6 +785,8 @@ mod tests {
             "on-429",
             "--header-leaves-out-refused",
             "--header-counted-at-admission",
+            "--limit-retry-after",
+            "2",
             "--latency-distribution",
             "long-tail",
             "--other-rate",
@@ -801,6 +804,7 @@ mod tests {
         assert_eq!(account.concurrency_header, HeaderConvention::On429Only);
         assert!(!account.header_counts_refused);
         assert!(account.header_counted_at_admission);
+        assert_eq!(account.limit_retry_after, Some(2));
         assert_eq!(account.latency_distribution, LatencyDistribution::LongTail);
         assert_eq!(account.network_delay, Duration::from_millis(40));
         let other = account.other_app.unwrap();

@@ -465,6 +465,16 @@ impl ConcurrencyLimit {
         target.max(1.0)
     }
 
+    /// Whether `slot`'s request was sent while a probe or its climb was under way (see
+    /// [`ProbeCharge`]): its 429 is the answer to this run's own question, whether the limit
+    /// rose, and no news that the account is over its limit. That includes a request sent
+    /// within the window the probe started from: where one of this run's requests had left
+    /// the account before its answer was read, the probe's request took that slot and the
+    /// next one was refused. Call before [`Self::on_answer`].
+    pub(crate) fn probes_with(&self, slot: &RequestSlot) -> bool {
+        self.adaptive && self.lock().probe_charge.covers(slot.seq)
+    }
+
     /// `slot`'s request was answered; `reported` is the `Twilio-Concurrent-Requests` header
     /// of the answer, if it had one. Call before dropping the slot.
     pub(crate) fn on_answer(&self, slot: &RequestSlot, answer: Answer, reported: Option<u32>) {
@@ -1100,15 +1110,24 @@ impl ProbeCharge {
     /// A 429 for request `seq`, sent with `ours_at_send` in flight; `fresh` if it is news
     /// (a cut).
     fn refused(&mut self, seq: u64, ours_at_send: usize, fresh: bool) {
-        let Some(since) = self.since else {
-            return;
-        };
-        if seq > since && self.until.is_none_or(|until| seq <= until) {
-            if ours_at_send as f64 > self.from_window {
+        if self.covers(seq) {
+            if self.charges(seq, ours_at_send) {
                 self.refused += 1;
             }
             self.cut |= fresh;
         }
+    }
+
+    /// Whether request `seq` was sent while the probe or its climb was under way.
+    fn covers(&self, seq: u64) -> bool {
+        self.since
+            .is_some_and(|since| seq > since && self.until.is_none_or(|until| seq <= until))
+    }
+
+    /// Whether request `seq`, sent with `ours_at_send` in flight, is charged to the probe:
+    /// sent while it was under way, above the window it started from.
+    fn charges(&self, seq: u64, ours_at_send: usize) -> bool {
+        self.covers(seq) && ours_at_send as f64 > self.from_window
     }
 
     /// A round trip ended with `sent` requests sent; `cut_in_it` whether it had a cut.

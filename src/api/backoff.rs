@@ -6,8 +6,9 @@
 //! `Retry-After` overrides the computed wait. A 429 means the *account* is over its limit,
 //! so it slows every worker, not only the one that got it: through the adaptive limit
 //! (`adaptive`), and through the pause here when adaptation is off. A server that names a
-//! wait (`Retry-After`, whatever the status) pauses every worker for that long: the gate
-//! checks the pause at the moment a request would be sent.
+//! wait (`Retry-After`, whatever the status) pauses every worker for that long, except on a
+//! probe's 429, which only its own request waits out (see `gate`): the gate checks the pause
+//! at the moment a request would be sent.
 
 use std::sync::Mutex;
 use std::time::Duration;

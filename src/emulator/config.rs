@@ -100,6 +100,9 @@ pub struct EmulatorConfig {
     /// as it is answered (Twilio does not say which). Counted at admission, it includes
     /// requests that ended while this one was in flight and leaves out those that came after.
     pub header_counted_at_admission: bool,
+    /// The limit's 429s carry `Retry-After` with this many seconds, as Twilio's newer APIs
+    /// answer a 429 (for Super SIM it is not documented either way).
+    pub limit_retry_after: Option<u64>,
     /// Another app on the same account, from the first API request on.
     pub other_app: Option<OtherApp>,
     /// Probability that a `POST /v1/Sims` gets a random [`Fault`](super::Fault) (each kind equally likely).
@@ -218,6 +221,7 @@ impl Default for EmulatorConfig {
             concurrency_header: HeaderConvention::EveryAnswer,
             header_counts_refused: true,
             header_counted_at_admission: false,
+            limit_retry_after: None,
             other_app: None,
             fail_rate: 0.0,
             seed: 0,

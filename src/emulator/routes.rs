@@ -59,7 +59,13 @@ pub(super) async fn admit_request(
     // Held until the answer is ready, so the request counts as in flight meanwhile.
     let over_limit = slot.is_none();
     let mut response = if over_limit {
-        too_many_requests()
+        let mut response = too_many_requests();
+        if let Some(seconds) = shared.config.limit_retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     } else if request.uri().path().starts_with("/v1") && !shared.is_authorized(request.headers()) {
         let mut response = twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
         response.headers_mut().insert(
