@@ -303,20 +303,26 @@ async fn a_retry_after_on_the_limits_429s_holds_a_probes_request_not_the_run() {
     // pauses every worker. A probe's 429 is the answer to the run's own question: with
     // each one pausing every worker for a second, a run alone at a limit of 20 went at 86.9
     // rows/s where 192.9 were possible. The pauses are counted from the run's debug lines,
-    // not timed; slow start's first 429s, news of the limit, still pause the run.
+    // not timed. Slow start's first 429s, news of the limit, still pause the run, and come
+    // before any probe (more of them on a busy machine, where 429s are handled late).
+    const PAUSE: &str = "Retry-After: every worker waits";
+    const HELD: &str = "Retry-After on a probe's 429";
     for convention @ Convention { name, .. } in CONVENTIONS {
         let config = EmulatorConfig {
             limit_retry_after: Some(1),
             ..account(20, convention)
         };
         let (c, stats, log) = run_with(config, 1500, &["-v"]).await;
-        let pauses = log.matches("Retry-After: every worker waits").count();
-        let held = log.matches("Retry-After on a probe's 429").count();
-        assert!(
-            pauses <= 3,
-            "{name}: {pauses} pauses of every worker, {held} probes' requests held: {stats:?}"
+        let held = log.matches(HELD).count();
+        let after_the_first_probe = log.find(HELD).map_or(&log[..0], |at| &log[at..]);
+        let pauses = after_the_first_probe.matches(PAUSE).count();
+        let message = format!(
+            "{name}: {} pauses of every worker ({pauses} after the first probe's 429), {held} \
+             probes' requests held: {stats:?} {c}",
+            log.matches(PAUSE).count()
         );
-        assert!(held >= 2, "{name}: no probe was refused: {stats:?} {c}");
+        assert!(held >= 2, "{message}");
+        assert!(pauses <= 2, "{message}");
     }
 }
 
