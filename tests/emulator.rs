@@ -466,6 +466,43 @@ async fn requests_beyond_max_concurrent_answer_429_20429() -> TestResult {
     Ok(())
 }
 
+/// Two requests, the second sent once the emulator has counted the first.
+struct Overlapping {
+    first: Answer,
+    second: Answer,
+    /// From the first request's send until the emulator counted it.
+    first_counted_after: Duration,
+    /// From the second request's send until its answer.
+    second_took: Duration,
+}
+
+/// An authenticated `GET /v1/Sims`, then another once the emulator has counted it: with a
+/// latency of a second or more, both are in flight at the account together.
+async fn one_then_another(emulator: &Emulator) -> Result<Overlapping, Box<dyn std::error::Error>> {
+    let client = client();
+    let url = format!("{}/v1/Sims", emulator.base_url());
+    let request = || {
+        client
+            .get(&url)
+            .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN))
+    };
+    let started = std::time::Instant::now();
+    let first = tokio::spawn(exchange(request()));
+    while emulator.stats().requests == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_counted_after = started.elapsed();
+    let second_sent = std::time::Instant::now();
+    let second = exchange(request()).await?;
+    let second_took = second_sent.elapsed();
+    Ok(Overlapping {
+        first: first.await??,
+        second,
+        first_counted_after,
+        second_took,
+    })
+}
+
 #[tokio::test]
 async fn a_network_delay_frees_the_slot_before_the_answer_is_back() -> TestResult {
     // A round trip of 4 s around a 1 s hold, with a limit of 1: A is counted 2 s after it
@@ -481,24 +518,18 @@ async fn a_network_delay_frees_the_slot_before_the_answer_is_back() -> TestResul
         ..EmulatorConfig::default()
     })
     .await;
-    let client = client();
-    let url = format!("{}/v1/Sims", emulator.base_url());
-    let request = || {
-        client
-            .get(&url)
-            .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN))
-    };
-    let started = std::time::Instant::now();
-    let first = tokio::spawn(exchange(request()));
-    while emulator.stats().requests == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(started.elapsed() >= round_trip / 2, "counted on the way");
-    let second_sent = std::time::Instant::now();
-    let second = exchange(request()).await?;
-    assert_eq!(second.status, StatusCode::OK, "the slot was still held");
-    assert!(second_sent.elapsed() >= round_trip + hold);
-    assert_eq!(first.await??.status, StatusCode::OK);
+    let pair = one_then_another(&emulator).await?;
+    assert!(
+        pair.first_counted_after >= round_trip / 2,
+        "counted on the way"
+    );
+    assert_eq!(
+        pair.second.status,
+        StatusCode::OK,
+        "the slot was still held"
+    );
+    assert!(pair.second_took >= round_trip + hold);
+    assert_eq!(pair.first.status, StatusCode::OK);
     let stats = emulator.stats();
     assert_eq!((stats.requests, stats.throttled), (2, 0));
     Ok(())
@@ -516,19 +547,7 @@ async fn an_admitted_answer_is_counted_as_it_leaves_or_as_it_was_admitted() -> T
             ..EmulatorConfig::default()
         })
         .await;
-        let client = client();
-        let url = format!("{}/v1/Sims", emulator.base_url());
-        let request = || {
-            client
-                .get(&url)
-                .basic_auth(TEST_ACCOUNT_SID, Some(TEST_AUTH_TOKEN))
-        };
-        let first = tokio::spawn(exchange(request()));
-        while emulator.stats().requests == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let second = exchange(request()).await?;
-        let first = first.await??;
+        let Overlapping { first, second, .. } = one_then_another(&emulator).await?;
         let counts = [&first, &second].map(|answer| {
             answer.headers["twilio-concurrent-requests"]
                 .to_str()
