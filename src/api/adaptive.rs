@@ -470,9 +470,17 @@ impl ConcurrencyLimit {
     /// rose, and no news that the account is over its limit. That includes a request sent
     /// within the window the probe started from: where one of this run's requests had left
     /// the account before its answer was read, the probe's request took that slot and the
-    /// next one was refused. Call before [`Self::on_answer`].
+    /// next one was refused. But a 429 that would make a third round trip in a row with one
+    /// is a storm, news to every worker whenever its request was sent: the probe's requests
+    /// are those sent until a round trip passes without a cut, and 429s that keep coming
+    /// never let it pass. Call before [`Self::on_answer`].
     pub(crate) fn probes_with(&self, slot: &RequestSlot) -> bool {
-        self.adaptive && self.lock().probe_charge.covers(slot.seq)
+        if !self.adaptive {
+            return false;
+        }
+        let state = self.lock();
+        let storm = state.cut_last_round() && state.cut_streak >= 2;
+        state.probe_charge.covers(slot.seq) && !storm
     }
 
     /// `slot`'s request was answered; `reported` is the `Twilio-Concurrent-Requests` header
@@ -645,7 +653,7 @@ impl ConcurrencyLimit {
         // A probe refused found no rise: the level it started from held for many round
         // trips and still does, unless the header says the limit fell.
         let probe = state.probe.take();
-        let in_a_row = state.cut_round > 0 && state.rounds <= state.cut_round + 1;
+        let in_a_row = state.cut_last_round();
         if fresh {
             state.probe_wait_without_header = match probe {
                 Some(_) => (state.probe_wait_without_header * 2).min(PROBE_AFTER_ROUNDS),
@@ -959,6 +967,12 @@ impl State {
     /// of this run's were). A probe's silence proves nothing there, so the learned limit
     /// is not probed; a 429's count is what shows a rise (see
     /// [`ConcurrencyLimit::climb_to_a_count`]).
+    /// Whether the last cut came in this round trip or the one before: a 429 now is one
+    /// more in a row.
+    fn cut_last_round(&self) -> bool {
+        self.cut_round > 0 && self.rounds <= self.cut_round + 1
+    }
+
     fn blind_to_other_refusals(&self) -> bool {
         !self.counts_admitted && self.other_room() > 0
     }

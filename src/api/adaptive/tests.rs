@@ -1418,3 +1418,38 @@ fn at_a_small_window_probes_are_spaced_by_requests_and_cost_one_in_a_hundred() {
         assert!(gaps.iter().all(|&gap| gap >= 100), "{why}: {gaps:?}");
     }
 }
+
+#[test]
+fn a_429_storm_that_comes_during_a_probe_is_news_to_every_worker() {
+    // A probe's 429 holds only its own request when it names a wait (`Retry-After`): it
+    // answers the run's own question. The probe's requests are those sent until a round
+    // trip passes without a cut, so 429s that kept coming, round after round, for every
+    // request (a server that refuses all, or a limit that fell far), were all the probe's
+    // too: no worker paused, and each refused request made room for the next row's. By
+    // the third round in a row they are a storm, and every worker waits.
+    for (header, counts_admitted) in CONVENTIONS {
+        let name = format!("header {header}, on admitted answers {counts_admitted}");
+        let at_20 = Account {
+            counts_admitted,
+            ..account(20, 0, header)
+        };
+        let control = ConcurrencyLimit::new(100, true, 1.0);
+        at_20.run(&control, 30);
+        while control.lock().probe.is_none() {
+            at_20.round(&control);
+        }
+        let asking = control.try_acquire().expect("a slot for the probe's level");
+        assert!(control.probes_with(&asking), "{name}: the probe's request");
+        drop(asking);
+        let refusing_all = Account {
+            counts_admitted,
+            ..account(20, 20, header)
+        };
+        refusing_all.run(&control, 3);
+        let next = control.try_acquire().expect("a slot of the window");
+        assert!(
+            !control.probes_with(&next),
+            "{name}: three rounds in a row of 429s are no probe's"
+        );
+    }
+}
