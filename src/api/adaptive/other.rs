@@ -126,12 +126,14 @@ impl OtherTraffic {
             self.crowded = false;
         }
         self.peakedness = peakedness;
-        let room = self
-            .room_for(usual_high)
-            .max(self.erlang_floor(&self.levels));
+        let floor = self.erlang_floor(&self.levels);
+        let room = self.room_for(usual_high).max(floor);
         if room != self.room {
             tracing::trace!(
                 room,
+                usual_high,
+                crowded = self.crowded,
+                floor,
                 full = self.full,
                 samples = self.ring.len(),
                 peakedness,
