@@ -43,7 +43,8 @@ const SAMPLES: usize = 2048;
 /// The share of those answers whose other traffic the run leaves room for.
 const QUANTILE: f64 = 0.99;
 /// Below this many samples the usual high is also read off their mean and spread, up to
-/// one above the highest seen (see [`OtherTraffic::normal_high`]): beside a Poisson app,
+/// one above the highest seen (see [`OtherTraffic::normal_high`]), unless every one is of
+/// a full account (see [`OtherTraffic::usual_high_up_to`]): beside a Poisson app,
 /// the room read off the samples alone went 7, 8, 9, 10, 11 over the first ten seconds,
 /// the window from 13 down to 8 where 8 is polite, and those seconds were most of the
 /// app's refusals.
@@ -249,7 +250,12 @@ impl OtherTraffic {
                 break;
             }
         }
-        if samples < FEW_SAMPLES {
+        // Where only 429s carry a count, every one is of a full account: a climb's, high in
+        // this run's window, reads the other app low, and a refill's high. Their spread is
+        // this run's window's, not the app's, and read as the app's it took the room to 16
+        // beside a Poisson app of mean 6 within seven 429s.
+        let all_full = self.full == self.ring.len();
+        if samples < FEW_SAMPLES && !all_full {
             // One above the highest seen at most: a sample far off (a garbage count, say)
             // spreads the normal distribution as no other app's count does.
             let highest = levels.len().saturating_sub(1) as u32;
@@ -449,6 +455,20 @@ mod tests {
         assert!(!other.crowded, "full on {} answers", other.full);
         assert_eq!(other.room(), 12);
         assert_eq!(other.room_under(20.0), 12);
+    }
+
+    #[test]
+    fn counts_on_429s_only_are_not_read_for_their_spread() {
+        // Each 429 of a run beside a Poisson app of mean 6, as a climb from 12 or a refill at
+        // 7 or 8 finds the account full: the other app at 8, then at 13 and 12. Read for
+        // their spread, such counts put the usual high at one above the highest seen, and
+        // with the slot for a full account the room at 15: the window 5 of 20.
+        let mut other = OtherTraffic::default();
+        for count in [8, 13, 12] {
+            other.note(count, true);
+        }
+        assert_eq!(other.usual_high(), 13);
+        assert_eq!(other.room(), 14, "the highest and one slot more");
     }
 
     #[test]
