@@ -479,8 +479,7 @@ impl ConcurrencyLimit {
             return false;
         }
         let state = self.lock();
-        let storm = state.cut_last_round() && state.cut_streak >= 2;
-        state.probe_charge.covers(slot.seq) && !storm
+        state.probe_charge.covers(slot.seq) && !state.a_429_now_is_a_storm()
     }
 
     /// `slot`'s request was answered; `reported` is the `Twilio-Concurrent-Requests` header
@@ -722,7 +721,7 @@ impl ConcurrencyLimit {
                 let room = probe.map_or(room, |probe| room.max(probe.from));
                 // A second cut in a row may only correct the first's reading of the room
                 // (requests of ours still on their way were counted); a third is a storm.
-                let storm = probe.is_none() && in_a_row && state.cut_streak >= 2;
+                let storm = probe.is_none() && state.a_429_now_is_a_storm();
                 let window = if storm {
                     state.storm_room = Some((room, state.rounds));
                     room.min(state.window * STORM_FACTOR)
@@ -967,14 +966,21 @@ impl State {
     /// of this run's were). A probe's silence proves nothing there, so the learned limit
     /// is not probed; a 429's count is what shows a rise (see
     /// [`ConcurrencyLimit::climb_to_a_count`]).
+    fn blind_to_other_refusals(&self) -> bool {
+        !self.counts_admitted && self.other_room() > 0
+    }
+
     /// Whether the last cut came in this round trip or the one before: a 429 now is one
     /// more in a row.
     fn cut_last_round(&self) -> bool {
         self.cut_round > 0 && self.rounds <= self.cut_round + 1
     }
 
-    fn blind_to_other_refusals(&self) -> bool {
-        !self.counts_admitted && self.other_room() > 0
+    /// Whether a 429 now would make a third round trip in a row with one: a storm, which
+    /// every worker waits out (see [`ConcurrencyLimit::probes_with`]) and the window is
+    /// cut hard for. A second in a row may only correct the first's reading of the room.
+    fn a_429_now_is_a_storm(&self) -> bool {
+        self.cut_last_round() && self.cut_streak >= 2
     }
 
     /// Whether a 429's count is read as the account's limit: where admitted answers carry
