@@ -114,9 +114,9 @@ impl OtherTraffic {
         }
         let usual_high = self.usual_high();
         let peakedness = self.peakedness(usual_high);
-        // Where only 429s carry a count, every sample is of a full account and shows
-        // nothing of how the other app's requests come: the slot is given up.
-        let refused = if self.full == self.ring.len() {
+        // Counts of a full account each show nothing of how the other app's requests come:
+        // the slot is given up.
+        let refused = if self.every_count_full() {
             1.0
         } else {
             self.full as f64 / self.ring.len() as f64 * peakedness
@@ -187,7 +187,7 @@ impl OtherTraffic {
     /// doc), reach [`REFUSED_GOAL`]. None where only 429s carry a count (every one is of a
     /// full account, cut off at what this run left) or no other traffic shows.
     fn erlang_floor(&self, levels: &[u32]) -> u32 {
-        if self.full == self.ring.len() {
+        if self.every_count_full() {
             return 0;
         }
         let levels = &levels[..levels.len().min(self.room as usize)];
@@ -204,6 +204,13 @@ impl OtherTraffic {
             at_or_below -= u64::from(count);
         }
         0
+    }
+
+    /// Whether every one of the latest counts is of a full account, as where only 429s
+    /// carry one: each is then cut off at what this run left the other traffic, and shows
+    /// what it got, not how its requests come or what it needs.
+    fn every_count_full(&self) -> bool {
+        self.full == self.ring.len()
     }
 
     /// The room for a usual high of `usual_high`: one slot more while crowded.
@@ -250,12 +257,11 @@ impl OtherTraffic {
                 break;
             }
         }
-        // Where only 429s carry a count, every one is of a full account: a climb's, high in
-        // this run's window, reads the other app low, and a refill's high. Their spread is
-        // this run's window's, not the app's, and read as the app's it took the room to 16
-        // beside a Poisson app of mean 6 within seven 429s.
-        let all_full = self.full == self.ring.len();
-        if samples < FEW_SAMPLES && !all_full {
+        // Counts of a full account each: a climb's, high in this run's window, reads the
+        // other app low, and a refill's high. Their spread is this run's window's, not the
+        // app's, and read as the app's it took the room to 16 beside a Poisson app of mean 6
+        // within seven 429s.
+        if samples < FEW_SAMPLES && !self.every_count_full() {
             // One above the highest seen at most: a sample far off (a garbage count, say)
             // spreads the normal distribution as no other app's count does.
             let highest = levels.len().saturating_sub(1) as u32;
@@ -469,6 +475,25 @@ mod tests {
         }
         assert_eq!(other.usual_high(), 13);
         assert_eq!(other.room(), 14, "the highest and one slot more");
+    }
+
+    #[test]
+    fn counts_on_429s_only_set_no_floor_under_the_room() {
+        // 429s of a run beside a bursty app: none of it in flight at some, 10 at others (a
+        // peakedness of about 5), and first one count of 14, the drain of a limit that fell,
+        // say. Once enough counts leave 14 out of the usual high, the room is 11. Counts
+        // below the room in use (15) read for Erlang's B would show 14 on 1 in 201: times
+        // the peakedness, over 2%, and the room would stay 15 for as long as that count
+        // stays among the latest.
+        let mut other = OtherTraffic::default();
+        other.note(14, true);
+        assert_eq!(other.room(), 15);
+        for n in 0..200 {
+            other.note([0, 10][n % 2], true);
+        }
+        assert!(other.peakedness > 4.0, "{}", other.peakedness);
+        assert_eq!(other.usual_high(), 10);
+        assert_eq!(other.room(), 11);
     }
 
     #[test]
