@@ -156,6 +156,55 @@ const PROBE_AFTER_ROUNDS_FALLEN: u64 = 5;
 /// is worth the held limit over the current one in throughput, and the budget a short run
 /// has earned by the fall is a few probes.
 const PROBE_BUDGET_AFTER_A_FALL: u64 = 10;
+/// Round trips for which an admitted answer's count shows a header that leaves the refused
+/// request out (see [`AdmittedCounts`]): about 5 s at 100 ms. Beside another app a run's
+/// answers count the account full only now and then; remembered for two round trips, a
+/// third of the 429s were read one below the limit. Longer, and a limit that fell by one
+/// without a 429 showing it would be read one high for as long.
+const ADMITTED_MEMORY_ROUNDS: usize = 50;
+
+/// The most the account counted in flight on this run's admitted answers, per round trip,
+/// over the last [`ADMITTED_MEMORY_ROUNDS`] and since the last fall: whether the header
+/// leaves the refused request out of a 429's count. If it does, the account admits as many
+/// as its 429s count; if it includes it (the emulator's way), one fewer. Answers to requests
+/// sent before a fall showed are left out: counted as they leave, the fall's drain holds the
+/// account above its new limit.
+#[derive(Debug, Default)]
+struct AdmittedCounts {
+    /// Oldest round trip first; the current one last.
+    peaks: std::collections::VecDeque<u32>,
+    /// Requests up to this one were sent before the last fall showed.
+    fallen_at_seq: u64,
+}
+
+impl AdmittedCounts {
+    fn admitted(&mut self, seq: u64, reported: u32) {
+        if seq <= self.fallen_at_seq {
+            return;
+        }
+        match self.peaks.back_mut() {
+            Some(peak) => *peak = (*peak).max(reported),
+            None => self.peaks.push_back(reported),
+        }
+    }
+
+    fn round_ended(&mut self) {
+        self.peaks.push_back(0);
+        if self.peaks.len() > ADMITTED_MEMORY_ROUNDS {
+            self.peaks.pop_front();
+        }
+    }
+
+    /// A 429 showed the limit fell; `sent` requests were sent by then.
+    fn fell(&mut self, sent: u64) {
+        self.peaks.clear();
+        self.fallen_at_seq = sent;
+    }
+
+    fn most(&self) -> u32 {
+        self.peaks.iter().copied().max().unwrap_or(0)
+    }
+}
 
 /// How an answer bears on the account's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +318,7 @@ struct State {
     /// The most the account showed in flight on an admitted answer this round, and the last.
     round_peak: u32,
     last_round_peak: u32,
+    admitted_since_fall: AdmittedCounts,
     /// The account's count on the last 429 (0 before any).
     refused_at: u32,
     /// Whether an admitted answer carried the account's count (some servers send it on 429s
@@ -369,6 +419,7 @@ impl ConcurrencyLimit {
                 probe_charge: ProbeCharge::default(),
                 round_peak: 0,
                 last_round_peak: 0,
+                admitted_since_fall: AdmittedCounts::default(),
                 refused_at: 0,
                 counts_admitted: false,
                 lowest: start,
@@ -519,6 +570,7 @@ impl ConcurrencyLimit {
             if answer == Answer::Admitted {
                 state.counts_admitted = true;
                 state.round_peak = state.round_peak.max(reported);
+                state.admitted_since_fall.admitted(slot.seq, reported);
                 if let Some(probe) = state.probe {
                     if f64::from(reported) > probe.from {
                         // The account admitted more than the old limit: it rose.
@@ -678,7 +730,9 @@ impl ConcurrencyLimit {
                 // Full at fewer requests than the account admitted or refused at before: the
                 // limit fell, by how much the drain of what it admitted before will show.
                 let fell = probe.is_none() && reported < admitted_peak.max(state.refused_at);
-                let limit = if admitted_peak == reported {
+                let admitted_as_many = admitted_peak == reported
+                    || (!fell && state.admitted_since_fall.most() == reported);
+                let limit = if admitted_as_many {
                     f64::from(reported)
                 } else {
                     (f64::from(reported) - 1.0).max(1.0)
@@ -692,6 +746,9 @@ impl ConcurrencyLimit {
                 };
                 state.learned = Some(limit);
                 state.refused_at = reported;
+                if fell && fresh {
+                    state.admitted_since_fall.fell(state.sent);
+                }
                 if probe_refused {
                     state.window = state.window.min(limit);
                 } else if fresh {
@@ -759,6 +816,7 @@ impl ConcurrencyLimit {
         state.last_round_full = full;
         let peak = std::mem::take(&mut state.round_peak);
         state.last_round_peak = peak;
+        state.admitted_since_fall.round_ended();
         let Some(learned) = state.learned else {
             return;
         };

@@ -769,6 +769,85 @@ fn beside_other_traffic_a_count_above_the_limit_is_a_rise() {
     assert!(control.current() > 13, "{}", control.current());
 }
 
+/// A round trip of the window's requests in which the first is refused, its 429 counting
+/// `refused_count`, and the rest admitted, counting `counted`.
+fn one_refused_round(control: &Arc<ConcurrencyLimit>, refused_count: u32, counted: u32) {
+    let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+    let (refused, admitted) = slots.split_first().expect("a window of one or more");
+    control.on_answer(refused, Answer::Throttled, Some(refused_count));
+    for slot in admitted {
+        control.on_answer(slot, Answer::Admitted, Some(counted));
+    }
+}
+
+#[test]
+fn beside_other_traffic_a_429_that_leaves_itself_out_reads_the_whole_limit() {
+    // A server whose 429 counts the requests in flight without the refused one: 20 at a
+    // limit of 20. Beside another app few of this run's answers count the account full,
+    // and one that did three round trips before was too long ago to show this convention:
+    // the 429 was read as 19, a third of the cuts in a run, each leaving a slot unused.
+    let control = beside_an_app_counted_on_every_answer();
+    counted_round(&control, 13, 20);
+    for _ in 0..3 {
+        counted_round(&control, 13, 19);
+    }
+    one_refused_round(&control, 20, 19);
+    assert_eq!(control.observed().learned_limit, Some(20));
+    assert_eq!(control.current(), 13, "the room the other app's 7 leave");
+}
+
+#[test]
+fn a_limit_that_falls_by_one_is_read_from_a_count_that_includes_the_refused_request() {
+    // The same run on a server whose 429 counts the refused request too: it refused at 21,
+    // the account admitted 20, the limit has fallen to 19, and the next 429 counts 20. That
+    // the account admitted 20 shows the limit it had, not which convention the count
+    // follows.
+    let control = beside_an_app_counted_on_every_answer();
+    one_refused_round(&control, 21, 19);
+    counted_round(&control, 13, 20);
+    for _ in 0..3 {
+        counted_round(&control, 13, 19);
+    }
+    assert_eq!(control.observed().learned_limit, Some(20));
+    one_refused_round(&control, 20, 19);
+    assert_eq!(control.observed().learned_limit, Some(19));
+}
+
+#[test]
+fn an_account_full_long_ago_does_not_show_how_a_429_counts() {
+    // The account admitted 20 once, and for six seconds since only 19. A 429 counting 20 may
+    // leave itself out at a limit of 20, or count itself at a limit that fell to 19 with no
+    // 429 to show it; read as 20 in the second case, every 429 after it would be too.
+    let control = beside_an_app_counted_on_every_answer();
+    counted_round(&control, 13, 20);
+    for _ in 0..60 {
+        counted_round(&control, 13, 19);
+    }
+    assert_eq!(control.observed().learned_limit, Some(20));
+    one_refused_round(&control, 20, 19);
+    assert_eq!(control.observed().learned_limit, Some(19));
+}
+
+#[test]
+fn after_a_fall_a_429_that_leaves_itself_out_reads_the_new_limit_whole() {
+    // The server's 429s leave the refused request out; the account admitted 20, then its
+    // limit fell to 15. What it admitted before the fall, and the drain after it (answers
+    // leaving an account that still holds 17), show nothing of the new limit: remembered,
+    // they left each 429 at 15 read as 14 for seconds.
+    let control = beside_an_app_counted_on_every_answer();
+    counted_round(&control, 13, 20);
+    one_refused_round(&control, 15, 17);
+    let window = control.current();
+    counted_round(&control, window, 15);
+    assert_eq!(control.observed().learned_limit, Some(15));
+    for _ in 0..3 {
+        let window = control.current();
+        counted_round(&control, window, 14);
+    }
+    one_refused_round(&control, 15, 14);
+    assert_eq!(control.observed().learned_limit, Some(15));
+}
+
 #[test]
 fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_at_once() {
     // Another app holds 6 or 7 of 20, and the run leaves it room for 7. A window one higher
