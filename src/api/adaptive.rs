@@ -206,6 +206,18 @@ impl AdmittedCounts {
     }
 }
 
+/// A 429 with the account's count, as read when it arrived.
+#[derive(Debug, Clone, Copy)]
+struct CountedRefusal {
+    reported: u32,
+    /// The other traffic the count shows.
+    other: u32,
+    /// Whether the count shows the limit fell.
+    fell: bool,
+    /// Whether the count leaves the refused request out: the limit is the count itself.
+    leaves_itself_out: bool,
+}
+
 /// How an answer bears on the account's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Answer {
@@ -546,11 +558,20 @@ impl ConcurrencyLimit {
         // count shows none, whenever the server took it (as a 429 arrives, or as an answer
         // leaves) and however late this answer is handled.
         let ours = state.highs.since(slot.seq) as u32;
-        let mut other_now = None;
+        let mut refusal = None;
         let mut full_at_the_limit = false;
         if let Some(reported) = reported {
-            let other = reported.saturating_sub(ours);
-            other_now = Some(other);
+            let mut other = reported.saturating_sub(ours);
+            if answer == Answer::Throttled {
+                // Read before this answer ends a round trip, whose peak it would forget.
+                let read = state.read_a_refusal(reported);
+                if read.leaves_itself_out {
+                    // `ours` includes the refused request, which this count does not: a
+                    // slot of the other app's each time the account was full.
+                    other = (reported + 1).saturating_sub(ours);
+                }
+                refusal = Some(CountedRefusal { other, ..read });
+            }
             let full = answer == Answer::Throttled
                 || state
                     .learned
@@ -618,7 +639,7 @@ impl ConcurrencyLimit {
         }
         match answer {
             Answer::Admitted => self.grow(&mut state, slot.seq),
-            Answer::Throttled => self.cut(&mut state, slot, reported.zip(other_now)),
+            Answer::Throttled => self.cut(&mut state, slot, refusal),
             Answer::Neutral => {}
         }
         let target = self.target(&state);
@@ -671,7 +692,7 @@ impl ConcurrencyLimit {
 
     /// A 429 for `slot`'s request; `header` is the account's count on it and the other
     /// traffic that count shows, when the answer had the header.
-    fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
+    fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<CountedRefusal>) {
         state.climbing_from = None;
         let learned_before = state.probe.map(|probe| probe.from).or(state.learned);
         self.cut_window(state, slot, header);
@@ -691,7 +712,7 @@ impl ConcurrencyLimit {
     }
 
     /// The cut itself: the learned limit and the window, from a 429.
-    fn cut_window(&self, state: &mut State, slot: &RequestSlot, header: Option<(u32, u32)>) {
+    fn cut_window(&self, state: &mut State, slot: &RequestSlot, header: Option<CountedRefusal>) {
         let fresh = slot.seq > state.cut_seq;
         state
             .probe_charge
@@ -718,21 +739,18 @@ impl ConcurrencyLimit {
         // found the levels above holding and climbed past it. The room is read as without
         // the header.
         let header =
-            header.filter(|&(_, other)| other > 0 || state.counts_show_the_accounts_limit());
+            header.filter(|refusal| refusal.other > 0 || state.counts_show_the_accounts_limit());
         match header {
-            Some((reported, other)) => {
-                // Refused with `reported` in flight: the limit is one less if the count
-                // includes the refused request (the emulator's way), or `reported` itself if
-                // it does not, which shows when admitted answers just counted as many. A 429
-                // only ever lowers a learned limit and rises are found by probing, except
-                // where probes are off (see `State::blind_to_other_refusals`).
-                let admitted_peak = state.round_peak.max(state.last_round_peak);
-                // Full at fewer requests than the account admitted or refused at before: the
-                // limit fell, by how much the drain of what it admitted before will show.
-                let fell = probe.is_none() && reported < admitted_peak.max(state.refused_at);
-                let admitted_as_many = admitted_peak == reported
-                    || (!fell && state.admitted_since_fall.most() == reported);
-                let limit = if admitted_as_many {
+            Some(CountedRefusal {
+                reported,
+                other,
+                fell,
+                leaves_itself_out,
+            }) => {
+                // A 429 only ever lowers a learned limit and rises are found by probing,
+                // except where probes are off (see `State::blind_to_other_refusals`).
+                let fell = fell && probe.is_none();
+                let limit = if leaves_itself_out {
                     f64::from(reported)
                 } else {
                     (f64::from(reported) - 1.0).max(1.0)
@@ -1015,6 +1033,23 @@ impl State {
     /// Whether any answer carried `Twilio-Concurrent-Requests` (each is noted in `other`).
     fn header_seen(&self) -> bool {
         self.other.peak().is_some()
+    }
+
+    /// How a 429 counting `reported` in flight reads. The limit is one less if the count
+    /// includes the refused request (the emulator's way), or `reported` itself if it does
+    /// not, which shows when admitted answers counted as many (see [`AdmittedCounts`]).
+    fn read_a_refusal(&self, reported: u32) -> CountedRefusal {
+        let admitted_peak = self.round_peak.max(self.last_round_peak);
+        // Full at fewer requests than the account admitted or refused at before: the limit
+        // fell, by how much the drain of what it admitted before will show.
+        let fell = reported < admitted_peak.max(self.refused_at);
+        CountedRefusal {
+            reported,
+            other: 0,
+            fell,
+            leaves_itself_out: admitted_peak == reported
+                || (!fell && self.admitted_since_fall.most() == reported),
+        }
     }
 
     /// Whether counts come on 429s only and have shown other traffic. Then nothing shows the
