@@ -564,13 +564,9 @@ impl ConcurrencyLimit {
             let mut other = reported.saturating_sub(ours);
             if answer == Answer::Throttled {
                 // Read before this answer ends a round trip, whose peak it would forget.
-                let read = state.read_a_refusal(reported);
-                if read.leaves_itself_out {
-                    // `ours` includes the refused request, which this count does not: a
-                    // slot of the other app's each time the account was full.
-                    other = (reported + 1).saturating_sub(ours);
-                }
-                refusal = Some(CountedRefusal { other, ..read });
+                let read = state.read_a_refusal(reported, ours);
+                other = read.other;
+                refusal = Some(read);
             }
             let full = answer == Answer::Throttled
                 || state
@@ -690,8 +686,8 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// A 429 for `slot`'s request; `header` is the account's count on it and the other
-    /// traffic that count shows, when the answer had the header.
+    /// A 429 for `slot`'s request; `header` is how the account's count on it read, when the
+    /// answer had the header.
     fn cut(&self, state: &mut State, slot: &RequestSlot, header: Option<CountedRefusal>) {
         state.climbing_from = None;
         let learned_before = state.probe.map(|probe| probe.from).or(state.learned);
@@ -1035,20 +1031,29 @@ impl State {
         self.other.peak().is_some()
     }
 
-    /// How a 429 counting `reported` in flight reads. The limit is one less if the count
-    /// includes the refused request (the emulator's way), or `reported` itself if it does
-    /// not, which shows when admitted answers counted as many (see [`AdmittedCounts`]).
-    fn read_a_refusal(&self, reported: u32) -> CountedRefusal {
+    /// How a 429 counting `reported` in flight reads, `ours` of this run's requests, the
+    /// refused one included, counted at most. The limit is one less if the count includes
+    /// the refused request (the emulator's way), or `reported` itself if it does not, which
+    /// shows when admitted answers counted as many (see [`AdmittedCounts`]).
+    fn read_a_refusal(&self, reported: u32, ours: u32) -> CountedRefusal {
         let admitted_peak = self.round_peak.max(self.last_round_peak);
         // Full at fewer requests than the account admitted or refused at before: the limit
         // fell, by how much the drain of what it admitted before will show.
         let fell = reported < admitted_peak.max(self.refused_at);
+        let leaves_itself_out =
+            admitted_peak == reported || (!fell && self.admitted_since_fall.most() == reported);
+        // A count without the refused request holds one fewer of ours: left at that, each
+        // count of a full account would show the other app a slot short.
+        let counted = if leaves_itself_out {
+            reported.saturating_add(1)
+        } else {
+            reported
+        };
         CountedRefusal {
             reported,
-            other: 0,
+            other: counted.saturating_sub(ours),
             fell,
-            leaves_itself_out: admitted_peak == reported
-                || (!fell && self.admitted_since_fall.most() == reported),
+            leaves_itself_out,
         }
     }
 

@@ -1002,6 +1002,17 @@ fn a_garbage_count_on_a_429_does_not_hold_the_run_down() {
     }
 }
 
+#[test]
+fn the_largest_count_a_header_can_carry_is_read_without_overflow() {
+    // A server that answers garbage: an admitted answer and then a 429 counting the most a
+    // count can be, which reads as a 429 that leaves itself out, one more of ours counted.
+    // Adding that one overflowed (a panic in a debug build, a count of 0 in a release one).
+    let control = beside_an_app_counted_on_every_answer();
+    counted_round(&control, 13, u32::MAX);
+    one_refused_round(&control, u32::MAX, 19);
+    assert_eq!(control.lock().refused_at, u32::MAX);
+}
+
 /// Rounds against an account whose room, as this run's window sees it, wanders from round
 /// to round: over a network, requests on the way there and answers on the way back are in
 /// this run's flight but not the account's count, and how many varies with the latencies.
