@@ -558,16 +558,14 @@ impl ConcurrencyLimit {
         // count shows none, whenever the server took it (as a 429 arrives, or as an answer
         // leaves) and however late this answer is handled.
         let ours = state.highs.since(slot.seq) as u32;
-        let mut refusal = None;
+        // A 429's count is read before this answer ends a round trip, whose peak it would
+        // forget.
+        let refusal = reported
+            .filter(|_| answer == Answer::Throttled)
+            .map(|reported| state.read_a_refusal(reported, ours));
         let mut full_at_the_limit = false;
         if let Some(reported) = reported {
-            let mut other = reported.saturating_sub(ours);
-            if answer == Answer::Throttled {
-                // Read before this answer ends a round trip, whose peak it would forget.
-                let read = state.read_a_refusal(reported, ours);
-                other = read.other;
-                refusal = Some(read);
-            }
+            let other = refusal.map_or(reported.saturating_sub(ours), |refusal| refusal.other);
             let full = answer == Answer::Throttled
                 || state
                     .learned

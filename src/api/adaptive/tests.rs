@@ -787,10 +787,7 @@ fn beside_other_traffic_a_429_that_leaves_itself_out_reads_the_whole_limit() {
     // and one that did three round trips before was too long ago to show this convention:
     // the 429 was read as 19, a third of the cuts in a run, each leaving a slot unused.
     let control = beside_an_app_counted_on_every_answer();
-    counted_round(&control, 13, 20);
-    for _ in 0..3 {
-        counted_round(&control, 13, 19);
-    }
+    full_once_then_not_for(&control, 3);
     one_refused_round(&control, 20, 19);
     assert_eq!(control.observed().learned_limit, Some(20));
     // The 20 left the refused request out: 12 of this run's and 8 of the other app's,
@@ -806,13 +803,19 @@ fn a_limit_that_falls_by_one_is_read_from_a_count_that_includes_the_refused_requ
     // follows.
     let control = beside_an_app_counted_on_every_answer();
     one_refused_round(&control, 21, 19);
-    counted_round(&control, 13, 20);
-    for _ in 0..3 {
-        counted_round(&control, 13, 19);
-    }
-    assert_eq!(control.observed().learned_limit, Some(20));
+    full_once_then_not_for(&control, 3);
     one_refused_round(&control, 20, 19);
     assert_eq!(control.observed().learned_limit, Some(19));
+}
+
+/// Round trips of the window admitted, the first counting the account full at 20 and the
+/// next `rounds` at 19; the learned limit stays 20.
+fn full_once_then_not_for(control: &Arc<ConcurrencyLimit>, rounds: usize) {
+    counted_round(control, 13, 20);
+    for _ in 0..rounds {
+        counted_round(control, 13, 19);
+    }
+    assert_eq!(control.observed().learned_limit, Some(20));
 }
 
 #[test]
@@ -821,11 +824,7 @@ fn an_account_full_long_ago_does_not_show_how_a_429_counts() {
     // leave itself out at a limit of 20, or count itself at a limit that fell to 19 with no
     // 429 to show it; read as 20 in the second case, every 429 after it would be too.
     let control = beside_an_app_counted_on_every_answer();
-    counted_round(&control, 13, 20);
-    for _ in 0..60 {
-        counted_round(&control, 13, 19);
-    }
-    assert_eq!(control.observed().learned_limit, Some(20));
+    full_once_then_not_for(&control, 60);
     one_refused_round(&control, 20, 19);
     assert_eq!(control.observed().learned_limit, Some(19));
 }
