@@ -564,6 +564,7 @@ impl ConcurrencyLimit {
             .filter(|_| answer == Answer::Throttled)
             .map(|reported| state.read_a_refusal(reported, ours));
         let mut full_at_the_limit = false;
+        state.other.answered();
         if let Some(reported) = reported {
             let other = refusal.map_or(reported.saturating_sub(ours), |refusal| refusal.other);
             let full = answer == Answer::Throttled

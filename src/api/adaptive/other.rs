@@ -35,10 +35,13 @@
 //! off at the room, dipped one short whenever fewer than 1% of the latest answers showed
 //! the top level, and the run sat there for seconds, refusing that app 2.4% to 3.4%.
 
+use std::collections::VecDeque;
+
 /// How many of the latest answers are kept: over ten seconds' worth at 100 or so answers a
 /// second, so a high that the answers happen to miss for a while is not forgotten (leaving
 /// the other app too little costs it 429s; leaving it too much for a while costs this run
-/// only a little time).
+/// only a little time). Counted in answers, not samples: where only 429s carry a count, a
+/// count is kept as long, not for the rest of the run.
 const SAMPLES: usize = 2048;
 /// The share of those answers whose other traffic the run leaves room for.
 const QUANTILE: f64 = 0.99;
@@ -68,9 +71,11 @@ const MAX_COUNTED: u32 = 4096;
 
 #[derive(Debug, Default)]
 pub(super) struct OtherTraffic {
-    /// The latest samples (other traffic, account full), oldest overwritten first.
-    ring: Vec<(u32, bool)>,
-    next: usize,
+    /// The samples of the latest [`SAMPLES`] answers: (the answer's number, other traffic,
+    /// account full), oldest first.
+    ring: VecDeque<(u64, u32, bool)>,
+    /// Answers so far, with a count or without (see [`Self::answered`]).
+    answered: u64,
     /// How many samples in the ring show each level of other traffic.
     levels: Vec<u32>,
     full: usize,
@@ -88,6 +93,24 @@ pub(super) struct OtherTraffic {
 }
 
 impl OtherTraffic {
+    /// Call once per answer, before [`Self::note`] if it had a count: samples older than
+    /// [`SAMPLES`] answers leave.
+    pub(super) fn answered(&mut self) {
+        self.answered += 1;
+        let mut left = false;
+        while let Some(&(at, old, old_full)) = self.ring.front()
+            && self.answered - at > SAMPLES as u64
+        {
+            self.ring.pop_front();
+            self.levels[old as usize] -= 1;
+            self.full -= usize::from(old_full);
+            left = true;
+        }
+        if left {
+            self.refresh();
+        }
+    }
+
     /// Records one answer: `other` requests of others in flight, and whether the account
     /// was at its limit.
     pub(super) fn note(&mut self, other: u32, full: bool) {
@@ -95,22 +118,33 @@ impl OtherTraffic {
         self.sum += u64::from(other);
         self.peak = self.peak.max(other);
         let other = other.min(MAX_COUNTED);
-        if self.ring.len() < SAMPLES {
-            self.ring.push((other, full));
-        } else {
-            let (old, old_full) = std::mem::replace(&mut self.ring[self.next], (other, full));
+        if self.ring.len() == SAMPLES
+            && let Some((_, old, old_full)) = self.ring.pop_front()
+        {
             self.levels[old as usize] -= 1;
             self.full -= usize::from(old_full);
         }
-        self.next = (self.next + 1) % SAMPLES;
+        self.ring.push_back((self.answered, other, full));
         if self.levels.len() <= other as usize {
             self.levels.resize(other as usize + 1, 0);
         }
         self.levels[other as usize] += 1;
         self.full += usize::from(full);
+        self.refresh();
+    }
+
+    /// Works out the usual high, the estimate of the other app's refusals and the room from
+    /// the samples kept.
+    fn refresh(&mut self) {
         // A high that has left the ring (a garbage count, say) no longer lengthens the walk.
         while self.levels.last() == Some(&0) {
             self.levels.pop();
+        }
+        if self.ring.is_empty() {
+            self.crowded = false;
+            self.peakedness = 0.0;
+            self.room = 0;
+            return;
         }
         let usual_high = self.usual_high();
         let peakedness = self.peakedness(usual_high);
@@ -494,6 +528,40 @@ mod tests {
         assert!(other.peakedness > 4.0, "{}", other.peakedness);
         assert_eq!(other.usual_high(), 10);
         assert_eq!(other.room(), 11);
+    }
+
+    #[test]
+    fn counts_on_429s_only_leave_after_as_many_answers_as_counts_on_every_answer() {
+        // Beside a Poisson app of mean 6, a 429 as the run's answer frees a slot that the app
+        // takes at once shows it at 14, a high it reaches for moments in minutes. Kept until
+        // 2,048 more 429s came, it held the room at 15 (the window at 5 of 20) for the rest
+        // of a 10,000-row run, and each later high of the kind lowered it again.
+        let mut other = OtherTraffic::default();
+        other.answered();
+        other.note(14, true);
+        assert_eq!(other.room(), 15);
+        for n in 1..=SAMPLES {
+            other.answered();
+            if n % 500 == 0 {
+                other.note(9, true);
+            }
+        }
+        assert_eq!(other.room(), 15, "the high is among the latest answers");
+        other.answered();
+        assert_eq!(
+            other.room(),
+            10,
+            "the high has left: the latest counts' and one slot"
+        );
+        for _ in 0..SAMPLES {
+            other.answered();
+        }
+        assert_eq!(other.room(), 0, "no count among the latest answers");
+        assert_eq!(
+            other.peak(),
+            Some(14),
+            "the run's highest is still reported"
+        );
     }
 
     #[test]
