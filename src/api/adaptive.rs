@@ -564,7 +564,7 @@ impl ConcurrencyLimit {
             .filter(|_| answer == Answer::Throttled)
             .map(|reported| state.read_a_refusal(reported, ours));
         let mut full_at_the_limit = false;
-        state.other.answered();
+        let mut sampled = false;
         if let Some(reported) = reported {
             let other = refusal.map_or(reported.saturating_sub(ours), |refusal| refusal.other);
             let full = answer == Answer::Throttled
@@ -579,6 +579,7 @@ impl ConcurrencyLimit {
                 && state.probe.is_some()
                 && state.probe_charge.sent_above_its_start(slot.ours_at_send);
             if !a_probes_refusal {
+                sampled = true;
                 state.other.note(other, full);
                 state.other_since_sample.0 += u64::from(other);
                 state.other_since_sample.1 += 1;
@@ -623,6 +624,11 @@ impl ConcurrencyLimit {
                     state.learned = Some(f64::from(reported));
                 }
             }
+        }
+        if !sampled {
+            // Where only 429s carry a count, samples are still kept for so many answers, not
+            // for so many counts: that would be the whole run.
+            state.other.answered_without_a_sample();
         }
         if slot.seq >= state.round_mark {
             self.end_round(&mut state);

@@ -72,10 +72,11 @@ const MAX_COUNTED: u32 = 4096;
 #[derive(Debug, Default)]
 pub(super) struct OtherTraffic {
     /// The samples of the latest [`SAMPLES`] answers: (the answer's number, other traffic,
-    /// account full), oldest first.
+    /// account full), oldest first. Every answer counts, sampled or not (see
+    /// [`Self::answered_without_a_sample`]).
     ring: VecDeque<(u64, u32, bool)>,
-    /// Answers so far, with a count or without (see [`Self::answered`]).
-    answered: u64,
+    /// The number of the latest answer, sampled or not: samples are aged in answers.
+    answer_seq: u64,
     /// How many samples in the ring show each level of other traffic.
     levels: Vec<u32>,
     full: usize,
@@ -93,20 +94,10 @@ pub(super) struct OtherTraffic {
 }
 
 impl OtherTraffic {
-    /// Call once per answer, before [`Self::note`] if it had a count: samples older than
-    /// [`SAMPLES`] answers leave.
-    pub(super) fn answered(&mut self) {
-        self.answered += 1;
-        let mut left = false;
-        while let Some(&(at, old, old_full)) = self.ring.front()
-            && self.answered - at > SAMPLES as u64
-        {
-            self.ring.pop_front();
-            self.levels[old as usize] -= 1;
-            self.full -= usize::from(old_full);
-            left = true;
-        }
-        if left {
+    /// Counts an answer that is not sampled (no count, or a probe's own 429): it ages the
+    /// samples as any answer does.
+    pub(super) fn answered_without_a_sample(&mut self) {
+        if self.age() {
             self.refresh();
         }
     }
@@ -114,23 +105,35 @@ impl OtherTraffic {
     /// Records one answer: `other` requests of others in flight, and whether the account
     /// was at its limit.
     pub(super) fn note(&mut self, other: u32, full: bool) {
+        self.age();
         self.answers += 1;
         self.sum += u64::from(other);
         self.peak = self.peak.max(other);
         let other = other.min(MAX_COUNTED);
-        if self.ring.len() == SAMPLES
-            && let Some((_, old, old_full)) = self.ring.pop_front()
-        {
-            self.levels[old as usize] -= 1;
-            self.full -= usize::from(old_full);
-        }
-        self.ring.push_back((self.answered, other, full));
+        self.ring.push_back((self.answer_seq, other, full));
         if self.levels.len() <= other as usize {
             self.levels.resize(other as usize + 1, 0);
         }
         self.levels[other as usize] += 1;
         self.full += usize::from(full);
         self.refresh();
+    }
+
+    /// Counts one answer and lets go of the samples it takes out of the latest [`SAMPLES`]
+    /// answers. Whether any left.
+    fn age(&mut self) -> bool {
+        self.answer_seq += 1;
+        let oldest_kept = self.answer_seq.saturating_sub(SAMPLES as u64 - 1);
+        let mut left = false;
+        while let Some(&(at, old, old_full)) = self.ring.front()
+            && at < oldest_kept
+        {
+            self.ring.pop_front();
+            self.levels[old as usize] -= 1;
+            self.full -= usize::from(old_full);
+            left = true;
+        }
+        left
     }
 
     /// Works out the usual high, the estimate of the other app's refusals and the room from
@@ -537,24 +540,24 @@ mod tests {
         // 2,048 more 429s came, it held the room at 15 (the window at 5 of 20) for the rest
         // of a 10,000-row run, and each later high of the kind lowered it again.
         let mut other = OtherTraffic::default();
-        other.answered();
         other.note(14, true);
         assert_eq!(other.room(), 15);
-        for n in 1..=SAMPLES {
-            other.answered();
+        for n in 1..SAMPLES {
             if n % 500 == 0 {
                 other.note(9, true);
+            } else {
+                other.answered_without_a_sample();
             }
         }
         assert_eq!(other.room(), 15, "the high is among the latest answers");
-        other.answered();
+        other.answered_without_a_sample();
         assert_eq!(
             other.room(),
             10,
-            "the high has left: the latest counts' and one slot"
+            "the high has left the latest {SAMPLES} answers: the counts since and one slot"
         );
         for _ in 0..SAMPLES {
-            other.answered();
+            other.answered_without_a_sample();
         }
         assert_eq!(other.room(), 0, "no count among the latest answers");
         assert_eq!(
