@@ -260,8 +260,15 @@ async fn a_long_tail_or_a_poisson_neighbour_changes_nothing_alone_or_shared() {
             "{name}: room was left: {c}"
         );
         // A 429 that counts 20 in flight leaves itself out at a limit of 20, or counts
-        // itself at 19: read as the wrong one, the run's share is a slot off.
-        assert_eq!(c["learned_limit"], 20, "{name}: the limit found: {c}");
+        // itself at 19. Which one shows only where an admitted answer counted the account
+        // full not long before, and whether one did depends on timing: with both cores
+        // busy, a run read 19. The reading itself is pinned by the unit tests that drive
+        // the controller round by round, in `api::adaptive::tests`
+        // (`beside_other_traffic_a_429_that_leaves_itself_out_reads_the_whole_limit` and
+        // those after it). Here, whatever the timing, the limit is read neither above the
+        // account's nor more than one below it.
+        let limit = c["learned_limit"].as_u64().unwrap();
+        assert!((19..=20).contains(&limit), "{name}: the limit found: {c}");
         // The goal is under 2% of the other app refused (1.3% measured by the benchmark
         // with a Poisson neighbour). On a busy machine the emulated app's timers fire late
         // and its requests come in bunches, so a bound near the goal fails for the
