@@ -255,7 +255,8 @@ impl Gate {
         if verdict == Answer::Admitted {
             self.note_round_trip(sent_at.elapsed());
         }
-        self.concurrency.on_answer(&slot, verdict, reported);
+        self.concurrency
+            .on_answer_after(&slot, verdict, reported, sent_at.elapsed());
         drop(slot);
         if answer.is_err() && self.halts.halted().is_cancelled() {
             // Halted (by this answer or another): the failure is not this SIM's verdict.

@@ -42,7 +42,7 @@ use std::collections::VecDeque;
 /// the other app too little costs it 429s; leaving it too much for a while costs this run
 /// only a little time). Counted in answers, not samples: where only 429s carry a count, a
 /// count is kept as long, not for the rest of the run.
-const SAMPLES: usize = 2048;
+pub(super) const SAMPLES: usize = 2048;
 /// The share of those answers whose other traffic the run leaves room for.
 const QUANTILE: f64 = 0.99;
 /// Below this many samples the usual high is also read off their mean and spread, up to
@@ -75,6 +75,11 @@ pub(super) struct OtherTraffic {
     /// account full), oldest first. Every answer counts, sampled or not (see
     /// [`Self::answered_without_a_sample`]).
     ring: VecDeque<(u64, u32, bool)>,
+    /// The counts of refills' 429s (see [`Self::note_refill`]) of the latest
+    /// `refill_memory` answers: (the answer's number, other traffic), oldest first.
+    refills: VecDeque<(u64, u32)>,
+    /// How many answers a refill's 429 is kept for: [`SAMPLES`] until told otherwise.
+    refill_memory: Option<u64>,
     /// The number of the latest answer, sampled or not: samples are aged in answers.
     answer_seq: u64,
     /// How many samples in the ring show each level of other traffic.
@@ -106,17 +111,43 @@ impl OtherTraffic {
     /// was at its limit.
     pub(super) fn note(&mut self, other: u32, full: bool) {
         self.age();
+        let other = self.count(other, full);
+        self.ring.push_back((self.answer_seq, other, full));
+        self.refresh();
+    }
+
+    /// Records the count of a refill's 429, where only 429s carry counts: a request sent
+    /// into a slot one of this run's answers had freed, refused because the other app took
+    /// the slot first. Its count shows the account full at this run's window less the slot,
+    /// whatever the app needs; what tells is how often such 429s come, and that depends on
+    /// the round trip (see [`crate::api::adaptive::State::refill_memory`]). It is kept
+    /// for the latest `memory` answers, at most [`SAMPLES`]: the room holds it for as long
+    /// as one such 429 takes to come while the app's refusals are at their goal.
+    pub(super) fn note_refill(&mut self, other: u32, memory: u64) {
+        self.refill_memory = Some(memory.clamp(1, SAMPLES as u64));
+        self.age();
+        let other = self.count(other, true);
+        self.refills.push_back((self.answer_seq, other));
+        self.refresh();
+    }
+
+    /// Adds a sample to the run's figures and to the levels; the level it is kept at.
+    fn count(&mut self, other: u32, full: bool) -> u32 {
         self.answers += 1;
         self.sum += u64::from(other);
         self.peak = self.peak.max(other);
         let other = other.min(MAX_COUNTED);
-        self.ring.push_back((self.answer_seq, other, full));
         if self.levels.len() <= other as usize {
             self.levels.resize(other as usize + 1, 0);
         }
         self.levels[other as usize] += 1;
         self.full += usize::from(full);
-        self.refresh();
+        other
+    }
+
+    /// How many samples are kept.
+    fn samples(&self) -> usize {
+        self.ring.len() + self.refills.len()
     }
 
     /// Counts one answer and lets go of the samples it takes out of the latest [`SAMPLES`]
@@ -133,6 +164,16 @@ impl OtherTraffic {
             self.full -= usize::from(old_full);
             left = true;
         }
+        let memory = self.refill_memory.unwrap_or(SAMPLES as u64);
+        let oldest_refill_kept = self.answer_seq.saturating_sub(memory - 1);
+        while let Some(&(at, old)) = self.refills.front()
+            && at < oldest_refill_kept
+        {
+            self.refills.pop_front();
+            self.levels[old as usize] -= 1;
+            self.full -= 1;
+            left = true;
+        }
         left
     }
 
@@ -143,7 +184,7 @@ impl OtherTraffic {
         while self.levels.last() == Some(&0) {
             self.levels.pop();
         }
-        if self.ring.is_empty() {
+        if self.samples() == 0 {
             self.crowded = false;
             self.peakedness = 0.0;
             self.room = 0;
@@ -156,7 +197,7 @@ impl OtherTraffic {
         let refused = if self.every_count_full() {
             1.0
         } else {
-            self.full as f64 / self.ring.len() as f64 * peakedness
+            self.full as f64 / self.samples() as f64 * peakedness
         };
         if refused > CROWDED_SHARE {
             self.crowded = true;
@@ -173,7 +214,7 @@ impl OtherTraffic {
                 crowded = self.crowded,
                 floor,
                 full = self.full,
-                samples = self.ring.len(),
+                samples = self.samples(),
                 peakedness,
                 "room for other traffic"
             );
@@ -247,7 +288,7 @@ impl OtherTraffic {
     /// carry one: each is then cut off at what this run left the other traffic, and shows
     /// what it got, not how its requests come or what it needs.
     fn every_count_full(&self) -> bool {
-        self.full == self.ring.len()
+        self.full == self.samples()
     }
 
     /// The room for a usual high of `usual_high`: one slot more while crowded.
@@ -565,6 +606,36 @@ mod tests {
             Some(14),
             "the run's highest is still reported"
         );
+    }
+
+    #[test]
+    fn a_refills_count_is_kept_for_its_own_memory_at_most_as_long_as_any() {
+        let mut other = OtherTraffic::default();
+        other.note(9, true);
+        other.note_refill(13, 100);
+        assert_eq!(other.room(), 14);
+        for _ in 1..100 {
+            other.answered_without_a_sample();
+        }
+        assert_eq!(other.room(), 14, "among the latest 100 answers");
+        other.answered_without_a_sample();
+        assert_eq!(
+            other.room(),
+            10,
+            "left after 100: the other count, and one slot"
+        );
+        other.note_refill(13, u64::MAX);
+        for _ in 1..SAMPLES {
+            other.answered_without_a_sample();
+        }
+        assert_eq!(other.room(), 14);
+        other.answered_without_a_sample();
+        assert_eq!(
+            other.room(),
+            0,
+            "no memory is longer than {SAMPLES} answers"
+        );
+        assert_eq!(other.peak(), Some(13));
     }
 
     #[test]

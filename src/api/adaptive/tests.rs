@@ -1,6 +1,7 @@
 //! Tests of `adaptive`.
 
 use super::*;
+use std::time::Duration;
 
 /// An account that allows `limit` in flight, with `other` requests of another app in
 /// flight, answered one round trip at a time: every request this run has in flight is
@@ -402,6 +403,54 @@ fn counts_on_429s_only_beside_another_app_withdraw_a_silent_probe() {
     assert_eq!(seen.learned_limit, Some(20), "{seen:?}");
     let state = control.lock();
     assert!(state.probe.is_none() && !state.slow_start, "{state:?}");
+}
+
+#[test]
+fn a_refills_429_is_kept_for_fewer_answers_the_longer_the_round_trip() {
+    // Beside another app, where only 429s carry counts, a 429 of a request sent at a steady
+    // window shows the app took the slot first. Over loopback such 429s are rare, and each
+    // holds the room for the latest 2,048 answers. At 40 ms from the account they come as
+    // often as the app finds the account full: held as long, each lowered the window by
+    // two slots until one came per 2,048 answers, and beside a Poisson app the window sank
+    // to 4 or 5 where a client fixed at 11 refused it 1.8%.
+    for (round_trip, kept_for) in [
+        (Duration::from_micros(300), 2048),
+        (Duration::from_millis(40), 208),
+    ] {
+        let control = beside_an_app_counted_on_429s_only(12.0);
+        assert_eq!(control.lock().other.room(), 8, "the app's 7, and one slot");
+        let mut slots: Vec<_> = (0..12).map(|_| control.try_acquire().unwrap()).collect();
+        let hold = Duration::from_millis(100);
+        control.on_answer_after(&slots[0], Answer::Admitted, None, hold + round_trip);
+        slots.remove(0);
+        let refill = control.try_acquire().expect("the freed slot");
+        assert_eq!(
+            control.lock().refill_memory(),
+            2048,
+            "no 429 yet: no round trip known"
+        );
+        control.on_answer_after(&refill, Answer::Throttled, Some(21), round_trip);
+        drop(refill);
+        // At 40 ms, the app's 4 requests a hold (half the room of 8) over 100 ms holds
+        // send 1.6 in a round trip: kept 1 / (0.006 × (1 − e^−1.6)) answers.
+        let mut state = control.lock();
+        assert_eq!(state.other.room(), 10, "the app took the slot: seen at 9");
+        for _ in 1..kept_for {
+            state.other.answered_without_a_sample();
+        }
+        assert_eq!(
+            state.other.room(),
+            10,
+            "{round_trip:?}: kept {kept_for} answers"
+        );
+        state.other.answered_without_a_sample();
+        let after = if kept_for < 2048 { 8 } else { 0 };
+        assert_eq!(
+            state.other.room(),
+            after,
+            "{round_trip:?}: gone after {kept_for}"
+        );
+    }
 }
 
 #[test]
