@@ -444,6 +444,7 @@ fn a_refills_429_is_kept_for_fewer_answers_the_longer_the_round_trip() {
             "{round_trip:?}: kept {kept_for} answers"
         );
         state.other.answered_without_a_sample();
+        // Over loopback the app's own counts leave at the same answer as the refill's.
         let after = if kept_for < 2048 { 8 } else { 0 };
         assert_eq!(
             state.other.room(),
