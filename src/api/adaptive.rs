@@ -358,8 +358,10 @@ struct State {
     /// The quickest 429 so far: a 429 holds no slot, so its time is the round trip between
     /// this run and the account (see [`State::refill_memory`]).
     round_trip: Option<Duration>,
-    /// Admitted answers' times: their sum in seconds and their number.
-    admitted_times: (f64, u64),
+    /// Admitted answers' time, smoothed (weight 1/8): a 429's request waits about as long
+    /// before its retry, and less the round trip it is the hold (see
+    /// [`State::refill_memory`]).
+    admitted_round_trip: Option<Duration>,
 }
 
 /// The shared in-flight limit. Clone the `Arc` into every worker.
@@ -458,7 +460,7 @@ impl ConcurrencyLimit {
                 highest: start,
                 other_since_sample: (0, 0),
                 round_trip: None,
-                admitted_times: (0.0, 0),
+                admitted_round_trip: None,
             }),
             freed: Notify::new(),
         })
@@ -499,6 +501,11 @@ impl ConcurrencyLimit {
             seq: state.sent,
             ours_at_send: state.in_flight,
         })
+    }
+
+    /// Admitted answers' time, smoothed, once one came (with adaptation on).
+    pub(crate) fn admitted_round_trip(&self) -> Option<Duration> {
+        self.lock().admitted_round_trip
     }
 
     /// The current window, rounded down.
@@ -593,8 +600,11 @@ impl ConcurrencyLimit {
                     Some(state.round_trip.map_or(took, |quickest| quickest.min(took)));
             }
             Answer::Admitted => {
-                state.admitted_times.0 += took.as_secs_f64();
-                state.admitted_times.1 += 1;
+                state.admitted_round_trip = Some(
+                    state
+                        .admitted_round_trip
+                        .map_or(took, |before| before - before / 8 + took / 8),
+                );
             }
             Answer::Neutral => {}
         }
@@ -1137,14 +1147,11 @@ impl State {
     /// beside a Poisson app, where a client fixed at 11 refused it 1.8%.
     fn refill_memory(&self) -> u64 {
         let most = other::SAMPLES as u64;
-        let (Some(round_trip), (total, admitted)) = (self.round_trip, self.admitted_times) else {
+        let (Some(round_trip), Some(admitted)) = (self.round_trip, self.admitted_round_trip) else {
             return most;
         };
-        if admitted == 0 {
-            return most;
-        }
         let round_trip = round_trip.as_secs_f64();
-        let hold = (total / admitted as f64 - round_trip).max(f64::EPSILON);
+        let hold = (admitted.as_secs_f64() - round_trip).max(f64::EPSILON);
         let arrivals = f64::from(self.other.room().max(1)) / 2.0 / hold * round_trip;
         let in_time = 1.0 - (-arrivals).exp();
         let memory = 1.0 / (REFILL_REFUSED_GOAL * in_time);

@@ -90,8 +90,6 @@ pub(crate) struct Gate {
     answered: AtomicBool,
     /// Requests without any answer, counted until the first answer.
     unanswered: AtomicU32,
-    /// Smoothed round trip of admitted requests, in nanoseconds (0 until one is answered).
-    round_trip: AtomicU64,
     pub(crate) stats: Arc<RequestStats>,
 }
 
@@ -127,7 +125,6 @@ impl Gate {
             halts: HaltRegistry::default(),
             answered: AtomicBool::new(false),
             unanswered: AtomicU32::new(0),
-            round_trip: AtomicU64::new(0),
             stats: Arc::default(),
         }
     }
@@ -220,8 +217,9 @@ impl Gate {
         } = request.await;
         let got_an_answer = !matches!(&answer, Err(error) if error.http_status.is_none());
         self.observe(got_an_answer);
+        let took = sent_at.elapsed();
         if got_an_answer {
-            self.stats.latency.record(sent_at.elapsed());
+            self.stats.latency.record(took);
         }
         if let Err(error) = &answer
             && let Some(asked) = error.retry_after
@@ -252,11 +250,8 @@ impl Gate {
             },
             Ok(_) => (Answer::Admitted, reported),
         };
-        if verdict == Answer::Admitted {
-            self.note_round_trip(sent_at.elapsed());
-        }
         self.concurrency
-            .on_answer_after(&slot, verdict, reported, sent_at.elapsed());
+            .on_answer_after(&slot, verdict, reported, took);
         drop(slot);
         if answer.is_err() && self.halts.halted().is_cancelled() {
             // Halted (by this answer or another): the failure is not this SIM's verdict.
@@ -296,7 +291,7 @@ impl Gate {
             // The adaptive window has already slowed the whole pool for this 429; the row
             // itself waits about a round trip (growing with each refusal, as ever), not a
             // backoff sized for a server in trouble that the last rows would sit out alone.
-            if let Some(round_trip) = self.round_trip() {
+            if let Some(round_trip) = self.concurrency.admitted_round_trip() {
                 backoff.base = backoff.base.min(round_trip);
             }
         }
@@ -309,28 +304,6 @@ impl Gate {
             }
         }
         self.back_off(wait).await
-    }
-
-    /// Folds one admitted request's round trip into the smoothed one (weight 1/8). Two
-    /// answers at once may lose one of the two updates: an average that misses a sample is
-    /// still an average, so no compare-and-swap loop.
-    fn note_round_trip(&self, took: Duration) {
-        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let before = self.round_trip.load(Ordering::Relaxed);
-        let smoothed = if before == 0 {
-            took
-        } else {
-            before - before / 8 + took / 8
-        };
-        self.round_trip.store(smoothed.max(1), Ordering::Relaxed);
-    }
-
-    /// The smoothed round trip of admitted requests, once one was answered.
-    fn round_trip(&self) -> Option<Duration> {
-        match self.round_trip.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(Duration::from_nanos(nanos)),
-        }
     }
 
     /// Sleeps between two polls of a scheduled SIM (not a retry); false when the run stopped.

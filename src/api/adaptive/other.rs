@@ -76,8 +76,8 @@ pub(super) struct OtherTraffic {
     /// [`Self::answered_without_a_sample`]).
     ring: VecDeque<(u64, u32, bool)>,
     /// The counts of refills' 429s (see [`Self::note_refill`]) of the latest
-    /// `refill_memory` answers: (the answer's number, other traffic), oldest first.
-    refills: VecDeque<(u64, u32)>,
+    /// `refill_memory` answers, as in `ring` (each of a full account).
+    refills: VecDeque<(u64, u32, bool)>,
     /// How many answers a refill's 429 is kept for: [`SAMPLES`] until told otherwise.
     refill_memory: Option<u64>,
     /// The number of the latest answer, sampled or not: samples are aged in answers.
@@ -127,7 +127,7 @@ impl OtherTraffic {
         self.refill_memory = Some(memory.clamp(1, SAMPLES as u64));
         self.age();
         let other = self.count(other, true);
-        self.refills.push_back((self.answer_seq, other));
+        self.refills.push_back((self.answer_seq, other, true));
         self.refresh();
     }
 
@@ -154,27 +154,24 @@ impl OtherTraffic {
     /// answers. Whether any left.
     fn age(&mut self) -> bool {
         self.answer_seq += 1;
-        let oldest_kept = self.answer_seq.saturating_sub(SAMPLES as u64 - 1);
-        let mut left = false;
-        while let Some(&(at, old, old_full)) = self.ring.front()
-            && at < oldest_kept
-        {
-            self.ring.pop_front();
-            self.levels[old as usize] -= 1;
-            self.full -= usize::from(old_full);
-            left = true;
-        }
-        let memory = self.refill_memory.unwrap_or(SAMPLES as u64);
-        let oldest_refill_kept = self.answer_seq.saturating_sub(memory - 1);
-        while let Some(&(at, old)) = self.refills.front()
-            && at < oldest_refill_kept
-        {
-            self.refills.pop_front();
-            self.levels[old as usize] -= 1;
-            self.full -= 1;
-            left = true;
-        }
-        left
+        let oldest = |memory: u64| self.answer_seq.saturating_sub(memory - 1);
+        let (oldest_sample, oldest_refill) = (
+            oldest(SAMPLES as u64),
+            oldest(self.refill_memory.unwrap_or(SAMPLES as u64)),
+        );
+        let samples_left = let_go(
+            &mut self.ring,
+            oldest_sample,
+            &mut self.levels,
+            &mut self.full,
+        );
+        let refills_left = let_go(
+            &mut self.refills,
+            oldest_refill,
+            &mut self.levels,
+            &mut self.full,
+        );
+        samples_left || refills_left
     }
 
     /// Works out the usual high, the estimate of the other app's refusals and the room from
@@ -367,6 +364,26 @@ impl OtherTraffic {
         let spread = (squares / n - mean * mean).max(0.0).sqrt();
         (mean + NORMAL_99TH * spread).ceil() as u32
     }
+}
+
+/// Lets go of the samples of `samples` (oldest first) taken before answer `oldest_kept`,
+/// and of their part of `levels` and `full`. Whether any left.
+fn let_go(
+    samples: &mut VecDeque<(u64, u32, bool)>,
+    oldest_kept: u64,
+    levels: &mut [u32],
+    full: &mut usize,
+) -> bool {
+    let mut left = false;
+    while let Some(&(at, old, old_full)) = samples.front()
+        && at < oldest_kept
+    {
+        samples.pop_front();
+        levels[old as usize] -= 1;
+        *full -= usize::from(old_full);
+        left = true;
+    }
+    left
 }
 
 #[cfg(test)]
