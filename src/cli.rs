@@ -337,6 +337,10 @@ pub(crate) struct EmulatedAccountArgs {
     /// The limit's 429s carry Retry-After with this many seconds [default: none]
     #[arg(long, value_name = "SECONDS", help_heading = EMULATED_ACCOUNT)]
     pub(crate) limit_retry_after: Option<u64>,
+
+    /// The limit's 429s come back after this long, e.g. 30ms; the refused request holds no slot meanwhile [default: 0ms]
+    #[arg(long, value_parser = latency, help_heading = EMULATED_ACCOUNT)]
+    pub(crate) limit_latency: Option<Duration>,
 }
 
 const EMULATED_ACCOUNT: &str = "Emulated account (emulator, register --emulator)";
@@ -368,6 +372,7 @@ impl EmulatedAccountArgs {
                 "--header-counted-at-admission",
             ),
             (self.limit_retry_after.is_some(), "--limit-retry-after"),
+            (self.limit_latency.is_some(), "--limit-latency"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))

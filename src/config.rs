@@ -192,6 +192,7 @@ pub(crate) fn emulated_account(args: &EmulatedAccountArgs) -> crate::emulator::E
         header_counts_refused: !args.header_leaves_out_refused,
         header_counted_at_admission: args.header_counted_at_admission,
         limit_retry_after: args.limit_retry_after,
+        limit_latency: args.limit_latency.unwrap_or_default(),
         other_app: (other_rate > 0.0).then_some(OtherApp {
             rate: other_rate,
             latency: args.other_latency.unwrap_or(Duration::from_millis(100)),
@@ -795,6 +796,8 @@ mod tests {
             "poisson",
             "--network-delay",
             "40ms",
+            "--limit-latency",
+            "30ms",
         ])
         .unwrap();
         let Target::Emulator { account, .. } = config.target else {
@@ -807,6 +810,7 @@ mod tests {
         assert_eq!(account.limit_retry_after, Some(2));
         assert_eq!(account.latency_distribution, LatencyDistribution::LongTail);
         assert_eq!(account.network_delay, Duration::from_millis(40));
+        assert_eq!(account.limit_latency, Duration::from_millis(30));
         let other = account.other_app.unwrap();
         assert_eq!((other.rate, other.arrivals), (60.0, Arrivals::Poisson));
     }

@@ -79,7 +79,7 @@ const NOT_RUN: [(&str, &str); 5] = [
         "this is that suite",
     ),
     (
-        "supersim-bulk emulator --port 8080 [--latency 100ms] [--latency-jitter 0.1] [--max-concurrent 20] [--latency-distribution long-tail] [--network-delay 40ms] [--limit-schedule 5s=8,12s=25] [--other-rate 60 --other-latency 100ms --other-arrivals poisson] [--concurrency-header every|on-429|never] [--header-leaves-out-refused] [--header-counted-at-admission] [--limit-retry-after 1] [--fail-rate 0.1] [--seed 7] [--fleet NAME]... [--update-delay 2s] [--state FILE]",
+        "supersim-bulk emulator --port 8080 [--latency 100ms] [--latency-jitter 0.1] [--max-concurrent 20] [--latency-distribution long-tail] [--network-delay 40ms] [--limit-schedule 5s=8,12s=25] [--other-rate 60 --other-latency 100ms --other-arrivals poisson] [--concurrency-header every|on-429|never] [--header-leaves-out-refused] [--header-counted-at-admission] [--limit-retry-after 1] [--limit-latency 30ms] [--fail-rate 0.1] [--seed 7] [--fleet NAME]... [--update-delay 2s] [--state FILE]",
         "a synopsis (brackets mark optional flags), not a command; each flag has its own tests (emulator.rs, adaptive.rs)",
     ),
     (

@@ -536,6 +536,34 @@ async fn a_network_delay_frees_the_slot_before_the_answer_is_back() -> TestResul
 }
 
 #[tokio::test]
+async fn a_limit_latency_slows_the_429_and_holds_no_slot() -> TestResult {
+    // A limit of 1: A holds the slot 3 s; B, sent once A is counted, is refused, counted
+    // as it arrived (A and B), and answered a second later.
+    let limit_latency = Duration::from_secs(1);
+    let emulator = start(EmulatorConfig {
+        max_concurrent: Some(1),
+        latency: Duration::from_secs(3),
+        limit_latency,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let Overlapping {
+        first,
+        second,
+        second_took,
+        ..
+    } = one_then_another(&emulator).await?;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_twilio_error(&second, 429, 20429);
+    assert_eq!(second.headers["twilio-concurrent-requests"], "2");
+    assert!(second_took >= limit_latency, "{second_took:?}");
+    let stats = emulator.stats();
+    assert_eq!((stats.requests, stats.throttled), (2, 1));
+    assert_eq!(stats.max_in_flight, 1, "a refused request holds no slot");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_admitted_answer_is_counted_as_it_leaves_or_as_it_was_admitted() -> TestResult {
     // A holds its slot 2 s; B is sent once A is counted, so it is admitted while A is in
     // flight and still in flight when A's answer leaves. As they leave, A's count is 2 (B

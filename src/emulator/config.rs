@@ -103,6 +103,11 @@ pub struct EmulatorConfig {
     /// The limit's 429s carry `Retry-After` with this many seconds, as Twilio's newer APIs
     /// answer a 429 (for Super SIM it is not documented either way).
     pub limit_retry_after: Option<u64>,
+    /// How long the limit's 429s take to come back, on top of the network: a server that
+    /// authenticates, or slows refusals down, before it answers one. The request is counted
+    /// as it arrives and holds no slot meanwhile (Twilio does not say how quick its 429s
+    /// are; the client's quickest 429 is its guess at the network's round trip).
+    pub limit_latency: Duration,
     /// Another app on the same account, from the first API request on.
     pub other_app: Option<OtherApp>,
     /// Probability that a `POST /v1/Sims` gets a random [`Fault`](super::Fault) (each kind equally likely).
@@ -222,6 +227,7 @@ impl Default for EmulatorConfig {
             header_counts_refused: true,
             header_counted_at_admission: false,
             limit_retry_after: None,
+            limit_latency: Duration::ZERO,
             other_app: None,
             fail_rate: 0.0,
             seed: 0,

@@ -43,7 +43,7 @@ pub(super) async fn admit_request(
         return next.run(request).await;
     }
     let half_round_trip = shared.config.network_delay / 2;
-    on_the_wire(half_round_trip).await;
+    pause(half_round_trip).await;
     shared.start_clock();
     // A refused request is never processed, so it holds no slot: it does not make the next
     // request (this client's or the other app's) meet a 429 too. Its count is taken at the
@@ -59,6 +59,7 @@ pub(super) async fn admit_request(
     // Held until the answer is ready, so the request counts as in flight meanwhile.
     let over_limit = slot.is_none();
     let mut response = if over_limit {
+        pause(shared.config.limit_latency).await;
         let mut response = too_many_requests();
         if let Some(seconds) = shared.config.limit_retry_after {
             response
@@ -108,15 +109,16 @@ pub(super) async fn admit_request(
     }
     // The slot is free from here; the answer is still on its way to the client.
     drop(slot);
-    on_the_wire(half_round_trip).await;
+    pause(half_round_trip).await;
     response
 }
 
-/// Half the network's round trip (see [`EmulatorConfig::network_delay`]). None is no
-/// wait at all: a zero sleep still waits for the timer's next tick.
-async fn on_the_wire(half_round_trip: std::time::Duration) {
-    if !half_round_trip.is_zero() {
-        tokio::time::sleep(half_round_trip).await;
+/// Half the network's round trip (see [`EmulatorConfig::network_delay`]), or a 429's own
+/// time ([`EmulatorConfig::limit_latency`]). Zero is no wait at all: a zero sleep still
+/// waits for the timer's next tick.
+async fn pause(duration: std::time::Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
     }
 }
 
