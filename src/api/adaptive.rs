@@ -1138,7 +1138,10 @@ impl State {
     /// requests came within the round trip, `1 − e^(−λ·RTT)`. So such 429s come as often
     /// as a Poisson app finds the account full over a network, and rarely over loopback;
     /// each is kept for `1 / (REFILL_REFUSED_GOAL × chance)` answers, at most
-    /// [`other::SAMPLES`]. The round trip is the quickest 429's time; the app's rate `λ` is
+    /// [`other::SAMPLES`]. The round trip is the quickest 429's time, which takes a 429 to
+    /// come back at once: a server that answers its 429s later looks farther away, and the
+    /// run takes slots the app needs (not handled; see docs/design.md, "A 429 that takes its
+    /// time"). The app's rate `λ` is
     /// taken as half the room over the mean hold (an app of random arrivals whose usual
     /// high is the room holds about half of it). Over loopback the chance is a few percent
     /// at most and the memory is the most there is; at 40 ms from the account it is about
