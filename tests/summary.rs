@@ -1,7 +1,8 @@
 //! The end-of-run summary agrees with itself: the rows line is the sum of the outcome lines
 //! after an interrupt, 429s met are never "no 429 met", a rerun with every row done earlier
-//! says so, and a run too short to fill its window never "settles" above the rows it sent.
-//! Each case runs the real binary against the emulator.
+//! says so, a run too short to fill its window never "settles" above the rows it sent, and
+//! the window never grows past what was in flight as the rows run out. Each case runs the
+//! real binary against the emulator.
 
 mod common;
 
@@ -166,4 +167,41 @@ async fn a_short_run_never_settles_above_the_rows_it_sent() {
     let json = summary_json(&summary);
     let peak = json["concurrency"]["peak_in_flight"].as_u64().unwrap();
     assert!((1..=20).contains(&peak), "{json}");
+}
+
+/// A window that grows while its rows run out grows into requests that are never sent: the
+/// tail of a run, or a climb that starts as the last rows go, said "settled at 32" beside
+/// a limit of 20 when 16 had ever been in flight. Growth only counts while a row waits for
+/// a slot.
+#[tokio::test]
+async fn the_window_does_not_grow_while_no_row_waits_for_a_slot() {
+    let env = TestEnv::with_config(EmulatorConfig {
+        latency: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    // Slow start from 6 fills its window twice or three times before the rows run out, and
+    // is still growing when they do.
+    let sims: Vec<_> = (0..60).map(|n| good_sim(45_000 + n)).collect();
+    env.write_input(&sims);
+    let summary = env.dir.path().join("summary.json");
+    let output = env
+        .register(&["--summary-json", summary.to_str().unwrap()])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let json = summary_json(&summary);
+    let concurrency = &json["concurrency"];
+    let peak = concurrency["peak_in_flight"].as_u64().unwrap();
+    let settled = concurrency["settled"].as_u64().unwrap();
+    let highest = concurrency["highest"].as_u64().unwrap();
+    assert!(peak >= 12, "slow start filled its window: {json}");
+    // One above the peak at most: the growth a single waiting row may have had no answer
+    // left to fill.
+    assert!(settled <= peak + 1, "{json}");
+    assert!(highest <= peak + 1, "{json}");
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("concurrency: settled at {settled} in flight")),
+        "{text}"
+    );
 }

@@ -287,6 +287,9 @@ struct State {
     /// Requests allowed in flight (fractional: growth adds fractions per success).
     window: f64,
     in_flight: usize,
+    /// Requests waiting for a slot: while none does, the window is not what holds the run
+    /// back, and growing it would only grow it into requests never sent.
+    waiting: usize,
     /// The most of ours in flight at once, over the whole run.
     peak_in_flight: usize,
     /// Requests sent so far; each slot carries its sequence number.
@@ -392,6 +395,23 @@ impl Drop for RequestSlot {
     }
 }
 
+/// A request waiting in [`ConcurrencyLimit::acquire`], counted until it has its slot or
+/// gives up waiting.
+struct Waiting<'a>(&'a ConcurrencyLimit);
+
+impl<'a> Waiting<'a> {
+    fn start(limit: &'a ConcurrencyLimit) -> Self {
+        limit.lock().waiting += 1;
+        Waiting(limit)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting -= 1;
+    }
+}
+
 impl ConcurrencyLimit {
     /// A limit of at most `ceiling` in flight, taking at most `max_share` (0 to 1) of the
     /// account's limit once it is known, for a run of a few rows.
@@ -425,6 +445,7 @@ impl ConcurrencyLimit {
             state: Mutex::new(State {
                 window: start,
                 in_flight: 0,
+                waiting: 0,
                 peak_in_flight: 0,
                 sent: 0,
                 highs: InFlightHighs::default(),
@@ -472,6 +493,7 @@ impl ConcurrencyLimit {
 
     /// Waits for a free slot under the current window.
     pub(crate) async fn acquire(self: &Arc<Self>) -> RequestSlot {
+        let _waiting = Waiting::start(self);
         loop {
             let freed = self.freed.notified();
             if let Some(slot) = self.try_acquire() {
@@ -506,6 +528,14 @@ impl ConcurrencyLimit {
     /// Admitted answers' time, smoothed, once one came (with adaptation on).
     pub(crate) fn admitted_round_trip(&self) -> Option<Duration> {
         self.lock().admitted_round_trip
+    }
+
+    /// The limit of a run with more rows than its window: one waits for a slot throughout,
+    /// as the dispatcher's rows do in [`Self::acquire`] while the window holds them back.
+    #[cfg(test)]
+    pub(crate) fn with_rows_waiting(self: Arc<Self>) -> Arc<Self> {
+        self.lock().waiting += 1;
+        self
     }
 
     /// The current window, rounded down.
@@ -643,7 +673,14 @@ impl ConcurrencyLimit {
             if a_refills_refusal {
                 sampled = true;
                 let memory = state.refill_memory();
-                tracing::trace!(other, memory, "refill's 429");
+                tracing::trace!(
+                    other,
+                    memory,
+                    reported,
+                    ours,
+                    window = state.window,
+                    "refill's 429"
+                );
                 state.other.note_refill(other, memory);
                 state.other_since_sample.0 += u64::from(other);
                 state.other_since_sample.1 += 1;
@@ -726,6 +763,12 @@ impl ConcurrencyLimit {
         // the answers of the drain would grow the window back into the requests the drain
         // is still refusing.
         if !(state.round_full || state.last_round_full) || seq <= state.cut_seq {
+            return;
+        }
+        // Nothing waits for the slot this answer frees: the rows are running out (the end of
+        // a run, a climb that starts as the last rows go). Grown then, the window told of
+        // requests never sent: "settled at 32" beside a limit of 20, with 16 ever in flight.
+        if state.waiting == 0 {
             return;
         }
         let target = self.target(state);

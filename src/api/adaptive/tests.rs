@@ -93,9 +93,42 @@ fn alone_at(limit: usize, header: bool, counts_admitted: bool) -> Account {
     }
 }
 
+/// The rows ran out: nothing waits for the slots the answers free, and the window, which
+/// would have doubled, stays where it was used. A row that comes to wait lets it grow again.
+#[tokio::test]
+async fn the_window_grows_only_while_a_row_waits_for_a_slot() {
+    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+    assert_eq!(slots.len(), 6);
+    for slot in &slots {
+        control.on_answer(slot, Answer::Admitted, None);
+    }
+    assert_eq!(control.current(), 6, "no row waited");
+    drop(slots);
+
+    let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+    let waiter = {
+        let control = control.clone();
+        tokio::spawn(async move { control.acquire().await })
+    };
+    while control.lock().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    control.on_answer(&slots[0], Answer::Admitted, None);
+    assert_eq!(control.current(), 7, "a row waited for the slot");
+    drop(slots);
+    let slot = waiter.await.expect("the waiting row got its slot");
+    assert_eq!(
+        control.lock().waiting,
+        0,
+        "the row that got its slot waits no more"
+    );
+    drop(slot);
+}
+
 #[test]
 fn slow_start_begins_at_six_and_doubles_each_round_trip() {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     let (_, throttled, levels) = account(1000, 0, true).run(&control, 5);
     assert_eq!(levels, [6, 12, 24, 48, 96]);
     assert_eq!(throttled, 0);
@@ -104,7 +137,7 @@ fn slow_start_begins_at_six_and_doubles_each_round_trip() {
 #[test]
 fn a_long_run_starts_wider_as_far_as_a_limit_of_one_costs_it_little() {
     for (planned, start) in [(0, 6), (300, 6), (2_749, 6), (2_750, 12), (10_000, 12)] {
-        let control = ConcurrencyLimit::for_run(100, true, 1.0, planned);
+        let control = ConcurrencyLimit::for_run(100, true, 1.0, planned).with_rows_waiting();
         assert_eq!(control.current(), start, "{planned} rows");
         // The worst, a limit of 1, refuses all but one of the first requests.
         let refused = start - 1;
@@ -114,13 +147,20 @@ fn a_long_run_starts_wider_as_far_as_a_limit_of_one_costs_it_little() {
         );
     }
     // Slow start's first round trip skipped: every level after it is one from 6.
-    let control = ConcurrencyLimit::for_run(100, true, 1.0, 3_000);
+    let control = ConcurrencyLimit::for_run(100, true, 1.0, 3_000).with_rows_waiting();
     let (_, throttled, levels) = account(1000, 0, true).run(&control, 3);
     assert_eq!(levels, [12, 24, 48]);
     assert_eq!(throttled, 0);
-    assert_eq!(ConcurrencyLimit::for_run(8, true, 1.0, 3_000).current(), 8);
     assert_eq!(
-        ConcurrencyLimit::for_run(32, false, 1.0, 3_000).current(),
+        ConcurrencyLimit::for_run(8, true, 1.0, 3_000)
+            .with_rows_waiting()
+            .current(),
+        8
+    );
+    assert_eq!(
+        ConcurrencyLimit::for_run(32, false, 1.0, 3_000)
+            .with_rows_waiting()
+            .current(),
         32
     );
 }
@@ -134,7 +174,7 @@ fn train_rounds(limit: usize, rounds: usize, seed: u64, planned: u64) -> (usize,
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let control = ConcurrencyLimit::for_run(100, true, 1.0, planned);
+    let control = ConcurrencyLimit::for_run(100, true, 1.0, planned).with_rows_waiting();
     let (mut held, mut refused, mut throttled, mut windows) =
         (Vec::new(), Vec::new(), 0, Vec::new());
     let send = |held: &mut Vec<RequestSlot>, refused: &mut Vec<RequestSlot>| {
@@ -214,7 +254,7 @@ fn answers_in_a_train_read_the_room_exactly_and_cost_only_a_round_trips_growth()
 #[test]
 fn a_small_limit_costs_a_handful_of_429s_then_none() {
     for header in [true, false] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let (requests, throttled, levels) = account(5, 0, header).run(&control, 200);
         assert!(
             throttled <= 3 + 200 / PROBE_AFTER_ROUNDS as usize,
@@ -237,7 +277,7 @@ fn a_small_limit_costs_a_handful_of_429s_then_none() {
 fn a_header_that_leaves_out_the_refused_request_still_finds_the_whole_limit() {
     // A 429 showing 5 in flight, when the account held 5 and refused a sixth: the limit is
     // 5, not 4. Taking it for 4 would cost a fifth of the throughput at a small limit.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     let excluding = Account {
         counts_refused: false,
         ..account(5, 0, true)
@@ -256,7 +296,7 @@ fn a_refused_probe_goes_back_to_the_level_it_probed_from() {
     // 21st, sent just after, overtook it on the way. Neither a room of 19 nor other traffic
     // may be read into that: the probe found no rise, and 20 still holds.
     for header in [true, false] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         {
             let mut state = control.lock();
             state.window = 21.0;
@@ -287,7 +327,7 @@ fn a_refused_probe_goes_back_to_the_level_it_probed_from() {
 /// A limit past slow start, its window at `window`, with a probe from `from` to `level`
 /// that has run a full round trip at its level: the next round trip is its evidence.
 fn probe_reached(from: f64, level: f64, window: f64) -> Arc<ConcurrencyLimit> {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     {
         let mut state = control.lock();
         state.window = window;
@@ -330,7 +370,7 @@ fn a_probe_round_trip_that_does_not_fill_the_window_proves_nothing() {
 /// A run at `window` under a learned limit of 20, on a server that counts on 429s only,
 /// whose 429s have shown another app with 7 requests in flight.
 fn beside_an_app_counted_on_429s_only(window: f64) -> Arc<ConcurrencyLimit> {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     {
         let mut state = control.lock();
         state.window = window;
@@ -495,7 +535,7 @@ fn a_count_above_the_old_limit_starts_the_climb_at_once() {
 #[test]
 fn a_large_limit_is_reached_in_a_few_round_trips() {
     for header in [true, false] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let (_, _, levels) = account(60, 0, header).run(&control, 40);
         assert!(
             levels[8..].iter().all(|&l| (58..=61).contains(&l)),
@@ -506,9 +546,9 @@ fn a_large_limit_is_reached_in_a_few_round_trips() {
 
 #[test]
 fn a_burst_of_429s_in_one_round_trip_cuts_once() {
-    let control = ConcurrencyLimit::new(32, false, 1.0);
+    let control = ConcurrencyLimit::new(32, false, 1.0).with_rows_waiting();
     // Adaptation on, window at 32, 32 in flight; 12 refused without the header.
-    let control_on = ConcurrencyLimit::new(32, true, 1.0);
+    let control_on = ConcurrencyLimit::new(32, true, 1.0).with_rows_waiting();
     control_on.lock().window = 32.0;
     control_on.lock().slow_start = false;
     let slots: Vec<_> = (0..32).map(|_| control_on.try_acquire().unwrap()).collect();
@@ -526,7 +566,7 @@ fn a_burst_of_429s_in_one_round_trip_cuts_once() {
 
 #[test]
 fn a_429_storm_without_the_header_is_cut_multiplicatively() {
-    let control = ConcurrencyLimit::new(32, true, 1.0);
+    let control = ConcurrencyLimit::new(32, true, 1.0).with_rows_waiting();
     // The limit falls to 8 while the run has 20 in flight; no header.
     control.lock().window = 20.0;
     control.lock().slow_start = false;
@@ -546,7 +586,7 @@ fn a_429_storm_without_the_header_is_cut_multiplicatively() {
 /// `ours` requests, has the last refused (no header), then lets `rounds` round trips go by.
 /// The window after each 429.
 fn refusals_without_header(steps: &[(usize, u64)]) -> Vec<usize> {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     {
         let mut state = control.lock();
         state.window = 23.0;
@@ -584,7 +624,7 @@ fn a_429_long_after_two_cuts_in_a_row_is_no_storm() {
 
 #[test]
 fn with_the_header_a_fall_is_followed_in_one_round_trip() {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     // Before the first probe: it comes PROBE_AFTER_ROUNDS after the cut that ends slow start.
     account(20, 0, true).run(&control, PROBE_AFTER_ROUNDS as usize);
     assert_eq!(control.current(), 20);
@@ -594,7 +634,7 @@ fn with_the_header_a_fall_is_followed_in_one_round_trip() {
 
 #[test]
 fn other_traffic_on_the_header_is_left_its_room() {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     let (requests, throttled, levels) = account(20, 7, true).run(&control, 200);
     // 13 is all the other app leaves; at 13 the account is full, so one more slot is
     // withheld for a while when it is seen full with other traffic in flight.
@@ -620,7 +660,7 @@ fn other_traffic_on_the_header_is_left_its_room() {
 fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
     // The old rule `min(reported - 1, limit)` did not cut when the account's count was
     // above this run's own: the storm went on.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     control.lock().window = 15.0;
     control.lock().slow_start = false;
     let slots: Vec<_> = (0..15).map(|_| control.try_acquire().unwrap()).collect();
@@ -633,7 +673,7 @@ fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
         control.current()
     );
     drop(slots);
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     // Before the first probe: it comes PROBE_AFTER_ROUNDS after the cut that ends slow start.
     account(20, 0, true).run(&control, PROBE_AFTER_ROUNDS as usize);
     assert_eq!(control.current(), 20);
@@ -643,10 +683,10 @@ fn a_429_that_shows_other_traffic_cuts_to_the_room_left() {
 
 #[test]
 fn max_share_caps_the_run_at_a_share_of_the_limit_found() {
-    let control = ConcurrencyLimit::new(100, true, 0.5);
+    let control = ConcurrencyLimit::new(100, true, 0.5).with_rows_waiting();
     account(20, 0, true).run(&control, 40);
     assert_eq!(control.current(), 10);
-    let control = ConcurrencyLimit::new(100, true, 0.5);
+    let control = ConcurrencyLimit::new(100, true, 0.5).with_rows_waiting();
     account(20, 0, false).run(&control, 40);
     assert_eq!(control.current(), 10);
 }
@@ -654,7 +694,7 @@ fn max_share_caps_the_run_at_a_share_of_the_limit_found() {
 #[test]
 fn a_learned_limit_ages_and_a_rise_is_found() {
     for header in [true, false] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         account(8, 0, header).run(&control, 10);
         let found = control.observed().learned_limit;
         assert_eq!(found, Some(8), "header {header}");
@@ -678,7 +718,7 @@ fn a_limit_learned_one_low_is_put_right_within_a_few_round_trips() {
     // after the refused one overtook it). The first probe after a cut comes soon; probes
     // that find nothing come further apart, up to PROBE_AFTER_ROUNDS.
     for header in [true, false] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         account(20, 0, header).run(&control, 40);
         assert_eq!(control.current(), 20);
         let slots: Vec<_> = (0..20).map(|_| control.try_acquire().unwrap()).collect();
@@ -698,7 +738,7 @@ fn a_limit_learned_one_low_is_put_right_within_a_few_round_trips() {
 #[test]
 fn a_probe_at_a_steady_limit_costs_one_429_per_probe() {
     for header in [true, false] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         account(10, 0, header).run(&control, 10);
         let (_, throttled, _) =
             account(10, 0, header).run(&control, 10 * PROBE_AFTER_ROUNDS as usize);
@@ -709,7 +749,7 @@ fn a_probe_at_a_steady_limit_costs_one_429_per_probe() {
 #[test]
 fn header_probes_withdraw_without_evidence() {
     // Other traffic that comes and goes must not let a probe ratchet the limit up.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     account(20, 6, true).run(&control, 20);
     let before = control.observed().learned_limit;
     // Rounds in which the other app is quiet for a moment: still no sign the limit rose.
@@ -721,7 +761,7 @@ fn header_probes_withdraw_without_evidence() {
 
 #[test]
 fn fixed_limit_never_moves() {
-    let limit = ConcurrencyLimit::new(8, false, 1.0);
+    let limit = ConcurrencyLimit::new(8, false, 1.0).with_rows_waiting();
     let slot = limit.try_acquire().unwrap();
     limit.on_answer(&slot, Answer::Throttled, Some(3));
     assert_eq!(limit.current(), 8);
@@ -731,7 +771,7 @@ fn fixed_limit_never_moves() {
 
 #[tokio::test]
 async fn slots_block_at_the_limit_and_free_on_drop() {
-    let limit = ConcurrencyLimit::new(2, false, 1.0);
+    let limit = ConcurrencyLimit::new(2, false, 1.0).with_rows_waiting();
     let a = limit.acquire().await;
     let _b = limit.acquire().await;
     let third = tokio::spawn({
@@ -751,7 +791,7 @@ fn other_traffic_is_left_room_for_its_usual_high_not_its_mean() {
     // the account a fifth of the time, but a count that varies this little is an app that
     // never asks for an eighth (see `other`): 7 is its room. A probe for a rise starts when
     // an answer counts the account full, and is refused at once.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     let (mut over, mut sum) = (0, 0);
     let rounds = 320;
     for round in 0..rounds {
@@ -785,7 +825,7 @@ fn counted_round(control: &Arc<ConcurrencyLimit>, admitted: usize, counted: u32)
 /// A run at 13 under a learned limit of 20, on a server that counts on every answer, beside
 /// another app whose counts have shown 7 in flight, the account not full.
 fn beside_an_app_counted_on_every_answer() -> Arc<ConcurrencyLimit> {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     {
         let mut state = control.lock();
         state.window = 13.0;
@@ -940,7 +980,7 @@ fn beside_other_traffic_a_probe_waits_for_the_account_full_and_a_rise_is_found_a
 fn hours_of_refused_probes_keep_the_wait_bounded() {
     // Each refused probe doubles the wait: it must stop at PROBE_AFTER_ROUNDS rather than
     // overflow after a long run at a steady limit.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     account(10, 0, false).run(&control, 200 * PROBE_AFTER_ROUNDS as usize);
     assert!(control.lock().probe_wait_without_header <= PROBE_AFTER_ROUNDS);
     assert_eq!(control.current(), 10);
@@ -951,7 +991,7 @@ fn a_count_read_long_after_it_was_taken_shows_no_other_traffic() {
     // Slow start on a busy machine: a request sent with 4 in flight is answered with the
     // account at 60 (the window grew meanwhile), and its answer is handled once most others
     // have come back. This run's own 60 are no other traffic.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     control.lock().window = 60.0;
     let mut slots: Vec<_> = (0..60).map(|_| control.try_acquire().unwrap()).collect();
     let early = slots.remove(3);
@@ -969,7 +1009,7 @@ fn a_server_that_counts_on_429s_only_lets_a_rise_be_found() {
         counts_admitted: false,
         ..account(limit, 0, true)
     };
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     on_429_only(8).run(&control, 10);
     assert_eq!(control.observed().learned_limit, Some(8));
     assert!(control.observed().header_seen);
@@ -985,7 +1025,7 @@ fn a_server_that_counts_on_429s_only_lets_a_rise_be_found() {
 fn a_server_that_counts_on_429s_only_still_spares_other_traffic_its_probes() {
     // The 429s show another app on the account: a probe borrows one of its slots, so they
     // come as rarely as when every answer shows the count.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     let shared = Account {
         counts_admitted: false,
         ..account(20, 6, true)
@@ -1006,7 +1046,7 @@ fn a_probe_tries_its_level_at_once() {
     // from 11 then doubles: one more, 5. With counts, the climb from 9 doubles too: 3.
     for (header, counts_admitted) in CONVENTIONS {
         let at = |limit| alone_at(limit, header, counts_admitted);
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         at(8).run(&control, 40);
         let (_, _, levels) = at(25).run(&control, 40);
         let probe = levels.iter().position(|&l| l > 8).expect("a probe");
@@ -1037,7 +1077,7 @@ fn a_garbage_count_on_a_429_does_not_hold_the_run_down() {
         // server that counts on 429s only, nothing can tell it from an account full of
         // another app's requests, and no later count comes to correct it.)
         for rounds_before in [10, 3] {
-            let control = ConcurrencyLimit::new(100, true, 1.0);
+            let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
             at_20.run(&control, rounds_before);
             let slot = control.try_acquire().expect("a slot");
             control.on_answer(&slot, Answer::Throttled, Some(4000));
@@ -1100,7 +1140,7 @@ fn a_room_that_wanders_does_not_make_probes_a_storm() {
     // without the budget on what probes and their climbs cost, 1.6% of the requests were
     // refused with one seed; with it, at most 1.0% with each.
     for (header, seed) in [(false, 1), (false, 2), (true, 3), (true, 4)] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         noisy_rounds(&control, 20, 21..=24, header, seed);
         let (requests, throttled) = noisy_rounds(&control, 600, 21..=24, header, seed + 10);
         assert!(
@@ -1123,7 +1163,7 @@ fn a_limit_that_falls_during_a_probe_does_not_spend_the_probe_budget() {
             refusals_late,
             ..account(limit, 0, header)
         };
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         at(20, false).run(&control, 30);
         while control.lock().probe.is_none() {
             at(20, false).round(&control);
@@ -1144,7 +1184,7 @@ fn a_probe_budget_in_debt_still_finds_a_rise_within_seconds() {
     // so far in debt that no probe came for 25 s after the rise. However deep the debt, a
     // probe comes every PROBE_BUDGET_MAX_WAIT_ROUNDS round trips.
     for (header, seed) in [(false, 5), (true, 6)] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         noisy_rounds(&control, 100, 21..=24, header, seed);
         control.lock().probe_charge.refused += 1_000;
         let at = |limit| Account {
@@ -1182,7 +1222,7 @@ fn a_limit_that_comes_back_after_a_fall_is_found_within_a_second() {
     for (header, counts_admitted) in CONVENTIONS {
         for low_rounds in [60, 62, 64, 66, 68, 70] {
             let at = |limit| alone_at(limit, header, counts_admitted);
-            let control = ConcurrencyLimit::new(100, true, 1.0);
+            let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
             at(20).run(&control, 50);
             at(8).run(&control, low_rounds);
             let found = rounds_until(&at(25), &control, 24);
@@ -1203,7 +1243,7 @@ fn a_limit_that_stays_low_after_a_fall_costs_few_probes() {
     // the requests for as long as it lasts.
     for (header, counts_admitted) in CONVENTIONS {
         let at = |limit| alone_at(limit, header, counts_admitted);
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let (before, _, _) = at(20).run(&control, 50);
         at(8).run(&control, 10);
         let (requests, throttled, _) = at(8).run(&control, 300);
@@ -1225,7 +1265,7 @@ fn a_limit_that_stays_low_after_a_fall_costs_few_probes() {
 /// oldest request leaves at each step, and whatever the window lets through meanwhile is
 /// refused while the account is full. Returns the 429s over `steps` departures.
 fn drain_after_a_fall(account: &Account, fallen: usize, steps: usize) -> usize {
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     account.run(&control, 30);
     assert!(control.current() >= 19, "settled at {}", control.current());
     let mut at_account = std::collections::VecDeque::new();
@@ -1296,7 +1336,7 @@ fn slow_starts_overshoot_is_not_a_limit_held() {
     // ahead of the budget at a limit that has not moved.
     for (header, counts_admitted) in CONVENTIONS {
         for (limit, refusals_late) in [(5, false), (5, true), (20, true), (60, true)] {
-            let control = ConcurrencyLimit::new(100, true, 1.0);
+            let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
             let at = Account {
                 counts_admitted,
                 refusals_late,
@@ -1354,7 +1394,7 @@ fn probe_gaps_with_answers_in_any_order(
 fn below_a_limit_held_probes_are_spaced_by_requests_not_only_round_trips() {
     // Counted in round trips alone, the probes below a limit held came 21 times in 6.4 s
     // at 8 against the emulator with long tails, where 40 requests between two make 12.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     account(20, 0, false).run(&control, 50);
     account(8, 0, false).run(&control, 20);
     assert!(control.lock().fallen_from().is_some());
@@ -1372,7 +1412,7 @@ fn a_storm_over_a_wandering_room_is_not_a_limit_held() {
     // 5.2% of one run's requests were refused. Here the room is drawn afresh each round
     // trip, a harsher wander than a network's.
     for (header, seed) in [(false, 5), (false, 6), (false, 7), (true, 8)] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let (mut requests, mut throttled, mut fallen) = (0, 0, 0);
         for round in 0..600 {
             let (sent, refused) = noisy_rounds(&control, 1, 18..=30, header, seed * 1000 + round);
@@ -1405,7 +1445,7 @@ fn a_climb_soon_after_a_storm_stops_where_the_storm_read_the_room() {
         refusals_late: true,
         ..account(room, 0, false)
     };
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     over_a_network(24).run(&control, 40);
     for room in [22, 21, 20] {
         over_a_network(room).round(&control);
@@ -1434,7 +1474,7 @@ fn over_a_network_a_count_on_429s_only_does_not_hold_the_run_below_its_room() {
     // and went 7% faster). Alone, the count is read as the refused request's room is
     // without it.
     for (header, counts_admitted) in [(false, false), (true, false)] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let at = Account {
             counts_admitted,
             refusals_late: true,
@@ -1465,7 +1505,7 @@ fn a_climb_stopped_at_a_storms_reading_is_not_a_limit_held() {
         ..account(room, 0, false)
     };
     // Slow start, then the dip: no limit was in use long enough to be one held.
-    let control = ConcurrencyLimit::new(100, true, 1.0);
+    let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
     over_a_network(24).run(&control, 4);
     for room in [22, 21, 20] {
         over_a_network(room).round(&control);
@@ -1495,7 +1535,7 @@ fn a_probe_that_finds_the_room_read_one_low_stops_there() {
     // two 429s against the emulator, a third of what a 300-row run may spend under 2%.
     // The next probe waits its turn.
     for (header, counts_admitted) in [(true, false), (false, false)] {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let mut first: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
         assert_eq!(first.len(), 6);
         let answered = first.remove(0);
@@ -1524,7 +1564,7 @@ fn the_first_requests_reach_the_account_in_any_order() {
     for planned in [0, 3_000] {
         let start = initial_window(planned) as usize;
         for refused in 0..start {
-            let control = ConcurrencyLimit::for_run(100, true, 1.0, planned);
+            let control = ConcurrencyLimit::for_run(100, true, 1.0, planned).with_rows_waiting();
             let first: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
             assert_eq!(first.len(), start);
             control.on_answer(&first[refused], Answer::Throttled, None);
@@ -1545,7 +1585,7 @@ fn at_a_small_window_probes_are_spaced_by_requests_and_cost_one_in_a_hundred() {
     // alone, probes came every 3.5 s against the emulator with long tails, where 100
     // requests make 6.
     for (header, counts_admitted) in CONVENTIONS {
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         let at_5 = alone_at(5, header, counts_admitted);
         at_5.run(&control, 20);
         let (requests, throttled, _) = at_5.run(&control, 400);
@@ -1574,7 +1614,7 @@ fn a_429_storm_that_comes_during_a_probe_is_news_to_every_worker() {
             counts_admitted,
             ..account(20, 0, header)
         };
-        let control = ConcurrencyLimit::new(100, true, 1.0);
+        let control = ConcurrencyLimit::new(100, true, 1.0).with_rows_waiting();
         at_20.run(&control, 30);
         while control.lock().probe.is_none() {
             at_20.round(&control);
