@@ -9,7 +9,9 @@
 //! - **Slow start.** The window starts at [`INITIAL_WINDOW`] (twice that for a run long
 //!   enough to afford it: see [`initial_window`]) and grows by one per success
 //!   (doubling every round trip) until the first 429 or the ceiling, so a small limit costs a
-//!   handful of 429s at start-up, not a burst at the ceiling.
+//!   handful of 429s at start-up, not a burst at the ceiling. Growth, here and later, counts
+//!   only while a row waits for a slot: as the rows run out the window stays where it was
+//!   used.
 //! - **With the header.** An answer shows the account's count `R`; `R` minus the most this
 //!   run had in flight from the request's send to its answer (see [`ours`]) is the *other*
 //!   traffic, so a run alone never sees any. A 429 puts the account's limit at
@@ -287,8 +289,9 @@ struct State {
     /// Requests allowed in flight (fractional: growth adds fractions per success).
     window: f64,
     in_flight: usize,
-    /// Requests waiting for a slot: while none does, the window is not what holds the run
-    /// back, and growing it would only grow it into requests never sent.
+    /// Requests waiting for a slot: while these and those in flight fit in the window, it
+    /// is not what holds the run back, and growing it would only grow it into requests
+    /// never sent.
     waiting: usize,
     /// The most of ours in flight at once, over the whole run.
     peak_in_flight: usize,
@@ -530,11 +533,12 @@ impl ConcurrencyLimit {
         self.lock().admitted_round_trip
     }
 
-    /// The limit of a run with more rows than its window: one waits for a slot throughout,
-    /// as the dispatcher's rows do in [`Self::acquire`] while the window holds them back.
+    /// The limit of a run with far more rows than its window: a thousand wait for a slot
+    /// throughout, as the dispatcher's rows do in [`Self::acquire`] while the window holds
+    /// them back.
     #[cfg(test)]
     pub(crate) fn with_rows_waiting(self: Arc<Self>) -> Arc<Self> {
-        self.lock().waiting += 1;
+        self.lock().waiting += 1_000;
         self
     }
 
@@ -765,10 +769,12 @@ impl ConcurrencyLimit {
         if !(state.round_full || state.last_round_full) || seq <= state.cut_seq {
             return;
         }
-        // Nothing waits for the slot this answer frees: the rows are running out (the end of
-        // a run, a climb that starts as the last rows go). Grown then, the window told of
-        // requests never sent: "settled at 32" beside a limit of 20, with 16 ever in flight.
-        if state.waiting == 0 {
+        // The window holds no row back: the rows are running out (the end of a run, a climb
+        // that starts as the last rows go). Grown then, it told of requests never sent:
+        // "settled at 32" beside a limit of 20, with 16 ever in flight. Counted with this
+        // answer's slot still in flight, and with the rows that wait, not merely whether
+        // one does: two answers handled before one waiting row got its slot each grew it.
+        if state.in_flight + state.waiting <= state.window.floor() as usize {
             return;
         }
         let target = self.target(state);

@@ -94,7 +94,8 @@ fn alone_at(limit: usize, header: bool, counts_admitted: bool) -> Account {
 }
 
 /// The rows ran out: nothing waits for the slots the answers free, and the window, which
-/// would have doubled, stays where it was used. A row that comes to wait lets it grow again.
+/// would have doubled, stays where it was used. A row that comes to wait lets it grow again,
+/// by one slot however many answers come before the row gets it.
 #[tokio::test]
 async fn the_window_grows_only_while_a_row_waits_for_a_slot() {
     let control = ConcurrencyLimit::new(100, true, 1.0);
@@ -106,7 +107,7 @@ async fn the_window_grows_only_while_a_row_waits_for_a_slot() {
     assert_eq!(control.current(), 6, "no row waited");
     drop(slots);
 
-    let slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
+    let mut slots: Vec<_> = std::iter::from_fn(|| control.try_acquire()).collect();
     let waiter = {
         let control = control.clone();
         tokio::spawn(async move { control.acquire().await })
@@ -116,6 +117,10 @@ async fn the_window_grows_only_while_a_row_waits_for_a_slot() {
     }
     control.on_answer(&slots[0], Answer::Admitted, None);
     assert_eq!(control.current(), 7, "a row waited for the slot");
+    drop(slots.remove(0));
+    // A second answer before the waiting row got its slot: the window already holds it.
+    control.on_answer(&slots[0], Answer::Admitted, None);
+    assert_eq!(control.current(), 7, "one waiting row, one slot more");
     drop(slots);
     let slot = waiter.await.expect("the waiting row got its slot");
     assert_eq!(
