@@ -15,6 +15,21 @@ fn summary_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Registers `sims` with `--summary-json`, expecting exit 0: the run's output and its JSON
+/// summary.
+async fn register_with_summary(
+    env: &TestEnv,
+    sims: &[(String, String)],
+) -> (std::process::Output, serde_json::Value) {
+    env.write_input(sims);
+    let summary = env.dir.path().join("summary.json");
+    let output = env
+        .register(&["--summary-json", summary.to_str().unwrap()])
+        .await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    (output, summary_json(&summary))
+}
+
 /// The text summary's rows line (`N rows in ...`) and the sum of its outcome lines.
 fn rows_and_outcome_sum(text: &str) -> (u64, u64) {
     let first = text
@@ -98,13 +113,7 @@ async fn a_run_that_met_429s_never_says_no_429_met() {
     })
     .await;
     let sims: Vec<_> = (0..600).map(|n| good_sim(42_000 + n)).collect();
-    env.write_input(&sims);
-    let summary = env.dir.path().join("summary.json");
-    let output = env
-        .register(&["--summary-json", summary.to_str().unwrap()])
-        .await;
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    let json = summary_json(&summary);
+    let (output, json) = register_with_summary(&env, &sims).await;
     let throttled = json["throttled"].as_u64().unwrap();
     assert!(throttled > 0, "the case under test: {json}");
     assert!(
@@ -141,12 +150,7 @@ async fn a_rerun_with_every_row_done_earlier_never_says_nothing_yet() {
 async fn a_short_run_never_settles_above_the_rows_it_sent() {
     let env = TestEnv::new().await;
     let sims: Vec<_> = (0..20).map(|n| good_sim(44_000 + n)).collect();
-    env.write_input(&sims);
-    let summary = env.dir.path().join("summary.json");
-    let output = env
-        .register(&["--summary-json", summary.to_str().unwrap()])
-        .await;
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let (output, json) = register_with_summary(&env, &sims).await;
     let text = stdout(&output);
     let line = text
         .lines()
@@ -164,7 +168,6 @@ async fn a_short_run_never_settles_above_the_rows_it_sent() {
         in_flight <= 20,
         "20 rows cannot have had more in flight: {line}"
     );
-    let json = summary_json(&summary);
     let peak = json["concurrency"]["peak_in_flight"].as_u64().unwrap();
     assert!((1..=20).contains(&peak), "{json}");
 }
@@ -183,13 +186,7 @@ async fn the_window_does_not_grow_while_no_row_waits_for_a_slot() {
     // Slow start from 6 fills its window twice or three times before the rows run out, and
     // is still growing when they do.
     let sims: Vec<_> = (0..60).map(|n| good_sim(45_000 + n)).collect();
-    env.write_input(&sims);
-    let summary = env.dir.path().join("summary.json");
-    let output = env
-        .register(&["--summary-json", summary.to_str().unwrap()])
-        .await;
-    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
-    let json = summary_json(&summary);
+    let (output, json) = register_with_summary(&env, &sims).await;
     let concurrency = &json["concurrency"];
     let peak = concurrency["peak_in_flight"].as_u64().unwrap();
     let settled = concurrency["settled"].as_u64().unwrap();
