@@ -72,7 +72,8 @@
 //!   the count, and the account's limit taken as this run's held it below its room. A 429
 //!   of a request sent at a steady window (a refill's) is kept for fewer answers the
 //!   longer the round trip (see [`State::refill_memory`]): over a network such 429s come
-//!   as often as the other app finds the account full.
+//!   as often as the other app finds the account full. When one leaves, the room it set
+//!   steps down a slot per memory rather than falling at once.
 //!
 //! Round trips are counted, not timed: a round ends when the answer to the first request
 //! sent after the previous round's end comes back. Answers to requests sent before the
@@ -144,14 +145,15 @@ const PROBE_BUDGET_MAX_WAIT_ROUNDS: u64 = 20;
 /// ends a climb comes back a round trip after the request that overshot.
 const SLOW_START_GROWTH: f64 = 1.0;
 /// What a refill's 429 is weighed against (see [`State::refill_memory`]): it is kept for
-/// `1 / (this × chance)` answers. Measured, not derived: when the last such 429 leaves,
-/// the room falls back to what the climbs' counts show, which over a network read the
-/// other app low, and the window overshoots before the next one comes. Beside a Poisson
-/// app at 40 ms (3,000 rows, by hand), 0.02 had it refused 3.2% to 3.7% of its requests,
-/// 0.008 1.8% and 2.4%, 0.006 1.3% to 2.2% at 62 to 67 rows/s (a client fixed at 11: 65.6
-/// at 1.8%), 0.004 1.3% and 1.9% at 59 and 65. Over loopback the memory is the most
-/// there is at any of these (see [`State::refill_memory`]).
-const REFILL_REFUSED_GOAL: f64 = 0.006;
+/// `1 / (this × chance)` answers, then for as long again one slot lower, and so on (see
+/// [`OtherTraffic::note_refill`]). Measured, not derived: beside a Poisson app (3,000
+/// rows, by hand, three runs each), 0.02 had it refused 1.62% to 1.69% at 67 to 70 rows/s
+/// at 40 ms (a client fixed at 11: 65.6 at 1.8%) and 1.50% to 1.85% at 70 to 73 at 10 ms
+/// (fixed at 10: 74.9 at 2.24%; at 8, 67.3 at 0.63%); 0.03 1.57% to 2.37% at 40 ms;
+/// 0.006, tuned before the room stepped down, held the room too long with it (48 to 59
+/// rows/s at 0.55% to 1.0%, both distances). Over loopback the memory is the most there
+/// is at any of these (see [`State::refill_memory`]).
+const REFILL_REFUSED_GOAL: f64 = 0.02;
 /// The fewest answers a refill's 429 is kept for: a few round trips at a small window.
 const MIN_REFILL_MEMORY: u64 = 32;
 /// Share of the window kept when 429s continue in the round trip right after a cut.
@@ -1194,7 +1196,7 @@ impl State {
     /// taken as half the room over the mean hold (an app of random arrivals whose usual
     /// high is the room holds about half of it). Over loopback the chance is a few percent
     /// at most and the memory is the most there is; at 40 ms from the account it is about
-    /// 0.8, and the memory about 200 answers. Kept for 2,048 answers there, each such 429
+    /// 0.8, and the memory about 60 answers. Kept for 2,048 answers there, each such 429
     /// lowered the window by two slots until one came per 2,048 answers: a window of 4 or 5
     /// beside a Poisson app, where a client fixed at 11 refused it 1.8%.
     fn refill_memory(&self) -> u64 {

@@ -122,7 +122,9 @@ impl OtherTraffic {
     /// whatever the app needs; what tells is how often such 429s come, and that depends on
     /// the round trip (see [`crate::api::adaptive::State::refill_memory`]). It is kept
     /// for the latest `memory` answers, at most [`SAMPLES`]: the room holds it for as long
-    /// as one such 429 takes to come while the app's refusals are at their goal.
+    /// as one such 429 takes to come while the app's refusals are at their goal. Then it
+    /// steps down a slot per `memory` answers until a count kept is as high (see
+    /// [`Self::step_down_from`]).
     pub(super) fn note_refill(&mut self, other: u32, memory: u64) {
         self.refill_memory = Some(memory.clamp(1, SAMPLES as u64));
         self.age();
@@ -165,13 +167,34 @@ impl OtherTraffic {
             &mut self.levels,
             &mut self.full,
         );
-        let refills_left = let_go(
+        let highest_refill_left = let_go(
             &mut self.refills,
             oldest_refill,
             &mut self.levels,
             &mut self.full,
         );
-        samples_left || refills_left
+        if let Some(highest) = highest_refill_left {
+            self.step_down_from(highest);
+        }
+        samples_left.is_some() || highest_refill_left.is_some()
+    }
+
+    /// Keeps a refill's count that left as one slot lower, for another memory, unless a
+    /// count kept is as high: the room steps down one slot at a time to where the refills'
+    /// 429s come back, rather than falling at once to what the climbs' counts show. Each
+    /// refill's 429 reads the app a slot or two above the room it was left, so the room
+    /// climbed a step per 429 and, when they all left, fell back at once (over a network
+    /// the climbs read the app low): at 10 ms from the account, windows of 12, 10, 8, 6,
+    /// then 15, its low stretches 55 to 65 rows/s where a client fixed at 10 makes 75.
+    fn step_down_from(&mut self, highest: u32) {
+        let lower = highest.saturating_sub(1);
+        let highest_kept = self.levels.iter().rposition(|&count| count > 0);
+        if lower == 0 || highest_kept.is_some_and(|kept| kept >= lower as usize) {
+            return;
+        }
+        self.refills.push_back((self.answer_seq, lower, true));
+        self.levels[lower as usize] += 1;
+        self.full += 1;
     }
 
     /// Works out the usual high, the estimate of the other app's refusals and the room from
@@ -367,23 +390,23 @@ impl OtherTraffic {
 }
 
 /// Lets go of the samples of `samples` (oldest first) taken before answer `oldest_kept`,
-/// and of their part of `levels` and `full`. Whether any left.
+/// and of their part of `levels` and `full`. The highest let go, if any left.
 fn let_go(
     samples: &mut VecDeque<(u64, u32, bool)>,
     oldest_kept: u64,
     levels: &mut [u32],
     full: &mut usize,
-) -> bool {
-    let mut left = false;
+) -> Option<u32> {
+    let mut highest = None;
     while let Some(&(at, old, old_full)) = samples.front()
         && at < oldest_kept
     {
         samples.pop_front();
         levels[old as usize] -= 1;
         *full -= usize::from(old_full);
-        left = true;
+        highest = highest.max(Some(old));
     }
-    left
+    highest
 }
 
 #[cfg(test)]
@@ -626,7 +649,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refills_count_is_kept_for_its_own_memory_at_most_as_long_as_any() {
+    fn a_refills_count_is_kept_for_its_own_memory_then_steps_down_a_slot_per_memory() {
         let mut other = OtherTraffic::default();
         other.note(9, true);
         other.note_refill(13, 100);
@@ -635,12 +658,21 @@ mod tests {
             other.answered_without_a_sample();
         }
         assert_eq!(other.room(), 14, "among the latest 100 answers");
+        for room in [13, 12, 11] {
+            other.answered_without_a_sample();
+            assert_eq!(other.room(), room, "one slot lower as the count leaves");
+            for _ in 1..100 {
+                other.answered_without_a_sample();
+            }
+            assert_eq!(other.room(), room, "held for another 100 answers");
+        }
         other.answered_without_a_sample();
         assert_eq!(
             other.room(),
             10,
-            "left after 100: the other count, and one slot"
+            "down to the other count, which holds the room from here: no step below it"
         );
+        assert_eq!(other.refills.len(), 0, "no step is kept below a kept count");
         other.note_refill(13, u64::MAX);
         for _ in 1..SAMPLES {
             other.answered_without_a_sample();
@@ -649,10 +681,42 @@ mod tests {
         other.answered_without_a_sample();
         assert_eq!(
             other.room(),
-            0,
-            "no memory is longer than {SAMPLES} answers"
+            13,
+            "no memory is longer than {SAMPLES} answers: then it steps down"
         );
-        assert_eq!(other.peak(), Some(13));
+        assert_eq!(other.peak(), Some(13), "a step is not a count of the run's");
+    }
+
+    #[test]
+    fn a_refills_count_steps_down_only_while_no_kept_count_is_as_high() {
+        let mut other = OtherTraffic::default();
+        other.note_refill(12, 50);
+        for _ in 0..25 {
+            other.answered_without_a_sample();
+        }
+        other.note_refill(11, 50);
+        assert_eq!(other.room(), 13);
+        for _ in 0..25 {
+            other.answered_without_a_sample();
+        }
+        assert_eq!(
+            other.room(),
+            12,
+            "the 12 left, and the 11 kept is its step: none is added"
+        );
+        for _ in 0..25 {
+            other.answered_without_a_sample();
+        }
+        assert_eq!(other.room(), 11, "the 11 left: its step, 10");
+        for _ in 0..50 * 9 {
+            other.answered_without_a_sample();
+        }
+        assert_eq!(other.room(), 2, "a step a memory, down to 1");
+        for _ in 0..50 {
+            other.answered_without_a_sample();
+        }
+        assert_eq!(other.room(), 0, "no step at 0: nothing is kept");
+        assert_eq!(other.refills.len(), 0);
     }
 
     #[test]

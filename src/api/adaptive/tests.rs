@@ -460,7 +460,7 @@ fn a_refills_429_is_kept_for_fewer_answers_the_longer_the_round_trip() {
     // to 4 or 5 where a client fixed at 11 refused it 1.8%.
     for (round_trip, kept_for) in [
         (Duration::from_micros(300), 2048),
-        (Duration::from_millis(40), 208),
+        (Duration::from_millis(40), 62),
     ] {
         let control = beside_an_app_counted_on_429s_only(12.0);
         assert_eq!(control.lock().other.room(), 8, "the app's 7, and one slot");
@@ -477,7 +477,7 @@ fn a_refills_429_is_kept_for_fewer_answers_the_longer_the_round_trip() {
         control.on_answer_after(&refill, Answer::Throttled, Some(21), round_trip);
         drop(refill);
         // At 40 ms, the app's 4 requests a hold (half the room of 8) over 100 ms holds
-        // send 1.6 in a round trip: kept 1 / (0.006 × (1 − e^−1.6)) answers.
+        // send 1.6 in a round trip: kept 1 / (0.02 × (1 − e^−1.6)) answers.
         let mut state = control.lock();
         assert_eq!(state.other.room(), 10, "the app took the slot: seen at 9");
         for _ in 1..kept_for {
@@ -489,12 +489,21 @@ fn a_refills_429_is_kept_for_fewer_answers_the_longer_the_round_trip() {
             "{round_trip:?}: kept {kept_for} answers"
         );
         state.other.answered_without_a_sample();
-        // Over loopback the app's own counts leave at the same answer as the refill's.
-        let after = if kept_for < 2048 { 8 } else { 0 };
         assert_eq!(
             state.other.room(),
-            after,
-            "{round_trip:?}: gone after {kept_for}"
+            9,
+            "{round_trip:?}: after {kept_for}, one slot lower for as long again"
+        );
+        for _ in 1..kept_for {
+            state.other.answered_without_a_sample();
+        }
+        assert_eq!(state.other.room(), 9, "{round_trip:?}");
+        state.other.answered_without_a_sample();
+        // Over loopback the app's own counts left with the refill's: the step to 7 holds.
+        assert_eq!(
+            state.other.room(),
+            8,
+            "{round_trip:?}: the app's 7 and one slot"
         );
     }
 }
