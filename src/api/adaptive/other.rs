@@ -185,7 +185,7 @@ impl OtherTraffic {
     /// refill's 429 reads the app a slot or two above the room it was left, so the room
     /// climbed a step per 429 and, when they all left, fell back at once (over a network
     /// the climbs read the app low): at 10 ms from the account, windows of 12, 10, 8, 6,
-    /// then 15, its low stretches 55 to 65 rows/s where a client fixed at 10 makes 75.
+    /// then 15, and runs of 55 to 70 rows/s where a client fixed at 10 makes 75.
     fn step_down_from(&mut self, highest: u32) {
         let lower = highest.saturating_sub(1);
         let highest_kept = self.levels.iter().rposition(|&count| count > 0);
