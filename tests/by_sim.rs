@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{TestEnv, exit_code, good_sim, stderr, stdout};
-use supersim_bulk::emulator::{EmulatorConfig, fleet_sid_for};
+use supersim_bulk::emulator::fleet_sid_for;
 
 /// (line, iccid, outcome, sid) of every row, in file order.
 fn rows_in_order(env: &TestEnv) -> Vec<(u64, String, String, String)> {
@@ -210,11 +210,7 @@ async fn fix_and_refeed_through_the_failed_out_file_keeps_every_sims_row() {
 /// twice and every SIM posted has its row.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_input_rewritten_under_a_fresh_run_stops_it_before_a_sim_is_sent_twice() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: std::time::Duration::from_millis(2),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(std::time::Duration::from_millis(2)).await;
     let sims: Vec<_> = (1..=4000).map(good_sim).collect();
     env.write_input(&sims);
     let child = env.spawn_register(&["--concurrency", "4", "--no-adaptive"]);

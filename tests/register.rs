@@ -248,11 +248,7 @@ async fn refused_credentials_stop_the_run_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_concurrency_cap_holds_as_the_server_sees_it() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(20),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(Duration::from_millis(20)).await;
     let sims: Vec<_> = (0..40).map(|n| good_sim(500 + n)).collect();
     env.write_input(&sims);
     // The first three SIMs' first requests are held for seconds, so all three are in flight

@@ -608,11 +608,7 @@ async fn a_run_that_stops_early_writes_its_report_saying_why() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_run_writes_its_report_and_metrics() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(50),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(Duration::from_millis(50)).await;
     let sims: Vec<_> = (0..2000).map(|n| good_sim(34_000 + n)).collect();
     env.write_input(&sims);
     let flags = end_flags(&env);

@@ -164,11 +164,7 @@ async fn a_stderr_whose_reader_went_away_stops_nothing_and_every_row_is_written(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_drains_like_sigterm_writes_the_summary_and_exits_130() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(20),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(Duration::from_millis(20)).await;
     let sims: Vec<_> = (0..60).map(|n| good_sim(33_000 + n)).collect();
     env.write_input(&sims);
     // The last SIMs are held far longer than the run takes to reach the signal, so it cannot
@@ -206,11 +202,7 @@ async fn sighup_drains_like_sigterm_writes_the_summary_and_exits_130() {
 async fn a_results_file_that_cannot_grow_stops_the_run_with_75_and_the_next_run_finishes() {
     // The results file stops growing, as on a full disk: a file-size limit makes every
     // write past it fail (EFBIG), from the real binary, without a real full disk.
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(2),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(Duration::from_millis(2)).await;
     let sims: Vec<_> = (0..400).map(|n| good_sim(34_000 + n)).collect();
     env.write_input(&sims);
     // The summary goes to another folder on the same limit; it is small enough to fit.

@@ -47,11 +47,7 @@ fn rows_and_outcome_sum(text: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_an_interrupt_the_rows_line_is_the_sum_of_the_outcome_lines() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(5),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(Duration::from_millis(5)).await;
     let sims: Vec<_> = (0..30).map(|n| good_sim(41_000 + n)).collect();
     env.write_input(&sims);
     // SIMs after the first ten register, then their update (the Fleet) hangs: the interrupt
@@ -178,11 +174,7 @@ async fn a_short_run_never_settles_above_the_rows_it_sent() {
 /// a slot.
 #[tokio::test]
 async fn the_window_does_not_grow_while_no_row_waits_for_a_slot() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(50),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(Duration::from_millis(50)).await;
     // Slow start from 6 fills its window twice or three times before the rows run out, and
     // is still growing when they do.
     let sims: Vec<_> = (0..60).map(|n| good_sim(45_000 + n)).collect();

@@ -189,11 +189,7 @@ async fn a_rerun_after_a_permanent_update_failure_sends_and_appends_nothing() {
 /// whole and resumable; the next run finishes it and leaves one row per line, in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_run_leaves_its_journal_and_the_next_run_compacts_it() {
-    let env = TestEnv::with_config(EmulatorConfig {
-        latency: std::time::Duration::from_millis(15),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let env = TestEnv::with_latency(std::time::Duration::from_millis(15)).await;
     let sims: Vec<_> = (0..40).map(|n| good_sim(20_500 + n)).collect();
     env.write_input(&sims);
     let flags = ["--fleet", "field-devices", "--concurrency", "4"];

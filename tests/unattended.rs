@@ -6,14 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{TestEnv, exit_code, good_sim, stderr, stdout, wait_until};
-use supersim_bulk::emulator::{EmulatorConfig, Fault};
+use supersim_bulk::emulator::Fault;
 
 async fn slow_env(latency_ms: u64) -> TestEnv {
-    TestEnv::with_config(EmulatorConfig {
-        latency: Duration::from_millis(latency_ms),
-        ..EmulatorConfig::default()
-    })
-    .await
+    TestEnv::with_latency(Duration::from_millis(latency_ms)).await
 }
 
 /// Sends a signal (`-STOP`, `-CONT`, `-TERM`) to a child process.

@@ -19,6 +19,15 @@ impl TestEnv {
         Self::with_config(EmulatorConfig::default()).await
     }
 
+    /// An emulator that holds every request `latency`, as most tests of timing want.
+    pub async fn with_latency(latency: std::time::Duration) -> Self {
+        Self::with_config(EmulatorConfig {
+            latency,
+            ..EmulatorConfig::default()
+        })
+        .await
+    }
+
     pub async fn with_config(config: EmulatorConfig) -> Self {
         let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
             .await
