@@ -15,6 +15,7 @@ use crate::results::code_fingerprint;
 use crate::run::account::Preflight;
 use crate::run::error::RunError;
 use crate::run::onboard;
+use crate::run::sids::SidLedger;
 use crate::run::stop::{EndReason, RunStop};
 use crate::run::triage::Work;
 use crate::run::writer::Written;
@@ -58,7 +59,7 @@ pub(super) async fn dispatch(
     gate: &Arc<Gate>,
     limits: &DispatchLimits,
     mut preflight: Preflight,
-    written: mpsc::Sender<Written>,
+    (written, sids): (mpsc::Sender<Written>, Arc<SidLedger>),
     stop: &Arc<RunStop>,
 ) -> Dispatched {
     let DispatchLimits {
@@ -103,9 +104,12 @@ pub(super) async fn dispatch(
                 let gate = gate.clone();
                 let written = written.clone();
                 let worker_stop = Arc::clone(stop);
+                let sids = Arc::clone(&sids);
                 let sent_code = code_fingerprint(&job.row.iccid, &job.row.code);
                 workers.spawn(async move {
-                    if let Some(mut result) = onboard::onboard(&gate, job, wait, &written).await {
+                    if let Some(mut result) =
+                        onboard::onboard(&gate, job, (wait, &sids), &written).await
+                    {
                         result.warning = warning;
                         result.code_fingerprint = Some(sent_code);
                         record(&written, Written::Row(result, fields, None), &worker_stop).await;

@@ -13,6 +13,7 @@ use crate::api::gate::{Gate, Halt};
 use crate::api::retry::{Hooks, Judged, with_retries};
 use crate::api::{Answered, ApiError, ErrorClass, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
+use crate::run::sids::SidLedger;
 use crate::secret::RegistrationCode;
 
 /// A row that passed the local checks and is to be registered.
@@ -25,14 +26,67 @@ pub(crate) struct SendRow {
 }
 
 /// Drives one SIM to its final row. `None` means the run stopped before the SIM reached
-/// a final outcome; it gets no row, so the next run tries it again.
-pub(crate) async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
+/// a final outcome; it gets no row, so the next run tries it again. A SID that `sids` shows
+/// held for another ICCID is settled by a lookup before it goes into the row.
+pub(crate) async fn register(gate: &Gate, row: SendRow, sids: &SidLedger) -> Option<ResultRow> {
     let mut create = Create {
         gate,
         row: &row,
         maybe_committed: false,
     };
-    with_retries(gate, row.line, &mut create).await
+    let result = with_retries(gate, row.line, &mut create).await?;
+    own_sid(gate, &row, result, sids).await
+}
+
+/// `result`, if no other ICCID's row holds its SID (the SID is then this ICCID's in
+/// `sids`). A SID another ICCID holds is not credible, whatever the answer that showed
+/// it: the SIM is looked up by ICCID, and its row gets the SID the account shows, unless
+/// that one too is held for another ICCID; then the row is `gave_up` without a SID, its
+/// message naming both ICCIDs and the SID.
+async fn own_sid(
+    gate: &Gate,
+    row: &SendRow,
+    result: ResultRow,
+    sids: &SidLedger,
+) -> Option<ResultRow> {
+    let Some(answered) = result.sid.clone() else {
+        return Some(result);
+    };
+    let Err(holder) = sids.claim(&answered, &row.iccid) else {
+        return Some(result);
+    };
+    tracing::warn!(line = row.line, iccid = %row.iccid, sid = %answered, held_for = %holder, "the API answered a SID the results hold for another ICCID; looking the SIM up by its ICCID");
+    let in_doubt = |message: String| {
+        let mut gave_up = ResultRow::new(row.line, &row.iccid, Outcome::GaveUp);
+        gave_up.error_message = Some(message);
+        gave_up.attempts = result.attempts;
+        gave_up
+    };
+    match lookup(gate, row).await {
+        Ok(Some(sim)) => {
+            let shown = sim.sid.as_deref().unwrap_or_default();
+            match sids.claim(shown, &row.iccid) {
+                Ok(()) => Some(success_row(row, result.outcome, &sim, result.attempts)),
+                Err(holder) => Some(in_doubt(sid_clash_message(&row.iccid, shown, &holder))),
+            }
+        }
+        Ok(None) => Some(in_doubt(format!(
+            "the API answered SID {answered} for ICCID {}, but the results hold it for ICCID              {holder}, and a lookup by ICCID found none; the outcome is in doubt",
+            row.iccid
+        ))),
+        Err(Some(error)) => Some(error_row(row, Outcome::GaveUp, &error, result.attempts)),
+        Err(None) => None,
+    }
+}
+
+/// Why a SIM whose account shows a SID another ICCID's row holds is not recorded as
+/// registered. SIDs and ICCIDs are not secrets.
+pub(crate) fn sid_clash_message(iccid: &str, sid: &str, holder: &str) -> String {
+    format!(
+        "the account shows SID {sid} for ICCID {iccid}, but the results hold that SID for \
+         ICCID {holder}: one SID cannot be two SIMs, so this row is not recorded as \
+         registered. Check both ICCIDs in the Console (or with reconcile)"
+    )
 }
 
 /// A SIM's create, as the retry loop's hooks: an 83003 is settled by a lookup (its message's
