@@ -71,7 +71,8 @@ async fn own_sid(
             }
         }
         Ok(None) => Some(in_doubt(format!(
-            "the API answered SID {answered} for ICCID {}, but the results hold it for ICCID              {holder}, and a lookup by ICCID found none; the outcome is in doubt",
+            "the API answered SID {answered} for ICCID {}, but the results hold it for ICCID \
+             {holder}, and a lookup by ICCID found none; the outcome is in doubt",
             row.iccid
         ))),
         Err(Some(error)) => Some(error_row(row, Outcome::GaveUp, &error, result.attempts)),
