@@ -197,3 +197,41 @@ async fn an_unproven_83003_then_a_success_is_registered() {
     assert_eq!(rows[&iccid]["outcome"], "registered");
     assert_eq!(rows[&iccid]["sid"], env.emulator.sim(&iccid).unwrap().sid);
 }
+
+/// With an API key, no TWILIO_ACCOUNT_SID and an account the preflight cannot learn (no SIM
+/// and no Fleet on it yet), the first account an answer confirms binds the run: an answer
+/// showing another account is not recorded, and the results file holds one account.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_unknown_account_the_first_one_confirmed_binds_the_run() {
+    const KEY: &str = "SK0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "api-key-secret";
+    let env = TestEnv::with_config(EmulatorConfig {
+        credentials: vec![(KEY.into(), SECRET.into())],
+        fleets: Vec::new(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let api_key = [("TWILIO_API_KEY", KEY), ("TWILIO_API_SECRET", SECRET)];
+    let sims: Vec<_> = (1..=3).map(good_sim).collect();
+    for (iccid, _) in &sims[1..] {
+        env.emulator
+            .inject(iccid, vec![altered(&[("account_sid", OTHER_ACCOUNT)])]);
+    }
+    env.write_input(&sims);
+
+    // One SIM at a time, so the first answer is the first line's, on the emulator's account.
+    let output = env
+        .register_with_env(&["--concurrency", "1"], &api_key)
+        .await;
+    let rows = env.last_rows();
+    for (iccid, _) in &sims {
+        let row = &rows[iccid];
+        assert_eq!(
+            row["account_sid"], TEST_ACCOUNT_SID,
+            "one account per results file: {row:?}"
+        );
+        assert_eq!(row["outcome"], "registered", "{row:?}");
+        assert_eq!(row["sid"], env.emulator.sim(iccid).unwrap().sid, "{row:?}");
+    }
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+}

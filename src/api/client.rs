@@ -210,10 +210,30 @@ impl Client {
             .clone()
     }
 
+    /// The run's account, bound to `shown` when it was not known yet and `shown` is an
+    /// Account SID: an API key names no account, and the preflight cannot learn one from
+    /// an account with no SIM or Fleet yet, so the first account an answer about the SIM
+    /// asked for confirms becomes the run's, and an answer showing another one does not
+    /// count. Checked and bound in one step, so two first answers cannot both bind.
+    fn bind_account(&self, shown: Option<&str>) -> Option<String> {
+        let mut account = self.account.lock().unwrap_or_else(|e| e.into_inner());
+        if account.is_none()
+            && let Some(shown) = shown.filter(|shown| is_account_sid(shown))
+        {
+            tracing::info!(
+                account_sid = shown,
+                "the run's account, as its first answer about a SIM showed it; answers showing another account do not count"
+            );
+            *account = Some(shown.to_string());
+        }
+        account.clone()
+    }
+
     /// Whether `sim` is the SIM asked about, on this run's account: its `iccid` is `iccid`,
     /// its `sid` is a Sim SID (and `sid` when one was asked for), and its `account_sid` is
-    /// the run's account when that is known. Anything else is an answer in doubt: it is
-    /// retried like a lost response and never written into a row.
+    /// the run's account (the first one such an answer shows, when the run did not know
+    /// it). Anything else is an answer in doubt: it is retried like a lost response and
+    /// never written into a row.
     fn check_sim(
         &self,
         status: u16,
@@ -221,7 +241,10 @@ impl Client {
         iccid: &str,
         sid: Option<&str>,
     ) -> Result<(), ApiError> {
-        let account = self.account();
+        let mut account = self.account();
+        if account.is_none() && check_sim_answer(sim, iccid, sid, None).is_none() {
+            account = self.bind_account(sim.account_sid.as_deref());
+        }
         let what = check_sim_answer(sim, iccid, sid, account.as_deref());
         match what {
             None => Ok(()),

@@ -10,7 +10,7 @@
 //! [`super::admission`], so this module and the gate do not know each other. What differs
 //! between requests comes through [`Hooks`]: what to settle before an attempt (an update
 //! fetches the SIM it will change), what a success comes to, what a failure comes to (an
-//! 83003 is settled from the SID in its message, else by a lookup; a refusal for good or a
+//! 83003 is settled by a lookup, its message's SID a hint only; a refusal for good or a
 //! wrong endpoint is final), what a retryable failure tells the next attempt (an update
 //! re-fetches the SIM after a lost or in-doubt answer; a create remembers it may have
 //! committed), and what is left when the attempts run out.

@@ -36,6 +36,13 @@ pub enum Fault {
     StallBeforeCommit(Duration),
     /// A Twilio error body with this HTTP status and code (e.g. 409 / 83009), unprocessed.
     TwilioError { status: u16, code: u32 },
+    /// [`Fault::TwilioError`] with this message, unprocessed: an 83003 naming a SID that is
+    /// not the SIM's, say, since Twilio leaves the message's wording open.
+    TwilioErrorSaying {
+        status: u16,
+        code: u32,
+        message: String,
+    },
     /// 404 with an HTML page and no Twilio error, as a web server or proxy that is not the
     /// API answers; unprocessed.
     NotFoundPage,
@@ -123,6 +130,15 @@ impl Fault {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                 *code,
                 &format!("Injected Twilio error {code}"),
+            ),
+            Fault::TwilioErrorSaying {
+                status,
+                code,
+                message,
+            } => twilio_error(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                *code,
+                message,
             ),
             Fault::DropAfterCommit
             | Fault::SlowAfterCommit(_)

@@ -52,8 +52,9 @@ const HAS_CODE: u32 = 1 << 24;
 const HAS_SID: u8 = 1;
 const PENDING: u8 = 2;
 
-/// `HS` + 32 hex digits as 16 bytes; `None` for anything else.
-fn pack_sid(sid: &str) -> Option<[u8; 16]> {
+/// `HS` + 32 hex digits as 16 bytes; `None` for anything else. The hex digits are read in
+/// either case, so two spellings of one SID pack the same.
+pub(crate) fn pack_sid(sid: &str) -> Option<[u8; 16]> {
     let hex = sid.strip_prefix("HS").filter(|h| h.len() == 32)?;
     let mut bytes = [0u8; 16];
     for (i, byte) in bytes.iter_mut().enumerate() {
@@ -101,6 +102,11 @@ impl PackedSim {
             code: crate::results::parse_code_fingerprint(sim.code_fingerprint)
                 .map_or(0, |fingerprint| HAS_CODE | fingerprint),
         }
+    }
+
+    /// The row's SID as [`pack_sid`] packs it, if the row has one.
+    pub(crate) fn sid(&self) -> Option<[u8; 16]> {
+        (self.flags & HAS_SID != 0).then_some(self.sid)
     }
 
     pub(crate) fn to_bytes(self) -> [u8; Self::BYTES] {

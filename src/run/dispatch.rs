@@ -11,10 +11,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::api::gate::Gate;
-use crate::results::code_fingerprint;
+use crate::results::{ResultRow, code_fingerprint};
 use crate::run::account::Preflight;
 use crate::run::error::RunError;
 use crate::run::onboard;
+use crate::run::sids::SidLedger;
 use crate::run::stop::{EndReason, RunStop};
 use crate::run::triage::Work;
 use crate::run::writer::Written;
@@ -58,7 +59,7 @@ pub(super) async fn dispatch(
     gate: &Arc<Gate>,
     limits: &DispatchLimits,
     mut preflight: Preflight,
-    written: mpsc::Sender<Written>,
+    (written, sids): (mpsc::Sender<Written>, Arc<SidLedger>),
     stop: &Arc<RunStop>,
 ) -> Dispatched {
     let DispatchLimits {
@@ -103,11 +104,15 @@ pub(super) async fn dispatch(
                 let gate = gate.clone();
                 let written = written.clone();
                 let worker_stop = Arc::clone(stop);
+                let sids = Arc::clone(&sids);
                 let sent_code = code_fingerprint(&job.row.iccid, &job.row.code);
                 workers.spawn(async move {
-                    if let Some(mut result) = onboard::onboard(&gate, job, wait, &written).await {
+                    if let Some(mut result) =
+                        onboard::onboard(&gate, job, (wait, &sids), &written).await
+                    {
                         result.warning = warning;
                         result.code_fingerprint = Some(sent_code);
+                        on_the_run_account(&mut result, &gate);
                         record(&written, Written::Row(result, fields, None), &worker_stop).await;
                     }
                     drop(permit);
@@ -116,7 +121,8 @@ pub(super) async fn dispatch(
                     failed_workers += worker_failed(joined, stop);
                 }
             }
-            Work::Report(row, fields, failed) => {
+            Work::Report(mut row, fields, failed) => {
+                on_the_run_account(&mut row, gate);
                 record(&written, Written::Row(row, fields, failed), stop).await;
             }
             Work::Skip(outcome, failed) => {
@@ -149,6 +155,15 @@ pub(super) async fn dispatch(
     Dispatched {
         failed_workers,
         refused,
+    }
+}
+
+/// Names the run's account on a row that has no SIM to name one. The writer names the one
+/// the preflight proved; this covers an account the run learned later, from the first
+/// answer that showed one (an API key whose account the preflight could not learn).
+fn on_the_run_account(row: &mut ResultRow, gate: &Gate) {
+    if row.account_sid.is_none() {
+        row.account_sid = gate.client().account();
     }
 }
 

@@ -253,6 +253,8 @@ async fn pipeline(
         pending: true,
     };
     let plan_rows = plan.rows;
+    // The SIDs earlier runs recorded; this run's join them as its rows take them.
+    let sids = Arc::new(std::mem::take(&mut plan.earlier_sids));
     // Compaction puts each SIM's row on its line of this input.
     let input_sims = plan.take_input_sims();
     let progress = Progress::new(plan.rows, config.progress_interval);
@@ -288,7 +290,15 @@ async fn pipeline(
         wait: config.onboard.wait_limit(),
         grace: config.grace,
     };
-    let dispatched = dispatch(work_rx, &gate, &limits, preflight, written_tx, &stop).await;
+    let dispatched = dispatch(
+        work_rx,
+        &gate,
+        &limits,
+        preflight,
+        (written_tx, sids),
+        &stop,
+    )
+    .await;
 
     let mut written = match writer_task.await {
         Ok(written) => Some(written),

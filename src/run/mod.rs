@@ -8,7 +8,8 @@
 //!   [`fleets`]: every Fleet the run names, resolved to its SID before anything is sent.
 //! - [`registration`]: one SIM's create and what its answer means; [`onboard`]: the steps
 //!   after registration (Fleet, status, UniqueName, waiting); [`resume`]: what each row
-//!   still needs, given what onboarding asks and what earlier runs recorded.
+//!   still needs, given what onboarding asks and what earlier runs recorded; [`sids`]: which
+//!   ICCID each SID in the results file belongs to, so no SID goes on two SIMs' rows.
 //! - [`dispatch`]: hands the work to workers within `--concurrency`; [`writer`]: the one
 //!   task that writes the results file during a run; [`lock`]: one run at a time per
 //!   results file; [`progress`]: the live display; [`config`]: what a run needs, already
@@ -37,6 +38,7 @@ pub(crate) mod progress;
 pub(crate) mod record;
 pub(crate) mod registration;
 pub(crate) mod resume;
+pub(crate) mod sids;
 pub(crate) mod stop;
 pub(crate) mod summary;
 pub(crate) mod timeline;

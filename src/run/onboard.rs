@@ -23,6 +23,7 @@ use crate::api::{Answered, ApiError, ErrorClass, Sim, SimUpdate};
 use crate::results::{Outcome, PENDING_MESSAGE, PriorSim, ResultRow};
 use crate::run::registration::{self, SendRow};
 use crate::run::resume::is_fleet_sid;
+use crate::run::sids::SidLedger;
 
 /// One SIM's work, as the reader hands it to a worker.
 #[derive(Debug)]
@@ -45,14 +46,16 @@ pub(crate) trait Checkpoint: Sync {
 
 /// Drives one SIM through every step it still needs. `None` means the run stopped first;
 /// the SIM gets no final row, and the next run resumes from its last written row.
+/// `sids` is which ICCID each SID in the results file belongs to: no SID goes into this
+/// SIM's rows while another ICCID's row holds it.
 pub(crate) async fn onboard(
     gate: &Gate,
     job: Job,
-    wait: Option<Duration>,
+    (wait, sids): (Option<Duration>, &SidLedger),
     checkpoint: &impl Checkpoint,
 ) -> Option<ResultRow> {
     let requested = job.requested.clone();
-    let mut row = steps(gate, job, wait, checkpoint, &requested).await?;
+    let mut row = steps(gate, job, (wait, sids), checkpoint, &requested).await?;
     row.update_requested = requested;
     Some(row)
 }
@@ -60,7 +63,7 @@ pub(crate) async fn onboard(
 async fn steps(
     gate: &Gate,
     job: Job,
-    wait: Option<Duration>,
+    (wait, sids): (Option<Duration>, &SidLedger),
     checkpoint: &impl Checkpoint,
     requested: &Option<String>,
 ) -> Option<ResultRow> {
@@ -71,10 +74,19 @@ async fn steps(
         // An earlier row says the SIM is registered but recorded no SID (a hand-edited file,
         // or an 83003 whose lookup failed): find it by ICCID rather than drop the row.
         Some(prior) if prior.sid.is_none() => match registration::lookup(gate, &row).await {
-            Ok(Some(sim)) if sim.sid.is_some() => Some(PriorSim {
-                sid: sim.sid,
-                ..prior
-            }),
+            Ok(Some(sim)) if sim.sid.is_some() => {
+                let shown = sim.sid.as_deref().unwrap_or_default();
+                if let Err(holder) = sids.claim(shown, &row.iccid) {
+                    let mut gave_up = ResultRow::new(row.line, &row.iccid, Outcome::GaveUp);
+                    gave_up.error_message =
+                        Some(registration::sid_clash_message(&row.iccid, shown, &holder));
+                    return Some(gave_up);
+                }
+                Some(PriorSim {
+                    sid: sim.sid,
+                    ..prior
+                })
+            }
             Ok(_) => None,
             Err(Some(error)) => {
                 return Some(registration::error_row(&row, Outcome::GaveUp, &error, 0));
@@ -99,7 +111,7 @@ async fn steps(
             (outcome, sid, 0, None)
         }
         None => {
-            let registered = registration::register(gate, row).await?;
+            let registered = registration::register(gate, row, sids).await?;
             if !registered.outcome.is_done() || plan.is_empty() {
                 return Some(registered);
             }

@@ -30,6 +30,10 @@
 //! no planned row went missing ([`Plan::all_rows_matched`]): an input rewritten under a run
 //! stops it, fresh results file or not, so no SIM is posted twice by one run.
 //!
+//! The one thing kept per SIM in memory is the results file's SIDs, each with its ICCID
+//! ([`SidLedger`], 24 bytes a SID): a SID another ICCID's row holds must be caught before
+//! the row that would repeat it is written, not at compaction.
+//!
 //! Pass 1 also gathers the distinct Fleets named in a `fleet` column by rows that would be
 //! sent, so they are resolved once before anything is registered (see
 //! [`crate::run::fleets`]); past [`MAX_DISTINCT_FLEETS`] it only notes that there are more.
@@ -54,6 +58,7 @@ use crate::input::screen::Screen;
 use crate::input::{InputError, InputRow, InputSource, ReadOptions, SimReader};
 use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim};
 use crate::run::fleets::MAX_DISTINCT_FLEETS;
+use crate::run::sids::SidLedger;
 
 /// What the plan knows about one input line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,6 +206,9 @@ pub struct Plan {
     pub(crate) earlier_rows: u64,
     /// The accounts the results file's rows were written against (one, in a sound file).
     pub(crate) earlier_accounts: Vec<String>,
+    /// The SIDs the results file's rows hold, each with its ICCID: taken by the run, which
+    /// records no SID for an ICCID when another ICCID's row holds it.
+    pub(crate) earlier_sids: SidLedger,
     /// Input rows seen by pass 1.
     pub(crate) rows: u64,
     /// The distinct ICCIDs of rows that would be sent that the results file has no row for:
@@ -301,12 +309,16 @@ impl Plan {
         let mut facts = sorter::<FACT>(dir, chunk_records);
         let mut sims = sorter::<SIM>(dir, chunk_records);
         let mut order = 0u64;
+        let mut earlier_sids = SidLedger::default();
         while let Some(row) = earlier.next_row()? {
             match row {
                 EarlierRow::Reported { line, content } => facts
                     .push(fact(line, REPORTED, content, &earlier.rows.to_be_bytes()))
                     .map_err(temp)?,
                 EarlierRow::Sim { key, sim } => {
+                    if let Some(sid) = sim.sid() {
+                        earlier_sids.note_earlier(sid, key);
+                    }
                     let mut record = [0u8; SIM];
                     record[..8].copy_from_slice(&key.to_be_bytes());
                     record[8..16].copy_from_slice(&order.to_be_bytes());
@@ -367,6 +379,7 @@ impl Plan {
             fleets,
             earlier_rows,
             earlier_accounts,
+            earlier_sids,
             rows: rows_seen,
             new_sims,
             last_line,

@@ -3,8 +3,9 @@
 //! 83003 ("already on your account") is taken as success, and a SIM whose attempts all ended
 //! in doubt is looked up before it is reported as `gave_up`. A row says `registered` or
 //! `already_registered` only with a SID the account showed (the client checks every answer
-//! is about the SIM asked for, on this run's account): an 83003 whose SID cannot be found is
-//! retried like an answer in doubt. Every request goes through the [`Gate`], and the
+//! is about the SIM asked for, on this run's account): an 83003 is confirmed by a lookup by
+//! ICCID whatever SID its message names, and one the lookup does not show is retried like an
+//! answer in doubt. Every request goes through the [`Gate`], and the
 //! create's retries through the one retry loop (see [`crate::api::retry`]), with the
 //! rules above as its hooks.
 
@@ -12,6 +13,7 @@ use crate::api::gate::{Gate, Halt};
 use crate::api::retry::{Hooks, Judged, with_retries};
 use crate::api::{Answered, ApiError, ErrorClass, Sim, sid_in_message};
 use crate::results::{Outcome, ResultRow};
+use crate::run::sids::SidLedger;
 use crate::secret::RegistrationCode;
 
 /// A row that passed the local checks and is to be registered.
@@ -24,18 +26,72 @@ pub(crate) struct SendRow {
 }
 
 /// Drives one SIM to its final row. `None` means the run stopped before the SIM reached
-/// a final outcome; it gets no row, so the next run tries it again.
-pub(crate) async fn register(gate: &Gate, row: SendRow) -> Option<ResultRow> {
+/// a final outcome; it gets no row, so the next run tries it again. A SID that `sids` shows
+/// held for another ICCID is settled by a lookup before it goes into the row.
+pub(crate) async fn register(gate: &Gate, row: SendRow, sids: &SidLedger) -> Option<ResultRow> {
     let mut create = Create {
         gate,
         row: &row,
         maybe_committed: false,
     };
-    with_retries(gate, row.line, &mut create).await
+    let result = with_retries(gate, row.line, &mut create).await?;
+    own_sid(gate, &row, result, sids).await
 }
 
-/// A SIM's create, as the retry loop's hooks: an 83003 is settled from the SID in its
-/// message, else by a lookup; attempts that all ended in doubt are settled by a lookup too.
+/// `result`, if no other ICCID's row holds its SID (the SID is then this ICCID's in
+/// `sids`). A SID another ICCID holds is not credible, whatever the answer that showed
+/// it: the SIM is looked up by ICCID, and its row gets the SID the account shows, unless
+/// that one too is held for another ICCID; then the row is `gave_up` without a SID, its
+/// message naming both ICCIDs and the SID.
+async fn own_sid(
+    gate: &Gate,
+    row: &SendRow,
+    result: ResultRow,
+    sids: &SidLedger,
+) -> Option<ResultRow> {
+    let Some(answered) = result.sid.clone() else {
+        return Some(result);
+    };
+    let Err(holder) = sids.claim(&answered, &row.iccid) else {
+        return Some(result);
+    };
+    tracing::warn!(line = row.line, iccid = %row.iccid, sid = %answered, held_for = %holder, "the API answered a SID the results hold for another ICCID; looking the SIM up by its ICCID");
+    let in_doubt = |message: String| {
+        let mut gave_up = ResultRow::new(row.line, &row.iccid, Outcome::GaveUp);
+        gave_up.error_message = Some(message);
+        gave_up.attempts = result.attempts;
+        gave_up
+    };
+    match lookup(gate, row).await {
+        Ok(Some(sim)) => {
+            let shown = sim.sid.as_deref().unwrap_or_default();
+            match sids.claim(shown, &row.iccid) {
+                Ok(()) => Some(success_row(row, result.outcome, &sim, result.attempts)),
+                Err(holder) => Some(in_doubt(sid_clash_message(&row.iccid, shown, &holder))),
+            }
+        }
+        Ok(None) => Some(in_doubt(format!(
+            "the API answered SID {answered} for ICCID {}, but the results hold it for ICCID \
+             {holder}, and a lookup by ICCID found none; the outcome is in doubt",
+            row.iccid
+        ))),
+        Err(Some(error)) => Some(error_row(row, Outcome::GaveUp, &error, result.attempts)),
+        Err(None) => None,
+    }
+}
+
+/// Why a SIM whose account shows a SID another ICCID's row holds is not recorded as
+/// registered. SIDs and ICCIDs are not secrets.
+pub(crate) fn sid_clash_message(iccid: &str, sid: &str, holder: &str) -> String {
+    format!(
+        "the account shows SID {sid} for ICCID {iccid}, but the results hold that SID for \
+         ICCID {holder}: one SID cannot be two SIMs, so this row is not recorded as \
+         registered. Check both ICCIDs in the Console (or with reconcile)"
+    )
+}
+
+/// A SIM's create, as the retry loop's hooks: an 83003 is settled by a lookup (its message's
+/// SID is only a hint); attempts that all ended in doubt are settled by a lookup too.
 struct Create<'a> {
     gate: &'a Gate,
     row: &'a SendRow,
@@ -145,13 +201,15 @@ enum Confirmed {
     /// The SIM's row (`None`: the run stopped meanwhile). Boxed: a row is large, and this
     /// is handed back once per 83003.
     Row(Option<Box<ResultRow>>),
-    /// Neither the answer nor a lookup by ICCID showed the SIM: an answer in doubt, as this
-    /// error.
+    /// A lookup by ICCID did not show the SIM (whatever SID the 83003 named): an answer in
+    /// doubt, as this error.
     NotShown(ApiError),
 }
 
-/// 83003: the SIM is on the account. Its SID comes from the message, else from a lookup;
-/// without either, the claim is unproven.
+/// 83003: the API says the SIM is on the account. Twilio leaves the message's wording open,
+/// so a SID in it is a hint only: the row is written with the SID a lookup by ICCID shows
+/// (on this run's account), and a SIM the lookup does not show is in doubt, whatever the
+/// message named.
 async fn already_on_account(
     gate: &Gate,
     row: &SendRow,
@@ -159,23 +217,29 @@ async fn already_on_account(
     error: &ApiError,
     attempts: u32,
 ) -> Confirmed {
-    if let Some(sid) = sid_in_message(&error.message) {
-        let mut result = ResultRow::new(row.line, &row.iccid, outcome);
-        result.sid = Some(sid);
-        // 83003 says "on your account": the run's account, when it is known.
-        result.account_sid = gate.client().account();
-        result.attempts = attempts;
-        return Confirmed::Row(Some(Box::new(result)));
-    }
+    let hinted = sid_in_message(&error.message);
     match lookup(gate, row).await {
-        Ok(Some(sim)) => Confirmed::Row(Some(Box::new(success_row(row, outcome, &sim, attempts)))),
-        Ok(None) => Confirmed::NotShown(ApiError {
-            message: "the API says the SIM is on this account (83003) without its SID, and a \
-                      lookup by ICCID found none; the outcome is in doubt"
-                .to_string(),
-            retry_after: None,
-            ..error.clone()
-        }),
+        Ok(Some(sim)) => {
+            if let Some(hinted) = hinted.filter(|hinted| sim.sid.as_deref() != Some(hinted)) {
+                tracing::warn!(line = row.line, iccid = %row.iccid, named = %hinted, shown = sim.sid.as_deref().unwrap_or(""), "an 83003 named another SID than the account shows for this ICCID; the account's is recorded");
+            }
+            Confirmed::Row(Some(Box::new(success_row(row, outcome, &sim, attempts))))
+        }
+        Ok(None) => {
+            let what = if hinted.is_some() {
+                "naming a SID"
+            } else {
+                "without its SID"
+            };
+            Confirmed::NotShown(ApiError {
+                message: format!(
+                    "the API says the SIM is on this account (83003) {what}, and a lookup by \
+                     ICCID found none; the outcome is in doubt"
+                ),
+                retry_after: None,
+                ..error.clone()
+            })
+        }
         Err(Some(lookup_error)) => Confirmed::Row(Some(Box::new(error_row(
             row,
             Outcome::GaveUp,
