@@ -8,7 +8,11 @@
 //! page number does not come after the last one, stops it (a server or proxy that sends
 //! page 0 -> page 1 -> page 0 would otherwise keep it going for ever, the same SIMs
 //! written again and again). Twilio's `meta` carries no total, so the page numbers in
-//! `next_page_url` are the bound it gives.
+//! `next_page_url` are the bound it gives; where every address is new, the SIMs are
+//! ([`seen`]: each SIM is handed on once, by SID, and pages that keep coming without a new
+//! one stop the listing).
+
+mod seen;
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -41,6 +45,8 @@ pub(crate) enum ListError {
     Api(ApiError),
     /// The API named a page read before as the next one: the sentence says which.
     Cycle(String),
+    /// Pages kept coming without a SIM not listed before: the sentence says how many.
+    NoNewSims(String),
     /// What was done with a SIM failed (a write, a spool).
     Other(anyhow::Error),
 }
@@ -48,32 +54,42 @@ pub(crate) enum ListError {
 impl ListError {
     /// Prints the error for a person and returns the exit code.
     pub(crate) fn report(self, target: &Target) -> u8 {
-        match self {
-            ListError::Interrupted => {
-                crate::logs::error("interrupted before the last page");
-                exit::INTERRUPTED
-            }
-            ListError::CredentialsRefused => {
-                crate::logs::error(format_args!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {}",
+        self.report_saying(target, None)
+    }
+
+    /// [`ListError::report`], the sentence of a listing given up led by `consequence`
+    /// (what the command did not do for want of the whole list).
+    pub(crate) fn report_saying(self, target: &Target, consequence: Option<&str>) -> u8 {
+        let (sentence, code) = match self {
+            ListError::Interrupted => (
+                "interrupted before the last page".to_string(),
+                exit::INTERRUPTED,
+            ),
+            ListError::CredentialsRefused => (
+                format!(
+                    "the API refused the credentials (HTTP 401, Twilio error 20003); check {}",
                     super::connect::credentials_source(target)
-                ));
-                exit::USAGE_OR_CONFIG
+                ),
+                exit::USAGE_OR_CONFIG,
+            ),
+            ListError::Api(error) => (
+                format!("cannot list the account's SIMs: {error}"),
+                exit::USAGE_OR_CONFIG,
+            ),
+            ListError::Cycle(sentence) | ListError::NoNewSims(sentence) => {
+                (sentence, exit::TEMPORARY_FAILURE)
             }
-            ListError::Api(error) => {
-                crate::logs::error(format_args!("cannot list the account's SIMs: {error}"));
-                exit::USAGE_OR_CONFIG
-            }
-            ListError::Cycle(sentence) => {
-                crate::logs::error(sentence);
-                exit::TEMPORARY_FAILURE
-            }
+            // Not about the listing: a file or a write of this command's own.
             ListError::Other(error) => {
                 crate::logs::error(format_args!("{error:#}"));
-                exit::USAGE_OR_CONFIG
+                return exit::USAGE_OR_CONFIG;
             }
+        };
+        match consequence {
+            Some(consequence) => crate::logs::error(format_args!("{consequence}: {sentence}")),
+            None => crate::logs::error(sentence),
         }
+        code
     }
 }
 
@@ -86,6 +102,7 @@ pub(crate) async fn list_sims(
 ) -> Result<u64, ListError> {
     let mut path = filter.first_page();
     let mut trail = PageTrail::starting_at(&path);
+    let mut seen = seen::SimsSeen::default();
     let mut pages = 0u64;
     loop {
         let page = gate
@@ -101,15 +118,32 @@ pub(crate) async fn list_sims(
         };
         pages += 1;
         tracing::debug!(page = pages, sims = page.sims.len(), "read a page of SIMs");
+        let mut new = 0;
         for sim in page.sims {
-            each(sim).map_err(ListError::Other)?;
+            // A SIM shown again (a server whose pages overlap) is listed once.
+            if seen.first_sight(sim.sid.as_deref().unwrap_or_default()) {
+                new += 1;
+                each(sim).map_err(ListError::Other)?;
+            }
         }
+        seen.end_of_page(new, page.next.is_some(), pages)
+            .map_err(ListError::NoNewSims)?;
         match page.next {
             Some(next) => {
                 trail.follow(&next, pages).map_err(ListError::Cycle)?;
                 path = next;
             }
-            None => return Ok(pages),
+            None => {
+                if seen.shown_again() > 0 {
+                    tracing::warn!(
+                        shown_again = seen.shown_again(),
+                        "{} SIMs shown again on later pages of the API's list; each is \
+                         listed once",
+                        seen.shown_again()
+                    );
+                }
+                return Ok(pages);
+            }
         }
     }
 }

@@ -110,7 +110,9 @@ pub(crate) async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
             }
             counts.exit_code()
         }
-        Err(error) => error.report(&config.target),
+        // No verdict and no count from a listing given up: a SIM it did not reach would
+        // read as missing.
+        Err(error) => error.report_saying(&config.target, Some("nothing was compared")),
     }
 }
 
