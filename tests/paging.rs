@@ -343,3 +343,64 @@ async fn reconcile_draws_no_conclusion_from_a_listing_it_gives_up() {
         assert!(err.contains("nothing was compared"), "{err}");
     }
 }
+
+/// A `next_page_url` outside the SIM list is refused at once, as a redirect is: nothing is
+/// sent there, and the error says so (not an interrupt, not an unreachable API: the API
+/// answered every request).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_page_outside_the_sim_list_is_refused_at_once() {
+    let env = faulty_emulator(
+        PagingFault::NextPageUrl("/v1/Sims/../Fleets?Page=1".into()),
+        2,
+    )
+    .await;
+    let export = "sid,iccid,status,fleet_sid,unique_name,date_created,date_updated,account_sid\n";
+    std::fs::write(env.dir.path().join("account.csv"), export).unwrap();
+    for (subcommand, extra) in [
+        ("export", &[][..]),
+        ("reconcile", &["account.csv", "--all"][..]),
+    ] {
+        let before = env.emulator.stats().requests;
+        let output = env.account_command(subcommand, extra).await;
+        let err = stderr(&output);
+        assert_eq!(exit_code(&output), 2, "{subcommand}: {err}");
+        assert!(
+            err.contains("named as its next page http://127.0.0.1:"),
+            "{subcommand}: {err}"
+        );
+        assert!(
+            err.contains("/v1/Sims/../Fleets?Page=1"),
+            "{subcommand}: {err}"
+        );
+        assert!(
+            err.contains("nothing was sent there"),
+            "{subcommand}: {err}"
+        );
+        assert!(!err.contains("interrupted"), "{subcommand}: {err}");
+        // The first page only: the next one is never asked for, of any host.
+        assert_eq!(env.emulator.stats().requests - before, 1, "{subcommand}");
+        if subcommand == "reconcile" {
+            assert!(err.contains("nothing was compared"), "{err}");
+            assert_eq!(stdout(&output), "");
+        }
+    }
+}
+
+/// An API that never answers stops the listing as unreachable (exit 75, saying so), not as
+/// an interrupt nobody sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_that_never_answers_is_unreachable_not_interrupted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    // Nothing listens there any more: every connection is refused.
+    drop(listener);
+    let mut command = binary_command();
+    command
+        .args(["export", "--rate", "1000", "--base-url", &base_url])
+        .envs(TestEnv::test_credentials());
+    let output = command.output().await.unwrap();
+    let err = stderr(&output);
+    assert_eq!(exit_code(&output), 75, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+    assert!(!err.contains("interrupted"), "{err}");
+}

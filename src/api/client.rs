@@ -642,8 +642,10 @@ pub(crate) struct ListedSim {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct SimPage {
     pub(crate) sims: Vec<ListedSim>,
-    /// The path and query of `meta.next_page_url` (`/v1/Sims?...`), `None` on the last page.
-    pub(crate) next: Option<String>,
+    /// `meta.next_page_url` as the API sent it, `None` on the last page. Whether it may be
+    /// followed is the listing's to judge ([`next_page_path`]): a page that names a next
+    /// page it will not follow was still answered.
+    pub(crate) next_page_url: Option<String>,
 }
 
 /// A page of 1000 SIMs is about 600 KB; a body above this is not a page of SIMs.
@@ -674,21 +676,13 @@ impl SimFilter {
 
 /// The path and query of a `next_page_url`, to be sent to the configured base URL: Twilio's
 /// page URLs name the public host, which may not be the one this run talks to (a region, a
-/// proxy, an emulator). Anything but a SIM listing is refused.
-pub(crate) fn next_page_path(next_page_url: &str) -> Result<String, ApiError> {
-    let refused = || ApiError {
-        http_status: None,
-        code: None,
-        message: "meta.next_page_url is not a URL of the SIM list".to_string(),
-        retry_after: None,
-        concurrent_requests: None,
-        maybe_processed: false,
-    };
-    let url = reqwest::Url::parse(next_page_url).map_err(|_| refused())?;
+/// proxy, an emulator). Anything but a SIM listing (`None`) is not followed.
+pub(crate) fn next_page_path(next_page_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(next_page_url).ok()?;
     if url.path() != "/v1/Sims" {
-        return Err(refused());
+        return None;
     }
-    Ok(match url.query() {
+    Some(match url.query() {
         Some(query) => format!("/v1/Sims?{query}"),
         None => "/v1/Sims".to_string(),
     })
@@ -708,7 +702,8 @@ struct PageMeta {
 
 impl Client {
     /// `GET /v1/Sims` (ListSim), one page: `path` is [`SimFilter::first_page`] or the
-    /// [`SimPage::next`] of the page before. An idempotent read, safe to retry.
+    /// [`next_page_path`] of the page before's [`SimPage::next_page_url`]. An idempotent
+    /// read, safe to retry.
     pub(crate) async fn list_sims_page(&self, path: &str) -> Answered<SimPage> {
         let sent = self
             .http
@@ -718,7 +713,8 @@ impl Client {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return Answered::uncounted(Err(ApiError::transport(&error))),
+            // Remembered in words, so an API that never answers is named as such.
+            Err(error) => return Answered::uncounted(Err(self.unreachable(&error))),
         };
         let (retry_after, concurrent_requests) = answer_headers(&response);
         Answered {
@@ -768,13 +764,12 @@ async fn read_sim_page(
     }
     let page: SimPageBody =
         serde_json::from_slice(&body).map_err(|_| not_a_page("not the expected JSON"))?;
-    let next = match page.meta.and_then(|meta| meta.next_page_url) {
-        Some(url) if !url.is_empty() => Some(next_page_path(&url)?),
-        _ => None,
-    };
     Ok(SimPage {
         sims: page.sims,
-        next,
+        next_page_url: page
+            .meta
+            .and_then(|meta| meta.next_page_url)
+            .filter(|url| !url.is_empty()),
     })
 }
 
@@ -805,8 +800,9 @@ mod list_tests {
             next,
             "/v1/Sims?Status=new&PageSize=50&Page=1&PageToken=PA%3D%3D"
         );
-        assert!(next_page_path("https://evil.example/v1/Fleets?Page=1").is_err());
-        assert!(next_page_path("not a url").is_err());
+        assert!(next_page_path("https://evil.example/v1/Fleets?Page=1").is_none());
+        assert!(next_page_path("http://127.0.0.1:1/v1/Sims/../Fleets?Page=1").is_none());
+        assert!(next_page_path("not a url").is_none());
     }
 }
 

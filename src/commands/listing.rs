@@ -17,7 +17,8 @@ mod seen;
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::api::gate::Gate;
+use crate::api::client::next_page_path;
+use crate::api::gate::{Gate, Halt};
 use crate::api::{ApiError, ListedSim, SimFilter};
 use crate::config::Target;
 use crate::exit;
@@ -43,6 +44,13 @@ pub(crate) enum ListError {
     CredentialsRefused,
     /// A page failed for good (after retries, where retrying made sense).
     Api(ApiError),
+    /// No request got an answer: the sentence says why, naming the URL.
+    Unreachable(String),
+    /// An answer said the URL is not the API's: the sentence names it and the likely fix.
+    WrongEndpoint(String),
+    /// A page named as its next one an address outside the SIM list, which is not
+    /// followed: the sentence names it.
+    NextPageElsewhere(String),
     /// The API named a page read before as the next one: the sentence says which.
     Cycle(String),
     /// Pages kept coming without a SIM not listed before: the sentence says how many.
@@ -76,8 +84,11 @@ impl ListError {
                 format!("cannot list the account's SIMs: {error}"),
                 exit::USAGE_OR_CONFIG,
             ),
-            ListError::Cycle(sentence) | ListError::NoNewSims(sentence) => {
-                (sentence, exit::TEMPORARY_FAILURE)
+            ListError::Cycle(sentence)
+            | ListError::NoNewSims(sentence)
+            | ListError::Unreachable(sentence) => (sentence, exit::TEMPORARY_FAILURE),
+            ListError::WrongEndpoint(sentence) | ListError::NextPageElsewhere(sentence) => {
+                (sentence, exit::USAGE_OR_CONFIG)
             }
             // Not about the listing: a file or a write of this command's own.
             ListError::Other(error) => {
@@ -111,10 +122,19 @@ pub(crate) async fn list_sims(
         let page = match page {
             Ok(page) => page,
             Err(Some(error)) => return Err(ListError::Api(error)),
+            // No answer to judge: the run was stopped, by a person or by the API side.
+            // Refused credentials are told whatever came first: they are what to fix.
             Err(None) if gate.credentials_refused().is_cancelled() => {
                 return Err(ListError::CredentialsRefused);
             }
-            Err(None) => return Err(ListError::Interrupted),
+            Err(None) => {
+                return Err(match gate.halt_reason() {
+                    Some(Halt::CredentialsRefused) => ListError::CredentialsRefused,
+                    Some(Halt::Unreachable(sentence)) => ListError::Unreachable(sentence),
+                    Some(Halt::WrongEndpoint(sentence)) => ListError::WrongEndpoint(sentence),
+                    None => ListError::Interrupted,
+                });
+            }
         };
         pages += 1;
         tracing::debug!(page = pages, sims = page.sims.len(), "read a page of SIMs");
@@ -126,9 +146,16 @@ pub(crate) async fn list_sims(
                 each(sim).map_err(ListError::Other)?;
             }
         }
-        seen.end_of_page(new, page.next.is_some(), pages)
+        let next =
+            match page.next_page_url {
+                Some(url) => Some(next_page_path(&url).ok_or_else(|| {
+                    ListError::NextPageElsewhere(next_page_elsewhere(&url, pages))
+                })?),
+                None => None,
+            };
+        seen.end_of_page(new, next.is_some(), pages)
             .map_err(ListError::NoNewSims)?;
-        match page.next {
+        match next {
             Some(next) => {
                 trail.follow(&next, pages).map_err(ListError::Cycle)?;
                 path = next;
@@ -146,6 +173,26 @@ pub(crate) async fn list_sims(
             }
         }
     }
+}
+
+/// Why a `next_page_url` outside the SIM list is not followed, as a sentence naming it (its
+/// user name and password left out, and no more than 300 characters of it).
+fn next_page_elsewhere(url: &str, pages: u64) -> String {
+    let shown = match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    };
+    let mut shown: String = shown.escape_debug().collect();
+    if shown.chars().count() > 300 {
+        shown = shown.chars().take(300).chain("...".chars()).collect();
+    }
+    format!(
+        "page {pages} of the API's list of SIMs named as its next page {shown}, which is not          a page of the SIM list (/v1/Sims): nothing was sent there. This is not the Super          SIM API's paging: check --base-url or SUPERSIM_BASE_URL (it should be          https://supersim.twilio.com) and any proxy between here and the API"
+    )
 }
 
 /// The pages a listing has asked for, so it can refuse one it has read before. Addresses
