@@ -117,7 +117,7 @@ pub(crate) async fn list_sims(
     let mut pages = 0u64;
     loop {
         let page = gate
-            .read_with_retries(pages, || gate.client().list_sims_page(&path))
+            .read_with_retries(pages, || gate.client().list_sims_page(&path, filter))
             .await;
         let page = match page {
             Ok(page) => page,
