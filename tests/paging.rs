@@ -404,3 +404,38 @@ async fn an_api_that_never_answers_is_unreachable_not_interrupted() {
     assert!(err.contains("cannot reach"), "{err}");
     assert!(!err.contains("interrupted"), "{err}");
 }
+
+/// SIMs listed as another account's are not this account's: export writes none of them,
+/// reconcile compares nothing, and both say whose they were and what to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn sims_of_another_account_are_refused_not_listed_as_this_ones() {
+    const OTHER: &str = "ACffffffffffffffffffffffffffffffff";
+    let env = faulty_emulator(PagingFault::ListedAccount(OTHER.into()), 3).await;
+    let export = "sid,iccid,status,fleet_sid,unique_name,date_created,date_updated,account_sid\n";
+    std::fs::write(env.dir.path().join("account.csv"), export).unwrap();
+    for (subcommand, extra) in [
+        ("export", &["-o", "out.csv"][..]),
+        ("export", &[][..]),
+        ("reconcile", &["account.csv", "--all"][..]),
+    ] {
+        let output = env.account_command(subcommand, extra).await;
+        let err = stderr(&output);
+        assert_eq!(exit_code(&output), 2, "{subcommand}: {err}");
+        assert!(err.contains(&format!("a SIM of account {OTHER}")), "{err}");
+        assert!(
+            err.contains(supersim_bulk::emulator::TEST_ACCOUNT_SID),
+            "{err}"
+        );
+        assert!(err.contains("TWILIO_ACCOUNT_SID"), "{err}");
+        assert!(
+            !err.contains(supersim_bulk::emulator::TEST_AUTH_TOKEN),
+            "{err}"
+        );
+        // Not one of them is listed: not even the CSV header goes out.
+        assert_eq!(stdout(&output), "", "{subcommand}");
+        assert!(!env.dir.path().join("out.csv").exists());
+        if subcommand == "reconcile" {
+            assert!(err.contains("nothing was compared"), "{err}");
+        }
+    }
+}

@@ -10,8 +10,9 @@
 //! written again and again). Twilio's `meta` carries no total, so the page numbers in
 //! `next_page_url` are the bound it gives; where every address is new, the SIMs are
 //! ([`seen`]: each SIM is handed on once, by SID, and pages that keep coming without a new
-//! one stop the listing).
+//! one stop the listing). Every SIM must be the run's account's ([`account`]).
 
+mod account;
 mod seen;
 
 use std::collections::HashSet;
@@ -51,6 +52,11 @@ pub(crate) enum ListError {
     /// A page named as its next one an address outside the SIM list, which is not
     /// followed: the sentence names it.
     NextPageElsewhere(String),
+    /// A page showed a SIM of another account than the run's: the sentence names both.
+    AnotherAccount(String),
+    /// A page showed something no Super SIM list does (a SIM without a SID): the sentence
+    /// says what.
+    NotTheSimList(String),
     /// The API named a page read before as the next one: the sentence says which.
     Cycle(String),
     /// Pages kept coming without a SIM not listed before: the sentence says how many.
@@ -87,9 +93,10 @@ impl ListError {
             ListError::Cycle(sentence)
             | ListError::NoNewSims(sentence)
             | ListError::Unreachable(sentence) => (sentence, exit::TEMPORARY_FAILURE),
-            ListError::WrongEndpoint(sentence) | ListError::NextPageElsewhere(sentence) => {
-                (sentence, exit::USAGE_OR_CONFIG)
-            }
+            ListError::WrongEndpoint(sentence)
+            | ListError::NextPageElsewhere(sentence)
+            | ListError::AnotherAccount(sentence)
+            | ListError::NotTheSimList(sentence) => (sentence, exit::USAGE_OR_CONFIG),
             // Not about the listing: a file or a write of this command's own.
             ListError::Other(error) => {
                 crate::logs::error(format_args!("{error:#}"));
@@ -114,6 +121,7 @@ pub(crate) async fn list_sims(
     let mut path = filter.first_page();
     let mut trail = PageTrail::starting_at(&path);
     let mut seen = seen::SimsSeen::default();
+    let mut whose = account::ListedAccount::of_the_run(gate.client().account());
     let mut pages = 0u64;
     loop {
         let page = gate
@@ -140,8 +148,13 @@ pub(crate) async fn list_sims(
         tracing::debug!(page = pages, sims = page.sims.len(), "read a page of SIMs");
         let mut new = 0;
         for sim in page.sims {
+            let sid = sim.sid.as_deref().unwrap_or_default();
+            let first_sight = seen.first_sight(sid).map_err(ListError::NotTheSimList)?;
+            whose
+                .check(sim.account_sid.as_deref(), sid)
+                .map_err(ListError::AnotherAccount)?;
             // A SIM shown again (a server whose pages overlap) is listed once.
-            if seen.first_sight(sim.sid.as_deref().unwrap_or_default()) {
+            if first_sight {
                 new += 1;
                 each(sim).map_err(ListError::Other)?;
             }

@@ -30,16 +30,23 @@ pub(super) struct SimsSeen {
 
 impl SimsSeen {
     /// True the first time the SIM with `sid` (`HS` and 32 hex digits) is shown; false when
-    /// it was listed before. A `sid` that is not one is never taken for a SIM listed before.
-    pub(super) fn first_sight(&mut self, sid: &str) -> bool {
-        let first = match sid_bits(sid) {
-            Some(bits) => self.sids.insert(bits),
-            None => true,
+    /// it was listed before. A `sid` that is not one is refused, with a sentence: such a SIM
+    /// could not be told from one listed before, and pages of them would seem new for ever.
+    pub(super) fn first_sight(&mut self, sid: &str) -> Result<bool, String> {
+        let Some(bits) = sid_bits(sid) else {
+            return Err(
+                "the API listed a SIM whose `sid` is not HS and 32 hex digits, as no Super SIM's \
+                 is: this is not the Super SIM API's list. Check --base-url or \
+                 SUPERSIM_BASE_URL (it should be https://supersim.twilio.com) and any proxy \
+                 between here and the API"
+                    .to_string(),
+            );
         };
+        let first = self.sids.insert(bits);
         if !first {
             self.shown_again += 1;
         }
-        first
+        Ok(first)
     }
 
     /// Notes the end of a page that showed `new` SIMs not listed before; when it names a
@@ -93,11 +100,27 @@ mod tests {
     #[test]
     fn a_sid_is_new_once_whatever_its_case() {
         let mut seen = SimsSeen::default();
-        assert!(seen.first_sight(A));
-        assert!(seen.first_sight(B));
-        assert!(!seen.first_sight(&A.to_ascii_uppercase()));
-        assert!(!seen.first_sight(A));
+        assert_eq!(seen.first_sight(A), Ok(true));
+        assert_eq!(seen.first_sight(B), Ok(true));
+        assert_eq!(seen.first_sight(&A.to_ascii_uppercase()), Ok(false));
+        assert_eq!(seen.first_sight(A), Ok(false));
         assert_eq!(seen.shown_again(), 2);
+    }
+
+    /// A SIM without a SID that is one could not be told from one listed before: pages of
+    /// such SIMs would seem new for ever.
+    #[test]
+    fn a_sid_that_is_not_one_is_refused() {
+        let mut seen = SimsSeen::default();
+        for sid in [
+            "",
+            "HS123",
+            "HSzz23456789abcdef0123456789abcdef",
+            "XX0123456789abcdef0123456789abcdef",
+        ] {
+            let error = seen.first_sight(sid).unwrap_err();
+            assert!(error.contains("not HS and 32 hex digits"), "{error}");
+        }
     }
 
     #[test]
