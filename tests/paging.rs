@@ -293,7 +293,7 @@ async fn a_sim_shown_again_on_a_later_page_is_listed_once() {
     assert_eq!(exported_iccids(&stdout(&output)), expected);
     let err = stderr(&output);
     assert!(err.contains("sims=12 pages=3"), "{err}");
-    assert!(err.contains("10 SIMs shown again"), "{err}");
+    assert!(err.contains("10 SIMs were shown again"), "{err}");
 
     // reconcile counts each SIM of the account once too.
     let export = stdout(&output);
@@ -377,6 +377,11 @@ async fn a_next_page_outside_the_sim_list_is_refused_at_once() {
             "{subcommand}: {err}"
         );
         assert!(!err.contains("interrupted"), "{subcommand}: {err}");
+        let sentence = err.lines().find(|line| line.contains("next page")).unwrap();
+        assert!(
+            !sentence.contains("  "),
+            "one sentence, evenly spaced: {sentence}"
+        );
         // The first page only: the next one is never asked for, of any host.
         assert_eq!(env.emulator.stats().requests - before, 1, "{subcommand}");
         if subcommand == "reconcile" {

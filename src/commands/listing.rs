@@ -177,9 +177,14 @@ pub(crate) async fn list_sims(
                 if seen.shown_again() > 0 {
                     tracing::warn!(
                         shown_again = seen.shown_again(),
-                        "{} SIMs shown again on later pages of the API's list; each is \
+                        "{} SIM{} shown again on later pages of the API's list; each is \
                          listed once",
-                        seen.shown_again()
+                        seen.shown_again(),
+                        if seen.shown_again() == 1 {
+                            " was"
+                        } else {
+                            "s were"
+                        }
                     );
                 }
                 return Ok(pages);
@@ -204,7 +209,10 @@ fn next_page_elsewhere(url: &str, pages: u64) -> String {
         shown = shown.chars().take(300).chain("...".chars()).collect();
     }
     format!(
-        "page {pages} of the API's list of SIMs named as its next page {shown}, which is not          a page of the SIM list (/v1/Sims): nothing was sent there. This is not the Super          SIM API's paging: check --base-url or SUPERSIM_BASE_URL (it should be          https://supersim.twilio.com) and any proxy between here and the API"
+        "page {pages} of the API's list of SIMs named as its next page {shown}, which is not \
+         a page of the SIM list (/v1/Sims): nothing was sent there. This is not the Super \
+         SIM API's paging: check --base-url or SUPERSIM_BASE_URL (it should be \
+         https://supersim.twilio.com) and any proxy between here and the API"
     )
 }
 

@@ -66,10 +66,13 @@ impl SimsSeen {
             return Err(format!(
                 "the API's list of SIMs kept going without moving on: {PAGES_WITHOUT_A_NEW_SIM} \
                  pages in a row without a SIM not listed before, each naming a next page \
-                 ({pages} pages read, {} SIMs listed); stopped, as it might never end. The \
+                 ({pages} pages read, {} listed); stopped, as it might never end. The \
                  account is not at fault: run again later, and if it happens again, check any \
                  proxy between here and the API",
-                self.sids.len()
+                match self.sids.len() {
+                    1 => "1 SIM".to_string(),
+                    sims => format!("{sims} SIMs"),
+                }
             ));
         }
         Ok(())
