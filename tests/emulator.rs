@@ -834,6 +834,7 @@ async fn stats_are_served_without_auth_and_without_being_counted() -> TestResult
         other_requests: 0,
         other_throttled: 0,
         answers_at_limit: 0,
+        padding_sent: 0,
     };
     assert_eq!(first, expected);
     assert_eq!(second, expected);

@@ -370,3 +370,30 @@ async fn json_format_is_one_object_per_sim_with_the_export_columns() {
         stderr(&output)
     );
 }
+
+/// A page is read no further than a page of the SIMs asked for can be (8 KiB a SIM, and
+/// 64 KiB for the rest): a body that goes on past that is not a page of SIMs, and the
+/// export stops rather than hold it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_longer_than_the_sims_asked_for_can_be_is_refused() {
+    use supersim_bulk::emulator::{EmulatorConfig, PagingFault};
+    let env = TestEnv::with_config(EmulatorConfig {
+        paging_fault: Some(PagingFault::PaddedBody(4 << 20)),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    env.emulator.preregister(&iccid(1));
+    let output = env
+        .account_command("export", &["--page-size", "1", "--max-attempts", "1"])
+        .await;
+    let err = stderr(&output);
+    assert_eq!(exit_code(&output), 2, "{err}");
+    assert!(err.contains("not a page of SIMs"), "{err}");
+    assert!(
+        err.contains("over 72 KiB, more than a page of 1 SIM can be"),
+        "{err}"
+    );
+    assert_eq!(stdout(&output), "");
+    let sent = env.emulator.stats().padding_sent;
+    assert!(sent < 4 << 20, "{sent} bytes of padding were sent");
+}

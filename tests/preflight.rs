@@ -110,3 +110,26 @@ async fn a_new_account_is_proven_in_one_round_trip() {
     let stats = env.emulator.stats();
     assert_eq!((stats.list_requests, stats.max_in_flight), (1, 2));
 }
+
+/// A 2xx whose body goes on and on is read no further than 64 KB, as every other answer
+/// is: a server sending 1 GiB took a run to 2.1 GB of memory. The body cut there is not a
+/// Super SIM list, and the preflight says so.
+#[tokio::test]
+async fn a_body_past_64_kb_is_not_read_to_its_end() {
+    use supersim_bulk::emulator::{EmulatorConfig, PagingFault};
+    const PADDING: u64 = 256 << 20;
+    let env = TestEnv::with_config(EmulatorConfig {
+        paging_fault: Some(PagingFault::PaddedBody(PADDING)),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let error = preflight(&client(&env.emulator.base_url(), TEST_AUTH_TOKEN)).await;
+    let sent = env.emulator.stats().padding_sent;
+    // What the socket buffers between the two ends hold, not the whole body.
+    assert!(sent < 32 << 20, "{sent} bytes of padding were sent");
+    let Err(PreflightError::Setup(message)) = error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains("not with a Super SIM list"), "{message}");
+    assert!(message.contains("over 64 KB"), "{message}");
+}

@@ -144,8 +144,10 @@ impl<T> Answered<T> {
 /// The header in which Twilio reports the account's requests in flight.
 pub(crate) const CONCURRENT_REQUESTS_HEADER: &str = "twilio-concurrent-requests";
 
-/// Error bodies larger than this are not read further: a gateway page is not worth memory.
-const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Bodies read for a resource or an error's words (and the preflight's) are read no further
+/// than this: a Sim, a Fleet or a Twilio error is a few hundred bytes, and a gateway's page
+/// is not worth memory. The rest of a longer body is never fetched.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 impl Client {
     pub fn new(
@@ -447,10 +449,15 @@ async fn read_answer<T: Resource>(
     if status.is_redirection() {
         return Err(ApiError::redirect(status.as_u16(), location(&response)));
     }
-    let body = read_capped(response).await?;
+    let body = read_body_up_to(response, MAX_BODY)
+        .await
+        .map_err(|e| ApiError::transport(&e))?;
     if status.is_success() {
-        return Ok((status.as_u16(), decode_success(status.as_u16(), &body)?));
+        // A resource cut short is no answer, even where its start parses.
+        let whole: &[u8] = if body.cut { &[] } else { &body.bytes };
+        return Ok((status.as_u16(), decode_success(status.as_u16(), whole)?));
     }
+    let body = body.bytes;
     Err(error_answer(
         status,
         &body,
@@ -665,12 +672,19 @@ pub(crate) struct ListedSim {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct SimPage {
     pub(crate) sims: Vec<ListedSim>,
-    /// The path and query of `meta.next_page_url` (`/v1/Sims?...`), `None` on the last page.
-    pub(crate) next: Option<String>,
+    /// `meta.next_page_url` as the API sent it, `None` on the last page. Whether it may be
+    /// followed is the listing's to judge ([`next_page_path`]): a page that names a next
+    /// page it will not follow was still answered.
+    pub(crate) next_page_url: Option<String>,
 }
 
-/// A page of 1000 SIMs is about 600 KB; a body above this is not a page of SIMs.
-const MAX_PAGE_BODY: usize = 32 << 20;
+/// What a page of SIMs may take, per SIM asked for: a Sim resource is about 600 bytes, so
+/// this leaves room for long names and fields to come. A page of 1,000 (the most asked
+/// for) may take 8 MiB and 64 KiB; a body longer than the SIMs asked for can be is not a
+/// page of SIMs, and no more of it is read.
+const PAGE_BODY_PER_SIM: usize = 8 * 1024;
+/// What a page of SIMs may take besides its SIMs (`meta`, the JSON around them).
+const PAGE_BODY_BESIDES_SIMS: usize = 64 * 1024;
 
 /// Which SIMs a listing asks for: `Status`, `Fleet` and `PageSize` of ListSim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -681,6 +695,12 @@ pub(crate) struct SimFilter {
 }
 
 impl SimFilter {
+    /// The most bytes a page of this listing may take (see [`PAGE_BODY_PER_SIM`]). The page
+    /// size this tool asks for bounds it, whatever a `next_page_url` says.
+    pub(crate) fn page_body_limit(&self) -> usize {
+        PAGE_BODY_BESIDES_SIMS + PAGE_BODY_PER_SIM * self.page_size.max(1) as usize
+    }
+
     /// The path and query of the first page.
     pub(crate) fn first_page(&self) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -697,21 +717,13 @@ impl SimFilter {
 
 /// The path and query of a `next_page_url`, to be sent to the configured base URL: Twilio's
 /// page URLs name the public host, which may not be the one this run talks to (a region, a
-/// proxy, an emulator). Anything but a SIM listing is refused.
-pub(crate) fn next_page_path(next_page_url: &str) -> Result<String, ApiError> {
-    let refused = || ApiError {
-        http_status: None,
-        code: None,
-        message: "meta.next_page_url is not a URL of the SIM list".to_string(),
-        retry_after: None,
-        concurrent_requests: None,
-        maybe_processed: false,
-    };
-    let url = reqwest::Url::parse(next_page_url).map_err(|_| refused())?;
+/// proxy, an emulator). Anything but a SIM listing (`None`) is not followed.
+pub(crate) fn next_page_path(next_page_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(next_page_url).ok()?;
     if url.path() != "/v1/Sims" {
-        return Err(refused());
+        return None;
     }
-    Ok(match url.query() {
+    Some(match url.query() {
         Some(query) => format!("/v1/Sims?{query}"),
         None => "/v1/Sims".to_string(),
     })
@@ -731,8 +743,9 @@ struct PageMeta {
 
 impl Client {
     /// `GET /v1/Sims` (ListSim), one page: `path` is [`SimFilter::first_page`] or the
-    /// [`SimPage::next`] of the page before. An idempotent read, safe to retry.
-    pub(crate) async fn list_sims_page(&self, path: &str) -> Answered<SimPage> {
+    /// [`next_page_path`] of the page before's [`SimPage::next_page_url`]. An idempotent
+    /// read, safe to retry. A body longer than `filter`'s pages can be is refused.
+    pub(crate) async fn list_sims_page(&self, path: &str, filter: &SimFilter) -> Answered<SimPage> {
         let sent = self
             .http
             .get(format!("{}{path}", self.base_url))
@@ -741,11 +754,12 @@ impl Client {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return Answered::uncounted(Err(ApiError::transport(&error))),
+            // Remembered in words, so an API that never answers is named as such.
+            Err(error) => return Answered::uncounted(Err(self.unreachable(&error))),
         };
         let (retry_after, concurrent_requests) = answer_headers(&response);
         Answered {
-            result: read_sim_page(response, retry_after, concurrent_requests).await,
+            result: read_sim_page(response, filter, retry_after, concurrent_requests).await,
             concurrent_requests,
         }
     }
@@ -753,7 +767,8 @@ impl Client {
 
 /// The page of SIMs a 2xx answer carries, or the error any other answer is.
 async fn read_sim_page(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
+    filter: &SimFilter,
     retry_after: Option<Duration>,
     concurrent_requests: Option<u32>,
 ) -> Result<SimPage, ApiError> {
@@ -778,26 +793,26 @@ async fn read_sim_page(
         concurrent_requests: None,
         maybe_processed: false,
     };
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let limit = filter.page_body_limit();
+    let body = read_body_up_to(response, limit)
         .await
-        .map_err(|e| ApiError::transport(&e))?
-    {
-        if body.len() + chunk.len() > MAX_PAGE_BODY {
-            return Err(not_a_page("the body is too large"));
-        }
-        body.extend_from_slice(&chunk);
+        .map_err(|e| ApiError::transport(&e))?;
+    if body.cut {
+        let sims = filter.page_size.max(1);
+        return Err(not_a_page(&format!(
+            "its body is over {} KiB, more than a page of {sims} SIM{} can be",
+            limit / 1024,
+            if sims == 1 { "" } else { "s" }
+        )));
     }
     let page: SimPageBody =
-        serde_json::from_slice(&body).map_err(|_| not_a_page("not the expected JSON"))?;
-    let next = match page.meta.and_then(|meta| meta.next_page_url) {
-        Some(url) if !url.is_empty() => Some(next_page_path(&url)?),
-        _ => None,
-    };
+        serde_json::from_slice(&body.bytes).map_err(|_| not_a_page("not the expected JSON"))?;
     Ok(SimPage {
         sims: page.sims,
-        next,
+        next_page_url: page
+            .meta
+            .and_then(|meta| meta.next_page_url)
+            .filter(|url| !url.is_empty()),
     })
 }
 
@@ -828,8 +843,9 @@ mod list_tests {
             next,
             "/v1/Sims?Status=new&PageSize=50&Page=1&PageToken=PA%3D%3D"
         );
-        assert!(next_page_path("https://evil.example/v1/Fleets?Page=1").is_err());
-        assert!(next_page_path("not a url").is_err());
+        assert!(next_page_path("https://evil.example/v1/Fleets?Page=1").is_none());
+        assert!(next_page_path("http://127.0.0.1:1/v1/Sims/../Fleets?Page=1").is_none());
+        assert!(next_page_path("not a url").is_none());
     }
 }
 
@@ -845,17 +861,39 @@ fn encode_path_segment(text: &str) -> String {
         .collect()
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+/// The first [`MAX_BODY`] bytes of an answer's body: all a resource or an error needs.
+async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    read_body_up_to(response, MAX_BODY)
         .await
-        .map_err(|e| ApiError::transport(&e))?
-    {
-        let room = MAX_ERROR_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        .map(|body| body.bytes)
+        .map_err(|e| ApiError::transport(&e))
+}
+
+/// An answer's body, read no further than a limit.
+pub(crate) struct CappedBody {
+    /// The body, or its first `limit` bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// Whether the body went on past the limit (the rest was not read).
+    pub(crate) cut: bool,
+}
+
+/// Reads `response`'s body up to `limit` bytes and stops there: the rest is never fetched
+/// (the connection is dropped with the response), so a server that sends without end costs
+/// neither memory nor the time to read it.
+pub(crate) async fn read_body_up_to(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<CappedBody, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(CappedBody { bytes, cut: true });
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(CappedBody { bytes, cut: false })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::client::Client;
+use super::client::{Client, MAX_BODY, read_body_up_to};
 
 /// Tries before an unreachable or overloaded API stops the run.
 const ATTEMPTS: u32 = 3;
@@ -93,13 +93,20 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("html"));
-        let body = response.bytes().await.unwrap_or_default();
+        // No more than any other answer's words: a server that sends without end must not
+        // take the run's memory (1 GiB sent once took it to 2.1 GB).
+        let (body, cut) = match read_body_up_to(response, MAX_BODY).await {
+            Ok(body) => (body.bytes, body.cut),
+            Err(_) => (Vec::new(), false),
+        };
         let twilio_error = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("code").and_then(|c| c.as_u64()));
         match status.as_u16() {
             200..=299 => {
-                let page: Option<Page> = serde_json::from_slice(&body).ok();
+                // A body cut short is not an answer, even where its start parses.
+                let page: Option<Page> =
+                    (!cut).then(|| serde_json::from_slice(&body).ok()).flatten();
                 let listed = page.and_then(|p| if key == "sims" { p.sims } else { p.fleets });
                 return match listed {
                     Some(listed) => Ok(Proven {
@@ -108,7 +115,17 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
                     None => Err(PreflightError::Setup(format!(
                         "{url} answered {status} but not with a Super SIM list{}; check \
                          --base-url (it should be https://supersim.twilio.com, with no path)",
-                        if is_html { " (it sent a web page)" } else { "" }
+                        if is_html {
+                            " (it sent a web page)".to_string()
+                        } else if cut {
+                            format!(
+                                " (its body is over {} KB, where a page of one SIM is \
+                                     about 1 KB)",
+                                MAX_BODY / 1024
+                            )
+                        } else {
+                            String::new()
+                        }
                     ))),
                 };
             }

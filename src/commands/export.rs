@@ -229,6 +229,8 @@ async fn export(
     let (client, _emulator) = super::connect::connect(&config.target, config.timeout)
         .await
         .map_err(ListError::Other)?;
+    // The account the SIMs must be listed as (`TWILIO_ACCOUNT_SID` beside an API key).
+    client.know_account(config.account_sid.as_deref());
     let gate = Gate::new(client, config.limits, stop);
     let other = |e: anyhow::Error| ListError::Other(e);
     let (sink, temp): (Box<dyn Write>, Option<(tempfile::NamedTempFile, PathBuf)>) = match output {

@@ -8,12 +8,18 @@
 //! page number does not come after the last one, stops it (a server or proxy that sends
 //! page 0 -> page 1 -> page 0 would otherwise keep it going for ever, the same SIMs
 //! written again and again). Twilio's `meta` carries no total, so the page numbers in
-//! `next_page_url` are the bound it gives.
+//! `next_page_url` are the bound it gives; where every address is new, the SIMs are
+//! ([`seen`]: each SIM is handed on once, by SID, and pages that keep coming without a new
+//! one stop the listing). Every SIM must be the run's account's ([`account`]).
+
+mod account;
+mod seen;
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::api::gate::Gate;
+use crate::api::client::next_page_path;
+use crate::api::gate::{Gate, Halt};
 use crate::api::{ApiError, ListedSim, SimFilter};
 use crate::config::Target;
 use crate::exit;
@@ -39,8 +45,22 @@ pub(crate) enum ListError {
     CredentialsRefused,
     /// A page failed for good (after retries, where retrying made sense).
     Api(ApiError),
+    /// No request got an answer: the sentence says why, naming the URL.
+    Unreachable(String),
+    /// An answer said the URL is not the API's: the sentence names it and the likely fix.
+    WrongEndpoint(String),
+    /// A page named as its next one an address outside the SIM list, which is not
+    /// followed: the sentence names it.
+    NextPageElsewhere(String),
+    /// A page showed a SIM of another account than the run's: the sentence names both.
+    AnotherAccount(String),
+    /// A page showed something no Super SIM list does (a SIM without a SID): the sentence
+    /// says what.
+    NotTheSimList(String),
     /// The API named a page read before as the next one: the sentence says which.
     Cycle(String),
+    /// Pages kept coming without a SIM not listed before: the sentence says how many.
+    NoNewSims(String),
     /// What was done with a SIM failed (a write, a spool).
     Other(anyhow::Error),
 }
@@ -48,32 +68,46 @@ pub(crate) enum ListError {
 impl ListError {
     /// Prints the error for a person and returns the exit code.
     pub(crate) fn report(self, target: &Target) -> u8 {
-        match self {
-            ListError::Interrupted => {
-                crate::logs::error("interrupted before the last page");
-                exit::INTERRUPTED
-            }
-            ListError::CredentialsRefused => {
-                crate::logs::error(format_args!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {}",
+        self.report_saying(target, None)
+    }
+
+    /// [`ListError::report`], the sentence of a listing given up led by `consequence`
+    /// (what the command did not do for want of the whole list).
+    pub(crate) fn report_saying(self, target: &Target, consequence: Option<&str>) -> u8 {
+        let (sentence, code) = match self {
+            ListError::Interrupted => (
+                "interrupted before the last page".to_string(),
+                exit::INTERRUPTED,
+            ),
+            ListError::CredentialsRefused => (
+                format!(
+                    "the API refused the credentials (HTTP 401, Twilio error 20003); check {}",
                     super::connect::credentials_source(target)
-                ));
-                exit::USAGE_OR_CONFIG
-            }
-            ListError::Api(error) => {
-                crate::logs::error(format_args!("cannot list the account's SIMs: {error}"));
-                exit::USAGE_OR_CONFIG
-            }
-            ListError::Cycle(sentence) => {
-                crate::logs::error(sentence);
-                exit::TEMPORARY_FAILURE
-            }
+                ),
+                exit::USAGE_OR_CONFIG,
+            ),
+            ListError::Api(error) => (
+                format!("cannot list the account's SIMs: {error}"),
+                exit::USAGE_OR_CONFIG,
+            ),
+            ListError::Cycle(sentence)
+            | ListError::NoNewSims(sentence)
+            | ListError::Unreachable(sentence) => (sentence, exit::TEMPORARY_FAILURE),
+            ListError::WrongEndpoint(sentence)
+            | ListError::NextPageElsewhere(sentence)
+            | ListError::AnotherAccount(sentence)
+            | ListError::NotTheSimList(sentence) => (sentence, exit::USAGE_OR_CONFIG),
+            // Not about the listing: a file or a write of this command's own.
             ListError::Other(error) => {
                 crate::logs::error(format_args!("{error:#}"));
-                exit::USAGE_OR_CONFIG
+                return exit::USAGE_OR_CONFIG;
             }
+        };
+        match consequence {
+            Some(consequence) => crate::logs::error(format_args!("{consequence}: {sentence}")),
+            None => crate::logs::error(sentence),
         }
+        code
     }
 }
 
@@ -86,32 +120,100 @@ pub(crate) async fn list_sims(
 ) -> Result<u64, ListError> {
     let mut path = filter.first_page();
     let mut trail = PageTrail::starting_at(&path);
+    let mut seen = seen::SimsSeen::default();
+    let mut whose = account::ListedAccount::of_the_run(gate.client().account());
     let mut pages = 0u64;
     loop {
         let page = gate
-            .read_with_retries(pages, || gate.client().list_sims_page(&path))
+            .read_with_retries(pages, || gate.client().list_sims_page(&path, filter))
             .await;
         let page = match page {
             Ok(page) => page,
             Err(Some(error)) => return Err(ListError::Api(error)),
+            // No answer to judge: the run was stopped, by a person or by the API side.
+            // Refused credentials are told whatever came first: they are what to fix.
             Err(None) if gate.credentials_refused().is_cancelled() => {
                 return Err(ListError::CredentialsRefused);
             }
-            Err(None) => return Err(ListError::Interrupted),
+            Err(None) => {
+                return Err(match gate.halt_reason() {
+                    Some(Halt::CredentialsRefused) => ListError::CredentialsRefused,
+                    Some(Halt::Unreachable(sentence)) => ListError::Unreachable(sentence),
+                    Some(Halt::WrongEndpoint(sentence)) => ListError::WrongEndpoint(sentence),
+                    None => ListError::Interrupted,
+                });
+            }
         };
         pages += 1;
         tracing::debug!(page = pages, sims = page.sims.len(), "read a page of SIMs");
+        let mut new = 0;
         for sim in page.sims {
-            each(sim).map_err(ListError::Other)?;
+            let sid = sim.sid.as_deref().unwrap_or_default();
+            let first_sight = seen.first_sight(sid).map_err(ListError::NotTheSimList)?;
+            whose
+                .check(sim.account_sid.as_deref(), sid)
+                .map_err(ListError::AnotherAccount)?;
+            // A SIM shown again (a server whose pages overlap) is listed once.
+            if first_sight {
+                new += 1;
+                each(sim).map_err(ListError::Other)?;
+            }
         }
-        match page.next {
+        let next =
+            match page.next_page_url {
+                Some(url) => Some(next_page_path(&url).ok_or_else(|| {
+                    ListError::NextPageElsewhere(next_page_elsewhere(&url, pages))
+                })?),
+                None => None,
+            };
+        seen.end_of_page(new, next.is_some(), pages)
+            .map_err(ListError::NoNewSims)?;
+        match next {
             Some(next) => {
                 trail.follow(&next, pages).map_err(ListError::Cycle)?;
                 path = next;
             }
-            None => return Ok(pages),
+            None => {
+                if seen.shown_again() > 0 {
+                    tracing::warn!(
+                        shown_again = seen.shown_again(),
+                        "{} SIM{} shown again on later pages of the API's list; each is \
+                         listed once",
+                        seen.shown_again(),
+                        if seen.shown_again() == 1 {
+                            " was"
+                        } else {
+                            "s were"
+                        }
+                    );
+                }
+                return Ok(pages);
+            }
         }
     }
+}
+
+/// Why a `next_page_url` outside the SIM list is not followed, as a sentence naming it (its
+/// user name and password left out, and no more than 300 characters of it).
+fn next_page_elsewhere(url: &str, pages: u64) -> String {
+    let shown = match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    };
+    let mut shown: String = shown.escape_debug().collect();
+    if shown.chars().count() > 300 {
+        shown = shown.chars().take(300).chain("...".chars()).collect();
+    }
+    format!(
+        "page {pages} of the API's list of SIMs named as its next page {shown}, which is not \
+         a page of the SIM list (/v1/Sims): nothing was sent there. This is not the Super \
+         SIM API's paging: check --base-url or SUPERSIM_BASE_URL (it should be \
+         https://supersim.twilio.com) and any proxy between here and the API"
+    )
 }
 
 /// The pages a listing has asked for, so it can refuse one it has read before. Addresses

@@ -134,6 +134,8 @@ pub struct EmulatorConfig {
     /// A fault for tests: the SIM list's last page (after the first) names the first page
     /// as its next, so a client that follows `next_page_url` blindly goes round for ever.
     pub paging_cycle: bool,
+    /// A fault for tests: how the SIM list misbehaves for a client paging through it.
+    pub paging_fault: Option<super::faults::PagingFault>,
 }
 
 /// Another app's traffic on the emulated account: requests that take slots of the
@@ -239,6 +241,7 @@ impl Default for EmulatorConfig {
             codes: CodeRule::Derived,
             make_up_fleets: false,
             paging_cycle: false,
+            paging_fault: None,
         }
     }
 }

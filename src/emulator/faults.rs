@@ -1,9 +1,13 @@
 //! Injected faults: what one `POST /v1/Sims` can be made to meet (a 5xx, an HTML 502, a
 //! slow or lost response, a redirect, a success that shows something else than what was
-//! asked), chosen per ICCID or rolled from the seed.
+//! asked), chosen per ICCID or rolled from the seed; and the ways the SIM list can
+//! misbehave for a client that pages through it ([`PagingFault`]: pages that never end,
+//! SIMs shown twice, a next page outside the list, another account's SIMs, a body that
+//! goes on and on).
 
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::RngExt;
@@ -170,4 +174,63 @@ pub(super) async fn alter_answer(response: Response, fields: &[(String, String)]
     let mut response = Response::from_parts(parts, axum::body::Body::from(resource.to_string()));
     response.headers_mut().remove(header::CONTENT_LENGTH);
     response
+}
+
+/// A way the SIM list (`GET /v1/Sims` without `Iccid`) misbehaves, for clients that page
+/// through it and must not believe everything it says. Set for the whole emulator
+/// ([`super::EmulatorConfig::paging_fault`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PagingFault {
+    /// Every page shows the first page's SIMs again and names a next page one number on,
+    /// with a page token never given before: a list that never ends and never moves on,
+    /// though no page address repeats.
+    EndlessRepeat,
+    /// Each page after the first shows the page before's SIMs again, ahead of its own; the
+    /// list ends as usual, with every SIM but the last page's shown twice.
+    RepeatPageBefore,
+    /// Every page names this as its next page: a path on the emulator's own host (starting
+    /// with `/`, such as `/v1/Sims/../Fleets?Page=1`), or a whole URL.
+    NextPageUrl(String),
+    /// The SIMs are listed with this `account_sid`, as a server answering for another
+    /// account would list them.
+    ListedAccount(String),
+    /// Each list answer's JSON is followed by this many bytes of spaces (still valid JSON),
+    /// sent as the client reads them; [`super::Stats::padding_sent`] counts those sent.
+    PaddedBody(u64),
+}
+
+/// How much padding a [`PagingFault::PaddedBody`] answer sends at a time.
+const PADDING_CHUNK: usize = 64 * 1024;
+static SPACES: [u8; PADDING_CHUNK] = [b' '; PADDING_CHUNK];
+
+/// `json` followed by `padding` bytes of spaces, streamed: the emulator never holds the
+/// padding, and `sent` is told of each chunk as it goes, so a test can see how much of it a
+/// client read before it hung up.
+pub(super) fn padded_body(
+    json: Vec<u8>,
+    padding: u64,
+    sent: impl Fn(u64) + Send + Sync + 'static,
+) -> Response {
+    let head = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(json))]);
+    let tail = futures_util::stream::unfold(padding, move |left| {
+        let chunk = left.min(PADDING_CHUNK as u64);
+        if chunk > 0 {
+            sent(chunk);
+        }
+        async move {
+            (chunk > 0).then(|| {
+                (
+                    Ok(Bytes::from_static(&SPACES[..chunk as usize])),
+                    left - chunk,
+                )
+            })
+        }
+    });
+    use futures_util::StreamExt as _;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(head.chain(tail)),
+    )
+        .into_response()
 }

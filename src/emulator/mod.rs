@@ -13,7 +13,8 @@
 //! (`Stats`, commits per ICCID) that tests and benchmarks read back.
 //!
 //! - `store`: the emulated account (SIMs, Fleets, counters) and the rules a request is
-//!   checked against; `faults`: the failures a registration can be made to meet.
+//!   checked against; `faults`: the failures a registration can be made to meet, and the
+//!   ways the SIM list can misbehave.
 //! - `routes`: one handler per endpoint, authentication and the concurrency limit;
 //!   `responses`: Twilio's error bodies and lost responses, built in several places.
 //! - `state`: the account kept across runs in an append-only journal (`--state FILE`).
@@ -42,7 +43,7 @@ pub use config::{
     OtherApp, REFUSED_CODE_PREFIX, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, fleet_sid_for,
     registration_code_for,
 };
-pub use faults::Fault;
+pub use faults::{Fault, PagingFault};
 pub use record::SimRecord;
 pub use server::Emulator;
 // The rest of the crate runs the emulator as a command and checks a state file before it

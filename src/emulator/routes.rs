@@ -316,14 +316,70 @@ pub(super) async fn list_sims(
     .collect();
     let page_url =
         |page: usize| format!("{base}/v1/Sims?{filters}PageSize={page_size}&Page={page}");
-    list_page(
-        "sims",
-        &selected,
-        (page, page_size),
-        |sim| sim.to_json(&base),
-        page_url,
-        shared.config.paging_cycle,
-    )
+    let Some(fault) = &shared.config.paging_fault else {
+        return list_page(
+            "sims",
+            &selected,
+            (page, page_size),
+            |sim| sim.to_json(&base),
+            page_url,
+            shared.config.paging_cycle,
+        );
+    };
+    let shown = |page: usize| -> Vec<serde_json::Value> {
+        selected
+            .iter()
+            .skip(page.saturating_mul(page_size))
+            .take(page_size)
+            .map(|sim| sim.to_json(&base))
+            .collect()
+    };
+    let has_next = page.saturating_add(1).saturating_mul(page_size) < selected.len();
+    let mut sims = shown(page);
+    let mut next_page_url = has_next.then(|| page_url(page + 1));
+    let mut padding = 0;
+    match fault {
+        PagingFault::EndlessRepeat => {
+            sims = shown(0);
+            // A token never given before: this answer's place among the list requests.
+            let token = store.stats.list_requests;
+            next_page_url = Some(format!("{}&PageToken=PT{token}", page_url(page + 1)));
+        }
+        PagingFault::RepeatPageBefore if page > 0 => {
+            sims = shown(page - 1).into_iter().chain(sims).collect();
+        }
+        PagingFault::RepeatPageBefore => {}
+        PagingFault::NextPageUrl(next) if next.starts_with('/') => {
+            next_page_url = Some(format!("{base}{next}"));
+        }
+        PagingFault::NextPageUrl(next) => next_page_url = Some(next.clone()),
+        PagingFault::ListedAccount(account) => {
+            for sim in &mut sims {
+                sim["account_sid"] = json!(account);
+            }
+        }
+        PagingFault::PaddedBody(bytes) => padding = *bytes,
+    }
+    let body = json!({
+        "sims": sims,
+        "meta": {
+            "first_page_url": page_url(0),
+            "key": "sims",
+            "next_page_url": next_page_url,
+            "page": page,
+            "page_size": page_size,
+            "previous_page_url": (page > 0).then(|| page_url(page - 1)),
+            "url": page_url(page),
+        },
+    });
+    if padding == 0 {
+        return Json(body).into_response();
+    }
+    drop(store);
+    let counter = Arc::clone(&shared);
+    padded_body(body.to_string().into_bytes(), padding, move |bytes| {
+        counter.store().stats.padding_sent += bytes;
+    })
 }
 
 impl PageParams {

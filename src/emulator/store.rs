@@ -57,6 +57,9 @@ pub struct Stats {
     /// it shows how far that is from how often the other app found it full.
     #[serde(default)]
     pub answers_at_limit: u64,
+    /// Bytes of padding sent after SIM list answers under [`super::PagingFault::PaddedBody`].
+    #[serde(default)]
+    pub padding_sent: u64,
 }
 
 /// What the emulator remembers. One lock, never held across an await.

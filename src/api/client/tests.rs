@@ -226,9 +226,8 @@ async fn every_answer_comes_back_with_the_count_it_carried() {
     // Reads and listings alike.
     assert_eq!(client.find_sim(iccid).await.concurrent_requests, Some(1));
     assert_eq!(client.list_fleets(5).await.concurrent_requests, Some(1));
-    let page = client
-        .list_sims_page(&SimFilter::default().first_page())
-        .await;
+    let filter = SimFilter::default();
+    let page = client.list_sims_page(&filter.first_page(), &filter).await;
     assert_eq!(page.concurrent_requests, Some(1));
     assert_eq!(page.result.unwrap().sims.len(), 1);
     emulator.shutdown().await;

@@ -25,6 +25,10 @@ use crate::results::Outcome;
 /// A sort record: the ICCID key, then the row's byte offset, both big-endian.
 type Record = [u8; 16];
 
+/// Keys from here up stand for the account's SIMs whose ICCID is not a Super SIM's: above
+/// every ICCID key (a 20-digit ICCID's is under 2^63 + 2^60), so no file row shares one.
+const NOT_A_SUPER_SIM_ICCID: u64 = 0xC000_0000_0000_0000;
+
 fn record(key: u64, offset: u64) -> Record {
     let mut record = [0u8; 16];
     record[..8].copy_from_slice(&key.to_be_bytes());
@@ -135,27 +139,21 @@ impl Reconcile<'_> {
             .has_headers(false)
             .from_writer(spool);
         let mut account = Sorter::<16>::new(self.temp_dir);
+        let mut not_an_iccid = 0u64;
         list_sims(gate, filter, |sim| {
             counts.account_sims += 1;
             let fields = export_fields(&sim);
             // Where this SIM starts: everything before it has been handed to `Counting`.
             let offset = spool.get_ref().written;
-            match checked_iccid_key(fields[1]) {
-                Some(key) => account.push(record(key, offset))?,
-                // Not a Super SIM ICCID as this tool knows them: it cannot be in the file,
-                // so it is reported at once rather than sorted.
-                None if self.is_extra(fields[3]) => {
-                    counts.extra += 1;
-                    out.sim(
-                        Verdict::Extra,
-                        None,
-                        fields[1],
-                        Some(fields[0]).filter(|sid| !sid.is_empty()),
-                        "on the account, not in the file",
-                    )?;
-                }
-                None => {}
-            }
+            // An ICCID that is not a Super SIM's as this tool knows them cannot be in the
+            // file; it is still judged only in the merge, once the listing is whole, so a
+            // listing given up reports nothing. Each gets a key of its own above every
+            // ICCID's, so the merge meets it last and alone.
+            let key = checked_iccid_key(fields[1]).unwrap_or_else(|| {
+                not_an_iccid += 1;
+                NOT_A_SUPER_SIM_ICCID + not_an_iccid
+            });
+            account.push(record(key, offset))?;
             spool.write_record(fields)?;
             spool.flush().context("cannot write the spool file")?;
             Ok(())

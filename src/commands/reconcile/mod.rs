@@ -67,6 +67,8 @@ pub(crate) async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
             return exit::USAGE_OR_CONFIG;
         }
     };
+    // The account the SIMs must be listed as (`TWILIO_ACCOUNT_SID` beside an API key).
+    client.know_account(config.account_sid.as_deref());
     let gate = Gate::new(client, config.limits, stop);
     // The Fleet is looked up first, so a typo is a set-up mistake rather than a Fleet that
     // seems empty (and every SIM moved out of it is still found: the listing stays whole).
@@ -110,7 +112,9 @@ pub(crate) async fn run(args: ReconcileArgs, stop: CancellationToken) -> u8 {
             }
             counts.exit_code()
         }
-        Err(error) => error.report(&config.target),
+        // No verdict and no count from a listing given up: a SIM it did not reach would
+        // read as missing.
+        Err(error) => error.report_saying(&config.target, Some("nothing was compared")),
     }
 }
 
