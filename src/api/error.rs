@@ -6,8 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::secret::RegistrationCode;
-
 /// A Twilio error body: `{"code", "message", "more_info", "status"}`.
 #[derive(Deserialize)]
 pub(super) struct TwilioErrorBody {
@@ -209,16 +207,6 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     }
     let date = httpdate::parse_http_date(value).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-impl ApiError {
-    /// Removes the registration code from a server's message, in case a server ever echoes it.
-    pub(super) fn redact(mut self, code: &RegistrationCode) -> Self {
-        if !code.expose().is_empty() && self.message.contains(code.expose()) {
-            self.message = self.message.replace(code.expose(), "[redacted]");
-        }
-        self
-    }
 }
 
 #[cfg(test)]

@@ -84,10 +84,11 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
             }
         };
         let status = response.status();
+        // The server's words, as every message keeps them: no secret, no control character.
         let response_location = response
             .headers()
             .get(reqwest::header::LOCATION)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            .map(|value| client.cleaned_text(&String::from_utf8_lossy(value.as_bytes())));
         let is_html = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
