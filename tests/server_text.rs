@@ -125,3 +125,103 @@ async fn secrets_a_server_echoes_reach_no_output_of_the_run() {
     assert_eq!(row["unique_name"], "tracker [redacted]");
     assert_eq!(row["status"], "[redacted]");
 }
+
+/// The results file read as raw text, for what a spreadsheet or a terminal would meet.
+fn control_characters_in(text: &str) -> Vec<String> {
+    text.chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .map(|c| format!("U+{:04X}", u32::from(c)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_text_in_the_results_is_neither_a_formula_nor_a_terminal_control() {
+    let env = TestEnv::new().await;
+    // First, so the text summary's first five rows show it.
+    // The escape sequences first, so the text summary's first five rows show them.
+    let messages = [
+        (
+            "bad\n2026-12-07T00:00:00.000000Z [1]  INFO run ended\u{1b}[2J\u{1b}]0;pwned\u{7}\r =HYPERLINK(\"http://x\")",
+            "bad\u{fffd}2026-12-07T00:00:00.000000Z [1]  INFO run ended\u{fffd}[2J\u{fffd}]0;pwned\u{fffd}\u{fffd} =HYPERLINK(\"http://x\")",
+        ),
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("+SUM(1,2)", "'+SUM(1,2)"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(1)", "'@SUM(1)"),
+        // A leading space does not hide a formula from every spreadsheet.
+        ("  =1+1", "'  =1+1"),
+        ("\t=1+1", "\u{fffd}=1+1"),
+    ];
+    let mut sims: Vec<(String, String)> = Vec::new();
+    for (n, (message, _)) in messages.iter().enumerate() {
+        let sim = good_sim(n as u32 + 1);
+        env.emulator.inject(
+            &sim.0,
+            vec![Fault::TwilioMessage {
+                status: 400,
+                code: 83002,
+                message: message.to_string(),
+            }],
+        );
+        sims.push(sim);
+    }
+    // A success whose status is a formula and whose name holds an escape sequence.
+    let registered = good_sim(20);
+    env.emulator.inject(
+        &registered.0,
+        vec![Fault::AlteredAnswer {
+            fields: vec![
+                ("status".into(), "=1+1".into()),
+                ("unique_name".into(), "pump\u{1b}[31m-7".into()),
+            ],
+        }],
+    );
+    sims.push(registered.clone());
+    // The tool's own words and the server's plain ones are written as they are.
+    let wrong = good_sim(21);
+    sims.push((wrong.0.clone(), common::wrong_code(&wrong.1)));
+    env.write_input(&sims);
+    let mut text = std::fs::read_to_string(env.input_path()).unwrap();
+    text.push_str("123,ABCDEFGHIJ\n");
+    env.write_csv(&text);
+
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 1, "{}", common::stderr(&output));
+    for (name, said) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        let said = String::from_utf8_lossy(said);
+        assert!(
+            control_characters_in(&said).is_empty(),
+            "{name} holds {:?}: {said:?}",
+            control_characters_in(&said)
+        );
+    }
+    let raw = std::fs::read_to_string(env.results_path()).unwrap();
+    assert!(
+        control_characters_in(&raw).is_empty(),
+        "the results file holds {:?}: {raw:?}",
+        control_characters_in(&raw)
+    );
+    assert_eq!(
+        raw.lines().count(),
+        sims.len() + 2,
+        "one line per row: {raw:?}"
+    );
+
+    let rows = env.last_rows();
+    for ((_, written), (iccid, _)) in messages.iter().zip(&sims) {
+        let row = &rows[iccid];
+        assert_eq!(row["outcome"], "rejected");
+        assert_eq!(&row["error_message"], written, "{row:?}");
+    }
+    assert_eq!(rows[&registered.0]["outcome"], "registered");
+    assert_eq!(rows[&registered.0]["status"], "'=1+1");
+    assert_eq!(rows[&registered.0]["unique_name"], "pump\u{fffd}[31m-7");
+    assert_eq!(
+        rows[&wrong.0]["error_message"],
+        "The ICCID and registration code do not match a Super SIM that can be registered"
+    );
+    assert_eq!(
+        rows["123"]["error_message"],
+        "ICCID must be 19 or 20 digits, found 3"
+    );
+}

@@ -1,8 +1,10 @@
 //! What every piece of text a server sends goes through before the tool keeps or prints
 //! it: an error's message (and a redirect's `Location`), and the text fields of the SIMs
-//! and Fleets it shows. The secrets of the request are removed ([`Redactor`]), so neither
-//! the results, the logs, the summary nor the report ever shows a secret a server echoed.
-//! The client applies it as each answer is read, so nothing after it sees the raw text.
+//! and Fleets it shows. The secrets of the request are removed ([`Redactor`]) and control
+//! characters (C0, DEL, C1: line breaks and escape sequences among them) become U+FFFD, so
+//! neither the results, the logs, the summary nor the report ever shows a secret a server
+//! echoed, and no terminal obeys a line break or an escape sequence a server sent. The
+//! client applies it as each answer is read, so nothing after it sees the raw text.
 
 use crate::secret::Redactor;
 
@@ -14,9 +16,13 @@ pub(super) trait ServerText {
     fn cleaned(self, redactor: &Redactor) -> Self;
 }
 
-/// `text` without secrets.
+/// `text` without secrets and with each control character replaced by U+FFFD.
 pub(super) fn clean(text: &str, redactor: &Redactor) -> String {
-    redactor.redact(text)
+    redactor
+        .redact(text)
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 impl ServerText for String {
@@ -80,7 +86,7 @@ mod tests {
     use crate::secret::{Credentials, RegistrationCode};
 
     #[test]
-    fn secrets_go_and_the_rest_stays() {
+    fn secrets_go_and_control_characters_show_as_replacement_characters() {
         let redactor = Credentials {
             username: "SK00000000000000000000000000000000".into(),
             password: "api-secret-canary".into(),
@@ -88,8 +94,11 @@ mod tests {
         .redactor()
         .with_code(&RegistrationCode::new("CANARY1234".into()));
         assert_eq!(
-            clean("code canary1234, API SECRET CANARY", &redactor),
-            "code [redacted], [redacted]"
+            clean(
+                "bad\n\u{1b}[2J\u{7}\r\t\u{7f}\u{9b} canary1234 API SECRET CANARY",
+                &redactor
+            ),
+            "bad\u{fffd}\u{fffd}[2J\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd} [redacted] [redacted]"
         );
         let plain = "The ICCID and registration code do not match";
         assert_eq!(clean(plain, &redactor), plain);
