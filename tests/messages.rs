@@ -3,6 +3,7 @@
 mod common;
 
 use common::{TestEnv, binary_command, exit_code, good_sim, iccid, stderr, stdout};
+use supersim_bulk::emulator::Fault;
 
 async fn validate(env: &TestEnv, text: &str, extra: &[&str]) -> std::process::Output {
     env.write_csv(text);
@@ -127,4 +128,25 @@ async fn a_fleet_name_with_a_typo_gets_a_did_you_mean() {
         "{:?}",
         rows[&b]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_refused_with_a_403_are_reported_with_that_status() {
+    let env = TestEnv::new().await;
+    env.emulator.inject(
+        &iccid(1),
+        vec![Fault::TwilioError {
+            status: 403,
+            code: 20003,
+        }],
+    );
+    env.write_input(&[good_sim(1)]);
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("the API refused the credentials (HTTP 403, Twilio error 20003)"),
+        "{err}"
+    );
+    assert!(!err.contains("HTTP 401"), "{err}");
 }

@@ -32,6 +32,25 @@ pub(crate) struct ApiError {
     pub(crate) maybe_processed: bool,
 }
 
+/// How the API refused the credentials, as it answered (a 401, or a 403 with Twilio error
+/// 20003): the messages that say so name what it sent, not what is usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub http_status: Option<u16>,
+    pub code: Option<u32>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.http_status, self.code) {
+            (Some(status), Some(code)) => write!(f, "HTTP {status}, Twilio error {code}"),
+            (Some(status), None) => write!(f, "HTTP {status}"),
+            (None, Some(code)) => write!(f, "Twilio error {code}"),
+            (None, None) => f.write_str("no status"),
+        }
+    }
+}
+
 /// What to do about an [`ApiError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorClass {
@@ -98,6 +117,15 @@ impl ApiError {
             Some(429) => ErrorClass::Retry { throttled: true },
             Some(500..) => ErrorClass::Retry { throttled: false },
             Some(_) => ErrorClass::Rejected,
+        }
+    }
+
+    /// How this answer refused the credentials, for one classified
+    /// [`ErrorClass::CredentialsRefused`].
+    pub(crate) fn refusal(&self) -> Refusal {
+        Refusal {
+            http_status: self.http_status,
+            code: self.code,
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::client::Client;
+use super::error::Refusal;
 
 /// Tries before an unreachable or overloaded API stops the run.
 const ATTEMPTS: u32 = 3;
@@ -23,8 +24,8 @@ pub enum PreflightError {
     #[error("{0}")]
     Setup(String),
     /// The API answered 401: exit 2, with the credentials' source named by the caller.
-    #[error("the API refused the credentials (HTTP 401)")]
-    CredentialsRefused,
+    #[error("the API refused the credentials ({0})")]
+    CredentialsRefused(Refusal),
     /// The API could not be reached, or kept failing: exit 75, try again later.
     #[error("{0}")]
     Unreachable(String),
@@ -113,7 +114,12 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
                     ))),
                 };
             }
-            401 => return Err(PreflightError::CredentialsRefused),
+            401 => {
+                return Err(PreflightError::CredentialsRefused(Refusal {
+                    http_status: Some(401),
+                    code: twilio_error.and_then(|code| u32::try_from(code).ok()),
+                }));
+            }
             300..=399 => {
                 // Never followed: a request re-sent where a redirect points would carry the
                 // credentials' next requests, and the registration codes, somewhere else.

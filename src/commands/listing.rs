@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::api::gate::Gate;
-use crate::api::{ApiError, ListedSim, SimFilter};
+use crate::api::{ApiError, ListedSim, Refusal, SimFilter};
 use crate::config::Target;
 use crate::exit;
 
@@ -36,7 +36,7 @@ pub(crate) enum ListError {
     /// Ctrl-C or SIGTERM.
     Interrupted,
     /// The API answered 401: the credentials are wrong.
-    CredentialsRefused,
+    CredentialsRefused(Refusal),
     /// A page failed for good (after retries, where retrying made sense).
     Api(ApiError),
     /// The API named a page read before as the next one: the sentence says which.
@@ -53,10 +53,9 @@ impl ListError {
                 crate::logs::error("interrupted before the last page");
                 exit::INTERRUPTED
             }
-            ListError::CredentialsRefused => {
+            ListError::CredentialsRefused(refusal) => {
                 crate::logs::error(format_args!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {}",
+                    "the API refused the credentials ({refusal}); check {}",
                     super::connect::credentials_source(target)
                 ));
                 exit::USAGE_OR_CONFIG
@@ -94,10 +93,12 @@ pub(crate) async fn list_sims(
         let page = match page {
             Ok(page) => page,
             Err(Some(error)) => return Err(ListError::Api(error)),
-            Err(None) if gate.credentials_refused().is_cancelled() => {
-                return Err(ListError::CredentialsRefused);
+            Err(None) => {
+                return Err(match gate.refusal() {
+                    Some(refusal) => ListError::CredentialsRefused(refusal),
+                    None => ListError::Interrupted,
+                });
             }
-            Err(None) => return Err(ListError::Interrupted),
         };
         pages += 1;
         tracing::debug!(page = pages, sims = page.sims.len(), "read a page of SIMs");
