@@ -369,18 +369,18 @@ impl Client {
     fn unreachable(&self, error: &reqwest::Error) -> ApiError {
         let url = error
             .url()
-            .map(|url| {
-                let mut url = url.clone();
-                url.set_query(None);
-                url.to_string()
-            })
+            .map(url_without_query)
             .unwrap_or_else(|| self.base_url.clone());
-        let sentence = self.unreachable_sentence(error, &url);
+        self.remember_unreachable(self.unreachable_sentence(error, &url));
+        ApiError::transport(error)
+    }
+
+    /// Keeps `sentence` as why the latest request got no whole answer.
+    fn remember_unreachable(&self, sentence: String) {
         *self
             .last_unreachable
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(sentence);
-        ApiError::transport(error)
     }
 
     async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Answered<T> {
@@ -413,8 +413,15 @@ impl Client {
             Err(error) => return Answered::uncounted(Err(self.unreachable(&error))),
         };
         let (retry_after, concurrent_requests) = answer_headers(&response);
+        let status = response.status();
+        let url = url_without_query(response.url());
         let result: Result<(u16, T), ApiError> =
-            read_answer(response, retry_after, concurrent_requests).await;
+            read_answer(response, retry_after, concurrent_requests, |error| {
+                self.remember_unreachable(super::transport::cut_short_sentence(
+                    error, &url, status,
+                ));
+            })
+            .await;
         Answered {
             result: result
                 .map(|(status, resource)| (status, resource.cleaned(redactor)))
@@ -429,17 +436,29 @@ impl Client {
     }
 }
 
+/// A URL as messages name it: without its query.
+fn url_without_query(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
+}
+
 /// The resource a 2xx answer carries, with its status, or the error any other answer is.
+/// `cut_short` hears of a body that did not come whole.
 async fn read_answer<T: Resource>(
     response: reqwest::Response,
     retry_after: Option<Duration>,
     concurrent_requests: Option<u32>,
+    cut_short: impl FnOnce(&reqwest::Error),
 ) -> Result<(u16, T), ApiError> {
     let status = response.status();
     if status.is_redirection() {
         return Err(ApiError::redirect(status.as_u16(), location(&response)));
     }
-    let body = read_capped(response).await?;
+    let body = read_capped(response).await.map_err(|error| {
+        cut_short(&error);
+        ApiError::transport(&error)
+    })?;
     if status.is_success() {
         return Ok((status.as_u16(), decode_success(status.as_u16(), &body)?));
     }
@@ -785,7 +804,9 @@ async fn read_sim_page(
         return Err(ApiError::redirect(status.as_u16(), location(&response)));
     }
     if !status.is_success() {
-        let body = read_capped(response).await?;
+        let body = read_capped(response)
+            .await
+            .map_err(|e| ApiError::transport(&e))?;
         return Err(error_answer(
             status,
             &body,
@@ -868,13 +889,9 @@ fn encode_path_segment(text: &str) -> String {
         .collect()
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ApiError::transport(&e))?
-    {
+    while let Some(chunk) = response.chunk().await? {
         let room = MAX_ERROR_BODY.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
