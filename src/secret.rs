@@ -2,6 +2,11 @@
 //! registration code (a claim secret: whoever holds it can take the SIM). They live in types
 //! whose `Debug` and `Display` never show the secret, so a log line or an error message
 //! cannot leak one by accident; the one place that needs the value calls `expose`.
+//! [`redact`] takes them out of whatever a server says back.
+
+mod redact;
+
+pub(crate) use redact::Redactor;
 
 /// An HTTP Basic credential pair. `Debug` never shows the secret half.
 #[derive(Clone)]

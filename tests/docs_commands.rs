@@ -928,7 +928,7 @@ async fn the_reference_summary_json_is_what_a_run_writes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_credentials_end_as_the_reference_says() {
     assert!(REFERENCE.contains(
-        "| `credentials_refused` | 2 | the API answered 401 after the run had started (credentials revoked or rotated mid-run). Refused by the preflight, before any SIM is sent, the run never starts: `\"end\": \"error\"`, with the refusal in `reason` |"
+        "| `credentials_refused` | 2 | the API answered 401, or Twilio error 20003 with any status, after the run had started (credentials revoked or rotated mid-run); the messages name the status and code it sent (`the API refused the credentials (HTTP 403, Twilio error 20003)`). Refused by the preflight, before any SIM is sent, the run never starts: `\"end\": \"error\"`, with the refusal in `reason` |"
     ));
     let env = TestEnv::new().await;
     env.write_input(&[good_sim(1)]);

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{TestEnv, binary_command, exit_code, good_sim, iccid, stderr, stdout};
+use supersim_bulk::emulator::Fault;
 
 async fn validate(env: &TestEnv, text: &str, extra: &[&str]) -> std::process::Output {
     env.write_csv(text);
@@ -127,4 +128,62 @@ async fn a_fleet_name_with_a_typo_gets_a_did_you_mean() {
         "{:?}",
         rows[&b]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_refused_with_a_403_are_reported_with_that_status() {
+    let env = TestEnv::new().await;
+    env.emulator.inject(
+        &iccid(1),
+        vec![Fault::TwilioError {
+            status: 403,
+            code: 20003,
+        }],
+    );
+    env.write_input(&[good_sim(1)]);
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("the API refused the credentials (HTTP 403, Twilio error 20003)"),
+        "{err}"
+    );
+    assert!(!err.contains("HTTP 401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_closed_mid_answer_is_told_as_such_not_as_an_unreachable_api() {
+    // A 201 whose body stops short of its Content-Length, and a request taken and never
+    // answered: the API was reached both times.
+    for fault in [Fault::CutShortAfterCommit, Fault::DropAfterCommit] {
+        let env = TestEnv::new().await;
+        env.emulator.inject(&iccid(1), vec![fault.clone(); 6]);
+        env.write_input(&[good_sim(1)]);
+        let summary = env.dir.path().join("summary.json");
+        let output = env
+            .register(&["--summary-json", summary.to_str().unwrap()])
+            .await;
+        let said = format!("{}{}", stdout(&output), stderr(&output));
+        // The halt logic and its exit code are as before: only the words change.
+        assert_eq!(exit_code(&output), 75, "{fault:?}: {said}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(json["end"], "unreachable", "{fault:?}: {json}");
+        let reason = json["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("closed before its answer was complete"),
+            "{fault:?}: {reason}"
+        );
+        assert!(
+            said.contains("closed before its answer was complete"),
+            "{fault:?}: {said}"
+        );
+        for wrong in [
+            "cannot reach",
+            "no request got an answer",
+            "the connection failed",
+        ] {
+            assert!(!said.contains(wrong), "{fault:?} said {wrong:?}: {said}");
+        }
+    }
 }

@@ -60,7 +60,15 @@ async fn refused_credentials_are_told_as_such() {
     let error = preflight(&client(&env.emulator.base_url(), "wrong"))
         .await
         .unwrap_err();
-    assert_eq!(error, PreflightError::CredentialsRefused);
+    assert!(
+        matches!(error, PreflightError::CredentialsRefused(_)),
+        "{error:?}"
+    );
+    // As the emulator answered: 401 with Twilio error 20003.
+    assert_eq!(
+        error.to_string(),
+        "the API refused the credentials (HTTP 401, Twilio error 20003)"
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ const STRANGER_SID: &str = "HSeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
 
 /// An 83003 whose message names `sid`, as a server free to word it may.
 fn already_registered_as(sid: &str) -> Fault {
-    Fault::TwilioErrorSaying {
+    Fault::TwilioMessage {
         status: 409,
         code: 83003,
         message: format!("The Super SIM {sid} is already registered to your account"),

@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::error::TwilioErrorBody;
 use super::error::*;
-use crate::secret::{Credentials, RegistrationCode};
+use super::server_text::ServerText;
+use crate::secret::{Credentials, Redactor, RegistrationCode};
 
 /// The statuses `register` can move a SIM to (UpdateSim's `Status`, less `inactive`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +90,8 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     credentials: Credentials,
+    /// Takes the credentials' secrets out of everything a server says back.
+    redactor: Redactor,
     /// Why the latest request that got no answer at all could not reach the API, as one
     /// sentence (see [`super::transport`]); shared by the clones of this client.
     last_unreachable: Arc<Mutex<Option<String>>>,
@@ -128,14 +131,6 @@ impl<T> Answered<T> {
     pub(crate) fn and_then<U>(self, check: impl FnOnce(T) -> Result<U, ApiError>) -> Answered<U> {
         Answered {
             result: self.result.and_then(check),
-            concurrent_requests: self.concurrent_requests,
-        }
-    }
-
-    /// Changes the error, if it is one; the count stays.
-    pub(crate) fn map_err(self, change: impl FnOnce(ApiError) -> ApiError) -> Self {
-        Answered {
-            result: self.result.map_err(change),
             concurrent_requests: self.concurrent_requests,
         }
     }
@@ -189,6 +184,7 @@ impl Client {
         Ok(Client {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
+            redactor: credentials.redactor(),
             credentials,
             last_unreachable: Arc::default(),
             account: Arc::new(Mutex::new(account)),
@@ -271,9 +267,9 @@ impl Client {
             .http
             .post(format!("{}/v1/Sims", self.base_url))
             .form(&[("Iccid", iccid), ("RegistrationCode", code.expose())]);
-        self.send_with_status(request)
+        // A server may echo the code back as well as the credentials.
+        self.send_cleaned(request, &self.redactor.with_code(code))
             .await
-            .map_err(|e| e.redact(code))
             .and_then(|(status, sim): (u16, Sim)| {
                 self.check_sim(status, &sim, iccid, None)?;
                 Ok(sim)
@@ -398,18 +394,18 @@ impl Client {
     fn unreachable(&self, error: &reqwest::Error) -> ApiError {
         let url = error
             .url()
-            .map(|url| {
-                let mut url = url.clone();
-                url.set_query(None);
-                url.to_string()
-            })
+            .map(url_without_query)
             .unwrap_or_else(|| self.base_url.clone());
-        let sentence = self.unreachable_sentence(error, &url);
+        self.remember_unreachable(self.unreachable_sentence(error, &url));
+        ApiError::transport(error)
+    }
+
+    /// Keeps `sentence` as why the latest request got no whole answer.
+    fn remember_unreachable(&self, sentence: String) {
         *self
             .last_unreachable
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(sentence);
-        ApiError::transport(error)
     }
 
     async fn send<T: Resource>(&self, request: reqwest::RequestBuilder) -> Answered<T> {
@@ -423,6 +419,16 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Answered<(u16, T)> {
+        self.send_cleaned(request, &self.redactor).await
+    }
+
+    /// [`Client::send_with_status`], every piece of server text in the answer (the
+    /// resource's or the error's) cleaned with `redactor`: see [`super::server_text`].
+    async fn send_cleaned<T: Resource>(
+        &self,
+        request: reqwest::RequestBuilder,
+        redactor: &Redactor,
+    ) -> Answered<(u16, T)> {
         let sent = request
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
             .send()
@@ -432,26 +438,52 @@ impl Client {
             Err(error) => return Answered::uncounted(Err(self.unreachable(&error))),
         };
         let (retry_after, concurrent_requests) = answer_headers(&response);
+        let status = response.status();
+        let url = url_without_query(response.url());
+        let result: Result<(u16, T), ApiError> =
+            read_answer(response, retry_after, concurrent_requests, |error| {
+                self.remember_unreachable(super::transport::cut_short_sentence(
+                    error, &url, status,
+                ));
+            })
+            .await;
         Answered {
-            result: read_answer(response, retry_after, concurrent_requests).await,
+            result: result
+                .map(|(status, resource)| (status, resource.cleaned(redactor)))
+                .map_err(|error| error.cleaned(redactor)),
             concurrent_requests,
         }
     }
+
+    /// Server text (a `Location` the preflight names) as [`super::server_text`] keeps it.
+    pub(super) fn cleaned_text(&self, text: &str) -> String {
+        super::server_text::clean(text, &self.redactor)
+    }
+}
+
+/// A URL as messages name it: without its query.
+fn url_without_query(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
 }
 
 /// The resource a 2xx answer carries, with its status, or the error any other answer is.
+/// `cut_short` hears of a body that did not come whole.
 async fn read_answer<T: Resource>(
     response: reqwest::Response,
     retry_after: Option<Duration>,
     concurrent_requests: Option<u32>,
+    cut_short: impl FnOnce(&reqwest::Error),
 ) -> Result<(u16, T), ApiError> {
     let status = response.status();
     if status.is_redirection() {
         return Err(ApiError::redirect(status.as_u16(), location(&response)));
     }
-    let body = read_body_up_to(response, MAX_BODY)
-        .await
-        .map_err(|e| ApiError::transport(&e))?;
+    let body = read_body_up_to(response, MAX_BODY).await.map_err(|error| {
+        cut_short(&error);
+        ApiError::transport(&error)
+    })?;
     if status.is_success() {
         // A resource cut short is no answer, even where its start parses.
         let whole: &[u8] = if body.cut { &[] } else { &body.bytes };
@@ -558,13 +590,38 @@ fn error_answer(
 }
 
 /// A resource read from a 2xx answer, with the check that it is the resource asked for.
-trait Resource: serde::de::DeserializeOwned {
+trait Resource: serde::de::DeserializeOwned + ServerText {
     /// What is missing for this answer to be trusted, if anything.
     fn missing(&self) -> Option<&'static str>;
 }
 
 fn has_sid(sid: &Option<String>) -> bool {
     sid.as_deref().is_some_and(|sid| !sid.trim().is_empty())
+}
+
+impl ServerText for Fleet {
+    fn cleaned(self, redactor: &Redactor) -> Self {
+        Fleet {
+            sid: self.sid.cleaned(redactor),
+            unique_name: self.unique_name.cleaned(redactor),
+        }
+    }
+}
+
+impl ServerText for FleetList {
+    fn cleaned(self, redactor: &Redactor) -> Self {
+        FleetList {
+            fleets: self.fleets.cleaned(redactor),
+        }
+    }
+}
+
+impl ServerText for SimList {
+    fn cleaned(self, redactor: &Redactor) -> Self {
+        SimList {
+            sims: self.sims.cleaned(redactor),
+        }
+    }
 }
 
 impl Resource for Sim {
@@ -758,8 +815,14 @@ impl Client {
             Err(error) => return Answered::uncounted(Err(self.unreachable(&error))),
         };
         let (retry_after, concurrent_requests) = answer_headers(&response);
+        let result = read_sim_page(response, filter, retry_after, concurrent_requests).await;
         Answered {
-            result: read_sim_page(response, filter, retry_after, concurrent_requests).await,
+            result: result
+                .map(|page| SimPage {
+                    sims: page.sims.cleaned(&self.redactor),
+                    next_page_url: page.next_page_url.cleaned(&self.redactor),
+                })
+                .map_err(|error| error.cleaned(&self.redactor)),
             concurrent_requests,
         }
     }

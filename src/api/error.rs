@@ -6,8 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::secret::RegistrationCode;
-
 /// A Twilio error body: `{"code", "message", "more_info", "status"}`.
 #[derive(Deserialize)]
 pub(super) struct TwilioErrorBody {
@@ -32,6 +30,25 @@ pub(crate) struct ApiError {
     pub(crate) concurrent_requests: Option<u32>,
     /// False only when the request certainly never reached the server (connection refused).
     pub(crate) maybe_processed: bool,
+}
+
+/// How the API refused the credentials, as it answered (a 401, or a 403 with Twilio error
+/// 20003): the messages that say so name what it sent, not what is usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub http_status: Option<u16>,
+    pub code: Option<u32>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.http_status, self.code) {
+            (Some(status), Some(code)) => write!(f, "HTTP {status}, Twilio error {code}"),
+            (Some(status), None) => write!(f, "HTTP {status}"),
+            (None, Some(code)) => write!(f, "Twilio error {code}"),
+            (None, None) => f.write_str("no status"),
+        }
+    }
 }
 
 /// What to do about an [`ApiError`].
@@ -100,6 +117,15 @@ impl ApiError {
             Some(429) => ErrorClass::Retry { throttled: true },
             Some(500..) => ErrorClass::Retry { throttled: false },
             Some(_) => ErrorClass::Rejected,
+        }
+    }
+
+    /// How this answer refused the credentials, for one classified
+    /// [`ErrorClass::CredentialsRefused`].
+    pub(crate) fn refusal(&self) -> Refusal {
+        Refusal {
+            http_status: self.http_status,
+            code: self.code,
         }
     }
 
@@ -209,16 +235,6 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     }
     let date = httpdate::parse_http_date(value).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-impl ApiError {
-    /// Removes the registration code from a server's message, in case a server ever echoes it.
-    pub(super) fn redact(mut self, code: &RegistrationCode) -> Self {
-        if !code.expose().is_empty() && self.message.contains(code.expose()) {
-            self.message = self.message.replace(code.expose(), "[redacted]");
-        }
-        self
-    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use super::backoff::{Backoff, PoolPause};
 pub(crate) use super::halt::Halt;
 use super::halt::HaltRegistry;
 use super::latency::Latencies;
-use super::{Answered, ApiError, Client, ErrorClass};
+use super::{Answered, ApiError, Client, ErrorClass, Refusal};
 
 /// Counters for the summary, shared by all workers.
 #[derive(Debug, Default)]
@@ -129,9 +129,10 @@ impl Gate {
         }
     }
 
-    /// Cancelled once the API has refused the credentials.
-    pub(crate) fn credentials_refused(&self) -> &CancellationToken {
-        self.halts.credentials_refused()
+    /// How the API refused the credentials, once it has (even if the run halted first
+    /// for another reason).
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        self.halts.refusal()
     }
 
     /// Cancelled once the run is halted for any [`Halt`] reason.
@@ -188,7 +189,7 @@ impl Gate {
             error_code = error.code,
             "the API refused the credentials; stopping the run"
         );
-        self.halt(Halt::CredentialsRefused);
+        self.halt(Halt::CredentialsRefused(error.refusal()));
     }
 
     /// Sends one request through the run's gates (any pool pause, a slot of the concurrency
@@ -535,7 +536,10 @@ mod tests {
             gate.halt_reason(),
             Some(Halt::WrongEndpoint("the endpoint".into()))
         );
-        assert!(gate.credentials_refused().is_cancelled());
+        assert_eq!(
+            gate.refusal().map(|refusal| refusal.to_string()),
+            Some("HTTP 401, Twilio error 20003".to_string())
+        );
     }
 
     #[tokio::test(start_paused = true)]

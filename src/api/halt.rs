@@ -11,11 +11,13 @@ use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
+use super::error::Refusal;
+
 /// Why the API side stopped the whole run: every further request would fail the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Halt {
-    /// The API refused the credentials (401 / 20003).
-    CredentialsRefused,
+    /// The API refused the credentials (401 / 20003), as it answered.
+    CredentialsRefused(Refusal),
     /// No request has been answered, and [`super::gate::UNREACHABLE_AFTER`] in a row got no
     /// answer: the sentence says why (DNS, refused, TLS, timeout) and names the URL.
     Unreachable(String),
@@ -24,32 +26,34 @@ pub(crate) enum Halt {
     WrongEndpoint(String),
 }
 
-/// The first [`Halt`] of a run, and the tokens cancelled by it.
+/// The first [`Halt`] of a run, the token cancelled by it, and how the credentials were
+/// refused if they were (even when another halt came first).
 #[derive(Debug, Default)]
 pub(crate) struct HaltRegistry {
     /// Cancelled on any halt.
     halted: CancellationToken,
-    /// Cancelled when the halt is refused credentials.
-    credentials_refused: CancellationToken,
+    /// The first refusal of the credentials, as the API answered it.
+    refusal: Mutex<Option<Refusal>>,
     reason: Mutex<Option<Halt>>,
 }
 
 impl HaltRegistry {
     /// Records `why` unless a halt was recorded before (the first reason wins), and
-    /// cancels the tokens. Logs the sentence of the reason that is kept.
+    /// cancels the token. Logs the sentence of the reason that is kept.
     pub(crate) fn halt(&self, why: Halt) {
+        if let Halt::CredentialsRefused(refusal) = &why {
+            self.refusal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(*refusal);
+        }
         {
             let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
             if reason.is_none() {
-                match &why {
-                    Halt::Unreachable(sentence) | Halt::WrongEndpoint(sentence) => {
-                        tracing::error!(%sentence, "stopping the run");
-                    }
-                    Halt::CredentialsRefused => self.credentials_refused.cancel(),
+                if let Halt::Unreachable(sentence) | Halt::WrongEndpoint(sentence) = &why {
+                    tracing::error!(%sentence, "stopping the run");
                 }
                 *reason = Some(why);
-            } else if why == Halt::CredentialsRefused {
-                self.credentials_refused.cancel();
             }
         }
         self.halted.cancel();
@@ -60,9 +64,9 @@ impl HaltRegistry {
         &self.halted
     }
 
-    /// Cancelled once the API has refused the credentials.
-    pub(crate) fn credentials_refused(&self) -> &CancellationToken {
-        &self.credentials_refused
+    /// How the API refused the credentials, once it has.
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Why the run was halted, if it was.
@@ -83,12 +87,18 @@ mod tests {
         let halts = HaltRegistry::default();
         assert!(!halts.halted().is_cancelled());
         halts.halt(Halt::WrongEndpoint("the endpoint".into()));
-        halts.halt(Halt::CredentialsRefused);
+        halts.halt(Halt::CredentialsRefused(Refusal {
+            http_status: Some(401),
+            code: Some(20003),
+        }));
         assert_eq!(
             halts.reason(),
             Some(Halt::WrongEndpoint("the endpoint".into()))
         );
         assert!(halts.halted().is_cancelled());
-        assert!(halts.credentials_refused().is_cancelled());
+        assert_eq!(
+            halts.refusal().map(|refusal| refusal.to_string()),
+            Some("HTTP 401, Twilio error 20003".to_string())
+        );
     }
 }

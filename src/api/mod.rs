@@ -11,7 +11,9 @@
 //!   limits, and the retry waits; [`admission`]: the gate as the retry loop's way to send
 //!   (where the two meet, so neither imports the other); [`halt`]: the registry of why the API side stopped a run; [`preflight`]: one cheap request that proves the base URL,
 //!   the credentials and the network before anything is registered; [`transport`]: why the
-//!   API could not be reached (DNS, refused, TLS, timeout), as one sentence.
+//!   API could not be reached (DNS, refused, TLS, timeout), as one sentence;
+//!   [`server_text`]: what every piece of text a server sends goes through before it is
+//!   kept or printed (secrets removed, control characters replaced).
 //!
 //! Nothing here knows about CSV files or results rows: this layer turns requests into typed
 //! answers, and the run decides what they mean for a SIM.
@@ -26,6 +28,7 @@ pub(crate) mod halt;
 pub(crate) mod latency;
 pub mod preflight;
 pub(crate) mod retry;
+pub(crate) mod server_text;
 pub(crate) mod transport;
 
 pub use client::Client;

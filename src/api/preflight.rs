@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::client::{Client, MAX_BODY, read_body_up_to};
+use super::error::Refusal;
 
 /// Tries before an unreachable or overloaded API stops the run.
 const ATTEMPTS: u32 = 3;
@@ -23,8 +24,8 @@ pub enum PreflightError {
     #[error("{0}")]
     Setup(String),
     /// The API answered 401: exit 2, with the credentials' source named by the caller.
-    #[error("the API refused the credentials (HTTP 401)")]
-    CredentialsRefused,
+    #[error("the API refused the credentials ({0})")]
+    CredentialsRefused(Refusal),
     /// The API could not be reached, or kept failing: exit 75, try again later.
     #[error("{0}")]
     Unreachable(String),
@@ -84,10 +85,11 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
             }
         };
         let status = response.status();
+        // The server's words, as every message keeps them: no secret, no control character.
         let response_location = response
             .headers()
             .get(reqwest::header::LOCATION)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            .map(|value| client.cleaned_text(&String::from_utf8_lossy(value.as_bytes())));
         let is_html = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -129,7 +131,12 @@ async fn probe(client: &Client, path: &str, key: &str) -> Result<Proven, Preflig
                     ))),
                 };
             }
-            401 => return Err(PreflightError::CredentialsRefused),
+            401 => {
+                return Err(PreflightError::CredentialsRefused(Refusal {
+                    http_status: Some(401),
+                    code: twilio_error.and_then(|code| u32::try_from(code).ok()),
+                }));
+            }
             300..=399 => {
                 // Never followed: a request re-sent where a redirect points would carry the
                 // credentials' next requests, and the registration codes, somewhere else.

@@ -1,6 +1,8 @@
 //! Why the API could not be reached at all, as one sentence for a person: a DNS failure, a
-//! refused connection, a TLS failure or a timeout, with the URL. The preflight and the gate
-//! (which stops a run whose API never answered) both say it this way. When a proxy from
+//! refused connection, a TLS failure or a timeout, with the URL; or, when it was reached,
+//! that the connection closed before its answer was complete (nothing came back, or less
+//! of the body than announced). The preflight and the gate (which stops a run whose API
+//! never answered whole) both say it this way. When a proxy from
 //! the environment is in between, a proxy that cannot be reached itself is named as the
 //! failure, with the variable that set it, rather than the API.
 
@@ -35,6 +37,7 @@ pub(crate) fn unreachable_through_proxy(
              proxy runs and {variable} names it rightly, or unset {variable} to connect \
              directly, then run again"
         ),
+        None if closed_mid_answer(&chain) => closed_sentence(url, NOTHING_CAME),
         None => {
             let why = transport_reason(error.is_timeout(), &chain);
             format!(
@@ -106,11 +109,56 @@ fn proxy_failure(
     }
 }
 
-/// One sentence saying why `url` could not be reached: DNS, refused, TLS or a timeout.
+/// One sentence saying why `url` could not be reached: DNS, refused, TLS or a timeout; or
+/// that it was, and closed the connection before answering.
 pub(crate) fn unreachable_sentence(error: &reqwest::Error, url: &str) -> String {
     let chain = error_chain(error);
+    if closed_mid_answer(&chain) {
+        return closed_sentence(url, NOTHING_CAME);
+    }
     let why = transport_reason(error.is_timeout(), &chain);
     format!("cannot reach the API at {url}: {why}; check the network, then run again")
+}
+
+/// One sentence saying that `url` answered `status` but its body did not come whole:
+/// the connection closed first, or the time ran out.
+pub(crate) fn cut_short_sentence(
+    error: &reqwest::Error,
+    url: &str,
+    status: reqwest::StatusCode,
+) -> String {
+    if error.is_timeout() {
+        format!(
+            "the API at {url} answered {status}, but the rest of its answer did not come in \
+             time; check the network, then run again"
+        )
+    } else {
+        closed_sentence(
+            url,
+            &format!("{status} came, then less of its body than announced"),
+        )
+    }
+}
+
+/// What came before a connection closed that sent no answer at all.
+const NOTHING_CAME: &str = "no answer came, so the request may or may not have been acted on";
+
+/// The API at `url` was reached, and the connection closed before its answer was whole.
+fn closed_sentence(url: &str, what_came: &str) -> String {
+    format!(
+        "the connection to the API at {url} closed before its answer was complete \
+         ({what_came}); check the network and anything in between (a proxy, a load \
+         balancer), then run again"
+    )
+}
+
+/// Whether the error chain says the connection closed after the request went out and
+/// before an answer came (hyper's incomplete message): the API was reached.
+fn closed_mid_answer(chain: &[(String, Option<std::io::ErrorKind>)]) -> bool {
+    chain.iter().any(|(text, _)| {
+        text.to_ascii_lowercase()
+            .contains("connection closed before message completed")
+    })
 }
 
 /// The texts and I/O error kinds of an error's sources.
@@ -259,5 +307,10 @@ mod tests {
             transport_reason(false, &[text("something else")]),
             "the connection failed"
         );
+        assert!(closed_mid_answer(&[
+            text("error sending request"),
+            text("connection closed before message completed")
+        ]));
+        assert!(!closed_mid_answer(&[io(ConnectionRefused, "os error 111")]));
     }
 }

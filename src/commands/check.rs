@@ -76,11 +76,11 @@ async fn prove(config: &AccountConfig, report: &mut Report) -> u8 {
     };
     let proven = match preflight(&client).await {
         Ok(proven) => proven,
-        Err(PreflightError::CredentialsRefused) => {
+        Err(PreflightError::CredentialsRefused(refusal)) => {
             report.line("reachable", "yes".to_string());
-            report.line("account", "refused the credentials (HTTP 401)".to_string());
+            report.line("account", format!("refused the credentials ({refusal})"));
             crate::logs::error(format_args!(
-                "the API refused the credentials (HTTP 401, Twilio error 20003); check {}",
+                "the API refused the credentials ({refusal}); check {}",
                 super::connect::credentials_source(&config.target)
             ));
             return exit::USAGE_OR_CONFIG;

@@ -20,7 +20,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::api::client::next_page_path;
 use crate::api::gate::{Gate, Halt};
-use crate::api::{ApiError, ListedSim, SimFilter};
+use crate::api::{ApiError, ListedSim, Refusal, SimFilter};
 use crate::config::Target;
 use crate::exit;
 
@@ -42,7 +42,7 @@ pub(crate) enum ListError {
     /// Ctrl-C or SIGTERM.
     Interrupted,
     /// The API answered 401: the credentials are wrong.
-    CredentialsRefused,
+    CredentialsRefused(Refusal),
     /// A page failed for good (after retries, where retrying made sense).
     Api(ApiError),
     /// No request got an answer: the sentence says why, naming the URL.
@@ -79,9 +79,9 @@ impl ListError {
                 "interrupted before the last page".to_string(),
                 exit::INTERRUPTED,
             ),
-            ListError::CredentialsRefused => (
+            ListError::CredentialsRefused(refusal) => (
                 format!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); check {}",
+                    "the API refused the credentials ({refusal}); check {}",
                     super::connect::credentials_source(target)
                 ),
                 exit::USAGE_OR_CONFIG,
@@ -132,15 +132,16 @@ pub(crate) async fn list_sims(
             Err(Some(error)) => return Err(ListError::Api(error)),
             // No answer to judge: the run was stopped, by a person or by the API side.
             // Refused credentials are told whatever came first: they are what to fix.
-            Err(None) if gate.credentials_refused().is_cancelled() => {
-                return Err(ListError::CredentialsRefused);
-            }
             Err(None) => {
-                return Err(match gate.halt_reason() {
-                    Some(Halt::CredentialsRefused) => ListError::CredentialsRefused,
-                    Some(Halt::Unreachable(sentence)) => ListError::Unreachable(sentence),
-                    Some(Halt::WrongEndpoint(sentence)) => ListError::WrongEndpoint(sentence),
-                    None => ListError::Interrupted,
+                return Err(match (gate.refusal(), gate.halt_reason()) {
+                    (Some(refusal), _) | (_, Some(Halt::CredentialsRefused(refusal))) => {
+                        ListError::CredentialsRefused(refusal)
+                    }
+                    (None, Some(Halt::Unreachable(sentence))) => ListError::Unreachable(sentence),
+                    (None, Some(Halt::WrongEndpoint(sentence))) => {
+                        ListError::WrongEndpoint(sentence)
+                    }
+                    (None, None) => ListError::Interrupted,
                 });
             }
         };

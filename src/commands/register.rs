@@ -47,10 +47,9 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
                 let _ = out.write_all(made_up_note(emulator.as_ref()).as_bytes());
                 plan.exit_code()
             }
-            Err(RunError::CredentialsRefused) => {
+            Err(RunError::CredentialsRefused(refusal)) => {
                 crate::logs::error(format_args!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {credentials_source}"
+                    "the API refused the credentials ({refusal}); check {credentials_source}"
                 ));
                 exit::USAGE_OR_CONFIG
             }
@@ -73,10 +72,9 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
                 let text = summary.render() + &made_up_note(emulator.as_ref());
                 print_summary(&text, summary_json.as_deref());
             }
-            if summary.end == EndReason::CredentialsRefused {
+            if let EndReason::CredentialsRefused(refusal) = &summary.end {
                 crate::logs::error(format_args!(
-                    "the API refused the credentials (HTTP 401, Twilio error 20003); \
-                     check {credentials_source}"
+                    "the API refused the credentials ({refusal}); check {credentials_source}"
                 ));
             }
             let json = serde_json::to_value(summary.to_json());
@@ -86,11 +84,9 @@ pub(crate) async fn run(args: RegisterArgs, stop: CancellationToken) -> u8 {
                 RunRecord::of_summary(summary, timeline, about),
             )
         }
-        Err(RunError::CredentialsRefused) => {
-            let message = format!(
-                "the API refused the credentials (HTTP 401, Twilio error 20003); check \
-                 {credentials_source}"
-            );
+        Err(RunError::CredentialsRefused(refusal)) => {
+            let message =
+                format!("the API refused the credentials ({refusal}); check {credentials_source}");
             crate::logs::error(format_args!("{message}"));
             write_error_summary(summary_json.as_deref(), exit::USAGE_OR_CONFIG, &message);
             let record =

@@ -1,9 +1,9 @@
 //! Injected faults: what one `POST /v1/Sims` can be made to meet (a 5xx, an HTML 502, a
-//! slow or lost response, a redirect, a success that shows something else than what was
-//! asked), chosen per ICCID or rolled from the seed; and the ways the SIM list can
-//! misbehave for a client that pages through it ([`PagingFault`]: pages that never end,
-//! SIMs shown twice, a next page outside the list, another account's SIMs, a body that
-//! goes on and on).
+//! slow, lost or cut-short response, a redirect, a success that shows something else than
+//! what was asked, a message that echoes the request's secrets or says anything at all),
+//! chosen per ICCID or rolled from the seed; and the ways the SIM list can misbehave for a
+//! client that pages through it ([`PagingFault`]: pages that never end, SIMs shown twice, a
+//! next page outside the list, another account's SIMs, a body that goes on and on).
 
 use std::time::Duration;
 
@@ -40,13 +40,6 @@ pub enum Fault {
     StallBeforeCommit(Duration),
     /// A Twilio error body with this HTTP status and code (e.g. 409 / 83009), unprocessed.
     TwilioError { status: u16, code: u32 },
-    /// [`Fault::TwilioError`] with this message, unprocessed: an 83003 naming a SID that is
-    /// not the SIM's, say, since Twilio leaves the message's wording open.
-    TwilioErrorSaying {
-        status: u16,
-        code: u32,
-        message: String,
-    },
     /// 404 with an HTML page and no Twilio error, as a web server or proxy that is not the
     /// API answers; unprocessed.
     NotFoundPage,
@@ -58,6 +51,23 @@ pub enum Fault {
     /// not one): an answer that does not describe what was asked for. A failed request is
     /// answered as it is.
     AlteredAnswer { fields: Vec<(String, String)> },
+    /// The request is processed, then the answer's status and headers go out announcing a
+    /// longer body than is sent, and the connection is closed: an answer cut short, as a
+    /// server or proxy that dies mid-answer leaves it.
+    CutShortAfterCommit,
+    /// A Twilio error body with this HTTP status, code and message, the message exactly as
+    /// given (control characters, a leading `=`, an 83003 naming a SID that is not the
+    /// SIM's): a server's own words, which Twilio leaves open; unprocessed.
+    TwilioMessage {
+        status: u16,
+        code: u32,
+        message: String,
+    },
+    /// 400 / 83002 whose message echoes the request's secrets in the forms a careless
+    /// server might: the `Authorization` header, its Basic credential without padding, the
+    /// secret it carries as sent and in capitals, and the registration code lowercased,
+    /// spaced out and dashed; unprocessed.
+    EchoSecrets,
 }
 
 impl Fault {
@@ -135,7 +145,7 @@ impl Fault {
                 *code,
                 &format!("Injected Twilio error {code}"),
             ),
-            Fault::TwilioErrorSaying {
+            Fault::TwilioMessage {
                 status,
                 code,
                 message,
@@ -144,10 +154,13 @@ impl Fault {
                 *code,
                 message,
             ),
-            Fault::DropAfterCommit
+            // Answered by `echo_secrets`, which sees the request.
+            Fault::EchoSecrets
+            | Fault::DropAfterCommit
             | Fault::SlowAfterCommit(_)
             | Fault::StallBeforeCommit(_)
-            | Fault::AlteredAnswer { .. } => {
+            | Fault::AlteredAnswer { .. }
+            | Fault::CutShortAfterCommit => {
                 return None;
             }
         })
@@ -233,4 +246,54 @@ pub(super) fn padded_body(
         Body::from_stream(head.chain(tail)),
     )
         .into_response()
+}
+
+/// [`Fault::EchoSecrets`]: a refusal whose message repeats what the request carried.
+pub(super) fn echo_secrets(authorization: Option<&str>, code: Option<&str>) -> Response {
+    use base64::Engine as _;
+    let authorization = authorization.unwrap_or_default();
+    let credential = authorization.strip_prefix("Basic ").unwrap_or_default();
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(credential)
+        .ok()
+        .and_then(|pair| String::from_utf8(pair).ok())
+        .and_then(|pair| Some(pair.split_once(':')?.1.to_string()))
+        .unwrap_or_default();
+    let code = code.unwrap_or_default();
+    let spaced: Vec<String> = code.chars().map(String::from).collect();
+    let dashed: Vec<String> = code
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).into_owned())
+        .collect();
+    let message = format!(
+        "request refused: Authorization {authorization}; credential {}; secret {secret}, \
+         {}; code {}, '{}', {}",
+        credential.trim_end_matches('='),
+        secret.to_uppercase(),
+        code.to_lowercase(),
+        spaced.join(" "),
+        dashed.join("-"),
+    );
+    twilio_error(StatusCode::BAD_REQUEST, 83002, &message)
+}
+
+/// [`Fault::CutShortAfterCommit`]: `response` with a `Content-Length` longer than its body,
+/// whose body ends in an error, so the connection is closed once what there is went out.
+pub(super) async fn cut_short(response: Response) -> Response {
+    use futures_util::StreamExt as _;
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return lost_response();
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len() + 100));
+    let sent = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]);
+    // The pause lets what was sent reach the client before the connection is closed.
+    let cut = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err(std::io::Error::other("emulated answer cut short"))
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(sent.chain(cut)))
 }

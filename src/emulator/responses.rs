@@ -52,7 +52,7 @@ pub(super) fn too_many_requests() -> Response {
 }
 
 /// Twilio's error body. Callers never pass a registration code or a credential into
-/// `message`.
+/// `message`, but for [`super::faults::echo_secrets`], whose purpose that is.
 pub(super) fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
     let body = json!({
         "code": code,

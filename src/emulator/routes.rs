@@ -131,6 +131,12 @@ pub(super) async fn create_sim(
     // An unreadable body is answered like a missing parameter, as Twilio does.
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = shared.next_fault(params.iccid.as_deref());
+    if fault == Some(Fault::EchoSecrets) {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        return echo_secrets(authorization, params.registration_code.as_deref());
+    }
     around_commit(fault, || {
         shared.register(params, &base_url(&shared, &headers))
     })
@@ -163,7 +169,7 @@ pub(super) async fn update_sim(
 
 /// Runs `commit` (a registration or an update) with the injected `fault` around it: held
 /// then refused, refused before anything changes, or committed and then answered late,
-/// altered or not at all.
+/// altered, cut short or not at all.
 async fn around_commit(fault: Option<Fault>, commit: impl FnOnce() -> Response) -> Response {
     if let Some(Fault::StallBeforeCommit(stall)) = fault {
         tokio::time::sleep(stall).await;
@@ -182,6 +188,7 @@ async fn around_commit(fault: Option<Fault>, commit: impl FnOnce() -> Response) 
             response
         }
         Some(Fault::AlteredAnswer { fields }) => alter_answer(response, &fields).await,
+        Some(Fault::CutShortAfterCommit) => cut_short(response).await,
         _ => response,
     }
 }

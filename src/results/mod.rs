@@ -3,6 +3,8 @@
 //! [`earlier`] runs wrote so a second run can resume (matched to input lines by
 //! `run::plan`, on disk, so a million earlier rows are never held in memory).
 //!
+//! [`cell`] keeps a server's text from being taken for a spreadsheet formula.
+//!
 //! [`compact`] turns the journal into one row per SIM when a run ends: the rows of the
 //! input's SIMs on their current lines, then the rows of SIMs no longer in the input.
 //!
@@ -12,6 +14,7 @@
 //! last whole CSV record (quotes honoured) before anything is appended, so it stays a valid
 //! CSV.
 
+pub(crate) mod cell;
 pub mod compact;
 pub(crate) mod earlier;
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use std::borrow::Cow;
+
 use anyhow::{Context, bail};
 
 use super::earlier::earlier_rows;
@@ -150,6 +152,14 @@ impl ResultsWriter {
             }
             _ => row,
         };
+        let marked;
+        let row = match marked_as_text(row) {
+            Some(row) => {
+                marked = row;
+                &marked
+            }
+            None => row,
+        };
         let first_eleven = (
             row.line,
             &row.iccid,
@@ -185,6 +195,32 @@ impl ResultsWriter {
         self.csv.flush()?;
         self.csv.get_ref().get_ref().sync_data()
     }
+}
+
+/// `row` with each cell of server text that a spreadsheet would take for a formula marked
+/// as text (see [`super::cell`]); `None` when no cell needs it, as for almost every row.
+fn marked_as_text(row: &ResultRow) -> Option<ResultRow> {
+    let mark = |cell: &Option<String>| -> Option<String> {
+        cell.as_deref()
+            .map(|text| cell::spreadsheet_safe(text).into_owned())
+    };
+    let cells = [
+        &row.status,
+        &row.fleet_sid,
+        &row.error_message,
+        &row.unique_name,
+    ];
+    let needed = cells.iter().any(|cell| {
+        cell.as_deref()
+            .is_some_and(|text| matches!(cell::spreadsheet_safe(text), Cow::Owned(_)))
+    });
+    needed.then(|| ResultRow {
+        status: mark(&row.status),
+        fleet_sid: mark(&row.fleet_sid),
+        error_message: mark(&row.error_message),
+        unique_name: mark(&row.unique_name),
+        ..row.clone()
+    })
 }
 
 /// What the start of a file says about whose it is.

@@ -41,7 +41,9 @@ pub(crate) async fn proven_account(
             }
             (learned, said) => Ok(learned.or_else(|| said.map(String::from))),
         },
-        Err(PreflightError::CredentialsRefused) => Err(RunError::CredentialsRefused),
+        Err(PreflightError::CredentialsRefused(refusal)) => {
+            Err(RunError::CredentialsRefused(refusal))
+        }
         Err(PreflightError::Setup(message)) => Err(RunError::Setup(anyhow::anyhow!(message))),
         Err(PreflightError::Unreachable(message)) => Err(RunError::Unreachable(message)),
     }

@@ -178,7 +178,7 @@ async fn plan_dry_run(
         Err(FleetStop::Unavailable(message)) => return Err(RunError::Unreachable(message)),
         Err(FleetStop::Halted) => {
             return Err(match gate.halt_reason() {
-                Some(Halt::CredentialsRefused) => RunError::CredentialsRefused,
+                Some(Halt::CredentialsRefused(refusal)) => RunError::CredentialsRefused(refusal),
                 Some(Halt::Unreachable(why)) => RunError::Unreachable(why),
                 Some(Halt::WrongEndpoint(why)) => RunError::Setup(anyhow::anyhow!(why)),
                 None if stop.is_cancelled() => RunError::Interrupted,

@@ -3,6 +3,7 @@
 //! another account, and the preflight's refusals. [`RunError::exit_code`] is the one
 //! mapping from these to exit codes; how a started run stopped is [`super::stop`]'s.
 
+use crate::api::Refusal;
 use crate::exit;
 use crate::input::InputError;
 use crate::run::lock::LockError;
@@ -29,9 +30,9 @@ pub(crate) enum RunError {
         written_on: String,
         this_run: String,
     },
-    /// The preflight's request was answered 401.
-    #[error("the API refused the credentials")]
-    CredentialsRefused,
+    /// The API refused the credentials, as it answered (the preflight's 401, or a request's).
+    #[error("the API refused the credentials ({0})")]
+    CredentialsRefused(Refusal),
     /// The API could not be reached: try again later.
     #[error("{0}")]
     Unreachable(String),
@@ -58,7 +59,7 @@ impl RunError {
             RunError::Input(_)
             | RunError::Setup(_)
             | RunError::OtherAccount { .. }
-            | RunError::CredentialsRefused => exit::USAGE_OR_CONFIG,
+            | RunError::CredentialsRefused(_) => exit::USAGE_OR_CONFIG,
         }
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Refusal;
 use crate::api::gate::{Gate, Halt};
 use crate::exit;
 use crate::results::Outcome;
@@ -35,8 +36,8 @@ pub(crate) enum EndReason {
     Interrupted,
     /// `--max-failures` was exceeded; the text says by what.
     MaxFailures(String),
-    /// The API answered 401: the credentials are wrong.
-    CredentialsRefused,
+    /// The API refused the credentials (a 401, or 20003), as it answered.
+    CredentialsRefused(Refusal),
     /// No request was answered and several in a row got no answer at all (DNS, refused,
     /// TLS, timeout): the text is one sentence saying which, with the URL. Exit 75; the
     /// rows not finished are left for the next run, none is written `gave_up` for it.
@@ -84,7 +85,9 @@ impl EndReason {
             }
             EndReason::Interrupted => (exit::INTERRUPTED, "interrupted", None),
             EndReason::MaxFailures(why) => (exit::ROWS_FAILED, "max_failures", Some(why)),
-            EndReason::CredentialsRefused => (exit::USAGE_OR_CONFIG, "credentials_refused", None),
+            EndReason::CredentialsRefused(_) => {
+                (exit::USAGE_OR_CONFIG, "credentials_refused", None)
+            }
             EndReason::Unreachable(why) => (exit::TEMPORARY_FAILURE, "unreachable", Some(why)),
             EndReason::WrongEndpoint(why) => (exit::USAGE_OR_CONFIG, "wrong_endpoint", Some(why)),
             EndReason::InputChanged(why) => (exit::TEMPORARY_FAILURE, "input_changed", Some(why)),
@@ -110,7 +113,7 @@ impl EndReason {
 impl From<Halt> for EndReason {
     fn from(halt: Halt) -> Self {
         match halt {
-            Halt::CredentialsRefused => EndReason::CredentialsRefused,
+            Halt::CredentialsRefused(refusal) => EndReason::CredentialsRefused(refusal),
             Halt::Unreachable(why) => EndReason::Unreachable(why),
             Halt::WrongEndpoint(why) => EndReason::WrongEndpoint(why),
         }
@@ -242,7 +245,14 @@ mod tests {
             (EndReason::Finished, 0, "finished"),
             (EndReason::Interrupted, 130, "interrupted"),
             (EndReason::MaxFailures("x".into()), 1, "max_failures"),
-            (EndReason::CredentialsRefused, 2, "credentials_refused"),
+            (
+                EndReason::CredentialsRefused(Refusal {
+                    http_status: Some(401),
+                    code: None,
+                }),
+                2,
+                "credentials_refused",
+            ),
             (EndReason::Unreachable("x".into()), 75, "unreachable"),
             (EndReason::WrongEndpoint("x".into()), 2, "wrong_endpoint"),
             (EndReason::InputChanged("x".into()), 75, "input_changed"),

@@ -440,9 +440,10 @@ impl RunSummary {
             EndReason::MaxFailures(why) => text.push_str(&format!(
                 "stopped early: {why}; fix the input, then run the same command again to resume\n"
             )),
-            EndReason::CredentialsRefused => text.push_str(
-                "stopped: the API refused the credentials; rows not yet finished are left for the next run\n",
-            ),
+            EndReason::CredentialsRefused(refusal) => text.push_str(&format!(
+                "stopped: the API refused the credentials ({refusal}); rows not yet finished are \
+                 left for the next run\n"
+            )),
             EndReason::Unreachable(why) => text.push_str(&format!(
                 "stopped: {why}; rows not yet finished are left for the next run\n"
             )),

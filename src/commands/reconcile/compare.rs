@@ -199,8 +199,8 @@ impl Reconcile<'_> {
                     Some(account) => account,
                     None => return Ok(()),
                 },
-                Err(PreflightError::CredentialsRefused) => {
-                    return Err(ListError::CredentialsRefused);
+                Err(PreflightError::CredentialsRefused(refusal)) => {
+                    return Err(ListError::CredentialsRefused(refusal));
                 }
                 Err(error) => return Err(ListError::Other(anyhow::anyhow!("{error}"))),
             },

@@ -154,7 +154,9 @@ async fn fleet_sid(gate: &Gate, target: &Target, name: &str) -> Result<String, u
             Err(exit::TEMPORARY_FAILURE)
         }
         FleetStop::Halted => match gate.halt_reason() {
-            Some(Halt::CredentialsRefused) => Err(ListError::CredentialsRefused.report(target)),
+            Some(Halt::CredentialsRefused(refusal)) => {
+                Err(ListError::CredentialsRefused(refusal).report(target))
+            }
             Some(Halt::Unreachable(sentence)) => {
                 crate::logs::error(sentence);
                 Err(exit::TEMPORARY_FAILURE)

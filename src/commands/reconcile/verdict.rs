@@ -4,6 +4,7 @@
 use super::layout::FileRow;
 use crate::exit;
 use crate::results::Outcome;
+use crate::results::cell::spreadsheet_safe;
 
 /// How a SIM compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +127,12 @@ pub(super) fn judge(
                 );
             }
             let mut differences = Vec::new();
+            // A results file marks a server's text that looks like a formula (see
+            // `results::cell`); the account's value, marked the same way, compares with it.
+            let same =
+                |file: &str, account: &str| spreadsheet_safe(file) == spreadsheet_safe(account);
             let mut compare = |field: &str, file: &str, account: &str| {
-                if file != account {
+                if !same(file, account) {
                     differences.push(format!(
                         "{field}: file {}, account {}",
                         shown(file),
@@ -144,10 +149,10 @@ pub(super) fn judge(
                     "" => true,
                     // A change was under way: any settled status but `new` is where it went.
                     "scheduled" => sim.status != "new",
-                    status => status == sim.status,
+                    status => same(status, &sim.status),
                 }
             } else {
-                row.status == sim.status
+                same(&row.status, &sim.status)
             };
             if !status_matches {
                 compare("status", &row.status, &sim.status);

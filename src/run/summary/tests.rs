@@ -54,7 +54,15 @@ fn exit_codes_follow_the_contract() {
     let mut ended = summary(&[Rejected], &[]);
     ended.end = EndReason::Interrupted;
     assert_eq!(ended.exit_code(), 130);
-    ended.end = EndReason::CredentialsRefused;
+    ended.end = EndReason::CredentialsRefused(crate::api::Refusal {
+        http_status: Some(403),
+        code: Some(20003),
+    });
+    assert!(
+        ended
+            .render()
+            .contains("the API refused the credentials (HTTP 403, Twilio error 20003)")
+    );
     assert_eq!(ended.exit_code(), 2);
     ended.end = EndReason::Unreachable("cannot reach the API at http://x".into());
     assert_eq!(ended.exit_code(), 75);
