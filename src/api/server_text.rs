@@ -6,6 +6,8 @@
 //! echoed, and no terminal obeys a line break or an escape sequence a server sent. The
 //! client applies it as each answer is read, so nothing after it sees the raw text.
 
+use std::borrow::Cow;
+
 use crate::secret::Redactor;
 
 use super::client::{ListedSim, Sim};
@@ -18,16 +20,23 @@ pub(super) trait ServerText {
 
 /// `text` without secrets and with each control character replaced by U+FFFD.
 pub(super) fn clean(text: &str, redactor: &Redactor) -> String {
-    redactor
-        .redact(text)
-        .chars()
+    without_controls(&redactor.redact(text))
+}
+
+fn without_controls(text: &str) -> String {
+    text.chars()
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
 }
 
 impl ServerText for String {
+    /// Every answer's fields pass through here, and nearly all are clean already: those are
+    /// handed back as they came, with no copy made.
     fn cleaned(self, redactor: &Redactor) -> Self {
-        clean(&self, redactor)
+        match redactor.redact(&self) {
+            Cow::Borrowed(_) if !self.chars().any(char::is_control) => self,
+            redacted => without_controls(&redacted),
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //! one request, a [`RegistrationCode`]), only ever hands back redacted text, and its
 //! `Debug` says how many secrets it holds, never one.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -23,43 +26,45 @@ pub(crate) struct Redactor {
     secrets: Vec<Secret>,
 }
 
+/// Cloned once per create (with its code added), so its characters are shared, not copied.
 #[derive(Clone)]
 struct Secret {
-    /// The characters a match has, in order, separators left out.
-    chars: Vec<char>,
+    /// The characters a match has, in order, separators left out; never empty.
+    chars: Arc<[char]>,
     /// A base64 credential: `=` padding right after a match goes with it.
     padded: bool,
 }
 
 impl Secret {
     fn new(text: &str, padded: bool) -> Option<Secret> {
-        let chars: Vec<char> = text
+        let chars: Arc<[char]> = text
             .chars()
             .filter(|&c| !(is_separator(c) || (padded && c == '=')))
             .collect();
         (!chars.is_empty()).then_some(Secret { chars, padded })
     }
 
-    /// Where a match starting at `start` ends, if one starts there.
-    fn match_at(&self, text: &[char], start: usize) -> Option<usize> {
-        let mut at = start;
+    /// Whether a match could start with `c`: most of a text is passed over on this alone.
+    fn may_start_with(&self, c: char) -> bool {
+        self.chars[0].eq_ignore_ascii_case(&c)
+    }
+
+    /// The length in bytes of a match at the start of `text`, if one starts there.
+    fn match_len(&self, text: &str) -> Option<usize> {
+        let mut rest = text.char_indices().peekable();
         for (n, &wanted) in self.chars.iter().enumerate() {
             if n > 0 {
-                while text.get(at).copied().is_some_and(is_separator) {
-                    at += 1;
-                }
+                while rest.next_if(|&(_, c)| is_separator(c)).is_some() {}
             }
-            if !text.get(at)?.eq_ignore_ascii_case(&wanted) {
+            let (_, c) = rest.next()?;
+            if !c.eq_ignore_ascii_case(&wanted) {
                 return None;
             }
-            at += 1;
         }
         if self.padded {
-            while text.get(at) == Some(&'=') {
-                at += 1;
-            }
+            while rest.next_if(|&(_, c)| c == '=').is_some() {}
         }
-        Some(at)
+        Some(rest.peek().map_or(text.len(), |&(at, _)| at))
     }
 }
 
@@ -94,29 +99,38 @@ impl Redactor {
     }
 
     /// `text` with every secret, in any case and spacing, replaced by [`REDACTED`]. Where
-    /// two secrets start at one place, the longer match goes.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let chars: Vec<char> = text.chars().collect();
-        let mut redacted = String::with_capacity(text.len());
+    /// two secrets start at one place, the longer match goes. Text without a secret, as
+    /// nearly every answer's is, comes back as it was, unallocated.
+    pub(crate) fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut redacted: Option<String> = None;
+        // `text[kept..]` has not been copied into `redacted` yet.
+        let mut kept = 0;
         let mut at = 0;
-        while at < chars.len() {
-            let end = self
+        while let Some(c) = text[at..].chars().next() {
+            let longest = self
                 .secrets
                 .iter()
-                .filter_map(|secret| secret.match_at(&chars, at))
+                .filter(|secret| secret.may_start_with(c))
+                .filter_map(|secret| secret.match_len(&text[at..]))
                 .max();
-            match end {
-                Some(end) => {
-                    redacted.push_str(REDACTED);
-                    at = end;
+            match longest {
+                Some(len) => {
+                    let out = redacted.get_or_insert_with(|| String::with_capacity(text.len()));
+                    out.push_str(&text[kept..at]);
+                    out.push_str(REDACTED);
+                    at += len;
+                    kept = at;
                 }
-                None => {
-                    redacted.push(chars[at]);
-                    at += 1;
-                }
+                None => at += c.len_utf8(),
             }
         }
-        redacted
+        match redacted {
+            None => Cow::Borrowed(text),
+            Some(mut out) => {
+                out.push_str(&text[kept..]);
+                Cow::Owned(out)
+            }
+        }
     }
 }
 
@@ -171,6 +185,23 @@ mod tests {
             "The Super SIM HS0123456789abcdef0123456789abcdef is already registered",
         ] {
             assert_eq!(redactor.redact(text), text);
+        }
+    }
+
+    #[test]
+    fn clean_text_is_handed_back_uncopied_and_any_character_may_stand_beside_a_secret() {
+        let redactor = redactor();
+        assert!(matches!(
+            redactor.redact("HS0123456789abcdef0123456789abcdef"),
+            Cow::Borrowed(_)
+        ));
+        for (echoed, left) in [
+            ("hchjzxrpuc", "[redacted]"),
+            ("é hchjzxrpuc ü", "é [redacted] ü"),
+            ("→TOKENSECRET123←", "→[redacted]←"),
+            ("hchjzxrpuchchjzxrpuc", "[redacted][redacted]"),
+        ] {
+            assert_eq!(redactor.redact(echoed), left, "{left}");
         }
     }
 
