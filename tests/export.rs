@@ -397,3 +397,56 @@ async fn a_page_longer_than_the_sims_asked_for_can_be_is_refused() {
     let sent = env.emulator.stats().padding_sent;
     assert!(sent < 4 << 20, "{sent} bytes of padding were sent");
 }
+
+/// A SIM's name or status that a spreadsheet would run as a formula is exported as text,
+/// as the results file writes it (a `'` in front); JSON Lines, read by programs, keep the
+/// server's words as they came.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_formula_in_a_sims_text_is_exported_as_text_in_csv_only() {
+    let app = axum::Router::new().route(
+        "/v1/Sims",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({
+                "sims": [{
+                    "sid": format!("HS{:032x}", 1), "unique_name": "=HYPERLINK(\"x\")",
+                    "account_sid": "AC00000000000000000000000000000000",
+                    "iccid": iccid(1), "status": "@SUM(1)", "fleet_sid": null,
+                    "date_created": "2026-01-01T00:00:00Z", "date_updated": "2026-01-01T00:00:00Z",
+                    "url": format!("https://supersim.twilio.com/v1/Sims/HS{:032x}", 1), "links": {}
+                }],
+                "meta": {"key": "sims", "next_page_url": null, "page": 0, "page_size": 50,
+                         "first_page_url": "https://supersim.twilio.com/v1/Sims?PageSize=50&Page=0",
+                         "previous_page_url": null,
+                         "url": "https://supersim.twilio.com/v1/Sims?PageSize=50&Page=0"}
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let export = |format: &'static str| {
+        binary_command()
+            .args([
+                "export",
+                "--format",
+                format,
+                "--base-url",
+                &format!("http://{addr}"),
+            ])
+            .envs(TestEnv::test_credentials())
+            .output()
+    };
+
+    let csv = export("csv").await.unwrap();
+    assert_eq!(exit_code(&csv), 0, "{}", stderr(&csv));
+    let exported = rows(&stdout(&csv));
+    assert_eq!(exported.len(), 1, "{}", stdout(&csv));
+    assert_eq!(exported[0][2], "'@SUM(1)", "status");
+    assert_eq!(exported[0][4], "'=HYPERLINK(\"x\")", "unique_name");
+
+    let json = export("json").await.unwrap();
+    assert_eq!(exit_code(&json), 0, "{}", stderr(&json));
+    let object: serde_json::Value = serde_json::from_str(stdout(&json).trim()).unwrap();
+    assert_eq!(object["status"], "@SUM(1)");
+    assert_eq!(object["unique_name"], "=HYPERLINK(\"x\")");
+}

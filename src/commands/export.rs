@@ -26,6 +26,7 @@ use crate::api::gate::Gate;
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::config::AccountConfig;
 use crate::exit;
+use crate::results::cell::spreadsheet_safe;
 
 /// Refuses an output path that must not be replaced: anything but a regular file or a new
 /// path (a symbolic link, whatever it points at, a device, a pipe), or a file that is not
@@ -150,7 +151,12 @@ impl Sink {
     fn sim(&mut self, sim: &ListedSim) -> anyhow::Result<()> {
         self.header()?;
         match self {
-            Sink::Csv { writer, .. } => writer.write_record(export_fields(sim))?,
+            // A spreadsheet opens a CSV export as it opens the results file, so the
+            // server's words are marked as text alike; JSON Lines are for programs.
+            Sink::Csv { writer, .. } => {
+                let fields = export_fields(sim).map(spreadsheet_safe);
+                writer.write_record(fields.iter().map(|field| field.as_bytes()))?;
+            }
             Sink::Json(out) => {
                 serde_json::to_writer(&mut *out, &JsonSim::of(sim))?;
                 out.write_all(b"\n")?;
