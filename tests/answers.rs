@@ -4,37 +4,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{TestEnv, exit_code, good_sim, stderr};
+use common::{TestEnv, altered, assert_sids_unique, exit_code, good_sim, stderr};
 use supersim_bulk::emulator::{EmulatorConfig, Fault, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN};
 
 /// Another account than the emulator's.
 const OTHER_ACCOUNT: &str = "AC11111111111111111111111111111111";
-
-/// A success whose resource has these fields altered.
-fn altered(fields: &[(&str, &str)]) -> Fault {
-    Fault::AlteredAnswer {
-        fields: fields
-            .iter()
-            .map(|(field, value)| (field.to_string(), value.to_string()))
-            .collect(),
-    }
-}
-
-/// No two rows hold the same SID for different ICCIDs.
-fn assert_sids_unique(rows: &HashMap<String, HashMap<String, String>>) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
-    for (iccid, row) in rows {
-        let sid = row["sid"].as_str();
-        if sid.is_empty() {
-            continue;
-        }
-        if let Some(other) = seen.insert(sid, iccid) {
-            panic!("{other} and {iccid} both hold {sid}: {rows:?}");
-        }
-    }
-}
 
 /// Issue 17 item 4: a 201 showing another SIM (its ICCID and SID) is an answer in doubt;
 /// the SIM ends with its own SID, never the other SIM's.

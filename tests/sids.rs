@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{TestEnv, exit_code, good_sim, stderr};
+use common::{TestEnv, altered, assert_sids_unique, exit_code, good_sim, stderr};
 use supersim_bulk::emulator::{Fault, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN};
 
 /// A SID no SIM of the emulator's account has.
@@ -20,27 +18,6 @@ fn already_registered_as(sid: &str) -> Fault {
         status: 409,
         code: 83003,
         message: format!("The Super SIM {sid} is already registered to your account"),
-    }
-}
-
-/// A success whose resource shows this `sid`, whatever the SIM's own.
-fn success_showing_sid(sid: &str) -> Fault {
-    Fault::AlteredAnswer {
-        fields: vec![("sid".to_string(), sid.to_string())],
-    }
-}
-
-/// No two rows hold the same SID for different ICCIDs.
-fn assert_sids_unique(rows: &HashMap<String, HashMap<String, String>>) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
-    for (iccid, row) in rows {
-        let sid = row["sid"].as_str();
-        if sid.is_empty() {
-            continue;
-        }
-        if let Some(other) = seen.insert(sid, iccid) {
-            panic!("{other} and {iccid} both hold {sid}: {rows:?}");
-        }
     }
 }
 
@@ -128,7 +105,7 @@ async fn one_sid_shown_for_every_sim_goes_on_one_row_at_most() {
     let sims: Vec<_> = (1..=3).map(good_sim).collect();
     for (iccid, _) in &sims {
         env.emulator
-            .inject(iccid, vec![success_showing_sid(STRANGER_SID)]);
+            .inject(iccid, vec![altered(&[("sid", STRANGER_SID)])]);
     }
     env.write_input(&sims);
 
@@ -161,7 +138,7 @@ async fn a_sid_an_earlier_run_recorded_is_not_recorded_for_another_sim() {
 
     for (iccid, _) in &sims[1..] {
         env.emulator
-            .inject(iccid, vec![success_showing_sid(&earlier_sid)]);
+            .inject(iccid, vec![altered(&[("sid", &earlier_sid)])]);
     }
     env.write_input(&sims);
     let output = env.register(&[]).await;

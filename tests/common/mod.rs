@@ -302,3 +302,30 @@ pub fn subcommands() -> Vec<String> {
     assert!(names.iter().any(|name| name == "register"), "{names:?}");
     names
 }
+
+/// A success whose resource has these fields altered (another `sid`, `iccid` or
+/// `account_sid`): an answer that does not describe what was asked for.
+pub fn altered(fields: &[(&str, &str)]) -> supersim_bulk::emulator::Fault {
+    supersim_bulk::emulator::Fault::AlteredAnswer {
+        fields: fields
+            .iter()
+            .map(|(field, value)| (field.to_string(), value.to_string()))
+            .collect(),
+    }
+}
+
+/// No two rows of `rows` (each keyed by its ICCID) hold the same SID.
+pub fn assert_sids_unique(
+    rows: &std::collections::HashMap<String, std::collections::HashMap<String, String>>,
+) {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (iccid, row) in rows {
+        let sid = row["sid"].as_str();
+        if sid.is_empty() {
+            continue;
+        }
+        if let Some(other) = seen.insert(sid, iccid) {
+            panic!("{other} and {iccid} both hold {sid}: {rows:?}");
+        }
+    }
+}
