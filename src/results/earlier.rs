@@ -55,7 +55,10 @@ const PENDING: u8 = 2;
 /// `HS` + 32 hex digits as 16 bytes; `None` for anything else. The hex digits are read in
 /// either case, so two spellings of one SID pack the same.
 pub(crate) fn pack_sid(sid: &str) -> Option<[u8; 16]> {
-    let hex = sid.strip_prefix("HS").filter(|h| h.len() == 32)?;
+    // `from_str_radix` would take a sign too: `+f` is no pair of hex digits.
+    let hex = sid
+        .strip_prefix("HS")
+        .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))?;
     let mut bytes = [0u8; 16];
     for (i, byte) in bytes.iter_mut().enumerate() {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;

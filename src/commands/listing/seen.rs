@@ -14,6 +14,8 @@
 
 use std::collections::HashSet;
 
+use crate::results::pack_sid;
+
 /// Pages in a row without a SIM not listed before, each naming a next page, that stop a
 /// listing.
 pub(super) const PAGES_WITHOUT_A_NEW_SIM: u32 = 3;
@@ -21,7 +23,7 @@ pub(super) const PAGES_WITHOUT_A_NEW_SIM: u32 = 3;
 /// The SIDs listed so far, and how the latest pages added to them.
 #[derive(Default)]
 pub(super) struct SimsSeen {
-    sids: HashSet<u128>,
+    sids: HashSet<[u8; 16]>,
     /// Pages in a row, up to the latest, that showed no SID not in `sids` before.
     pages_without_a_new_sim: u32,
     /// SIMs shown again after their first time, for the log.
@@ -33,7 +35,7 @@ impl SimsSeen {
     /// it was listed before. A `sid` that is not one is refused, with a sentence: such a SIM
     /// could not be told from one listed before, and pages of them would seem new for ever.
     pub(super) fn first_sight(&mut self, sid: &str) -> Result<bool, String> {
-        let Some(bits) = sid_bits(sid) else {
+        let Some(bits) = pack_sid(sid) else {
             return Err(
                 "the API listed a SIM whose `sid` is not HS and 32 hex digits, as no Super SIM's \
                  is: this is not the Super SIM API's list. Check --base-url or \
@@ -84,15 +86,6 @@ impl SimsSeen {
     }
 }
 
-/// The 128 bits of a Sim SID (`HS` and 32 hex digits, either case).
-fn sid_bits(sid: &str) -> Option<u128> {
-    let hex = sid.strip_prefix("HS")?;
-    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u128::from_str_radix(hex, 16).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +113,7 @@ mod tests {
             "HS123",
             "HSzz23456789abcdef0123456789abcdef",
             "XX0123456789abcdef0123456789abcdef",
+            "HS+123456789abcdef0123456789abcdef",
         ] {
             let error = seen.first_sight(sid).unwrap_err();
             assert!(error.contains("not HS and 32 hex digits"), "{error}");
