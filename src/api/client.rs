@@ -243,21 +243,9 @@ impl Client {
         if account.is_none() && check_sim_answer(sim, iccid, sid, None).is_none() {
             account = self.bind_account(sim.account_sid.as_deref());
         }
-        let what = check_sim_answer(sim, iccid, sid, account.as_deref());
-        match what {
+        match check_sim_answer(sim, iccid, sid, account.as_deref()) {
             None => Ok(()),
-            // With its 2xx status: an answer came (the API is reachable), and a 2xx that is
-            // an error is classified as an answer in doubt.
-            Some(what) => Err(ApiError {
-                http_status: Some(status),
-                code: None,
-                message: format!(
-                    "an answer about ICCID {iccid} showing {what}; the outcome is in doubt"
-                ),
-                retry_after: None,
-                concurrent_requests: None,
-                maybe_processed: true,
-            }),
+            Some(what) => Err(in_doubt(status, iccid, what)),
         }
     }
 
@@ -354,7 +342,7 @@ impl Client {
 
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
     /// reads `scheduled` until the change is done. The answer must show the SIM with `iccid`
-    /// on this run's account.
+    /// on this run's account, with the update applied (see [`check_update_answer`]).
     pub(crate) async fn update_sim(
         &self,
         sid: &str,
@@ -377,7 +365,10 @@ impl Client {
             .await
             .and_then(|(status, sim): (u16, Sim)| {
                 self.check_sim(status, &sim, iccid, Some(sid))?;
-                Ok(sim)
+                match check_update_answer(&sim, update) {
+                    None => Ok(sim),
+                    Some(what) => Err(in_doubt(status, iccid, what)),
+                }
             })
     }
 
@@ -537,6 +528,58 @@ fn check_sim_answer(
     } else {
         None
     }
+}
+
+/// What `sim`, an UpdateSim answer, does not show of `update`, if anything: the Fleet sent
+/// (when sent as a SID: a unique name cannot be compared), the status sent or `scheduled`
+/// (the change under way), and the unique name sent. A success that shows the SIM otherwise
+/// (an update dropped, or another Fleet) does not confirm the update: it is an answer in
+/// doubt, and the SIM is read again before anything is recorded.
+fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
+    let fleet_shown = |wanted: &str| {
+        !is_fleet_sid(wanted)
+            || sim
+                .fleet_sid
+                .as_deref()
+                .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+    };
+    let status_shown = |wanted: &str| {
+        sim.status
+            .as_deref()
+            .is_some_and(|have| have == wanted || have == "scheduled")
+    };
+    if !update.fleet.as_deref().is_none_or(fleet_shown) {
+        Some("another Fleet than the one asked for, or none")
+    } else if !update.status.as_deref().is_none_or(status_shown) {
+        Some("another status than the one asked for (and not `scheduled`)")
+    } else if update
+        .unique_name
+        .as_ref()
+        .is_some_and(|wanted| sim.unique_name.as_ref() != Some(wanted))
+    {
+        Some("another unique name than the one asked for, or none")
+    } else {
+        None
+    }
+}
+
+/// A 2xx answer that does not show what was asked about `iccid`, as an error in doubt: with
+/// its status (an answer came, so the API is reachable), retried like a lost response and
+/// never written into a row.
+fn in_doubt(status: u16, iccid: &str, what: &str) -> ApiError {
+    ApiError {
+        http_status: Some(status),
+        code: None,
+        message: format!("an answer about ICCID {iccid} showing {what}; the outcome is in doubt"),
+        retry_after: None,
+        concurrent_requests: None,
+        maybe_processed: true,
+    }
+}
+
+/// Whether `text` is a Fleet SID: `HF` and 32 hex digits.
+fn is_fleet_sid(text: &str) -> bool {
+    text.len() == 34 && text.starts_with("HF") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The variable a proxy for an `https://` API comes from, in the order the HTTP client

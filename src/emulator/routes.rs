@@ -161,10 +161,12 @@ pub(super) async fn update_sim(
     shared.updates_seen.send_modify(|seen| *seen += 1);
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = iccid.and_then(|iccid| shared.next_update_fault(&iccid));
-    around_commit(fault, || {
-        shared.update(&sid, params, &base_url(&shared, &headers))
-    })
-    .await
+    let base = base_url(&shared, &headers);
+    match fault {
+        Some(Fault::SuccessUnapplied) => shared.unchanged(&sid, &base),
+        Some(Fault::ScheduledThenReverts) => shared.update_reverting(&sid, params, &base),
+        fault => around_commit(fault, || shared.update(&sid, params, &base)).await,
+    }
 }
 
 /// Runs `commit` (a registration or an update) with the injected `fault` around it: held

@@ -433,6 +433,58 @@ impl Shared {
         (answer, Json(sim.to_json(base_url))).into_response()
     }
 
+    /// [`Fault::SuccessUnapplied`]: 200 with the SIM as it is, nothing changed.
+    pub(super) fn unchanged(&self, sid: &str, base_url: &str) -> Response {
+        let mut store = self.store();
+        let now = Instant::now();
+        match store
+            .sims
+            .iter_mut()
+            .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+        {
+            Some(sim) => {
+                sim.settle(now);
+                Json(sim.to_json(base_url)).into_response()
+            }
+            None => not_found_error(&format!("/v1/Sims/{sid}")),
+        }
+    }
+
+    /// [`Fault::ScheduledThenReverts`]: [`Shared::update`], then the status change it
+    /// scheduled, if any, ends at the status the SIM had.
+    pub(super) fn update_reverting(
+        &self,
+        sid: &str,
+        params: UpdateParams,
+        base_url: &str,
+    ) -> Response {
+        let before = {
+            let mut store = self.store();
+            let now = Instant::now();
+            store
+                .sims
+                .iter_mut()
+                .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+                .map(|sim| {
+                    sim.settle(now);
+                    sim.status.clone()
+                })
+        };
+        let response = self.update(sid, params, base_url);
+        if let Some(before) = before {
+            let mut store = self.store();
+            if let Some(sim) = store.sims.iter_mut().find(|sim| sim.sid == sid)
+                && let Some((target, _)) = sim.scheduled.as_mut()
+            {
+                *target = before;
+                if let Some(state) = &self.state {
+                    state.save(sim);
+                }
+            }
+        }
+        response
+    }
+
     /// The injected fault for this update, if any (updates get no random faults).
     pub(super) fn next_update_fault(&self, iccid: &str) -> Option<Fault> {
         self.store()

@@ -190,12 +190,29 @@ impl Steps<'_> {
         };
         with_retries(self.gate, self.line ^ 0x0b0a_4d00, &mut update).await
     }
-    /// The update was accepted: 200 with the new state, or 202 with `scheduled`.
-    async fn after_update(&self, updated: Sim, wait: Option<Duration>) -> Option<ResultRow> {
+    /// The update was accepted: 200 with the new state, or 202 with `scheduled`. A change
+    /// waited for that settles without what `sent` asked (it fell back) is not done: the
+    /// row is `gave_up`, showing the SIM as it is, and the next run sends it again.
+    async fn after_update(
+        &self,
+        updated: Sim,
+        sent: &SimUpdate,
+        wait: Option<Duration>,
+    ) -> Option<ResultRow> {
         let scheduled = updated.status.as_deref() == Some(SCHEDULED);
         match wait {
             Some(limit) if scheduled => match self.wait_until_settled(limit, updated).await {
-                Ok(settled) => Some(self.row(self.outcome, &settled)),
+                Ok(settled) => Some(match fell_back(sent, &settled) {
+                    None => self.row(self.outcome, &settled),
+                    Some(shown) => {
+                        let mut row = self.row(Outcome::GaveUp, &settled);
+                        row.error_message = Some(format!(
+                            "the update was accepted, but once it was no longer scheduled \
+                             the SIM showed {shown}; run again to send it again"
+                        ));
+                        row
+                    }
+                }),
                 Err(end) => self.wait_failed(end, limit),
             },
             _ => Some(self.row(self.outcome, &updated)),
@@ -356,7 +373,9 @@ impl Hooks for Update<'_, '_> {
     }
 
     async fn succeeded(&mut self, updated: Sim, _tries: u32) -> Option<ResultRow> {
-        self.steps.after_update(updated, self.wait).await
+        self.steps
+            .after_update(updated, &self.missing, self.wait)
+            .await
     }
 
     fn attempt_failed(&self, error: &ApiError, tries: u32) {
@@ -438,6 +457,15 @@ fn name_taken_message(name: &str, sent: &SimUpdate, error: &ApiError) -> String 
          only the update is sent",
         error.message
     )
+}
+
+/// What a settled `sim` shows instead of the status `sent` asked for, when it does not show
+/// it (a scheduled change that fell back), as words for the row's message. The Fleet and
+/// the unique name were confirmed by the update's answer already.
+fn fell_back(sent: &SimUpdate, sim: &Sim) -> Option<String> {
+    let wanted = sent.status.as_deref()?;
+    let have = sim.status.as_deref();
+    (have != Some(wanted)).then(|| format!("status {}, not {wanted}", have.unwrap_or("none")))
 }
 
 /// The fields of `plan` the SIM does not show yet. The run resolves every Fleet to its SID

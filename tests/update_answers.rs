@@ -1,0 +1,113 @@
+//! End-to-end runs against an emulator whose answers to `POST /v1/Sims/{Sid}` (UpdateSim)
+//! do not show the update asked for: a success that applied nothing, one showing another
+//! Fleet, a scheduled change that falls back. A row is written as done only when the account
+//! shows the Fleet and the status asked for.
+
+mod common;
+
+use common::{TestEnv, altered, exit_code, good_sim, stderr};
+use supersim_bulk::emulator::{Fault, fleet_sid_for};
+
+/// A 200 to an update that applied nothing shows the SIM as it was: no Fleet, `new`. The
+/// row is not written as done from it; the update is sent again and the row shows the SIM
+/// in its Fleet, active, as the account does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_that_applied_nothing_is_not_recorded_as_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(1);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::SuccessUnapplied]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--activate", "--wait"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(
+        (row["status"].as_str(), row["fleet_sid"].as_str()),
+        ("active", fleet_sid_for("bench").as_str()),
+        "{row:?}"
+    );
+    assert_eq!(sim.status, "active");
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().update_requests, 2);
+}
+
+/// Every update answered with nothing applied: the attempts run out, the row is `gave_up`
+/// with the SID and the state the account shows (exit 75), and the next run sends only the
+/// update.
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_that_never_apply_give_up_and_a_rerun_only_updates() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(2);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::SuccessUnapplied; 2]);
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate", "--max-attempts", "2"];
+
+    let output = env.register(&flags).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(row["sid"], env.emulator.sim(&iccid).unwrap().sid);
+    assert_eq!(row["status"], "new", "{row:?}");
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    let again = env.register(&flags).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+}
+
+/// A 200 showing another Fleet than the one asked for is not written into the row: the row
+/// shows the Fleet the account has.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_answer_showing_another_fleet_is_not_recorded() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(3);
+    let other = fleet_sid_for("field-devices");
+    env.emulator
+        .inject_update(&iccid, vec![altered(&[("fleet_sid", &other)])]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let row = &env.last_rows()[&iccid];
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(sim.fleet_sid, Some(fleet_sid_for("bench")));
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+}
+
+/// With `--wait`, a scheduled activation that ends with the SIM back at `new` is not done:
+/// the row is `gave_up` with the status the account shows (exit 75), and the next run sends
+/// the update again, and only the update.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_change_that_falls_back_is_not_recorded_as_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(4);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::ScheduledThenReverts]);
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate", "--wait"];
+
+    let output = env.register(&flags).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.sim(&iccid).unwrap().status, "new");
+    assert_eq!(row["status"], "new", "{row:?}");
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains("active"), "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    let again = env.register(&flags).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+    assert_eq!(env.emulator.stats().update_requests, 2);
+}
