@@ -111,3 +111,60 @@ async fn a_scheduled_change_that_falls_back_is_not_recorded_as_done() {
     assert_eq!(env.emulator.commits(&iccid), 1);
     assert_eq!(env.emulator.stats().update_requests, 2);
 }
+
+/// An update whose answer is lost after the server applied it (closed, cut short, or later
+/// than `--timeout`) is not sent twice: the SIM is read again, shows the change, and the
+/// row records what the account shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_update_answer_is_settled_by_a_read_and_sent_once() {
+    let lost = [
+        Fault::DropAfterCommit,
+        Fault::CutShortAfterCommit,
+        Fault::SlowAfterCommit(std::time::Duration::from_secs(5)),
+    ];
+    for (n, fault) in lost.into_iter().enumerate() {
+        let env = TestEnv::new().await;
+        let (iccid, code) = good_sim(10 + n as u32);
+        env.emulator.inject_update(&iccid, vec![fault.clone()]);
+        env.write_input(&[(iccid.clone(), code)]);
+        let output = env
+            .register(&[
+                "--fleet",
+                "bench",
+                "--activate",
+                "--wait",
+                "--timeout",
+                "1s",
+            ])
+            .await;
+        assert_eq!(exit_code(&output), 0, "{fault:?}: {}", stderr(&output));
+        let row = &env.last_rows()[&iccid];
+        assert_eq!(row["outcome"], "registered", "{fault:?}: {row:?}");
+        assert_eq!(row["status"], "active", "{fault:?}: {row:?}");
+        assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{fault:?}");
+        assert_eq!(env.emulator.stats().update_requests, 1, "{fault:?}");
+        assert_eq!(env.emulator.commits(&iccid), 1, "{fault:?}");
+    }
+}
+
+/// A SIM this run has just registered (201, with its SID) that the update is told is not
+/// found (20404, or 83005), as an account not yet consistent after the create answers: the
+/// update is retried, the SIM onboarded, and not left `update_failed` for a person.
+#[tokio::test(flavor = "multi_thread")]
+async fn not_found_just_after_the_create_is_retried() {
+    for code in [20404, 83005] {
+        let env = TestEnv::new().await;
+        let (iccid, sim_code) = good_sim(20 + code % 7);
+        env.emulator
+            .inject_update(&iccid, vec![Fault::TwilioError { status: 404, code }]);
+        env.write_input(&[(iccid.clone(), sim_code)]);
+        let output = env
+            .register(&["--fleet", "bench", "--activate", "--wait"])
+            .await;
+        let row = &env.last_rows()[&iccid];
+        assert_eq!(row["outcome"], "registered", "{code}: {row:?}");
+        assert_eq!(row["status"], "active", "{code}: {row:?}");
+        assert_eq!(exit_code(&output), 0, "{code}: {}", stderr(&output));
+        assert_eq!(env.emulator.stats().update_requests, 2, "{code}");
+    }
+}

@@ -396,6 +396,15 @@ impl Hooks for Update<'_, '_> {
                 steps.gate.halt(Halt::WrongEndpoint(sentence));
                 Judged::End(None)
             }
+            ErrorClass::Rejected if is_not_found(&error) && self.current.is_some() => {
+                // The SIM was on the account a moment ago (this run created it, or read it
+                // before this attempt): "not found" now is an account not yet consistent,
+                // retried; if it outlasts the attempts the row is `update_failed` with it.
+                Judged::Retry {
+                    error,
+                    throttled: false,
+                }
+            }
             ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
                 let mut row = steps.failed(&error, self.current.as_ref());
                 if error.code == Some(crate::api::CODE_DUPLICATE_UNIQUE_NAME)
@@ -421,6 +430,14 @@ impl Hooks for Update<'_, '_> {
     async fn exhausted(&mut self, error: ApiError, _tries: u32) -> Option<ResultRow> {
         Some(self.steps.failed(&error, self.current.as_ref()))
     }
+}
+
+/// An update's "not found": the SIM (83005), or any resource (20404).
+fn is_not_found(error: &ApiError) -> bool {
+    matches!(
+        error.code,
+        Some(crate::api::CODE_SIM_NOT_FOUND | crate::api::CODE_NOT_FOUND)
+    )
 }
 
 /// What an 83011 means for the row: the unique name that clashed (a name is not a secret),
