@@ -168,3 +168,38 @@ async fn not_found_just_after_the_create_is_retried() {
         assert_eq!(env.emulator.stats().update_requests, 2, "{code}");
     }
 }
+
+/// The binary killed after the server applied its update but before the answer came back:
+/// the next run reads the SIM, finds the update done, and sends it no second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_after_the_update_applied_is_not_followed_by_a_second_update() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(30);
+    env.emulator.inject_update(
+        &iccid,
+        vec![Fault::SlowAfterCommit(std::time::Duration::from_secs(60))],
+    );
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate", "--wait"];
+    let mut child = env.spawn_register(&flags);
+    common::wait_until("the update is applied", || {
+        env.emulator
+            .sim(&iccid)
+            .is_some_and(|sim| sim.fleet_sid.is_some())
+    })
+    .await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+    let rows = env.results();
+    assert_eq!(rows.len(), 1, "the checkpoint row only: {rows:?}");
+    assert_eq!(rows[0]["status"], "new");
+
+    let resumed = env.register(&flags).await;
+    assert_eq!(exit_code(&resumed), 0, "{}", stderr(&resumed));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"));
+    assert_eq!(env.emulator.stats().update_requests, 1, "one update in all");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+}

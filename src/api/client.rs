@@ -309,14 +309,38 @@ impl Client {
             })
     }
 
-    /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
+    /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID. The
+    /// answer must be the Fleet asked for: its `sid` is `HF` and 32 hex digits, and it is
+    /// the SID asked for, or the Fleet shows the unique name asked for (in any case). Any
+    /// other Fleet is an answer in doubt, retried, so no SIM goes into a Fleet nobody named.
     pub(crate) async fn fetch_fleet(&self, sid_or_name: &str) -> Answered<Fleet> {
         let request = self.http.get(format!(
             "{}/v1/Fleets/{}",
             self.base_url,
             encode_path_segment(sid_or_name)
         ));
-        self.send(request).await
+        self.send_with_status(request)
+            .await
+            .and_then(|(status, fleet): (u16, Fleet)| {
+                let sid = fleet.sid.as_deref().unwrap_or_default();
+                let same = |shown: &str| shown.eq_ignore_ascii_case(sid_or_name);
+                if is_fleet_sid(sid)
+                    && (same(sid) || fleet.unique_name.as_deref().is_some_and(same))
+                {
+                    return Ok(fleet);
+                }
+                Err(ApiError {
+                    http_status: Some(status),
+                    code: None,
+                    message: format!(
+                        "an answer about Fleet '{sid_or_name}' showing another Fleet, or a \
+                         `sid` that is not HF and 32 hex digits; the outcome is in doubt"
+                    ),
+                    retry_after: None,
+                    concurrent_requests: None,
+                    maybe_processed: true,
+                })
+            })
     }
 
     /// `GET /v1/Fleets?PageSize=`: the first `page_size` Fleets on the account, to name

@@ -230,6 +230,18 @@ pub(super) async fn fetch_fleet(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
+    let fault = shared
+        .store()
+        .injected_fleets
+        .get_mut(&sid)
+        .and_then(std::collections::VecDeque::pop_front);
+    let response = fleet_answer(&shared, &headers, &sid);
+    around_commit(fault, || response).await
+}
+
+/// `GET /v1/Fleets/{Sid}` without faults.
+fn fleet_answer(shared: &Shared, headers: &HeaderMap, sid: &str) -> Response {
+    let sid = sid.to_string();
     let mut store = shared.store();
     let known = store
         .fleets
@@ -249,10 +261,8 @@ pub(super) async fn fetch_fleet(
         .iter()
         .find(|fleet| fleet.sid == sid || fleet.unique_name == sid)
     {
-        Some(fleet) => {
-            Json(fleet.to_json(&base_url(&shared, &headers), &shared.config.account_sid))
-                .into_response()
-        }
+        Some(fleet) => Json(fleet.to_json(&base_url(shared, headers), &shared.config.account_sid))
+            .into_response(),
         None => not_found_error(&format!("/v1/Fleets/{sid}")),
     }
 }

@@ -110,6 +110,17 @@ impl Emulator {
             .extend(faults);
     }
 
+    /// The next `GET /v1/Fleets/{Sid}` requests for this SID or unique name (as asked) get
+    /// these faults, one per request, in order.
+    pub fn inject_fleet(&self, sid_or_name: &str, faults: Vec<Fault>) {
+        self.shared
+            .store()
+            .injected_fleets
+            .entry(sid_or_name.to_string())
+            .or_default()
+            .extend(faults);
+    }
+
     /// Registers the ICCID on the account out of band (as if done earlier, in the Console)
     /// and returns its SID. Not counted as a commit.
     pub fn preregister(&self, iccid: &str) -> String {
