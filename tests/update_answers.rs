@@ -203,3 +203,35 @@ async fn a_kill_after_the_update_applied_is_not_followed_by_a_second_update() {
     assert_eq!(env.emulator.stats().update_requests, 1, "one update in all");
     assert_eq!(env.emulator.commits(&iccid), 1);
 }
+
+/// A SIM already on the account with someone else's change still `scheduled`: without
+/// `--wait` the update cannot be sent yet (Twilio refuses it, 83009), so the row is not done
+/// with the Fleet asked for missing: it is `gave_up` (exit 75), and a run once the change is
+/// over assigns the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_not_assigned_behind_a_scheduled_change_is_not_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(40);
+    env.emulator.preregister(&iccid);
+    env.emulator.set_status(&iccid, "scheduled", None);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.sim(&iccid).unwrap().fleet_sid, None);
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains("scheduled"), "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    env.emulator.set_status(&iccid, "ready", None);
+    let again = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert!(
+        ["registered", "already_registered"].contains(&row["outcome"].as_str()),
+        "{row:?}"
+    );
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(env.emulator.stats().create_requests, 1);
+}

@@ -264,6 +264,42 @@ impl Steps<'_> {
         }
     }
 
+    /// The row of a SIM found `scheduled` without `--wait`, when no update can be sent (it
+    /// would be refused, 83009). The change under way may be this run's own (its answer
+    /// lost), so the status asked for counts as under way; but a Fleet or a unique name is
+    /// not changed asynchronously: one asked for that the SIM does not show is not done,
+    /// and the row is `gave_up`, so the next run sends it.
+    fn behind_scheduled(&self, plan: &SimUpdate, sim: &Sim) -> ResultRow {
+        let fleet = plan.fleet.as_deref().filter(|wanted| {
+            is_fleet_sid(wanted)
+                && !sim
+                    .fleet_sid
+                    .as_deref()
+                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+        });
+        let name = plan
+            .unique_name
+            .as_deref()
+            .filter(|wanted| sim.unique_name.as_deref() != Some(*wanted));
+        let missing: Vec<String> = [
+            fleet.map(|fleet| format!("Fleet {fleet}")),
+            name.map(|name| format!("unique name '{name}'")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if missing.is_empty() {
+            return self.row(self.outcome, sim);
+        }
+        let mut row = self.row(Outcome::GaveUp, sim);
+        row.error_message = Some(format!(
+            "an earlier change of this SIM is still scheduled, so the update ({}) cannot be \
+             sent yet (Twilio refuses it, 83009); run again later, or with --wait",
+            missing.join(", ")
+        ));
+        row
+    }
+
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
     async fn fetch(&self) -> Result<Sim, Option<ApiError>> {
         let client = self.gate.client();
@@ -344,7 +380,7 @@ impl Hooks for Update<'_, '_> {
             if current.status.as_deref() == Some(SCHEDULED) {
                 // An earlier change is still in progress; a new update would get 83009.
                 let Some(limit) = self.wait else {
-                    return Step::End(Some(steps.row(steps.outcome, &current)));
+                    return Step::End(Some(steps.behind_scheduled(self.plan, &current)));
                 };
                 match steps.wait_until_settled(limit, current).await {
                     Ok(settled) => {
