@@ -235,3 +235,29 @@ async fn a_fleet_not_assigned_behind_a_scheduled_change_is_not_done() {
     assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
     assert_eq!(env.emulator.stats().create_requests, 1);
 }
+
+/// With `--wait`, a poll of a SIM whose update was just accepted answered "not found"
+/// (20404), as an account not yet consistent answers: the update was not refused, so the row
+/// is not `update_failed`; polling goes on and records the status the change ends in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_not_found_poll_after_an_accepted_update_is_not_a_refusal() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(50);
+    env.emulator.inject_fetch(
+        &iccid,
+        vec![Fault::TwilioError {
+            status: 404,
+            code: 20404,
+        }],
+    );
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--activate", "--wait"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().update_requests, 1);
+}

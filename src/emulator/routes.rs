@@ -462,21 +462,31 @@ pub(super) async fn fetch_sim(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    let mut store = shared.store();
-    store.stats.lookup_requests += 1;
-    // Twilio lets a SIM be addressed by its unique name in place of its SID.
-    let found = store
-        .sims
-        .iter_mut()
-        .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
-        .map(|sim| {
-            sim.settle(Instant::now());
-            &*sim
+    let (response, fault) = {
+        let mut store = shared.store();
+        store.stats.lookup_requests += 1;
+        // Twilio lets a SIM be addressed by its unique name in place of its SID.
+        let found = store
+            .sims
+            .iter_mut()
+            .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
+            .map(|sim| {
+                sim.settle(Instant::now());
+                sim.clone()
+            });
+        let fault = found.as_ref().and_then(|sim| {
+            store
+                .injected_fetches
+                .get_mut(&sim.iccid)
+                .and_then(std::collections::VecDeque::pop_front)
         });
-    match found {
-        Some(sim) => Json(sim.to_json(&base_url(&shared, &headers))).into_response(),
-        None => not_found_error(&format!("/v1/Sims/{sid}")),
-    }
+        let response = match found {
+            Some(sim) => Json(sim.to_json(&base_url(&shared, &headers))).into_response(),
+            None => not_found_error(&format!("/v1/Sims/{sid}")),
+        };
+        (response, fault)
+    };
+    around_commit(fault, || response).await
 }
 
 pub(super) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {

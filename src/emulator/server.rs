@@ -110,6 +110,17 @@ impl Emulator {
             .extend(faults);
     }
 
+    /// The next `GET /v1/Sims/{Sid}` requests for the SIM with this ICCID get these faults,
+    /// one per request, in order.
+    pub fn inject_fetch(&self, iccid: &str, faults: Vec<Fault>) {
+        self.shared
+            .store()
+            .injected_fetches
+            .entry(iccid.to_string())
+            .or_default()
+            .extend(faults);
+    }
+
     /// The next `GET /v1/Fleets/{Sid}` requests for this SID or unique name (as asked) get
     /// these faults, one per request, in order.
     pub fn inject_fleet(&self, sid_or_name: &str, faults: Vec<Fault>) {

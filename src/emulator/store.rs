@@ -70,6 +70,8 @@ pub(super) struct Store {
     pub(super) fleets: Vec<FleetRecord>,
     /// Faults for `POST /v1/Sims/{Sid}`, by the SIM's ICCID.
     pub(super) injected_updates: HashMap<String, VecDeque<Fault>>,
+    /// Faults for `GET /v1/Sims/{Sid}`, by the SIM's ICCID.
+    pub(super) injected_fetches: HashMap<String, VecDeque<Fault>>,
     /// Faults for `GET /v1/Fleets/{Sid}`, by the SID or unique name asked for.
     pub(super) injected_fleets: HashMap<String, VecDeque<Fault>>,
     pub(super) by_iccid: HashMap<String, usize>,

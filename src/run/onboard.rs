@@ -243,6 +243,11 @@ impl Steps<'_> {
             match self.fetch().await {
                 Ok(sim) if sim.status.as_deref() == Some(SCHEDULED) => last = sim,
                 Ok(sim) => return Ok(sim),
+                // The SIM was just shown scheduled: "not found" now is an account not yet
+                // consistent, not a refusal of the change; polled again until the deadline.
+                Err(Some(error)) if is_not_found(&error) => {
+                    tracing::debug!(line = self.line, iccid = %self.iccid, %error, "poll found no SIM; polling again");
+                }
                 Err(Some(error)) => return Err(WaitEnd::Failed(error, last)),
                 Err(None) => return Err(WaitEnd::Stopped),
             }
