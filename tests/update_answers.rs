@@ -261,3 +261,33 @@ async fn a_not_found_poll_after_an_accepted_update_is_not_a_refusal() {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert_eq!(env.emulator.stats().update_requests, 1);
 }
+
+/// A SIM already on the account (83003, confirmed by a lookup by ICCID) whose fetch before
+/// the update answers "not found": the account showed it a moment ago, so the row is not
+/// `update_failed` (which a rerun asking the same would skip for good) but `gave_up`, and the
+/// next run assigns the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_not_found_fetch_after_the_lookup_showed_the_sim_is_not_a_refusal() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(60);
+    env.emulator.preregister(&iccid);
+    env.emulator.inject_fetch(
+        &iccid,
+        vec![Fault::TwilioError {
+            status: 404,
+            code: 20404,
+        }],
+    );
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(row["sid"], env.emulator.sim(&iccid).unwrap().sid, "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    let again = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    assert_eq!(env.last_rows()[&iccid]["fleet_sid"], fleet_sid_for("bench"));
+    assert_eq!(env.emulator.stats().commits, 0);
+}

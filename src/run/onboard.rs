@@ -378,6 +378,18 @@ impl Hooks for Update<'_, '_> {
                 Some(sim) => sim,
                 None => match steps.fetch().await {
                     Ok(sim) => sim,
+                    Err(Some(error)) if is_not_found(&error) && steps.attempts > 0 => {
+                        // This run's create or lookup showed the SIM a moment ago: not taken
+                        // as gone (an `update_failed` a rerun would skip for good).
+                        let mut row = steps.failed(&error, None);
+                        row.outcome = Outcome::GaveUp;
+                        row.error_message = Some(format!(
+                            "{}; the account showed this SIM a moment ago, so it is not \
+                             taken as gone: run again",
+                            error.message
+                        ));
+                        return Step::End(Some(row));
+                    }
                     Err(Some(error)) => return Step::End(Some(steps.failed(&error, None))),
                     Err(None) => return Step::End(None),
                 },
