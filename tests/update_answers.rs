@@ -291,3 +291,36 @@ async fn a_not_found_fetch_after_the_lookup_showed_the_sim_is_not_a_refusal() {
     assert_eq!(env.last_rows()[&iccid]["fleet_sid"], fleet_sid_for("bench"));
     assert_eq!(env.emulator.stats().commits, 0);
 }
+
+/// A server that assigns the Fleet together with the scheduled status change: its 202 shows
+/// `scheduled` and no Fleet yet. That is the update accepted, as any 202 is: without
+/// `--wait` the row is the documented `scheduled` one (exit 0, one update); with `--wait`
+/// it shows the Fleet and `active` once the change is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_that_shows_only_once_the_change_is_done_is_accepted() {
+    for wait in [false, true] {
+        let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+            update_delay: std::time::Duration::from_millis(if wait { 50 } else { 3_600_000 }),
+            ..Default::default()
+        })
+        .await;
+        let (iccid, code) = good_sim(70);
+        env.emulator
+            .inject_update(&iccid, vec![Fault::FleetWithScheduledChange]);
+        env.write_input(&[(iccid.clone(), code)]);
+        let mut flags = vec!["--fleet", "bench", "--activate"];
+        if wait {
+            flags.push("--wait");
+        }
+        let output = env.register(&flags).await;
+        assert_eq!(exit_code(&output), 0, "wait {wait}: {}", stderr(&output));
+        let row = &env.last_rows()[&iccid];
+        assert_eq!(row["outcome"], "registered", "{row:?}");
+        let expected = if wait { "active" } else { "scheduled" };
+        assert_eq!(row["status"], expected, "{row:?}");
+        if wait {
+            assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+        }
+        assert_eq!(env.emulator.stats().update_requests, 1, "wait {wait}");
+    }
+}

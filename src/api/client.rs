@@ -556,16 +556,18 @@ fn check_sim_answer(
 
 /// What `sim`, an UpdateSim answer, does not show of `update`, if anything: the Fleet sent
 /// (when sent as a SID: a unique name cannot be compared), the status sent or `scheduled`
-/// (the change under way), and the unique name sent. A success that shows the SIM otherwise
-/// (an update dropped, or another Fleet) does not confirm the update: it is an answer in
-/// doubt, and the SIM is read again before anything is recorded.
+/// (the change under way), and the unique name sent. A `scheduled` answer may show no Fleet
+/// yet (a server may assign it with the status change), but not another. A success that
+/// shows the SIM otherwise (an update dropped, or another Fleet) does not confirm the
+/// update: it is an answer in doubt, and the SIM is read again before anything is recorded.
 fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
+    let scheduled = sim.status.as_deref() == Some("scheduled");
     let fleet_shown = |wanted: &str| {
         !is_fleet_sid(wanted)
-            || sim
-                .fleet_sid
-                .as_deref()
-                .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+            || match sim.fleet_sid.as_deref() {
+                Some(have) => have.eq_ignore_ascii_case(wanted),
+                None => scheduled,
+            }
     };
     let status_shown = |wanted: &str| {
         sim.status

@@ -2,7 +2,7 @@
 //! slow, lost or cut-short response, a redirect, a success that shows something else than
 //! what was asked, a message that echoes the request's secrets or says anything at all), and
 //! what one `POST /v1/Sims/{Sid}` can meet besides (a success that applied nothing, a
-//! scheduled change that falls back),
+//! scheduled change that falls back, a Fleet that shows only once the change is done),
 //! chosen per ICCID or rolled from the seed; and the ways the SIM list can misbehave for a
 //! client that pages through it ([`PagingFault`]: pages that never end, SIMs shown twice, a
 //! next page outside the list, another account's SIMs, a body that goes on and on).
@@ -78,6 +78,11 @@ pub enum Fault {
     /// status change it schedules ends with the SIM back at the status it had, as an
     /// asynchronous change that failed would leave it. On `POST /v1/Sims` it is no fault.
     ScheduledThenReverts,
+    /// For `POST /v1/Sims/{Sid}`: the update is applied, but a Fleet it assigns along with
+    /// a status change shows only once the change is done (the 202 and every read while
+    /// `scheduled` show the Fleet the SIM had), as a server that applies the whole update
+    /// asynchronously would. On `POST /v1/Sims` it is no fault.
+    FleetWithScheduledChange,
 }
 
 impl Fault {
@@ -172,7 +177,8 @@ impl Fault {
             | Fault::AlteredAnswer { .. }
             | Fault::CutShortAfterCommit
             | Fault::SuccessUnapplied
-            | Fault::ScheduledThenReverts => {
+            | Fault::ScheduledThenReverts
+            | Fault::FleetWithScheduledChange => {
                 return None;
             }
         })

@@ -164,7 +164,9 @@ pub(super) async fn update_sim(
     let base = base_url(&shared, &headers);
     match fault {
         Some(Fault::SuccessUnapplied) => shared.unchanged(&sid, &base),
-        Some(Fault::ScheduledThenReverts) => shared.update_reverting(&sid, params, &base),
+        Some(fault @ (Fault::ScheduledThenReverts | Fault::FleetWithScheduledChange)) => {
+            shared.update_scheduling(&sid, params, &base, &fault)
+        }
         fault => around_commit(fault, || shared.update(&sid, params, &base)).await,
     }
 }

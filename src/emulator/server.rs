@@ -90,6 +90,7 @@ impl Emulator {
             let sim = &mut store.sims[index];
             sim.status = status.to_string();
             sim.scheduled = None;
+            sim.scheduled_fleet = None;
             sim.fleet_sid = fleet.map(fleet_sid_for);
         }
     }

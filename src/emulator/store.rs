@@ -273,6 +273,7 @@ impl Shared {
             date_created: now,
             date_updated: now,
             scheduled: None,
+            scheduled_fleet: None,
         };
         store.by_iccid.insert(iccid.to_string(), store.sims.len());
         store.sims.push(record.clone());
@@ -454,39 +455,55 @@ impl Shared {
         }
     }
 
-    /// [`Fault::ScheduledThenReverts`]: [`Shared::update`], then the status change it
-    /// scheduled, if any, ends at the status the SIM had.
-    pub(super) fn update_reverting(
+    /// [`Shared::update`] under a fault that acts on the status change it schedules, if
+    /// any: [`Fault::ScheduledThenReverts`] makes it end at the status the SIM had;
+    /// [`Fault::FleetWithScheduledChange`] holds the Fleet it assigns back until it is done.
+    pub(super) fn update_scheduling(
         &self,
         sid: &str,
         params: UpdateParams,
         base_url: &str,
+        fault: &Fault,
     ) -> Response {
-        let before = {
-            let mut store = self.store();
-            let now = Instant::now();
+        let find = |store: &mut Store| -> Option<usize> {
             store
                 .sims
-                .iter_mut()
-                .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
-                .map(|sim| {
-                    sim.settle(now);
-                    sim.status.clone()
-                })
+                .iter()
+                .position(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+        };
+        let before = {
+            let mut store = self.store();
+            find(&mut store).map(|i| {
+                store.sims[i].settle(Instant::now());
+                (
+                    store.sims[i].status.clone(),
+                    store.sims[i].fleet_sid.clone(),
+                )
+            })
         };
         let response = self.update(sid, params, base_url);
-        if let Some(before) = before {
-            let mut store = self.store();
-            if let Some(sim) = store.sims.iter_mut().find(|sim| sim.sid == sid)
-                && let Some((target, _)) = sim.scheduled.as_mut()
-            {
-                *target = before;
-                if let Some(state) = &self.state {
-                    state.save(sim);
-                }
+        let Some((status_before, fleet_before)) = before else {
+            return response;
+        };
+        let mut store = self.store();
+        let Some(index) = find(&mut store) else {
+            return response;
+        };
+        let sim = &mut store.sims[index];
+        let Some((target, _)) = sim.scheduled.as_mut() else {
+            return response;
+        };
+        match fault {
+            Fault::ScheduledThenReverts => *target = status_before,
+            Fault::FleetWithScheduledChange if sim.fleet_sid != fleet_before => {
+                sim.scheduled_fleet = Some(std::mem::replace(&mut sim.fleet_sid, fleet_before));
             }
+            _ => return response,
         }
-        response
+        if let Some(state) = &self.state {
+            state.save(sim);
+        }
+        (response.status(), Json(sim.to_json(base_url))).into_response()
     }
 
     /// The injected fault for this update, if any (updates get no random faults).

@@ -187,6 +187,7 @@ impl Steps<'_> {
             known,
             current: None,
             missing: SimUpdate::default(),
+            sent: false,
         };
         with_retries(self.gate, self.line ^ 0x0b0a_4d00, &mut update).await
     }
@@ -365,6 +366,8 @@ struct Update<'s, 'a> {
     /// The SIM as the current attempt found it, and the fields that attempt sends.
     current: Option<Sim>,
     missing: SimUpdate,
+    /// An update was sent (it may have been applied, whatever its answer).
+    sent: bool,
 }
 
 impl Hooks for Update<'_, '_> {
@@ -397,7 +400,13 @@ impl Hooks for Update<'_, '_> {
             if current.status.as_deref() == Some(SCHEDULED) {
                 // An earlier change is still in progress; a new update would get 83009.
                 let Some(limit) = self.wait else {
-                    return Step::End(Some(steps.behind_scheduled(self.plan, &current)));
+                    // After this run's own update was sent (its answer lost or in doubt),
+                    // the change under way may be that update, Fleet and all.
+                    return Step::End(Some(if self.sent {
+                        steps.row(steps.outcome, &current)
+                    } else {
+                        steps.behind_scheduled(self.plan, &current)
+                    }));
                 };
                 match steps.wait_until_settled(limit, current).await {
                     Ok(settled) => {
@@ -413,6 +422,7 @@ impl Hooks for Update<'_, '_> {
             }
             self.missing = missing;
             self.current = Some(current);
+            self.sent = true;
             return Step::Send;
         }
     }
@@ -529,13 +539,34 @@ fn name_taken_message(name: &str, sent: &SimUpdate, error: &ApiError) -> String 
     )
 }
 
-/// What a settled `sim` shows instead of the status `sent` asked for, when it does not show
-/// it (a scheduled change that fell back), as words for the row's message. The Fleet and
-/// the unique name were confirmed by the update's answer already.
+/// What a settled `sim` shows instead of the status and the Fleet (sent as its SID) `sent`
+/// asked for, when it does not show them (a scheduled change that fell back), as words for
+/// the row's message. The unique name was confirmed by the update's answer already.
 fn fell_back(sent: &SimUpdate, sim: &Sim) -> Option<String> {
-    let wanted = sent.status.as_deref()?;
-    let have = sim.status.as_deref();
-    (have != Some(wanted)).then(|| format!("status {}, not {wanted}", have.unwrap_or("none")))
+    let status = sent
+        .status
+        .as_deref()
+        .filter(|wanted| sim.status.as_deref() != Some(*wanted))
+        .map(|wanted| {
+            let have = sim.status.as_deref().unwrap_or("none");
+            format!("status {have}, not {wanted}")
+        });
+    let fleet = sent
+        .fleet
+        .as_deref()
+        .filter(|wanted| {
+            is_fleet_sid(wanted)
+                && !sim
+                    .fleet_sid
+                    .as_deref()
+                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+        })
+        .map(|wanted| {
+            let have = sim.fleet_sid.as_deref().unwrap_or("none");
+            format!("Fleet {have}, not {wanted}")
+        });
+    let shown: Vec<String> = status.into_iter().chain(fleet).collect();
+    (!shown.is_empty()).then(|| shown.join(" and "))
 }
 
 /// The fields of `plan` the SIM does not show yet. The run resolves every Fleet to its SID
