@@ -555,8 +555,10 @@ fn check_sim_answer(
 }
 
 /// What `sim`, an UpdateSim answer, does not show of `update`, if anything: the Fleet sent
-/// (when sent as a SID: a unique name cannot be compared), the status sent or `scheduled`
-/// (the change under way), and the unique name sent. A `scheduled` answer may show no Fleet
+/// (when sent as a SID: a unique name cannot be compared), and the status sent or
+/// `scheduled` (the change under way). A UniqueName is not compared: a server may store it
+/// otherwise than sent (trimmed, say), and the row shows it as the answer does. A
+/// `scheduled` answer may show no Fleet
 /// yet (a server may assign it with the status change), but not another. A success that
 /// shows the SIM otherwise (an update dropped, or another Fleet) does not confirm the
 /// update: it is an answer in doubt, and the SIM is read again before anything is recorded.
@@ -578,12 +580,6 @@ fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
         Some("another Fleet than the one asked for, or none")
     } else if !update.status.as_deref().is_none_or(status_shown) {
         Some("another status than the one asked for (and not `scheduled`)")
-    } else if update
-        .unique_name
-        .as_ref()
-        .is_some_and(|wanted| sim.unique_name.as_ref() != Some(wanted))
-    {
-        Some("another unique name than the one asked for, or none")
     } else {
         None
     }
