@@ -324,3 +324,26 @@ async fn a_fleet_that_shows_only_once_the_change_is_done_is_accepted() {
         assert_eq!(env.emulator.stats().update_requests, 1, "wait {wait}");
     }
 }
+
+/// An account that spells its SIDs in capitals (`^HS[0-9a-fA-F]{32}$` allows it) and finds a
+/// SIM only by its SID as spelled: a later run that resumes the SIM from the results file
+/// names it as the file does, so its update reaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sid_in_capitals_is_resumed_as_spelled() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(80);
+    let sid = env.emulator.preregister(&iccid);
+    let upper = format!("HS{}", sid[2..].to_uppercase());
+    env.emulator.respell_sid(&iccid, &upper);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    assert_eq!(env.last_rows()[&iccid]["sid"], upper);
+
+    let second = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(row["sid"], upper, "{row:?}");
+    assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
+}

@@ -133,6 +133,15 @@ impl Emulator {
             .extend(faults);
     }
 
+    /// Gives the SIM with this ICCID the SID `sid` as the account spells it (the same SID in
+    /// capitals, say: Twilio's pattern allows `A-F`); requests must then name it so.
+    pub fn respell_sid(&self, iccid: &str, sid: &str) {
+        let mut store = self.shared.store();
+        if let Some(&index) = store.by_iccid.get(iccid) {
+            store.sims[index].sid = sid.to_string();
+        }
+    }
+
     /// Registers the ICCID on the account out of band (as if done earlier, in the Console)
     /// and returns its SID. Not counted as a commit.
     pub fn preregister(&self, iccid: &str) -> String {
