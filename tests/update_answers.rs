@@ -347,3 +347,26 @@ async fn a_sid_in_capitals_is_resumed_as_spelled() {
     assert_eq!(row["sid"], upper, "{row:?}");
     assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
 }
+
+/// The update is sent, and refused because someone else's change is under way (83009): it
+/// was not applied, so the `scheduled` SIM read next is not taken as this run's change, and
+/// the row is `gave_up` without the Fleet, not done.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_refused_83009_is_not_taken_as_the_change_under_way() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(100);
+    env.emulator.preregister(&iccid);
+    env.emulator.set_status(&iccid, "scheduled", None);
+    // The first read shows the SIM before someone else's change was scheduled.
+    env.emulator
+        .inject_fetch(&iccid, vec![altered(&[("status", "new")])]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.stats().update_requests, 1);
+    assert_eq!(env.emulator.sim(&iccid).unwrap().fleet_sid, None);
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+}

@@ -366,7 +366,7 @@ struct Update<'s, 'a> {
     /// The SIM as the current attempt found it, and the fields that attempt sends.
     current: Option<Sim>,
     missing: SimUpdate,
-    /// An update was sent (it may have been applied, whatever its answer).
+    /// An update of this run may have been applied: its answer was lost or in doubt.
     sent: bool,
 }
 
@@ -422,7 +422,6 @@ impl Hooks for Update<'_, '_> {
             }
             self.missing = missing;
             self.current = Some(current);
-            self.sent = true;
             return Step::Send;
         }
     }
@@ -483,6 +482,7 @@ impl Hooks for Update<'_, '_> {
     fn retrying(&mut self, error: &ApiError) {
         // After a lost answer or an 83009 the SIM may have changed: fetch it again so the
         // retry sends only what is still missing.
+        self.sent |= error.maybe_processed;
         let changed =
             error.maybe_processed || error.code == Some(crate::api::CODE_UPDATE_SCHEDULED);
         if !changed {
