@@ -370,3 +370,23 @@ async fn an_update_refused_83009_is_not_taken_as_the_change_under_way() {
     assert_eq!(row["outcome"], "gave_up", "{row:?}");
     assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
 }
+
+/// With `--wait`, a SIM that once settled shows another Fleet than the one the accepted
+/// update assigned is not recorded done with it: the row is `gave_up`, naming the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settled_sim_showing_another_fleet_is_not_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(110);
+    let other = fleet_sid_for("field-devices");
+    env.emulator
+        .inject_fetch(&iccid, vec![altered(&[("fleet_sid", &other)])]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--activate", "--wait"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains(&other), "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+}
