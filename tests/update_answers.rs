@@ -390,3 +390,28 @@ async fn a_settled_sim_showing_another_fleet_is_not_done() {
     assert!(row["error_message"].contains(&other), "{row:?}");
     assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
 }
+
+/// A lookup by ICCID that shows two SIMs with the ICCID (Twilio says there is at most one):
+/// neither is taken as the SIM, so no update goes to one picked at random; the row is
+/// `gave_up` with no SID (exit 75), for a person to look at.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_showing_two_sims_for_one_iccid_updates_neither() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(120);
+    env.emulator.preregister(&iccid);
+    env.emulator.duplicate_sim(&iccid).unwrap();
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--max-attempts", "2"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.stats().update_requests, 0, "{row:?}");
+    assert_eq!(row["sid"], "", "{row:?}");
+    assert!(
+        row["error_message"].contains("two SIMs with this ICCID"),
+        "{row:?}"
+    );
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+}

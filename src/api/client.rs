@@ -277,7 +277,9 @@ impl Client {
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
     }
 
-    /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any.
+    /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any. A list showing
+    /// two SIMs with the ICCID (Twilio lists at most one) is an answer in doubt: neither is
+    /// taken as the SIM, so nothing is recorded for, or sent to, one picked at random.
     pub(crate) async fn find_sim(&self, iccid: &str) -> Answered<Option<Sim>> {
         let request = self
             .http
@@ -286,10 +288,14 @@ impl Client {
         self.send_with_status(request)
             .await
             .and_then(|(status, list): (u16, SimList)| {
-                let found = list
+                let mut with_iccid = list
                     .sims
                     .into_iter()
-                    .find(|sim| sim.iccid.as_deref() == Some(iccid));
+                    .filter(|sim| sim.iccid.as_deref() == Some(iccid));
+                let found = with_iccid.next();
+                if with_iccid.next().is_some() {
+                    return Err(in_doubt(status, iccid, "two SIMs with this ICCID"));
+                }
                 if let Some(sim) = &found {
                     self.check_sim(status, sim, iccid, None)?;
                 }

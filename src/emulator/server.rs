@@ -133,6 +133,18 @@ impl Emulator {
             .extend(faults);
     }
 
+    /// Adds a second SIM with this ICCID (already on the account) and returns its SID: an
+    /// account whose lookup by ICCID shows two SIMs, which Twilio says never happens. The
+    /// ICCID's registration and updates still go to the first.
+    pub fn duplicate_sim(&self, iccid: &str) -> Option<String> {
+        let mut store = self.shared.store();
+        let index = *store.by_iccid.get(iccid)?;
+        let mut twin = store.sims[index].clone();
+        twin.sid = format!("HS{}", "d".repeat(32));
+        store.sims.push(twin.clone());
+        Some(twin.sid)
+    }
+
     /// Gives the SIM with this ICCID the SID `sid` as the account spells it (the same SID in
     /// capitals, say: Twilio's pattern allows `A-F`); requests must then name it so.
     pub fn respell_sid(&self, iccid: &str, sid: &str) {
