@@ -209,3 +209,52 @@ async fn with_an_unknown_account_the_first_one_confirmed_binds_the_run() {
     }
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
 }
+
+/// A Fleet lookup answered with another Fleet (its SID and unique name) is not taken as the
+/// Fleet asked for: no SIM goes into the Fleet nobody named. Asked again, the lookup shows
+/// the Fleet asked for, and the SIMs go there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_lookup_showing_another_fleet_is_not_used() {
+    use supersim_bulk::emulator::fleet_sid_for;
+    let other = fleet_sid_for("field-devices");
+    let bench = fleet_sid_for("bench");
+    let cases = [("bench".to_string(), bench.clone()), (bench.clone(), bench)];
+    for (asked, wanted) in cases {
+        let env = TestEnv::new().await;
+        let (iccid, code) = good_sim(1);
+        env.emulator.inject_fleet(
+            &asked,
+            vec![altered(&[
+                ("sid", &other),
+                ("unique_name", "field-devices"),
+            ])],
+        );
+        env.write_input(&[(iccid.clone(), code)]);
+
+        let output = env.register(&["--fleet", &asked]).await;
+        let sim = env.emulator.sim(&iccid).unwrap();
+        assert_eq!(sim.fleet_sid.as_deref(), Some(wanted.as_str()), "{asked}");
+        assert_eq!(env.last_rows()[&iccid]["fleet_sid"], wanted, "{asked}");
+        assert_eq!(exit_code(&output), 0, "{asked}: {}", stderr(&output));
+    }
+}
+
+/// A Fleet lookup that never shows the Fleet asked for stops the run before anything is
+/// registered (exit 75, as for a lookup that keeps failing), naming the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_lookup_that_keeps_showing_another_fleet_registers_nothing() {
+    use supersim_bulk::emulator::fleet_sid_for;
+    let env = TestEnv::new().await;
+    let other = fleet_sid_for("field-devices");
+    env.emulator.inject_fleet(
+        "bench",
+        vec![altered(&[("sid", &other), ("unique_name", "field-devices")]); 2],
+    );
+    env.write_input(&[good_sim(1)]);
+    let output = env
+        .register(&["--fleet", "bench", "--max-attempts", "2"])
+        .await;
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+    assert!(stderr(&output).contains("'bench'"), "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().create_requests, 0);
+}

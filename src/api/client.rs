@@ -243,21 +243,9 @@ impl Client {
         if account.is_none() && check_sim_answer(sim, iccid, sid, None).is_none() {
             account = self.bind_account(sim.account_sid.as_deref());
         }
-        let what = check_sim_answer(sim, iccid, sid, account.as_deref());
-        match what {
+        match check_sim_answer(sim, iccid, sid, account.as_deref()) {
             None => Ok(()),
-            // With its 2xx status: an answer came (the API is reachable), and a 2xx that is
-            // an error is classified as an answer in doubt.
-            Some(what) => Err(ApiError {
-                http_status: Some(status),
-                code: None,
-                message: format!(
-                    "an answer about ICCID {iccid} showing {what}; the outcome is in doubt"
-                ),
-                retry_after: None,
-                concurrent_requests: None,
-                maybe_processed: true,
-            }),
+            Some(what) => Err(in_doubt(status, iccid, what)),
         }
     }
 
@@ -289,7 +277,9 @@ impl Client {
             .basic_auth(&self.credentials.username, Some(&self.credentials.password))
     }
 
-    /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any.
+    /// `GET /v1/Sims?Iccid=`: the SIM with this ICCID on the account, if any. A list showing
+    /// two SIMs with the ICCID (Twilio lists at most one) is an answer in doubt: neither is
+    /// taken as the SIM, so nothing is recorded for, or sent to, one picked at random.
     pub(crate) async fn find_sim(&self, iccid: &str) -> Answered<Option<Sim>> {
         let request = self
             .http
@@ -298,10 +288,14 @@ impl Client {
         self.send_with_status(request)
             .await
             .and_then(|(status, list): (u16, SimList)| {
-                let found = list
+                let mut with_iccid = list
                     .sims
                     .into_iter()
-                    .find(|sim| sim.iccid.as_deref() == Some(iccid));
+                    .filter(|sim| sim.iccid.as_deref() == Some(iccid));
+                let found = with_iccid.next();
+                if with_iccid.next().is_some() {
+                    return Err(in_doubt(status, iccid, "two SIMs with this ICCID"));
+                }
                 if let Some(sim) = &found {
                     self.check_sim(status, sim, iccid, None)?;
                 }
@@ -321,14 +315,38 @@ impl Client {
             })
     }
 
-    /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID.
+    /// `GET /v1/Fleets/{Sid}` (FetchFleet), where a unique name may stand for the SID. The
+    /// answer must be the Fleet asked for: its `sid` is `HF` and 32 hex digits, and it is
+    /// the SID asked for, or the Fleet shows the unique name asked for (in any case). Any
+    /// other Fleet is an answer in doubt, retried, so no SIM goes into a Fleet nobody named.
     pub(crate) async fn fetch_fleet(&self, sid_or_name: &str) -> Answered<Fleet> {
         let request = self.http.get(format!(
             "{}/v1/Fleets/{}",
             self.base_url,
             encode_path_segment(sid_or_name)
         ));
-        self.send(request).await
+        self.send_with_status(request)
+            .await
+            .and_then(|(status, fleet): (u16, Fleet)| {
+                let sid = fleet.sid.as_deref().unwrap_or_default();
+                let same = |shown: &str| shown.eq_ignore_ascii_case(sid_or_name);
+                if is_fleet_sid(sid)
+                    && (same(sid) || fleet.unique_name.as_deref().is_some_and(same))
+                {
+                    return Ok(fleet);
+                }
+                Err(ApiError {
+                    http_status: Some(status),
+                    code: None,
+                    message: format!(
+                        "an answer about Fleet '{sid_or_name}' showing another Fleet, or a \
+                         `sid` that is not HF and 32 hex digits; the outcome is in doubt"
+                    ),
+                    retry_after: None,
+                    concurrent_requests: None,
+                    maybe_processed: true,
+                })
+            })
     }
 
     /// `GET /v1/Fleets?PageSize=`: the first `page_size` Fleets on the account, to name
@@ -354,7 +372,7 @@ impl Client {
 
     /// `POST /v1/Sims/{Sid}` (UpdateSim). Both 200 and 202 are success; after a 202 the SIM
     /// reads `scheduled` until the change is done. The answer must show the SIM with `iccid`
-    /// on this run's account.
+    /// on this run's account, with the update applied (see [`check_update_answer`]).
     pub(crate) async fn update_sim(
         &self,
         sid: &str,
@@ -377,7 +395,10 @@ impl Client {
             .await
             .and_then(|(status, sim): (u16, Sim)| {
                 self.check_sim(status, &sim, iccid, Some(sid))?;
-                Ok(sim)
+                match check_update_answer(&sim, update) {
+                    None => Ok(sim),
+                    Some(what) => Err(in_doubt(status, iccid, what)),
+                }
             })
     }
 
@@ -537,6 +558,56 @@ fn check_sim_answer(
     } else {
         None
     }
+}
+
+/// What `sim`, an UpdateSim answer, does not show of `update`, if anything: the Fleet sent
+/// (when sent as a SID: a unique name cannot be compared), and the status sent or
+/// `scheduled` (the change under way). A UniqueName is not compared: a server may store it
+/// otherwise than sent (trimmed, say), and the row shows it as the answer does. A
+/// `scheduled` answer may show no Fleet
+/// yet (a server may assign it with the status change), but not another. A success that
+/// shows the SIM otherwise (an update dropped, or another Fleet) does not confirm the
+/// update: it is an answer in doubt, and the SIM is read again before anything is recorded.
+fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
+    let scheduled = sim.status.as_deref() == Some("scheduled");
+    let fleet_shown = |wanted: &str| {
+        !is_fleet_sid(wanted)
+            || match sim.fleet_sid.as_deref() {
+                Some(have) => have.eq_ignore_ascii_case(wanted),
+                None => scheduled,
+            }
+    };
+    let status_shown = |wanted: &str| {
+        sim.status
+            .as_deref()
+            .is_some_and(|have| have == wanted || have == "scheduled")
+    };
+    if !update.fleet.as_deref().is_none_or(fleet_shown) {
+        Some("another Fleet than the one asked for, or none")
+    } else if !update.status.as_deref().is_none_or(status_shown) {
+        Some("another status than the one asked for (and not `scheduled`)")
+    } else {
+        None
+    }
+}
+
+/// A 2xx answer that does not show what was asked about `iccid`, as an error in doubt: with
+/// its status (an answer came, so the API is reachable), retried like a lost response and
+/// never written into a row.
+fn in_doubt(status: u16, iccid: &str, what: &str) -> ApiError {
+    ApiError {
+        http_status: Some(status),
+        code: None,
+        message: format!("an answer about ICCID {iccid} showing {what}; the outcome is in doubt"),
+        retry_after: None,
+        concurrent_requests: None,
+        maybe_processed: true,
+    }
+}
+
+/// Whether `text` is a Fleet SID: `HF` and 32 hex digits.
+fn is_fleet_sid(text: &str) -> bool {
+    text.len() == 34 && text.starts_with("HF") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The variable a proxy for an `https://` API comes from, in the order the HTTP client

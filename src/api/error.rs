@@ -70,6 +70,8 @@ pub(crate) const CODE_INTERNAL: u32 = 20500;
 pub(crate) const CODE_UNAVAILABLE: u32 = 20503;
 pub(crate) const CODE_REGISTRATION_INTERNAL: u32 = 83000;
 pub(crate) const CODE_ALREADY_ON_ACCOUNT: u32 = 83003;
+/// Any resource: not found on the account.
+pub(crate) const CODE_NOT_FOUND: u32 = 20404;
 /// UpdateSim/FetchSim: the Super SIM is not on the account.
 pub(crate) const CODE_SIM_NOT_FOUND: u32 = 83005;
 /// UpdateSim: the target Fleet does not exist.

@@ -1,6 +1,8 @@
 //! Injected faults: what one `POST /v1/Sims` can be made to meet (a 5xx, an HTML 502, a
 //! slow, lost or cut-short response, a redirect, a success that shows something else than
-//! what was asked, a message that echoes the request's secrets or says anything at all),
+//! what was asked, a message that echoes the request's secrets or says anything at all), and
+//! what one `POST /v1/Sims/{Sid}` can meet besides (a success that applied nothing, a
+//! scheduled change that falls back, a Fleet that shows only once the change is done),
 //! chosen per ICCID or rolled from the seed; and the ways the SIM list can misbehave for a
 //! client that pages through it ([`PagingFault`]: pages that never end, SIMs shown twice, a
 //! next page outside the list, another account's SIMs, a body that goes on and on).
@@ -68,6 +70,19 @@ pub enum Fault {
     /// secret it carries as sent and in capitals, and the registration code lowercased,
     /// spaced out and dashed; unprocessed.
     EchoSecrets,
+    /// For `POST /v1/Sims/{Sid}`: the update is not applied, yet answered 200 with the SIM
+    /// as it is, as a server that acknowledges a change it dropped (or shows the SIM as it
+    /// was before the change) would. On `POST /v1/Sims` it is no fault.
+    SuccessUnapplied,
+    /// For `POST /v1/Sims/{Sid}`: the update is applied and answered as usual, but the
+    /// status change it schedules ends with the SIM back at the status it had, as an
+    /// asynchronous change that failed would leave it. On `POST /v1/Sims` it is no fault.
+    ScheduledThenReverts,
+    /// For `POST /v1/Sims/{Sid}`: the update is applied, but a Fleet it assigns along with
+    /// a status change shows only once the change is done (the 202 and every read while
+    /// `scheduled` show the Fleet the SIM had), as a server that applies the whole update
+    /// asynchronously would. On `POST /v1/Sims` it is no fault.
+    FleetWithScheduledChange,
 }
 
 impl Fault {
@@ -160,7 +175,10 @@ impl Fault {
             | Fault::SlowAfterCommit(_)
             | Fault::StallBeforeCommit(_)
             | Fault::AlteredAnswer { .. }
-            | Fault::CutShortAfterCommit => {
+            | Fault::CutShortAfterCommit
+            | Fault::SuccessUnapplied
+            | Fault::ScheduledThenReverts
+            | Fault::FleetWithScheduledChange => {
                 return None;
             }
         })

@@ -21,6 +21,9 @@ pub struct SimRecord {
     pub date_updated: SystemTime,
     /// While `status` is `scheduled`: the status it becomes, and when.
     pub scheduled: Option<(String, Instant)>,
+    /// While `status` is `scheduled`: a Fleet that shows only once the change is done
+    /// (`Some(None)`: no Fleet), as a server that assigns it with the status change would.
+    pub scheduled_fleet: Option<Option<String>>,
 }
 
 impl SimRecord {
@@ -30,6 +33,9 @@ impl SimRecord {
         if let Some((status, due)) = self.scheduled.take() {
             if now >= due {
                 self.status = status;
+                if let Some(fleet) = self.scheduled_fleet.take() {
+                    self.fleet_sid = fleet;
+                }
                 self.date_updated = SystemTime::now();
             } else {
                 self.scheduled = Some((status, due));

@@ -161,10 +161,14 @@ pub(super) async fn update_sim(
     shared.updates_seen.send_modify(|seen| *seen += 1);
     let params = form.map(|Form(params)| params).unwrap_or_default();
     let fault = iccid.and_then(|iccid| shared.next_update_fault(&iccid));
-    around_commit(fault, || {
-        shared.update(&sid, params, &base_url(&shared, &headers))
-    })
-    .await
+    let base = base_url(&shared, &headers);
+    match fault {
+        Some(Fault::SuccessUnapplied) => shared.unchanged(&sid, &base),
+        Some(fault @ (Fault::ScheduledThenReverts | Fault::FleetWithScheduledChange)) => {
+            shared.update_scheduling(&sid, params, &base, &fault)
+        }
+        fault => around_commit(fault, || shared.update(&sid, params, &base)).await,
+    }
 }
 
 /// Runs `commit` (a registration or an update) with the injected `fault` around it: held
@@ -228,6 +232,18 @@ pub(super) async fn fetch_fleet(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
+    let fault = shared
+        .store()
+        .injected_fleets
+        .get_mut(&sid)
+        .and_then(std::collections::VecDeque::pop_front);
+    let response = fleet_answer(&shared, &headers, &sid);
+    around_commit(fault, || response).await
+}
+
+/// `GET /v1/Fleets/{Sid}` without faults.
+fn fleet_answer(shared: &Shared, headers: &HeaderMap, sid: &str) -> Response {
+    let sid = sid.to_string();
     let mut store = shared.store();
     let known = store
         .fleets
@@ -247,10 +263,8 @@ pub(super) async fn fetch_fleet(
         .iter()
         .find(|fleet| fleet.sid == sid || fleet.unique_name == sid)
     {
-        Some(fleet) => {
-            Json(fleet.to_json(&base_url(&shared, &headers), &shared.config.account_sid))
-                .into_response()
-        }
+        Some(fleet) => Json(fleet.to_json(&base_url(shared, headers), &shared.config.account_sid))
+            .into_response(),
         None => not_found_error(&format!("/v1/Fleets/{sid}")),
     }
 }
@@ -450,21 +464,31 @@ pub(super) async fn fetch_sim(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    let mut store = shared.store();
-    store.stats.lookup_requests += 1;
-    // Twilio lets a SIM be addressed by its unique name in place of its SID.
-    let found = store
-        .sims
-        .iter_mut()
-        .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
-        .map(|sim| {
-            sim.settle(Instant::now());
-            &*sim
+    let (response, fault) = {
+        let mut store = shared.store();
+        store.stats.lookup_requests += 1;
+        // Twilio lets a SIM be addressed by its unique name in place of its SID.
+        let found = store
+            .sims
+            .iter_mut()
+            .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid.as_str()))
+            .map(|sim| {
+                sim.settle(Instant::now());
+                sim.clone()
+            });
+        let fault = found.as_ref().and_then(|sim| {
+            store
+                .injected_fetches
+                .get_mut(&sim.iccid)
+                .and_then(std::collections::VecDeque::pop_front)
         });
-    match found {
-        Some(sim) => Json(sim.to_json(&base_url(&shared, &headers))).into_response(),
-        None => not_found_error(&format!("/v1/Sims/{sid}")),
-    }
+        let response = match found {
+            Some(sim) => Json(sim.to_json(&base_url(&shared, &headers))).into_response(),
+            None => not_found_error(&format!("/v1/Sims/{sid}")),
+        };
+        (response, fault)
+    };
+    around_commit(fault, || response).await
 }
 
 pub(super) async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {

@@ -90,6 +90,7 @@ impl Emulator {
             let sim = &mut store.sims[index];
             sim.status = status.to_string();
             sim.scheduled = None;
+            sim.scheduled_fleet = None;
             sim.fleet_sid = fleet.map(fleet_sid_for);
         }
     }
@@ -108,6 +109,49 @@ impl Emulator {
             .entry(iccid.to_string())
             .or_default()
             .extend(faults);
+    }
+
+    /// The next `GET /v1/Sims/{Sid}` requests for the SIM with this ICCID get these faults,
+    /// one per request, in order.
+    pub fn inject_fetch(&self, iccid: &str, faults: Vec<Fault>) {
+        self.shared
+            .store()
+            .injected_fetches
+            .entry(iccid.to_string())
+            .or_default()
+            .extend(faults);
+    }
+
+    /// The next `GET /v1/Fleets/{Sid}` requests for this SID or unique name (as asked) get
+    /// these faults, one per request, in order.
+    pub fn inject_fleet(&self, sid_or_name: &str, faults: Vec<Fault>) {
+        self.shared
+            .store()
+            .injected_fleets
+            .entry(sid_or_name.to_string())
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Adds a second SIM with this ICCID (already on the account) and returns its SID: an
+    /// account whose lookup by ICCID shows two SIMs, which Twilio says never happens. The
+    /// ICCID's registration and updates still go to the first.
+    pub fn duplicate_sim(&self, iccid: &str) -> Option<String> {
+        let mut store = self.shared.store();
+        let index = *store.by_iccid.get(iccid)?;
+        let mut twin = store.sims[index].clone();
+        twin.sid = format!("HS{}", "d".repeat(32));
+        store.sims.push(twin.clone());
+        Some(twin.sid)
+    }
+
+    /// Gives the SIM with this ICCID the SID `sid` as the account spells it (the same SID in
+    /// capitals, say: Twilio's pattern allows `A-F`); requests must then name it so.
+    pub fn respell_sid(&self, iccid: &str, sid: &str) {
+        let mut store = self.shared.store();
+        if let Some(&index) = store.by_iccid.get(iccid) {
+            store.sims[index].sid = sid.to_string();
+        }
     }
 
     /// Registers the ICCID on the account out of band (as if done earlier, in the Console)

@@ -44,7 +44,10 @@ impl SavedSim {
                 Some((target, _)) => target.clone(),
                 None => sim.status.clone(),
             },
-            fleet_sid: sim.fleet_sid.clone(),
+            fleet_sid: match &sim.scheduled_fleet {
+                Some(fleet) => fleet.clone(),
+                None => sim.fleet_sid.clone(),
+            },
             unique_name: sim.unique_name.clone(),
             account_sid: sim.account_sid.clone(),
         }
@@ -62,6 +65,7 @@ impl SavedSim {
             date_created: now,
             date_updated: now,
             scheduled: None,
+            scheduled_fleet: None,
         }
     }
 }

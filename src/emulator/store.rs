@@ -70,6 +70,10 @@ pub(super) struct Store {
     pub(super) fleets: Vec<FleetRecord>,
     /// Faults for `POST /v1/Sims/{Sid}`, by the SIM's ICCID.
     pub(super) injected_updates: HashMap<String, VecDeque<Fault>>,
+    /// Faults for `GET /v1/Sims/{Sid}`, by the SIM's ICCID.
+    pub(super) injected_fetches: HashMap<String, VecDeque<Fault>>,
+    /// Faults for `GET /v1/Fleets/{Sid}`, by the SID or unique name asked for.
+    pub(super) injected_fleets: HashMap<String, VecDeque<Fault>>,
     pub(super) by_iccid: HashMap<String, usize>,
     pub(super) commits: HashMap<String, u32>,
     pub(super) injected: HashMap<String, VecDeque<Fault>>,
@@ -269,6 +273,7 @@ impl Shared {
             date_created: now,
             date_updated: now,
             scheduled: None,
+            scheduled_fleet: None,
         };
         store.by_iccid.insert(iccid.to_string(), store.sims.len());
         store.sims.push(record.clone());
@@ -431,6 +436,74 @@ impl Shared {
             state.save(sim);
         }
         (answer, Json(sim.to_json(base_url))).into_response()
+    }
+
+    /// [`Fault::SuccessUnapplied`]: 200 with the SIM as it is, nothing changed.
+    pub(super) fn unchanged(&self, sid: &str, base_url: &str) -> Response {
+        let mut store = self.store();
+        let now = Instant::now();
+        match store
+            .sims
+            .iter_mut()
+            .find(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+        {
+            Some(sim) => {
+                sim.settle(now);
+                Json(sim.to_json(base_url)).into_response()
+            }
+            None => not_found_error(&format!("/v1/Sims/{sid}")),
+        }
+    }
+
+    /// [`Shared::update`] under a fault that acts on the status change it schedules, if
+    /// any: [`Fault::ScheduledThenReverts`] makes it end at the status the SIM had;
+    /// [`Fault::FleetWithScheduledChange`] holds the Fleet it assigns back until it is done.
+    pub(super) fn update_scheduling(
+        &self,
+        sid: &str,
+        params: UpdateParams,
+        base_url: &str,
+        fault: &Fault,
+    ) -> Response {
+        let find = |store: &mut Store| -> Option<usize> {
+            store
+                .sims
+                .iter()
+                .position(|sim| sim.sid == sid || sim.unique_name.as_deref() == Some(sid))
+        };
+        let before = {
+            let mut store = self.store();
+            find(&mut store).map(|i| {
+                store.sims[i].settle(Instant::now());
+                (
+                    store.sims[i].status.clone(),
+                    store.sims[i].fleet_sid.clone(),
+                )
+            })
+        };
+        let response = self.update(sid, params, base_url);
+        let Some((status_before, fleet_before)) = before else {
+            return response;
+        };
+        let mut store = self.store();
+        let Some(index) = find(&mut store) else {
+            return response;
+        };
+        let sim = &mut store.sims[index];
+        let Some((target, _)) = sim.scheduled.as_mut() else {
+            return response;
+        };
+        match fault {
+            Fault::ScheduledThenReverts => *target = status_before,
+            Fault::FleetWithScheduledChange if sim.fleet_sid != fleet_before => {
+                sim.scheduled_fleet = Some(std::mem::replace(&mut sim.fleet_sid, fleet_before));
+            }
+            _ => return response,
+        }
+        if let Some(state) = &self.state {
+            state.save(sim);
+        }
+        (response.status(), Json(sim.to_json(base_url))).into_response()
     }
 
     /// The injected fault for this update, if any (updates get no random faults).

@@ -51,6 +51,9 @@ const HAS_CODE: u32 = 1 << 24;
 
 const HAS_SID: u8 = 1;
 const PENDING: u8 = 2;
+/// The SID's hex digits were written in capitals: the account spells it so, and a request
+/// naming it (`/v1/Sims/{Sid}`) must too.
+const UPPER_SID: u8 = 4;
 
 /// `HS` + 32 hex digits as 16 bytes; `None` for anything else. The hex digits are read in
 /// either case, so two spellings of one SID pack the same.
@@ -90,6 +93,9 @@ impl PackedSim {
         let mut flags = 0;
         if sid.is_some() {
             flags |= HAS_SID;
+            if sim.sid.bytes().skip(2).any(|b| b.is_ascii_uppercase()) {
+                flags |= UPPER_SID;
+            }
         }
         if sim.message == PENDING_MESSAGE {
             flags |= PENDING;
@@ -164,7 +170,14 @@ impl PackedSim {
     pub(crate) fn unpack(&self, fleets: &[String]) -> PriorSim {
         PriorSim {
             outcome: self.outcome,
-            sid: (self.flags & HAS_SID != 0).then(|| unpack_sid(&self.sid)),
+            sid: (self.flags & HAS_SID != 0).then(|| {
+                let sid = unpack_sid(&self.sid);
+                if self.flags & UPPER_SID != 0 {
+                    format!("HS{}", sid[2..].to_ascii_uppercase())
+                } else {
+                    sid
+                }
+            }),
             status: self.status,
             fleet_sid: self
                 .fleet

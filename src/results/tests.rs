@@ -363,8 +363,18 @@ fn checkpoint_rows_are_marked_pending_and_odd_sids_are_not_kept() {
     assert_eq!(got.code_fingerprint, Some(0x0a1b2c));
     assert_eq!(
         got.sid.as_deref(),
-        Some("HS0123456789abcdef0123456789abcdef"),
-        "hex is kept as lowercase, as Twilio writes it"
+        Some("HS0123456789ABCDEF0123456789ABCDEF"),
+        "hex in capitals is kept so: the account may find the SIM only as it spells it"
+    );
+    let lower = RowSim {
+        sid: "HS0123456789abcdef0123456789abcdef",
+        ..sim
+    };
+    let packed = PackedSim::from_row(Outcome::Registered, &lower, &mut fleets);
+    assert_eq!(
+        packed.unpack(&fleets.sids).sid.as_deref(),
+        Some(lower.sid),
+        "lowercase hex, as Twilio writes it, is kept so"
     );
     let odd = RowSim {
         sid: "HSnothex",

@@ -187,15 +187,33 @@ impl Steps<'_> {
             known,
             current: None,
             missing: SimUpdate::default(),
+            sent: false,
         };
         with_retries(self.gate, self.line ^ 0x0b0a_4d00, &mut update).await
     }
-    /// The update was accepted: 200 with the new state, or 202 with `scheduled`.
-    async fn after_update(&self, updated: Sim, wait: Option<Duration>) -> Option<ResultRow> {
+    /// The update was accepted: 200 with the new state, or 202 with `scheduled`. A change
+    /// waited for that settles without what `sent` asked (it fell back) is not done: the
+    /// row is `gave_up`, showing the SIM as it is, and the next run sends it again.
+    async fn after_update(
+        &self,
+        updated: Sim,
+        sent: &SimUpdate,
+        wait: Option<Duration>,
+    ) -> Option<ResultRow> {
         let scheduled = updated.status.as_deref() == Some(SCHEDULED);
         match wait {
             Some(limit) if scheduled => match self.wait_until_settled(limit, updated).await {
-                Ok(settled) => Some(self.row(self.outcome, &settled)),
+                Ok(settled) => Some(match fell_back(sent, &settled) {
+                    None => self.row(self.outcome, &settled),
+                    Some(shown) => {
+                        let mut row = self.row(Outcome::GaveUp, &settled);
+                        row.error_message = Some(format!(
+                            "the update was accepted, but once it was no longer scheduled \
+                             the SIM showed {shown}; run again to send it again"
+                        ));
+                        row
+                    }
+                }),
                 Err(end) => self.wait_failed(end, limit),
             },
             _ => Some(self.row(self.outcome, &updated)),
@@ -226,6 +244,11 @@ impl Steps<'_> {
             match self.fetch().await {
                 Ok(sim) if sim.status.as_deref() == Some(SCHEDULED) => last = sim,
                 Ok(sim) => return Ok(sim),
+                // The SIM was just shown scheduled: "not found" now is an account not yet
+                // consistent, not a refusal of the change; polled again until the deadline.
+                Err(Some(error)) if is_not_found(&error) => {
+                    tracing::debug!(line = self.line, iccid = %self.iccid, %error, "poll found no SIM; polling again");
+                }
                 Err(Some(error)) => return Err(WaitEnd::Failed(error, last)),
                 Err(None) => return Err(WaitEnd::Stopped),
             }
@@ -245,6 +268,42 @@ impl Steps<'_> {
                 Some(row)
             }
         }
+    }
+
+    /// The row of a SIM found `scheduled` without `--wait`, when no update can be sent (it
+    /// would be refused, 83009). The change under way may be this run's own (its answer
+    /// lost), so the status asked for counts as under way; but a Fleet or a unique name is
+    /// not changed asynchronously: one asked for that the SIM does not show is not done,
+    /// and the row is `gave_up`, so the next run sends it.
+    fn behind_scheduled(&self, plan: &SimUpdate, sim: &Sim) -> ResultRow {
+        let fleet = plan.fleet.as_deref().filter(|wanted| {
+            is_fleet_sid(wanted)
+                && !sim
+                    .fleet_sid
+                    .as_deref()
+                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+        });
+        let name = plan
+            .unique_name
+            .as_deref()
+            .filter(|wanted| sim.unique_name.as_deref() != Some(*wanted));
+        let missing: Vec<String> = [
+            fleet.map(|fleet| format!("Fleet {fleet}")),
+            name.map(|name| format!("unique name '{name}'")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if missing.is_empty() {
+            return self.row(self.outcome, sim);
+        }
+        let mut row = self.row(Outcome::GaveUp, sim);
+        row.error_message = Some(format!(
+            "an earlier change of this SIM is still scheduled, so the update ({}) cannot be \
+             sent yet (Twilio refuses it, 83009); run again later, or with --wait",
+            missing.join(", ")
+        ));
+        row
     }
 
     /// `GET /v1/Sims/{Sid}` with the retry policy. `Err(None)` means the run stopped.
@@ -307,6 +366,8 @@ struct Update<'s, 'a> {
     /// The SIM as the current attempt found it, and the fields that attempt sends.
     current: Option<Sim>,
     missing: SimUpdate,
+    /// An update of this run may have been applied: its answer was lost or in doubt.
+    sent: bool,
 }
 
 impl Hooks for Update<'_, '_> {
@@ -320,6 +381,18 @@ impl Hooks for Update<'_, '_> {
                 Some(sim) => sim,
                 None => match steps.fetch().await {
                     Ok(sim) => sim,
+                    Err(Some(error)) if is_not_found(&error) && steps.attempts > 0 => {
+                        // This run's create or lookup showed the SIM a moment ago: not taken
+                        // as gone (an `update_failed` a rerun would skip for good).
+                        let mut row = steps.failed(&error, None);
+                        row.outcome = Outcome::GaveUp;
+                        row.error_message = Some(format!(
+                            "{}; the account showed this SIM a moment ago, so it is not \
+                             taken as gone: run again",
+                            error.message
+                        ));
+                        return Step::End(Some(row));
+                    }
                     Err(Some(error)) => return Step::End(Some(steps.failed(&error, None))),
                     Err(None) => return Step::End(None),
                 },
@@ -327,7 +400,13 @@ impl Hooks for Update<'_, '_> {
             if current.status.as_deref() == Some(SCHEDULED) {
                 // An earlier change is still in progress; a new update would get 83009.
                 let Some(limit) = self.wait else {
-                    return Step::End(Some(steps.row(steps.outcome, &current)));
+                    // After this run's own update was sent (its answer lost or in doubt),
+                    // the change under way may be that update, Fleet and all.
+                    return Step::End(Some(if self.sent {
+                        steps.row(steps.outcome, &current)
+                    } else {
+                        steps.behind_scheduled(self.plan, &current)
+                    }));
                 };
                 match steps.wait_until_settled(limit, current).await {
                     Ok(settled) => {
@@ -356,7 +435,9 @@ impl Hooks for Update<'_, '_> {
     }
 
     async fn succeeded(&mut self, updated: Sim, _tries: u32) -> Option<ResultRow> {
-        self.steps.after_update(updated, self.wait).await
+        self.steps
+            .after_update(updated, &self.missing, self.wait)
+            .await
     }
 
     fn attempt_failed(&self, error: &ApiError, tries: u32) {
@@ -377,6 +458,15 @@ impl Hooks for Update<'_, '_> {
                 steps.gate.halt(Halt::WrongEndpoint(sentence));
                 Judged::End(None)
             }
+            ErrorClass::Rejected if is_not_found(&error) && self.current.is_some() => {
+                // The SIM was on the account a moment ago (this run created it, or read it
+                // before this attempt): "not found" now is an account not yet consistent,
+                // retried; if it outlasts the attempts the row is `update_failed` with it.
+                Judged::Retry {
+                    error,
+                    throttled: false,
+                }
+            }
             ErrorClass::Rejected | ErrorClass::AlreadyOnAccount => {
                 let mut row = steps.failed(&error, self.current.as_ref());
                 if error.code == Some(crate::api::CODE_DUPLICATE_UNIQUE_NAME)
@@ -392,6 +482,7 @@ impl Hooks for Update<'_, '_> {
     fn retrying(&mut self, error: &ApiError) {
         // After a lost answer or an 83009 the SIM may have changed: fetch it again so the
         // retry sends only what is still missing.
+        self.sent |= error.maybe_processed;
         let changed =
             error.maybe_processed || error.code == Some(crate::api::CODE_UPDATE_SCHEDULED);
         if !changed {
@@ -402,6 +493,14 @@ impl Hooks for Update<'_, '_> {
     async fn exhausted(&mut self, error: ApiError, _tries: u32) -> Option<ResultRow> {
         Some(self.steps.failed(&error, self.current.as_ref()))
     }
+}
+
+/// An update's "not found": the SIM (83005), or any resource (20404).
+fn is_not_found(error: &ApiError) -> bool {
+    matches!(
+        error.code,
+        Some(crate::api::CODE_SIM_NOT_FOUND | crate::api::CODE_NOT_FOUND)
+    )
 }
 
 /// What an 83011 means for the row: the unique name that clashed (a name is not a secret),
@@ -438,6 +537,36 @@ fn name_taken_message(name: &str, sent: &SimUpdate, error: &ApiError) -> String 
          only the update is sent",
         error.message
     )
+}
+
+/// What a settled `sim` shows instead of the status and the Fleet (sent as its SID) `sent`
+/// asked for, when it does not show them (a scheduled change that fell back), as words for
+/// the row's message. The unique name was confirmed by the update's answer already.
+fn fell_back(sent: &SimUpdate, sim: &Sim) -> Option<String> {
+    let status = sent
+        .status
+        .as_deref()
+        .filter(|wanted| sim.status.as_deref() != Some(*wanted))
+        .map(|wanted| {
+            let have = sim.status.as_deref().unwrap_or("none");
+            format!("status {have}, not {wanted}")
+        });
+    let fleet = sent
+        .fleet
+        .as_deref()
+        .filter(|wanted| {
+            is_fleet_sid(wanted)
+                && !sim
+                    .fleet_sid
+                    .as_deref()
+                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+        })
+        .map(|wanted| {
+            let have = sim.fleet_sid.as_deref().unwrap_or("none");
+            format!("Fleet {have}, not {wanted}")
+        });
+    let shown: Vec<String> = status.into_iter().chain(fleet).collect();
+    (!shown.is_empty()).then(|| shown.join(" and "))
 }
 
 /// The fields of `plan` the SIM does not show yet. The run resolves every Fleet to its SID

@@ -1,0 +1,417 @@
+//! End-to-end runs against an emulator whose answers to `POST /v1/Sims/{Sid}` (UpdateSim)
+//! do not show the update asked for: a success that applied nothing, one showing another
+//! Fleet, a scheduled change that falls back. A row is written as done only when the account
+//! shows the Fleet and the status asked for.
+
+mod common;
+
+use common::{TestEnv, altered, exit_code, good_sim, stderr};
+use supersim_bulk::emulator::{Fault, fleet_sid_for};
+
+/// A 200 to an update that applied nothing shows the SIM as it was: no Fleet, `new`. The
+/// row is not written as done from it; the update is sent again and the row shows the SIM
+/// in its Fleet, active, as the account does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_that_applied_nothing_is_not_recorded_as_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(1);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::SuccessUnapplied]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--activate", "--wait"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(
+        (row["status"].as_str(), row["fleet_sid"].as_str()),
+        ("active", fleet_sid_for("bench").as_str()),
+        "{row:?}"
+    );
+    assert_eq!(sim.status, "active");
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().update_requests, 2);
+}
+
+/// Every update answered with nothing applied: the attempts run out, the row is `gave_up`
+/// with the SID and the state the account shows (exit 75), and the next run sends only the
+/// update.
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_that_never_apply_give_up_and_a_rerun_only_updates() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(2);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::SuccessUnapplied; 2]);
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate", "--max-attempts", "2"];
+
+    let output = env.register(&flags).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(row["sid"], env.emulator.sim(&iccid).unwrap().sid);
+    assert_eq!(row["status"], "new", "{row:?}");
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    let again = env.register(&flags).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+}
+
+/// A 200 showing another Fleet than the one asked for is not written into the row: the row
+/// shows the Fleet the account has.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_answer_showing_another_fleet_is_not_recorded() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(3);
+    let other = fleet_sid_for("field-devices");
+    env.emulator
+        .inject_update(&iccid, vec![altered(&[("fleet_sid", &other)])]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let row = &env.last_rows()[&iccid];
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(sim.fleet_sid, Some(fleet_sid_for("bench")));
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+}
+
+/// With `--wait`, a scheduled activation that ends with the SIM back at `new` is not done:
+/// the row is `gave_up` with the status the account shows (exit 75), and the next run sends
+/// the update again, and only the update.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_change_that_falls_back_is_not_recorded_as_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(4);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::ScheduledThenReverts]);
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate", "--wait"];
+
+    let output = env.register(&flags).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.sim(&iccid).unwrap().status, "new");
+    assert_eq!(row["status"], "new", "{row:?}");
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains("active"), "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    let again = env.register(&flags).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+    assert_eq!(env.emulator.stats().update_requests, 2);
+}
+
+/// An update whose answer is lost after the server applied it (closed, cut short, or later
+/// than `--timeout`) is not sent twice: the SIM is read again, shows the change, and the
+/// row records what the account shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_update_answer_is_settled_by_a_read_and_sent_once() {
+    let lost = [
+        Fault::DropAfterCommit,
+        Fault::CutShortAfterCommit,
+        Fault::SlowAfterCommit(std::time::Duration::from_secs(5)),
+    ];
+    for (n, fault) in lost.into_iter().enumerate() {
+        let env = TestEnv::new().await;
+        let (iccid, code) = good_sim(10 + n as u32);
+        env.emulator.inject_update(&iccid, vec![fault.clone()]);
+        env.write_input(&[(iccid.clone(), code)]);
+        let output = env
+            .register(&[
+                "--fleet",
+                "bench",
+                "--activate",
+                "--wait",
+                "--timeout",
+                "1s",
+            ])
+            .await;
+        assert_eq!(exit_code(&output), 0, "{fault:?}: {}", stderr(&output));
+        let row = &env.last_rows()[&iccid];
+        assert_eq!(row["outcome"], "registered", "{fault:?}: {row:?}");
+        assert_eq!(row["status"], "active", "{fault:?}: {row:?}");
+        assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{fault:?}");
+        assert_eq!(env.emulator.stats().update_requests, 1, "{fault:?}");
+        assert_eq!(env.emulator.commits(&iccid), 1, "{fault:?}");
+    }
+}
+
+/// A SIM this run has just registered (201, with its SID) that the update is told is not
+/// found (20404, or 83005), as an account not yet consistent after the create answers: the
+/// update is retried, the SIM onboarded, and not left `update_failed` for a person.
+#[tokio::test(flavor = "multi_thread")]
+async fn not_found_just_after_the_create_is_retried() {
+    for code in [20404, 83005] {
+        let env = TestEnv::new().await;
+        let (iccid, sim_code) = good_sim(20 + code % 7);
+        env.emulator
+            .inject_update(&iccid, vec![Fault::TwilioError { status: 404, code }]);
+        env.write_input(&[(iccid.clone(), sim_code)]);
+        let output = env
+            .register(&["--fleet", "bench", "--activate", "--wait"])
+            .await;
+        let row = &env.last_rows()[&iccid];
+        assert_eq!(row["outcome"], "registered", "{code}: {row:?}");
+        assert_eq!(row["status"], "active", "{code}: {row:?}");
+        assert_eq!(exit_code(&output), 0, "{code}: {}", stderr(&output));
+        assert_eq!(env.emulator.stats().update_requests, 2, "{code}");
+    }
+}
+
+/// The binary killed after the server applied its update but before the answer came back:
+/// the next run reads the SIM, finds the update done, and sends it no second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_after_the_update_applied_is_not_followed_by_a_second_update() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(30);
+    env.emulator.inject_update(
+        &iccid,
+        vec![Fault::SlowAfterCommit(std::time::Duration::from_secs(60))],
+    );
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate", "--wait"];
+    let mut child = env.spawn_register(&flags);
+    common::wait_until("the update is applied", || {
+        env.emulator
+            .sim(&iccid)
+            .is_some_and(|sim| sim.fleet_sid.is_some())
+    })
+    .await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+    let rows = env.results();
+    assert_eq!(rows.len(), 1, "the checkpoint row only: {rows:?}");
+    assert_eq!(rows[0]["status"], "new");
+
+    let resumed = env.register(&flags).await;
+    assert_eq!(exit_code(&resumed), 0, "{}", stderr(&resumed));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"));
+    assert_eq!(env.emulator.stats().update_requests, 1, "one update in all");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+}
+
+/// A SIM already on the account with someone else's change still `scheduled`: without
+/// `--wait` the update cannot be sent yet (Twilio refuses it, 83009), so the row is not done
+/// with the Fleet asked for missing: it is `gave_up` (exit 75), and a run once the change is
+/// over assigns the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_not_assigned_behind_a_scheduled_change_is_not_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(40);
+    env.emulator.preregister(&iccid);
+    env.emulator.set_status(&iccid, "scheduled", None);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.sim(&iccid).unwrap().fleet_sid, None);
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains("scheduled"), "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    env.emulator.set_status(&iccid, "ready", None);
+    let again = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert!(
+        ["registered", "already_registered"].contains(&row["outcome"].as_str()),
+        "{row:?}"
+    );
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(env.emulator.stats().create_requests, 1);
+}
+
+/// With `--wait`, a poll of a SIM whose update was just accepted answered "not found"
+/// (20404), as an account not yet consistent answers: the update was not refused, so the row
+/// is not `update_failed`; polling goes on and records the status the change ends in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_not_found_poll_after_an_accepted_update_is_not_a_refusal() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(50);
+    env.emulator.inject_fetch(
+        &iccid,
+        vec![Fault::TwilioError {
+            status: 404,
+            code: 20404,
+        }],
+    );
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--activate", "--wait"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().update_requests, 1);
+}
+
+/// A SIM already on the account (83003, confirmed by a lookup by ICCID) whose fetch before
+/// the update answers "not found": the account showed it a moment ago, so the row is not
+/// `update_failed` (which a rerun asking the same would skip for good) but `gave_up`, and the
+/// next run assigns the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_not_found_fetch_after_the_lookup_showed_the_sim_is_not_a_refusal() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(60);
+    env.emulator.preregister(&iccid);
+    env.emulator.inject_fetch(
+        &iccid,
+        vec![Fault::TwilioError {
+            status: 404,
+            code: 20404,
+        }],
+    );
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(row["sid"], env.emulator.sim(&iccid).unwrap().sid, "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+
+    let again = env.register(&["--fleet", "bench"]).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    assert_eq!(env.last_rows()[&iccid]["fleet_sid"], fleet_sid_for("bench"));
+    assert_eq!(env.emulator.stats().commits, 0);
+}
+
+/// A server that assigns the Fleet together with the scheduled status change: its 202 shows
+/// `scheduled` and no Fleet yet. That is the update accepted, as any 202 is: without
+/// `--wait` the row is the documented `scheduled` one (exit 0, one update); with `--wait`
+/// it shows the Fleet and `active` once the change is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_that_shows_only_once_the_change_is_done_is_accepted() {
+    for wait in [false, true] {
+        let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+            update_delay: std::time::Duration::from_millis(if wait { 50 } else { 3_600_000 }),
+            ..Default::default()
+        })
+        .await;
+        let (iccid, code) = good_sim(70);
+        env.emulator
+            .inject_update(&iccid, vec![Fault::FleetWithScheduledChange]);
+        env.write_input(&[(iccid.clone(), code)]);
+        let mut flags = vec!["--fleet", "bench", "--activate"];
+        if wait {
+            flags.push("--wait");
+        }
+        let output = env.register(&flags).await;
+        assert_eq!(exit_code(&output), 0, "wait {wait}: {}", stderr(&output));
+        let row = &env.last_rows()[&iccid];
+        assert_eq!(row["outcome"], "registered", "{row:?}");
+        let expected = if wait { "active" } else { "scheduled" };
+        assert_eq!(row["status"], expected, "{row:?}");
+        if wait {
+            assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+        }
+        assert_eq!(env.emulator.stats().update_requests, 1, "wait {wait}");
+    }
+}
+
+/// An account that spells its SIDs in capitals (`^HS[0-9a-fA-F]{32}$` allows it) and finds a
+/// SIM only by its SID as spelled: a later run that resumes the SIM from the results file
+/// names it as the file does, so its update reaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sid_in_capitals_is_resumed_as_spelled() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(80);
+    let sid = env.emulator.preregister(&iccid);
+    let upper = format!("HS{}", sid[2..].to_uppercase());
+    env.emulator.respell_sid(&iccid, &upper);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    assert_eq!(env.last_rows()[&iccid]["sid"], upper);
+
+    let second = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(row["sid"], upper, "{row:?}");
+    assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
+}
+
+/// The update is sent, and refused because someone else's change is under way (83009): it
+/// was not applied, so the `scheduled` SIM read next is not taken as this run's change, and
+/// the row is `gave_up` without the Fleet, not done.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_refused_83009_is_not_taken_as_the_change_under_way() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(100);
+    env.emulator.preregister(&iccid);
+    env.emulator.set_status(&iccid, "scheduled", None);
+    // The first read shows the SIM before someone else's change was scheduled.
+    env.emulator
+        .inject_fetch(&iccid, vec![altered(&[("status", "new")])]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env.register(&["--fleet", "bench"]).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.stats().update_requests, 1);
+    assert_eq!(env.emulator.sim(&iccid).unwrap().fleet_sid, None);
+    assert_eq!(row["fleet_sid"], "", "{row:?}");
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+}
+
+/// With `--wait`, a SIM that once settled shows another Fleet than the one the accepted
+/// update assigned is not recorded done with it: the row is `gave_up`, naming the Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settled_sim_showing_another_fleet_is_not_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(110);
+    let other = fleet_sid_for("field-devices");
+    env.emulator
+        .inject_fetch(&iccid, vec![altered(&[("fleet_sid", &other)])]);
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--activate", "--wait"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains(&other), "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+}
+
+/// A lookup by ICCID that shows two SIMs with the ICCID (Twilio says there is at most one):
+/// neither is taken as the SIM, so no update goes to one picked at random; the row is
+/// `gave_up` with no SID (exit 75), for a person to look at.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_showing_two_sims_for_one_iccid_updates_neither() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(120);
+    env.emulator.preregister(&iccid);
+    env.emulator.duplicate_sim(&iccid).unwrap();
+    env.write_input(&[(iccid.clone(), code)]);
+
+    let output = env
+        .register(&["--fleet", "bench", "--max-attempts", "2"])
+        .await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(env.emulator.stats().update_requests, 0, "{row:?}");
+    assert_eq!(row["sid"], "", "{row:?}");
+    assert!(
+        row["error_message"].contains("two SIMs with this ICCID"),
+        "{row:?}"
+    );
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+}
