@@ -459,6 +459,13 @@ fn check_base_url(url: &str, source: &str) -> anyhow::Result<()> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&parsed) => Ok(()),
+        // Past here the URL is echoed: not one that holds an `@`, as `user:password@host`
+        // does (it parses, its user read as a scheme).
+        _ if url.contains('@') => {
+            bail!(
+                "{source} {shown} is not an https:// URL; give one such as https://supersim.twilio.com"
+            )
+        }
         "http" => bail!(
             "{source} {url} would send credentials unencrypted; use https://, \
              or http:// only with a loopback host such as 127.0.0.1"
