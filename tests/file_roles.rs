@@ -310,3 +310,51 @@ async fn a_new_results_file_is_created_owner_only() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
+
+/// A rehearsal keeps its emulated account in `<results stem>.state.jsonl` beside its results
+/// file. A run refused before it sends anything (its results file a folder, a named pipe,
+/// another program's CSV) leaves no journal there, and an existing one as it was, torn last
+/// line included: `-o /dev/null` must not leave `/dev/null.state.jsonl` behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_rehearsal_leaves_no_state_journal() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let dir = env.dir.path();
+    std::fs::create_dir(dir.join("folder.csv")).unwrap();
+    let fifo = dir.join("pipe.csv");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(status.unwrap().success(), "mkfifo makes a named pipe");
+    std::fs::write(dir.join("notes.csv"), "name,phone\nann,555\n").unwrap();
+    // A journal an earlier rehearsal left torn (killed mid-write) beside a results file that
+    // is now refused: repairing it is for the run that will write to it.
+    let torn = format!(
+        "{}\n{{\"sid\":\"HS00",
+        r#"{"journal":"supersim-bulk emulator state","version":1}"#
+    );
+    std::fs::write(dir.join("foreign.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::write(dir.join("foreign.state.jsonl"), &torn).unwrap();
+    for results in ["folder.csv", "pipe.csv", "notes.csv", "foreign.csv"] {
+        let output = binary_command()
+            .current_dir(dir)
+            .args(["register", "sims.csv", "--emulator", "-o", results])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(exit_code(&output), 2, "{results}: {}", stderr(&output));
+        let journal = dir.join(results.replace(".csv", ".state.jsonl"));
+        if results == "foreign.csv" {
+            assert_eq!(
+                std::fs::read_to_string(&journal).unwrap(),
+                torn,
+                "{results}: the journal was changed"
+            );
+        } else {
+            assert!(
+                !journal.exists(),
+                "{results}: a refused run left {}: {:?}",
+                journal.display(),
+                std::fs::read_to_string(&journal)
+            );
+        }
+    }
+}
