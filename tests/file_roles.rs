@@ -358,3 +358,37 @@ async fn a_refused_rehearsal_leaves_no_state_journal() {
         }
     }
 }
+
+/// The lock beside the results file is refused as `--summary-json`, `--report` or
+/// `--metrics-file`, and that refusal, a set-up error, writes none of them over it: a lock
+/// replaced by a new file is another inode, which the next run would lock while a run
+/// already under way still holds the old one, two runs on one results file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_end_file_is_not_written_over_the_lock() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let lock = env.dir.path().join("sims.results.csv.lock");
+    let before = std::fs::read(&lock).unwrap();
+    let inode = std::fs::metadata(&lock).unwrap().ino();
+    for flag in ["--summary-json", "--report", "--metrics-file"] {
+        let output = env.register(&[flag, lock.to_str().unwrap()]).await;
+        assert_eq!(exit_code(&output), 2, "{flag}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("is the lock"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            (
+                std::fs::metadata(&lock).unwrap().ino(),
+                std::fs::read(&lock).unwrap()
+            ),
+            (inode, before.clone()),
+            "{flag}: the lock was replaced by {:?}",
+            String::from_utf8_lossy(&std::fs::read(&lock).unwrap())
+        );
+    }
+}

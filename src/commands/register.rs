@@ -370,7 +370,7 @@ fn set_up_failed(
 }
 
 /// True when `summary` (or another file written at the end) names no other file of the
-/// run (input, results, failed-out).
+/// run (input, results, their lock, failed-out).
 fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> bool {
     if is_stdout(summary) {
         return true;
@@ -381,7 +381,13 @@ fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> b
             .as_deref()
             .map(|input| crate::config::default_output(input, args.emulator))
     });
-    [input, output, args.input_options.failed_out.clone()]
+    // A file renamed over the lock would be a new lock, which another run could take while
+    // one under way holds the old.
+    let lock = output
+        .as_deref()
+        .and_then(|output| paths::resolve(output).ok())
+        .map(|real| crate::run::lock::lock_path(&real));
+    [input, output, lock, args.input_options.failed_out.clone()]
         .iter()
         .flatten()
         .all(|other| !paths::same_file(summary, other))
