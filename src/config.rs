@@ -69,7 +69,17 @@ impl RegisterConfig {
             ("--report", args.report.as_deref()),
             ("--metrics-file", args.metrics_file.as_deref()),
         ];
-        check_distinct_files(&input, &output, failed_out.as_deref(), &written_at_end)?;
+        let journal = match &target {
+            Target::Emulator { state, .. } => state.as_deref(),
+            Target::Api { .. } => None,
+        };
+        check_distinct_files(
+            &input,
+            &output,
+            journal,
+            failed_out.as_deref(),
+            &written_at_end,
+        )?;
         let account_sid = account_of(&target, &env);
         Ok(RegisterConfig {
             account_sid,
@@ -318,10 +328,12 @@ pub(crate) fn read_options(args: &InputArgs) -> ReadOptions {
 /// compared by identity (device and inode, or the real path of one not yet created), so
 /// `./x.csv`, `sub/../x.csv`, a symlink and a hard link are all caught. The failed-out file
 /// may be the input (it is replaced whole when the run ends, never truncated under the
-/// reader). A path whose identity cannot be worked out is left to fail when it is opened.
+/// reader). A rehearsal's `journal` (its emulated account) is no place for any of them
+/// either. A path whose identity cannot be worked out is left to fail when it is opened.
 fn check_distinct_files(
     input: &InputSource,
     output: &Path,
+    journal: Option<&Path>,
     failed_out: Option<&Path>,
     written_at_end: &[(&str, Option<&Path>)],
 ) -> anyhow::Result<()> {
@@ -344,6 +356,7 @@ fn check_distinct_files(
         for (role, path) in [
             ("the results file", Some(output)),
             ("the lock", lock.as_deref()),
+            ("the emulator's state journal", journal),
         ] {
             if let Some(path) = path
                 && (paths::same_file(failed_out, path) || paths::same_file(&partial, path))
@@ -366,6 +379,9 @@ fn check_distinct_files(
         let mut taken = vec![("the results file".to_string(), output)];
         if let Some(lock) = &lock {
             taken.push(("the lock".to_string(), lock));
+        }
+        if let Some(journal) = journal {
+            taken.push(("the emulator's state journal".to_string(), journal));
         }
         if let InputSource::File(input) = input {
             taken.push(("the input file".to_string(), input));
@@ -694,7 +710,7 @@ mod tests {
         let at = |name: &str| dir.path().join(name);
         let output = at("x.results.csv");
         let refused = |out: &Path, failed: Option<&Path>, summary: Option<&Path>| {
-            check_distinct_files(&input, out, failed, &[("--summary-json", summary)])
+            check_distinct_files(&input, out, None, failed, &[("--summary-json", summary)])
                 .map_err(|e| e.to_string())
                 .err()
         };
@@ -729,7 +745,7 @@ mod tests {
                 ("--report", Some(report)),
                 ("--metrics-file", Some(metrics)),
             ];
-            check_distinct_files(&input, &output, None, &files)
+            check_distinct_files(&input, &output, None, None, &files)
                 .map_err(|e| e.to_string())
                 .err()
         };

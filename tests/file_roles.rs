@@ -392,3 +392,42 @@ async fn a_refused_end_file_is_not_written_over_the_lock() {
         );
     }
 }
+
+/// A rehearsal's emulated account is its journal beside the results file: like the input,
+/// the results and the lock, it is no place for the failed rows, the summary, the report
+/// or the metrics, which would be renamed over it and the account lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rehearsals_journal_is_no_place_for_another_file_of_the_run() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let dir = env.dir.path();
+    let rehearse = |extra: Vec<String>| {
+        binary_command()
+            .current_dir(dir)
+            .args(["register", "sims.csv", "--emulator"])
+            .args(extra)
+            .output()
+    };
+    let first = rehearse(vec![]).await.unwrap();
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let journal = dir.join("sims.emulator.results.state.jsonl");
+    let before = std::fs::read_to_string(&journal).unwrap();
+    assert!(before.contains(&good_sim(1).0), "{before}");
+    for flag in [
+        "--failed-out",
+        "--summary-json",
+        "--report",
+        "--metrics-file",
+    ] {
+        let output = rehearse(vec![flag.into(), journal.display().to_string()])
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap(),
+            before,
+            "{flag}: the rehearsal's journal was replaced (exit {})",
+            exit_code(&output)
+        );
+        assert_eq!(exit_code(&output), 2, "{flag}: {}", stderr(&output));
+    }
+}

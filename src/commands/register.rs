@@ -370,7 +370,7 @@ fn set_up_failed(
 }
 
 /// True when `summary` (or another file written at the end) names no other file of the
-/// run (input, results, their lock, failed-out).
+/// run (input, results, their lock, a rehearsal's journal, failed-out).
 fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> bool {
     if is_stdout(summary) {
         return true;
@@ -387,10 +387,20 @@ fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> b
         .as_deref()
         .and_then(|output| paths::resolve(output).ok())
         .map(|real| crate::run::lock::lock_path(&real));
-    [input, output, lock, args.input_options.failed_out.clone()]
-        .iter()
-        .flatten()
-        .all(|other| !paths::same_file(summary, other))
+    let journal = output
+        .as_deref()
+        .filter(|_| args.emulator)
+        .map(crate::config::emulator_state_beside);
+    [
+        input,
+        output,
+        lock,
+        journal,
+        args.input_options.failed_out.clone(),
+    ]
+    .iter()
+    .flatten()
+    .all(|other| !paths::same_file(summary, other))
 }
 
 /// `--summary-json -`: the JSON goes to standard output (and the human summary to stderr).
