@@ -431,3 +431,34 @@ async fn a_rehearsals_journal_is_no_place_for_another_file_of_the_run() {
         assert_eq!(exit_code(&output), 2, "{flag}: {}", stderr(&output));
     }
 }
+
+/// A rehearsal whose results file is to go in a folder that is not there says which path
+/// it cannot use, as a real run does, rather than a bare "No such file or directory".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rehearsal_into_a_missing_folder_names_the_path() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let output = binary_command()
+        .current_dir(env.dir.path())
+        .args([
+            "register",
+            "sims.csv",
+            "--emulator",
+            "-o",
+            "no-such-folder/x.csv",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let err = stderr(&output);
+    let error = err
+        .lines()
+        .find(|line| line.contains("error:"))
+        .unwrap_or_else(|| panic!("an error line: {err}"));
+    assert!(
+        error.contains("no-such-folder/x."),
+        "the error does not say which path: {error}"
+    );
+    assert!(!env.dir.path().join("no-such-folder").exists());
+}

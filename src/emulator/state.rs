@@ -157,6 +157,17 @@ fn starts_journal(first: &[u8]) -> bool {
     }
 }
 
+/// `error` saying which journal it is about, unless it does already (a refusal does).
+fn naming(path: &Path, error: std::io::Error) -> std::io::Error {
+    if error.kind() == std::io::ErrorKind::InvalidData {
+        return error;
+    }
+    std::io::Error::new(
+        error.kind(),
+        format!("cannot open the state journal {}: {error}", path.display()),
+    )
+}
+
 fn refused(path: &Path, why: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
@@ -175,7 +186,11 @@ impl StateFile {
     /// nothing (refused before it sent a request, a dry run) leaves the journal as it was,
     /// or not there at all. Whether it can be written is checked now all the same.
     pub(super) fn open(path: &Path) -> std::io::Result<(StateFile, Vec<SavedSim>)> {
-        check_state(path)?;
+        check_state(path).map_err(|error| naming(path, error))?;
+        StateFile::open_checked(path).map_err(|error| naming(path, error))
+    }
+
+    fn open_checked(path: &Path) -> std::io::Result<(StateFile, Vec<SavedSim>)> {
         let (file, saved, whole) = match OpenOptions::new().read(true).append(true).open(path) {
             Ok(mut file) => {
                 if !file.metadata()?.is_file() {
