@@ -445,3 +445,41 @@ async fn a_first_row_read_as_a_header_never_shows_its_registration_code() {
     }
     assert_eq!(env.emulator.stats().requests, 0);
 }
+
+/// An input path that is a pipe (`/dev/stdin` fed by one, `<(...)`, a named pipe) cannot be
+/// read twice any more than `-` can: it is read once, as standard input is, and every row
+/// is registered, rather than the second read finding the pipe drained ("the file is
+/// empty").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_input_path_that_is_a_pipe_is_read_once() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(luhn_sim).collect();
+    let mut input = String::from("Iccid,RegistrationCode\n");
+    for (iccid, code) in &sims {
+        input.push_str(&format!("{iccid},{code}\n"));
+    }
+    let results = env.results_path();
+    let mut command = env.register_command_for(
+        std::ffi::OsStr::new("/dev/stdin"),
+        &["-o", results.to_str().unwrap()],
+        &TestEnv::test_credentials(),
+    );
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let rows = env.results();
+    assert_eq!(rows.len(), sims.len(), "{rows:?}");
+    assert!(
+        rows.iter().all(|row| row["outcome"] == "registered"),
+        "{rows:?}"
+    );
+}
