@@ -462,3 +462,35 @@ async fn a_rehearsal_into_a_missing_folder_names_the_path() {
     );
     assert!(!env.dir.path().join("no-such-folder").exists());
 }
+
+/// A path written with a trailing `/` names a folder. As the results file it is refused
+/// rather than created as a file of that name; as the summary, the report, the metrics or
+/// the failed-out file it is refused before anything is sent, rather than found unwritable
+/// after every SIM was registered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_ending_in_a_slash_is_refused_before_anything_is_sent() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let dir = env.dir.path();
+    for flag in [
+        "-o",
+        "--summary-json",
+        "--report",
+        "--metrics-file",
+        "--failed-out",
+    ] {
+        let name = format!("new-folder{}", flag.trim_start_matches('-'));
+        let path = format!("{}/{name}/", dir.display());
+        let output = env.register(&[flag, &path]).await;
+        assert_eq!(exit_code(&output), 2, "{flag} {path}: {}", stderr(&output));
+        assert_eq!(
+            env.emulator.stats().requests,
+            0,
+            "{flag}: requests were sent"
+        );
+        assert!(
+            !dir.join(&name).exists(),
+            "{flag}: a file was made at {name}"
+        );
+    }
+}
