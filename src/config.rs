@@ -235,6 +235,9 @@ pub(crate) fn resolve_target(
         });
     }
     let (base_url, source) = base_url_and_source(base_url, env);
+    if source == REGION_SOURCE {
+        check_host_words(env)?;
+    }
     check_base_url(&base_url, source)?;
     let (credentials, credentials_source) = credentials_from_env(env)?.context(
         "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
@@ -450,8 +453,39 @@ fn base_url_and_source(
     }
     (
         regional_base_url(env("TWILIO_REGION"), env("TWILIO_EDGE")),
-        "the host that TWILIO_REGION and TWILIO_EDGE select,",
+        REGION_SOURCE,
     )
+}
+
+/// Where a base URL that no flag or variable gave comes from.
+const REGION_SOURCE: &str = "the host that TWILIO_REGION and TWILIO_EDGE select,";
+
+/// Refuses a `TWILIO_REGION` or `TWILIO_EDGE` (or a profile's region or edge) that is not a
+/// word of a host name: letters, digits and `-`. Anything else (`#`, `/`, `?`, `@`, a URL
+/// pasted in) would move the host `supersim.{edge}.{region}.twilio.com` elsewhere, and the
+/// credentials with it.
+fn check_host_words(env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    for (variable, what, example) in [
+        ("TWILIO_REGION", "region", "ie1"),
+        ("TWILIO_EDGE", "edge", "dublin"),
+    ] {
+        let Some(value) = env(variable).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            let shown = if value.contains('@') {
+                "(not shown: it contains `@`)".to_string()
+            } else {
+                format!("{value:?}")
+            };
+            bail!(
+                "{variable} (or a twilio-cli profile's {what}) {shown} is not a Twilio {what}: \
+                 it is a word of the API's host name, letters, digits and `-` only, such as \
+                 {example}"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuses URLs that would send credentials in clear text over a network. `source` names
