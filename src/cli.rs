@@ -271,7 +271,7 @@ pub(crate) struct EmulatorArgs {
     #[arg(long, default_value = "2s", value_parser = update_delay)]
     pub(crate) update_delay: Duration,
 
-    /// Keep the account's SIMs in this file across runs (created if missing)
+    /// Keep the account's SIMs in this file across runs (created at the first change if missing)
     #[arg(long, value_name = "FILE")]
     pub(crate) state: Option<PathBuf>,
 }

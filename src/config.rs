@@ -69,7 +69,17 @@ impl RegisterConfig {
             ("--report", args.report.as_deref()),
             ("--metrics-file", args.metrics_file.as_deref()),
         ];
-        check_distinct_files(&input, &output, failed_out.as_deref(), &written_at_end)?;
+        let journal = match &target {
+            Target::Emulator { state, .. } => state.as_deref(),
+            Target::Api { .. } => None,
+        };
+        check_distinct_files(
+            &input,
+            &output,
+            journal,
+            failed_out.as_deref(),
+            &written_at_end,
+        )?;
         let account_sid = account_of(&target, &env);
         Ok(RegisterConfig {
             account_sid,
@@ -225,6 +235,9 @@ pub(crate) fn resolve_target(
         });
     }
     let (base_url, source) = base_url_and_source(base_url, env);
+    if source == REGION_SOURCE {
+        check_host_words(env)?;
+    }
     check_base_url(&base_url, source)?;
     let (credentials, credentials_source) = credentials_from_env(env)?.context(
         "no Twilio credentials: set TWILIO_API_KEY and TWILIO_API_SECRET \
@@ -318,10 +331,12 @@ pub(crate) fn read_options(args: &InputArgs) -> ReadOptions {
 /// compared by identity (device and inode, or the real path of one not yet created), so
 /// `./x.csv`, `sub/../x.csv`, a symlink and a hard link are all caught. The failed-out file
 /// may be the input (it is replaced whole when the run ends, never truncated under the
-/// reader). A path whose identity cannot be worked out is left to fail when it is opened.
+/// reader). A rehearsal's `journal` (its emulated account) is no place for any of them
+/// either. A path whose identity cannot be worked out is left to fail when it is opened.
 fn check_distinct_files(
     input: &InputSource,
     output: &Path,
+    journal: Option<&Path>,
     failed_out: Option<&Path>,
     written_at_end: &[(&str, Option<&Path>)],
 ) -> anyhow::Result<()> {
@@ -344,6 +359,7 @@ fn check_distinct_files(
         for (role, path) in [
             ("the results file", Some(output)),
             ("the lock", lock.as_deref()),
+            ("the emulator's state journal", journal),
         ] {
             if let Some(path) = path
                 && (paths::same_file(failed_out, path) || paths::same_file(&partial, path))
@@ -366,6 +382,9 @@ fn check_distinct_files(
         let mut taken = vec![("the results file".to_string(), output)];
         if let Some(lock) = &lock {
             taken.push(("the lock".to_string(), lock));
+        }
+        if let Some(journal) = journal {
+            taken.push(("the emulator's state journal".to_string(), journal));
         }
         if let InputSource::File(input) = input {
             taken.push(("the input file".to_string(), input));
@@ -434,8 +453,39 @@ fn base_url_and_source(
     }
     (
         regional_base_url(env("TWILIO_REGION"), env("TWILIO_EDGE")),
-        "the host that TWILIO_REGION and TWILIO_EDGE select,",
+        REGION_SOURCE,
     )
+}
+
+/// Where a base URL that no flag or variable gave comes from.
+const REGION_SOURCE: &str = "the host that TWILIO_REGION and TWILIO_EDGE select,";
+
+/// Refuses a `TWILIO_REGION` or `TWILIO_EDGE` (or a profile's region or edge) that is not a
+/// word of a host name: letters, digits and `-`. Anything else (`#`, `/`, `?`, `@`, a URL
+/// pasted in) would move the host `supersim.{edge}.{region}.twilio.com` elsewhere, and the
+/// credentials with it.
+fn check_host_words(env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    for (variable, what, example) in [
+        ("TWILIO_REGION", "region", "ie1"),
+        ("TWILIO_EDGE", "edge", "dublin"),
+    ] {
+        let Some(value) = env(variable).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            let shown = if value.contains('@') {
+                "(not shown: it contains `@`)".to_string()
+            } else {
+                format!("{value:?}")
+            };
+            bail!(
+                "{variable} (or a twilio-cli profile's {what}) {shown} is not a Twilio {what}: \
+                 it is a word of the API's host name, letters, digits and `-` only, such as \
+                 {example}"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuses URLs that would send credentials in clear text over a network. `source` names
@@ -459,6 +509,13 @@ fn check_base_url(url: &str, source: &str) -> anyhow::Result<()> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&parsed) => Ok(()),
+        // Past here the URL is echoed: not one that holds an `@`, as `user:password@host`
+        // does (it parses, its user read as a scheme).
+        _ if url.contains('@') => {
+            bail!(
+                "{source} {shown} is not an https:// URL; give one such as https://supersim.twilio.com"
+            )
+        }
         "http" => bail!(
             "{source} {url} would send credentials unencrypted; use https://, \
              or http:// only with a loopback host such as 127.0.0.1"
@@ -687,7 +744,7 @@ mod tests {
         let at = |name: &str| dir.path().join(name);
         let output = at("x.results.csv");
         let refused = |out: &Path, failed: Option<&Path>, summary: Option<&Path>| {
-            check_distinct_files(&input, out, failed, &[("--summary-json", summary)])
+            check_distinct_files(&input, out, None, failed, &[("--summary-json", summary)])
                 .map_err(|e| e.to_string())
                 .err()
         };
@@ -722,7 +779,7 @@ mod tests {
                 ("--report", Some(report)),
                 ("--metrics-file", Some(metrics)),
             ];
-            check_distinct_files(&input, &output, None, &files)
+            check_distinct_files(&input, &output, None, None, &files)
                 .map_err(|e| e.to_string())
                 .err()
         };

@@ -53,6 +53,7 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
 /// with every symlink on the way resolved (a symlink to a missing file included, since
 /// creating the file would follow it).
 pub(crate) fn resolve(path: &Path) -> io::Result<PathBuf> {
+    refuse_a_folders_spelling(path)?;
     let mut path = path.to_path_buf();
     // The limit the kernel uses for symlinks in one lookup.
     for _ in 0..40 {
@@ -77,6 +78,20 @@ pub(crate) fn resolve(path: &Path) -> io::Result<PathBuf> {
         }
     }
     Err(io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+/// A path that ends in `/` names a folder, whatever is there: `Path` drops that slash (its
+/// `file_name` of `out/` is `out`), so a file named `out` would be made in its place, or
+/// the path found unwritable only when written to.
+fn refuse_a_folders_spelling(path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().ends_with(b"/") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it ends in `/`, so it names a folder, not a file",
+        ));
+    }
+    Ok(())
 }
 
 /// The folder a path's file lives in (`.` for a bare file name).
@@ -126,6 +141,7 @@ pub(crate) fn not_replaceable(path: &Path) -> io::Result<Option<String>> {
 /// [`not_replaceable`]). Creates and removes a probe file there; nothing at `path` is
 /// touched.
 pub(crate) fn check_writable(path: &Path) -> io::Result<()> {
+    refuse_a_folders_spelling(path)?;
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "it names a folder, not a file")
     })?;
@@ -248,6 +264,13 @@ mod tests {
             check_writable(dir.path()).is_err(),
             "a folder is not a file"
         );
+        // Nor is a path spelled as a folder's, there or not.
+        for spelled in ["fine.json/", "new/"] {
+            let path = PathBuf::from(format!("{}/{spelled}", dir.path().display()));
+            assert!(check_writable(&path).is_err(), "{spelled}");
+            assert!(resolve(&path).is_err(), "{spelled}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -177,10 +177,23 @@ fn read(path: &Path) -> anyhow::Result<Option<ConfigFile>> {
             path.display()
         ),
     };
-    // serde_json's message names a line and column, never the value found there.
-    serde_json::from_str(&text)
-        .map(Some)
-        .with_context(|| format!("{} is not a twilio-cli config file", path.display()))
+    // serde_json's own message quotes a value of the wrong type (`invalid type: string
+    // "..."`), which may be a secret: only what kind of fault it is and where is said.
+    serde_json::from_str(&text).map(Some).map_err(|error| {
+        use serde_json::error::Category;
+        let what = match error.classify() {
+            Category::Data => "a value of the wrong type or a missing one",
+            Category::Syntax => "it is not valid JSON",
+            Category::Eof => "it ends before its JSON does",
+            Category::Io => "it cannot be read",
+        };
+        anyhow::anyhow!(
+            "{} is not a twilio-cli config file: {what} at line {} column {}",
+            path.display(),
+            error.line(),
+            error.column()
+        )
+    })
 }
 
 /// The profile `name` of `file`, with its API key pair.
@@ -324,6 +337,32 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_config_file_of_the_wrong_shape_is_refused_without_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with(dir.path(), &[]);
+        for (json, what) in [
+            (r#"{"profiles": {"prod": "prod-secret"}}"#, "wrong type"),
+            (
+                r#"{"profiles": {"prod": {"apiSecret": 73556087}}}"#,
+                "wrong type",
+            ),
+            (
+                r#"{"profiles": {"prod": {"apiSecret": "prod-secret""#,
+                "ends before",
+            ),
+            (r#"{"profiles": prod-secret}"#, "not valid JSON"),
+        ] {
+            std::fs::write(dir.path().join("config.json"), json).unwrap();
+            let error = format!("{:#}", choose(Some("prod"), &env).unwrap_err());
+            assert!(error.contains(what) && error.contains("line 1"), "{error}");
+            assert!(
+                !error.contains("prod-secret") && !error.contains("73556087"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -104,3 +104,37 @@ async fn the_emulator_can_be_checked_too() {
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
     assert!(stdout(&output).contains("the built-in emulator"));
 }
+
+/// `check` shows the credentials' user name, an identifier. With the pair swapped (the
+/// secret in `TWILIO_API_KEY` or `TWILIO_ACCOUNT_SID`, the SID in the other) that user name
+/// is the secret: it is masked, and the line says the variable holds no SID.
+#[tokio::test]
+async fn swapped_credentials_never_show_the_secret() {
+    let env = TestEnv::new().await;
+    let secret = "swapped0secret0canary0123456789ab";
+    for (user_var, secret_var, sid) in [
+        (
+            "TWILIO_API_KEY",
+            "TWILIO_API_SECRET",
+            "SK0123456789abcdef0123456789abcdef",
+        ),
+        (
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "AC0123456789abcdef0123456789abcdef",
+        ),
+    ] {
+        let output = check(
+            &env.emulator.base_url(),
+            &[(user_var, secret), (secret_var, sid)],
+        )
+        .await;
+        assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+        let said = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(
+            !said.contains(secret),
+            "{user_var}: the secret is shown: {said}"
+        );
+        assert!(said.contains(user_var), "{said}");
+    }
+}

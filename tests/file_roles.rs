@@ -310,3 +310,187 @@ async fn a_new_results_file_is_created_owner_only() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
+
+/// A rehearsal keeps its emulated account in `<results stem>.state.jsonl` beside its results
+/// file. A run refused before it sends anything (its results file a folder, a named pipe,
+/// another program's CSV) leaves no journal there, and an existing one as it was, torn last
+/// line included: `-o /dev/null` must not leave `/dev/null.state.jsonl` behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_rehearsal_leaves_no_state_journal() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let dir = env.dir.path();
+    std::fs::create_dir(dir.join("folder.csv")).unwrap();
+    let fifo = dir.join("pipe.csv");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(status.unwrap().success(), "mkfifo makes a named pipe");
+    std::fs::write(dir.join("notes.csv"), "name,phone\nann,555\n").unwrap();
+    // A journal an earlier rehearsal left torn (killed mid-write) beside a results file that
+    // is now refused: repairing it is for the run that will write to it.
+    let torn = format!(
+        "{}\n{{\"sid\":\"HS00",
+        r#"{"journal":"supersim-bulk emulator state","version":1}"#
+    );
+    std::fs::write(dir.join("foreign.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::write(dir.join("foreign.state.jsonl"), &torn).unwrap();
+    for results in ["folder.csv", "pipe.csv", "notes.csv", "foreign.csv"] {
+        let output = binary_command()
+            .current_dir(dir)
+            .args(["register", "sims.csv", "--emulator", "-o", results])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(exit_code(&output), 2, "{results}: {}", stderr(&output));
+        let journal = dir.join(results.replace(".csv", ".state.jsonl"));
+        if results == "foreign.csv" {
+            assert_eq!(
+                std::fs::read_to_string(&journal).unwrap(),
+                torn,
+                "{results}: the journal was changed"
+            );
+        } else {
+            assert!(
+                !journal.exists(),
+                "{results}: a refused run left {}: {:?}",
+                journal.display(),
+                std::fs::read_to_string(&journal)
+            );
+        }
+    }
+}
+
+/// The lock beside the results file is refused as `--summary-json`, `--report` or
+/// `--metrics-file`, and that refusal, a set-up error, writes none of them over it: a lock
+/// replaced by a new file is another inode, which the next run would lock while a run
+/// already under way still holds the old one, two runs on one results file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_end_file_is_not_written_over_the_lock() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let lock = env.dir.path().join("sims.results.csv.lock");
+    let before = std::fs::read(&lock).unwrap();
+    let inode = std::fs::metadata(&lock).unwrap().ino();
+    for flag in ["--summary-json", "--report", "--metrics-file"] {
+        let output = env.register(&[flag, lock.to_str().unwrap()]).await;
+        assert_eq!(exit_code(&output), 2, "{flag}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("is the lock"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            (
+                std::fs::metadata(&lock).unwrap().ino(),
+                std::fs::read(&lock).unwrap()
+            ),
+            (inode, before.clone()),
+            "{flag}: the lock was replaced by {:?}",
+            String::from_utf8_lossy(&std::fs::read(&lock).unwrap())
+        );
+    }
+}
+
+/// A rehearsal's emulated account is its journal beside the results file: like the input,
+/// the results and the lock, it is no place for the failed rows, the summary, the report
+/// or the metrics, which would be renamed over it and the account lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rehearsals_journal_is_no_place_for_another_file_of_the_run() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let dir = env.dir.path();
+    let rehearse = |extra: Vec<String>| {
+        binary_command()
+            .current_dir(dir)
+            .args(["register", "sims.csv", "--emulator"])
+            .args(extra)
+            .output()
+    };
+    let first = rehearse(vec![]).await.unwrap();
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let journal = dir.join("sims.emulator.results.state.jsonl");
+    let before = std::fs::read_to_string(&journal).unwrap();
+    assert!(before.contains(&good_sim(1).0), "{before}");
+    for flag in [
+        "--failed-out",
+        "--summary-json",
+        "--report",
+        "--metrics-file",
+    ] {
+        let output = rehearse(vec![flag.into(), journal.display().to_string()])
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap(),
+            before,
+            "{flag}: the rehearsal's journal was replaced (exit {})",
+            exit_code(&output)
+        );
+        assert_eq!(exit_code(&output), 2, "{flag}: {}", stderr(&output));
+    }
+}
+
+/// A rehearsal whose results file is to go in a folder that is not there says which path
+/// it cannot use, as a real run does, rather than a bare "No such file or directory".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rehearsal_into_a_missing_folder_names_the_path() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let output = binary_command()
+        .current_dir(env.dir.path())
+        .args([
+            "register",
+            "sims.csv",
+            "--emulator",
+            "-o",
+            "no-such-folder/x.csv",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+    let err = stderr(&output);
+    let error = err
+        .lines()
+        .find(|line| line.contains("error:"))
+        .unwrap_or_else(|| panic!("an error line: {err}"));
+    assert!(
+        error.contains("no-such-folder/x."),
+        "the error does not say which path: {error}"
+    );
+    assert!(!env.dir.path().join("no-such-folder").exists());
+}
+
+/// A path written with a trailing `/` names a folder. As the results file it is refused
+/// rather than created as a file of that name; as the summary, the report, the metrics or
+/// the failed-out file it is refused before anything is sent, rather than found unwritable
+/// after every SIM was registered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_ending_in_a_slash_is_refused_before_anything_is_sent() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let dir = env.dir.path();
+    for flag in [
+        "-o",
+        "--summary-json",
+        "--report",
+        "--metrics-file",
+        "--failed-out",
+    ] {
+        let name = format!("new-folder{}", flag.trim_start_matches('-'));
+        let path = format!("{}/{name}/", dir.display());
+        let output = env.register(&[flag, &path]).await;
+        assert_eq!(exit_code(&output), 2, "{flag} {path}: {}", stderr(&output));
+        assert_eq!(
+            env.emulator.stats().requests,
+            0,
+            "{flag}: requests were sent"
+        );
+        assert!(
+            !dir.join(&name).exists(),
+            "{flag}: a file was made at {name}"
+        );
+    }
+}

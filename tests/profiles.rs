@@ -160,3 +160,41 @@ async fn check_proves_a_profile_and_names_it() {
     );
     assert!(!report.contains(SECRET), "{report}");
 }
+
+/// A config file with a value of the wrong type is refused, saying where, never with the
+/// value: the JSON parser quotes what it found (`invalid type: string "..."`), which a
+/// profile mangled by hand puts its secret in.
+#[tokio::test]
+async fn a_config_file_that_cannot_be_read_is_refused_without_its_values() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    let config = tempfile::tempdir().unwrap();
+    for json in [
+        format!(r#"{{"profiles": {{"field": "{SECRET}"}}}}"#),
+        format!(
+            r#"{{"profiles": {{"field": {{"apiKey": "{KEY}", "apiSecret": ["{SECRET}"]}}}}, "projects": "{SECRET}"}}"#
+        ),
+        format!(
+            r#"{{"profiles": {{"field": {{"apiKey": "{KEY}", "apiSecret": 7355608735560873}}}}}}"#
+        ),
+    ] {
+        std::fs::write(config.path().join("config.json"), &json).unwrap();
+        let output = env
+            .register_with_env(
+                &["--profile", "field", "--summary-json", "-"],
+                &[config_dir(&config)],
+            )
+            .await;
+        assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
+        let said = format!("{}{}", stderr(&output), common::stdout(&output));
+        assert!(said.contains("is not a twilio-cli config file"), "{said}");
+        assert!(said.contains("line 1"), "{said}");
+        for secret in [SECRET, "7355608735560873"] {
+            assert!(
+                !said.contains(secret),
+                "the error shows the file's value: {said}"
+            );
+        }
+        assert_eq!(env.emulator.stats().requests, 0);
+    }
+}

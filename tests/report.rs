@@ -660,3 +660,45 @@ async fn a_password_in_a_base_url_never_reaches_the_report() {
         assert!(!report.contains("PASSW0RDCANARY"), "{spelling}: {report}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_in_a_base_url_without_its_slashes_is_never_shown() {
+    // A URL parser reads `https:user:pw@host` (and `https:/`, `https:\\`) as a URL with a
+    // user and password, and an operator may leave the scheme out altogether: whichever
+    // way it is written, the password reaches neither stderr nor any file the run writes.
+    for url in [
+        "https:operator:PASSW0RDCANARY@127.0.0.1:9",
+        "https:/operator:PASSW0RDCANARY@127.0.0.1:9",
+        r"https:\\operator:PASSW0RDCANARY@127.0.0.1:9",
+        "operator:PASSW0RDCANARY@127.0.0.1:9",
+        "https://operator:PASS/W0RDCANARY@127.0.0.1:9",
+    ] {
+        let env = TestEnv::new().await;
+        env.write_input(&[good_sim(35_100)]);
+        let output = binary_command()
+            .current_dir(env.dir.path())
+            .args(["register", "sims.csv", "--summary-json", "run.json"])
+            .args(end_flags(&env))
+            .args(["--base-url", url])
+            .envs(TestEnv::test_credentials())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(exit_code(&output), 2, "{url}: {}", stderr(&output));
+        let summary = std::fs::read_to_string(env.dir.path().join("run.json")).unwrap();
+        let report = std::fs::read_to_string(env.dir.path().join("run.html")).unwrap();
+        let metrics = std::fs::read_to_string(env.dir.path().join("run.prom")).unwrap();
+        for (what, text) in [
+            ("stderr", stderr(&output)),
+            ("stdout", stdout(&output)),
+            ("summary JSON", summary),
+            ("report", report),
+            ("metrics", metrics),
+        ] {
+            assert!(
+                !text.contains("W0RDCANARY"),
+                "{url}: the {what} shows the password: {text}"
+            );
+        }
+    }
+}

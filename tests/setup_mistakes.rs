@@ -304,3 +304,32 @@ async fn a_set_up_failure_writes_the_summary_json_too() {
     assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
     assert_eq!(std::fs::read(env.input_path()).unwrap(), before);
 }
+
+/// `TWILIO_REGION` and `TWILIO_EDGE` (also a twilio-cli profile's `region` and `edge`) are
+/// words in Twilio's host name, `supersim.{edge}.{region}.twilio.com`. A value that is not
+/// one (a URL pasted in, a `#` or a `/`) would move the host elsewhere, and the credentials
+/// with it (`supersim.example.net#.twilio.com` is the host `supersim.example.net`): it is
+/// refused as a set-up error naming the variable, before any request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_or_edge_that_is_not_a_host_name_word_is_refused() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1)]);
+    for (variable, value) in [
+        ("TWILIO_REGION", "example.net#"),
+        ("TWILIO_REGION", "https://supersim.ie1.twilio.com"),
+        ("TWILIO_EDGE", "example.net/"),
+        ("TWILIO_EDGE", "dublin?"),
+    ] {
+        let output = binary_command()
+            .current_dir(env.dir.path())
+            .args(["check"])
+            .envs(TestEnv::test_credentials())
+            .env(variable, value)
+            .output()
+            .await
+            .unwrap();
+        let err = stderr(&output);
+        assert_eq!(exit_code(&output), 2, "{variable}={value}: {err}");
+        assert!(err.contains(variable), "{variable}={value}: {err}");
+    }
+}

@@ -405,3 +405,81 @@ fn validate_reads_standard_input_once_and_dedupes_it_like_a_file() {
     );
     assert!(!text.contains("line 4: iccid: same"), "{text}");
 }
+
+/// A file with no header row whose first SIM's ICCID is mistyped (or whose delimiter is
+/// not the one the file uses) is read as having a header, and refused for want of an ICCID
+/// column; the message lists the columns found, which are then that SIM's values: its
+/// registration code is masked there, in `validate`'s and `register`'s errors and in the
+/// summary JSON, like any code.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_row_read_as_a_header_never_shows_its_registration_code() {
+    let env = TestEnv::new().await;
+    let (good_iccid, good_code) = luhn_sim(7);
+    for (first_row, delimiter) in [
+        // An ICCID cut short, then a good row.
+        ("898830700004,QWERTYUIO1", None),
+        // An ICCID with a letter typed in.
+        ("8988307000004210000X,QWERTYUIO1", None),
+        // Read with another delimiter than the file's, the row is one cell.
+        ("89883070000042100006,QWERTYUIO1,tracker-1", Some(";")),
+    ] {
+        env.write_csv(&format!("{first_row}\n{good_iccid},{good_code}\n"));
+        let mut args = vec!["validate", "sims.csv"];
+        args.extend(delimiter.iter().flat_map(|d| ["--delimiter", *d]));
+        let checked = run(env.dir.path(), &args);
+        let mut extra = vec!["--summary-json", "-"];
+        extra.extend(delimiter.iter().flat_map(|d| ["--delimiter", *d]));
+        let registered = env.register(&extra).await;
+        for (what, output) in [("validate", &checked), ("register", &registered)] {
+            assert_eq!(exit_code(output), 2, "{what}: {}", stderr(output));
+            let said = format!("{}{}", stderr(output), stdout(output));
+            assert!(
+                said.contains("no column named like ICCID"),
+                "{what}: {said}"
+            );
+            assert!(
+                !said.contains("QWERTYUIO1"),
+                "{what} shows a registration code: {said}"
+            );
+        }
+    }
+    assert_eq!(env.emulator.stats().requests, 0);
+}
+
+/// An input path that is a pipe (`/dev/stdin` fed by one, `<(...)`, a named pipe) cannot be
+/// read twice any more than `-` can: it is read once, as standard input is, and every row
+/// is registered, rather than the second read finding the pipe drained ("the file is
+/// empty").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_input_path_that_is_a_pipe_is_read_once() {
+    use tokio::io::AsyncWriteExt;
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(luhn_sim).collect();
+    let mut input = String::from("Iccid,RegistrationCode\n");
+    for (iccid, code) in &sims {
+        input.push_str(&format!("{iccid},{code}\n"));
+    }
+    let results = env.results_path();
+    let mut command = env.register_command_for(
+        std::ffi::OsStr::new("/dev/stdin"),
+        &["-o", results.to_str().unwrap()],
+        &TestEnv::test_credentials(),
+    );
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let rows = env.results();
+    assert_eq!(rows.len(), sims.len(), "{rows:?}");
+    assert!(
+        rows.iter().all(|row| row["outcome"] == "registered"),
+        "{rows:?}"
+    );
+}

@@ -30,13 +30,29 @@ pub(crate) async fn run(args: CheckArgs) -> u8 {
                 credentials,
                 credentials_source,
                 ..
-            } => format!("{} (from {credentials_source})", credentials.username),
+            } => shown_user(&credentials.username, credentials_source),
             Target::Emulator { .. } => "the emulator's test credentials".to_string(),
         },
     );
     let code = prove(&config, &mut report).await;
     report.print();
     code
+}
+
+/// The credentials' user name, an identifier (an API key SID or an Account SID), and where
+/// it came from. One that is no SID is not shown: with the pair swapped it is the secret.
+fn shown_user(username: &str, source: &str) -> String {
+    let is_sid = username.len() == 34
+        && (username.starts_with("SK") || username.starts_with("AC"))
+        && username[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if is_sid {
+        format!("{username} (from {source})")
+    } else {
+        format!(
+            "not shown (from {source}): it is not an API key SID or an Account SID, SK or AC \
+             and 32 hex digits; are the SID and the secret swapped?"
+        )
+    }
 }
 
 /// What `check` found, in the order it found it.

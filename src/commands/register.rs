@@ -221,26 +221,55 @@ fn command_line() -> String {
 }
 
 /// `word` with the user and password of any URL in it replaced by `***`, wherever the URL
-/// stands in it (`--base-url=http://user:password@host` as much as the URL alone).
+/// stands in it (`--base-url=http://user:password@host` as much as the URL alone), however
+/// it is spelled: a URL parser finds a user and password in `https:user:pw@host` and
+/// `https:\\user:pw@host` too, a password may hold a `/`, and an operator may leave the
+/// scheme out (`user:pw@host`). So in each space-separated part holding an `@`, all that
+/// stands before its last `@` is replaced, but for a flag's `name=` and the URL's
+/// `scheme://` (or `http:`/`https:` without slashes).
 fn without_userinfo(word: &str) -> String {
-    let mut out = String::with_capacity(word.len());
-    let mut rest = word;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        out.push_str(before);
-        let authority_end = after.find(['/', '?', '#', ' ']).unwrap_or(after.len());
-        let authority = &after[..authority_end];
-        match authority.rfind('@') {
-            Some(userinfo_end) => {
-                out.push_str("***");
-                out.push_str(&authority[userinfo_end..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &after[authority_end..];
+    word.split(' ')
+        .map(|part| {
+            let Some(at) = part.rfind('@') else {
+                return part.to_string();
+            };
+            let value = match part.split_once('=') {
+                Some((name, _))
+                    if !name.is_empty()
+                        && name.len() < at
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+                {
+                    name.len() + 1
+                }
+                _ => 0,
+            };
+            let kept = value + scheme_len(&part[value..at]);
+            format!("{}***{}", &part[..kept], &part[at..])
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The length of the `scheme:` and the slashes after it that `text` starts with, if it
+/// starts with a URL's scheme: one followed by a slash, or `http:`/`https:` alone (which a
+/// URL parser reads as such). Anything else (`user:pw`) is no scheme: 0.
+fn scheme_len(text: &str) -> usize {
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return 0;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let slashes = rest.len() - rest.trim_start_matches(['/', '\\']).len();
+    let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    if is_scheme && (slashes > 0 || web) {
+        scheme.len() + 1 + slashes
+    } else {
+        0
     }
-    out.push_str(rest);
-    out
 }
 
 /// The start line: what this run is, against what, within which limits. Never a secret:
@@ -341,7 +370,7 @@ fn set_up_failed(
 }
 
 /// True when `summary` (or another file written at the end) names no other file of the
-/// run (input, results, failed-out).
+/// run (input, results, their lock, a rehearsal's journal, failed-out).
 fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> bool {
     if is_stdout(summary) {
         return true;
@@ -352,10 +381,26 @@ fn summary_has_its_own_path(args: &RegisterArgs, summary: &std::path::Path) -> b
             .as_deref()
             .map(|input| crate::config::default_output(input, args.emulator))
     });
-    [input, output, args.input_options.failed_out.clone()]
-        .iter()
-        .flatten()
-        .all(|other| !paths::same_file(summary, other))
+    // A file renamed over the lock would be a new lock, which another run could take while
+    // one under way holds the old.
+    let lock = output
+        .as_deref()
+        .and_then(|output| paths::resolve(output).ok())
+        .map(|real| crate::run::lock::lock_path(&real));
+    let journal = output
+        .as_deref()
+        .filter(|_| args.emulator)
+        .map(crate::config::emulator_state_beside);
+    [
+        input,
+        output,
+        lock,
+        journal,
+        args.input_options.failed_out.clone(),
+    ]
+    .iter()
+    .flatten()
+    .all(|other| !paths::same_file(summary, other))
 }
 
 /// `--summary-json -`: the JSON goes to standard output (and the human summary to stderr).
@@ -506,7 +551,15 @@ mod tests {
                 "--base-url=https://u:pw@host",
                 "--base-url=https://***@host",
             ),
-            ("https://host/path@x", "https://host/path@x"),
+            // A password may hold a `/`: all before the last `@` goes.
+            ("https://host/path@x", "https://***@x"),
+            ("https://u:pa/ss@host/v1", "https://***@host/v1"),
+            ("https:u:pw@host", "https:***@host"),
+            (r"https:\\u:pw@host", r"https:\\***@host"),
+            ("HTTPS:/u:pw@host", "HTTPS:/***@host"),
+            ("u:pw@host", "***@host"),
+            ("--base-url=u:pw@host", "--base-url=***@host"),
+            ("pw@host", "***@host"),
             ("sims.csv", "sims.csv"),
             ("a=http://p@h b=ftp://q:r@i", "a=http://***@h b=ftp://***@i"),
         ] {

@@ -6,7 +6,10 @@
 //! object per line, the SIM as it is after each registration or update, written under the
 //! store's lock in the order the changes happened. At start the lines are replayed, the
 //! last one of each SID winning. A torn last line (the emulator was killed mid-write) is
-//! cut off, as the results file's is, so the next save starts a line of its own. A scheduled
+//! cut off, as the results file's is, so the next save starts a line of its own. Nothing is
+//! written before the account first changes (the journal is created, its header written or
+//! a torn line cut off then), so a run refused before it sent a request leaves no journal
+//! behind, and an existing one as it was. A scheduled
 //! status change is saved as the status it becomes, since a later run sees it long after
 //! it is due.
 //!
@@ -15,7 +18,7 @@
 //! (`/dev/stdout`, a pipe), is refused before the emulator starts.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -73,10 +76,56 @@ impl SavedSim {
 /// The first line of every state journal.
 pub(super) const HEADER: &str = r#"{"journal":"supersim-bulk emulator state","version":1}"#;
 
-/// The open state file, appended to after every change.
+/// The state file, appended to after every change.
 pub(super) struct StateFile {
     path: PathBuf,
-    file: Mutex<File>,
+    journal: Mutex<Journal>,
+}
+
+/// The journal as it stands until the first change, when it is written for the first time.
+struct Journal {
+    /// The file, opened for appending: from the start when it was there, else created at the
+    /// first change.
+    file: Option<File>,
+    /// Bytes of whole lines it holds (the header's included): a torn last line after them is
+    /// cut off before the first line is added, and a journal of none gets its header then.
+    whole: u64,
+    /// Whether the first change was written (and the journal repaired or started for it).
+    started: bool,
+}
+
+impl Journal {
+    /// Appends `line`, first cutting off a torn last line or writing the header the first
+    /// time. A journal missing at the start is created new now, never through a file (or
+    /// a symlink) put in its place meanwhile.
+    fn append(&mut self, path: &Path, line: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create_new(true)
+                    .open(path)?,
+            ),
+        };
+        if !self.started {
+            let length = file.metadata()?.len();
+            if length > self.whole {
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes = length - self.whole,
+                    "the emulator's state journal ended in a torn line; cutting it off"
+                );
+                file.set_len(self.whole)?;
+            }
+            if self.whole == 0 {
+                file.write_all(format!("{HEADER}\n").as_bytes())?;
+            }
+            self.started = true;
+        }
+        file.write_all(line)
+    }
 }
 
 /// Refuses `path` as a state journal unless it is missing, empty, or a regular file that
@@ -112,6 +161,17 @@ fn starts_journal(first: &[u8]) -> bool {
     }
 }
 
+/// `error` saying which journal it is about, unless it does already (a refusal does).
+fn naming(path: &Path, error: std::io::Error) -> std::io::Error {
+    if error.kind() == std::io::ErrorKind::InvalidData {
+        return error;
+    }
+    std::io::Error::new(
+        error.kind(),
+        format!("cannot open the state journal {}: {error}", path.display()),
+    )
+}
+
 fn refused(path: &Path, why: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
@@ -124,35 +184,44 @@ fn refused(path: &Path, why: &str) -> std::io::Error {
 }
 
 impl StateFile {
-    /// Opens (or creates) the state journal and reads back the SIMs it holds, in the order
-    /// they were first registered. A torn last line is cut off first.
+    /// Opens the state journal and reads back the SIMs it holds, in the order they were
+    /// first registered. Nothing is written until the account changes: a journal that is not
+    /// there yet is created then, and a torn last line cut off then, so a run that changes
+    /// nothing (refused before it sent a request, a dry run) leaves the journal as it was,
+    /// or not there at all. Whether it can be written is checked now all the same.
     pub(super) fn open(path: &Path) -> std::io::Result<(StateFile, Vec<SavedSim>)> {
-        check_state(path)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        if !file.metadata()?.is_file() {
-            return Err(refused(path, "it is not a regular file"));
-        }
-        let (saved, whole) = replay(BufReader::new(&mut file))?;
-        let length = file.seek(SeekFrom::End(0))?;
-        if whole < length {
-            tracing::warn!(
-                path = %path.display(),
-                bytes = length - whole,
-                "the emulator's state journal ended in a torn line; cutting it off"
-            );
-            file.set_len(whole)?;
-        }
-        if whole == 0 {
-            file.write_all(format!("{HEADER}\n").as_bytes())?;
-        }
+        check_state(path).map_err(|error| naming(path, error))?;
+        StateFile::open_checked(path).map_err(|error| naming(path, error))
+    }
+
+    fn open_checked(path: &Path) -> std::io::Result<(StateFile, Vec<SavedSim>)> {
+        let (file, saved, whole) = match OpenOptions::new().read(true).append(true).open(path) {
+            Ok(mut file) => {
+                if !file.metadata()?.is_file() {
+                    return Err(refused(path, "it is not a regular file"));
+                }
+                let (saved, whole) = replay(BufReader::new(&mut file))?;
+                (Some(file), saved, whole)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                // Its folder takes a new file: one with no name, gone when closed.
+                let folder = match path.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                tempfile::tempfile_in(folder)?;
+                (None, Vec::new(), 0)
+            }
+            Err(error) => return Err(error),
+        };
         Ok((
             StateFile {
                 path: path.to_path_buf(),
-                file: Mutex::new(file),
+                journal: Mutex::new(Journal {
+                    file,
+                    whole,
+                    started: false,
+                }),
             },
             saved,
         ))
@@ -163,11 +232,11 @@ impl StateFile {
     pub(super) fn save(&self, sim: &SimRecord) {
         let mut line = serde_json::to_string(&SavedSim::of(sim)).unwrap_or_default();
         line.push('\n');
-        let mut file = self
-            .file
+        let mut journal = self
+            .journal
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(error) = file.write_all(line.as_bytes()) {
+        if let Err(error) = journal.append(&self.path, line.as_bytes()) {
             tracing::warn!(path = %self.path.display(), %error, "cannot save the emulator's state");
         }
     }

@@ -112,7 +112,7 @@ impl SimReader {
                     wanted,
                     suggest,
                     accepted,
-                    found: names.join(", "),
+                    found: shown_names(&names),
                     hint,
                 };
                 let header_is_text = first_record.iter().all(|f| std::str::from_utf8(f).is_ok());
@@ -140,7 +140,7 @@ impl SimReader {
                     // Names that did not match because of their encoding: say so, not "rename it".
                     return Err(InputError::HeaderNotUtf8 {
                         path: display_name,
-                        found: names.join(", "),
+                        found: shown_names(&names),
                     });
                 }
                 let iccid_column = has_iccid.ok_or_else(|| {
@@ -434,6 +434,37 @@ impl SimReader {
 }
 
 /// Opens a file for reading, turning the usual mistakes into errors that say what to do.
+/// The first row's cells as an error that lists them shows them. That row may be a SIM's
+/// (a file with no header whose first ICCID is mistyped, or one read with another delimiter
+/// than its own): every run of letters and digits shaped like a registration code is masked
+/// (`QW******O1`), as an invalid row's ICCID is.
+fn shown_names(names: &[String]) -> String {
+    let shown_word = |word: &str| {
+        if super::checks::check_code(word).is_ok() {
+            crate::secret::mask(word)
+        } else {
+            word.to_string()
+        }
+    };
+    let mut shown = Vec::with_capacity(names.len());
+    for name in names {
+        let mut cell = String::with_capacity(name.len());
+        let mut word = String::new();
+        for c in name.chars() {
+            if c.is_ascii_alphanumeric() {
+                word.push(c);
+            } else {
+                cell.push_str(&shown_word(&word));
+                word.clear();
+                cell.push(c);
+            }
+        }
+        cell.push_str(&shown_word(&word));
+        shown.push(cell);
+    }
+    shown.join(", ")
+}
+
 fn open_file(path: &Path, display_name: &str) -> Result<File, InputError> {
     let path_name = || display_name.to_string();
     let classify = |source: std::io::Error| match source.kind() {

@@ -495,32 +495,51 @@ impl LatestPerKey {
     }
 }
 
-/// The input, readable twice: a file by its path, standard input through a spool file.
+/// The input, readable twice: a file by its path, standard input (or a path that is a pipe,
+/// such as `/dev/stdin` or `<(...)`) through a spool file.
 pub(crate) enum Replayable {
     File(InputSource),
-    /// Standard input, copied to an anonymous owner-only temporary file.
-    Spool(File),
+    /// Standard input or a pipe, copied to an anonymous owner-only temporary file, with the
+    /// name messages give it.
+    Spool {
+        file: File,
+        name: String,
+    },
 }
 
 impl Replayable {
-    /// Spools standard input into `dir`; a file needs nothing.
+    /// Spools standard input, or a path that is not a regular file (a pipe, a device: read
+    /// twice, the second read would find it drained), into `dir`; a file needs nothing.
     pub(crate) fn new(source: &InputSource, dir: &Path) -> Result<Replayable, PlanError> {
-        match source {
-            InputSource::File(_) => Ok(Replayable::File(source.clone())),
-            InputSource::Stdin => {
-                let mut spool = tempfile::tempfile_in(dir).with_context(|| {
-                    format!(
-                        "cannot make a temporary file in {} for standard input",
-                        dir.display()
-                    )
-                })?;
-                io::copy(&mut io::stdin().lock(), &mut spool).map_err(|source| InputError::Io {
-                    path: InputSource::Stdin.display_name(),
+        let name = source.display_name();
+        let mut stream: Box<dyn Read> = match source {
+            InputSource::File(path) => {
+                // A folder or a missing file is for the reader to refuse, by name.
+                let stream = match std::fs::metadata(path) {
+                    Ok(meta) => !meta.is_file() && !meta.is_dir(),
+                    Err(_) => false,
+                };
+                if !stream {
+                    return Ok(Replayable::File(source.clone()));
+                }
+                Box::new(File::open(path).map_err(|source| InputError::Io {
+                    path: name.clone(),
                     source,
-                })?;
-                Ok(Replayable::Spool(spool))
+                })?)
             }
-        }
+            InputSource::Stdin => Box::new(io::stdin().lock()),
+        };
+        let mut spool = tempfile::tempfile_in(dir).with_context(|| {
+            format!(
+                "cannot make a temporary file in {} for {name}",
+                dir.display()
+            )
+        })?;
+        io::copy(&mut stream, &mut spool).map_err(|source| InputError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        Ok(Replayable::Spool { file: spool, name })
     }
 
     /// A reader from the start of the input. Readers of a spool keep their own position,
@@ -528,13 +547,12 @@ impl Replayable {
     pub(crate) fn open(&self, options: ReadOptions) -> Result<SimReader, InputError> {
         match self {
             Replayable::File(source) => SimReader::open(source, options),
-            Replayable::Spool(file) => {
-                let name = InputSource::Stdin.display_name();
+            Replayable::Spool { file, name } => {
                 let file = file.try_clone().map_err(|source| InputError::Io {
                     path: name.clone(),
                     source,
                 })?;
-                SimReader::from_reader(Box::new(SpoolReader { file, at: 0 }), name, options)
+                SimReader::from_reader(Box::new(SpoolReader { file, at: 0 }), name.clone(), options)
             }
         }
     }
