@@ -433,7 +433,6 @@ impl SimReader {
     }
 }
 
-/// Opens a file for reading, turning the usual mistakes into errors that say what to do.
 /// The first row's cells as an error that lists them shows them. That row may be a SIM's
 /// (a file with no header whose first ICCID is mistyped, or one read with another delimiter
 /// than its own): every run of letters and digits shaped like a registration code is masked
@@ -465,6 +464,7 @@ fn shown_names(names: &[String]) -> String {
     shown.join(", ")
 }
 
+/// Opens a file for reading, turning the usual mistakes into errors that say what to do.
 fn open_file(path: &Path, display_name: &str) -> Result<File, InputError> {
     let path_name = || display_name.to_string();
     let classify = |source: std::io::Error| match source.kind() {
