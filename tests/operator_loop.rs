@@ -1,0 +1,65 @@
+//! The operator's loop around a run: the results file opened and saved again by a
+//! spreadsheet between runs, then resumed, compacted and resumed again. The real binary,
+//! against the emulator over loopback.
+
+mod common;
+
+use common::{TestEnv, exit_code, good_sim, stderr, stdout};
+
+/// The results file's text with every line ending `\r\n`, as a spreadsheet saves a CSV.
+fn with_crlf(text: &str) -> String {
+    text.lines().map(|line| format!("{line}\r\n")).collect()
+}
+
+#[tokio::test]
+async fn a_results_file_saved_with_crlf_line_ends_stays_resumable_after_compaction() {
+    // The first SIM's row deleted: compaction rewrites the file from its header on.
+    crlf_resave_then_resume(1).await;
+    // The second's: compaction keeps the first row as it was and rewrites after it.
+    crlf_resave_then_resume(2).await;
+}
+
+/// Registers three SIMs, deletes the results row at `deleted` (0 is the header) and saves
+/// the file with CRLF line ends, as a spreadsheet does, then resumes twice.
+async fn crlf_resave_then_resume(deleted: usize) {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(good_sim).collect();
+    env.write_input(&sims);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    // Opened in a spreadsheet, a row deleted, saved as CSV (CRLF line ends).
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(deleted);
+    std::fs::write(env.results_path(), with_crlf(&lines.join("\n"))).unwrap();
+
+    // The deleted SIM is sent again (it is already on the account), and the file compacted
+    // with its row back on its line.
+    let second = env.register(&[]).await;
+    assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
+
+    // The next run reads the file it compacted: nothing left to do, nothing refused.
+    let third = env.register(&[]).await;
+    assert_eq!(
+        exit_code(&third),
+        0,
+        "row {deleted} deleted: the third run refused the file the second compacted: {}",
+        stderr(&third)
+    );
+    assert!(stdout(&third).contains("nothing to do"), "{}", stdout(&third));
+    let bytes = std::fs::read(env.results_path()).unwrap();
+    assert!(
+        !bytes
+            .windows(2)
+            .any(|pair| pair[0] == b'\r' && pair[1] != b'\n'),
+        "a line ends with a bare CR: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let rows = env.results();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (row, (iccid, _)) in rows.iter().zip(&sims) {
+        assert_eq!(&row["iccid"], iccid);
+        assert!(row["sid"].starts_with("HS"), "{row:?}");
+    }
+}
