@@ -47,7 +47,11 @@ async fn crlf_resave_then_resume(deleted: usize) {
         "row {deleted} deleted: the third run refused the file the second compacted: {}",
         stderr(&third)
     );
-    assert!(stdout(&third).contains("nothing to do"), "{}", stdout(&third));
+    assert!(
+        stdout(&third).contains("nothing to do"),
+        "{}",
+        stdout(&third)
+    );
     let bytes = std::fs::read(env.results_path()).unwrap();
     assert!(
         !bytes
@@ -61,5 +65,49 @@ async fn crlf_resave_then_resume(deleted: usize) {
     for (row, (iccid, _)) in rows.iter().zip(&sims) {
         assert_eq!(&row["iccid"], iccid);
         assert!(row["sid"].starts_with("HS"), "{row:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_results_file_a_spreadsheet_changed_is_refused_naming_what_changed() {
+    let env = TestEnv::new().await;
+    env.write_input(&[good_sim(1), good_sim(2)]);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let (header, rows) = text.split_once('\n').unwrap();
+    let with_notes: String = std::iter::once(format!("{header},notes\n"))
+        .chain(rows.lines().map(|row| format!("{row},checked\n")))
+        .collect();
+    let quoted: String = std::iter::once(
+        header
+            .split(',')
+            .map(|name| format!("\"{name}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n",
+    )
+    .chain(std::iter::once(rows.to_string()))
+    .collect();
+    let (first_column, rest) = header.split_once(',').unwrap();
+    let moved = format!("{rest},{first_column}\n");
+    // (the file as a spreadsheet saved it, what the refusal must name)
+    let cases = [
+        (format!("\u{feff}{text}"), "byte-order mark"),
+        (with_notes, "`notes`"),
+        (quoted, "quoted"),
+        (moved, "another order"),
+    ];
+    for (saved, named) in cases {
+        std::fs::write(env.results_path(), &saved).unwrap();
+        let run = env.register(&[]).await;
+        let said = stderr(&run);
+        assert_eq!(exit_code(&run), 2, "{said}");
+        assert!(
+            said.contains(named),
+            "the refusal should name {named}: {said}"
+        );
+        assert!(said.contains("left untouched"), "{said}");
+        assert_eq!(std::fs::read_to_string(env.results_path()).unwrap(), saved);
     }
 }
