@@ -111,3 +111,52 @@ async fn a_results_file_a_spreadsheet_changed_is_refused_naming_what_changed() {
         assert_eq!(std::fs::read_to_string(env.results_path()).unwrap(), saved);
     }
 }
+
+/// `89883070000000000001` as a spreadsheet that reads it as a number writes it back: 15
+/// significant digits, then zeros (`89883070000000000000`).
+fn rounded_to_15_digits(iccid: &str) -> String {
+    format!("{}{}", &iccid[..15], "0".repeat(iccid.len() - 15))
+}
+
+#[tokio::test]
+async fn a_results_file_whose_iccids_a_spreadsheet_rounded_is_refused_not_retried_forever() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(good_sim).collect();
+    env.write_input(&sims);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    // Opened in a spreadsheet, which showed the ICCIDs as numbers, and saved: three SIMs'
+    // rows now name one ICCID, each with its own SID.
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let mut saved = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 {
+            saved.push_str(line);
+        } else {
+            let (number, rest) = line.split_once(',').unwrap();
+            let (iccid, rest) = rest.split_once(',').unwrap();
+            saved.push_str(&format!("{number},{},{rest}", rounded_to_15_digits(iccid)));
+        }
+        saved.push_str("\r\n");
+    }
+    std::fs::write(env.results_path(), &saved).unwrap();
+
+    let sim_requests = || {
+        let stats = env.emulator.stats();
+        stats.create_requests + stats.lookup_requests
+    };
+    let before = sim_requests();
+    let run = env.register(&[]).await;
+    let said = stderr(&run);
+    assert_eq!(
+        exit_code(&run),
+        2,
+        "a file that holds two SIDs for one ICCID is a set-up error, not one to retry: {said}{}",
+        stdout(&run)
+    );
+    assert!(said.contains(&rounded_to_15_digits(&sims[0].0)), "{said}");
+    assert!(said.contains("15 digits"), "{said}");
+    assert_eq!(sim_requests(), before, "nothing is sent on such a file");
+    assert_eq!(std::fs::read_to_string(env.results_path()).unwrap(), saved);
+}

@@ -66,7 +66,8 @@ pub(crate) fn pack_sid(sid: &str) -> Option<[u8; 16]> {
     Some(bytes)
 }
 
-fn unpack_sid(bytes: &[u8; 16]) -> String {
+/// `HS` and the 32 hex digits of a SID [`pack_sid`] packed.
+pub(crate) fn unpack_sid(bytes: &[u8; 16]) -> String {
     let mut sid = String::with_capacity(34);
     sid.push_str("HS");
     for byte in bytes {
@@ -299,6 +300,11 @@ impl EarlierRows {
         };
         let sim = PackedSim::from_row(outcome, &sim, &mut self.fleets);
         Ok(Some(EarlierRow::Sim { key, sim }))
+    }
+
+    /// The results file's path, as the messages about it name it.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
     }
 
     /// The Fleet SIDs the packed rows index into.

@@ -22,7 +22,7 @@ mod tests;
 pub(crate) mod writer;
 
 pub use earlier::EarlierRows;
-pub(crate) use earlier::{EarlierRow, PackedSim, PriorSim, pack_sid};
+pub(crate) use earlier::{EarlierRow, PackedSim, PriorSim, pack_sid, unpack_sid};
 pub(crate) use writer::ResultsWriter;
 
 use std::str::FromStr;
