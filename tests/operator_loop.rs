@@ -160,3 +160,42 @@ async fn a_results_file_whose_iccids_a_spreadsheet_rounded_is_refused_not_retrie
     assert_eq!(sim_requests(), before, "nothing is sent on such a file");
     assert_eq!(std::fs::read_to_string(env.results_path()).unwrap(), saved);
 }
+
+#[tokio::test]
+async fn a_results_row_a_spreadsheet_cleared_is_a_row_deleted_not_a_broken_file() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(good_sim).collect();
+    env.write_input(&sims);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    // The second SIM's row cleared (its cells emptied, the row left), and two empty rows
+    // below the last, as a spreadsheet saves them.
+    let blank = ",".repeat(15);
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[2] = blank.clone();
+    lines.push(blank.clone());
+    lines.push(blank);
+    std::fs::write(env.results_path(), lines.join("\r\n") + "\r\n").unwrap();
+
+    let reconciled = env.account_command("reconcile", &["sims.results.csv"]).await;
+    assert_eq!(
+        exit_code(&reconciled),
+        0,
+        "{}{}",
+        stdout(&reconciled),
+        stderr(&reconciled)
+    );
+
+    let run = env.register(&[]).await;
+    assert_eq!(exit_code(&run), 0, "{}", stderr(&run));
+    let rows = env.results();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (row, (iccid, _)) in rows.iter().zip(&sims) {
+        assert_eq!(&row["iccid"], iccid);
+        assert!(row["sid"].starts_with("HS"), "{row:?}");
+    }
+    assert_eq!(rows[1]["outcome"], "already_registered", "{rows:?}");
+    assert_eq!(env.emulator.commits(&sims[1].0), 1, "registered once");
+}

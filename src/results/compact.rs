@@ -183,6 +183,11 @@ fn compact_with_chunks(
         if !reader.read_byte_record(&mut record)? {
             break;
         }
+        if super::is_blank_row(&record) {
+            // Counted, never placed: the file is rewritten without it.
+            rows += 1;
+            continue;
+        }
         let field = |i: usize| std::str::from_utf8(record.get(i).unwrap_or_default()).unwrap_or("");
         let line: u64 = field(0)
             .parse()

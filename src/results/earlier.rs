@@ -260,11 +260,16 @@ impl EarlierRows {
         let Some(reader) = &mut self.reader else {
             return Ok(None);
         };
-        let read = reader
-            .read_record(&mut self.record)
-            .with_context(|| format!("cannot resume from {}", self.path))?;
-        if !read {
-            return Ok(None);
+        loop {
+            let read = reader
+                .read_record(&mut self.record)
+                .with_context(|| format!("cannot resume from {}", self.path))?;
+            if !read {
+                return Ok(None);
+            }
+            if !is_blank_row(self.record.as_byte_record()) {
+                break;
+            }
         }
         self.rows += 1;
         let record = &self.record;

@@ -220,6 +220,14 @@ impl SimStatus {
     }
 }
 
+/// A row whose every cell is empty: what a spreadsheet leaves of a row whose contents were
+/// cleared, and writes for the empty rows below the last. It says nothing about any SIM or
+/// line, so everything that reads the results file passes over it, as over a blank line;
+/// compaction leaves it out.
+pub(crate) fn is_blank_row(record: &csv::ByteRecord) -> bool {
+    record.iter().all(<[u8]>::is_empty)
+}
+
 /// A 64-bit fingerprint of an `update_requested` cell (FNV-1a), so resuming can tell a
 /// repeated request from a changed one without keeping a string per row. 0 means none.
 pub(crate) fn request_key(update_requested: &str) -> u64 {
