@@ -179,7 +179,9 @@ async fn a_results_row_a_spreadsheet_cleared_is_a_row_deleted_not_a_broken_file(
     lines.push(blank);
     std::fs::write(env.results_path(), lines.join("\r\n") + "\r\n").unwrap();
 
-    let reconciled = env.account_command("reconcile", &["sims.results.csv"]).await;
+    let reconciled = env
+        .account_command("reconcile", &["sims.results.csv"])
+        .await;
     assert_eq!(
         exit_code(&reconciled),
         0,
@@ -198,4 +200,21 @@ async fn a_results_row_a_spreadsheet_cleared_is_a_row_deleted_not_a_broken_file(
     }
     assert_eq!(rows[1]["outcome"], "already_registered", "{rows:?}");
     assert_eq!(env.emulator.commits(&sims[1].0), 1, "registered once");
+}
+
+#[tokio::test]
+async fn a_product_code_column_is_not_taken_for_the_registration_code() {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=2).map(good_sim).collect();
+    // A supplier's sheet: the article's `Code` comes before the SIM's registration code.
+    let mut text = String::from("ICCID,Code,Registration Code\n");
+    for (iccid, code) in &sims {
+        text.push_str(&format!("{iccid},SKU4711ABC,{code}\n"));
+    }
+    env.write_csv(&text);
+    let run = env.register(&[]).await;
+    assert_eq!(exit_code(&run), 0, "{}{}", stdout(&run), stderr(&run));
+    for row in env.results() {
+        assert_eq!(row["outcome"], "registered", "{row:?}");
+    }
 }
