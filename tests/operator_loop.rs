@@ -218,3 +218,47 @@ async fn a_product_code_column_is_not_taken_for_the_registration_code() {
         assert_eq!(row["outcome"], "registered", "{row:?}");
     }
 }
+
+#[tokio::test]
+async fn a_results_file_saved_in_a_spreadsheets_own_encoding_is_named_as_such() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(1);
+    env.write_csv(&format!(
+        "ICCID,Registration Code,unique_name\n{iccid},{code},capteur-\u{e9}t\u{e9}\n"
+    ));
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    // Saved again as "CSV (Comma delimited)", in Windows-1252: `é` is one byte, 0xE9.
+    let text = std::fs::read_to_string(env.results_path()).unwrap();
+    let saved: Vec<u8> = text
+        .chars()
+        .map(|c| if c == '\u{e9}' { 0xe9 } else { c as u8 })
+        .collect();
+    std::fs::write(env.results_path(), &saved).unwrap();
+
+    let run = env.register(&[]).await;
+    let said = stderr(&run);
+    assert_eq!(exit_code(&run), 2, "{said}");
+    assert!(said.contains("line 2"), "{said}");
+    assert!(
+        said.contains("convert it back to UTF-8"),
+        "the way out is named: {said}"
+    );
+
+    let reconciled = env
+        .account_command("reconcile", &["sims.results.csv"])
+        .await;
+    let said = stderr(&reconciled);
+    assert_eq!(exit_code(&reconciled), 2, "{said}");
+    assert!(
+        !said.contains("cannot write the report"),
+        "the file could not be read, the report could be written: {said}"
+    );
+    assert!(said.contains("line 2"), "{said}");
+    assert!(
+        said.contains("convert it back to UTF-8"),
+        "the way out is named: {said}"
+    );
+    assert_eq!(std::fs::read(env.results_path()).unwrap(), saved);
+}

@@ -261,9 +261,16 @@ impl EarlierRows {
             return Ok(None);
         };
         loop {
-            let read = reader
-                .read_record(&mut self.record)
-                .with_context(|| format!("cannot resume from {}", self.path))?;
+            let read = match reader.read_record(&mut self.record) {
+                Ok(read) => read,
+                Err(error) => match utf8_error_line(&error) {
+                    Some(line) => bail!(not_utf8(&self.path, line)),
+                    None => {
+                        return Err(error)
+                            .with_context(|| format!("cannot resume from {}", self.path));
+                    }
+                },
+            };
             if !read {
                 return Ok(None);
             }
