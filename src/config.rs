@@ -39,6 +39,18 @@ impl RegisterConfig {
         let input = InputSource::from_arg(&args.input);
         let output = match (&args.output, &input) {
             (Some(path), _) => path.clone(),
+            // A pipe by name (`<(...)`, `/dev/stdin`) has no folder to write beside.
+            (None, InputSource::File(path))
+                if std::fs::metadata(path).is_ok_and(|meta| {
+                    std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type())
+                }) =>
+            {
+                bail!(
+                    "{} is a pipe, so there is no folder beside it for the results: pass \
+                     --output PATH for the results file",
+                    path.display()
+                )
+            }
             (None, InputSource::File(path)) => default_output(path, args.emulator),
             (None, InputSource::Stdin) => {
                 bail!("reading standard input needs --output PATH for the results file")

@@ -262,3 +262,50 @@ async fn a_results_file_saved_in_a_spreadsheets_own_encoding_is_named_as_such() 
     );
     assert_eq!(std::fs::read(env.results_path()).unwrap(), saved);
 }
+
+#[tokio::test]
+async fn an_input_that_is_a_pipe_by_name_is_read_once_as_standard_input_is() {
+    use tokio::io::AsyncWriteExt;
+    // `register <(grep box17 all.csv)` and `... | register /dev/stdin` name a pipe: it can
+    // be read only once, and the run reads its input twice.
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(good_sim).collect();
+    let mut text = String::from("Iccid,RegistrationCode\n");
+    for (iccid, code) in &sims {
+        text.push_str(&format!("{iccid},{code}\n"));
+    }
+    let results = env.results_path();
+    let mut command = env.register_command_for(
+        "/dev/stdin".as_ref(),
+        &["-o", results.to_str().unwrap()],
+        &TestEnv::test_credentials(),
+    );
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let run = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&run), 0, "{}{}", stdout(&run), stderr(&run));
+    let rows = env.results();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in rows {
+        assert_eq!(row["outcome"], "registered", "{row:?}");
+    }
+
+    // Without --output there is no folder beside a pipe: a set-up error that says so.
+    let mut command =
+        env.register_command_for("/dev/stdin".as_ref(), &[], &TestEnv::test_credentials());
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    drop(child.stdin.take());
+    let run = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&run), 2, "{}", stderr(&run));
+    assert!(stderr(&run).contains("--output"), "{}", stderr(&run));
+}

@@ -535,28 +535,43 @@ impl LatestPerKey {
 /// The input, readable twice: a file by its path, standard input through a spool file.
 pub(crate) enum Replayable {
     File(InputSource),
-    /// Standard input, copied to an anonymous owner-only temporary file.
-    Spool(File),
+    /// Standard input, or a pipe named by a path, copied to an anonymous owner-only
+    /// temporary file; with the name messages give the input.
+    Spool(File, String),
 }
 
 impl Replayable {
-    /// Spools standard input into `dir`; a file needs nothing.
+    /// Spools standard input into `dir`, and so a path that names a pipe (`/dev/stdin`, a
+    /// shell's `<(...)`, a named pipe), which can be read only once; a file needs nothing.
     pub(crate) fn new(source: &InputSource, dir: &Path) -> Result<Replayable, PlanError> {
+        let spool_from = |mut from: &mut dyn Read| -> Result<Replayable, PlanError> {
+            let mut spool = tempfile::tempfile_in(dir).with_context(|| {
+                format!(
+                    "cannot make a temporary file in {} for {}",
+                    dir.display(),
+                    source.display_name()
+                )
+            })?;
+            io::copy(&mut from, &mut spool).map_err(|error| InputError::Io {
+                path: source.display_name(),
+                source: error,
+            })?;
+            Ok(Replayable::Spool(spool, source.display_name()))
+        };
         match source {
-            InputSource::File(_) => Ok(Replayable::File(source.clone())),
-            InputSource::Stdin => {
-                let mut spool = tempfile::tempfile_in(dir).with_context(|| {
-                    format!(
-                        "cannot make a temporary file in {} for standard input",
-                        dir.display()
-                    )
+            InputSource::File(path) => {
+                let is_pipe = std::fs::metadata(path)
+                    .is_ok_and(|meta| std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+                if !is_pipe {
+                    return Ok(Replayable::File(source.clone()));
+                }
+                let mut pipe = File::open(path).map_err(|error| InputError::Io {
+                    path: source.display_name(),
+                    source: error,
                 })?;
-                io::copy(&mut io::stdin().lock(), &mut spool).map_err(|source| InputError::Io {
-                    path: InputSource::Stdin.display_name(),
-                    source,
-                })?;
-                Ok(Replayable::Spool(spool))
+                spool_from(&mut pipe)
             }
+            InputSource::Stdin => spool_from(&mut io::stdin().lock()),
         }
     }
 
@@ -565,8 +580,8 @@ impl Replayable {
     pub(crate) fn open(&self, options: ReadOptions) -> Result<SimReader, InputError> {
         match self {
             Replayable::File(source) => SimReader::open(source, options),
-            Replayable::Spool(file) => {
-                let name = InputSource::Stdin.display_name();
+            Replayable::Spool(file, name) => {
+                let name = name.clone();
                 let file = file.try_clone().map_err(|source| InputError::Io {
                     path: name.clone(),
                     source,
