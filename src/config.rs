@@ -403,8 +403,16 @@ fn check_distinct_files(
 
 /// `sims.csv` -> `sims.results.csv`, in the same folder.
 /// The emulator's state file of a rehearsal writing `results`: `<results stem>.state.jsonl`.
+/// A symlink to the results is followed to its file first, as the run's lock is, so every
+/// way of naming one results file rehearses against one emulated account.
 pub(crate) fn emulator_state_beside(results: &Path) -> PathBuf {
-    results.with_extension("state.jsonl")
+    let real = match std::fs::symlink_metadata(results) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            std::fs::canonicalize(results).unwrap_or_else(|_| results.to_path_buf())
+        }
+        _ => results.to_path_buf(),
+    };
+    real.with_extension("state.jsonl")
 }
 
 /// `<stem>.results.csv` beside the input; `<stem>.emulator.results.csv` for a rehearsal,

@@ -309,3 +309,43 @@ async fn an_input_that_is_a_pipe_by_name_is_read_once_as_standard_input_is() {
     assert_eq!(exit_code(&run), 2, "{}", stderr(&run));
     assert!(stderr(&run).contains("--output"), "{}", stderr(&run));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rehearsal_through_a_symlink_to_its_results_keeps_one_emulated_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (good_sim(1), good_sim(2));
+    let csv = |sims: &[&(String, String)]| {
+        let mut text = String::from("Iccid,RegistrationCode\n");
+        for (iccid, code) in sims {
+            text.push_str(&format!("{iccid},{code}\n"));
+        }
+        text
+    };
+    std::fs::write(dir.path().join("box.csv"), csv(&[&a])).unwrap();
+    let rehearse = |args: &[&str]| {
+        let mut command = common::binary_command();
+        command.current_dir(dir.path()).args(args);
+        async move { command.output().await.unwrap() }
+    };
+    let first = rehearse(&["register", "box.csv", "--emulator"]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    // The same results file, named through a link a script keeps to "the current box".
+    std::os::unix::fs::symlink("box.emulator.results.csv", dir.path().join("current.csv")).unwrap();
+    std::fs::write(dir.path().join("box.csv"), csv(&[&a, &b])).unwrap();
+    let second = rehearse(&["register", "box.csv", "--emulator", "-o", "current.csv"]).await;
+    assert_eq!(exit_code(&second), 0, "{}", stderr(&second));
+
+    // One emulated account holds what the one results file says.
+    for name in ["box.emulator.results.csv", "current.csv"] {
+        let reconciled = rehearse(&["reconcile", name, "--emulator"]).await;
+        assert_eq!(
+            exit_code(&reconciled),
+            0,
+            "{name}: {}{}",
+            stdout(&reconciled),
+            stderr(&reconciled)
+        );
+    }
+    assert!(!dir.path().join("current.state.jsonl").exists());
+}
