@@ -39,6 +39,17 @@ impl RegisterConfig {
         let input = InputSource::from_arg(&args.input);
         let output = match (&args.output, &input) {
             (Some(path), _) => path.clone(),
+            // A pipe or a device by name (`<(...)`, `/dev/stdin`), read once as standard
+            // input is, has no folder of its own to write beside.
+            (None, InputSource::File(path))
+                if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_dir()) =>
+            {
+                bail!(
+                    "{} is a pipe or a device, so there is no folder beside it for the results: \
+                     pass --output PATH for the results file",
+                    path.display()
+                )
+            }
             (None, InputSource::File(path)) => default_output(path, args.emulator),
             (None, InputSource::Stdin) => {
                 bail!("reading standard input needs --output PATH for the results file")
@@ -408,10 +419,17 @@ fn check_distinct_files(
     Ok(())
 }
 
-/// `sims.csv` -> `sims.results.csv`, in the same folder.
 /// The emulator's state file of a rehearsal writing `results`: `<results stem>.state.jsonl`.
+/// A symlink to the results is followed to its file first, as the run's lock is, so every
+/// way of naming one results file rehearses against one emulated account.
 pub(crate) fn emulator_state_beside(results: &Path) -> PathBuf {
-    results.with_extension("state.jsonl")
+    let real = match std::fs::symlink_metadata(results) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            std::fs::canonicalize(results).unwrap_or_else(|_| results.to_path_buf())
+        }
+        _ => results.to_path_buf(),
+    };
+    real.with_extension("state.jsonl")
 }
 
 /// `<stem>.results.csv` beside the input; `<stem>.emulator.results.csv` for a rehearsal,

@@ -96,10 +96,14 @@ impl SimReader {
             .iter()
             .map(|h| String::from_utf8_lossy(h).into_owned())
             .collect();
+        // The column with the first accepted name found (the names come most telling
+        // first), not the first column with any of them.
         let find = |accepted: &[&str]| {
-            names
-                .iter()
-                .position(|name| accepted.contains(&header_key(name).as_str()))
+            accepted.iter().find_map(|wanted| {
+                names
+                    .iter()
+                    .position(|name| header_key(name).as_str() == *wanted)
+            })
         };
         let mut replay = VecDeque::new();
         let (header, header_line, iccid_column, code_column) =

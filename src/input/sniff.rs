@@ -3,21 +3,24 @@
 
 use super::checks::{check_code, normalize_iccid};
 
-/// Header names (after [`header_key`]) taken as the ICCID column.
+/// Header names (after [`header_key`]) taken as the ICCID column. In each list of names the
+/// first that a column has wins, whatever the column's place.
 pub(super) const ICCID_NAMES: [&str; 4] = ["iccid", "simiccid", "iccidnumber", "iccidno"];
-/// Header names (after [`header_key`]) taken as the registration code column.
+/// Header names (after [`header_key`]) taken as the registration code column, the most
+/// telling first: a bare `code` is taken only when no column has a name that says more,
+/// since a supplier's sheet may have an article `Code` beside the `Registration Code`.
 pub(super) const CODE_NAMES: [&str; 6] = [
     "registrationcode",
     "simregistrationcode",
     "regcode",
-    "code",
     "claimcode",
     "registration",
+    "code",
 ];
 /// The accepted names as a person would write them, for error messages.
 pub(super) const ICCID_NAMES_SHOWN: &str = "Iccid, ICCID, sim_iccid, ICCID Number, iccid_no";
 pub(super) const CODE_NAMES_SHOWN: &str = "RegistrationCode, Registration Code, registration_code, \
-                                reg_code, code, claim_code, registration";
+                                reg_code, claim_code, registration, code";
 /// Header names (after [`header_key`]) of the optional per-row Fleet (SID or unique name).
 pub(super) const FLEET_NAMES: [&str; 3] = ["fleet", "fleetsid", "fleetname"];
 /// Header names (after [`header_key`]) of the optional per-row UniqueName.

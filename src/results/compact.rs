@@ -22,7 +22,7 @@
 //! each surviving row is read back from the journal by its byte offset.
 
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -182,6 +182,11 @@ fn compact_with_chunks(
         let offset = reader.position().byte();
         if !reader.read_byte_record(&mut record)? {
             break;
+        }
+        if super::is_blank_row(&record) {
+            // Counted, never placed: the file is rewritten without it.
+            rows += 1;
+            continue;
         }
         let field = |i: usize| std::str::from_utf8(record.get(i).unwrap_or_default()).unwrap_or("");
         let line: u64 = field(0)
@@ -393,9 +398,22 @@ impl Output<'_> {
             .open(&temp)?;
         let mut buffered = BufWriter::new(file);
         let copied = (|| -> io::Result<()> {
-            let copied = io::copy(&mut File::open(self.path)?.take(prefix_end), &mut buffered)?;
+            let mut journal = File::open(self.path)?;
+            let copied = io::copy(&mut (&mut journal).take(prefix_end), &mut buffered)?;
             if copied != prefix_end {
                 return Err(io::Error::other("the results file shrank while compacting"));
+            }
+            // A record that ends `\r\n` (a file a spreadsheet saved) ends, for the reader,
+            // between the two: its `\n` is copied too, or the next row would follow a bare
+            // `\r`, and a header ending so is not read as the results header again.
+            let mut line_break = [0u8; 1];
+            if prefix_end > 0 && journal.read(&mut line_break)? == 1 && line_break[0] == b'\n' {
+                let mut before = [0u8; 1];
+                journal.seek(io::SeekFrom::Start(prefix_end - 1))?;
+                journal.read_exact(&mut before)?;
+                if before[0] == b'\r' {
+                    buffered.write_all(b"\n")?;
+                }
             }
             Ok(())
         })();

@@ -69,7 +69,8 @@ pub(crate) fn pack_sid(sid: &str) -> Option<[u8; 16]> {
     Some(bytes)
 }
 
-fn unpack_sid(bytes: &[u8; 16]) -> String {
+/// `HS` and the 32 hex digits of a SID [`pack_sid`] packed.
+pub(crate) fn unpack_sid(bytes: &[u8; 16]) -> String {
     let mut sid = String::with_capacity(34);
     sid.push_str("HS");
     for byte in bytes {
@@ -272,11 +273,23 @@ impl EarlierRows {
         let Some(reader) = &mut self.reader else {
             return Ok(None);
         };
-        let read = reader
-            .read_record(&mut self.record)
-            .with_context(|| format!("cannot resume from {}", self.path))?;
-        if !read {
-            return Ok(None);
+        loop {
+            let read = match reader.read_record(&mut self.record) {
+                Ok(read) => read,
+                Err(error) => match utf8_error_line(&error) {
+                    Some(line) => bail!(not_utf8(&self.path, line)),
+                    None => {
+                        return Err(error)
+                            .with_context(|| format!("cannot resume from {}", self.path));
+                    }
+                },
+            };
+            if !read {
+                return Ok(None);
+            }
+            if !is_blank_row(self.record.as_byte_record()) {
+                break;
+            }
         }
         self.rows += 1;
         let record = &self.record;
@@ -312,6 +325,11 @@ impl EarlierRows {
         };
         let sim = PackedSim::from_row(outcome, &sim, &mut self.fleets);
         Ok(Some(EarlierRow::Sim { key, sim }))
+    }
+
+    /// The results file's path, as the messages about it name it.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
     }
 
     /// The Fleet SIDs the packed rows index into.

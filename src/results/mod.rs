@@ -22,7 +22,7 @@ mod tests;
 pub(crate) mod writer;
 
 pub use earlier::EarlierRows;
-pub(crate) use earlier::{EarlierRow, PackedSim, PriorSim, pack_sid};
+pub(crate) use earlier::{EarlierRow, PackedSim, PriorSim, pack_sid, unpack_sid};
 pub(crate) use writer::ResultsWriter;
 
 use std::str::FromStr;
@@ -218,6 +218,33 @@ impl SimStatus {
             _ => SimStatus::Other,
         }
     }
+}
+
+/// Whether `error` is a results row that is not UTF-8 text, and then at which line.
+pub(crate) fn utf8_error_line(error: &csv::Error) -> Option<u64> {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { pos, .. } => Some(pos.as_ref().map_or(0, csv::Position::line)),
+        _ => None,
+    }
+}
+
+/// The refusal of a results file whose row at `line` is not UTF-8 text: what a spreadsheet
+/// that saved the file again in its own encoding leaves (an `é` of a unique name written as
+/// one byte). The way out is named, not the byte.
+pub(crate) fn not_utf8(path: &str, line: u64) -> String {
+    format!(
+        "cannot read {path}: the row at line {line} is not UTF-8 text, as a spreadsheet that \
+         saved the file in its own encoding leaves it; convert it back to UTF-8, changing \
+         nothing else (`iconv -f WINDOWS-1252 -t UTF-8`)"
+    )
+}
+
+/// A row whose every cell is empty: what a spreadsheet leaves of a row whose contents were
+/// cleared, and writes for the empty rows below the last. It says nothing about any SIM or
+/// line, so everything that reads the results file passes over it, as over a blank line;
+/// compaction leaves it out.
+pub(crate) fn is_blank_row(record: &csv::ByteRecord) -> bool {
+    record.iter().all(<[u8]>::is_empty)
 }
 
 /// A 64-bit fingerprint of an `update_requested` cell (FNV-1a), so resuming can tell a

@@ -55,7 +55,7 @@ impl ResultsWriter {
             );
         }
         if read_header(&mut file).map_err(cannot)? == Header::Foreign {
-            bail!(not_ours(path));
+            bail!(not_ours(path, &mut file));
         }
         Ok(real)
     }
@@ -78,7 +78,7 @@ impl ResultsWriter {
             .open(path)
             .with_context(cannot_open)?;
         let columns = match read_header(&mut file).with_context(cannot_open)? {
-            Header::Foreign => bail!(not_ours(path)),
+            Header::Foreign => bail!(not_ours(path, &mut file)),
             Header::Empty => None,
             Header::Torn => {
                 tracing::warn!("the results file held only part of its header; starting it afresh");
@@ -278,13 +278,91 @@ pub(super) fn read_header(file: &mut File) -> std::io::Result<Header> {
     })
 }
 
-fn not_ours(path: &Path) -> String {
-    format!(
-        "{} is not a supersim-bulk results file (it does not start with the header {}); \
-         it was left untouched: pass -o (--output) with a new file name",
-        path.display(),
-        COLUMNS.join(",")
-    )
+/// The refusal of a file that is not a results file. A results file a spreadsheet saved
+/// again may look right to a person and still not be one byte for byte: what differs is
+/// named (a byte-order mark, quoted names, columns added or moved), so the fix is plain.
+fn not_ours(path: &Path, file: &mut File) -> String {
+    match spreadsheet_change(file) {
+        Some(changes) => format!(
+            "{} is not a supersim-bulk results file as the tool wrote it ({changes}); it was \
+             left untouched: undo that and save it as plain CSV with the columns the tool wrote \
+             ({}), or pass -o (--output) with a new file name",
+            path.display(),
+            COLUMNS.join(","),
+        ),
+        None => format!(
+            "{} is not a supersim-bulk results file (it does not start with the header {}); \
+             it was left untouched: pass -o (--output) with a new file name",
+            path.display(),
+            COLUMNS.join(","),
+        ),
+    }
+}
+
+/// What a spreadsheet changed in a results header, when the file's first line is one
+/// changed so; `None` for any other file.
+fn spreadsheet_change(file: &mut File) -> Option<String> {
+    let mut start = Vec::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    (&mut *file).take(64 * 1024).read_to_end(&mut start).ok()?;
+    let line = start.split(|&b| b == b'\n').next()?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (bom, line) = match line.strip_prefix(b"\xef\xbb\xbf") {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let names = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line)
+        .into_byte_records()
+        .next()?
+        .ok()?;
+    let names: Vec<&[u8]> = names.iter().collect();
+    let ours = |width: usize| -> Vec<&[u8]> {
+        COLUMNS[..width]
+            .iter()
+            .map(|name| name.as_bytes())
+            .collect()
+    };
+    let width = KNOWN_WIDTHS
+        .into_iter()
+        .rev()
+        .find(|&width| names.len() >= width && names[..width] == ours(width))
+        .or_else(|| {
+            let mut sorted = names.clone();
+            sorted.sort();
+            KNOWN_WIDTHS.into_iter().find(|&width| {
+                let mut theirs = ours(width);
+                theirs.sort();
+                sorted == theirs
+            })
+        })?;
+    let mut changes = Vec::new();
+    if bom {
+        changes.push(
+            "it starts with a byte-order mark, as a spreadsheet's \"CSV UTF-8\" does".to_string(),
+        );
+    }
+    if names[..width] != ours(width) {
+        changes.push("its columns are in another order than the tool wrote them".to_string());
+    } else if names.len() > width {
+        let added: Vec<String> = names[width..]
+            .iter()
+            .map(|name| format!("`{}`", String::from_utf8_lossy(name)))
+            .collect();
+        changes.push(format!(
+            "its header has columns added after `{}`: {}",
+            COLUMNS[width - 1],
+            added.join(", ")
+        ));
+    }
+    if line.first() == Some(&b'"') {
+        changes.push("its header's names are quoted".to_string());
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    Some(changes.join("; "))
 }
 
 /// How the records after the header end.

@@ -56,9 +56,9 @@ use anyhow::Context;
 use crate::extsort::{Sorted, Sorter};
 use crate::input::screen::Screen;
 use crate::input::{InputError, InputRow, InputSource, ReadOptions, SimReader};
-use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim};
+use crate::results::{EarlierRow, EarlierRows, PackedSim, PriorSim, unpack_sid};
 use crate::run::fleets::MAX_DISTINCT_FLEETS;
-use crate::run::sids::SidLedger;
+use crate::run::sids::{SidLedger, iccid_of_key};
 
 /// What the plan knows about one input line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -330,12 +330,14 @@ impl Plan {
             }
         }
         let earlier_rows = earlier.rows;
+        let results = earlier.path().to_string();
         let earlier_accounts = std::mem::take(&mut earlier.accounts);
         let fleets = earlier.into_fleets();
 
         // Merge-join by key: duplicates, and each ICCID's prior record on its first line.
         let mut latest = LatestPerKey {
             sorted: sims.finish().map_err(temp)?.peekable(),
+            two_sids: None,
         };
         let mut next_sim = latest.next().map_err(temp)?;
         let mut group: Option<(u64, u64)> = None;
@@ -365,6 +367,24 @@ impl Plan {
                     }
                 }
             }
+        }
+        // The keys after the input's last are read too: the rounded ICCIDs that name two
+        // SIDs are seldom any input row's.
+        while next_sim.is_some() {
+            next_sim = latest.next().map_err(temp)?;
+        }
+        if let Some((key, held, other)) = latest.two_sids {
+            return Err(PlanError::Other(anyhow::anyhow!(
+                "{results} holds two SIDs for ICCID {iccid} ({first} and {second}), and a \
+                 SIM has only one: the file's ICCIDs were changed since the tool wrote them, \
+                 most often by a spreadsheet that read them as numbers and kept 15 digits (the \
+                 rest written as zeros). Nothing was sent. Put the file back as the tool wrote \
+                 it, or pass -o (--output) with a new file name (SIMs already registered then \
+                 come back already_registered)",
+                iccid = iccid_of_key(key),
+                first = unpack_sid(&held),
+                second = unpack_sid(&other),
+            )));
         }
         drop(latest);
         let mut input_sims = input_sims.into_inner().map_err(|e| temp(e.into_error()))?;
@@ -468,6 +488,10 @@ impl Plan {
 /// The last (by row order) packed SIM of each key of a sorted stream of results records.
 struct LatestPerKey {
     sorted: Peekable<Sorted<SIM>>,
+    /// The first ICCID key whose rows name two different SIDs, with both. A SIM has one
+    /// SID, and a run never records another for an ICCID its file holds: such a file was
+    /// changed since (ICCIDs a spreadsheet rounded to 15 digits).
+    two_sids: Option<(u64, [u8; 16], [u8; 16])>,
 }
 
 impl LatestPerKey {
@@ -476,11 +500,24 @@ impl LatestPerKey {
             return Ok(None);
         };
         let key = u64_at(&first, 0);
+        let sid_of = |record: &[u8; SIM]| {
+            let mut sim = [0u8; PackedSim::BYTES];
+            sim.copy_from_slice(&record[16..]);
+            PackedSim::from_bytes(&sim).sid()
+        };
+        let mut sid = sid_of(&first);
         let mut last = first;
         while let Some(Ok(record)) = self.sorted.peek() {
             if u64_at(record, 0) != key {
                 break;
             }
+            if let (Some(held), Some(other)) = (sid, sid_of(record))
+                && held != other
+                && self.two_sids.is_none()
+            {
+                self.two_sids = Some((key, held, other));
+            }
+            sid = sid.or(sid_of(record));
             last = *record;
             self.sorted.next();
         }

@@ -50,7 +50,7 @@ impl SidLedger {
 
 /// The ICCID whose [`checked_iccid_key`] is `key`: `89`, then the rest with its leading
 /// zeros (18 digits for a 20-digit ICCID, 17 for a 19-digit one).
-fn iccid_of_key(key: u64) -> String {
+pub(crate) fn iccid_of_key(key: u64) -> String {
     let twenty_digits = key >> 63 == 1;
     let rest = key & !(1 << 63);
     let width = if twenty_digits { 18 } else { 17 };

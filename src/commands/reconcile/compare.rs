@@ -20,7 +20,7 @@ use crate::api::preflight::{PreflightError, preflight};
 use crate::commands::listing::{ListError, export_fields, list_sims};
 use crate::extsort::Sorter;
 use crate::input::checks::checked_iccid_key;
-use crate::results::Outcome;
+use crate::results::{Outcome, is_blank_row, not_utf8};
 
 /// A sort record: the ICCID key, then the row's byte offset, both big-endian.
 type Record = [u8; 16];
@@ -236,6 +236,15 @@ impl Reconcile<'_> {
             .read_byte_record(&mut row)
             .with_context(|| format!("cannot read {shown}"))?
         {
+            if is_blank_row(&row) {
+                continue;
+            }
+            // The rows compared are read back as text: one that is not is refused now, as
+            // the file it is, not later as a report that cannot be written.
+            if row.iter().any(|field| std::str::from_utf8(field).is_err()) {
+                let line = row.position().map_or(0, csv::Position::line);
+                bail!(not_utf8(&shown.to_string(), line));
+            }
             if row.len() < width {
                 // A row cut short, as a run killed mid-write leaves one.
                 counts.unreadable += 1;
