@@ -564,10 +564,10 @@ fn check_sim_answer(
 /// (when sent as a SID: a unique name cannot be compared), and the status sent or
 /// `scheduled` (the change under way). A UniqueName is not compared: a server may store it
 /// otherwise than sent (trimmed, say), and the row shows it as the answer does. A
-/// `scheduled` answer may show no Fleet
-/// yet (a server may assign it with the status change), but not another. A success that
-/// shows the SIM otherwise (an update dropped, or another Fleet) does not confirm the
-/// update: it is an answer in doubt, and the SIM is read again before anything is recorded.
+/// `scheduled` answer may show no Fleet yet (a server may assign it with the status
+/// change), but not another. A success that shows the SIM otherwise (an update dropped, or
+/// another Fleet) does not confirm the update: it is an answer in doubt, and the SIM is read
+/// again before anything is recorded.
 fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
     let scheduled = sim.status.as_deref() == Some("scheduled");
     let fleet_shown = |wanted: &str| {
