@@ -289,7 +289,14 @@ impl ConcurrencyReport {
 impl RunSummary {
     /// Every input row's latest outcome: this run's rows plus those finished earlier.
     pub(crate) fn all_rows(&self) -> Counts {
-        self.this_run.plus(&self.skipped)
+        self.rows_by_outcome().plus(&self.skipped)
+    }
+
+    /// This run's rows by the outcome the results file holds for them: a SIM registered
+    /// whose update step had not finished has a `registered` checkpoint row, so it counts
+    /// as registered, as the text summary and the `run ended` line count it.
+    pub(crate) fn rows_by_outcome(&self) -> Counts {
+        self.this_run.with(Outcome::Registered, self.update_pending)
     }
 
     /// Rows this run took to an outcome, SIMs registered with their update step still to do
@@ -482,7 +489,7 @@ impl RunSummary {
             end: ending.end,
             reason: ending.reason,
             exit_code: ending.exit_code,
-            this_run: OutcomeCounts::from(&self.this_run),
+            this_run: OutcomeCounts::from(&self.rows_by_outcome()),
             skipped_as_finished: self.skipped.total(),
             whole_file: OutcomeCounts::from(&self.all_rows()),
             failed_in_earlier_runs: failed(&self.skipped),

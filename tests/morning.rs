@@ -1,0 +1,106 @@
+//! What a person reads the morning after a run that stopped early: the summary JSON, the
+//! metrics file, the report and the results file tell one story. Each case runs the real
+//! binary against the emulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestEnv, exit_code, good_sim, stderr, stdout, wait_until};
+use supersim_bulk::emulator::Fault;
+
+fn summary_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The value of the metric line that starts with `name` (labels included).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_interrupt_every_end_file_counts_the_registered_rows_the_results_hold() {
+    let env = TestEnv::with_latency(Duration::from_millis(5)).await;
+    let sims: Vec<_> = (0..30).map(|n| good_sim(51_000 + n)).collect();
+    env.write_input(&sims);
+    // SIMs after the first ten register, then their update (the Fleet) hangs: the interrupt
+    // finds them registered with their update step still to do.
+    for (iccid, _) in &sims[10..] {
+        env.emulator.inject_update(
+            iccid,
+            vec![Fault::StallBeforeCommit(Duration::from_secs(60))],
+        );
+    }
+    let dir = env.dir.path();
+    let (summary, metrics, report) = (dir.join("s.json"), dir.join("m.prom"), dir.join("r.html"));
+    let child = env.spawn_register(&[
+        "--fleet",
+        "bench",
+        "--concurrency",
+        "4",
+        "--grace",
+        "1s",
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    wait_until("four updates hang", || {
+        env.emulator.stats().update_requests >= 14
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 130, "{}", stderr(&output));
+
+    let registered_rows = env
+        .results()
+        .iter()
+        .filter(|row| row["outcome"] == "registered")
+        .count() as u64;
+    let json = summary_json(&summary);
+    let pending = json["registered_update_pending"].as_u64().unwrap();
+    assert!(pending > 0, "the case under test: {json}");
+    assert_eq!(registered_rows, 10 + pending, "checkpoint rows say registered");
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("  registered          {registered_rows} (")),
+        "{text}"
+    );
+    assert_eq!(
+        json["this_run"]["registered"].as_u64(),
+        Some(registered_rows),
+        "this_run: {json}"
+    );
+    assert_eq!(
+        json["whole_file"]["registered"].as_u64(),
+        Some(registered_rows),
+        "whole_file: {json}"
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    for name in [
+        "supersim_bulk_last_run_rows{outcome=\"registered\"}",
+        "supersim_bulk_results_rows{outcome=\"registered\"}",
+    ] {
+        assert_eq!(metric(&prom, name), registered_rows as f64, "{name}");
+    }
+    let html = std::fs::read_to_string(&report).unwrap();
+    let row = format!(
+        "<tr><td>registered</td><td class=\"n\">{registered_rows}</td><td class=\"n\">0</td><td class=\"n\">{registered_rows}</td></tr>"
+    );
+    assert!(html.contains(&row), "the report's outcome table: {html}");
+}
