@@ -104,3 +104,76 @@ async fn after_an_interrupt_every_end_file_counts_the_registered_rows_the_result
     );
     assert!(html.contains(&row), "the report's outcome table: {html}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_run_stopped_early_still_counts_the_rows_it_did_not_reach() {
+    let env = TestEnv::with_latency(Duration::from_millis(5)).await;
+    // The first run: five SIMs give up (503 on their one attempt), the rest register.
+    let late: Vec<_> = (0..5).map(|n| good_sim(52_000 + n)).collect();
+    for (iccid, _) in &late {
+        env.emulator
+            .inject(iccid, vec![Fault::Unavailable { retry_after: None }]);
+    }
+    env.write_input(&late);
+    let first = env.register(&["--max-attempts", "1"]).await;
+    assert_eq!(exit_code(&first), 75, "{}", stderr(&first));
+    assert_eq!(
+        env.results()
+            .iter()
+            .filter(|row| row["outcome"] == "gave_up")
+            .count(),
+        5
+    );
+
+    // A new box goes on top of the file; the second run is stopped before it reaches the
+    // five SIMs that gave up.
+    let new: Vec<_> = (0..40).map(|n| good_sim(53_000 + n)).collect();
+    for (iccid, _) in &new[4..] {
+        env.emulator.inject(
+            iccid,
+            vec![Fault::StallBeforeCommit(Duration::from_secs(60))],
+        );
+    }
+    let mut all = new.clone();
+    all.extend(late.iter().cloned());
+    env.write_input(&all);
+    let dir = env.dir.path();
+    let (summary, metrics) = (dir.join("s.json"), dir.join("m.prom"));
+    let child = env.spawn_register(&[
+        "--concurrency",
+        "2",
+        "--grace",
+        "1s",
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]);
+    wait_until("the unheld SIMs are written", || {
+        env.results().iter().filter(|row| row["outcome"] == "registered").count() >= 4
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(exit_code(&output), 130, "{}", stderr(&output));
+
+    let rows = env.results();
+    let count = |outcome: &str| rows.iter().filter(|row| row["outcome"] == outcome).count() as u64;
+    assert_eq!(count("gave_up"), 5, "the results file keeps the earlier rows");
+    let json = summary_json(&summary);
+    for outcome in ["registered", "gave_up"] {
+        assert_eq!(
+            json["whole_file"][outcome].as_u64(),
+            Some(count(outcome)),
+            "whole_file {outcome}: {json}"
+        );
+        let name = format!("supersim_bulk_results_rows{{outcome=\"{outcome}\"}}");
+        let prom = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(metric(&prom, &name), count(outcome) as f64, "{name}");
+    }
+}

@@ -69,6 +69,10 @@ pub(crate) struct RunSummary {
     pub(crate) update_pending: u64,
     /// Rows the results file keeps about SIMs that are not in this input (after its rows).
     pub(crate) not_in_input: u64,
+    /// What the results file holds about the input's lines, by outcome, when the run
+    /// stopped before it reached every row (read from the compacted file); else `None`,
+    /// and every input row's outcome is this run's or a skipped row's.
+    pub(crate) whole_file: Option<Counts>,
     /// The rows this run finished that need a person, the first [`NEEDS_A_PERSON_LISTED`].
     pub(crate) needs_a_person: NeedsAPerson,
 }
@@ -289,7 +293,8 @@ impl ConcurrencyReport {
 impl RunSummary {
     /// Every input row's latest outcome: this run's rows plus those finished earlier.
     pub(crate) fn all_rows(&self) -> Counts {
-        self.rows_by_outcome().plus(&self.skipped)
+        self.whole_file
+            .unwrap_or_else(|| self.rows_by_outcome().plus(&self.skipped))
     }
 
     /// This run's rows by the outcome the results file holds for them: a SIM registered
@@ -624,6 +629,7 @@ impl RunSummary {
             end: EndReason::Finished,
             update_pending: 0,
             not_in_input: 0,
+            whole_file: None,
             needs_a_person: Default::default(),
         }
     }
