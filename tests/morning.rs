@@ -177,3 +177,35 @@ async fn a_resumed_run_stopped_early_still_counts_the_rows_it_did_not_reach() {
         assert_eq!(metric(&prom, &name), count(outcome) as f64, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_summary_json_and_the_metrics_give_the_run_one_duration() {
+    let env = TestEnv::new().await;
+    // Enough rows that reading them before the first request and compacting the results
+    // after the last take a measurable time; none is sent.
+    let mut text = String::from("Iccid,RegistrationCode\n");
+    for n in 0..50_000 {
+        text.push_str(&format!("{n:012},ABCDEFGH12\n"));
+    }
+    env.write_csv(&text);
+    let dir = env.dir.path();
+    let (summary, metrics) = (dir.join("s.json"), dir.join("m.prom"));
+    let output = env
+        .register(&[
+            "-q",
+            "--summary-json",
+            summary.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stderr(&output));
+    let json = summary_json(&summary);
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let duration = metric(&prom, "supersim_bulk_last_run_duration_seconds");
+    let elapsed = json["elapsed_seconds"].as_f64().unwrap();
+    assert!(
+        (elapsed - duration).abs() < 0.01,
+        "elapsed_seconds {elapsed} against the metrics' duration {duration}"
+    );
+}

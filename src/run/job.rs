@@ -458,18 +458,23 @@ async fn compact_results(
 }
 
 /// The summary of a run that ended for `end`, with this run's and the skipped rows' counts.
+/// Its `elapsed` is the whole run's, from `started_at` to its end, as the report and the
+/// metrics file give it (reading the input before the first request and compacting after
+/// the last included); `pipeline` is the main pass's, kept should the clock step back.
 fn summarize(
     config: &RegisterConfig,
     started_at: SystemTime,
     gate: &Gate,
     (this_run, skipped): (Counts, Counts),
-    elapsed: Duration,
+    pipeline: Duration,
     end: EndReason,
 ) -> RunSummary {
     let stats = &gate.stats;
+    let finished_at = SystemTime::now();
+    let elapsed = finished_at.duration_since(started_at).unwrap_or(pipeline);
     RunSummary {
         started_at,
-        finished_at: SystemTime::now(),
+        finished_at,
         input: config.input.display_name(),
         results_path: config.output.clone(),
         this_run,
