@@ -75,7 +75,11 @@ async fn after_an_interrupt_every_end_file_counts_the_registered_rows_the_result
     let json = summary_json(&summary);
     let pending = json["registered_update_pending"].as_u64().unwrap();
     assert!(pending > 0, "the case under test: {json}");
-    assert_eq!(registered_rows, 10 + pending, "checkpoint rows say registered");
+    assert_eq!(
+        registered_rows,
+        10 + pending,
+        "checkpoint rows say registered"
+    );
     let text = stdout(&output);
     assert!(
         text.contains(&format!("  registered          {registered_rows} (")),
@@ -150,7 +154,11 @@ async fn a_resumed_run_stopped_early_still_counts_the_rows_it_did_not_reach() {
         metrics.to_str().unwrap(),
     ]);
     wait_until("the unheld SIMs are written", || {
-        env.results().iter().filter(|row| row["outcome"] == "registered").count() >= 4
+        env.results()
+            .iter()
+            .filter(|row| row["outcome"] == "registered")
+            .count()
+            >= 4
     })
     .await;
     let pid = child.id().unwrap().to_string();
@@ -164,7 +172,11 @@ async fn a_resumed_run_stopped_early_still_counts_the_rows_it_did_not_reach() {
 
     let rows = env.results();
     let count = |outcome: &str| rows.iter().filter(|row| row["outcome"] == outcome).count() as u64;
-    assert_eq!(count("gave_up"), 5, "the results file keeps the earlier rows");
+    assert_eq!(
+        count("gave_up"),
+        5,
+        "the results file keeps the earlier rows"
+    );
     let json = summary_json(&summary);
     for outcome in ["registered", "gave_up"] {
         assert_eq!(
