@@ -399,7 +399,8 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
         tracing::info!("the results file is left as it is; the next run compacts it");
         (0, None)
     } else {
-        compact_results(config, results, input_sims).await
+        let stopped_early = end != EndReason::Finished;
+        compact_results(config, results, input_sims, stopped_early).await
     };
     let mut summary = summarize(config, started_at, &gate, (this_run, skipped), elapsed, end);
     summary.update_pending = update_pending;
@@ -407,25 +408,25 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
     summary.needs_a_person = needs_a_person;
     // A run that stopped early did not reach every row an earlier run left: the whole
     // file's counts are then what the compacted file holds about the input's lines.
-    if summary.end != EndReason::Finished {
-        summary.whole_file = in_file;
-    }
+    summary.whole_file = in_file;
     summary
 }
 
 /// The journal becomes one row per SIM, on its line of this input, under the lock; returns
-/// how many rows are about SIMs no longer in the input, and the outcomes of the rows about
-/// the input's lines (when they could be read). A failure here loses nothing: the journal
-/// is left whole and the next run compacts it.
+/// how many rows are about SIMs no longer in the input, and, for a run that `stopped_early`,
+/// the outcomes of the rows about the input's lines (when they could be read). A failure
+/// here loses nothing: the journal is left whole and the next run compacts it.
 async fn compact_results(
     config: &RegisterConfig,
     results: PathBuf,
     input_sims: Option<InputSims>,
+    stopped_early: bool,
 ) -> (u64, Option<Counts>) {
     let compact_dir = temp_dir_beside(&config.output);
     let compacting = move || {
         let done = compact(&results, &compact_dir, input_sims.into_iter().flatten())?;
-        let in_file = outcomes_in_input(&results, &done).ok().map(|by_outcome| {
+        let counted = stopped_early.then(|| outcomes_in_input(&results, &done).ok());
+        let in_file = counted.flatten().map(|by_outcome| {
             crate::results::Outcome::ALL
                 .into_iter()
                 .fold(Counts::default(), |counts, outcome| {

@@ -291,7 +291,8 @@ impl ConcurrencyReport {
 }
 
 impl RunSummary {
-    /// Every input row's latest outcome: this run's rows plus those finished earlier.
+    /// Every input row's latest outcome: this run's rows plus those finished earlier, or,
+    /// after a run that stopped early, what the results file holds about the input's lines.
     pub(crate) fn all_rows(&self) -> Counts {
         self.whole_file
             .unwrap_or_else(|| self.rows_by_outcome().plus(&self.skipped))
