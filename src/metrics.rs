@@ -98,7 +98,7 @@ pub(crate) fn render(record: &RunRecord) -> String {
         registry.register(
             "last_run_rows",
             "Rows the last run finished, by outcome",
-            by_outcome(&summary.this_run),
+            by_outcome(&summary.rows_by_outcome()),
         );
         registry.register(
             "results_rows",

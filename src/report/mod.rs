@@ -198,6 +198,7 @@ fn run_section(page: &mut String, record: &RunRecord) {
 /// Rows by outcome: this run's, the earlier runs' skipped ones, and the whole file.
 fn outcomes_section(page: &mut String, summary: &RunSummary) {
     let all = summary.all_rows();
+    let this_run = summary.rows_by_outcome();
     page.push_str(
         "<h2>Outcomes</h2>\n<table class=\"outcomes\">\n<tr><th>outcome</th>\
          <th class=\"n\">this run</th><th class=\"n\">finished earlier</th>\
@@ -208,7 +209,7 @@ fn outcomes_section(page: &mut String, summary: &RunSummary) {
             page,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             outcome.as_str(),
-            summary.this_run.get(outcome),
+            this_run.get(outcome),
             summary.skipped.get(outcome),
             all.get(outcome)
         );
@@ -216,14 +217,14 @@ fn outcomes_section(page: &mut String, summary: &RunSummary) {
     let _ = writeln!(
         page,
         "<tr><th>all</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th></tr>\n</table>",
-        summary.this_run.total(),
+        this_run.total(),
         summary.skipped.total(),
         all.total()
     );
     if summary.update_pending > 0 {
         let _ = writeln!(
             page,
-            "<p class=\"note\">{} registered SIMs still have their update step to do: the \
+            "<p class=\"note\">{} of the registered SIMs still have their update step to do: the \
              next run finishes it.</p>",
             summary.update_pending
         );

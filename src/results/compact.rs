@@ -72,6 +72,30 @@ pub fn compact(
         .with_context(|| format!("cannot compact the results file {}", path.display()))
 }
 
+/// How many rows of each outcome (indexed by `Outcome as usize`) the compacted file at
+/// `path` holds about the current input's lines (its first rows, before those of SIMs no
+/// longer in the input), as `done` left it: what the file says about every input row, the
+/// rows a stopped run never reached included.
+pub(crate) fn outcomes_in_input(
+    path: &Path,
+    done: &Compacted,
+) -> anyhow::Result<[u64; Outcome::ALL.len()]> {
+    let in_input = done.rows_after.saturating_sub(done.not_in_input);
+    let mut reader = csv::Reader::from_reader(BufReader::new(File::open(path)?));
+    let mut record = csv::ByteRecord::new();
+    let mut outcomes = [0u64; Outcome::ALL.len()];
+    for _ in 0..in_input {
+        if !reader.read_byte_record(&mut record)? {
+            break;
+        }
+        let word = std::str::from_utf8(record.get(2).unwrap_or_default()).unwrap_or("");
+        if let Ok(outcome) = word.parse::<Outcome>() {
+            outcomes[outcome as usize] += 1;
+        }
+    }
+    Ok(outcomes)
+}
+
 /// Removes the temporary files a killed compaction left beside the results file at `path`
 /// (`.<name>.compacting.<pid>`: they hold ICCIDs and SIDs). Call it only while holding the
 /// run's lock, so no compaction is under way.

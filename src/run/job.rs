@@ -32,7 +32,7 @@ use crate::input::SimReader;
 use crate::input::failed_out::FailedOut;
 use crate::input::screen::Screen;
 use crate::results::ResultsWriter;
-use crate::results::compact::compact;
+use crate::results::compact::{compact, outcomes_in_input};
 use crate::run::account::{Preflight, check_account};
 use crate::run::config::RegisterConfig;
 use crate::run::dispatch::{DispatchLimits, dispatch};
@@ -394,32 +394,49 @@ async fn finish(config: &RegisterConfig, piped: Piped) -> RunSummary {
             "rows answered after the results file failed were not recorded; the next run sends them again and finds them already registered"
         );
     }
-    let not_in_input = if matches!(end, EndReason::WriterFailed(_)) {
+    let (not_in_input, in_file) = if matches!(end, EndReason::WriterFailed(_)) {
         // Compaction writes a whole new copy: not on a disk that just failed a row.
         tracing::info!("the results file is left as it is; the next run compacts it");
-        0
+        (0, None)
     } else {
-        compact_results(config, results, input_sims).await
+        let stopped_early = end != EndReason::Finished;
+        compact_results(config, results, input_sims, stopped_early).await
     };
     let mut summary = summarize(config, started_at, &gate, (this_run, skipped), elapsed, end);
     summary.update_pending = update_pending;
     summary.not_in_input = not_in_input;
     summary.needs_a_person = needs_a_person;
+    // A run that stopped early did not reach every row an earlier run left: the whole
+    // file's counts are then what the compacted file holds about the input's lines.
+    summary.whole_file = in_file;
     summary
 }
 
 /// The journal becomes one row per SIM, on its line of this input, under the lock; returns
-/// how many rows are about SIMs no longer in the input. A failure here loses nothing: the
-/// journal is left whole and the next run compacts it.
+/// how many rows are about SIMs no longer in the input, and, for a run that `stopped_early`,
+/// the outcomes of the rows about the input's lines (when they could be read). A failure
+/// here loses nothing: the journal is left whole and the next run compacts it.
 async fn compact_results(
     config: &RegisterConfig,
     results: PathBuf,
     input_sims: Option<InputSims>,
-) -> u64 {
+    stopped_early: bool,
+) -> (u64, Option<Counts>) {
     let compact_dir = temp_dir_beside(&config.output);
-    let compacting = move || compact(&results, &compact_dir, input_sims.into_iter().flatten());
+    let compacting = move || {
+        let done = compact(&results, &compact_dir, input_sims.into_iter().flatten())?;
+        let counted = stopped_early.then(|| outcomes_in_input(&results, &done).ok());
+        let in_file = counted.flatten().map(|by_outcome| {
+            crate::results::Outcome::ALL
+                .into_iter()
+                .fold(Counts::default(), |counts, outcome| {
+                    counts.with(outcome, by_outcome[outcome as usize])
+                })
+        });
+        anyhow::Ok((done, in_file))
+    };
     match tokio::task::spawn_blocking(compacting).await {
-        Ok(Ok(done)) => {
+        Ok(Ok((done, in_file))) => {
             if done.rewritten {
                 tracing::info!(
                     rows_before = done.rows_before,
@@ -428,32 +445,37 @@ async fn compact_results(
                     "results compacted to one row per SIM"
                 );
             }
-            done.not_in_input
+            (done.not_in_input, in_file)
         }
         Ok(Err(error)) => {
             tracing::warn!("{error:#}; the results file is left as it was");
-            0
+            (0, None)
         }
         Err(error) => {
             tracing::warn!(%error, "compacting the results file failed; it is left as it was");
-            0
+            (0, None)
         }
     }
 }
 
 /// The summary of a run that ended for `end`, with this run's and the skipped rows' counts.
+/// Its `elapsed` is the whole run's, from `started_at` to its end, as the report and the
+/// metrics file give it (reading the input before the first request and compacting after
+/// the last included); `pipeline` is the main pass's, kept should the clock step back.
 fn summarize(
     config: &RegisterConfig,
     started_at: SystemTime,
     gate: &Gate,
     (this_run, skipped): (Counts, Counts),
-    elapsed: Duration,
+    pipeline: Duration,
     end: EndReason,
 ) -> RunSummary {
     let stats = &gate.stats;
+    let finished_at = SystemTime::now();
+    let elapsed = finished_at.duration_since(started_at).unwrap_or(pipeline);
     RunSummary {
         started_at,
-        finished_at: SystemTime::now(),
+        finished_at,
         input: config.input.display_name(),
         results_path: config.output.clone(),
         this_run,
@@ -473,6 +495,7 @@ fn summarize(
         end,
         update_pending: 0,
         not_in_input: 0,
+        whole_file: None,
         needs_a_person: Default::default(),
     }
 }

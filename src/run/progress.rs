@@ -26,6 +26,11 @@ impl Counts {
     pub(crate) fn add(&mut self, outcome: Outcome) {
         self.0[outcome as usize] += 1;
     }
+    /// These counts with `n` more rows of `outcome`.
+    pub(crate) fn with(mut self, outcome: Outcome, n: u64) -> Counts {
+        self.0[outcome as usize] += n;
+        self
+    }
     pub(crate) fn get(&self, outcome: Outcome) -> u64 {
         self.0[outcome as usize]
     }

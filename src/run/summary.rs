@@ -69,6 +69,10 @@ pub(crate) struct RunSummary {
     pub(crate) update_pending: u64,
     /// Rows the results file keeps about SIMs that are not in this input (after its rows).
     pub(crate) not_in_input: u64,
+    /// What the results file holds about the input's lines, by outcome, when the run
+    /// stopped before it reached every row (read from the compacted file); else `None`,
+    /// and every input row's outcome is this run's or a skipped row's.
+    pub(crate) whole_file: Option<Counts>,
     /// The rows this run finished that need a person, the first [`NEEDS_A_PERSON_LISTED`].
     pub(crate) needs_a_person: NeedsAPerson,
 }
@@ -287,9 +291,18 @@ impl ConcurrencyReport {
 }
 
 impl RunSummary {
-    /// Every input row's latest outcome: this run's rows plus those finished earlier.
+    /// Every input row's latest outcome: this run's rows plus those finished earlier, or,
+    /// after a run that stopped early, what the results file holds about the input's lines.
     pub(crate) fn all_rows(&self) -> Counts {
-        self.this_run.plus(&self.skipped)
+        self.whole_file
+            .unwrap_or_else(|| self.rows_by_outcome().plus(&self.skipped))
+    }
+
+    /// This run's rows by the outcome the results file holds for them: a SIM registered
+    /// whose update step had not finished has a `registered` checkpoint row, so it counts
+    /// as registered, as the text summary and the `run ended` line count it.
+    pub(crate) fn rows_by_outcome(&self) -> Counts {
+        self.this_run.with(Outcome::Registered, self.update_pending)
     }
 
     /// Rows this run took to an outcome, SIMs registered with their update step still to do
@@ -482,7 +495,7 @@ impl RunSummary {
             end: ending.end,
             reason: ending.reason,
             exit_code: ending.exit_code,
-            this_run: OutcomeCounts::from(&self.this_run),
+            this_run: OutcomeCounts::from(&self.rows_by_outcome()),
             skipped_as_finished: self.skipped.total(),
             whole_file: OutcomeCounts::from(&self.all_rows()),
             failed_in_earlier_runs: failed(&self.skipped),
@@ -617,6 +630,7 @@ impl RunSummary {
             end: EndReason::Finished,
             update_pending: 0,
             not_in_input: 0,
+            whole_file: None,
             needs_a_person: Default::default(),
         }
     }
