@@ -1,8 +1,8 @@
 //! How a run stops when something outside it goes away: a closed or broken stderr, a
-//! hang-up, a results file that can no longer be written. Each test runs the real binary
-//! and checks the promise that matters: every SIM the API registered has its row (or the
-//! next run finishes it without registering anything twice), the summary is written, and
-//! the exit code is a documented one, never a panic's 101.
+//! hang-up, a results file that can no longer be written, the API itself. Each test runs
+//! the real binary and checks the promise that matters: every SIM the API registered has
+//! its row (or the next run finishes it without registering anything twice), the summary is
+//! written, and the exit code is a documented one, never a panic's 101.
 
 mod common;
 
@@ -354,4 +354,38 @@ async fn a_disk_too_full_to_plan_the_run_is_a_rerun_later_not_a_set_up_error() {
         stderr(&output)
     );
     assert_eq!(env.emulator.stats().create_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_gone_mid_run_stops_the_run_rather_than_give_up_every_sim_left() {
+    let env = TestEnv::with_latency(Duration::from_millis(20)).await;
+    let sims: Vec<_> = (0..300).map(|n| good_sim(34_000 + n)).collect();
+    env.write_input(&sims);
+    let summary = env.dir.path().join("summary.json");
+    let child = env.spawn_register(&[
+        "--max-attempts",
+        "3",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    wait_until("some rows are written", || env.results_rows_so_far() >= 20).await;
+    // The API goes away for good: every later connection is refused.
+    let TestEnv { emulator, dir } = env;
+    emulator.shutdown().await;
+    let output = child.wait_with_output().await.unwrap();
+
+    let rows = common::csv_rows(&std::fs::read(dir.path().join("sims.results.csv")).unwrap());
+    let gave_up: Vec<_> = rows
+        .iter()
+        .filter(|row| row["outcome"] == "gave_up")
+        .map(|row| row["iccid"].clone())
+        .collect();
+    assert!(
+        gave_up.is_empty(),
+        "{} SIMs were given up on an API nobody could reach, not left for the next run",
+        gave_up.len(),
+    );
+    assert_eq!(output.status.code(), Some(75), "{}", stderr(&output));
+    assert_eq!(summary_json(&summary)["end"], "unreachable");
+    assert!(rows.len() < sims.len(), "the run did not stop early");
 }

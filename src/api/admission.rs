@@ -33,6 +33,10 @@ impl Admission for Gate {
     fn max_attempts(&self) -> u32 {
         self.limits().max_attempts
     }
+
+    fn halt_if_gone(&self, error: &ApiError) -> bool {
+        Gate::halt_if_gone(self, error)
+    }
 }
 
 impl Gate {

@@ -13,7 +13,9 @@
 //! Because it sees every answer, the gate also tells an unreachable API from a flaky one:
 //! while nothing has answered yet in this run, [`UNREACHABLE_AFTER`] requests in a row
 //! without any answer (DNS, refused, TLS, timeout) stop the run rather than wear every SIM
-//! down to `gave_up`.
+//! down to `gave_up`; later, a request whose attempts run out unable to connect, after as
+//! many requests in a row as its attempts got no answer, stops it too (an API gone
+//! mid-run), where a request that fails while others are answered ends as its own.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -158,20 +160,41 @@ impl Gate {
             self.unanswered.store(0, Ordering::Relaxed);
             return;
         }
-        if self.answered.load(Ordering::Relaxed) {
-            return;
-        }
         let unanswered = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
-        if unanswered >= UNREACHABLE_AFTER.min(self.limits.max_attempts.max(1)) {
-            let sentence = self.client.last_unreachable().unwrap_or_else(|| {
-                format!(
-                    "cannot reach the API at {}: no request got an answer; check the network, \
-                     then run again",
-                    self.client.url("")
-                )
-            });
-            self.halt(Halt::Unreachable(sentence));
+        if !self.answered.load(Ordering::Relaxed)
+            && unanswered >= UNREACHABLE_AFTER.min(self.limits.max_attempts.max(1))
+        {
+            self.halt_unreachable();
         }
+    }
+
+    /// Whether the attempts that just ran out on `error` ran out on an API gone from the
+    /// network rather than on this request: the last attempt could not connect, and as many
+    /// requests in a row as a request's attempts, across the run, got no answer at all. Then
+    /// the run is halted as unreachable (the request is left for the next run), as before
+    /// the first answer: an API that goes away mid-run would otherwise be a `gave_up`
+    /// verdict on every SIM left, one after another. A request that times out while others
+    /// are answered is its own failure, and still ends as one.
+    pub(crate) fn halt_if_gone(&self, error: &ApiError) -> bool {
+        let could_not_connect = error.http_status.is_none() && !error.maybe_processed;
+        if could_not_connect
+            && self.unanswered.load(Ordering::Relaxed) >= self.limits.max_attempts.max(1)
+        {
+            self.halt_unreachable();
+            return true;
+        }
+        false
+    }
+
+    fn halt_unreachable(&self) {
+        let sentence = self.client.last_unreachable().unwrap_or_else(|| {
+            format!(
+                "cannot reach the API at {}: no request got an answer; check the network, \
+                 then run again",
+                self.client.url("")
+            )
+        });
+        self.halt(Halt::Unreachable(sentence));
     }
 
     pub(crate) fn client(&self) -> &Client {

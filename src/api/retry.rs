@@ -48,6 +48,12 @@ pub(crate) trait Admission {
 
     /// Attempts per request before a retryable failure is final (`--max-attempts`).
     fn max_attempts(&self) -> u32;
+
+    /// Whether the attempts that ran out on `error` ran out on an API nobody can reach; if
+    /// so the run is halted and the request left for the next run rather than ended.
+    fn halt_if_gone(&self, _error: &ApiError) -> bool {
+        false
+    }
 }
 
 /// Before an attempt: send it, or end without sending.
@@ -145,6 +151,9 @@ pub(crate) async fn with_retries<A: Admission, H: Hooks>(
             Judged::Retry { error, throttled } => {
                 hooks.retrying(&error);
                 if tries >= admission.max_attempts() {
+                    if admission.halt_if_gone(&error) {
+                        return None;
+                    }
                     return hooks.exhausted(error, tries).await;
                 }
                 if !admission
