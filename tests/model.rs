@@ -215,7 +215,7 @@ impl World {
     /// The Fleet (by unique name) a run with these flags asks for this SIM, if any.
     fn fleet_asked(iccid: &str, flags: &Onboard) -> Option<&'static str> {
         match fleet_cell(sim_number(iccid)) {
-            "" => flags.fleet.then_some(DEFAULT_FLEET),
+            "" => flags.fleet,
             cell => Some(cell),
         }
     }
@@ -529,14 +529,13 @@ async fn promises_hold_across_runs_edits_kills_and_faults() {
     }
 }
 
-/// The `--fleet` a run of the onboarding model passes, for SIMs whose `fleet` cell is empty.
-const DEFAULT_FLEET: &str = "field-devices";
-
 /// The update flags of one run of the onboarding model.
 #[derive(Clone, Copy, Debug)]
 struct Onboard {
-    /// `--fleet field-devices` (always with `--activate`, which needs a Fleet for every row).
-    fleet: bool,
+    /// `--fleet`, for the rows whose `fleet` cell is empty: one of the account's two Fleets,
+    /// so such a SIM may be moved from one to the other (always with `--activate`, which
+    /// needs a Fleet for every row).
+    fleet: Option<&'static str>,
     activate: bool,
     wait: bool,
 }
@@ -544,8 +543,8 @@ struct Onboard {
 impl Onboard {
     fn args(&self) -> Vec<&'static str> {
         let mut args = Vec::new();
-        if self.fleet || self.activate {
-            args.extend(["--fleet", DEFAULT_FLEET]);
+        if let Some(fleet) = self.fleet {
+            args.extend(["--fleet", fleet]);
         }
         if self.activate {
             args.push("--activate");
@@ -834,7 +833,7 @@ async fn onboarding_promises_hold_across_runs_edits_kills_and_update_faults() {
     let mut history = Vec::new();
     let summary_path = env.dir.path().join("last-run.json");
     let final_flags = Onboard {
-        fleet: true,
+        fleet: Some("field-devices"),
         activate: true,
         wait: world.rng.random_bool(0.5),
     };
@@ -856,7 +855,8 @@ async fn onboarding_promises_hold_across_runs_edits_kills_and_update_faults() {
                 .collect();
             let activate = world.rng.random_bool(0.6);
             Onboard {
-                fleet: activate || world.rng.random_bool(0.5),
+                fleet: (activate || world.rng.random_bool(0.5))
+                    .then(|| ["field-devices", "bench"][world.rng.random_range(0..2)]),
                 activate,
                 wait: activate && world.rng.random_bool(0.4),
             }
