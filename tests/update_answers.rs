@@ -415,3 +415,26 @@ async fn a_lookup_showing_two_sims_for_one_iccid_updates_neither() {
     assert_eq!(row["outcome"], "gave_up", "{row:?}");
     assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
 }
+
+/// A 200 to an update of the unique name alone that applied nothing shows the SIM unnamed.
+/// The row was written as done from it (and every later run skipped it, the SIM never
+/// named); now the name is sent again and the row shows it as the account does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unique_name_the_answer_does_not_show_is_not_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(91);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::SuccessUnapplied]);
+    env.write_csv(&format!(
+        "Iccid,RegistrationCode,unique_name\n{iccid},{code},tracker-91\n"
+    ));
+
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["unique_name"], "tracker-91", "{row:?}");
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(sim.unique_name.as_deref(), Some("tracker-91"));
+    assert_eq!(env.emulator.stats().update_requests, 2);
+}
