@@ -481,3 +481,36 @@ async fn a_unique_name_the_answer_does_not_show_is_not_done() {
     assert_eq!(sim.unique_name.as_deref(), Some("tracker-91"));
     assert_eq!(env.emulator.stats().update_requests, 2);
 }
+
+/// A SIM the file records as done in one Fleet, moved to another by a run killed before
+/// its row was written: the file still said the first Fleet was done, so a rerun asking for
+/// it again skipped the SIM and left it in the other Fleet, exit 0. The killed run now
+/// leaves a checkpoint first, and the rerun reads the SIM and moves it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_while_moving_a_recorded_sim_does_not_leave_the_old_fleet_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(92);
+    env.write_input(&[(iccid.clone(), code)]);
+    let first = env.register(&["--fleet", "field-devices"]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    env.emulator.inject_update(
+        &iccid,
+        vec![Fault::SlowAfterCommit(std::time::Duration::from_secs(60))],
+    );
+    let mut child = env.spawn_register(&["--fleet", "bench"]);
+    common::wait_until("the move is applied", || {
+        env.emulator.sim(&iccid).unwrap().fleet_sid == Some(fleet_sid_for("bench"))
+    })
+    .await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+
+    let again = env.register(&["--fleet", "field-devices"]).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(sim.fleet_sid, Some(fleet_sid_for("field-devices")));
+    assert_eq!(row["fleet_sid"], fleet_sid_for("field-devices"), "{row:?}");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+}

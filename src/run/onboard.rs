@@ -104,6 +104,16 @@ async fn steps(
             // The recorded state may be stale (a lost answer, a change in the Console), so
             // the SIM is fetched before anything is sent.
             let outcome = if prior.outcome.is_done() {
+                // The file says the SIM is done with what it recorded; an update sent now
+                // may change that, and a kill before the final row would leave the file
+                // saying the old state is done, which a rerun asking for it again would
+                // skip. A checkpoint makes the rerun read the SIM again.
+                let mut pending = ResultRow::new(line, &iccid, prior.outcome);
+                pending.sid = Some(sid.clone());
+                pending.account_sid = gate.client().account();
+                pending.error_message = Some(PENDING_MESSAGE.to_string());
+                pending.update_requested = requested.clone();
+                checkpoint.record(pending).await;
                 prior.outcome
             } else {
                 Outcome::Registered
