@@ -415,3 +415,102 @@ async fn a_lookup_showing_two_sims_for_one_iccid_updates_neither() {
     assert_eq!(row["outcome"], "gave_up", "{row:?}");
     assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
 }
+
+/// A SIM in one Fleet moved to another by an update whose Fleet shows only once the
+/// scheduled change is done: the 202 and every read while `scheduled` show the Fleet it is
+/// leaving. That is another Fleet than the one asked for, so the row is not done with it
+/// (it was `registered` in the Fleet left, exit 0): without `--wait` it is `gave_up`, and a
+/// run once the change is over records the new Fleet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_change_showing_the_fleet_left_is_not_done() {
+    let env = TestEnv::with_config(supersim_bulk::emulator::EmulatorConfig {
+        update_delay: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await;
+    let (iccid, code) = good_sim(90);
+    env.emulator.preregister(&iccid);
+    env.emulator
+        .set_status(&iccid, "new", Some("field-devices"));
+    env.emulator
+        .inject_update(&iccid, vec![Fault::FleetWithScheduledChange]);
+    env.write_input(&[(iccid.clone(), code)]);
+    let flags = ["--fleet", "bench", "--activate"];
+
+    let output = env.register(&flags).await;
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "gave_up", "{row:?}");
+    assert!(row["error_message"].contains("scheduled"), "{row:?}");
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(
+        row["fleet_sid"],
+        sim.fleet_sid.unwrap_or_default(),
+        "{row:?}"
+    );
+    assert_eq!(exit_code(&output), 75, "{}", stderr(&output));
+    assert_eq!(env.emulator.stats().update_requests, 1);
+
+    env.emulator.finish_scheduled();
+    let again = env.register(&flags).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["fleet_sid"], fleet_sid_for("bench"), "{row:?}");
+    assert_eq!(row["status"], "active", "{row:?}");
+    assert_eq!(env.emulator.stats().update_requests, 1);
+}
+
+/// A 200 to an update of the unique name alone that applied nothing shows the SIM unnamed.
+/// The row was written as done from it (and every later run skipped it, the SIM never
+/// named); now the name is sent again and the row shows it as the account does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unique_name_the_answer_does_not_show_is_not_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(91);
+    env.emulator
+        .inject_update(&iccid, vec![Fault::SuccessUnapplied]);
+    env.write_csv(&format!(
+        "Iccid,RegistrationCode,unique_name\n{iccid},{code},tracker-91\n"
+    ));
+
+    let output = env.register(&[]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
+    let row = &env.last_rows()[&iccid];
+    assert_eq!(row["outcome"], "registered", "{row:?}");
+    assert_eq!(row["unique_name"], "tracker-91", "{row:?}");
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(sim.unique_name.as_deref(), Some("tracker-91"));
+    assert_eq!(env.emulator.stats().update_requests, 2);
+}
+
+/// A SIM the file records as done in one Fleet, moved to another by a run killed before
+/// its row was written: the file still said the first Fleet was done, so a rerun asking for
+/// it again skipped the SIM and left it in the other Fleet, exit 0. The killed run now
+/// leaves a checkpoint first, and the rerun reads the SIM and moves it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_while_moving_a_recorded_sim_does_not_leave_the_old_fleet_done() {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(92);
+    env.write_input(&[(iccid.clone(), code)]);
+    let first = env.register(&["--fleet", "field-devices"]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+
+    env.emulator.inject_update(
+        &iccid,
+        vec![Fault::SlowAfterCommit(std::time::Duration::from_secs(60))],
+    );
+    let mut child = env.spawn_register(&["--fleet", "bench"]);
+    common::wait_until("the move is applied", || {
+        env.emulator.sim(&iccid).unwrap().fleet_sid == Some(fleet_sid_for("bench"))
+    })
+    .await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+
+    let again = env.register(&["--fleet", "field-devices"]).await;
+    assert_eq!(exit_code(&again), 0, "{}", stderr(&again));
+    let row = &env.last_rows()[&iccid];
+    let sim = env.emulator.sim(&iccid).unwrap();
+    assert_eq!(sim.fleet_sid, Some(fleet_sid_for("field-devices")));
+    assert_eq!(row["fleet_sid"], fleet_sid_for("field-devices"), "{row:?}");
+    assert_eq!(env.emulator.commits(&iccid), 1);
+}

@@ -563,7 +563,9 @@ fn check_sim_answer(
 /// What `sim`, an UpdateSim answer, does not show of `update`, if anything: the Fleet sent
 /// (when sent as a SID: a unique name cannot be compared), and the status sent or
 /// `scheduled` (the change under way). A UniqueName is not compared: a server may store it
-/// otherwise than sent (trimmed, say), and the row shows it as the answer does. A
+/// otherwise than sent (trimmed, say), and the row shows it as the answer does; but an
+/// answer showing none, where one was sent, dropped it (a name is not changed
+/// asynchronously), and a row written from it would be skipped by every later run. A
 /// `scheduled` answer may show no Fleet yet (a server may assign it with the status
 /// change), but not another. A success that shows the SIM otherwise (an update dropped, or
 /// another Fleet) does not confirm the update: it is an answer in doubt, and the SIM is read
@@ -586,6 +588,8 @@ fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
         Some("another Fleet than the one asked for, or none")
     } else if !update.status.as_deref().is_none_or(status_shown) {
         Some("another status than the one asked for (and not `scheduled`)")
+    } else if update.unique_name.is_some() && sim.unique_name.is_none() {
+        Some("no unique name where one was asked for")
     } else {
         None
     }

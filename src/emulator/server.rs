@@ -175,9 +175,14 @@ impl Emulator {
             .extend(faults);
     }
 
-    /// Forgets every fault injected and not yet met, so a later run meets none.
+    /// Forgets every fault injected and not yet met (on registrations, updates, fetches and
+    /// Fleet lookups), so a later run meets none.
     pub fn clear_injected(&self) {
-        self.shared.store().injected.clear();
+        let mut store = self.shared.store();
+        store.injected.clear();
+        store.injected_updates.clear();
+        store.injected_fetches.clear();
+        store.injected_fleets.clear();
     }
 
     /// Stops accepting connections and waits for requests in progress to finish.

@@ -104,6 +104,16 @@ async fn steps(
             // The recorded state may be stale (a lost answer, a change in the Console), so
             // the SIM is fetched before anything is sent.
             let outcome = if prior.outcome.is_done() {
+                // The file says the SIM is done with what it recorded; an update sent now
+                // may change that, and a kill before the final row would leave the file
+                // saying the old state is done, which a rerun asking for it again would
+                // skip. A checkpoint makes the rerun read the SIM again.
+                let mut pending = ResultRow::new(line, &iccid, prior.outcome);
+                pending.sid = Some(sid.clone());
+                pending.account_sid = gate.client().account();
+                pending.error_message = Some(PENDING_MESSAGE.to_string());
+                pending.update_requested = requested.clone();
+                checkpoint.record(pending).await;
                 prior.outcome
             } else {
                 Outcome::Registered
@@ -401,12 +411,18 @@ impl Hooks for Update<'_, '_> {
                 // An earlier change is still in progress; a new update would get 83009.
                 let Some(limit) = self.wait else {
                     // After this run's own update was sent (its answer lost or in doubt),
-                    // the change under way may be that update, Fleet and all.
-                    return Step::End(Some(if self.sent {
-                        steps.row(steps.outcome, &current)
-                    } else {
-                        steps.behind_scheduled(self.plan, &current)
-                    }));
+                    // the change under way may be that update, and a Fleet it assigns may
+                    // show only once it is done: no Fleet yet is not a Fleet missing. A
+                    // Fleet shown is the one asked for or, the one the SIM is leaving, not
+                    // done.
+                    let plan = match &current.fleet_sid {
+                        None if self.sent => SimUpdate {
+                            fleet: None,
+                            ..self.plan.clone()
+                        },
+                        _ => self.plan.clone(),
+                    };
+                    return Step::End(Some(steps.behind_scheduled(&plan, &current)));
                 };
                 match steps.wait_until_settled(limit, current).await {
                     Ok(settled) => {
