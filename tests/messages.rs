@@ -141,7 +141,10 @@ async fn credentials_refused_with_a_403_are_reported_with_that_status() {
         }],
     );
     env.write_input(&[good_sim(1)]);
-    let output = env.register(&[]).await;
+    let summary = env.dir.path().join("summary.json");
+    let output = env
+        .register(&["--summary-json", summary.to_str().unwrap()])
+        .await;
     assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
     let err = stderr(&output);
     assert!(
@@ -149,6 +152,14 @@ async fn credentials_refused_with_a_403_are_reported_with_that_status() {
         "{err}"
     );
     assert!(!err.contains("HTTP 401"), "{err}");
+    // A monitor that reads only the JSON learns the same.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["end"], "credentials_refused", "{json}");
+    assert_eq!(
+        json["reason"], "the API refused the credentials (HTTP 403, Twilio error 20003)",
+        "{json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

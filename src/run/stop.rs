@@ -84,20 +84,32 @@ impl EndReason {
                 (code, "finished", None)
             }
             EndReason::Interrupted => (exit::INTERRUPTED, "interrupted", None),
-            EndReason::MaxFailures(why) => (exit::ROWS_FAILED, "max_failures", Some(why)),
-            EndReason::CredentialsRefused(_) => {
-                (exit::USAGE_OR_CONFIG, "credentials_refused", None)
+            EndReason::MaxFailures(why) => (exit::ROWS_FAILED, "max_failures", Some(why.clone())),
+            // The status and code the API refused with, as the preflight's refusal gives
+            // them: a monitor reading only the JSON learns whether it was 401 or 20003.
+            EndReason::CredentialsRefused(refusal) => (
+                exit::USAGE_OR_CONFIG,
+                "credentials_refused",
+                Some(format!("the API refused the credentials ({refusal})")),
+            ),
+            EndReason::Unreachable(why) => {
+                (exit::TEMPORARY_FAILURE, "unreachable", Some(why.clone()))
             }
-            EndReason::Unreachable(why) => (exit::TEMPORARY_FAILURE, "unreachable", Some(why)),
-            EndReason::WrongEndpoint(why) => (exit::USAGE_OR_CONFIG, "wrong_endpoint", Some(why)),
-            EndReason::InputChanged(why) => (exit::TEMPORARY_FAILURE, "input_changed", Some(why)),
-            EndReason::WriterFailed(why) => (exit::TEMPORARY_FAILURE, "writer_failed", Some(why)),
-            EndReason::Internal(why) => (exit::INTERNAL_ERROR, "internal_error", Some(why)),
+            EndReason::WrongEndpoint(why) => {
+                (exit::USAGE_OR_CONFIG, "wrong_endpoint", Some(why.clone()))
+            }
+            EndReason::InputChanged(why) => {
+                (exit::TEMPORARY_FAILURE, "input_changed", Some(why.clone()))
+            }
+            EndReason::WriterFailed(why) => {
+                (exit::TEMPORARY_FAILURE, "writer_failed", Some(why.clone()))
+            }
+            EndReason::Internal(why) => (exit::INTERNAL_ERROR, "internal_error", Some(why.clone())),
         };
         Ending {
             exit_code,
             end,
-            reason: reason.cloned(),
+            reason,
         }
     }
 
