@@ -83,7 +83,7 @@ impl From<LockError> for RunError {
     /// is a set-up error, like any other file that cannot be written.
     fn from(error: LockError) -> Self {
         match error {
-            LockError::Busy { .. } => RunError::Locked(error),
+            LockError::Busy { .. } | LockError::BusyElsewhere { .. } => RunError::Locked(error),
             // The message already says why; kept as one sentence, not a chain.
             LockError::Io { .. } | LockError::Planted { .. } => {
                 RunError::Setup(anyhow::anyhow!("{error}"))

@@ -1,6 +1,8 @@
 //! One run at a time per results file: an advisory lock on `<results>.lock`, held for the
 //! whole run. `results` is the file's real path (symlinks resolved), so every spelling of
-//! one file, a symlink to it included, shares one lock.
+//! one file, a symlink to it included, shares one lock. A hard link is another name with
+//! its own `.lock`, so the results file itself, when it exists, is locked too: two runs
+//! through two of its names would otherwise append to one file at once.
 //!
 //! The lock file is opened without following a symlink: one planted at the lock path is
 //! refused (a set-up error), never written through. So is anything that is not a plain
@@ -21,6 +23,8 @@ use crate::paths;
 #[derive(Debug)]
 pub(crate) struct RunLock {
     _file: File,
+    /// The results file itself, locked while the run lasts (when it existed at the start).
+    _results: Option<File>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,12 @@ pub(crate) enum LockError {
         lock: String,
         pid: Option<String>,
     },
+    /// The results file itself is locked by a run that named it otherwise (a hard link).
+    #[error(
+        "another run is using {results} through another of its names (a hard link to it); \
+         this run left it untouched. Wait for it to finish, then run again"
+    )]
+    BusyElsewhere { results: String },
     /// The lock file cannot be created or opened: a set-up error, not "try again later".
     #[error(
         "cannot lock {lock}: {source}; the lock is created beside the results file: \
@@ -102,10 +112,37 @@ impl RunLock {
             }
             Err(TryLockError::Error(source)) => return Err(io_error(source)),
         }
+        let results_file = lock_the_file_itself(results)?;
         file.set_len(0).map_err(io_error)?;
         file.seek(SeekFrom::Start(0)).map_err(io_error)?;
         writeln!(file, "{}", std::process::id()).map_err(io_error)?;
-        Ok(RunLock { _file: file })
+        Ok(RunLock {
+            _file: file,
+            _results: results_file,
+        })
+    }
+}
+
+/// Locks the results file itself, if it is there as a plain file, for the run; a run that
+/// holds it through another name (a hard link) is busy. Anything the file's own checks
+/// refuse later (a folder, a pipe, a file that cannot be opened) is left to them.
+fn lock_the_file_itself(results: &Path) -> Result<Option<File>, LockError> {
+    // Looked at before it is opened: opening a named pipe would wait for a writer.
+    if !std::fs::symlink_metadata(results).is_ok_and(|meta| meta.is_file()) {
+        return Ok(None);
+    }
+    let Ok(file) = paths::no_follow().read(true).open(results) else {
+        return Ok(None);
+    };
+    if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+        return Ok(None);
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(LockError::BusyElsewhere {
+            results: results.display().to_string(),
+        }),
+        Err(TryLockError::Error(_)) => Ok(None),
     }
 }
 
@@ -126,6 +163,27 @@ mod tests {
         assert!(refused.contains("r.csv.lock"), "{refused}");
         drop(first);
         RunLock::acquire(&results).expect("free again once released");
+    }
+
+    #[test]
+    fn a_results_file_named_through_a_hard_link_is_one_file_to_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        std::fs::write(&results, "line,iccid\n").unwrap();
+        let other_name = dir.path().join("copy.csv");
+        std::fs::hard_link(&results, &other_name).unwrap();
+        let first = RunLock::acquire(&results).unwrap();
+        let refused = RunLock::acquire(&other_name).unwrap_err();
+        assert!(
+            matches!(refused, LockError::BusyElsewhere { .. }),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("another of its names"),
+            "{refused}"
+        );
+        drop(first);
+        RunLock::acquire(&other_name).expect("free again once released");
     }
 
     #[test]
