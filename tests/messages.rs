@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestEnv, binary_command, exit_code, good_sim, iccid, stderr, stdout};
+use common::{TestEnv, binary_command, exit_code, good_sim, iccid, stderr, stdout, summary_json};
 use supersim_bulk::emulator::Fault;
 
 async fn validate(env: &TestEnv, text: &str, extra: &[&str]) -> std::process::Output {
@@ -153,8 +153,7 @@ async fn credentials_refused_with_a_403_are_reported_with_that_status() {
     );
     assert!(!err.contains("HTTP 401"), "{err}");
     // A monitor that reads only the JSON learns the same.
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let json = summary_json(&summary);
     assert_eq!(json["end"], "credentials_refused", "{json}");
     assert_eq!(
         json["reason"], "the API refused the credentials (HTTP 403, Twilio error 20003)",
@@ -177,8 +176,7 @@ async fn a_connection_closed_mid_answer_is_told_as_such_not_as_an_unreachable_ap
         let said = format!("{}{}", stdout(&output), stderr(&output));
         // The halt logic and its exit code are as before: only the words change.
         assert_eq!(exit_code(&output), 75, "{fault:?}: {said}");
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let json = summary_json(&summary);
         assert_eq!(json["end"], "unreachable", "{fault:?}: {json}");
         let reason = json["reason"].as_str().unwrap_or_default();
         assert!(

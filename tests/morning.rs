@@ -6,12 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, exit_code, good_sim, stderr, stdout, wait_until};
+use common::{TestEnv, exit_code, good_sim, signal, stderr, stdout, summary_json, wait_until};
 use supersim_bulk::emulator::Fault;
-
-fn summary_json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// The value of the metric line that starts with `name` (labels included).
 fn metric(text: &str, name: &str) -> f64 {
@@ -58,12 +54,7 @@ async fn after_an_interrupt_every_end_file_counts_the_registered_rows_the_result
         env.emulator.stats().update_requests >= 14
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(child.id().unwrap(), "-INT");
     let output = child.wait_with_output().await.unwrap();
     assert_eq!(exit_code(&output), 130, "{}", stderr(&output));
 
@@ -161,12 +152,7 @@ async fn a_resumed_run_stopped_early_still_counts_the_rows_it_did_not_reach() {
             >= 4
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(child.id().unwrap(), "-TERM");
     let output = child.wait_with_output().await.unwrap();
     assert_eq!(exit_code(&output), 130, "{}", stderr(&output));
 

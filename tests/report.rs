@@ -616,12 +616,7 @@ async fn an_interrupted_run_writes_its_report_and_metrics() {
     args.extend(["--concurrency", "4", "--grace", "1s"]);
     let child = env.spawn_register(&args);
     wait_until("some rows are written", || env.results_rows_so_far() >= 5).await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(child.id().unwrap(), "-INT");
     let output = child.wait_with_output().await.unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let (report, metrics) = end_files(&env);

@@ -5,12 +5,8 @@
 
 mod common;
 
-use common::{TestEnv, binary_command, exit_code, good_sim, stderr, stdout};
+use common::{TestEnv, binary_command, exit_code, good_sim, stderr, stdout, summary_json};
 use supersim_bulk::emulator::{Fault, fleet_sid_for};
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_fleet_by_flag_stops_the_run_listing_the_account_fleets() {
@@ -130,7 +126,7 @@ async fn an_unreachable_api_stops_the_run_with_75_and_no_row_gives_up() {
         rows.iter().all(|row| row["outcome"] != "gave_up"),
         "rows are left unfinished, not gave_up: {rows:?}"
     );
-    let json = read_json(&summary);
+    let json = summary_json(&summary);
     assert_eq!(json["exit_code"], 75, "{json}");
     if json["end"] != "error" {
         assert_eq!(json["end"], "unreachable", "{json}");
@@ -175,7 +171,7 @@ async fn a_bare_404_on_create_mid_run_stops_the_run_and_nothing_is_rejected() {
         4,
         "none sent after it"
     );
-    let json = read_json(&summary);
+    let json = summary_json(&summary);
     assert_eq!(json["end"], "wrong_endpoint", "{json}");
     assert_eq!(json["exit_code"], 2);
 
@@ -285,8 +281,7 @@ async fn a_set_up_failure_writes_the_summary_json_too() {
         .await
         .unwrap();
     assert_eq!(exit_code(&output), 2, "{}", stderr(&output));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let json = summary_json(&summary);
     assert_eq!(json["end"], "error", "{json}");
     assert_eq!(json["exit_code"], 2);
     assert!(

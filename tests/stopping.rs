@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestEnv, exit_code, good_sim, iccid, stderr, wait_until};
+use common::{TestEnv, exit_code, good_sim, iccid, signal, stderr, summary_json, wait_until};
 use supersim_bulk::emulator::{EmulatorConfig, Fault, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN};
 use tokio::io::AsyncBufReadExt;
 
@@ -50,12 +50,6 @@ fn through_shell(script: &str, args: Vec<OsString>) -> tokio::process::Command {
         .args(args)
         .kill_on_drop(true);
     shell
-}
-
-fn summary_json(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|error| panic!("the summary {} was written: {error}", path.display()));
-    serde_json::from_str(&text).unwrap()
 }
 
 /// Every SIM the emulator registered has a row in the results file.
@@ -185,12 +179,7 @@ async fn sighup_drains_like_sigterm_writes_the_summary_and_exits_130() {
         summary.to_str().unwrap(),
     ]);
     wait_until("some rows are written", || env.results_rows_so_far() >= 5).await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(child.id().unwrap(), "-HUP");
     let output = child.wait_with_output().await.unwrap();
 
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));

@@ -8,12 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, exit_code, good_sim, stderr, stdout, wait_until};
+use common::{TestEnv, exit_code, good_sim, signal, stderr, stdout, summary_json, wait_until};
 use supersim_bulk::emulator::{EmulatorConfig, Fault};
-
-fn summary_json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Registers `sims` with `--summary-json`, expecting exit 0: the run's output and its JSON
 /// summary.
@@ -73,12 +69,7 @@ async fn after_an_interrupt_the_rows_line_is_the_sum_of_the_outcome_lines() {
         env.emulator.stats().update_requests >= 14
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal(child.id().unwrap(), "-INT");
     let output = child.wait_with_output().await.unwrap();
     assert_eq!(exit_code(&output), 130, "{}", stderr(&output));
 

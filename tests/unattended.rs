@@ -5,20 +5,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{TestEnv, exit_code, good_sim, stderr, stdout, wait_until};
+use common::{TestEnv, exit_code, good_sim, signal, stderr, stdout, wait_until};
 use supersim_bulk::emulator::Fault;
 
 async fn slow_env(latency_ms: u64) -> TestEnv {
     TestEnv::with_latency(Duration::from_millis(latency_ms)).await
-}
-
-/// Sends a signal (`-STOP`, `-CONT`, `-TERM`) to a child process.
-fn signal(pid: &str, which: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([which, pid])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill {which} {pid}");
 }
 
 /// Checks the end state after all runs: a valid CSV whose last row per ICCID is a success
@@ -97,12 +88,7 @@ async fn sigterm_writes_rows_in_flight_exits_130_and_resume_completes() {
 
     let child = env.spawn_register(&["--concurrency", "4", "--grace", "1s"]);
     wait_until("some rows are written", || env.results_rows_so_far() >= 8).await;
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(child.id().unwrap(), "-TERM");
     let output = child.wait_with_output().await.unwrap();
 
     assert_eq!(exit_code(&output), 130, "{}", stderr(&output));
@@ -149,8 +135,8 @@ async fn a_second_run_on_the_same_results_exits_75_and_leaves_the_first_alone() 
     .await;
     // Frozen, the first run holds its lock for as long as the second run takes, however
     // slow the machine: no timing window.
-    let first_pid = first.id().unwrap().to_string();
-    signal(&first_pid, "-STOP");
+    let first_pid = first.id().unwrap();
+    signal(first_pid, "-STOP");
     let results_before = std::fs::read(env.results_path()).unwrap();
 
     // The second run points at an emulator of its own, so any request it sent would show.
@@ -179,7 +165,7 @@ async fn a_second_run_on_the_same_results_exits_75_and_leaves_the_first_alone() 
     // It wrote nothing either: the file only grew by the first run's appends.
     let results_after = std::fs::read(env.results_path()).unwrap();
     assert_eq!(results_after, results_before);
-    signal(&first_pid, "-CONT");
+    signal(first_pid, "-CONT");
 
     let first = first.wait_with_output().await.unwrap();
     assert_eq!(exit_code(&first), 0, "{}", stderr(&first));

@@ -8,16 +8,23 @@ mod common;
 use common::{TestEnv, altered, exit_code, good_sim, stderr};
 use supersim_bulk::emulator::{Fault, fleet_sid_for};
 
+/// An emulator and an input of one good SIM, number `n`; faults are injected before the
+/// run, after this.
+async fn one_sim(n: u32) -> (TestEnv, String) {
+    let env = TestEnv::new().await;
+    let (iccid, code) = good_sim(n);
+    env.write_input(&[(iccid.clone(), code)]);
+    (env, iccid)
+}
+
 /// A 200 to an update that applied nothing shows the SIM as it was: no Fleet, `new`. The
 /// row is not written as done from it; the update is sent again and the row shows the SIM
 /// in its Fleet, active, as the account does.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_success_that_applied_nothing_is_not_recorded_as_done() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(1);
+    let (env, iccid) = one_sim(1).await;
     env.emulator
         .inject_update(&iccid, vec![Fault::SuccessUnapplied]);
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env
         .register(&["--fleet", "bench", "--activate", "--wait"])
@@ -40,11 +47,9 @@ async fn a_success_that_applied_nothing_is_not_recorded_as_done() {
 /// update.
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_that_never_apply_give_up_and_a_rerun_only_updates() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(2);
+    let (env, iccid) = one_sim(2).await;
     env.emulator
         .inject_update(&iccid, vec![Fault::SuccessUnapplied; 2]);
-    env.write_input(&[(iccid.clone(), code)]);
     let flags = ["--fleet", "bench", "--activate", "--max-attempts", "2"];
 
     let output = env.register(&flags).await;
@@ -67,12 +72,10 @@ async fn updates_that_never_apply_give_up_and_a_rerun_only_updates() {
 /// shows the Fleet the account has.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_answer_showing_another_fleet_is_not_recorded() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(3);
+    let (env, iccid) = one_sim(3).await;
     let other = fleet_sid_for("field-devices");
     env.emulator
         .inject_update(&iccid, vec![altered(&[("fleet_sid", &other)])]);
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env.register(&["--fleet", "bench"]).await;
     assert_eq!(exit_code(&output), 0, "{}", stderr(&output));
@@ -88,11 +91,9 @@ async fn an_update_answer_showing_another_fleet_is_not_recorded() {
 /// the update again, and only the update.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_change_that_falls_back_is_not_recorded_as_done() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(4);
+    let (env, iccid) = one_sim(4).await;
     env.emulator
         .inject_update(&iccid, vec![Fault::ScheduledThenReverts]);
-    env.write_input(&[(iccid.clone(), code)]);
     let flags = ["--fleet", "bench", "--activate", "--wait"];
 
     let output = env.register(&flags).await;
@@ -173,13 +174,11 @@ async fn not_found_just_after_the_create_is_retried() {
 /// the next run reads the SIM, finds the update done, and sends it no second time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_after_the_update_applied_is_not_followed_by_a_second_update() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(30);
+    let (env, iccid) = one_sim(30).await;
     env.emulator.inject_update(
         &iccid,
         vec![Fault::SlowAfterCommit(std::time::Duration::from_secs(60))],
     );
-    env.write_input(&[(iccid.clone(), code)]);
     let flags = ["--fleet", "bench", "--activate", "--wait"];
     let mut child = env.spawn_register(&flags);
     common::wait_until("the update is applied", || {
@@ -210,11 +209,9 @@ async fn a_kill_after_the_update_applied_is_not_followed_by_a_second_update() {
 /// over assigns the Fleet.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_not_assigned_behind_a_scheduled_change_is_not_done() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(40);
+    let (env, iccid) = one_sim(40).await;
     env.emulator.preregister(&iccid);
     env.emulator.set_status(&iccid, "scheduled", None);
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env.register(&["--fleet", "bench"]).await;
     let row = &env.last_rows()[&iccid];
@@ -241,8 +238,7 @@ async fn a_fleet_not_assigned_behind_a_scheduled_change_is_not_done() {
 /// is not `update_failed`; polling goes on and records the status the change ends in.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_not_found_poll_after_an_accepted_update_is_not_a_refusal() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(50);
+    let (env, iccid) = one_sim(50).await;
     env.emulator.inject_fetch(
         &iccid,
         vec![Fault::TwilioError {
@@ -250,7 +246,6 @@ async fn a_not_found_poll_after_an_accepted_update_is_not_a_refusal() {
             code: 20404,
         }],
     );
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env
         .register(&["--fleet", "bench", "--activate", "--wait"])
@@ -268,8 +263,7 @@ async fn a_not_found_poll_after_an_accepted_update_is_not_a_refusal() {
 /// next run assigns the Fleet.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_not_found_fetch_after_the_lookup_showed_the_sim_is_not_a_refusal() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(60);
+    let (env, iccid) = one_sim(60).await;
     env.emulator.preregister(&iccid);
     env.emulator.inject_fetch(
         &iccid,
@@ -278,7 +272,6 @@ async fn a_not_found_fetch_after_the_lookup_showed_the_sim_is_not_a_refusal() {
             code: 20404,
         }],
     );
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env.register(&["--fleet", "bench"]).await;
     let row = &env.last_rows()[&iccid];
@@ -330,12 +323,10 @@ async fn a_fleet_that_shows_only_once_the_change_is_done_is_accepted() {
 /// names it as the file does, so its update reaches it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sid_in_capitals_is_resumed_as_spelled() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(80);
+    let (env, iccid) = one_sim(80).await;
     let sid = env.emulator.preregister(&iccid);
     let upper = format!("HS{}", sid[2..].to_uppercase());
     env.emulator.respell_sid(&iccid, &upper);
-    env.write_input(&[(iccid.clone(), code)]);
 
     let first = env.register(&[]).await;
     assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
@@ -353,14 +344,12 @@ async fn a_sid_in_capitals_is_resumed_as_spelled() {
 /// the row is `gave_up` without the Fleet, not done.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_refused_83009_is_not_taken_as_the_change_under_way() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(100);
+    let (env, iccid) = one_sim(100).await;
     env.emulator.preregister(&iccid);
     env.emulator.set_status(&iccid, "scheduled", None);
     // The first read shows the SIM before someone else's change was scheduled.
     env.emulator
         .inject_fetch(&iccid, vec![altered(&[("status", "new")])]);
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env.register(&["--fleet", "bench"]).await;
     let row = &env.last_rows()[&iccid];
@@ -375,12 +364,10 @@ async fn an_update_refused_83009_is_not_taken_as_the_change_under_way() {
 /// update assigned is not recorded done with it: the row is `gave_up`, naming the Fleet.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_settled_sim_showing_another_fleet_is_not_done() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(110);
+    let (env, iccid) = one_sim(110).await;
     let other = fleet_sid_for("field-devices");
     env.emulator
         .inject_fetch(&iccid, vec![altered(&[("fleet_sid", &other)])]);
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env
         .register(&["--fleet", "bench", "--activate", "--wait"])
@@ -396,11 +383,9 @@ async fn a_settled_sim_showing_another_fleet_is_not_done() {
 /// `gave_up` with no SID (exit 75), for a person to look at.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lookup_showing_two_sims_for_one_iccid_updates_neither() {
-    let env = TestEnv::new().await;
-    let (iccid, code) = good_sim(120);
+    let (env, iccid) = one_sim(120).await;
     env.emulator.preregister(&iccid);
     env.emulator.duplicate_sim(&iccid).unwrap();
-    env.write_input(&[(iccid.clone(), code)]);
 
     let output = env
         .register(&["--fleet", "bench", "--max-attempts", "2"])

@@ -329,3 +329,19 @@ pub fn assert_sids_unique(
         }
     }
 }
+
+/// The JSON file at `path` (a `--summary-json` file), parsed.
+pub fn summary_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("the summary {} was written: {error}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Sends `which` (`-INT`, `-TERM`, `-HUP`, `-STOP`, `-CONT`) to process `pid` with kill(1).
+pub fn signal(pid: u32, which: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {which} {pid}");
+}
