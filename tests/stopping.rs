@@ -348,12 +348,17 @@ async fn a_disk_too_full_to_plan_the_run_is_a_rerun_later_not_a_set_up_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_gone_mid_run_stops_the_run_rather_than_give_up_every_sim_left() {
     let env = TestEnv::with_latency(Duration::from_millis(20)).await;
-    let sims: Vec<_> = (0..300).map(|n| good_sim(34_000 + n)).collect();
+    // Four at a time, 1,000 SIMs take five seconds or more: the API goes away long before
+    // the run could end on its own, however late a busy machine lets this test see it.
+    let sims: Vec<_> = (0..1000).map(|n| good_sim(34_000 + n)).collect();
     env.write_input(&sims);
     let summary = env.dir.path().join("summary.json");
     let child = env.spawn_register(&[
         "--max-attempts",
         "3",
+        "--no-adaptive",
+        "--concurrency",
+        "4",
         "--summary-json",
         summary.to_str().unwrap(),
     ]);
