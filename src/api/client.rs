@@ -49,6 +49,20 @@ pub(crate) struct Sim {
     pub(crate) account_sid: Option<String>,
 }
 
+impl Sim {
+    /// Whether the SIM is in the Fleet whose SID is `wanted` (SIDs compared without case).
+    pub(crate) fn shows_fleet(&self, wanted: &str) -> bool {
+        self.fleet_sid
+            .as_deref()
+            .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
+    }
+}
+
+/// A Fleet SID (`HF` + 32 hex digits), as opposed to a Fleet's unique name.
+pub(crate) fn is_fleet_sid(text: &str) -> bool {
+    text.len() == 34 && text.starts_with("HF") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The fields of one `POST /v1/Sims/{Sid}` (UpdateSim); `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SimUpdate {
@@ -573,11 +587,7 @@ fn check_sim_answer(
 fn check_update_answer(sim: &Sim, update: &SimUpdate) -> Option<&'static str> {
     let scheduled = sim.status.as_deref() == Some("scheduled");
     let fleet_shown = |wanted: &str| {
-        !is_fleet_sid(wanted)
-            || match sim.fleet_sid.as_deref() {
-                Some(have) => have.eq_ignore_ascii_case(wanted),
-                None => scheduled,
-            }
+        !is_fleet_sid(wanted) || sim.shows_fleet(wanted) || (sim.fleet_sid.is_none() && scheduled)
     };
     let status_shown = |wanted: &str| {
         sim.status
@@ -607,11 +617,6 @@ fn in_doubt(status: u16, iccid: &str, what: &str) -> ApiError {
         concurrent_requests: None,
         maybe_processed: true,
     }
-}
-
-/// Whether `text` is a Fleet SID: `HF` and 32 hex digits.
-fn is_fleet_sid(text: &str) -> bool {
-    text.len() == 34 && text.starts_with("HF") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The variable a proxy for an `https://` API comes from, in the order the HTTP client

@@ -32,5 +32,7 @@ pub(crate) mod server_text;
 pub(crate) mod transport;
 
 pub use client::Client;
-pub(crate) use client::{Answered, ListedSim, Sim, SimFilter, SimUpdate, TargetStatus};
+pub(crate) use client::{
+    Answered, ListedSim, Sim, SimFilter, SimUpdate, TargetStatus, is_fleet_sid,
+};
 pub(crate) use error::*;

@@ -286,13 +286,10 @@ impl Steps<'_> {
     /// not changed asynchronously: one asked for that the SIM does not show is not done,
     /// and the row is `gave_up`, so the next run sends it.
     fn behind_scheduled(&self, plan: &SimUpdate, sim: &Sim) -> ResultRow {
-        let fleet = plan.fleet.as_deref().filter(|wanted| {
-            is_fleet_sid(wanted)
-                && !sim
-                    .fleet_sid
-                    .as_deref()
-                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
-        });
+        let fleet = plan
+            .fleet
+            .as_deref()
+            .filter(|wanted| is_fleet_sid(wanted) && !sim.shows_fleet(wanted));
         let name = plan
             .unique_name
             .as_deref()
@@ -570,13 +567,7 @@ fn fell_back(sent: &SimUpdate, sim: &Sim) -> Option<String> {
     let fleet = sent
         .fleet
         .as_deref()
-        .filter(|wanted| {
-            is_fleet_sid(wanted)
-                && !sim
-                    .fleet_sid
-                    .as_deref()
-                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted))
-        })
+        .filter(|wanted| is_fleet_sid(wanted) && !sim.shows_fleet(wanted))
         .map(|wanted| {
             let have = sim.fleet_sid.as_deref().unwrap_or("none");
             format!("Fleet {have}, not {wanted}")
@@ -595,13 +586,10 @@ fn missing_fields(plan: &SimUpdate, sim: &Sim) -> SimUpdate {
             .filter(|w| have.as_deref() != Some(w.as_str()))
     };
     SimUpdate {
-        fleet: plan.fleet.clone().filter(|wanted| {
-            !(is_fleet_sid(wanted)
-                && sim
-                    .fleet_sid
-                    .as_deref()
-                    .is_some_and(|have| have.eq_ignore_ascii_case(wanted)))
-        }),
+        fleet: plan
+            .fleet
+            .clone()
+            .filter(|wanted| !(is_fleet_sid(wanted) && sim.shows_fleet(wanted))),
         status: differs(&plan.status, &sim.status),
         unique_name: differs(&plan.unique_name, &sim.unique_name),
     }

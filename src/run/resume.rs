@@ -67,12 +67,7 @@ impl OnboardConfig {
     }
 }
 
-/// A Fleet SID (`HF` + 32 hex digits), as opposed to a Fleet's unique name.
-pub(crate) fn is_fleet_sid(fleet: &str) -> bool {
-    fleet.len() == 34
-        && fleet.starts_with("HF")
-        && fleet[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
+pub(crate) use crate::api::is_fleet_sid;
 
 /// Where a row starts, given what an earlier run recorded for its ICCID.
 #[derive(Debug, PartialEq)]
