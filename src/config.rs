@@ -41,9 +41,7 @@ impl RegisterConfig {
             (Some(path), _) => path.clone(),
             // A pipe or a device by name (`<(...)`, `/dev/stdin`), read once as standard
             // input is, has no folder of its own to write beside.
-            (None, InputSource::File(path))
-                if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_dir()) =>
-            {
+            (None, InputSource::File(path)) if input.reads_once() => {
                 bail!(
                     "{} is a pipe or a device, so there is no folder beside it for the results: \
                      pass --output PATH for the results file",

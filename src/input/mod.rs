@@ -213,4 +213,16 @@ impl InputSource {
             InputSource::File(path) => path.display().to_string(),
         }
     }
+
+    /// Whether the input can be read only once: standard input, or a path that is neither
+    /// a file nor a folder (a pipe such as `/dev/stdin` or `<(...)`, a device). A missing
+    /// path or a folder is for the reader to refuse, by name.
+    pub(crate) fn reads_once(&self) -> bool {
+        match self {
+            InputSource::Stdin => true,
+            InputSource::File(path) => {
+                std::fs::metadata(path).is_ok_and(|meta| !meta.is_file() && !meta.is_dir())
+            }
+        }
+    }
 }

@@ -550,15 +550,10 @@ impl Replayable {
     pub(crate) fn new(source: &InputSource, dir: &Path) -> Result<Replayable, PlanError> {
         let name = source.display_name();
         let mut stream: Box<dyn Read> = match source {
+            InputSource::File(_) if !source.reads_once() => {
+                return Ok(Replayable::File(source.clone()));
+            }
             InputSource::File(path) => {
-                // A folder or a missing file is for the reader to refuse, by name.
-                let stream = match std::fs::metadata(path) {
-                    Ok(meta) => !meta.is_file() && !meta.is_dir(),
-                    Err(_) => false,
-                };
-                if !stream {
-                    return Ok(Replayable::File(source.clone()));
-                }
                 Box::new(File::open(path).map_err(|source| InputError::Io {
                     path: name.clone(),
                     source,
