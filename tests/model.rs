@@ -473,6 +473,26 @@ fn check_finished(
     broken
 }
 
+/// The summary JSON a run left, if it left one that parses (a killed run leaves none).
+fn read_summary(path: &std::path::Path) -> Option<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+}
+
+/// What a broken promise prints: which run, what broke, the runs before it, the input it
+/// ran on and its stderr, so the seed can be replayed and the run read.
+fn failure(which: &str, broken: &[String], history: &[String], world: &World, ran: &Ran) -> String {
+    let input: Vec<String> = world.input.iter().map(Line::csv).collect();
+    format!(
+        "{which}:\n  {}\n\nhistory:\n  {}\n\ninput:\n{}\n\nstderr:\n{}",
+        broken.join("\n  "),
+        history.join("\n  "),
+        input.join("\n"),
+        ran.stderr
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promises_hold_across_runs_edits_kills_and_faults() {
     let (seed, runs) = seed_and_runs(12);
@@ -529,23 +549,19 @@ async fn promises_hold_across_runs_edits_kills_and_faults() {
         let rows = whole_rows(&env);
         let mut broken = check_always(&env, &mut world, &rows);
         if !ran.killed {
-            let summary = std::fs::read_to_string(&summary_path)
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok());
+            let summary = read_summary(&summary_path);
             broken.extend(check_finished(&env, &world, &rows, ran.exit, summary));
         }
         assert!(
             broken.is_empty(),
-            "seed {seed}, run {run}:\n  {}\n\nhistory:\n  {}\n\ninput:\n{}\n\nstderr:\n{}",
-            broken.join("\n  "),
-            history.join("\n  "),
-            world
-                .input
-                .iter()
-                .map(Line::csv)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            ran.stderr
+            "{}",
+            failure(
+                &format!("seed {seed}, run {run}"),
+                &broken,
+                &history,
+                &world,
+                &ran
+            )
         );
     }
 }
@@ -952,9 +968,7 @@ async fn onboarding_promises_hold_across_runs_edits_kills_and_update_faults() {
         let mut broken = check_always(&env, &mut world, &rows);
         broken.extend(check_account_asked(&env, &world));
         if !ran.killed {
-            let summary: Option<serde_json::Value> = std::fs::read_to_string(&summary_path)
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok());
+            let summary = read_summary(&summary_path);
             let finished = summary
                 .as_ref()
                 .is_some_and(|summary| summary["end"] == "finished");
@@ -972,19 +986,17 @@ async fn onboarding_promises_hold_across_runs_edits_kills_and_update_faults() {
                 broken.extend(check_all_onboarded(&env, &world, flags));
             }
         }
+        let which = if clean { " (the final clean run)" } else { "" };
         assert!(
             broken.is_empty(),
-            "seed {seed}, run {run}{}:\n  {}\n\nhistory:\n  {}\n\ninput:\n{}\n\nstderr:\n{}",
-            if clean { " (the final clean run)" } else { "" },
-            broken.join("\n  "),
-            history.join("\n  "),
-            world
-                .input
-                .iter()
-                .map(Line::csv)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            ran.stderr
+            "{}",
+            failure(
+                &format!("seed {seed}, run {run}{which}"),
+                &broken,
+                &history,
+                &world,
+                &ran
+            )
         );
     }
 }
