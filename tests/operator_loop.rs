@@ -11,6 +11,16 @@ fn with_crlf(text: &str) -> String {
     text.lines().map(|line| format!("{line}\r\n")).collect()
 }
 
+/// An account and a results file on which three SIMs were registered by a first run.
+async fn three_sims_registered() -> (TestEnv, Vec<(String, String)>) {
+    let env = TestEnv::new().await;
+    let sims: Vec<_> = (1..=3).map(good_sim).collect();
+    env.write_input(&sims);
+    let first = env.register(&[]).await;
+    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    (env, sims)
+}
+
 #[tokio::test]
 async fn a_results_file_saved_with_crlf_line_ends_stays_resumable_after_compaction() {
     // The first SIM's row deleted: compaction rewrites the file from its header on.
@@ -22,11 +32,7 @@ async fn a_results_file_saved_with_crlf_line_ends_stays_resumable_after_compacti
 /// Registers three SIMs, deletes the results row at `deleted` (0 is the header) and saves
 /// the file with CRLF line ends, as a spreadsheet does, then resumes twice.
 async fn crlf_resave_then_resume(deleted: usize) {
-    let env = TestEnv::new().await;
-    let sims: Vec<_> = (1..=3).map(good_sim).collect();
-    env.write_input(&sims);
-    let first = env.register(&[]).await;
-    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let (env, sims) = three_sims_registered().await;
 
     // Opened in a spreadsheet, a row deleted, saved as CSV (CRLF line ends).
     let text = std::fs::read_to_string(env.results_path()).unwrap();
@@ -120,11 +126,7 @@ fn rounded_to_15_digits(iccid: &str) -> String {
 
 #[tokio::test]
 async fn a_results_file_whose_iccids_a_spreadsheet_rounded_is_refused_not_retried_forever() {
-    let env = TestEnv::new().await;
-    let sims: Vec<_> = (1..=3).map(good_sim).collect();
-    env.write_input(&sims);
-    let first = env.register(&[]).await;
-    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let (env, sims) = three_sims_registered().await;
 
     // Opened in a spreadsheet, which showed the ICCIDs as numbers, and saved: three SIMs'
     // rows now name one ICCID, each with its own SID.
@@ -163,11 +165,7 @@ async fn a_results_file_whose_iccids_a_spreadsheet_rounded_is_refused_not_retrie
 
 #[tokio::test]
 async fn a_results_row_a_spreadsheet_cleared_is_a_row_deleted_not_a_broken_file() {
-    let env = TestEnv::new().await;
-    let sims: Vec<_> = (1..=3).map(good_sim).collect();
-    env.write_input(&sims);
-    let first = env.register(&[]).await;
-    assert_eq!(exit_code(&first), 0, "{}", stderr(&first));
+    let (env, sims) = three_sims_registered().await;
 
     // The second SIM's row cleared (its cells emptied, the row left), and two empty rows
     // below the last, as a spreadsheet saves them.
